@@ -1,0 +1,2 @@
+//! Placeholder; the inspection benchmark lands with the formats work.
+fn main() {}

@@ -1,0 +1,116 @@
+//! Wiring for Sluice's one-pass ingest: sources that produce chunks, and the drivers that feed
+//! them through the [`sluice_formats`] inspector.
+//!
+//! ```
+//! use sluice_formats::{Format, Limits};
+//! use sluice_pipeline::inspect_reader;
+//!
+//! let disk = vec![0u8; 4096];
+//! let report = inspect_reader(&disk[..], Some(Format::Raw), Limits::default(), 1024).unwrap();
+//! assert!(report.is_accepted());
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::arithmetic_side_effects
+)]
+
+use std::io::{self, Read};
+
+use sluice_formats::{Format, Inspector, Limits, Progress, Report};
+
+/// The largest chunk a reader-driven inspection reads at once (bounds its buffer).
+pub const MAX_CHUNK: usize = 16 << 20;
+
+/// A source failed while being read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The chunk size asked for is zero or above [`MAX_CHUNK`].
+    #[error("chunk size {0} is outside 1..={MAX_CHUNK}")]
+    BadChunkSize(usize),
+    /// Reading the next chunk failed.
+    #[error("reading chunk at offset {offset}: {source}")]
+    ReadingChunk {
+        /// Stream offset of the failed read.
+        offset: u64,
+        /// The underlying error.
+        source: io::Error,
+    },
+}
+
+/// Streams `reader` through an [`Inspector`] in chunks of `chunk_size` bytes, never seeking,
+/// and stops reading as soon as the image is rejected.
+///
+/// Memory: one buffer of `chunk_size` bytes plus the inspector's bound.
+///
+/// # Errors
+/// [`SourceError`] when the chunk size is out of range or a read fails.
+pub fn inspect_reader(
+    mut reader: impl Read,
+    declared: Option<Format>,
+    limits: Limits,
+    chunk_size: usize,
+) -> Result<Report, SourceError> {
+    if chunk_size == 0 || chunk_size > MAX_CHUNK {
+        return Err(SourceError::BadChunkSize(chunk_size));
+    }
+    let mut inspector = Inspector::new(declared, limits);
+    let mut buf = vec![0u8; chunk_size];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(SourceError::ReadingChunk {
+                    offset: inspector.position(),
+                    source,
+                })
+            }
+        };
+        let chunk = buf.get(..n).unwrap_or(&[]);
+        if let Progress::Rejected(_) = inspector.feed(chunk) {
+            break;
+        }
+    }
+    Ok(inspector.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct FailingReader;
+
+    impl Read for FailingReader {
+        fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::other("disk on fire"))
+        }
+    }
+
+    #[test]
+    fn test_inspect_reader_read_error_names_offset() {
+        let err = inspect_reader(FailingReader, None, Limits::default(), 512).unwrap_err();
+        assert!(matches!(err, SourceError::ReadingChunk { offset: 0, .. }));
+    }
+
+    #[test]
+    fn test_inspect_reader_zero_chunk_is_refused() {
+        let err = inspect_reader(&[][..], None, Limits::default(), 0).unwrap_err();
+        assert!(matches!(err, SourceError::BadChunkSize(0)));
+    }
+
+    #[test]
+    fn test_inspect_reader_stops_reading_after_rejection() {
+        // A gzip stream followed by a lot of data: only the first decision step is read.
+        let mut data = vec![0x1f, 0x8b, 0x08];
+        data.resize(1 << 20, 0);
+        let mut cursor = io::Cursor::new(&data);
+        let report = inspect_reader(&mut cursor, None, Limits::default(), 4096).unwrap();
+        assert!(!report.is_accepted());
+        assert_eq!(cursor.position(), 4096);
+    }
+}

@@ -1,0 +1,1 @@
+//! cli inspection tests on real images.

@@ -1,0 +1,1 @@
+//! gpt inspection tests on real images.

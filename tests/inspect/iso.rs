@@ -1,0 +1,1 @@
+//! iso inspection tests on real images.

@@ -1,0 +1,10 @@
+//! Inspector tests on real images, one module per format family.
+
+mod cli;
+mod gpt;
+mod iso;
+mod qcow2;
+mod simple;
+mod vhd;
+mod vhdx;
+mod vmdk;

@@ -1,0 +1,1 @@
+//! qcow2 inspection tests on real images.

@@ -1,0 +1,1 @@
+//! simple inspection tests on real images.

@@ -1,0 +1,1 @@
+//! vhd inspection tests on real images.

@@ -1,0 +1,1 @@
+//! vhdx inspection tests on real images.

@@ -1,0 +1,1 @@
+//! vmdk inspection tests on real images.
