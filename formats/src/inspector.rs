@@ -94,14 +94,15 @@ impl Inspector {
         let mut rest = chunk;
         while !rest.is_empty() {
             let live: Vec<usize> = self.live_probes();
-            if live.is_empty() {
-                // Nothing left to learn before end of stream: skip to the end of the chunk.
+            let to_step = DECISION_STEP.saturating_sub(self.pos % DECISION_STEP);
+            if live.is_empty() && to_step == DECISION_STEP {
+                // No probe wants more bytes and the verdict at this step boundary was already
+                // taken: nothing can change before end of stream, so skip the rest.
                 self.pos = self
                     .pos
                     .saturating_add(u64::try_from(rest.len()).unwrap_or(u64::MAX));
                 break;
             }
-            let to_step = DECISION_STEP.saturating_sub(self.pos % DECISION_STEP);
             let take = usize::try_from(to_step)
                 .unwrap_or(usize::MAX)
                 .min(rest.len());
@@ -176,9 +177,10 @@ impl Inspector {
                 .iter()
                 .any(|p| p.detection() == Detection::Pending && probe_may_be(p.as_ref(), f))
         };
-        let mut formats: Vec<Format> = matched.iter().map(|(f, _)| *f).collect();
-        formats.sort();
-        formats.dedup();
+        let formats: Vec<Format> = Format::ALL
+            .into_iter()
+            .filter(|f| matched.iter().any(|(m, _)| m == f))
+            .collect();
         let reduced = reduce(&formats);
 
         let mut reasons: Vec<Reason> = Vec::new();

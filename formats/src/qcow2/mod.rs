@@ -1,35 +1,278 @@
-//! Qcow2 probe (placeholder until the qcow2 inspector lands).
+//! QEMU qcow2 (versions 2 and 3) and legacy QCOW v1 recognition and safety checks.
+//!
+//! The header (first 112 bytes) decides the format and most rejections, so a backing file, an
+//! external data file, encryption or unknown features are refused within the first decision
+//! step. The metadata tables are then checked as they stream past: the refcount table, the
+//! active L1 table, every L2 table it references that comes later in the stream, and the
+//! snapshot table. The furthest byte any of them references must exist, or the image is
+//! truncated. Memory: the 112-byte header, one backing file name (≤ 1023 bytes), two
+//! extension values (≤ 1023 bytes each) and 8 bytes per queued L2 table
+//! (`Limits::max_tracked_tables`), whatever the file size.
+
+mod extensions;
+mod header;
+mod limits;
+mod snapshots;
+mod tables;
+
+#[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)] // test builders compute small fixed offsets
+mod tests;
 
 use crate::probe::{Detection, Probe};
-use crate::stream::Tail;
-use crate::{Format, Limits, Reason};
+use crate::stream::{be_u32, Capture, Tail};
+use crate::{Format, Limits, Reason, ReasonCode};
 
-/// Recognises qcow2 images.
+use header::{QcowV1Header, QCOW_MAGIC, QCOW_V1_HEADER_LEN};
+use limits::QCOW2_HEADER_CAPTURE;
+use tables::Qcow2Walk;
+
+/// Recognises qcow2 and QCOW v1 images and checks them for unsafe or inconsistent metadata.
 #[derive(Debug)]
-pub(crate) struct Qcow2Probe;
+pub(crate) struct Qcow2Probe {
+    max_tracked_tables: usize,
+    header: Capture,
+    state: State,
+    virtual_size: Option<u64>,
+    findings: Qcow2Findings,
+}
+
+/// Where the probe is.
+#[derive(Debug)]
+enum State {
+    /// Waiting for the header.
+    Pending,
+    /// Not a QCOW image.
+    No,
+    /// A QCOW v1 image (refused, nothing more to check).
+    V1,
+    /// A qcow2 image whose header is too broken to walk its tables.
+    Broken,
+    /// A qcow2 image whose tables are being walked.
+    Walking(Box<Qcow2Walk>),
+}
 
 impl Qcow2Probe {
-    pub(crate) fn new(_limits: &Limits) -> Self {
-        Qcow2Probe
+    /// A probe bounded by `limits`.
+    pub(crate) fn new(limits: &Limits) -> Self {
+        Qcow2Probe {
+            max_tracked_tables: limits.max_tracked_tables,
+            header: Capture::new(0, QCOW2_HEADER_CAPTURE),
+            state: State::Pending,
+            virtual_size: None,
+            findings: Qcow2Findings::default(),
+        }
+    }
+
+    /// Decides from the captured header bytes (all of them, or fewer at end of stream).
+    fn decide(&mut self) {
+        let mut bytes = [0u8; QCOW2_HEADER_CAPTURE];
+        let have = self.header.bytes().len().min(QCOW2_HEADER_CAPTURE);
+        if let (Some(dst), Some(src)) = (bytes.get_mut(..have), self.header.bytes().get(..have)) {
+            dst.copy_from_slice(src);
+        }
+        let b = bytes.get(..have).unwrap_or(&[]);
+        if !b.starts_with(&QCOW_MAGIC) {
+            self.state = State::No;
+            return;
+        }
+        let Some(version) = be_u32(b, header::off::VERSION) else {
+            self.state = State::Broken;
+            self.truncated_header(have);
+            return;
+        };
+        match version {
+            1 => self.decide_v1(b),
+            2 | 3 => match header::Qcow2Header::parse(b) {
+                Some(h) => {
+                    let walk = Qcow2Walk::new(&h, self.max_tracked_tables, &mut self.findings);
+                    self.virtual_size = Some(h.virtual_size());
+                    match walk {
+                        Some(mut walk) => {
+                            // Extensions may start inside the captured header: replay it.
+                            walk.feed(0, b, &mut self.findings);
+                            self.state = State::Walking(Box::new(walk));
+                        }
+                        None => self.state = State::Broken,
+                    }
+                }
+                None => {
+                    self.state = State::Broken;
+                    self.truncated_header(have);
+                }
+            },
+            0 => {
+                self.state = State::Broken;
+                self.findings.push(
+                    ReasonCode::Corrupt,
+                    header::off::VERSION as u64,
+                    "qcow2 header has version 0".to_owned(),
+                );
+            }
+            v => {
+                self.state = State::Broken;
+                self.findings.push(
+                    ReasonCode::UnknownFeature,
+                    header::off::VERSION as u64,
+                    format!(
+                        "qcow2 version {v} is newer than the versions 2 and 3 Sluice understands"
+                    ),
+                );
+            }
+        }
+    }
+
+    fn decide_v1(&mut self, b: &[u8]) {
+        self.state = State::V1;
+        self.findings.push(
+            ReasonCode::UnsupportedFormat,
+            header::off::VERSION as u64,
+            "QCOW version 1 images are not ingested (QEMU deprecated the format); \
+             convert to qcow2 or raw first"
+                .to_owned(),
+        );
+        let parsed = if b.len() >= QCOW_V1_HEADER_LEN {
+            QcowV1Header::parse(b)
+        } else {
+            None
+        };
+        match parsed {
+            Some(h) => {
+                self.virtual_size = Some(h.size & !511);
+                if h.backing_file_offset != 0 {
+                    self.findings.push(
+                        ReasonCode::BackingFile,
+                        header::off::BACKING_FILE_OFFSET as u64,
+                        "QCOW v1 image references a backing file".to_owned(),
+                    );
+                }
+            }
+            _ => self.truncated_header(b.len()),
+        }
+    }
+
+    fn truncated_header(&mut self, have: usize) {
+        self.findings.push(
+            ReasonCode::Truncated,
+            u64::MAX,
+            format!("qcow2 header is cut short: the stream ends after {have} bytes"),
+        );
     }
 }
 
 impl Probe for Qcow2Probe {
     fn candidates(&self) -> &'static [Format] {
-        &[Format::Qcow2]
+        &[Format::Qcow2, Format::Qcow]
     }
-    fn feed(&mut self, _pos: u64, _data: &[u8]) {}
-    fn finish(&mut self, _tail: &Tail) {}
+
+    fn feed(&mut self, pos: u64, data: &[u8]) {
+        if matches!(self.state, State::Pending) {
+            if self.header.feed(pos, data) {
+                self.decide();
+            } else if self
+                .header
+                .bytes()
+                .get(..QCOW_MAGIC.len())
+                .is_some_and(|m| m != QCOW_MAGIC)
+            {
+                self.state = State::No;
+            }
+        }
+        if let State::Walking(walk) = &mut self.state {
+            walk.feed(pos, data, &mut self.findings);
+        }
+    }
+
+    fn finish(&mut self, tail: &Tail) {
+        if matches!(self.state, State::Pending) {
+            self.decide();
+        }
+        if let State::Walking(walk) = &mut self.state {
+            walk.finish(tail.stream_len(), &mut self.findings);
+        }
+    }
+
     fn detection(&self) -> Detection {
-        Detection::No
+        match self.state {
+            State::Pending => Detection::Pending,
+            State::No => Detection::No,
+            State::V1 => Detection::Yes(Format::Qcow),
+            State::Broken | State::Walking(_) => Detection::Yes(Format::Qcow2),
+        }
     }
-    fn wants(&self, _pos: u64) -> bool {
-        false
+
+    fn wants(&self, pos: u64) -> bool {
+        match &self.state {
+            State::Pending => true,
+            State::Walking(walk) => walk.active(pos),
+            State::No | State::V1 | State::Broken => false,
+        }
     }
+
     fn virtual_size(&self) -> Option<u64> {
-        None
+        self.virtual_size
     }
+
     fn findings(&self) -> &[Reason] {
-        &[]
+        &self.findings.reasons
     }
+}
+
+/// The probe's findings: one per reason code, the one at the lowest stream offset.
+///
+/// The generic first-wins `Findings` would depend on the order in which the walkers see a
+/// chunk's bytes (a refcount table entry and an L1 entry in the same chunk), which differs
+/// between chunkings; keeping the lowest-offset finding per code (ties broken by message)
+/// makes the result a function of the bytes alone.
+#[derive(Debug, Default)]
+pub(crate) struct Qcow2Findings {
+    /// `(offset, reason)`, sorted by offset then code.
+    items: Vec<(u64, Reason)>,
+    /// The reasons of `items`, in the same order.
+    reasons: Vec<Reason>,
+}
+
+impl Qcow2Findings {
+    /// Records a finding found at stream offset `at` (`u64::MAX` for end-of-stream ones).
+    pub(crate) fn push(&mut self, code: ReasonCode, at: u64, message: String) {
+        self.push_with(code, at, || message);
+    }
+
+    /// Like [`Self::push`], formatting the message only when it may be kept (a hostile table
+    /// can repeat one defect millions of times).
+    pub(crate) fn push_with(
+        &mut self,
+        code: ReasonCode,
+        at: u64,
+        message: impl FnOnce() -> String,
+    ) {
+        if self
+            .items
+            .iter()
+            .any(|(old_at, r)| r.code == code && *old_at < at)
+        {
+            return;
+        }
+        let message = message();
+        if let Some(i) = self.items.iter().position(|(_, r)| r.code == code) {
+            let replace = self
+                .items
+                .get(i)
+                .is_some_and(|(old_at, old)| (at, &message) < (*old_at, &old.message));
+            if !replace {
+                return;
+            }
+            self.items.remove(i);
+        }
+        self.items.push((at, Reason::new(code, message)));
+        self.items
+            .sort_by(|(a, ra), (b, rb)| (a, ra.code).cmp(&(b, rb.code)));
+        self.reasons = self.items.iter().map(|(_, r)| r.clone()).collect();
+    }
+}
+
+/// A name from the image, printable in a message: control characters and invalid UTF-8 are
+/// escaped.
+pub(crate) fn display_name(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).escape_debug().to_string()
 }
