@@ -10,15 +10,21 @@
 #   SLUICE_FUZZ_SECONDS     seconds per target (default 10)
 #   SLUICE_FUZZ_SANITIZER   none (default) or address (ASan on stable via RUSTC_BOOTSTRAP=1)
 #   SLUICE_FUZZ_TARGETS     space-separated subset of targets (default: all)
-#   SLUICE_FUZZ_TARGET_DIR  build directory (default: $CARGO_TARGET_DIR/fuzz, outside the
-#                           clone; CARGO_TARGET_DIR defaults as in scripts/env.sh)
+#   SLUICE_FUZZ_TARGET_DIR  build directory (default: $CARGO_TARGET_DIR/fuzz, or .../fuzz-asan
+#                           with ASan; outside the clone, CARGO_TARGET_DIR defaulting as in
+#                           scripts/env.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
 seconds="${SLUICE_FUZZ_SECONDS:-10}"
 sanitizer="${SLUICE_FUZZ_SANITIZER:-none}"
-target_dir="${SLUICE_FUZZ_TARGET_DIR:-$CARGO_TARGET_DIR/fuzz}"
+# One build directory per sanitizer: switching sanitizers in one directory rebuilds everything.
+case "$sanitizer" in
+    address) default_dir="$CARGO_TARGET_DIR/fuzz-asan" ;;
+    *) default_dir="$CARGO_TARGET_DIR/fuzz" ;;
+esac
+target_dir="${SLUICE_FUZZ_TARGET_DIR:-$default_dir}"
 all_targets=(inspect_any inspect_qcow2 inspect_vmdk inspect_vhd inspect_vhdx inspect_iso
              inspect_gpt inspect_raw buf_independent)
 read -r -a targets <<< "${SLUICE_FUZZ_TARGETS:-${all_targets[*]}}"

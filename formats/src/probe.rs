@@ -66,11 +66,6 @@ impl Findings {
         self.0.iter().any(|r| r.code == code)
     }
 
-    /// Whether nothing was found.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// All findings, in the order found.
     pub(crate) fn as_slice(&self) -> &[Reason] {
         &self.0

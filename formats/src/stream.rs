@@ -77,7 +77,7 @@ impl Capture {
     /// Feeds stream bytes; returns `true` once the region is complete.
     ///
     /// A capture whose start has already streamed past never completes; probes create captures
-    /// only for regions ahead of the stream (or check [`Capture::missed`]).
+    /// only for regions ahead of the stream.
     pub(crate) fn feed(&mut self, pos: u64, data: &[u8]) -> bool {
         if self.is_complete() {
             return true;
@@ -99,12 +99,6 @@ impl Capture {
     /// Whether all bytes of the region have arrived.
     pub(crate) fn is_complete(&self) -> bool {
         self.buf.len() == self.want
-    }
-
-    /// Whether the region began before stream offset `pos` and did not capture its first byte,
-    /// i.e. it can no longer complete.
-    pub(crate) fn missed(&self, pos: u64) -> bool {
-        self.buf.is_empty() && self.want > 0 && pos > self.start
     }
 
     /// The bytes captured so far (all of them once complete).
@@ -268,7 +262,6 @@ pub(crate) struct TableQueue<const N: usize> {
     entries_per_table: u64,
     current: Option<(u64, EntryScanner<N>)>,
     max_tracked: usize,
-    missed: u64,
 }
 
 /// A table could not be queued because [`TableQueue`] already tracks its maximum.
@@ -283,17 +276,15 @@ impl<const N: usize> TableQueue<N> {
             entries_per_table,
             current: None,
             max_tracked,
-            missed: 0,
         }
     }
 
     /// Queues the table at `offset`, given that the stream has reached `pos`.
     ///
     /// A table that began before `pos` has already streamed past and cannot be checked: it is
-    /// counted in [`TableQueue::missed`]. Queuing the same offset twice is harmless.
+    /// ignored (the caller still knows its extent). Queuing the same offset twice is harmless.
     pub(crate) fn push(&mut self, pos: u64, offset: u64) -> Result<(), TooManyTables> {
         if offset < pos {
-            self.missed = self.missed.saturating_add(1);
             return Ok(());
         }
         if self.current.as_ref().is_some_and(|(o, _)| *o == offset) {
@@ -304,11 +295,6 @@ impl<const N: usize> TableQueue<N> {
         }
         self.pending.insert(offset);
         Ok(())
-    }
-
-    /// Tables that streamed past before they were known, so their entries were not checked.
-    pub(crate) fn missed(&self) -> u64 {
-        self.missed
     }
 
     /// Tables still waiting for their bytes (including one being scanned).
@@ -332,16 +318,14 @@ impl<const N: usize> TableQueue<N> {
                 }
                 self.pending.remove(&next);
                 if next < pos {
-                    // Overlaps the table scanned before it: its first bytes are gone.
-                    self.missed = self.missed.saturating_add(1);
+                    // Overlaps the table scanned before it: its first bytes are gone. Probes
+                    // whose tables may overlap must reject that layout themselves.
                     continue;
                 }
                 match EntryScanner::new(next, self.entries_per_table) {
                     Some(scanner) => self.current = Some((next, scanner)),
-                    None => {
-                        self.missed = self.missed.saturating_add(1);
-                        continue;
-                    }
+                    // The table's extent overflows u64: nothing of it can stream past.
+                    None => continue,
                 }
             }
             let Some((offset, scanner)) = self.current.as_mut() else {
@@ -412,7 +396,6 @@ mod tests {
             ]
         );
         q.push(200, 50).unwrap();
-        assert_eq!(q.missed(), 1);
         assert_eq!(q.pending(), 0);
     }
 

@@ -246,7 +246,7 @@ impl Qcow2Walk {
                 ),
             );
         }
-        // L2 tables that lie before the L1 table that names them (`TableQueue::missed`, e.g.
+        // L2 tables that lie before the L1 table that names them (ignored by `TableQueue`, e.g.
         // after `qemu-img resize` moved the L1 table to the end) streamed past before they
         // were known: their entries are not checked, only their own extent is. The image is
         // still accepted; QEMU's reads of those clusters past the end would return zeros.
