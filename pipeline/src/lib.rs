@@ -1,5 +1,7 @@
-//! Wiring for Sluice's one-pass ingest: sources that produce chunks, and the drivers that feed
-//! them through the [`sluice_formats`] inspector.
+//! Wiring for Sluice's one-pass ingest: sources that produce chunks ([`http::HttpSource`]
+//! guarded by the [`ssrf::ImportPolicy`], [`source::FileSource`], [`source::MemorySource`]),
+//! the fan-out of those chunks to the [`sluice_formats`] inspector, the digests
+//! ([`hash::Checksummer`]) and the [`store::LocalStore`], driven by [`ingest::ingest`].
 //!
 //! ```
 //! use sluice_formats::{Format, Limits};
@@ -20,26 +22,17 @@
 
 use std::io::{self, Read};
 
-use sluice_formats::{Format, Inspector, Limits, Progress, Report};
+use sluice_formats::{Format, Inspector, Limits, Report};
 
-/// The largest chunk a reader-driven inspection reads at once (bounds its buffer).
-pub const MAX_CHUNK: usize = 16 << 20;
+pub mod hash;
+pub mod http;
+pub mod ingest;
+pub mod source;
+pub mod ssrf;
+pub mod store;
 
-/// A source failed while being read.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    /// The chunk size asked for is zero or above [`MAX_CHUNK`].
-    #[error("chunk size {0} is outside 1..={MAX_CHUNK}")]
-    BadChunkSize(usize),
-    /// Reading the next chunk failed.
-    #[error("reading chunk at offset {offset}: {source}")]
-    ReadingChunk {
-        /// Stream offset of the failed read.
-        offset: u64,
-        /// The underlying error.
-        source: io::Error,
-    },
-}
+pub use ingest::{ingest, IngestError, Ingested, Progress};
+pub use source::{ChunkSource, SourceError, MAX_CHUNK};
 
 /// Streams `reader` through an [`Inspector`] in chunks of `chunk_size` bytes, never seeking,
 /// and stops reading as soon as the image is rejected.
@@ -72,7 +65,7 @@ pub fn inspect_reader(
             }
         };
         let chunk = buf.get(..n).unwrap_or(&[]);
-        if let Progress::Rejected(_) = inspector.feed(chunk) {
+        if let sluice_formats::Progress::Rejected(_) = inspector.feed(chunk) {
             break;
         }
     }

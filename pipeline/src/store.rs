@@ -1,0 +1,384 @@
+//! The local image store: a directory with `images/` (committed images, one file per image
+//! id) and `tmp/` (imports in progress, `<id>.part`).
+//!
+//! An image appears under `images/` only by `rename` after its data was fsynced, so a reader
+//! never sees a partial file there; a crash leaves at most a `tmp/*.part` file, which
+//! [`LocalStore::sweep_tmp`] removes at startup.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Longest accepted image id (a UUID is 36).
+pub const MAX_ID_LEN: usize = 128;
+
+/// Suffix of files being written in `tmp/`.
+const PART_SUFFIX: &str = ".part";
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An image with this id is already committed.
+    #[error("image '{0}' already exists in the store")]
+    AlreadyExists(String),
+    /// Committing (fsync, rename, directory fsync) failed.
+    #[error("committing image '{id}': {source}")]
+    Committing {
+        /// The image id.
+        id: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Creating the part file failed.
+    #[error("creating {path}: {source}")]
+    Creating {
+        /// The file that could not be created.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Deleting an image failed.
+    #[error("deleting image '{id}': {source}")]
+    Deleting {
+        /// The image id.
+        id: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The id is empty, too long or has characters other than ASCII letters, digits, `-`, `_`.
+    #[error("'{0}' is not a valid image id")]
+    InvalidId(String),
+    /// Opening or listing the store directory failed.
+    #[error("opening store at {path}: {source}")]
+    Opening {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// A writer stage stopped unexpectedly (panic or runtime shutdown).
+    #[error("the store writer stopped unexpectedly")]
+    WriterStopped,
+    /// Writing image data failed (disk full, I/O error).
+    #[error("writing image '{id}' at offset {offset}: {source}")]
+    Writing {
+        /// The image id.
+        id: String,
+        /// Bytes already written.
+        offset: u64,
+        /// The underlying error.
+        source: io::Error,
+    },
+}
+
+/// A directory of committed images plus a scratch area for imports in progress.
+#[derive(Clone, Debug)]
+pub struct LocalStore {
+    images: PathBuf,
+    tmp: PathBuf,
+}
+
+impl LocalStore {
+    /// Opens (creating when missing) the store rooted at `dir`.
+    ///
+    /// # Errors
+    /// [`StoreError::Opening`] when the directories cannot be created.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let root = dir.as_ref();
+        let images = root.join("images");
+        let tmp = root.join("tmp");
+        for d in [&images, &tmp] {
+            fs::create_dir_all(d).map_err(|source| StoreError::Opening {
+                path: d.clone(),
+                source,
+            })?;
+        }
+        Ok(LocalStore { images, tmp })
+    }
+
+    /// Removes every leftover file in `tmp/` (imports interrupted by a crash); returns how
+    /// many were removed. Call at startup, before any import runs.
+    ///
+    /// # Errors
+    /// [`StoreError::Opening`] when `tmp/` cannot be listed or a file removed.
+    pub fn sweep_tmp(&self) -> Result<usize, StoreError> {
+        let err = |source| StoreError::Opening {
+            path: self.tmp.clone(),
+            source,
+        };
+        let mut removed = 0usize;
+        for entry in fs::read_dir(&self.tmp).map_err(err)? {
+            let entry = entry.map_err(err)?;
+            fs::remove_file(entry.path()).map_err(err)?;
+            removed = removed.saturating_add(1);
+        }
+        Ok(removed)
+    }
+
+    /// Starts writing image `id` to `tmp/<id>.part`.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidId`], [`StoreError::AlreadyExists`], or [`StoreError::Creating`]
+    /// (also when a part file for `id` exists: one import per id at a time).
+    pub fn begin(&self, id: &str) -> Result<PartFile, StoreError> {
+        check_id(id)?;
+        if self.images.join(id).exists() {
+            return Err(StoreError::AlreadyExists(id.to_owned()));
+        }
+        let path = self.tmp.join(format!("{id}{PART_SUFFIX}"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|source| StoreError::Creating {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(PartFile {
+            id: id.to_owned(),
+            path,
+            file: Some(file),
+            written: 0,
+            committed: false,
+        })
+    }
+
+    /// Makes `part` durable and visible as `images/<id>`: fsync the file, rename it, fsync
+    /// the directory. Blocking; call from a blocking thread. On error the part file is removed.
+    ///
+    /// # Errors
+    /// [`StoreError::AlreadyExists`] or [`StoreError::Committing`].
+    pub fn commit(&self, mut part: PartFile) -> Result<PathBuf, StoreError> {
+        let id = part.id.clone();
+        let target = self.images.join(&id);
+        if target.exists() {
+            return Err(StoreError::AlreadyExists(id));
+        }
+        let err = |source| StoreError::Committing {
+            id: id.clone(),
+            source,
+        };
+        let file = part
+            .file
+            .take()
+            .ok_or_else(|| err(io::Error::other("part closed")))?;
+        file.sync_all().map_err(err)?;
+        drop(file);
+        fs::rename(&part.path, &target).map_err(err)?;
+        part.committed = true;
+        File::open(&self.images)
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
+        Ok(target)
+    }
+
+    /// Where image `id` is (or would be) stored.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidId`].
+    pub fn path(&self, id: &str) -> Result<PathBuf, StoreError> {
+        check_id(id)?;
+        Ok(self.images.join(id))
+    }
+
+    /// Deletes image `id`; `Ok(false)` when it was not there.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidId`] or [`StoreError::Deleting`].
+    pub fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        match fs::remove_file(self.path(id)?) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(StoreError::Deleting {
+                id: id.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// The ids of all committed images (for orphan cleanup), sorted.
+    ///
+    /// # Errors
+    /// [`StoreError::Opening`] when `images/` cannot be listed.
+    pub fn list_ids(&self) -> Result<Vec<String>, StoreError> {
+        let err = |source| StoreError::Opening {
+            path: self.images.clone(),
+            source,
+        };
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&self.images).map_err(err)? {
+            let name = entry.map_err(err)?.file_name();
+            if let Some(name) = name.to_str() {
+                if check_id(name).is_ok() {
+                    ids.push(name.to_owned());
+                }
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+}
+
+/// An image being written under `tmp/`. Dropping it without [`LocalStore::commit`] removes
+/// the file.
+#[derive(Debug)]
+pub struct PartFile {
+    id: String,
+    path: PathBuf,
+    file: Option<File>,
+    written: u64,
+    committed: bool,
+}
+
+impl PartFile {
+    /// Appends `data` (blocking; call from a blocking thread).
+    ///
+    /// # Errors
+    /// [`StoreError::Writing`] naming the offset.
+    pub fn write_all(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        let err = |offset, source| StoreError::Writing {
+            id: self.id.clone(),
+            offset,
+            source,
+        };
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| err(self.written, io::Error::other("part closed")))?;
+        file.write_all(data).map_err(|e| err(self.written, e))?;
+        let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+        self.written = self.written.saturating_add(len);
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// The image id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Removes the part file now (same as dropping it).
+    pub fn abort(self) {
+        drop(self);
+    }
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.file.take();
+            if let Err(e) = fs::remove_file(&self.path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(path = %self.path.display(), error = %e, "removing part file");
+                }
+            }
+        }
+    }
+}
+
+fn check_id(id: &str) -> Result<(), StoreError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidId(id.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, LocalStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    fn count(dir: &Path) -> usize {
+        fs::read_dir(dir).unwrap().count()
+    }
+
+    #[test]
+    fn test_store_commit_moves_part_into_images() {
+        let (dir, store) = store();
+        let mut part = store.begin("img-1").unwrap();
+        part.write_all(b"hello ").unwrap();
+        part.write_all(b"world").unwrap();
+        assert_eq!(part.written(), 11);
+        assert!(dir.path().join("tmp/img-1.part").exists());
+        assert!(!dir.path().join("images/img-1").exists());
+        let path = store.commit(part).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"hello world");
+        assert_eq!(path, store.path("img-1").unwrap());
+        assert_eq!(count(&dir.path().join("tmp")), 0);
+        assert_eq!(store.list_ids().unwrap(), vec!["img-1".to_owned()]);
+    }
+
+    #[test]
+    fn test_store_dropped_part_is_removed() {
+        let (dir, store) = store();
+        let mut part = store.begin("a").unwrap();
+        part.write_all(b"x").unwrap();
+        drop(part);
+        assert_eq!(count(&dir.path().join("tmp")), 0);
+        store.begin("b").unwrap().abort();
+        assert_eq!(count(&dir.path().join("tmp")), 0);
+        assert_eq!(count(&dir.path().join("images")), 0);
+    }
+
+    #[test]
+    fn test_store_bad_ids_are_refused() {
+        let (_dir, store) = store();
+        for id in ["", "../x", "a/b", ".", "a b", &"x".repeat(MAX_ID_LEN + 1)] {
+            assert!(
+                matches!(store.begin(id), Err(StoreError::InvalidId(_))),
+                "{id}"
+            );
+        }
+        assert!(matches!(store.path(".."), Err(StoreError::InvalidId(_))));
+    }
+
+    #[test]
+    fn test_store_existing_image_is_not_overwritten() {
+        let (_dir, store) = store();
+        store.commit(store.begin("a").unwrap()).unwrap();
+        assert!(matches!(
+            store.begin("a"),
+            Err(StoreError::AlreadyExists(_))
+        ));
+    }
+
+    #[test]
+    fn test_store_concurrent_part_for_same_id_is_refused() {
+        let (_dir, store) = store();
+        let _first = store.begin("a").unwrap();
+        assert!(matches!(store.begin("a"), Err(StoreError::Creating { .. })));
+    }
+
+    #[test]
+    fn test_store_sweep_tmp_removes_leftovers() {
+        let (dir, store) = store();
+        fs::write(dir.path().join("tmp/crashed.part"), b"junk").unwrap();
+        fs::write(dir.path().join("tmp/other"), b"junk").unwrap();
+        assert_eq!(store.sweep_tmp().unwrap(), 2);
+        assert_eq!(count(&dir.path().join("tmp")), 0);
+    }
+
+    #[test]
+    fn test_store_delete_reports_presence() {
+        let (_dir, store) = store();
+        store.commit(store.begin("a").unwrap()).unwrap();
+        assert!(store.delete("a").unwrap());
+        assert!(!store.delete("a").unwrap());
+        assert!(store.list_ids().unwrap().is_empty());
+    }
+}
