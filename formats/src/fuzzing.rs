@@ -151,6 +151,7 @@ pub fn buf_independent(data: &[u8]) {
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use crate::ReasonCode;

@@ -1272,7 +1272,7 @@ mod tests {
         image.file_flags = metadata::HAS_PARENT;
         let report = inspect(&image.build());
         assert!(report.has_reason(ReasonCode::BackingFile));
-        assert!(matches!(report.complete, false));
+        assert!(!report.complete);
     }
 
     #[test]

@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""End-to-end import benchmark: the real `sluice serve` importing over loopback HTTP.
+
+Measured in one run, on the same files:
+  * the hashing ceiling: `md5sum` and `sha512sum` in parallel over the source file;
+  * a raw import and a qcow2 import (POST /v2/tasks until `success`), as bytes/s and as a
+    ratio to that ceiling (target >= 0.8);
+  * 4 concurrent imports: the server's peak RSS (VmHWM, target < 128 MiB) and the p99
+    latency of GET /v2/tasks/{id} while they run (target < 10 ms).
+
+Usage: benches/import_bench.py [--size-mib 2048] [--sluice PATH] [--keep]
+The sluice binary defaults to $CARGO_TARGET_DIR/release/sluice (build it with
+`cargo build --release --bin sluice`). Needs qemu-img, md5sum, sha512sum, ~4x the size free
+in $TMPDIR.
+"""
+
+import argparse
+import http.client
+import http.server
+import json
+import os
+import shutil
+import socket
+import socketserver
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class FileHandler(http.server.BaseHTTPRequestHandler):
+    """Serves files from `directory` with sendfile: fast enough not to be the bottleneck."""
+
+    directory = "."
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        path = os.path.join(self.directory, os.path.basename(self.path))
+        try:
+            f = open(path, "rb")
+        except OSError:
+            self.send_error(404)
+            return
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.send_header("Content-Type", "application/octet-stream")
+            self.end_headers()
+            offset = 0
+            try:
+                while offset < size:
+                    sent = os.sendfile(self.connection.fileno(), f.fileno(), offset, size - offset)
+                    if sent == 0:
+                        break
+                    offset += sent
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    def log_message(self, *args):
+        pass
+
+
+class ThreadingServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+
+
+def api(port, method, path, body=None, conn=None):
+    own = conn is None
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    if own:
+        conn.close()
+    return resp.status, (json.loads(data) if data else None)
+
+
+def create_task(port, url, fmt, name):
+    status, task = api(port, "POST", "/v2/tasks", {
+        "type": "import",
+        "input": {
+            "import_from": url,
+            "import_from_format": fmt,
+            "image_properties": {"name": name, "disk_format": fmt, "container_format": "bare"},
+        },
+    })
+    if status != 201:
+        sys.exit(f"task create failed: {status} {task}")
+    return task["id"]
+
+
+def wait_task(port, task_id, timeout=1800):
+    deadline = time.monotonic() + timeout
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    while time.monotonic() < deadline:
+        _, task = api(port, "GET", f"/v2/tasks/{task_id}", conn=conn)
+        if task["status"] in ("success", "failure"):
+            conn.close()
+            return task
+        time.sleep(0.02)
+    sys.exit(f"task {task_id} did not finish in {timeout} s")
+
+
+def vmhwm_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def timed_import(port, url, fmt, name, size):
+    start = time.monotonic()
+    task = wait_task(port, create_task(port, url, fmt, name))
+    elapsed = time.monotonic() - start
+    if task["status"] != "success":
+        sys.exit(f"{name} import failed: {task.get('message')}")
+    return size / elapsed, elapsed
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size-mib", type=int, default=2048, help="image data size (MiB)")
+    ap.add_argument("--concurrent-size-mib", type=int, default=512,
+                    help="size of each of the 4 concurrent imports (MiB)")
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/sluice/target"))
+    ap.add_argument("--sluice", default=os.path.join(target, "release", "sluice"))
+    ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    args = ap.parse_args()
+
+    work = tempfile.mkdtemp(prefix="sluice-bench-")
+    srcdir = os.path.join(work, "src")
+    os.makedirs(srcdir)
+    server = None
+    sluice = None
+    try:
+        size = args.size_mib << 20
+        raw = os.path.join(srcdir, "big.raw")
+        print(f"making a {args.size_mib} MiB raw image of random data ...", flush=True)
+        with open("/dev/urandom", "rb") as rnd, open(raw, "wb") as out:
+            left = size
+            while left:
+                n = min(left, 8 << 20)
+                out.write(rnd.read(n))
+                left -= n
+        qcow2 = os.path.join(srcdir, "big.qcow2")
+        subprocess.run(["qemu-img", "convert", "-O", "qcow2", raw, qcow2], check=True)
+        small = os.path.join(srcdir, "small.raw")
+        with open(raw, "rb") as src, open(small, "wb") as out:
+            out.write(src.read(args.concurrent_size_mib << 20))
+
+        # The hashing ceiling, measured now, on the same (page-cached) file.
+        subprocess.run(["cat", raw], stdout=subprocess.DEVNULL, check=True)
+        start = time.monotonic()
+        procs = [subprocess.Popen([tool, raw], stdout=subprocess.DEVNULL) for tool in ("md5sum", "sha512sum")]
+        for p in procs:
+            p.wait()
+        ceiling = size / (time.monotonic() - start)
+
+        FileHandler.directory = srcdir
+        server = ThreadingServer(("127.0.0.1", 0), FileHandler)
+        src_port = server.server_address[1]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+
+        port = free_port()
+        data_dir = os.path.join(work, "data")
+        sluice = subprocess.Popen(
+            [args.sluice, "serve", "--bind", f"127.0.0.1:{port}", "--data-dir", data_dir,
+             "--allow-import-host", "127.0.0.1", "--workers", "4", "--per-project-imports", "4"],
+            stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            try:
+                api(port, "GET", "/versions")
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            sys.exit("sluice did not start")
+
+        base = f"http://127.0.0.1:{src_port}"
+        raw_rate, raw_s = timed_import(port, f"{base}/big.raw", "raw", "bench-raw", size)
+        qcow2_size = os.path.getsize(qcow2)
+        q_rate, q_s = timed_import(port, f"{base}/big.qcow2", "qcow2", "bench-qcow2", qcow2_size)
+
+        # Four concurrent imports while a client polls one task as fast as it can.
+        ids = [create_task(port, f"{base}/small.raw", "raw", f"bench-c{i}") for i in range(4)]
+        latencies = []
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while True:
+            t0 = time.perf_counter()
+            _, task = api(port, "GET", f"/v2/tasks/{ids[-1]}", conn=conn)
+            latencies.append(time.perf_counter() - t0)
+            if all(api(port, "GET", f"/v2/tasks/{i}", conn=conn)[1]["status"] in ("success", "failure")
+                   for i in ids):
+                break
+        conn.close()
+        finals = [wait_task(port, i) for i in ids]
+        failed = [t for t in finals if t["status"] != "success"]
+        if failed:
+            sys.exit(f"concurrent import failed: {failed[0].get('message')}")
+        rss_mib = vmhwm_kib(sluice.pid) / 1024
+        latencies.sort()
+        p99_ms = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+
+        mb = 1e6
+        print()
+        print(f"hashing ceiling (md5sum || sha512sum, {args.size_mib} MiB): {ceiling / mb:8.1f} MB/s")
+        print(f"raw import   {size / mb:8.0f} MB in {raw_s:6.2f} s: {raw_rate / mb:8.1f} MB/s"
+              f"  ratio {raw_rate / ceiling:.2f} (target >= 0.80)")
+        print(f"qcow2 import {qcow2_size / mb:8.0f} MB in {q_s:6.2f} s: {q_rate / mb:8.1f} MB/s"
+              f"  ratio {q_rate / ceiling:.2f} (target >= 0.80)")
+        print(f"4 concurrent imports of {args.concurrent_size_mib} MiB: peak RSS {rss_mib:.1f} MiB"
+              f" (target < 128), GET /v2/tasks/{{id}} p99 {p99_ms:.2f} ms over {len(latencies)}"
+              f" requests (target < 10)")
+    finally:
+        if sluice:
+            sluice.terminate()
+            sluice.wait(timeout=30)
+        if server:
+            server.shutdown()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
