@@ -2,12 +2,15 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sluice_formats::{Format, Limits, Report, Verdict, DEFAULT_MAX_VIRTUAL_SIZE};
 use sluice_pipeline::inspect_reader;
+
+use crate::config::{AuthMode, Config};
 
 /// Exit status for an accepted image.
 const EXIT_ACCEPT: u8 = 0;
@@ -29,10 +32,119 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the import service (Glance v2 Tasks and Images API) until SIGTERM/SIGINT.
+    ///
+    /// Settings come from built-in defaults, then `--config FILE` (TOML), then these flags
+    /// and their environment variables.
+    Serve(Box<ServeArgs>),
     /// Inspect a disk image (file or `-` for stdin) as a stream and judge whether it is safe.
     ///
     /// Exit status: 0 accept, 1 reject, 2 usage or I/O error.
     Inspect(InspectArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file (see README, "Configuration").
+    #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen address [default: 127.0.0.1:9292].
+    #[arg(long, env = "SLUICE_BIND", value_name = "ADDR:PORT")]
+    bind: Option<SocketAddr>,
+    /// Data directory for metadata and images [default: ./sluice-data].
+    #[arg(long, env = "SLUICE_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Concurrent imports across all projects [default: 4].
+    #[arg(long, env = "SLUICE_WORKERS")]
+    workers: Option<usize>,
+    /// Concurrent imports per project [default: 2].
+    #[arg(long, env = "SLUICE_PER_PROJECT_IMPORTS")]
+    per_project_imports: Option<usize>,
+    /// Hours a finished task stays visible [default: 48].
+    #[arg(long, env = "SLUICE_TASK_TTL_HOURS")]
+    task_ttl_hours: Option<u64>,
+    /// Largest virtual (and stored) image size in bytes [default: 1 TiB].
+    #[arg(long, env = "SLUICE_MAX_VIRTUAL_SIZE", value_name = "BYTES")]
+    max_virtual_size: Option<u64>,
+    /// Allow imports from this host (name or IP literal), even on a loopback or private
+    /// address. Repeatable; with any given, only these hosts are allowed.
+    #[arg(
+        long = "allow-import-host",
+        env = "SLUICE_ALLOW_IMPORT_HOSTS",
+        value_delimiter = ','
+    )]
+    allow_import_hosts: Vec<String>,
+    /// Refuse imports from this host. Repeatable.
+    #[arg(
+        long = "deny-import-host",
+        env = "SLUICE_DENY_IMPORT_HOSTS",
+        value_delimiter = ','
+    )]
+    deny_import_hosts: Vec<String>,
+    /// Allow imports only from these ports. Repeatable [default: any].
+    #[arg(
+        long = "allow-import-port",
+        env = "SLUICE_ALLOW_IMPORT_PORTS",
+        value_delimiter = ','
+    )]
+    allow_import_ports: Vec<u16>,
+    /// Refuse imports from these ports. Repeatable.
+    #[arg(
+        long = "deny-import-port",
+        env = "SLUICE_DENY_IMPORT_PORTS",
+        value_delimiter = ','
+    )]
+    deny_import_ports: Vec<u16>,
+    /// How callers are identified [default: none].
+    #[arg(long, env = "SLUICE_AUTH", value_enum)]
+    auth: Option<AuthMode>,
+    /// Token file for `--auth token`.
+    #[arg(long, env = "SLUICE_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Allow `--auth none` on a non-loopback address.
+    #[arg(long, env = "SLUICE_ALLOW_INSECURE_BIND")]
+    allow_insecure_bind: bool,
+}
+
+impl ServeArgs {
+    /// The configuration: file (or defaults) overlaid with the flags given.
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.bind {
+            c.bind = v;
+        }
+        if let Some(v) = self.data_dir {
+            c.data_dir = v;
+        }
+        if let Some(v) = self.workers {
+            c.workers = v;
+        }
+        if let Some(v) = self.per_project_imports {
+            c.per_project_imports = v;
+        }
+        if let Some(v) = self.task_ttl_hours {
+            c.task_ttl_hours = v;
+        }
+        if let Some(v) = self.max_virtual_size {
+            c.max_virtual_size = v;
+        }
+        c.import.allowed_hosts.extend(self.allow_import_hosts);
+        c.import.denied_hosts.extend(self.deny_import_hosts);
+        c.import.allowed_ports.extend(self.allow_import_ports);
+        c.import.denied_ports.extend(self.deny_import_ports);
+        if let Some(v) = self.auth {
+            c.auth.mode = v;
+        }
+        if let Some(v) = self.token_file {
+            c.auth.token_file = Some(v);
+        }
+        c.auth.allow_insecure_bind |= self.allow_insecure_bind;
+        c.validate()?;
+        Ok(c)
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -55,6 +167,13 @@ struct InspectArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => match serve(*args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sluice serve: {e:#}");
+                ExitCode::from(EXIT_ERROR)
+            }
+        },
         Command::Inspect(args) => match inspect(&args) {
             Ok(Verdict::Accept) => ExitCode::from(EXIT_ACCEPT),
             Ok(Verdict::Reject) => ExitCode::from(EXIT_REJECT),
@@ -64,6 +183,22 @@ pub fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sluice")
+        .build()?;
+    runtime.block_on(crate::service::run(config))
 }
 
 fn inspect(args: &InspectArgs) -> anyhow::Result<Verdict> {

@@ -1,8 +1,15 @@
 //! The `sluice` service and command-line tool.
 //!
-//! Subcommands live in [`cli`]; `sluice inspect` runs the streaming format inspector over a
-//! file or standard input.
+//! Subcommands live in [`cli`]: `sluice serve` runs the Glance v2 compatible import service
+//! ([`service`]), `sluice inspect` runs the streaming format inspector over a file or stdin.
 
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod cli;
+pub mod config;
+pub mod executor;
+pub mod imports;
+pub mod meta;
+pub mod service;
+pub mod state;

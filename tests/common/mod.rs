@@ -113,11 +113,6 @@ pub fn inspect(bytes: &[u8], declared: Option<Format>) -> Report {
     sluice_formats::inspect_bytes(bytes, declared, Limits::default())
 }
 
-/// Reads a file and inspects it in-process.
-pub fn inspect_file(path: &Path, declared: Option<Format>) -> Report {
-    inspect(&read(path), declared)
-}
-
 /// Reads a whole file (test images are small on disk even when their virtual size is large).
 pub fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))

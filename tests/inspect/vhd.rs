@@ -140,7 +140,7 @@ fn test_vhd_fixed_accepted_like_qemu_at_end_of_stream() {
     let path = qemu_img_create(dir.path(), "fixed.vhd", "vpc", "subformat=fixed", "6M");
     let report = assert_accepts_like_qemu(&path, Format::Vhd, "vpc");
     // A fixed VHD is only recognisable from its footer at end of stream.
-    assert!(matches!(report.complete, true));
+    assert!(report.complete);
     let sized = qemu_img_create(
         dir.path(),
         "fixed-sized.vhd",
@@ -180,7 +180,7 @@ fn test_vhd_differencing_rejected_as_backing_file() {
         .iter()
         .any(|r| r.message.contains("parent.vhd")));
     // Known from the dynamic header: rejected before the end of the stream.
-    assert!(matches!(report.complete, false));
+    assert!(!report.complete);
     assert_rejects(&bytes, None, ReasonCode::BackingFile);
 }
 

@@ -216,7 +216,7 @@ fn test_vhdx_has_parent_rejected_as_backing_file() {
     let report = assert_rejects(&bytes, Some(Format::Vhdx), ReasonCode::BackingFile);
     assert!(matches!(report.format, Format::Vhdx));
     // Known from the metadata: rejected before the end of the stream.
-    assert!(matches!(report.complete, false));
+    assert!(!report.complete);
     assert_rejects(&bytes, None, ReasonCode::BackingFile);
 }
 
@@ -231,7 +231,7 @@ fn test_vhdx_log_guid_rejected_as_dirty() {
         .reasons
         .iter()
         .any(|r| r.message.contains("log must be replayed")));
-    assert!(matches!(report.complete, false));
+    assert!(!report.complete);
 }
 
 #[test]

@@ -1,0 +1,383 @@
+//! Every way a request can fail, and its HTTP form, decided in exactly one place
+//! ([`ApiError::describe`]).
+//!
+//! Bodies follow Glance's JSON error shape, which is webob's answer to
+//! `Accept: application/json` (recorded in `reference/glance-wire/*/NN-*.json`,
+//! `error_variants`):
+//!
+//! ```json
+//! {"message": "Could not find task 3e43…<br /><br />\n\n\n", "code": "404 Not Found", "title": "Not Found"}
+//! ```
+//!
+//! `code` is a string with the reason phrase, and `message` carries webob's `<br /><br />`
+//! trailer exactly as Glance sends it. Sluice always answers errors in JSON, whatever the
+//! `Accept` header says (Glance negotiates HTML or plain text too; clients only read the status
+//! and, best effort, the message).
+
+use std::borrow::Cow;
+
+use http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_RANGE, RETRY_AFTER};
+use http::{Method, StatusCode};
+
+use crate::meta::MetaError;
+
+/// The media types `PATCH /v2/images/{id}` accepts (sent back in `Accept-Patch` on 415).
+pub const PATCH_MEDIA_TYPES: &str =
+    "application/openstack-images-v2.0-json-patch, application/openstack-images-v2.1-json-patch";
+
+/// Seconds a client is asked to wait after a 503 for a full import queue.
+const QUEUE_FULL_RETRY_AFTER_SECS: &str = "30";
+
+/// A failed request. Variant names and fields are the stable API; the texts are Glance's
+/// where Glance has one.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ApiError {
+    /// 400 with a specific explanation (validation failures, bad query parameters…).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// 400: `POST` without a body.
+    #[error("body expected in request")]
+    BodyExpected,
+    /// 413: the body is longer than `max_request_body` (the limit).
+    #[error("request body exceeds {0} bytes")]
+    BodyTooLarge(usize),
+    /// 409 with an explanation.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// 403 with an explanation.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// 404: the image record exists but its data file does not.
+    #[error("no data for image {0}")]
+    ImageDataNotFound(String),
+    /// 404: the image does not exist or the caller may not see it.
+    #[error("no image {0}")]
+    ImageNotFound(String),
+    /// 500: a bug or a backend failure; the detail is logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// 400: the body is not JSON.
+    #[error("malformed JSON")]
+    MalformedJson,
+    /// 405 for a method the resource does not support; `allow` lists the ones it does.
+    #[error("method {method} not allowed")]
+    MethodNotAllowed {
+        /// The method the client sent.
+        method: Method,
+        /// The `Allow` header value (Glance's lists).
+        allow: &'static str,
+    },
+    /// 404: no such resource (unknown path).
+    #[error("no such resource")]
+    NotFound,
+    /// 415: a `PATCH` whose `Content-Type` (the value) is not a JSON-patch media type.
+    #[error("unsupported patch media type {0:?}")]
+    PatchMediaType(String),
+    /// 503: the import queue is full (the value: tasks waiting).
+    #[error("import queue full ({0} waiting)")]
+    QueueFull(usize),
+    /// 413: a per-image quota (tags, properties) would be exceeded.
+    #[error("more than {limit} {what}")]
+    QuotaExceeded {
+        /// What is counted (`tags`, `properties`).
+        what: &'static str,
+        /// The limit.
+        limit: usize,
+    },
+    /// 416: the `Range` cannot be served from an image of this many bytes.
+    #[error("range not satisfiable for {0} bytes")]
+    RangeNotSatisfiable(u64),
+    /// 408: the client took longer than `request_timeout_secs` to send its body.
+    #[error("request body timed out")]
+    RequestTimeout,
+    /// 404: `DELETE /v2/images/{id}/tags/{tag}` for a tag the image lacks.
+    #[error("no tag {0}")]
+    TagNotFound(String),
+    /// 405: `DELETE /v2/tasks/{id}` (never allowed, as in Glance).
+    #[error("tasks cannot be deleted")]
+    TaskDeleteNotPermitted,
+    /// 403: a task of another project (Glance answers 403, not 404, for tasks).
+    #[error("task {0} belongs to another project")]
+    TaskForbidden(String),
+    /// 404: the task does not exist (or has expired and been removed).
+    #[error("no task {0}")]
+    TaskNotFound(String),
+    /// 401: no or unknown credentials.
+    #[error("authentication required")]
+    Unauthorized,
+}
+
+/// How webob ends the explanation in a JSON error body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trailer {
+    /// `<br /><br />\n\n\n`: every error raised with an explanation.
+    Standard,
+    /// ` <br /><br />\n`: webob's own 405 for a method the route lacks.
+    MethodTemplate,
+    /// Nothing: Glance's task `DELETE` 405 (raised with a `detail`, not an explanation).
+    None,
+}
+
+/// The HTTP form of an error.
+#[derive(Debug)]
+pub struct ErrorParts {
+    /// Status code.
+    pub status: StatusCode,
+    /// The human explanation (without webob's trailer).
+    pub explanation: Cow<'static, str>,
+    /// Extra headers (`Allow`, `Content-Range`, `Accept-Patch`, `Retry-After`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    trailer: Trailer,
+}
+
+impl ApiError {
+    /// The one exhaustive mapping from error to status, explanation and headers.
+    pub fn describe(&self) -> ErrorParts {
+        use ApiError as E;
+        let (status, explanation, headers, trailer): (_, Cow<'static, str>, _, _) = match self {
+            E::BadRequest(msg) => (
+                StatusCode::BAD_REQUEST,
+                msg.clone().into(),
+                vec![],
+                Trailer::Standard,
+            ),
+            E::BodyExpected => (
+                StatusCode::BAD_REQUEST,
+                "Body expected in request.".into(),
+                vec![],
+                Trailer::Standard,
+            ),
+            E::BodyTooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("The request body is larger than the limit of {limit} bytes.").into(),
+                vec![],
+                Trailer::Standard,
+            ),
+            E::Conflict(msg) => (
+                StatusCode::CONFLICT,
+                msg.clone().into(),
+                vec![],
+                Trailer::Standard,
+            ),
+            E::Forbidden(msg) => (
+                StatusCode::FORBIDDEN,
+                msg.clone().into(),
+                vec![],
+                Trailer::Standard,
+            ),
+            E::ImageDataNotFound(id) => (
+                StatusCode::NOT_FOUND,
+                format!("Image data for image {id} not found").into(),
+                vec![],
+                Trailer::Standard,
+            ),
+            E::ImageNotFound(id) => (
+                StatusCode::NOT_FOUND,
+                format!("No image found with ID {id}").into(),
+                vec![],
+                Trailer::Standard,
+            ),
+            E::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The server has either erred or is incapable of performing the requested \
+                 operation."
+                    .into(),
+                vec![],
+                Trailer::Standard,
+            ),
+            E::MalformedJson => (
+                StatusCode::BAD_REQUEST,
+                "Malformed JSON in request body.".into(),
+                vec![],
+                Trailer::Standard,
+            ),
+            E::MethodNotAllowed { method, allow } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("The method {method} is not allowed for this resource.").into(),
+                vec![(ALLOW, HeaderValue::from_static(allow))],
+                Trailer::MethodTemplate,
+            ),
+            E::NotFound => (
+                StatusCode::NOT_FOUND,
+                "The resource could not be found.".into(),
+                vec![],
+                Trailer::Standard,
+            ),
+            E::PatchMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported Content-Type".into(),
+                vec![(
+                    HeaderName::from_static("accept-patch"),
+                    HeaderValue::from_static(PATCH_MEDIA_TYPES),
+                )],
+                Trailer::Standard,
+            ),
+            E::QueueFull(waiting) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("The import queue is full ({waiting} tasks waiting); retry later.").into(),
+                vec![(
+                    RETRY_AFTER,
+                    HeaderValue::from_static(QUEUE_FULL_RETRY_AFTER_SECS),
+                )],
+                Trailer::Standard,
+            ),
+            E::QuotaExceeded { what, limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Maximum number of {what} exceeded (limit {limit})").into(),
+                vec![],
+                Trailer::Standard,
+            ),
+            E::RangeNotSatisfiable(size) => (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "Requested range not satisfiable".into(),
+                // Digits and ASCII only: always a valid header value.
+                HeaderValue::try_from(format!("bytes */{size}"))
+                    .map(|v| vec![(CONTENT_RANGE, v)])
+                    .unwrap_or_default(),
+                Trailer::Standard,
+            ),
+            E::RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "The client did not send the request body in time.".into(),
+                vec![],
+                Trailer::Standard,
+            ),
+            E::TagNotFound(tag) => (
+                StatusCode::NOT_FOUND,
+                format!("Tag {tag} not found").into(),
+                vec![],
+                Trailer::Standard,
+            ),
+            E::TaskDeleteNotPermitted => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "This operation is currently not permitted on Glance Tasks. They are auto \
+                 deleted after reaching the time based on their expires_at property."
+                    .into(),
+                vec![(ALLOW, HeaderValue::from_static("GET"))],
+                Trailer::None,
+            ),
+            E::TaskForbidden(id) => (
+                StatusCode::FORBIDDEN,
+                format!("Forbidden to get task {id}").into(),
+                vec![],
+                Trailer::Standard,
+            ),
+            E::TaskNotFound(id) => (
+                StatusCode::NOT_FOUND,
+                format!("Could not find task {id}").into(),
+                vec![],
+                Trailer::Standard,
+            ),
+            E::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "The request you have made requires authentication.".into(),
+                vec![],
+                Trailer::Standard,
+            ),
+        };
+        ErrorParts {
+            status,
+            explanation,
+            headers,
+            trailer,
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status_code(&self) -> StatusCode {
+        self.describe().status
+    }
+
+    /// The JSON body, as Glance sends it for `Accept: application/json`.
+    pub fn body(&self) -> serde_json::Value {
+        self.describe().body()
+    }
+}
+
+impl ErrorParts {
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        let trailer = match self.trailer {
+            Trailer::Standard => "<br /><br />\n\n\n",
+            Trailer::MethodTemplate => " <br /><br />\n",
+            Trailer::None => "",
+        };
+        let reason = webob_title(self.status);
+        serde_json::json!({
+            "message": format!("{}{trailer}", self.explanation),
+            "code": format!("{} {reason}", self.status.as_u16()),
+            "title": reason,
+        })
+    }
+}
+
+/// webob's title for a status (it keeps the RFC 2616 names where RFC 9110 renamed them).
+fn webob_title(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "Request Entity Too Large",
+        StatusCode::RANGE_NOT_SATISFIABLE => "Requested Range Not Satisfiable",
+        other => other.canonical_reason().unwrap_or("Error"),
+    }
+}
+
+impl From<MetaError> for ApiError {
+    fn from(e: MetaError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_error_json_shape_matches_glance_recording() {
+        // 34-get-unknown-task.json, Accept: application/json.
+        let err = ApiError::TaskNotFound("3e435003-ccc3-455a-b774-49d557ea3507".into());
+        assert_eq!(err.status_code(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            err.body(),
+            serde_json::json!({
+                "message": "Could not find task 3e435003-ccc3-455a-b774-49d557ea3507<br /><br />\n\n\n",
+                "code": "404 Not Found",
+                "title": "Not Found",
+            })
+        );
+    }
+
+    #[test]
+    fn test_error_method_not_allowed_uses_webob_template() {
+        // 38-put-tasks.json.
+        let err = ApiError::MethodNotAllowed {
+            method: Method::PUT,
+            allow: "GET, POST",
+        };
+        let parts = err.describe();
+        assert_eq!(
+            parts.body()["message"],
+            "The method PUT is not allowed for this resource. <br /><br />\n"
+        );
+        assert!(
+            matches!(parts.headers.first(), Some((name, v)) if name == ALLOW && v == "GET, POST")
+        );
+    }
+
+    #[test]
+    fn test_error_task_delete_has_no_trailer() {
+        // 37-delete-task.json.
+        let body = ApiError::TaskDeleteNotPermitted.body();
+        assert_eq!(body["code"], "405 Method Not Allowed");
+        assert!(body["message"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("expires_at property.")));
+    }
+
+    #[test]
+    fn test_error_range_not_satisfiable_names_size() {
+        let parts = ApiError::RangeNotSatisfiable(42).describe();
+        assert_eq!(parts.status, StatusCode::RANGE_NOT_SATISFIABLE);
+        assert!(
+            matches!(parts.headers.first(), Some((name, v)) if name == CONTENT_RANGE && v == "bytes */42")
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! Served JSON schemas, version discovery and `/v2/info/import`.
+//!
+//! The schemas are Glance 33.0.0's, as recorded (`schemas/*.json`, from
+//! `reference/glance-wire/legacy-noconv/46..48`), plus Sluice's additive task properties
+//! `progress` and `reason`, so that clients validating responses against the served schema
+//! (python-glanceclient's warlock models) accept them.
+
+use http::{Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+use crate::api::body::{json_response, ApiBody};
+use crate::api::endpoint::Endpoint;
+use crate::api::error::ApiError;
+use crate::api::{ok_json, Api};
+
+/// `GET /v2/schemas/task` as Glance 33.0.0 serves it.
+const GLANCE_TASK_SCHEMA: &str = include_str!("schemas/task.json");
+/// `GET /v2/schemas/tasks` as Glance 33.0.0 serves it.
+const GLANCE_TASKS_SCHEMA: &str = include_str!("schemas/tasks.json");
+/// `GET /v2/schemas/image` as Glance 33.0.0 serves it (default formats, no custom
+/// properties).
+const GLANCE_IMAGE_SCHEMA: &str = include_str!("schemas/image.json");
+
+/// The API versions Glance 33.0.0 lists; Sluice speaks the subset of v2 its routes cover.
+const VERSIONS: [(&str, &str); 14] = [
+    ("v2.18", "CURRENT"),
+    ("v2.17", "SUPPORTED"),
+    ("v2.16", "SUPPORTED"),
+    ("v2.15", "SUPPORTED"),
+    ("v2.14", "SUPPORTED"),
+    ("v2.9", "SUPPORTED"),
+    ("v2.7", "SUPPORTED"),
+    ("v2.6", "SUPPORTED"),
+    ("v2.5", "SUPPORTED"),
+    ("v2.4", "SUPPORTED"),
+    ("v2.3", "SUPPORTED"),
+    ("v2.2", "SUPPORTED"),
+    ("v2.1", "SUPPORTED"),
+    ("v2.0", "SUPPORTED"),
+];
+
+fn parse(text: &str) -> Value {
+    // The embedded files are checked by `test_schemas_embedded_files_parse`.
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+/// Sluice's additive task properties.
+fn sluice_task_properties() -> [(&'static str, Value); 2] {
+    [
+        (
+            "progress",
+            json!({
+                "description": "Sluice: bytes received so far and the source's announced length \
+                                (null when unknown); present only while the task is processing",
+                "type": ["null", "object"],
+                "properties": {
+                    "bytes_received": {"type": "integer", "minimum": 0},
+                    "bytes_total": {"type": ["null", "integer"], "minimum": 0}
+                }
+            }),
+        ),
+        (
+            "reason",
+            json!({
+                "description": "Sluice: stable machine-readable failure reason code (for example \
+                                backing_file, format_mismatch, source_error); present only on \
+                                failure",
+                "type": ["null", "string"]
+            }),
+        ),
+    ]
+}
+
+fn with_sluice_properties(mut schema: Value, pointer: &str) -> Value {
+    if let Some(Value::Object(props)) = schema.pointer_mut(pointer) {
+        for (k, v) in sluice_task_properties() {
+            props.insert(k.to_owned(), v);
+        }
+    }
+    schema
+}
+
+/// The task schema: Glance's plus `progress` and `reason`.
+pub fn task_schema_value() -> Value {
+    with_sluice_properties(parse(GLANCE_TASK_SCHEMA), "/properties")
+}
+
+/// `GET /v2/schemas/task`.
+pub fn task_schema() -> Response<ApiBody> {
+    ok_json(&task_schema_value())
+}
+
+/// `GET /v2/schemas/tasks`.
+pub fn tasks_schema() -> Response<ApiBody> {
+    ok_json(&with_sluice_properties(
+        parse(GLANCE_TASKS_SCHEMA),
+        "/properties/tasks/items/properties",
+    ))
+}
+
+/// `GET /v2/schemas/image`.
+pub fn image_schema() -> Response<ApiBody> {
+    ok_json(&parse(GLANCE_IMAGE_SCHEMA))
+}
+
+/// `GET /v2/schemas/images`: Glance's collection schema around the image schema.
+pub fn images_schema() -> Response<ApiBody> {
+    ok_json(&json!({
+        "name": "images",
+        "properties": {
+            "images": {"type": "array", "items": parse(GLANCE_IMAGE_SCHEMA)},
+            "schema": {"type": "string"},
+            "first": {"type": "string"},
+            "next": {"type": "string"}
+        },
+        "links": [
+            {"rel": "first", "href": "{first}"},
+            {"rel": "next", "href": "{next}"},
+            {"rel": "describedby", "href": "{schema}"}
+        ]
+    }))
+}
+
+/// `GET /v2/info/import`: Sluice offers no interoperable import methods (only tasks).
+pub fn import_info() -> Response<ApiBody> {
+    ok_json(&json!({
+        "import-methods": {
+            "description": "Import methods available.",
+            "type": "array",
+            "value": []
+        }
+    }))
+}
+
+/// `GET /` (300, as Glance) and `GET /versions` (200).
+///
+/// # Errors
+/// Never in practice; the signature matches the other handlers.
+pub fn versions<B>(
+    api: &Api,
+    request: &Request<B>,
+    endpoint: &Endpoint,
+) -> Result<Response<ApiBody>, ApiError> {
+    let href = format!("{}/v2/", api.base_url(request));
+    let versions: Vec<Value> = VERSIONS
+        .iter()
+        .map(|(id, status)| {
+            json!({"id": id, "status": status, "links": [{"rel": "self", "href": href}]})
+        })
+        .collect();
+    let status = match endpoint {
+        Endpoint::Root => StatusCode::MULTIPLE_CHOICES,
+        _ => StatusCode::OK,
+    };
+    Ok(json_response(status, &json!({ "versions": versions })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_schemas_embedded_files_parse() {
+        for text in [GLANCE_TASK_SCHEMA, GLANCE_TASKS_SCHEMA, GLANCE_IMAGE_SCHEMA] {
+            let value: Value = serde_json::from_str(text).unwrap();
+            assert!(value.get("properties").is_some());
+        }
+    }
+
+    #[test]
+    fn test_schemas_task_has_sluice_and_glance_properties() {
+        let schema = task_schema_value();
+        let props = schema["properties"].as_object().unwrap();
+        for key in [
+            "id", "type", "status", "input", "result", "message", "progress", "reason",
+        ] {
+            assert!(props.contains_key(key), "{key}");
+        }
+        assert_eq!(schema["name"], "task");
+    }
+}

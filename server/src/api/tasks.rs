@@ -1,0 +1,537 @@
+//! `POST /v2/tasks`, `GET /v2/tasks`, `GET /v2/tasks/{id}`.
+//!
+//! Create follows Glance's validation order (`RequestDeserializer.create`,
+//! `TasksController.create`): body present and JSON; `type` then `input` present; the task
+//! schema (`type` enum, `input` object or null, no extra top-level keys); for `import`, the
+//! `import_from` URI (`validate_legacy_import_from_uri`, then the import filtering rules).
+//! Missing `import_from_format` or `image_properties` are not create-time errors: the task
+//! fails asynchronously, as in Glance.
+
+use std::cmp::Ordering;
+use std::time::Duration;
+
+use http::header::LOCATION;
+use http::{HeaderValue, Request, Response, StatusCode};
+use hyper::body::Body;
+use serde_json::{json, Map, Value};
+use sluice_pipeline::ssrf::ImportPolicy;
+
+use crate::api::auth::RequestContext;
+use crate::api::body::{json_response, parse_json, read_body, ApiBody};
+use crate::api::endpoint::Query;
+use crate::api::error::ApiError;
+use crate::api::listing::{
+    column_equals, is_uuid, links, paginate, param, parse_limit, SortDir, SortValue,
+};
+use crate::api::{format_time, now, ok_json, Api};
+use crate::executor::TaskProgress;
+use crate::meta::{TaskRecord, TaskStatus};
+
+/// Task types in Glance's schema enum.
+const GLANCE_TASK_TYPES: [&str; 3] = ["import", "api_image_import", "location_import"];
+
+/// The only task type Sluice runs.
+const IMPORT: &str = "import";
+
+/// Top-level keys the task schema defines (Glance's `additionalProperties: false` refuses
+/// anything else; these are accepted and ignored apart from `type` and `input`).
+const TASK_SCHEMA_KEYS: [&str; 15] = [
+    "id",
+    "type",
+    "status",
+    "input",
+    "result",
+    "owner",
+    "message",
+    "image_id",
+    "request_id",
+    "user_id",
+    "expires_at",
+    "created_at",
+    "updated_at",
+    "self",
+    "schema",
+];
+
+/// Columns a task list may be sorted or filtered by.
+const TASK_COLUMNS: [&str; 10] = [
+    "id",
+    "type",
+    "status",
+    "owner",
+    "created_at",
+    "updated_at",
+    "expires_at",
+    "user_id",
+    "request_id",
+    "message",
+];
+
+/// How long resolving an `import_from` host name may take at create time.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `POST /v2/tasks`.
+pub async fn create<B>(
+    api: &Api,
+    ctx: &RequestContext,
+    request: Request<B>,
+) -> Result<Response<ApiBody>, ApiError>
+where
+    B: Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let config = &api.state.config;
+    let base_url = api.base_url(&request);
+    let (parts, body) = request.into_parts();
+    let bytes = read_body(
+        body,
+        &parts.headers,
+        config.max_request_body,
+        Duration::from_secs(config.request_timeout_secs.max(1)),
+    )
+    .await?;
+    let body = parse_json(&bytes)?;
+    let input = validate_task_body(&body)?;
+    let policy = crate::imports::import_policy(config);
+    validate_import_from(&policy, input).await?;
+    check_format_agreement(input)?;
+
+    let created = now();
+    let task = TaskRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        task_type: IMPORT.to_owned(),
+        status: TaskStatus::Pending,
+        input: input.clone(),
+        result: None,
+        owner: ctx.project_id.clone(),
+        message: String::new(),
+        reason: None,
+        created_at: created,
+        updated_at: created,
+        expires_at: None,
+        request_id: Some(ctx.request_id.clone()),
+        user_id: Some(ctx.user_id.clone()),
+    };
+    api.state.meta.put_task(&task)?;
+    if let Err(full) = api.state.executor.submit(&task.id, &task.owner) {
+        // The client never learns this id: do not leave a task that no worker will run.
+        if let Err(e) = api.state.meta.delete_task(&task.id) {
+            tracing::warn!(task = %task.id, "removing a refused task failed: {e}");
+        }
+        return Err(ApiError::QueueFull(full.0));
+    }
+    tracing::info!(task = %task.id, owner = %task.owner, "import task created");
+    let mut response = json_response(StatusCode::CREATED, &task_json(&task, None));
+    let location = format!("{base_url}/v2/tasks/{}", task.id);
+    if let Ok(value) = HeaderValue::try_from(location) {
+        response.headers_mut().insert(LOCATION, value);
+    }
+    Ok(response)
+}
+
+/// Checks the body's shape and returns its `input`.
+fn validate_task_body(body: &Value) -> Result<&Value, ApiError> {
+    let Value::Object(obj) = body else {
+        return Err(ApiError::BadRequest("Task 'type' is required".into()));
+    };
+    for key in ["type", "input"] {
+        if !obj.contains_key(key) {
+            return Err(ApiError::BadRequest(format!("Task '{key}' is required")));
+        }
+    }
+    if let Some(extra) = obj.keys().find(|k| !TASK_SCHEMA_KEYS.contains(&k.as_str())) {
+        return Err(schema_error(&format!(
+            "Additional properties are not allowed ({} was unexpected)",
+            py_repr(&Value::String(extra.clone()))
+        )));
+    }
+    let task_type = obj.get("type").unwrap_or(&Value::Null);
+    match task_type.as_str() {
+        Some(t) if GLANCE_TASK_TYPES.contains(&t) => {}
+        Some(_) => {
+            return Err(schema_error(&format!(
+                "{} is not one of ['import', 'api_image_import', 'location_import']",
+                py_repr(task_type)
+            )))
+        }
+        None => {
+            return Err(schema_error(&format!(
+                "{} is not of type 'string'",
+                py_repr(task_type)
+            )))
+        }
+    }
+    let input = obj.get("input").unwrap_or(&Value::Null);
+    if !(input.is_object() || input.is_null()) {
+        return Err(schema_error(&format!(
+            "{} is not of type 'null', 'object'",
+            py_repr(input)
+        )));
+    }
+    if task_type.as_str() != Some(IMPORT) {
+        return Err(ApiError::BadRequest(format!(
+            "Task type {} is not supported: Sluice runs only 'import' tasks.",
+            py_repr(task_type)
+        )));
+    }
+    Ok(input)
+}
+
+fn schema_error(detail: &str) -> ApiError {
+    ApiError::BadRequest(format!(
+        "Provided object does not match schema 'task': {detail}"
+    ))
+}
+
+/// Glance's `validate_legacy_import_from_uri`, then the import policy (with DNS for names).
+async fn validate_import_from(policy: &ImportPolicy, input: &Value) -> Result<(), ApiError> {
+    let uri = input.get("import_from").unwrap_or(&Value::Null);
+    let text = match uri {
+        Value::String(s) if !s.is_empty() => s.as_str(),
+        Value::String(_) => return Err(ApiError::BadRequest("Invalid location: ".into())),
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "Invalid location: {}",
+                py_str(other)
+            )))
+        }
+    };
+    let scheme = text
+        .split_once("://")
+        .map(|(s, _)| s.to_ascii_lowercase())
+        .unwrap_or_default();
+    if scheme == "file" || scheme == "filesystem" {
+        return Err(ApiError::BadRequest(
+            "File based imports are not allowed. Please use a non-local source of image data."
+                .into(),
+        ));
+    }
+    if scheme != "http" && scheme != "https" {
+        return Err(ApiError::BadRequest(
+            "The given uri is not valid. Please specify a valid uri from the following list of \
+             supported uri ['http']"
+                .into(),
+        ));
+    }
+    let refused = || {
+        ApiError::BadRequest(format!(
+            "URI for legacy import task does not pass filtering: {text}"
+        ))
+    };
+    let url = policy.parse_url(text).map_err(|e| {
+        tracing::info!("import_from refused: {e}");
+        refused()
+    })?;
+    // Host names must resolve, to addresses the policy allows (checked again, with every
+    // redirect, when the import connects).
+    if let Some(url::Host::Domain(host)) = url.host() {
+        let port = url.port_or_known_default().unwrap_or(80);
+        let lookup = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port)));
+        let addrs: Vec<_> = match lookup.await {
+            Ok(Ok(addrs)) => addrs.collect(),
+            Ok(Err(_)) | Err(_) => Vec::new(),
+        };
+        if addrs.is_empty() {
+            tracing::info!("import_from refused: host '{host}' does not resolve");
+            return Err(refused());
+        }
+        for addr in addrs {
+            if let Err(e) = policy.check_resolved(host, addr) {
+                tracing::info!("import_from refused: {e}");
+                return Err(refused());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sluice's stricter rule: the declared source format and the image's disk format agree.
+fn check_format_agreement(input: &Value) -> Result<(), ApiError> {
+    let source = input.get("import_from_format").and_then(Value::as_str);
+    let disk = input
+        .get("image_properties")
+        .and_then(|p| p.get("disk_format"))
+        .and_then(Value::as_str);
+    match (source, disk) {
+        (Some(s), Some(d)) if s != d => Err(ApiError::BadRequest(format!(
+            "import_from_format '{s}' does not match image_properties disk_format '{d}'; \
+             Sluice stores images in the format they arrive in."
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `GET /v2/tasks/{id}`.
+pub fn show(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiBody>, ApiError> {
+    let task = api
+        .state
+        .meta
+        .get_task(id)?
+        .ok_or_else(|| ApiError::TaskNotFound(id.to_owned()))?;
+    if !ctx.is_admin && task.owner != ctx.project_id {
+        return Err(ApiError::TaskForbidden(id.to_owned()));
+    }
+    let progress = match task.status {
+        TaskStatus::Processing => Some(api.state.executor.progress(&task.id).unwrap_or_default()),
+        TaskStatus::Pending | TaskStatus::Success | TaskStatus::Failure => None,
+    };
+    Ok(ok_json(&task_json(&task, progress)))
+}
+
+/// The full task (POST response and `GET /v2/tasks/{id}`): Glance's keys, plus `progress`
+/// while processing and `reason` on failure.
+pub fn task_json(task: &TaskRecord, progress: Option<TaskProgress>) -> Value {
+    let mut obj = task_stub(task);
+    obj.insert("input".into(), task.input.clone());
+    obj.insert("result".into(), task.result.clone().unwrap_or(Value::Null));
+    obj.insert("message".into(), Value::String(task.message.clone()));
+    if let Some(image_id) = task.input.get("image_id").and_then(Value::as_str) {
+        obj.insert("image_id".into(), Value::String(image_id.to_owned()));
+    }
+    if let Some(request_id) = &task.request_id {
+        obj.insert("request_id".into(), Value::String(request_id.clone()));
+    }
+    if let Some(user_id) = &task.user_id {
+        obj.insert("user_id".into(), Value::String(user_id.clone()));
+    }
+    if let Some(p) = progress {
+        obj.insert(
+            "progress".into(),
+            json!({"bytes_received": p.bytes_received, "bytes_total": p.bytes_total}),
+        );
+    }
+    if task.status == TaskStatus::Failure {
+        if let Some(reason) = &task.reason {
+            obj.insert("reason".into(), Value::String(reason.clone()));
+        }
+    }
+    Value::Object(obj)
+}
+
+/// The list entry: id, type, status, owner, timestamps, self, schema (Glance's stub).
+fn task_stub(task: &TaskRecord) -> Map<String, Value> {
+    let mut obj = Map::new();
+    obj.insert("id".into(), Value::String(task.id.clone()));
+    obj.insert("type".into(), Value::String(task.task_type.clone()));
+    obj.insert("status".into(), Value::String(task.status.as_str().into()));
+    obj.insert("owner".into(), Value::String(task.owner.clone()));
+    obj.insert(
+        "created_at".into(),
+        Value::String(format_time(task.created_at)),
+    );
+    obj.insert(
+        "updated_at".into(),
+        Value::String(format_time(task.updated_at)),
+    );
+    if let Some(expires) = task.expires_at {
+        obj.insert("expires_at".into(), Value::String(format_time(expires)));
+    }
+    obj.insert(
+        "self".into(),
+        Value::String(format!("/v2/tasks/{}", task.id)),
+    );
+    obj.insert("schema".into(), Value::String("/v2/schemas/task".into()));
+    obj
+}
+
+/// A parsed `GET /v2/tasks` request.
+#[derive(Debug)]
+struct TaskListRequest {
+    sort_key: String,
+    sort_dir: SortDir,
+    filters: Vec<(String, String)>,
+    marker: Option<String>,
+    limit: usize,
+}
+
+impl TaskListRequest {
+    /// Glance's deserializer order: sort direction, filters, marker format, limit.
+    fn parse(query: &Query) -> Result<Self, ApiError> {
+        let sort_dir = SortDir::parse(param(query, "sort_dir").unwrap_or("desc"))?;
+        let mut filters = Vec::new();
+        for (key, value) in query {
+            match key.as_str() {
+                "limit" | "marker" | "sort_key" | "sort_dir" => {}
+                "status" => {
+                    if !["pending", "processing", "success", "failure"].contains(&value.as_str()) {
+                        return Err(ApiError::BadRequest(format!(
+                            "Invalid status value: {value}"
+                        )));
+                    }
+                    filters.push((key.clone(), value.clone()));
+                }
+                "type" => {
+                    if value != IMPORT {
+                        return Err(ApiError::BadRequest(format!("Invalid type value: {value}")));
+                    }
+                    filters.push((key.clone(), value.clone()));
+                }
+                // Other task columns filter by equality; unknown keys are ignored (Glance).
+                column if TASK_COLUMNS.contains(&column) => {
+                    filters.push((key.clone(), value.clone()));
+                }
+                _ => {}
+            }
+        }
+        let marker = match param(query, "marker") {
+            Some(m) if !is_uuid(m) => {
+                return Err(ApiError::BadRequest("Invalid marker format".into()))
+            }
+            other => other.map(str::to_owned),
+        };
+        let limit = parse_limit(param(query, "limit"))?;
+        let sort_key = param(query, "sort_key").unwrap_or("created_at").to_owned();
+        if !TASK_COLUMNS.contains(&sort_key.as_str()) {
+            return Err(ApiError::BadRequest(
+                "Sort key supplied was not valid.".into(),
+            ));
+        }
+        Ok(TaskListRequest {
+            sort_key,
+            sort_dir,
+            filters,
+            marker,
+            limit,
+        })
+    }
+}
+
+/// `GET /v2/tasks`: filters, sort (`[sort_key, created_at, id]`, one direction), keyset
+/// paging after `marker`. Non-admins see only their project's tasks. Expired tasks are
+/// hidden (the sweeper removes them).
+pub async fn list(
+    api: &Api,
+    ctx: &RequestContext,
+    query: Query,
+) -> Result<Response<ApiBody>, ApiError> {
+    let req = TaskListRequest::parse(&query)?;
+    let limit = req.limit;
+    let meta = api.state.meta.clone();
+    let ctx = ctx.clone();
+    let page = tokio::task::spawn_blocking(move || -> Result<Vec<TaskRecord>, ApiError> {
+        let tasks = meta.list_tasks()?;
+        let marker = match &req.marker {
+            Some(id) => {
+                let task = tasks.iter().find(|t| &t.id == id).cloned().ok_or_else(|| {
+                    ApiError::BadRequest(format!("Invalid marker. Task {id} could not be found."))
+                })?;
+                if !ctx.is_admin && task.owner != ctx.project_id {
+                    return Err(ApiError::TaskForbidden(id.clone()));
+                }
+                Some(task)
+            }
+            None => None,
+        };
+        let current = now();
+        let visible: Vec<TaskRecord> = tasks
+            .into_iter()
+            .filter(|t| ctx.is_admin || t.owner == ctx.project_id)
+            .filter(|t| t.expires_at.is_none_or(|e| e > current))
+            .filter(|t| {
+                req.filters
+                    .iter()
+                    .all(|(k, v)| column_equals(task_column(t, k), v))
+            })
+            .collect();
+        let keys = sort_keys(&req.sort_key);
+        let cmp = |a: &TaskRecord, b: &TaskRecord| -> Ordering {
+            keys.iter()
+                .map(|k| {
+                    req.sort_dir
+                        .apply(task_column(a, k).cmp(&task_column(b, k)))
+                })
+                .find(|o| o.is_ne())
+                .unwrap_or(Ordering::Equal)
+        };
+        Ok(paginate(visible, marker.as_ref(), req.limit, cmp))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("task list worker: {e}")))??;
+
+    let (first, next) = links(
+        "/v2/tasks",
+        &query,
+        page.len(),
+        limit,
+        page.last().map(|t| t.id.as_str()),
+    );
+    let mut body = Map::new();
+    body.insert(
+        "tasks".into(),
+        Value::Array(page.iter().map(|t| Value::Object(task_stub(t))).collect()),
+    );
+    body.insert("first".into(), Value::String(first));
+    body.insert("schema".into(), Value::String("/v2/schemas/tasks".into()));
+    if let Some(next) = next {
+        body.insert("next".into(), Value::String(next));
+    }
+    Ok(ok_json(&Value::Object(body)))
+}
+
+/// `[key, created_at, id]` without repeats.
+fn sort_keys(key: &str) -> Vec<&str> {
+    let mut keys = vec![key];
+    for k in ["created_at", "id"] {
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    keys
+}
+
+/// A task column's value for sorting and filtering. Timestamps compare as numbers; as
+/// filters they compare against the rendered time.
+fn task_column<'t>(task: &'t TaskRecord, column: &str) -> SortValue<'t> {
+    let opt = |v: Option<&'t String>| v.map_or(SortValue::Null, |s| SortValue::Str(s.as_str()));
+    match column {
+        "id" => SortValue::Str(&task.id),
+        "type" => SortValue::Str(&task.task_type),
+        "status" => SortValue::Str(task.status.as_str()),
+        "owner" => SortValue::Str(&task.owner),
+        "created_at" => SortValue::Int(i128::from(task.created_at)),
+        "updated_at" => SortValue::Int(i128::from(task.updated_at)),
+        "expires_at" => task
+            .expires_at
+            .map_or(SortValue::Null, |e| SortValue::Int(i128::from(e))),
+        "user_id" => opt(task.user_id.as_ref()),
+        "request_id" => opt(task.request_id.as_ref()),
+        "message" => SortValue::Str(&task.message),
+        _ => SortValue::Null,
+    }
+}
+
+/// Python's `repr` of a JSON value, for Glance's schema error texts.
+pub fn py_repr(value: &Value) -> String {
+    match value {
+        Value::Null => "None".into(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => {
+            let escaped = s.replace('\\', "\\\\").replace('\'', "\\'");
+            format!("'{escaped}'")
+        }
+        Value::Array(items) => {
+            let inner: Vec<String> = items.iter().map(py_repr).collect();
+            format!("[{}]", inner.join(", "))
+        }
+        Value::Object(map) => {
+            let inner: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{}: {}", py_repr(&Value::String(k.clone())), py_repr(v)))
+                .collect();
+            format!("{{{}}}", inner.join(", "))
+        }
+    }
+}
+
+/// Python's `str` of a JSON value (strings unquoted).
+fn py_str(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => py_repr(other),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,221 @@
+//! Service configuration: built-in defaults, overlaid by a TOML file, overlaid by environment
+//! variables and command-line flags (clap reads both; see `cli::ServeArgs`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sluice_formats::DEFAULT_MAX_VIRTUAL_SIZE;
+
+/// Everything `sluice serve` needs.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listen address. Default `127.0.0.1:9292` (Glance's port).
+    pub bind: SocketAddr,
+    /// Where RocksDB metadata (`meta/`) and image files (`images/`, `tmp/`) live.
+    pub data_dir: PathBuf,
+    /// Import worker count: concurrent imports across all projects.
+    pub workers: usize,
+    /// Pending tasks waiting for a worker before `POST /v2/tasks` answers 503.
+    pub queue_capacity: usize,
+    /// Concurrent imports one project may run; its other tasks wait in the queue.
+    pub per_project_imports: usize,
+    /// Hours a finished task stays visible (`expires_at`); Glance's `task_time_to_live`.
+    pub task_ttl_hours: u64,
+    /// Seconds between sweeps for expired tasks.
+    pub sweep_interval_secs: u64,
+    /// Largest virtual size accepted, in bytes; also caps the bytes an import may store
+    /// (Glance's `image_size_cap`).
+    pub max_virtual_size: u64,
+    /// Largest request body the API reads, in bytes.
+    pub max_request_body: usize,
+    /// Seconds a client may take to send its request headers or body.
+    pub request_timeout_secs: u64,
+    /// Where `import_from` may point.
+    pub import: ImportFilter,
+    /// Who callers are.
+    pub auth: AuthConfig,
+    /// Base URL for `Location` headers (default: from the request's `Host`).
+    pub public_url: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: SocketAddr::from(([127, 0, 0, 1], 9292)),
+            data_dir: PathBuf::from("./sluice-data"),
+            workers: 4,
+            queue_capacity: 256,
+            per_project_imports: 2,
+            task_ttl_hours: 48,
+            sweep_interval_secs: 60,
+            max_virtual_size: DEFAULT_MAX_VIRTUAL_SIZE,
+            max_request_body: 64 << 10,
+            request_timeout_secs: 30,
+            import: ImportFilter::default(),
+            auth: AuthConfig::default(),
+            public_url: None,
+        }
+    }
+}
+
+/// Glance's `[import_filtering_opts]`: lists applied to `import_from` and every redirect.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImportFilter {
+    /// Allowed URL schemes (empty: http and https).
+    pub allowed_schemes: Vec<String>,
+    /// Hosts always allowed, even on private or loopback addresses (e.g. `127.0.0.1` in labs).
+    pub allowed_hosts: Vec<String>,
+    /// Hosts always refused.
+    pub denied_hosts: Vec<String>,
+    /// Allowed ports (empty: any).
+    pub allowed_ports: Vec<u16>,
+    /// Refused ports.
+    pub denied_ports: Vec<u16>,
+}
+
+/// How callers are identified.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// No authentication (local use): every caller is an admin of project `admin`
+    /// unless identity headers say otherwise. Binds to loopback only unless forced.
+    #[default]
+    None,
+    /// Identity headers (`X-Project-Id`/`X-Tenant-Id`, `X-User-Id`, `X-Roles`) set by a
+    /// trusted auth proxy (keystonemiddleware-style); requests without them get 401.
+    Proxy,
+    /// Static tokens from a file: `X-Auth-Token` maps to a project, user and roles.
+    Token,
+}
+
+/// Authentication settings.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The mode.
+    pub mode: AuthMode,
+    /// For `token` mode: a TOML file of `[[token]] token = "…", project_id = "…",
+    /// user_id = "…", roles = ["member"]` entries.
+    pub token_file: Option<PathBuf>,
+    /// Allow `none` mode on a non-loopback address (dangerous).
+    pub allow_insecure_bind: bool,
+}
+
+/// The configuration could not be loaded or is inconsistent.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading config file {path}: {source}")]
+    Reading {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("parsing config file {path}: {source}")]
+    Parsing {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: toml::de::Error,
+    },
+    /// A setting is out of range or contradicts another.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    ///
+    /// # Errors
+    /// When the file cannot be read or parsed.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Reading {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parsing {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Checks settings that cannot be expressed in types.
+    ///
+    /// # Errors
+    /// When a setting is out of range, or no-auth mode would listen beyond loopback.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.workers == 0 || self.per_project_imports == 0 || self.queue_capacity == 0 {
+            return Err(ConfigError::Invalid(
+                "workers, per_project_imports and queue_capacity must be at least 1".into(),
+            ));
+        }
+        if self.auth.mode == AuthMode::None
+            && !self.bind.ip().is_loopback()
+            && !self.auth.allow_insecure_bind
+        {
+            return Err(ConfigError::Invalid(format!(
+                "no authentication is configured, so Sluice only listens on loopback; {} is not \
+                 (configure auth, or set auth.allow_insecure_bind / --allow-insecure-bind)",
+                self.bind
+            )));
+        }
+        if self.auth.mode == AuthMode::Token && self.auth.token_file.is_none() {
+            return Err(ConfigError::Invalid(
+                "auth mode 'token' needs auth.token_file".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Seconds a finished task stays visible.
+    pub fn task_ttl_secs(&self) -> i64 {
+        i64::try_from(self.task_ttl_hours.saturating_mul(3600)).unwrap_or(i64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_config_file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(
+            &path,
+            "bind = \"127.0.0.1:9999\"\nworkers = 3\n[import]\nallowed_hosts = [\"127.0.0.1\"]\n",
+        )
+        .unwrap();
+        let config = Config::from_file(&path).unwrap();
+        assert_eq!(config.bind.port(), 9999);
+        assert_eq!(config.workers, 3);
+        assert_eq!(config.import.allowed_hosts, vec!["127.0.0.1".to_owned()]);
+        assert_eq!(config.task_ttl_hours, 48);
+    }
+
+    #[test]
+    fn test_config_unknown_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(&path, "wrokers = 3\n").unwrap();
+        assert!(matches!(
+            Config::from_file(&path),
+            Err(ConfigError::Parsing { .. })
+        ));
+    }
+
+    #[test]
+    fn test_config_no_auth_on_public_address_is_refused() {
+        let config = Config {
+            bind: "0.0.0.0:9292".parse().unwrap(),
+            ..Config::default()
+        };
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid(_))));
+        assert!(Config::default().validate().is_ok());
+    }
+}

@@ -1,0 +1,400 @@
+//! One import task, start to finish: every state change of the task, the pull through the
+//! pipeline, and the single atomic write that makes the image visible.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use sluice_formats::{Format, Limits};
+use sluice_pipeline::http::{HttpConfig, HttpSource};
+use sluice_pipeline::ssrf::ImportPolicy;
+use sluice_pipeline::{ingest, IngestError, Ingested, Progress};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::meta::{ImageRecord, MetaError, MetaStore, TaskRecord, TaskStatus, Timestamp};
+use crate::state::AppState;
+
+/// Reason code of a task whose input cannot be imported.
+pub const REASON_INVALID_INPUT: &str = "invalid_input";
+/// Reason code of a task cut short by a shutdown or crash.
+pub const REASON_INTERRUPTED: &str = "interrupted";
+/// Reason code of a failure on Sluice's side (metadata store).
+pub const REASON_INTERNAL: &str = "internal_error";
+
+/// Glance `disk_format`s that carry no inspectable structure of their own: checked as raw.
+const OPAQUE_DISK_FORMATS: [&str; 3] = ["ami", "ari", "aki"];
+
+/// The current time as a [`Timestamp`].
+pub fn now() -> Timestamp {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The import policy `import_from` URLs (and their redirects) must pass.
+pub fn import_policy(config: &Config) -> ImportPolicy {
+    let f = &config.import;
+    let defaults = ImportPolicy::default();
+    ImportPolicy {
+        allowed_schemes: if f.allowed_schemes.is_empty() {
+            defaults.allowed_schemes
+        } else {
+            f.allowed_schemes.clone()
+        },
+        allowed_hosts: f.allowed_hosts.clone(),
+        denied_hosts: f.denied_hosts.clone(),
+        // Sluice allows any port unless told otherwise (Glance's default is 80 and 443 only);
+        // the address rules still keep imports off internal services.
+        allowed_ports: f.allowed_ports.clone(),
+        denied_ports: f.denied_ports.clone(),
+        allow_private: false,
+    }
+}
+
+/// What an import task's `input` asks for, validated.
+#[derive(Debug)]
+struct ImportInput {
+    url: String,
+    declared: Format,
+    disk_format: String,
+    properties: serde_json::Map<String, Value>,
+}
+
+/// Marks a task failed (`reason`, `message`), with its expiry.
+pub fn fail(task: &mut TaskRecord, reason: &str, message: String, ttl_secs: i64) {
+    let at = now();
+    task.status = TaskStatus::Failure;
+    task.message = message;
+    task.reason = Some(reason.to_owned());
+    task.result = None;
+    task.updated_at = at;
+    task.expires_at = Some(at.saturating_add(ttl_secs));
+}
+
+/// Runs one queued task to a final state. Never panics on bad input; every outcome is
+/// written to the task.
+pub async fn run(
+    state: &AppState,
+    task_id: &str,
+    progress: Arc<Progress>,
+    cancel: watch::Receiver<bool>,
+) {
+    let ttl = state.config.task_ttl_secs();
+    let Some(mut task) = meta(state, {
+        let id = task_id.to_owned();
+        move |m| m.get_task(&id)
+    })
+    .await
+    .ok()
+    .flatten() else {
+        tracing::warn!(task_id, "queued task vanished before it ran");
+        return;
+    };
+    if task.status != TaskStatus::Pending {
+        return;
+    }
+    task.status = TaskStatus::Processing;
+    task.updated_at = now();
+    if let Err(e) = save(state, &task).await {
+        tracing::error!(task_id, error = %e, "cannot mark task processing");
+        return;
+    }
+    tracing::info!(task_id, owner = %task.owner, "import started");
+
+    let outcome = match parse_input(&task.input) {
+        Ok(input) => import(state, &task, input, &progress, cancel).await,
+        Err(message) => Err((REASON_INVALID_INPUT.to_owned(), message)),
+    };
+    match outcome {
+        Ok(image) => {
+            let at = now();
+            task.status = TaskStatus::Success;
+            task.result = Some(serde_json::json!({ "image_id": image.id }));
+            task.message = String::new();
+            task.reason = None;
+            task.updated_at = at;
+            task.expires_at = Some(at.saturating_add(ttl));
+            let committed = meta(state, {
+                let (task, image) = (task.clone(), image.clone());
+                move |m| m.commit_import(&task, &image)
+            })
+            .await;
+            match committed {
+                Ok(()) => {
+                    tracing::info!(task_id, image_id = %image.id, size = image.size, "import succeeded")
+                }
+                Err(e) => {
+                    tracing::error!(task_id, error = %e, "cannot record the imported image");
+                    let _ = state.store.delete(&image.id);
+                    fail(
+                        &mut task,
+                        REASON_INTERNAL,
+                        format!("recording the image failed: {e}"),
+                        ttl,
+                    );
+                    let _ = save(state, &task).await;
+                }
+            }
+        }
+        Err((reason, message)) => {
+            tracing::info!(task_id, %reason, %message, "import failed");
+            fail(&mut task, &reason, message, ttl);
+            if let Err(e) = save(state, &task).await {
+                tracing::error!(task_id, error = %e, "cannot mark task failed");
+            }
+        }
+    }
+}
+
+/// Pulls, inspects, hashes and stores the image; returns its record (not yet written).
+async fn import(
+    state: &AppState,
+    task: &TaskRecord,
+    input: ImportInput,
+    progress: &Progress,
+    cancel: watch::Receiver<bool>,
+) -> Result<ImageRecord, (String, String)> {
+    let config = &state.config;
+    let policy = import_policy(config);
+    let source = HttpSource::open(&input.url, &policy, &HttpConfig::default())
+        .await
+        .map_err(|e| ("source_error".to_owned(), e.to_string()))?;
+    let limits = Limits {
+        max_virtual_size: config.max_virtual_size,
+        ..Limits::default()
+    };
+    let image_id = uuid::Uuid::new_v4().to_string();
+    let ingested = ingest(
+        source,
+        input.declared,
+        limits,
+        &state.store,
+        &image_id,
+        progress,
+        cancel,
+    )
+    .await
+    .map_err(|e| (e.reason_code().to_owned(), failure_message(&e)))?;
+    image_record(task, &image_id, &input, &ingested).map_err(|message| {
+        let _ = state.store.delete(&image_id);
+        (REASON_INVALID_INPUT.to_owned(), message)
+    })
+}
+
+/// The task message for a failed ingest: the inspector's own words for a rejection.
+fn failure_message(e: &IngestError) -> String {
+    match e {
+        IngestError::Rejected(report) => {
+            let msgs: Vec<&str> = report.reasons.iter().map(|r| r.message.as_str()).collect();
+            if msgs.is_empty() {
+                "image rejected by format inspection".to_owned()
+            } else {
+                msgs.join("; ")
+            }
+        }
+        IngestError::Cancelled => {
+            "import interrupted: the service is shutting down; create the task again".to_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
+fn parse_input(input: &Value) -> Result<ImportInput, String> {
+    let obj = input
+        .as_object()
+        .ok_or_else(|| "Task input must be an object".to_owned())?;
+    let url = obj
+        .get("import_from")
+        .and_then(Value::as_str)
+        .ok_or_else(|| "Input does not contain 'import_from' field".to_owned())?
+        .to_owned();
+    let from_format = obj
+        .get("import_from_format")
+        .and_then(Value::as_str)
+        .ok_or_else(|| "Input does not contain 'import_from_format' field".to_owned())?
+        .to_ascii_lowercase();
+    let properties = obj
+        .get("image_properties")
+        .ok_or_else(|| "Input does not contain 'image_properties' field".to_owned())?
+        .as_object()
+        .ok_or_else(|| "'image_properties' must be an object".to_owned())?
+        .clone();
+    let disk_format = match properties.get("disk_format") {
+        None | Some(Value::Null) => from_format.clone(),
+        Some(Value::String(s)) => s.to_ascii_lowercase(),
+        Some(_) => return Err("image property 'disk_format' must be a string".to_owned()),
+    };
+    if disk_format != from_format {
+        return Err(format!(
+            "import_from_format '{from_format}' does not match image_properties.disk_format '{disk_format}'"
+        ));
+    }
+    let declared = if OPAQUE_DISK_FORMATS.contains(&from_format.as_str()) {
+        Format::Raw
+    } else {
+        from_format.parse::<Format>().map_err(|_| {
+            format!("import_from_format '{from_format}' is not a disk format Sluice can import")
+        })?
+    };
+    Ok(ImportInput {
+        url,
+        declared,
+        disk_format,
+        properties,
+    })
+}
+
+/// Builds the image record from the task's `image_properties` and what was stored.
+fn image_record(
+    task: &TaskRecord,
+    image_id: &str,
+    input: &ImportInput,
+    ingested: &Ingested,
+) -> Result<ImageRecord, String> {
+    let props = &input.properties;
+    let string = |key: &str| -> Result<Option<String>, String> {
+        match props.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(format!("image property '{key}' must be a string")),
+        }
+    };
+    let number = |key: &str| -> Result<u64, String> {
+        match props.get(key) {
+            None | Some(Value::Null) => Ok(0),
+            Some(v) => v
+                .as_u64()
+                .ok_or_else(|| format!("image property '{key}' must be a non-negative integer")),
+        }
+    };
+    let protected = match props.get("protected") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err("image property 'protected' must be a boolean".to_owned()),
+    };
+    let tags = match props.get("tags") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => {
+            let mut tags: Vec<String> = Vec::new();
+            for item in items {
+                let tag = item
+                    .as_str()
+                    .ok_or_else(|| "image tags must be strings".to_owned())?;
+                if !tags.iter().any(|t| t == tag) {
+                    tags.push(tag.to_owned());
+                }
+            }
+            tags
+        }
+        Some(_) => return Err("image property 'tags' must be a list".to_owned()),
+    };
+    let visibility = string("visibility")?.unwrap_or_else(|| "shared".to_owned());
+    if !["public", "private", "shared", "community"].contains(&visibility.as_str()) {
+        return Err(format!("invalid visibility '{visibility}'"));
+    }
+    const RESERVED: [&str; 8] = [
+        "name",
+        "disk_format",
+        "container_format",
+        "visibility",
+        "protected",
+        "min_disk",
+        "min_ram",
+        "tags",
+    ];
+    let mut properties = BTreeMap::new();
+    for (key, value) in props {
+        if RESERVED.contains(&key.as_str()) {
+            continue;
+        }
+        match value {
+            Value::String(s) => {
+                properties.insert(key.clone(), s.clone());
+            }
+            _ => return Err(format!("image property '{key}' must be a string")),
+        }
+    }
+    let at = now();
+    Ok(ImageRecord {
+        id: image_id.to_owned(),
+        name: string("name")?,
+        status: "active".to_owned(),
+        owner: task.owner.clone(),
+        visibility,
+        protected,
+        disk_format: input.disk_format.clone(),
+        container_format: string("container_format")?.unwrap_or_else(|| "bare".to_owned()),
+        size: ingested.size,
+        virtual_size: ingested.report.virtual_size,
+        checksum: ingested.md5_hex.clone(),
+        os_hash_algo: "sha512".to_owned(),
+        os_hash_value: ingested.sha512_hex.clone(),
+        min_disk: number("min_disk")?,
+        min_ram: number("min_ram")?,
+        tags,
+        properties,
+        created_at: at,
+        updated_at: at,
+        task_id: Some(task.id.clone()),
+    })
+}
+
+/// Runs a metadata call off the async runtime (RocksDB writes fsync).
+pub async fn meta<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&dyn MetaStore) -> Result<T, MetaError> + Send + 'static,
+) -> Result<T, MetaError> {
+    let store = Arc::clone(&state.meta);
+    tokio::task::spawn_blocking(move || f(store.as_ref()))
+        .await
+        .map_err(|e| MetaError::Backend(format!("metadata call panicked: {e}")))?
+}
+
+async fn save(state: &AppState, task: &TaskRecord) -> Result<(), MetaError> {
+    let task = task.clone();
+    meta(state, move |m| m.put_task(&task)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(v: Value) -> Result<ImportInput, String> {
+        parse_input(&v)
+    }
+
+    #[test]
+    fn test_parse_input_missing_fields_name_them_like_glance() {
+        let e =
+            input(serde_json::json!({"import_from": "http://x/y", "import_from_format": "qcow2"}))
+                .unwrap_err();
+        assert_eq!(e, "Input does not contain 'image_properties' field");
+        let e = input(serde_json::json!({"import_from": "http://x/y", "image_properties": {}}))
+            .unwrap_err();
+        assert_eq!(e, "Input does not contain 'import_from_format' field");
+    }
+
+    #[test]
+    fn test_parse_input_format_disagreement_is_refused() {
+        let e = input(serde_json::json!({
+            "import_from": "http://x/y", "import_from_format": "qcow2",
+            "image_properties": {"disk_format": "raw"}
+        }))
+        .unwrap_err();
+        assert!(e.contains("does not match"), "{e}");
+    }
+
+    #[test]
+    fn test_parse_input_opaque_formats_are_checked_as_raw() {
+        let i = input(serde_json::json!({
+            "import_from": "http://x/y", "import_from_format": "ami",
+            "image_properties": {"disk_format": "ami"}
+        }))
+        .unwrap();
+        assert_eq!(i.declared, Format::Raw);
+        assert_eq!(i.disk_format, "ami");
+    }
+}

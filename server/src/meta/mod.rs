@@ -1,0 +1,360 @@
+//! Task and image metadata behind a trait with no RocksDB types in its signatures.
+//!
+//! Two implementations: [`rocks::RocksMeta`] (the embedded default) and
+//! [`memory::MemoryMeta`] (tests); both pass [`conformance_suite`].
+//! Every state change of an import is one atomic write: [`MetaStore::put_task`] alone, or
+//! [`MetaStore::commit_import`] for the task and its new image together.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub mod codec;
+pub mod keys;
+pub mod memory;
+pub mod rocks;
+
+/// Seconds since the Unix epoch (UTC). Rendered as `YYYY-MM-DDTHH:MM:SSZ` by the API.
+pub type Timestamp = i64;
+
+/// A task's status; transitions are exactly pending → processing → success | failure, and
+/// pending → failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// Accepted, waiting for a worker.
+    Pending,
+    /// A worker is importing.
+    Processing,
+    /// Finished; `result.image_id` names the image. Terminal.
+    Success,
+    /// Finished without an image; `message` says why. Terminal.
+    Failure,
+}
+
+impl TaskStatus {
+    /// Whether a task may move from `self` to `next`.
+    pub fn can_become(self, next: TaskStatus) -> bool {
+        matches!(
+            (self, next),
+            (TaskStatus::Pending, TaskStatus::Processing)
+                | (TaskStatus::Pending, TaskStatus::Failure)
+                | (TaskStatus::Processing, TaskStatus::Success)
+                | (TaskStatus::Processing, TaskStatus::Failure)
+        )
+    }
+
+    /// Whether the status is final.
+    pub fn is_final(self) -> bool {
+        matches!(self, TaskStatus::Success | TaskStatus::Failure)
+    }
+
+    /// The API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Processing => "processing",
+            TaskStatus::Success => "success",
+            TaskStatus::Failure => "failure",
+        }
+    }
+}
+
+/// A stored task (Glance's task table row).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// UUID4, lower-case hyphenated.
+    pub id: String,
+    /// `import` (the only type Sluice runs).
+    pub task_type: String,
+    /// Current status.
+    pub status: TaskStatus,
+    /// The `input` object exactly as the client sent it.
+    pub input: serde_json::Value,
+    /// `{"image_id": …}` on success, else `None`.
+    pub result: Option<serde_json::Value>,
+    /// The project that created the task.
+    pub owner: String,
+    /// Failure explanation, `""` otherwise.
+    pub message: String,
+    /// The stable reason code of a failure (inspector codes, or `source_error`, `interrupted`…).
+    pub reason: Option<String>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+    /// Set on reaching a final status: `updated_at + ttl`.
+    pub expires_at: Option<Timestamp>,
+    /// `req-<uuid>` of the creating request.
+    pub request_id: Option<String>,
+    /// The creating user, when known.
+    pub user_id: Option<String>,
+}
+
+/// A stored image. Only `active` images with their data committed are ever stored: Sluice
+/// writes the record in the same batch that marks the task `success`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// UUID4.
+    pub id: String,
+    /// Display name (`image_properties.name`).
+    pub name: Option<String>,
+    /// `active` (and `deleted` is never stored: deletion removes the record).
+    pub status: String,
+    /// Owning project (the task's owner).
+    pub owner: String,
+    /// `public`, `private`, `shared` or `community`.
+    pub visibility: String,
+    /// Whether deletion is refused.
+    pub protected: bool,
+    /// Stored format (`qcow2`, `raw`, …).
+    pub disk_format: String,
+    /// `bare`, `ovf`, …
+    pub container_format: String,
+    /// Stored bytes.
+    pub size: u64,
+    /// Guest-visible size from the inspector.
+    pub virtual_size: Option<u64>,
+    /// md5 hex of the stored bytes (Glance's `checksum`).
+    pub checksum: String,
+    /// `sha512`.
+    pub os_hash_algo: String,
+    /// sha512 hex of the stored bytes.
+    pub os_hash_value: String,
+    /// Minimum disk in GiB.
+    pub min_disk: u64,
+    /// Minimum RAM in MiB.
+    pub min_ram: u64,
+    /// Tags, unique, in insertion order.
+    pub tags: Vec<String>,
+    /// Extra properties (string values, as Glance).
+    pub properties: BTreeMap<String, String>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+    /// The task that imported it.
+    pub task_id: Option<String>,
+}
+
+/// A metadata store failed (I/O, corruption, a value it cannot decode).
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// A stored value could not be decoded.
+    #[error("decoding {what} {key}: {detail}")]
+    Decoding {
+        /// `task` or `image`.
+        what: &'static str,
+        /// The record's id.
+        key: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The backend failed.
+    #[error("metadata backend: {0}")]
+    Backend(String),
+}
+
+/// The metadata store. Implementations are cheap to share (`Arc<dyn MetaStore>`); calls are
+/// blocking and short (callers on the async runtime use `spawn_blocking` for scans).
+pub trait MetaStore: Send + Sync + std::fmt::Debug {
+    /// Inserts or replaces a task (one atomic write).
+    fn put_task(&self, task: &TaskRecord) -> Result<(), MetaError>;
+    /// Reads a task.
+    fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, MetaError>;
+    /// All tasks, ordered by id.
+    fn list_tasks(&self) -> Result<Vec<TaskRecord>, MetaError>;
+    /// Removes a task (expiry).
+    fn delete_task(&self, id: &str) -> Result<(), MetaError>;
+    /// Writes a task and a new image in one atomic batch (an import's success).
+    fn commit_import(&self, task: &TaskRecord, image: &ImageRecord) -> Result<(), MetaError>;
+    /// Inserts or replaces an image.
+    fn put_image(&self, image: &ImageRecord) -> Result<(), MetaError>;
+    /// Reads an image.
+    fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError>;
+    /// All images, ordered by id.
+    fn list_images(&self) -> Result<Vec<ImageRecord>, MetaError>;
+    /// Removes an image record.
+    fn delete_image(&self, id: &str) -> Result<(), MetaError>;
+}
+
+/// Behaviour every [`MetaStore`] must show; run against each implementation in its tests
+/// (garage's `db/test.rs`). `store` must start empty.
+///
+/// Covers, for tasks and images alike: missing ids read as `None` and delete as `Ok`; put then
+/// get returns the record unchanged; a put with an existing id replaces it; lists are ordered
+/// by id whatever the insertion order; delete removes exactly one record. Plus: tasks and
+/// images with the same id are independent, and [`MetaStore::commit_import`] writes (or
+/// replaces) both its task and its image.
+///
+/// # Panics
+/// When the store misbehaves (this is a test suite).
+pub fn conformance_suite(store: &dyn MetaStore) {
+    const A: &str = "3f0a7c1e-0000-4000-8000-00000000000a";
+    const B: &str = "7b2d9e4f-0000-4000-8000-00000000000b";
+    const C: &str = "c5e8a1b3-0000-4000-8000-00000000000c";
+    const D: &str = "e9f1b2c4-0000-4000-8000-00000000000d";
+
+    // An empty store: nothing listed, missing ids read as None, deleting them is Ok.
+    assert_eq!(store.list_tasks().expect("list empty tasks"), vec![]);
+    assert_eq!(store.list_images().expect("list empty images"), vec![]);
+    assert_eq!(store.get_task(A).expect("get missing task"), None);
+    assert_eq!(store.get_image(A).expect("get missing image"), None);
+    store.delete_task(A).expect("delete missing task");
+    store.delete_image(A).expect("delete missing image");
+
+    // Tasks: put/get, overwrite, order, delete.
+    let task_b = sample_task(B);
+    store.put_task(&task_b).expect("put task");
+    assert_eq!(store.get_task(B).expect("get task"), Some(task_b.clone()));
+    assert_eq!(store.get_task(A).expect("get other task"), None);
+    let mut task_b2 = task_b.clone();
+    task_b2.status = TaskStatus::Failure;
+    task_b2.message = "qcow2 image references backing file '/etc/passwd'".to_owned();
+    task_b2.reason = Some("backing_file".to_owned());
+    task_b2.updated_at = task_b.updated_at.saturating_add(7);
+    task_b2.expires_at = Some(task_b2.updated_at.saturating_add(3600));
+    store.put_task(&task_b2).expect("overwrite task");
+    assert_eq!(
+        store.get_task(B).expect("get overwritten task"),
+        Some(task_b2.clone())
+    );
+    for id in [D, A, C] {
+        store.put_task(&sample_task(id)).expect("put more tasks");
+    }
+    let ids: Vec<String> = store
+        .list_tasks()
+        .expect("list tasks")
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(ids, [A, B, C, D]);
+    assert_eq!(
+        store.list_tasks().expect("list tasks").get(1),
+        Some(&task_b2)
+    );
+    store.delete_task(C).expect("delete task");
+    assert_eq!(store.get_task(C).expect("get deleted task"), None);
+    let ids: Vec<String> = store
+        .list_tasks()
+        .expect("list tasks after delete")
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(ids, [A, B, D]);
+    assert_eq!(
+        store.list_images().expect("images unaffected by tasks"),
+        vec![]
+    );
+
+    // Images: put/get, overwrite, order, delete; a task and an image may share an id.
+    let image_c = sample_image(C);
+    store.put_image(&image_c).expect("put image");
+    assert_eq!(
+        store.get_image(C).expect("get image"),
+        Some(image_c.clone())
+    );
+    let mut image_c2 = image_c.clone();
+    image_c2.name = Some("renamed ✓".to_owned());
+    image_c2.protected = true;
+    image_c2.tags.push("gold".to_owned());
+    image_c2
+        .properties
+        .insert("hw_disk_bus".to_owned(), "virtio".to_owned());
+    store.put_image(&image_c2).expect("overwrite image");
+    assert_eq!(
+        store.get_image(C).expect("get overwritten image"),
+        Some(image_c2.clone())
+    );
+    for id in [B, D, A] {
+        store.put_image(&sample_image(id)).expect("put more images");
+    }
+    let ids: Vec<String> = store
+        .list_images()
+        .expect("list images")
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(ids, [A, B, C, D]);
+    store.delete_image(A).expect("delete image");
+    assert_eq!(store.get_image(A).expect("get deleted image"), None);
+    assert_eq!(
+        store.get_task(A).expect("task with image's id kept"),
+        Some(sample_task(A))
+    );
+    store.delete_image(A).expect("delete image twice");
+
+    // commit_import writes the task (replacing the processing one) and the new image.
+    let mut processing = sample_task(D);
+    processing.status = TaskStatus::Processing;
+    store.put_task(&processing).expect("put processing task");
+    let new_image_id = "f0f0f0f0-0000-4000-8000-0000000000ff";
+    let mut success = processing.clone();
+    success.status = TaskStatus::Success;
+    success.result = Some(serde_json::json!({ "image_id": new_image_id }));
+    success.expires_at = Some(success.updated_at.saturating_add(172_800));
+    let mut image = sample_image(new_image_id);
+    image.task_id = Some(D.to_owned());
+    store
+        .commit_import(&success, &image)
+        .expect("commit import");
+    assert_eq!(
+        store.get_task(D).expect("get committed task"),
+        Some(success)
+    );
+    assert_eq!(
+        store.get_image(new_image_id).expect("get committed image"),
+        Some(image)
+    );
+    assert_eq!(store.list_tasks().expect("list after commit").len(), 3);
+    assert_eq!(store.list_images().expect("list after commit").len(), 4);
+}
+
+/// A plausible pending import task with id `id` (for tests and [`conformance_suite`]).
+pub fn sample_task(id: &str) -> TaskRecord {
+    TaskRecord {
+        id: id.to_owned(),
+        task_type: "import".to_owned(),
+        status: TaskStatus::Pending,
+        input: serde_json::json!({
+            "import_from": "https://example.org/cirros.qcow2",
+            "import_from_format": "qcow2",
+            "image_properties": { "name": "cirros", "disk_format": "qcow2" },
+        }),
+        result: None,
+        owner: "0b5c2f1e9d8a4c7b8e6f5a4b3c2d1e0f".to_owned(),
+        message: String::new(),
+        reason: None,
+        created_at: 1_700_000_000,
+        updated_at: 1_700_000_000,
+        expires_at: None,
+        request_id: Some(format!("req-{id}")),
+        user_id: Some("admin".to_owned()),
+    }
+}
+
+/// A plausible active image with id `id` (for tests and [`conformance_suite`]).
+pub fn sample_image(id: &str) -> ImageRecord {
+    ImageRecord {
+        id: id.to_owned(),
+        name: Some("cirros".to_owned()),
+        status: "active".to_owned(),
+        owner: "0b5c2f1e9d8a4c7b8e6f5a4b3c2d1e0f".to_owned(),
+        visibility: "private".to_owned(),
+        protected: false,
+        disk_format: "qcow2".to_owned(),
+        container_format: "bare".to_owned(),
+        size: 21_692_416,
+        virtual_size: Some(117_440_512),
+        checksum: "c36c8d0d5a3b4e2f1a0b9c8d7e6f5a4b".to_owned(),
+        os_hash_algo: "sha512".to_owned(),
+        os_hash_value: "ab".repeat(64),
+        min_disk: 0,
+        min_ram: 0,
+        tags: vec!["cirros".to_owned(), "test".to_owned()],
+        properties: BTreeMap::from([("os_distro".to_owned(), "cirros".to_owned())]),
+        created_at: 1_700_000_100,
+        updated_at: 1_700_000_100,
+        task_id: None,
+    }
+}

@@ -1,0 +1,22 @@
+//! What every request handler and worker shares.
+
+use std::sync::Arc;
+
+use sluice_pipeline::store::LocalStore;
+
+use crate::config::Config;
+use crate::executor::Executor;
+use crate::meta::MetaStore;
+
+/// Shared service state; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The loaded configuration.
+    pub config: Arc<Config>,
+    /// Task and image metadata.
+    pub meta: Arc<dyn MetaStore>,
+    /// Image data.
+    pub store: Arc<LocalStore>,
+    /// The import queue and workers.
+    pub executor: Executor,
+}
