@@ -38,6 +38,17 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
     response
 }
 
+/// A `text/plain` response (webob's form of an error when JSON was not asked for).
+pub fn text_response(status: StatusCode, text: String) -> Response<ApiBody> {
+    let mut response = Response::new(full(Bytes::from(text)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=UTF-8"),
+    );
+    response
+}
+
 /// A response with no body (204).
 pub fn empty_response(status: StatusCode) -> Response<ApiBody> {
     let mut response = Response::new(Empty::new().map_err(|never| match never {}).boxed());

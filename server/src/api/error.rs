@@ -311,6 +311,28 @@ impl ErrorParts {
     }
 }
 
+impl ErrorParts {
+    /// The plain-text body, as Glance sends it without `Accept: application/json`
+    /// (e.g. `"404 Not Found\n\nCould not find task X\n\n   "`).
+    pub fn text(&self) -> String {
+        format!(
+            "{} {}\n\n{}\n\n   ",
+            self.status.as_u16(),
+            webob_title(self.status),
+            self.explanation
+        )
+    }
+}
+
+/// Whether the client's `Accept` header asks for JSON.
+pub fn accepts_json(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("application/json"))
+}
+
 /// webob's title for a status (it keeps the RFC 2616 names where RFC 9110 renamed them).
 fn webob_title(status: StatusCode) -> &'static str {
     match status {

@@ -17,8 +17,9 @@
 //!   `progress` (`{"bytes_received": n, "bytes_total": m|null}`) only while the task is
 //!   `processing`, and `reason` (a stable failure code such as `backing_file`) only on
 //!   `failure`. Pending and successful tasks have exactly Glance's key set.
-//! - Errors are always JSON (Glance's `Accept: application/json` form), whatever `Accept`
-//!   says.
+//! - Errors are JSON (Glance's `Accept: application/json` form) when `Accept` names JSON,
+//!   else Glance's plain-text form (where Glance would send HTML for `Accept: */*`;
+//!   python-glanceclient reads both).
 //! - Images are created only by import tasks: there is no `POST /v2/images`, upload, stage,
 //!   interoperable import, members, locations or `os_hidden` changes.
 
@@ -90,6 +91,7 @@ impl Api {
         B::Error: std::fmt::Display,
     {
         let request_id = format!("req-{}", uuid::Uuid::new_v4());
+        let wants_json = error::accepts_json(request.headers());
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let mut response = match self.route(request, &request_id).await {
@@ -98,7 +100,7 @@ impl Api {
                 if let ApiError::Internal(detail) = &err {
                     tracing::error!(%request_id, %method, %path, "internal error: {detail}");
                 }
-                error_response(&err)
+                error_response(&err, wants_json)
             }
         };
         if let Ok(value) = HeaderValue::try_from(request_id.as_str()) {
@@ -168,10 +170,16 @@ impl Api {
     }
 }
 
-/// The JSON response for an error.
-pub fn error_response(err: &ApiError) -> Response<ApiBody> {
+/// The response for an error: Glance's JSON form when the client's `Accept` asks for JSON
+/// (openstacksdk, keystoneauth), else webob's plain-text form, which python-glanceclient
+/// expects (it sends `Accept: */*` and cannot parse the JSON form).
+pub fn error_response(err: &ApiError, json: bool) -> Response<ApiBody> {
     let parts = err.describe();
-    let mut response = body::json_response(parts.status, &parts.body());
+    let mut response = if json {
+        body::json_response(parts.status, &parts.body())
+    } else {
+        body::text_response(parts.status, parts.text())
+    };
     for (name, value) in parts.headers {
         response.headers_mut().insert(name, value);
     }

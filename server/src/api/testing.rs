@@ -114,6 +114,13 @@ impl Harness {
         body: &[u8],
     ) -> Reply {
         let mut request = Request::builder().method(method).uri(path);
+        // Like openstacksdk, ask for JSON errors unless the test chooses its own `Accept`.
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("accept"))
+        {
+            request = request.header("accept", "application/json");
+        }
         for (k, v) in headers {
             request = request.header(*k, *v);
         }

@@ -259,6 +259,30 @@ async fn test_get_task_unknown_is_404() {
 }
 
 #[tokio::test]
+async fn test_get_task_unknown_without_json_accept_is_plain_text() {
+    // python-glanceclient sends `Accept: */*` and parses webob's plain-text form only.
+    let h = Harness::new();
+    let id = "3e435003-ccc3-455a-b774-49d557ea3507";
+    let reply = h
+        .call_as(
+            Method::GET,
+            &format!("/v2/tasks/{id}"),
+            &[("accept", "*/*")],
+            b"",
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/plain; charset=UTF-8")
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&reply.body),
+        format!("404 Not Found\n\nCould not find task {id}\n\n   ")
+    );
+}
+
+#[tokio::test]
 async fn test_tasks_owner_isolation_between_projects() {
     let h = Harness::new();
     let a = h.create_task_as(&member("pa"), &import_body()).await.json();

@@ -1,0 +1,605 @@
+//! The service test harness: the real `sluice serve` binary on a free loopback port with its
+//! own data directory, a tiny HTTP file server that hands it images (and can stall or cut a
+//! body short), a minimal blocking HTTP/1.1 client, and task polling.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// How long the server may take to answer `GET /versions` after it starts.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a task may take to reach a final state (small images, debug build).
+const TASK_DEADLINE: Duration = Duration::from_secs(60);
+/// Pause between polls.
+const POLL_INTERVAL: Duration = Duration::from_millis(25);
+/// Socket timeout for one API request.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+// ---- HTTP client -------------------------------------------------------------------------
+
+/// One HTTP response, read whole (`Connection: close`).
+#[derive(Debug)]
+pub struct Resp {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body (de-chunked).
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON; panics with the body text when it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "status {} body is not JSON ({e}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// For an error response: Glance's JSON error `message` up to webob's `<br />` trailer.
+    pub fn error_message(&self) -> String {
+        let v = self.json();
+        let msg = v["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("error body without a message: {v}"));
+        msg.split("<br />").next().unwrap_or("").to_owned()
+    }
+}
+
+/// Sends one request to `addr` and reads the whole response.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Resp {
+    let mut stream =
+        TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(HTTP_TIMEOUT))
+        .expect("timeout");
+    stream
+        .set_write_timeout(Some(HTTP_TIMEOUT))
+        .expect("timeout");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    // Like openstacksdk, ask for JSON (errors are plain text otherwise, as Glance's).
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("accept"))
+    {
+        head.push_str("Accept: application/json\r\n");
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        let has_type = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+        if !has_type {
+            head.push_str("Content-Type: application/json\r\n");
+        }
+        head.push_str(&format!("Content-Length: {}\r\n", b.len()));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).expect("writing request");
+    if let Some(b) = body {
+        stream.write_all(b).expect("writing body");
+    }
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .unwrap_or_else(|e| panic!("{method} {path}: reading response: {e}"));
+    parse_response(&raw, method == "HEAD").unwrap_or_else(|| {
+        panic!(
+            "{method} {path}: unparsable response {:?}",
+            String::from_utf8_lossy(&raw)
+        )
+    })
+}
+
+fn parse_response(raw: &[u8], head_only: bool) -> Option<Resp> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let rest = &raw[end + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if head_only {
+        Vec::new()
+    } else if chunked {
+        dechunk(rest)?
+    } else {
+        rest.to_vec()
+    };
+    Some(Resp {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..eol]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+// ---- identities --------------------------------------------------------------------------
+
+/// Identity headers for a non-admin member of `project` (no-auth mode honours them).
+pub fn member(project: &'static str) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("X-Project-Id", project),
+        ("X-User-Id", "user-of-project"),
+        ("X-Roles", "member,reader"),
+    ]
+}
+
+/// No identity headers: no-auth mode's admin of project `admin`.
+pub const ADMIN: &[(&str, &str)] = &[];
+
+// ---- the sluice server -------------------------------------------------------------------
+
+/// A running `sluice serve`, killed when dropped.
+pub struct Server {
+    child: Option<Child>,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The data directory (inside `_scratch` unless given).
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    _scratch: tempfile::TempDir,
+}
+
+/// A free loopback port (bound and released; the server binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("binding a free port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+impl Server {
+    /// Starts `sluice serve --allow-import-host 127.0.0.1 EXTRA` on a fresh data directory.
+    pub fn start(extra: &[&str]) -> Server {
+        let scratch = tempfile::Builder::new()
+            .prefix("sluice-service-")
+            .tempdir()
+            .expect("scratch dir");
+        let data_dir = scratch.path().join("data");
+        let mut args: Vec<String> = vec!["--allow-import-host".into(), "127.0.0.1".into()];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let log = scratch.path().join("server.log");
+        let mut server = Server {
+            child: None,
+            addr: String::new(),
+            data_dir,
+            args,
+            log,
+            _scratch: scratch,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let mut last_err = String::new();
+        for _attempt in 0..3 {
+            let port = free_port();
+            self.addr = format!("127.0.0.1:{port}");
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log)
+                .expect("log file");
+            let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .arg("serve")
+                .args(["--bind", &self.addr])
+                .arg("--data-dir")
+                .arg(&self.data_dir)
+                .args(&self.args)
+                .env("SLUICE_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log))
+                .spawn()
+                .expect("spawning sluice serve");
+            self.child = Some(child);
+            match self.wait_ready() {
+                Ok(()) => return,
+                Err(e) => {
+                    last_err = e;
+                    self.kill9();
+                }
+            }
+        }
+        panic!(
+            "sluice serve did not start: {last_err}\n--- log ---\n{}",
+            self.log_text()
+        );
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("exited with {status}"));
+                }
+            }
+            if let Ok(mut s) = TcpStream::connect(&self.addr) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let req = format!(
+                    "GET /versions HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                    self.addr
+                );
+                if s.write_all(req.as_bytes()).is_ok() {
+                    let mut raw = Vec::new();
+                    let _ = s.read_to_end(&mut raw);
+                    if raw.starts_with(b"HTTP/1.1 200") {
+                        return Ok(());
+                    }
+                }
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+        Err("GET /versions never answered 200".into())
+    }
+
+    /// What the server logged (stderr).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `kill -9`: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill(); // SIGKILL on unix
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same data directory and flags (new port).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// One request with identity headers.
+    pub fn req(&self, method: &str, path: &str, who: &[(&str, &str)], body: Option<&[u8]>) -> Resp {
+        http(&self.addr, method, path, who, body)
+    }
+
+    /// `GET path` as admin.
+    pub fn get(&self, path: &str) -> Resp {
+        self.req("GET", path, ADMIN, None)
+    }
+
+    /// `POST /v2/tasks` with `body` as `who`.
+    pub fn post_task(&self, body: &Value, who: &[(&str, &str)]) -> Resp {
+        let bytes = serde_json::to_vec(body).expect("json");
+        self.req("POST", "/v2/tasks", who, Some(&bytes))
+    }
+
+    /// Creates an import task as `who` and returns its body; panics unless 201.
+    pub fn create_task_as(&self, input: Value, who: &[(&str, &str)]) -> Value {
+        let resp = self.post_task(&json!({"type": "import", "input": input}), who);
+        assert_eq!(
+            resp.status,
+            201,
+            "POST /v2/tasks: {}\n--- log ---\n{}",
+            resp.text(),
+            self.log_text()
+        );
+        resp.json()
+    }
+
+    /// Creates an import task as admin.
+    pub fn create_task(&self, input: Value) -> Value {
+        self.create_task_as(input, ADMIN)
+    }
+
+    /// Polls `GET /v2/tasks/{id}` (as admin) until `success` or `failure`; returns that body.
+    pub fn wait_task(&self, id: &str) -> Value {
+        let deadline = Instant::now() + TASK_DEADLINE;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            let resp = self.get(&format!("/v2/tasks/{id}"));
+            assert_eq!(resp.status, 200, "GET task {id}: {}", resp.text());
+            last = resp.json();
+            match last["status"].as_str() {
+                Some("success") | Some("failure") => return last,
+                Some("pending") | Some("processing") => {}
+                other => panic!("task {id} has status {other:?}: {last}"),
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+        panic!(
+            "task {id} not final after {TASK_DEADLINE:?}: {last}\n--- log ---\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Files (recursively) under `data_dir/sub`.
+    pub fn files_under(&self, sub: &str) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.data_dir.join(sub), &mut out);
+        out
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// An import task input: `import_from` on `files`, declared `fmt` in both places.
+pub fn import_input(url: &str, fmt: &str, name: &str) -> Value {
+    json!({
+        "import_from": url,
+        "import_from_format": fmt,
+        "image_properties": {"name": name, "disk_format": fmt, "container_format": "bare"}
+    })
+}
+
+// ---- the image file server ---------------------------------------------------------------
+
+/// What the file server does with one file.
+#[derive(Clone, Copy, Debug)]
+pub enum Serve {
+    /// Send it whole.
+    Whole,
+    /// Announce the full length, send this many bytes, then hold the connection open until
+    /// the file server is dropped (a stalled source).
+    StallAfter(usize),
+    /// Announce the full length, send this many bytes, then close (a body cut short).
+    CloseAfter(usize),
+}
+
+struct FilesShared {
+    dir: PathBuf,
+    rules: Mutex<HashMap<String, Serve>>,
+    stopping: AtomicBool,
+    stalled: AtomicUsize,
+    requests: AtomicUsize,
+}
+
+/// A small HTTP/1.1 server for the files of one directory on 127.0.0.1 (thread per
+/// connection; `GET` and `HEAD`; 404 for missing files).
+pub struct FileServer {
+    /// Its port.
+    pub port: u16,
+    shared: Arc<FilesShared>,
+}
+
+impl FileServer {
+    /// Serves `dir`.
+    pub fn start(dir: &Path) -> FileServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("file server bind");
+        let port = listener.local_addr().expect("addr").port();
+        let shared = Arc::new(FilesShared {
+            dir: dir.to_owned(),
+            rules: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+            stalled: AtomicUsize::new(0),
+            requests: AtomicUsize::new(0),
+        });
+        let s = Arc::clone(&shared);
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let s = Arc::clone(&s);
+                thread::spawn(move || serve_conn(conn, &s));
+            }
+        });
+        FileServer { port, shared }
+    }
+
+    /// `http://127.0.0.1:PORT/name`.
+    pub fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Sets how `name` is served.
+    pub fn set(&self, name: &str, how: Serve) {
+        self.shared
+            .rules
+            .lock()
+            .expect("rules")
+            .insert(name.to_owned(), how);
+    }
+
+    /// Connections currently held open by [`Serve::StallAfter`].
+    pub fn stalled(&self) -> usize {
+        self.shared.stalled.load(Ordering::SeqCst)
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> usize {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        // Wake the accept loop.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn serve_conn(conn: TcpStream, s: &FilesShared) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).is_err() {
+        return;
+    }
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) if line == "\r\n" || line == "\n" => break,
+            Ok(_) => {}
+        }
+    }
+    s.requests.fetch_add(1, Ordering::SeqCst);
+    let mut parts = request_line.split_whitespace();
+    let method = parts.next().unwrap_or("");
+    let path = parts.next().unwrap_or("/");
+    let name = path.trim_start_matches('/').split('?').next().unwrap_or("");
+    let mut conn = conn;
+    let file = (!name.contains("..") && !name.is_empty())
+        .then(|| std::fs::read(s.dir.join(name)).ok())
+        .flatten();
+    let Some(data) = file else {
+        let body = b"not found\n";
+        let _ = write!(
+            conn,
+            "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = conn.write_all(body);
+        return;
+    };
+    let how = s
+        .rules
+        .lock()
+        .expect("rules")
+        .get(name)
+        .copied()
+        .unwrap_or(Serve::Whole);
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        data.len()
+    );
+    if conn.write_all(head.as_bytes()).is_err() || method == "HEAD" {
+        return;
+    }
+    match how {
+        Serve::Whole => {
+            let _ = conn.write_all(&data);
+        }
+        Serve::CloseAfter(n) => {
+            let _ = conn.write_all(&data[..n.min(data.len())]);
+            let _ = conn.flush();
+            let _ = conn.shutdown(Shutdown::Both);
+        }
+        Serve::StallAfter(n) => {
+            let _ = conn.write_all(&data[..n.min(data.len())]);
+            let _ = conn.flush();
+            s.stalled.fetch_add(1, Ordering::SeqCst);
+            while !s.stopping.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(20));
+            }
+            s.stalled.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+// ---- images and checks -------------------------------------------------------------------
+
+/// A raw disk of `size` bytes with `chunks` blocks of 64 KiB pattern data spread over it.
+pub fn raw_disk(dir: &Path, name: &str, size: u64, chunks: u64) -> PathBuf {
+    let path = dir.join(name);
+    let f = std::fs::File::create(&path).expect("creating raw file");
+    f.set_len(size).expect("set_len");
+    drop(f);
+    for i in 0..chunks {
+        let off = (size / chunks * i) & !0xffff;
+        crate::common::write_pattern(&path, off, 65_536);
+    }
+    path
+}
+
+/// `md5sum` / `sha512sum` of a file (hex).
+pub fn digest(tool: &str, path: &Path) -> String {
+    let out = crate::common::run(tool, &[path.to_str().expect("utf-8")]);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("digest")
+        .to_owned()
+}
+
+/// Asserts the data directory holds no image file and no partial upload.
+pub fn assert_no_files(server: &Server) {
+    let images = server.files_under("images");
+    let tmp = server.files_under("tmp");
+    assert!(
+        images.is_empty() && tmp.is_empty(),
+        "files left behind: images {images:?} tmp {tmp:?}"
+    );
+}
+
+/// Asserts `GET /v2/images` (as admin) lists nothing.
+pub fn assert_no_images(server: &Server) {
+    let list = server.get("/v2/images").json();
+    assert_eq!(
+        list["images"].as_array().map(Vec::len),
+        Some(0),
+        "images exist: {list}"
+    );
+}

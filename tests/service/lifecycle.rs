@@ -1,0 +1,141 @@
+//! Task lifecycle around the import: DELETE is never allowed, finished tasks expire and are
+//! swept, and a `kill -9` mid-import leaves a failed task and no data after restart.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::harness::{
+    assert_no_files, assert_no_images, import_input, raw_disk, FileServer, Serve, Server, ADMIN,
+};
+use crate::common::scratch;
+
+#[test]
+fn test_delete_task_returns_405_allow_get() {
+    let server = Server::start(&[]);
+    let task = server.create_task(import_input("http://127.0.0.1:9/x.raw", "raw", "d"));
+    let id = task["id"].as_str().expect("id");
+    for target in [id, "e33780c6-9ee5-40eb-a3e4-09aad65d7c05"] {
+        let resp = server.req("DELETE", &format!("/v2/tasks/{target}"), ADMIN, None);
+        assert_eq!(resp.status, 405, "{}", resp.text());
+        assert_eq!(resp.header("allow"), Some("GET"));
+        assert!(
+            resp.error_message().starts_with(
+                "This operation is currently not permitted on Glance Tasks. They are auto \
+                 deleted after reaching the time based on their expires_at property."
+            ),
+            "{}",
+            resp.text()
+        );
+    }
+    assert_eq!(server.get(&format!("/v2/tasks/{id}")).status, 200);
+}
+
+#[test]
+fn test_finished_task_past_ttl_is_swept_and_image_kept() {
+    // `task_ttl_hours = 0`: a task expires the moment it finishes; sweep every second.
+    let dir = scratch();
+    raw_disk(dir.path(), "small.raw", 1 << 20, 2);
+    let files = FileServer::start(dir.path());
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(&config, "task_ttl_hours = 0\nsweep_interval_secs = 1\n").expect("config");
+    let server = Server::start(&["--config", config.to_str().expect("utf-8")]);
+    let task = server.create_task(import_input(&files.url("small.raw"), "raw", "short-lived"));
+    let id = task["id"].as_str().expect("id");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let resp = server.get(&format!("/v2/tasks/{id}"));
+        if resp.status == 404 {
+            break;
+        }
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let body = resp.json();
+        if body["status"] == "failure" {
+            panic!("import failed: {body}");
+        }
+        assert!(Instant::now() < deadline, "task never expired: {body}");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let list = server.get("/v2/tasks").json();
+    assert_eq!(list["tasks"], serde_json::json!([]), "{list}");
+    let images = server.get("/v2/images?name=short-lived").json();
+    assert_eq!(
+        images["images"].as_array().map(Vec::len),
+        Some(1),
+        "{images}"
+    );
+}
+
+#[test]
+fn test_kill_9_mid_import_then_restart_fails_task_as_interrupted() {
+    let dir = scratch();
+    raw_disk(dir.path(), "slow.raw", 8 << 20, 8);
+    let files = FileServer::start(dir.path());
+    files.set("slow.raw", Serve::StallAfter(3 << 20));
+    let mut server = Server::start(&[]);
+    let task = server.create_task(import_input(&files.url("slow.raw"), "raw", "interrupted"));
+    let id = task["id"].as_str().expect("id").to_owned();
+
+    // Wait until the server holds part of the body: task processing, source stalled.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = server.get(&format!("/v2/tasks/{id}")).json();
+        let received = body["progress"]["bytes_received"].as_u64().unwrap_or(0);
+        if body["status"] == "processing" && files.stalled() == 1 && received > 0 {
+            assert_eq!(body["progress"]["bytes_total"], 8u64 << 20, "{body}");
+            break;
+        }
+        assert!(
+            matches!(body["status"].as_str(), Some("pending" | "processing")),
+            "{body}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "import never stalled mid-body: {body}"
+        );
+        thread::sleep(Duration::from_millis(25));
+    }
+    assert_eq!(
+        server.files_under("tmp").len(),
+        1,
+        "a partial file while importing"
+    );
+
+    server.kill9();
+    server.restart();
+
+    let done = server.get(&format!("/v2/tasks/{id}")).json();
+    assert_eq!(done["status"], "failure", "{done}");
+    assert_eq!(done["reason"], "interrupted", "{done}");
+    assert!(
+        done["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("interrupted")),
+        "{done}"
+    );
+    assert!(done["expires_at"].is_string(), "{done}");
+    assert_no_images(&server);
+    assert_no_files(&server);
+}
+
+#[test]
+fn test_task_schemas_describe_reason_and_progress_extensions() {
+    let server = Server::start(&[]);
+    let task = server.get("/v2/schemas/task");
+    assert_eq!(task.status, 200);
+    let task = task.json();
+    assert_eq!(task["name"], "task");
+    for key in [
+        "reason", "progress", "id", "status", "input", "result", "message",
+    ] {
+        assert!(
+            task["properties"].get(key).is_some(),
+            "task schema lacks {key}: {task}"
+        );
+    }
+    let tasks = server.get("/v2/schemas/tasks").json();
+    let item = &tasks["properties"]["tasks"]["items"]["properties"];
+    assert!(
+        item.get("id").is_some() && item.get("input").is_none(),
+        "{tasks}"
+    );
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests of `sluice serve`: the real binary, a local HTTP file server for images
+//! made by qemu-img, plain HTTP from Rust and the real OpenStack Python clients.
+
+mod clients;
+mod create_errors;
+mod harness;
+mod imports;
+mod isolation;
+mod lifecycle;
+mod listing;
+mod rejections;
