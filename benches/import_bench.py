@@ -25,7 +25,6 @@ import socketserver
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 
@@ -118,6 +117,18 @@ def vmhwm_kib(pid):
     return 0
 
 
+ROUNDS = 2
+
+
+def hashing_ceiling(path, size):
+    """`md5sum` and `sha512sum` in parallel over `path` (page-cached): bytes/s."""
+    start = time.monotonic()
+    procs = [subprocess.Popen([tool, path], stdout=subprocess.DEVNULL) for tool in ("md5sum", "sha512sum")]
+    for p in procs:
+        p.wait()
+    return size / (time.monotonic() - start)
+
+
 def timed_import(port, url, fmt, name, size):
     start = time.monotonic()
     task = wait_task(port, create_task(port, url, fmt, name))
@@ -135,7 +146,16 @@ def main():
     target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/sluice/target"))
     ap.add_argument("--sluice", default=os.path.join(target, "release", "sluice"))
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    ap.add_argument("--serve-files", metavar="DIR", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.serve_files:
+        # Child mode: the source file server, in its own process so that its threads never
+        # hold the measuring client's interpreter lock.
+        FileHandler.directory = args.serve_files
+        server = ThreadingServer(("127.0.0.1", 0), FileHandler)
+        print(server.server_address[1], flush=True)
+        server.serve_forever()
+        return
 
     work = tempfile.mkdtemp(prefix="sluice-bench-")
     srcdir = os.path.join(work, "src")
@@ -157,19 +177,14 @@ def main():
         small = os.path.join(srcdir, "small.raw")
         with open(raw, "rb") as src, open(small, "wb") as out:
             out.write(src.read(args.concurrent_size_mib << 20))
+        # Let the new files reach the disk now, not while the imports write theirs.
+        os.sync()
 
-        # The hashing ceiling, measured now, on the same (page-cached) file.
-        subprocess.run(["cat", raw], stdout=subprocess.DEVNULL, check=True)
-        start = time.monotonic()
-        procs = [subprocess.Popen([tool, raw], stdout=subprocess.DEVNULL) for tool in ("md5sum", "sha512sum")]
-        for p in procs:
-            p.wait()
-        ceiling = size / (time.monotonic() - start)
+        subprocess.run(["cat", raw, qcow2], stdout=subprocess.DEVNULL, check=True)
 
-        FileHandler.directory = srcdir
-        server = ThreadingServer(("127.0.0.1", 0), FileHandler)
-        src_port = server.server_address[1]
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve-files", srcdir],
+                                  stdout=subprocess.PIPE, text=True)
+        src_port = int(server.stdout.readline())
 
         port = free_port()
         data_dir = os.path.join(work, "data")
@@ -187,9 +202,18 @@ def main():
             sys.exit("sluice did not start")
 
         base = f"http://127.0.0.1:{src_port}"
-        raw_rate, raw_s = timed_import(port, f"{base}/big.raw", "raw", "bench-raw", size)
+        # These machines' speed drifts by tens of percent within minutes, so the ceiling and
+        # the imports are measured interleaved, ROUNDS times each, and the best of each is
+        # compared (best-of on both sides).
+        ceilings, raw_rates, q_rates = [], [], []
         qcow2_size = os.path.getsize(qcow2)
-        q_rate, q_s = timed_import(port, f"{base}/big.qcow2", "qcow2", "bench-qcow2", qcow2_size)
+        for r in range(ROUNDS):
+            ceilings.append(hashing_ceiling(raw, size))
+            raw_rates.append(timed_import(port, f"{base}/big.raw", "raw", f"bench-raw-{r}", size))
+            q_rates.append(timed_import(port, f"{base}/big.qcow2", "qcow2", f"bench-qcow2-{r}", qcow2_size))
+        ceiling = max(ceilings)
+        raw_rate, raw_s = max(raw_rates)
+        q_rate, q_s = max(q_rates)
 
         # Four concurrent imports while a client polls one task as fast as it can.
         ids = [create_task(port, f"{base}/small.raw", "raw", f"bench-c{i}") for i in range(4)]
@@ -213,6 +237,7 @@ def main():
 
         mb = 1e6
         print()
+        print(f"best of {ROUNDS} interleaved rounds each")
         print(f"hashing ceiling (md5sum || sha512sum, {args.size_mib} MiB): {ceiling / mb:8.1f} MB/s")
         print(f"raw import   {size / mb:8.0f} MB in {raw_s:6.2f} s: {raw_rate / mb:8.1f} MB/s"
               f"  ratio {raw_rate / ceiling:.2f} (target >= 0.80)")
@@ -226,7 +251,8 @@ def main():
             sluice.terminate()
             sluice.wait(timeout=30)
         if server:
-            server.shutdown()
+            server.terminate()
+            server.wait(timeout=30)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -30,12 +30,13 @@ use sluice_formats::{
 };
 use tokio::sync::{mpsc, watch};
 
+use crate::background;
 use crate::hash::{Checksummer, HASH_CHANNEL_CAPACITY};
 use crate::source::{ChunkSource, SourceError};
 use crate::store::{LocalStore, PartFile, StoreError};
 
 /// Chunks queued for the store writer. Memory bound: `(capacity + 1) × max chunk`.
-pub const WRITE_CHANNEL_CAPACITY: usize = 2;
+pub const WRITE_CHANNEL_CAPACITY: usize = 8;
 
 /// Consumer stages fed by the ingest task: md5, sha512, store writer.
 pub const CONSUMER_STAGES: usize = 3;
@@ -221,7 +222,8 @@ pub async fn ingest<S: ChunkSource>(
     let mut inspector = Inspector::new(Some(declared), limits);
     let sums = Checksummer::start();
     let (write_tx, write_rx) = mpsc::channel::<Bytes>(WRITE_CHANNEL_CAPACITY);
-    let writer = tokio::task::spawn_blocking(move || write_lane(part, write_rx));
+    let writer = background::spawn("sluice-write", move || write_lane(part, write_rx))
+        .map_err(|_| StoreError::WriterStopped)?;
 
     let pumped = tokio::select! {
         biased;
@@ -232,7 +234,7 @@ pub async fn ingest<S: ChunkSource>(
     drop(source);
     drop(write_tx);
     let digests = sums.finish().await;
-    let written = writer.await.map_err(|_| StoreError::WriterStopped);
+    let written = writer.join().await.ok_or(StoreError::WriterStopped);
 
     // The first failure wins; dropping `part` (inside `written`) removes the file.
     if let Err(e) = pumped {

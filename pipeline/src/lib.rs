@@ -24,6 +24,7 @@ use std::io::{self, Read};
 
 use sluice_formats::{Format, Inspector, Limits, Report};
 
+mod background;
 pub mod hash;
 pub mod http;
 pub mod ingest;

@@ -139,6 +139,8 @@ impl LocalStore {
             path,
             file: Some(file),
             written: 0,
+            flushed: 0,
+            writeback: None,
             committed: false,
         })
     }
@@ -227,8 +229,18 @@ pub struct PartFile {
     path: PathBuf,
     file: Option<File>,
     written: u64,
+    /// Bytes up to which writeback has been started.
+    flushed: u64,
+    /// The early-writeback thread, if one is running (at most one at a time).
+    writeback: Option<std::thread::JoinHandle<()>>,
     committed: bool,
 }
+
+/// Writeback of a part file is started every this many bytes (one at a time), so the kernel writes the image
+/// to disk while the import streams instead of all at once in the final `fdatasync`: with
+/// 24 GiB of RAM the dirty-page thresholds would otherwise let a whole multi-GiB image sit in
+/// the page cache (measured: a 2 GiB import spent 1.1 s in its commit fsync without this).
+pub const WRITEBACK_INTERVAL: u64 = 16 << 20;
 
 impl PartFile {
     /// Appends `data` (blocking; call from a blocking thread).
@@ -248,6 +260,12 @@ impl PartFile {
         file.write_all(data).map_err(|e| err(self.written, e))?;
         let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
         self.written = self.written.saturating_add(len);
+        let pending = self.written.saturating_sub(self.flushed);
+        let idle = self.writeback.as_ref().is_none_or(|t| t.is_finished());
+        if pending >= WRITEBACK_INTERVAL && idle {
+            self.writeback = start_writeback(file);
+            self.flushed = self.written;
+        }
         Ok(())
     }
 
@@ -265,6 +283,28 @@ impl PartFile {
     pub fn abort(self) {
         drop(self);
     }
+}
+
+/// Starts an `fdatasync` of `file` on a helper thread, so the kernel writes what is already
+/// in the page cache while the import goes on streaming. Durability still comes from the
+/// `fdatasync` at commit; a failure here only loses the overlap, so it is logged and ignored.
+fn start_writeback(file: &File) -> Option<std::thread::JoinHandle<()>> {
+    let clone = match file.try_clone() {
+        Ok(clone) => clone,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot start early writeback");
+            return None;
+        }
+    };
+    std::thread::Builder::new()
+        .name("sluice-writeback".into())
+        .spawn(move || {
+            crate::background::lower_priority();
+            if let Err(e) = clone.sync_data() {
+                tracing::debug!(error = %e, "early writeback failed; the commit will retry");
+            }
+        })
+        .ok()
 }
 
 impl Drop for PartFile {
