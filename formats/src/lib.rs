@@ -38,6 +38,7 @@
     clippy::arithmetic_side_effects
 )]
 
+pub mod convert;
 mod format;
 mod inspector;
 mod limits;
@@ -56,6 +57,7 @@ mod vmdk;
 #[doc(hidden)]
 pub mod fuzzing;
 
+pub use convert::{ConvertError, ConvertLimits, ConvertSink, Converter, SinkError, Target};
 pub use format::{Format, UnknownFormat};
 pub use inspector::{Inspector, Progress, DECISION_STEP, INSPECTOR_FIXED_BOUND};
 pub use limits::{Limits, DEFAULT_MAX_VIRTUAL_SIZE};

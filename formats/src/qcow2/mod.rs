@@ -9,11 +9,13 @@
 //! extension values (≤ 1023 bytes each) and 8 bytes per queued L2 table
 //! (`Limits::max_tracked_tables`), whatever the file size.
 
+pub(crate) mod convert;
 mod extensions;
 mod header;
 mod limits;
 mod snapshots;
 mod tables;
+pub(crate) mod write;
 
 #[cfg(test)]
 #[allow(clippy::arithmetic_side_effects)] // test builders compute small fixed offsets

@@ -10,6 +10,8 @@
 //!   sector happens to be such a footer is a VHD.
 //! - The virtual size is computed as qemu's `vpc` driver does (see [`vhd_virtual_size`]).
 
+pub(crate) mod convert;
+
 use crate::probe::{Detection, Findings, Probe};
 use crate::stream::{be_u16, be_u32, be_u64, Capture, EntryScanner, Tail};
 use crate::{Format, Limits, Reason, ReasonCode, DECISION_STEP};

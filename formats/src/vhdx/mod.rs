@@ -9,6 +9,8 @@
 //! no metadata are made at once and a few aggregates (largest payload offset, first invalid
 //! state, ...) are kept for the checks completed at end of stream.
 
+pub(crate) mod convert;
+
 use crate::probe::{Detection, Findings, Probe};
 use crate::stream::{array, le_u16, le_u32, le_u64, Capture, EntryScanner, Tail};
 use crate::{Format, Limits, Reason, ReasonCode, DECISION_STEP};

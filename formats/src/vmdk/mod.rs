@@ -8,6 +8,7 @@
 //! those checks (oslo.utils' and more), the structure is walked as it streams: grain
 //! directory → grain tables → grains, and for streamOptimized the marker chain and footer.
 
+pub(crate) mod convert;
 mod descriptor;
 mod header;
 mod sparse;
