@@ -14,7 +14,7 @@ pub(crate) mod convert;
 
 use crate::probe::{Detection, Findings, Probe};
 use crate::stream::{be_u16, be_u32, be_u64, Capture, EntryScanner, Tail};
-use crate::{Format, Limits, Reason, ReasonCode, DECISION_STEP};
+use crate::{Format, Limits, Reason, ReasonCode};
 
 /// The footer (and its copy at offset 0) is one 512-byte sector.
 const VHD_FOOTER_LEN: usize = 512;
@@ -169,11 +169,6 @@ fn vhd_checksum(buf: &[u8], checksum_at: usize) -> Option<u32> {
     Some(!sum)
 }
 
-/// The first decision step boundary at or after `pos`.
-fn next_step(pos: u64) -> u64 {
-    pos.div_ceil(DECISION_STEP).saturating_mul(DECISION_STEP)
-}
-
 /// Decodes a NUL-terminated UTF-16BE name for a message: control characters escaped, at most
 /// 256 characters.
 fn vhd_utf16be_name(buf: &[u8]) -> String {
@@ -259,8 +254,6 @@ pub(crate) struct VhdProbe {
     /// One past the last byte of metadata or data the BAT references (qemu's
     /// `free_data_block_offset`).
     data_end: u64,
-    /// The stream position at which the probe stopped needing bytes (see [`VhdProbe::wants`]).
-    settled_at: Option<u64>,
     detection: Detection,
     virtual_size: Option<u64>,
     findings: Findings,
@@ -276,7 +269,6 @@ impl VhdProbe {
             layout: None,
             bat: None,
             data_end: 0,
-            settled_at: None,
             detection: Detection::Pending,
             virtual_size: None,
             findings: Findings::default(),
@@ -685,10 +677,6 @@ impl Probe for VhdProbe {
 
     fn feed(&mut self, pos: u64, data: &[u8]) {
         self.feed_structures(pos, data);
-        if self.settled_at.is_none() && !self.active() {
-            let end = pos.saturating_add(u64::try_from(data.len()).unwrap_or(u64::MAX));
-            self.settled_at = Some(end);
-        }
     }
 
     fn finish(&mut self, tail: &Tail) {
@@ -706,12 +694,9 @@ impl Probe for VhdProbe {
         self.detection
     }
 
-    /// True while structures are expected, and then up to the next decision step: the
-    /// inspector only draws early verdicts at step boundaries reached while some probe is
-    /// still fed, so a probe that settles mid-step stays fed to the boundary (otherwise its
-    /// findings would surface early or only at end of stream depending on the chunking).
-    fn wants(&self, pos: u64) -> bool {
-        self.active() || self.settled_at.is_some_and(|at| pos < next_step(at))
+    /// True while structures are expected (a fixed VHD's footer comes from the tail).
+    fn wants(&self, _pos: u64) -> bool {
+        self.active()
     }
 
     fn virtual_size(&self) -> Option<u64> {

@@ -13,7 +13,7 @@ pub(crate) mod convert;
 
 use crate::probe::{Detection, Findings, Probe};
 use crate::stream::{array, le_u16, le_u32, le_u64, Capture, EntryScanner, Tail};
-use crate::{Format, Limits, Reason, ReasonCode, DECISION_STEP};
+use crate::{Format, Limits, Reason, ReasonCode};
 
 /// One mebibyte: the alignment of every structure after the header section.
 const MIB: u64 = 1 << 20;
@@ -174,11 +174,6 @@ fn vhdx_guid(g: &[u8; 16]) -> String {
     )
 }
 
-/// The first decision step boundary at or after `pos`.
-fn next_step(pos: u64) -> u64 {
-    pos.div_ceil(DECISION_STEP).saturating_mul(DECISION_STEP)
-}
-
 /// Decodes UTF-16LE for a message: control characters escaped, at most 256 characters.
 fn vhdx_utf16le(buf: &[u8]) -> String {
     let units = buf.chunks_exact(2).map(|c| {
@@ -330,8 +325,6 @@ pub(crate) struct VhdxProbe {
     bat: Option<EntryScanner<8>>,
     bat_stats: VhdxBatStats,
     params: Option<VhdxParams>,
-    /// The stream position at which the probe stopped needing bytes (see [`VhdxProbe::wants`]).
-    settled_at: Option<u64>,
     detection: Detection,
     virtual_size: Option<u64>,
     findings: Findings,
@@ -363,7 +356,6 @@ impl VhdxProbe {
             bat: None,
             bat_stats: VhdxBatStats::default(),
             params: None,
-            settled_at: None,
             detection: Detection::Pending,
             virtual_size: None,
             findings: Findings::default(),
@@ -998,10 +990,6 @@ impl Probe for VhdxProbe {
 
     fn feed(&mut self, pos: u64, data: &[u8]) {
         self.feed_structures(pos, data);
-        if self.settled_at.is_none() && !self.active() {
-            let end = pos.saturating_add(u64::try_from(data.len()).unwrap_or(u64::MAX));
-            self.settled_at = Some(end);
-        }
     }
 
     fn finish(&mut self, tail: &Tail) {
@@ -1050,12 +1038,9 @@ impl Probe for VhdxProbe {
         self.detection
     }
 
-    /// True while structures are expected, and then up to the next decision step: the
-    /// inspector only draws early verdicts at step boundaries reached while some probe is
-    /// still fed, so a probe that settles mid-step stays fed to the boundary (otherwise its
-    /// findings would surface early or only at end of stream depending on the chunking).
-    fn wants(&self, pos: u64) -> bool {
-        self.active() || self.settled_at.is_some_and(|at| pos < next_step(at))
+    /// True while structures are expected (a fixed VHD's footer comes from the tail).
+    fn wants(&self, _pos: u64) -> bool {
+        self.active()
     }
 
     fn virtual_size(&self) -> Option<u64> {
