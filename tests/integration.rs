@@ -2,5 +2,6 @@
 //! inspected in-process and through the real `sluice` binary.
 
 mod common;
+mod convert;
 mod inspect;
 mod service;

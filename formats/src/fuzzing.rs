@@ -296,3 +296,238 @@ mod tests {
         );
     }
 }
+
+/// Largest output or spill the round-trip harness's in-memory sinks accept, beyond the
+/// input's own length: the qcow2 metadata of a fuzz-sized input (header, L2, L1, refcount
+/// table and block) is 5 clusters of 64 KiB; 1 MiB leaves room.
+const ROUNDTRIP_SINK_SLACK: usize = 1 << 20;
+
+/// Runs `data` through a fresh converter `from` → `target` in `chunk`-byte pieces into a
+/// [`MemorySink`](crate::convert::MemorySink); returns the whole output (trailing holes as
+/// zeros).
+fn roundtrip_convert(
+    from: Format,
+    target: crate::Target,
+    data: &[u8],
+    chunk: usize,
+) -> Result<Vec<u8>, crate::ConvertError> {
+    let limits = crate::ConvertLimits::default();
+    let mut converter = crate::Converter::new(from, target, &limits)?;
+    let mut sink = crate::convert::MemorySink::new(data.len().saturating_add(ROUNDTRIP_SINK_SLACK));
+    for piece in data.chunks(chunk.max(1)) {
+        converter.feed(piece, &mut sink)?;
+    }
+    let len = converter.finish(&mut sink)?;
+    let mut output = sink.output;
+    let len = usize::try_from(len).map_err(|_| {
+        crate::ConvertError::image(crate::ReasonCode::LimitExceeded, "output too long")
+    })?;
+    assert!(
+        output.len() <= len,
+        "converter wrote past the length it returned"
+    );
+    output.resize(len, 0);
+    Ok(output)
+}
+
+/// The round trip raw → qcow2 → raw. `data[0]` picks the chunk size (`× 257`, so 1 to
+/// 65,535 bytes) the rest (the raw image) is fed in; the qcow2 output must equal the one made
+/// from the image fed whole, be accepted by the [`Inspector`] as qcow2 with the virtual size
+/// qemu gives the raw image (its length rounded up to 512), and, once the qcow2 → raw converter
+/// exists (until then it is refused as `unsupported_format` and that leg is skipped), convert
+/// back to the raw image followed by zeros up to that virtual size.
+///
+/// # Panics
+/// When any of those properties fails, or a converter fails on valid input.
+pub fn roundtrip_raw_qcow2(data: &[u8]) {
+    let Some((&control, raw)) = data.split_first() else {
+        return;
+    };
+    let chunk = usize::from(control).saturating_mul(257).max(1);
+    let qcow2 = roundtrip_convert(Format::Raw, crate::Target::Qcow2, raw, chunk)
+        .unwrap_or_else(|e| panic!("raw → qcow2 failed: {e}"));
+    let whole = roundtrip_convert(Format::Raw, crate::Target::Qcow2, raw, usize::MAX)
+        .unwrap_or_else(|e| panic!("raw → qcow2 failed: {e}"));
+    assert!(qcow2 == whole, "qcow2 output depends on chunking ({chunk})");
+    let virtual_size = u64::try_from(raw.len())
+        .unwrap_or(u64::MAX)
+        .next_multiple_of(512);
+    let report = inspect_bytes(&qcow2, Some(Format::Qcow2), Limits::default());
+    check_report(qcow2.len(), Some(Format::Qcow2), &report);
+    assert!(
+        report.is_accepted() || raw.is_empty(),
+        "qcow2 output refused: {:?}",
+        report.reasons
+    );
+    assert_eq!(
+        report.virtual_size,
+        Some(virtual_size),
+        "qcow2 virtual size"
+    );
+    match roundtrip_convert(Format::Qcow2, crate::Target::Raw, &qcow2, chunk) {
+        Ok(back) => {
+            let (head, tail) = back.split_at_checked(raw.len()).unwrap_or_else(|| {
+                panic!(
+                    "raw output of {} bytes, input had {}",
+                    back.len(),
+                    raw.len()
+                )
+            });
+            assert!(head == raw, "raw → qcow2 → raw changed the bytes");
+            assert!(
+                tail.iter().all(|b| *b == 0),
+                "non-zero bytes past the input"
+            );
+            assert_eq!(
+                u64::try_from(back.len()).unwrap_or(u64::MAX),
+                virtual_size,
+                "raw output length"
+            );
+        }
+        Err(crate::ConvertError::Image {
+            code: crate::ReasonCode::UnsupportedFormat,
+            ..
+        }) => {}
+        Err(e) => panic!("qcow2 → raw failed on the writer's own output: {e}"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
+mod roundtrip_tests {
+    use super::*;
+
+    #[test]
+    fn test_fuzzing_roundtrip_raw_qcow2_small_inputs_hold() {
+        roundtrip_raw_qcow2(&[]);
+        roundtrip_raw_qcow2(&[0]);
+        for len in [1usize, 511, 512, 1000, 65_535, 65_536, 65_537, 200_000] {
+            let mut image: Vec<u8> = (0..len).map(|i| (i % 7) as u8).collect();
+            for control in [0u8, 1, 3, 255] {
+                let mut data = vec![control];
+                data.extend_from_slice(&image);
+                roundtrip_raw_qcow2(&data);
+            }
+            image.fill(0);
+            let mut data = vec![17u8];
+            data.extend_from_slice(&image);
+            roundtrip_raw_qcow2(&data);
+        }
+    }
+}
+
+/// Largest output or spill offset the format → raw conversion harnesses' sinks accept: fuzz
+/// inputs are small, and writes past this fail as sink errors (not panics).
+const CONVERT_FUZZ_SINK_LEN: usize = 4 << 20;
+
+/// Converts `data` from `format` to raw with small limits, fed whole and in `chunk`-byte
+/// pieces: both runs must agree (success or failure, and the output bytes).
+///
+/// # Panics
+/// When the converter panics or its result depends on the chunking.
+fn convert_to_raw_checked(format: Format, data: &[u8]) {
+    let Some((&control, image)) = data.split_first() else {
+        return;
+    };
+    let chunk = usize::from(control).saturating_mul(31).max(1);
+    let limits = crate::ConvertLimits {
+        max_spill_bytes: 1 << 20,
+        max_tracked_entries: 4096,
+        ..crate::ConvertLimits::default()
+    };
+    let run = |size: usize| -> (Result<u64, crate::ConvertError>, Vec<u8>) {
+        let mut sink = crate::convert::MemorySink::new(CONVERT_FUZZ_SINK_LEN);
+        let result =
+            crate::Converter::new(format, crate::Target::Raw, &limits).and_then(|mut c| {
+                for piece in image.chunks(size.max(1)) {
+                    c.feed(piece, &mut sink)?;
+                }
+                c.finish(&mut sink)
+            });
+        (result, sink.output)
+    };
+    let (whole, whole_out) = run(image.len());
+    let (split, split_out) = run(chunk);
+    match (&whole, &split) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a, b, "{format} output length depends on chunking ({chunk})");
+            let n = usize::try_from(*a).unwrap_or(usize::MAX);
+            let trim = |v: &[u8]| v.get(..n.min(v.len())).unwrap_or(&[]).to_vec();
+            let (mut x, mut y) = (trim(&whole_out), trim(&split_out));
+            let longest = x.len().max(y.len());
+            x.resize(longest, 0);
+            y.resize(longest, 0);
+            assert!(x == y, "{format} output depends on chunking ({chunk})");
+        }
+        (Err(_), Err(_)) => {}
+        _ => panic!(
+            "{format} conversion result depends on chunking ({chunk}): {whole:?} vs {split:?}"
+        ),
+    }
+}
+
+/// vmdk → raw: `data[0]` picks the chunk size (`× 31`), the rest is the image. Never panics
+/// unless the result depends on chunking.
+pub fn convert_vmdk(data: &[u8]) {
+    convert_to_raw_checked(Format::Vmdk, data);
+}
+
+/// vhd → raw, as [`convert_vmdk`].
+pub fn convert_vhd(data: &[u8]) {
+    convert_to_raw_checked(Format::Vhd, data);
+}
+
+/// vhdx → raw, as [`convert_vmdk`].
+pub fn convert_vhdx(data: &[u8]) {
+    convert_to_raw_checked(Format::Vhdx, data);
+}
+
+#[cfg(test)]
+#[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
+mod convert_to_raw_tests {
+    use super::*;
+
+    #[test]
+    fn test_fuzzing_convert_to_raw_short_and_magic_inputs_do_not_panic() {
+        let mut inputs: Vec<Vec<u8>> = vec![vec![], vec![3], vec![3, b'K', b'D']];
+        let mut vmdk = vec![1u8; 4097];
+        vmdk[1..5].copy_from_slice(b"KDMV");
+        inputs.push(vmdk);
+        let mut vhd = vec![0u8; 2049];
+        vhd[1..9].copy_from_slice(b"conectix");
+        inputs.push(vhd);
+        let mut vhdx = vec![0u8; 4097];
+        vhdx[1..9].copy_from_slice(b"vhdxfile");
+        inputs.push(vhdx);
+        for input in &inputs {
+            convert_vmdk(input);
+            convert_vhd(input);
+            convert_vhdx(input);
+        }
+    }
+}
+
+/// qcow2 → raw, as [`convert_vmdk`]: `data[0]` picks the chunk size (`× 31`), the rest is the
+/// image, converted with small limits into a sink bounded to [`CONVERT_FUZZ_SINK_LEN`]. Never
+/// panics unless the result depends on chunking.
+pub fn convert_qcow2(data: &[u8]) {
+    convert_to_raw_checked(Format::Qcow2, data);
+}
+
+#[cfg(test)]
+#[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
+mod convert_qcow2_tests {
+    use super::*;
+
+    #[test]
+    fn test_fuzzing_convert_qcow2_short_and_magic_inputs_do_not_panic() {
+        convert_qcow2(&[]);
+        convert_qcow2(&[3]);
+        convert_qcow2(&[3, b'Q', b'F', b'I', 0xfb]);
+        let mut header = vec![0u8; 4097];
+        header[1..5].copy_from_slice(b"QFI\xfb");
+        header[5..9].copy_from_slice(&3u32.to_be_bytes());
+        header[21..25].copy_from_slice(&9u32.to_be_bytes());
+        convert_qcow2(&header);
+    }
+}

@@ -25,6 +25,7 @@ use std::io::{self, Read};
 use sluice_formats::{Format, Inspector, Limits, Report};
 
 mod background;
+pub mod convert;
 pub mod hash;
 pub mod http;
 pub mod ingest;

@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sluice_formats::{Format, Limits, Report, Verdict, DEFAULT_MAX_VIRTUAL_SIZE};
+use sluice_formats::{
+    ConvertLimits, Format, Limits, Report, Target, Verdict, DEFAULT_MAX_VIRTUAL_SIZE,
+};
+use sluice_pipeline::convert::{convert_reader, ConvertFailure, ConvertOutcome};
 use sluice_pipeline::inspect_reader;
 
 use crate::config::{AuthMode, Config};
@@ -41,6 +44,11 @@ enum Command {
     ///
     /// Exit status: 0 accept, 1 reject, 2 usage or I/O error.
     Inspect(InspectArgs),
+    /// Convert a disk image (file or `-` for stdin) to raw or qcow2 in one streaming pass,
+    /// inspecting the same bytes: refuses what `inspect` refuses.
+    ///
+    /// Exit status: 0 converted, 1 image refused or broken, 2 usage or I/O error.
+    Convert(ConvertArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -174,6 +182,7 @@ pub fn main() -> ExitCode {
                 ExitCode::from(EXIT_ERROR)
             }
         },
+        Command::Convert(args) => convert(&args),
         Command::Inspect(args) => match inspect(&args) {
             Ok(Verdict::Accept) => ExitCode::from(EXIT_ACCEPT),
             Ok(Verdict::Reject) => ExitCode::from(EXIT_REJECT),
@@ -223,6 +232,202 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<Verdict> {
     }
     out.flush()?;
     Ok(report.verdict)
+}
+
+/// Read size for `convert`.
+const CONVERT_CHUNK: usize = 1 << 20;
+
+/// The output format of `sluice convert`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ConvertTo {
+    /// A raw disk image (sparse: zero blocks are holes).
+    Raw,
+    /// qcow2 v3, 64 KiB clusters, zero clusters unallocated (from raw input only).
+    Qcow2,
+}
+
+impl From<ConvertTo> for Target {
+    fn from(t: ConvertTo) -> Self {
+        match t {
+            ConvertTo::Raw => Target::Raw,
+            ConvertTo::Qcow2 => Target::Qcow2,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct ConvertArgs {
+    /// The format the image claims to be. Without it the format is detected from the first
+    /// 4 KiB (a fixed VHD, whose footer is at the end, must be declared).
+    #[arg(long = "format", value_name = "DECLARED")]
+    declared: Option<Format>,
+    /// The output format.
+    #[arg(long = "to", value_enum)]
+    to: ConvertTo,
+    /// Refuse images whose virtual size exceeds this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_VIRTUAL_SIZE)]
+    max_virtual_size: u64,
+    /// Largest temporary spill area (data that arrives before the metadata placing it), in
+    /// bytes; kept in an unnamed file next to OUT.
+    #[arg(long, value_name = "BYTES", default_value_t = ConvertLimits::default().max_spill_bytes)]
+    max_spill_bytes: u64,
+    /// Print exactly one JSON object on stdout instead of a summary.
+    #[arg(long)]
+    json: bool,
+    /// The image to read, or `-` for standard input. It is read once, front to back.
+    input: PathBuf,
+    /// The output file (created or replaced; removed again if the conversion fails).
+    output: PathBuf,
+}
+
+/// `sluice convert`: exit 0 converted, 1 refused or broken image, 2 usage or I/O error.
+fn convert(args: &ConvertArgs) -> ExitCode {
+    if same_file(&args.input, &args.output) {
+        eprintln!(
+            "sluice convert: the output {} is the input",
+            args.output.display()
+        );
+        return ExitCode::from(EXIT_ERROR);
+    }
+    let reader: Box<dyn Read> = if args.input.as_os_str() == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        match File::open(&args.input) {
+            Ok(file) => Box::new(file),
+            Err(e) => {
+                eprintln!("sluice convert: opening {}: {e}", args.input.display());
+                return ExitCode::from(EXIT_ERROR);
+            }
+        }
+    };
+    let limits = Limits {
+        max_virtual_size: args.max_virtual_size,
+        ..Limits::default()
+    };
+    let convert_limits = ConvertLimits {
+        max_spill_bytes: args.max_spill_bytes,
+        max_virtual_size: args.max_virtual_size,
+        ..ConvertLimits::default()
+    };
+    let result = convert_reader(
+        reader,
+        args.declared,
+        args.to.into(),
+        limits,
+        &convert_limits,
+        &args.output,
+        CONVERT_CHUNK,
+    );
+    let status = match &result {
+        Ok(_) => EXIT_ACCEPT,
+        Err(failure) if failure.is_image_fault() => EXIT_REJECT,
+        Err(failure) => {
+            eprintln!("sluice convert: {failure}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let printed = if args.json {
+        write_convert_json(args, &result)
+    } else {
+        write_convert_human(args, &result)
+    };
+    match printed {
+        Ok(()) => ExitCode::from(status),
+        Err(e) => {
+            eprintln!("sluice convert: writing the summary: {e}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// Whether `output` exists and is the file `input` names (`-`: whatever stdin is), which
+/// creating the output would truncate before it is read.
+fn same_file(input: &std::path::Path, output: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let input = if input.as_os_str() == "-" {
+        std::path::Path::new("/dev/stdin")
+    } else {
+        input
+    };
+    match (std::fs::metadata(input), std::fs::metadata(output)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+fn target_name(target: Target) -> &'static str {
+    match target {
+        Target::Raw => "raw",
+        Target::Qcow2 => "qcow2",
+    }
+}
+
+/// One JSON object: `converted`, then `from`/`to`/`output`/`output_size`/`virtual_size` on
+/// success or `reasons` (code and message) on failure, and the inspector's `report` when any.
+fn write_convert_json(
+    args: &ConvertArgs,
+    result: &Result<ConvertOutcome, ConvertFailure>,
+) -> io::Result<()> {
+    let value = match result {
+        Ok(done) => serde_json::json!({
+            "converted": true,
+            "from": done.from,
+            "to": target_name(done.target),
+            "output": args.output.display().to_string(),
+            "output_size": done.output_len,
+            "input_size": done.input_len,
+            "virtual_size": done.report.virtual_size,
+            "spilled": done.spilled,
+            "report": done.report,
+        }),
+        Err(failure) => serde_json::json!({
+            "converted": false,
+            "to": target_name(args.to.into()),
+            "reasons": failure.reasons(),
+            "report": match failure {
+                ConvertFailure::Refused(report) => serde_json::to_value(report)?,
+                _ => serde_json::Value::Null,
+            },
+        }),
+    };
+    let mut out = io::stdout().lock();
+    serde_json::to_writer(&mut out, &value)?;
+    writeln!(out)?;
+    out.flush()
+}
+
+fn write_convert_human(
+    args: &ConvertArgs,
+    result: &Result<ConvertOutcome, ConvertFailure>,
+) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    match result {
+        Ok(done) => {
+            writeln!(
+                out,
+                "converted:     {} -> {}",
+                done.from,
+                target_name(done.target)
+            )?;
+            if let Some(size) = done.report.virtual_size {
+                writeln!(out, "virtual size:  {size} bytes ({})", human_size(size))?;
+            }
+            writeln!(
+                out,
+                "output:        {} ({} bytes, {} read)",
+                args.output.display(),
+                done.output_len,
+                done.input_len
+            )?;
+        }
+        Err(failure) => {
+            writeln!(out, "refused:       not converted, no output written")?;
+            for reason in failure.reasons() {
+                writeln!(out, "  - {}: {}", reason.code, reason.message)?;
+            }
+        }
+    }
+    out.flush()
 }
 
 fn write_human(out: &mut impl Write, report: &Report) -> io::Result<()> {

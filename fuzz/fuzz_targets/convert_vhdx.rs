@@ -1,0 +1,6 @@
+//! vhdx → raw conversion, whole and chunked; see `sluice_formats::fuzzing::convert_vhdx`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    sluice_formats::fuzzing::convert_vhdx(data);
+});
