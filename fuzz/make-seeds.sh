@@ -107,4 +107,11 @@ prefix() { printf '\x03\x07\xff\x40'; }   # 3 chunk sizes, cycled: 7, 255, 64 by
 { prefix; cat "$work/seed.iso"; } > "$bi/seed-iso9660"
 { prefix; cat "$work/gpt.img"; } > "$bi/seed-gpt-64k"
 
+# --- converter targets: the same images as the inspect_<format> targets ----------------------
+for pair in convert_qcow2:inspect_qcow2 convert_vmdk:inspect_vmdk convert_vhd:inspect_vhd \
+            convert_vhdx:inspect_vhdx roundtrip_qcow2:inspect_raw; do
+    mkdir -p "$corpus/${pair%%:*}"
+    cp "$corpus/${pair#*:}"/* "$corpus/${pair%%:*}/"
+done
+
 du -sh "$corpus"

@@ -157,6 +157,20 @@ fn test_qcow2_extended_l2_is_accepted() {
 }
 
 #[test]
+fn test_qcow2_extended_l2_partial_last_cluster_is_accepted() {
+    // QEMU writes only the allocated subclusters and does not pad the file to the end of
+    // the cluster: an image may end inside its last data cluster (found by the converter
+    // work: the inspector called this truncated).
+    let dir = scratch();
+    let path = qemu_img_create(dir.path(), "el2part.qcow2", "qcow2", "extended_l2=on", "4M");
+    let p = path.to_str().expect("utf-8");
+    run("qemu-io", &["-f", "qcow2", "-c", "write -P 0x44 3M 2k", p]);
+    let len = std::fs::metadata(&path).expect("stat").len();
+    assert_ne!(len % (64 << 10), 0, "the image should end inside a cluster");
+    assert_accepts_like_qemu(&path, Format::Qcow2, "qcow2");
+}
+
+#[test]
 fn test_qcow2_with_snapshots_is_accepted() {
     let dir = scratch();
     let path = qcow2_with_data(dir.path(), "snap.qcow2", "", &[]);

@@ -30,9 +30,13 @@
 //!
 //! Memory bound (bytes), with `cs` the cluster size (≤ 2 MiB) and `E` =
 //! `ConvertLimits::max_tracked_entries`:
-//! `≈ 64 × E` (queued L2 tables, pending data clusters and compressed extents, spill ranges
-//! and consumed ranges, each a B-tree entry of at most 24 bytes plus node overhead)
-//! `+ 3 × cs` (compressed window) `+ 2 × cs` (decompressed cluster, past-read buffer)
+//! `≈ 64 × (E + cs / 256)` (queued L2 tables, pending data clusters and compressed extents,
+//! spill ranges and consumed ranges, each a B-tree entry of at most 24 bytes plus node
+//! overhead; table entries are checked against `E` as they are inserted, the ranges one
+//! streamed piece, at most `cs / 256` of them, later)
+//! `+ 3 × cs` (compressed window) `+ 2 × cs` (decompressed cluster, past-read buffer: a
+//! compressed extent is at most `2 × cs`, what its sector count field can express and what
+//! QEMU reads)
 //! `+ cs` (a past L2 table) `+ SPILL_RUN` (1 MiB batched spill write) `+ 512`
 //! `+ inflate state (≈ 43 KiB) or zstd state (≤ 2^QCOW2_ZSTD_MAX_WINDOW_LOG + 256 KiB)`.
 //! Spill bound: the non-zero unclaimed sectors that stream past before the mapping is

@@ -593,8 +593,21 @@ fn check_l2_entry(
     if bitmap.is_none() && word & L2E_ZERO != 0 {
         return;
     }
+    // With extended L2 only allocated subclusters are read, and QEMU does not pad the file
+    // past the last one it wrote: the cluster's data ends after its last allocated
+    // subcluster (none allocated: nothing is read from the file).
+    let used = match bitmap {
+        Some(b) => {
+            let alloc = u32::try_from(b & L2_BITMAP_ALL_ALLOC).unwrap_or(u32::MAX);
+            if alloc == 0 {
+                return;
+            }
+            u64::from(32u32.saturating_sub(alloc.leading_zeros())).saturating_mul(cs >> 5)
+        }
+        None => cs,
+    };
     note(
-        cluster.saturating_add(cs),
+        cluster.saturating_add(used),
         Referrer::Data {
             table,
             index,
