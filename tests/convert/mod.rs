@@ -4,4 +4,5 @@ mod cli;
 mod qcow2;
 mod roundtrip;
 mod vhd;
+mod vhdx;
 mod vmdk;
