@@ -20,13 +20,36 @@
 //! 3 × 3 × 512 KiB + 512 KiB = 5 MiB of chunks, plus 2 MiB + 8 MiB for the inspector at its
 //! default limits. Chunks are shared `Bytes` handles, so in practice the stages hold the same
 //! buffers and the chunk part is nearer `(C + 2) × max_chunk`. See [`worst_case_memory`].
+//!
+//! # Conversion
+//! With a target ([`ingest_as`]), the writer lane becomes a *convert lane*: the chunks go to a
+//! [`Converter`] on a background thread, whose output is written positionally into the part
+//! file and hashed there, in output order (the hashers hash the converted bytes, as Glance's
+//! checksum is of the stored file):
+//!
+//! ```text
+//!   source ──Bytes──▶ ingest task ──▶ [WRITE_CHANNEL_CAPACITY] ─▶ convert thread ─▶ tmp/<id>.part
+//!                     (inspector)                                 (Converter,      (spill: unnamed
+//!                                                                  HashingSink) ─┐  file in tmp/)
+//!                                                 md5 thread ◀─ [HASH_CHANNEL_CAPACITY] ─┤
+//!                                              sha512 thread ◀─ [HASH_CHANNEL_CAPACITY] ─┘
+//! ```
+//!
+//! Holes are hashed as zeros; output written before the hash position (out of order) makes
+//! the digests come from a second read of the finished file instead (see `hashing_sink`).
+//! Memory: the chunk queue `(WRITE_CHANNEL_CAPACITY + 1) × max_chunk + max_chunk`, the hash
+//! queues `2 × (HASH_CHANNEL_CAPACITY + 1) × HASH_PIECE` (9 MiB), the inspector's bound, and
+//! the converter's own (each states its formula; spill is on disk, bounded by
+//! `ConvertLimits::max_spill_bytes`).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use sluice_formats::{
-    Format, Inspector, Limits, Reason, ReasonCode, Report, INSPECTOR_FIXED_BOUND,
+    ConvertError, ConvertLimits, Converter, Format, Inspector, Limits, Reason, ReasonCode, Report,
+    SinkError, Target, INSPECTOR_FIXED_BOUND,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -34,6 +57,10 @@ use crate::background;
 use crate::hash::{Checksummer, HASH_CHANNEL_CAPACITY};
 use crate::source::{ChunkSource, SourceError};
 use crate::store::{LocalStore, PartFile, StoreError};
+
+mod hashing_sink;
+
+use hashing_sink::{Finished, Hashed, HashingSink, LaneError};
 
 /// Chunks queued for the store writer. Memory bound: `(capacity + 1) × max chunk`.
 pub const WRITE_CHANNEL_CAPACITY: usize = 8;
@@ -106,6 +133,23 @@ pub struct Ingested {
     pub report: Report,
     /// Where the image is stored.
     pub path: PathBuf,
+    /// The format of the stored bytes: the conversion's target when the image was
+    /// converted, else the inspector's verdict on what arrived.
+    pub format: Format,
+    /// Whether the image was converted (`size` and the digests are then the output's).
+    pub converted: bool,
+}
+
+/// The conversion [`ingest_as`] performs for an image declared `declared` when asked for
+/// `target`: none when no target is asked for, when the image already is the target (raw,
+/// GPT and MBR disks are raw), or for ISO (never converted).
+pub fn conversion_for(declared: Format, target: Option<Target>) -> Option<Target> {
+    let target = target?;
+    let already = match target {
+        Target::Raw => matches!(declared, Format::Raw | Format::Gpt | Format::Mbr),
+        Target::Qcow2 => declared == Format::Qcow2,
+    };
+    (!already && declared != Format::Iso).then_some(target)
 }
 
 /// Why an import failed. Nothing is left in the store after any of these.
@@ -117,6 +161,19 @@ pub enum IngestError {
     /// A hashing thread stopped unexpectedly (a bug, not the image's fault).
     #[error(transparent)]
     Hashing(#[from] crate::hash::HashError),
+    /// Converting failed: the image is broken in a way only conversion finds (`corrupt`,
+    /// `truncated`), exceeds a conversion limit (`limit_exceeded`), or the pair of formats is
+    /// not converted (`unsupported_format`).
+    #[error("{message}")]
+    Convert {
+        /// Stable reason code.
+        code: ReasonCode,
+        /// The converter's message.
+        message: String,
+    },
+    /// Writing, sizing or reading back the converted image failed (I/O).
+    #[error("writing the converted image: {0}")]
+    Output(String),
     /// The inspector refused the image; the download was stopped.
     #[error("image rejected: {}", rejection_message(.0))]
     Rejected(Box<Report>),
@@ -141,6 +198,8 @@ impl IngestError {
         match self {
             IngestError::Cancelled => "cancelled",
             IngestError::Hashing(_) => "internal_error",
+            IngestError::Convert { code, .. } => code.as_str(),
+            IngestError::Output(_) => "store_error",
             IngestError::Rejected(report) => primary_reason(report)
                 .map(|r| r.code.as_str())
                 .unwrap_or("rejected"),
@@ -186,7 +245,30 @@ fn rejection_message(report: &Report) -> String {
 }
 
 /// Fetches `source` into the store as image `image_id`, inspecting it against `declared`
-/// and hashing it on the way, in one pass. The image is committed only when the inspector
+/// and hashing it on the way, in one pass, storing it as received: [`ingest_as`] without a
+/// target.
+///
+/// # Errors
+/// See [`IngestError`].
+pub async fn ingest<S: ChunkSource>(
+    source: S,
+    declared: Format,
+    limits: Limits,
+    store: &LocalStore,
+    image_id: &str,
+    progress: &Progress,
+    cancel: watch::Receiver<bool>,
+) -> Result<Ingested, IngestError> {
+    ingest_as(
+        source, declared, None, limits, store, image_id, progress, cancel,
+    )
+    .await
+}
+
+/// Fetches `source` into the store as image `image_id`, inspecting it against `declared`
+/// and hashing it on the way, in one pass; with a `target`, converting it on the way too
+/// (unless [`conversion_for`] says no conversion applies: the image is then stored as
+/// received). A converted image's size and digests are the output's. The image is committed only when the inspector
 /// accepts it and every byte is on disk; on any failure the part file is removed before this
 /// returns.
 ///
@@ -198,9 +280,11 @@ fn rejection_message(report: &Report) -> String {
 ///
 /// # Errors
 /// See [`IngestError`].
-pub async fn ingest<S: ChunkSource>(
+#[allow(clippy::too_many_arguments)]
+pub async fn ingest_as<S: ChunkSource>(
     mut source: S,
     declared: Format,
+    target: Option<Target>,
     limits: Limits,
     store: &LocalStore,
     image_id: &str,
@@ -218,6 +302,12 @@ pub async fn ingest<S: ChunkSource>(
             .into());
         }
     }
+    if let Some(target) = conversion_for(declared, target) {
+        return convert_into(
+            source, declared, target, limits, store, image_id, progress, cancel,
+        )
+        .await;
+    }
     let part = store.begin(image_id)?;
     let mut inspector = Inspector::new(Some(declared), limits);
     let sums = Checksummer::start();
@@ -228,7 +318,7 @@ pub async fn ingest<S: ChunkSource>(
     let pumped = tokio::select! {
         biased;
         () = cancelled(&mut cancel) => Err(IngestError::Cancelled),
-        r = pump(&mut source, &mut inspector, &sums, &write_tx, progress, cap) => r,
+        r = pump(&mut source, &mut inspector, Some(&sums), &write_tx, progress, cap) => r,
     };
     // Close the socket before waiting for the consumers to drain.
     drop(source);
@@ -258,20 +348,167 @@ pub async fn ingest<S: ChunkSource>(
     let path = tokio::task::spawn_blocking(move || commit_store.commit(part))
         .await
         .map_err(|_| StoreError::WriterStopped)??;
+    let format = report.format;
     Ok(Ingested {
         size,
         md5_hex: digests.md5_hex,
         sha512_hex: digests.sha512_hex,
         report,
         path,
+        format,
+        converted: false,
     })
 }
 
-/// Receives, inspects and fans out chunks until end of stream or the first failure.
+/// [`ingest_as`] with a conversion to `target`: the convert lane replaces the writer lane and
+/// feeds the hashers (module documentation, "Conversion").
+#[allow(clippy::too_many_arguments)]
+async fn convert_into<S: ChunkSource>(
+    mut source: S,
+    declared: Format,
+    target: Target,
+    limits: Limits,
+    store: &LocalStore,
+    image_id: &str,
+    progress: &Progress,
+    mut cancel: watch::Receiver<bool>,
+) -> Result<Ingested, IngestError> {
+    let cap = limits.max_virtual_size;
+    let convert_limits = ConvertLimits {
+        max_virtual_size: cap,
+        ..ConvertLimits::default()
+    };
+    // An unsupported pair fails before anything is fetched or created.
+    let conv = Converter::new(declared, target, &convert_limits).map_err(convert_error)?;
+    let abort = Arc::new(AtomicBool::new(false));
+    // raw → qcow2 writes its header last: hashing in order would always be given up.
+    let in_order = target == Target::Raw;
+    let part = store.begin(image_id)?;
+    let sink = HashingSink::new(
+        part,
+        store.tmp_dir(),
+        convert_limits.max_spill_bytes,
+        in_order,
+        tokio::runtime::Handle::current(),
+        Arc::clone(&abort),
+    )?;
+    let mut inspector = Inspector::new(Some(declared), limits);
+    let (chunk_tx, chunk_rx) = mpsc::channel::<Bytes>(WRITE_CHANNEL_CAPACITY);
+    let lane = background::spawn("sluice-convert", move || convert_lane(conv, sink, chunk_rx))
+        .map_err(|_| StoreError::WriterStopped)?;
+
+    let pumped = tokio::select! {
+        biased;
+        () = cancelled(&mut cancel) => Err(IngestError::Cancelled),
+        r = pump(&mut source, &mut inspector, None, &chunk_tx, progress, cap) => r,
+    };
+    drop(source);
+    drop(chunk_tx);
+    if pumped.is_err() {
+        abort.store(true, Ordering::Relaxed);
+    }
+    let fed = lane.join().await.ok_or(StoreError::WriterStopped);
+    // The first failure wins; dropping the lane's state removes the part and spill files.
+    if let Err(e) = pumped {
+        if matches!(e, IngestError::Store(StoreError::WriterStopped)) {
+            if let Ok(Err(lane_err)) = fed {
+                return Err(lane_err.into());
+            }
+        }
+        return Err(e);
+    }
+    let (conv, sink) = fed??;
+    let report = inspector.finish();
+    if !report.is_accepted() {
+        drop(sink);
+        return Err(IngestError::Rejected(Box::new(report)));
+    }
+    let finishing = background::spawn("sluice-convert", move || sink.finish(conv))
+        .map_err(|_| StoreError::WriterStopped)?;
+    let mut finishing = std::pin::pin!(finishing.join());
+    let finished = tokio::select! {
+        biased;
+        () = cancelled(&mut cancel) => {
+            // The lane stops at its next write or hash piece and drops the part file.
+            abort.store(true, Ordering::Relaxed);
+            let _ = finishing.await;
+            return Err(IngestError::Cancelled);
+        }
+        r = &mut finishing => r.ok_or(StoreError::WriterStopped)?,
+    };
+    let Finished {
+        part,
+        len,
+        digests,
+        hashed,
+    } = finished?;
+    if let Hashed::SecondRead(took) = hashed {
+        tracing::info!(
+            image_id,
+            bytes = len,
+            secs = took.as_secs_f64(),
+            "converted output hashed by a second read (it was not produced in order)"
+        );
+    }
+    let commit_store = store.clone();
+    let path = tokio::task::spawn_blocking(move || commit_store.commit(part))
+        .await
+        .map_err(|_| StoreError::WriterStopped)??;
+    Ok(Ingested {
+        size: len,
+        md5_hex: digests.md5_hex,
+        sha512_hex: digests.sha512_hex,
+        report,
+        path,
+        format: match target {
+            Target::Raw => Format::Raw,
+            Target::Qcow2 => Format::Qcow2,
+        },
+        converted: true,
+    })
+}
+
+/// The convert lane: feeds every chunk to the converter until end of stream, then hands the
+/// converter and its sink back (finishing waits for the inspector's verdict). On error the
+/// state is dropped (part and spill files removed) and the channel closed, which fails the
+/// sender's next `send`.
+fn convert_lane(
+    mut conv: Converter,
+    mut sink: HashingSink,
+    mut rx: mpsc::Receiver<Bytes>,
+) -> Result<(Converter, HashingSink), LaneError> {
+    while let Some(chunk) = rx.blocking_recv() {
+        if let Err(e) = conv.feed(&chunk, &mut sink) {
+            return Err(sink.lane_error(e));
+        }
+    }
+    Ok((conv, sink))
+}
+
+fn convert_error(e: ConvertError) -> IngestError {
+    match e {
+        ConvertError::Image { code, message } => IngestError::Convert { code, message },
+        ConvertError::Sink(SinkError(message)) => IngestError::Output(message),
+    }
+}
+
+impl From<LaneError> for IngestError {
+    fn from(e: LaneError) -> Self {
+        match e {
+            LaneError::Convert(e) => convert_error(e),
+            LaneError::Hash(e) => IngestError::Hashing(e),
+            LaneError::Cancelled => IngestError::Cancelled,
+            LaneError::Io(message) => IngestError::Output(message),
+        }
+    }
+}
+
+/// Receives, inspects and fans out chunks (to the hashers, when given, and the writer or
+/// convert lane) until end of stream or the first failure.
 async fn pump<S: ChunkSource>(
     source: &mut S,
     inspector: &mut Inspector,
-    sums: &Checksummer,
+    sums: Option<&Checksummer>,
     write_tx: &mpsc::Sender<Bytes>,
     progress: &Progress,
     cap: u64,
@@ -287,7 +524,9 @@ async fn pump<S: ChunkSource>(
         if let sluice_formats::Progress::Rejected(report) = inspector.feed(&chunk) {
             return Err(IngestError::Rejected(Box::new(report.clone())));
         }
-        sums.update(chunk.clone()).await?;
+        if let Some(sums) = sums {
+            sums.update(chunk.clone()).await?;
+        }
         write_tx
             .send(chunk)
             .await
@@ -310,5 +549,245 @@ fn write_lane(mut part: PartFile, mut rx: mpsc::Receiver<Bytes>) -> Result<PartF
 async fn cancelled(cancel: &mut watch::Receiver<bool>) {
     if cancel.wait_for(|c| *c).await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::arithmetic_side_effects
+)]
+mod tests {
+    use std::path::Path;
+    use std::process::Command;
+
+    use md5::{Digest, Md5};
+    use sha2::Sha512;
+
+    use sluice_formats::ConvertSink;
+
+    use super::*;
+    use crate::hash::Digests;
+    use crate::source::MemorySource;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// `len` bytes: pattern data in the first and last 64 KiB, zeros between.
+    fn sparse_disk(len: usize) -> Vec<u8> {
+        let mut data = vec![0u8; len];
+        for (i, b) in data[..65_536].iter_mut().enumerate() {
+            *b = (i % 251) as u8 | 1;
+        }
+        for (i, b) in data[len - 65_536..].iter_mut().enumerate() {
+            *b = (i % 241) as u8 | 2;
+        }
+        data
+    }
+
+    fn never_cancel() -> watch::Receiver<bool> {
+        watch::channel(false).1
+    }
+
+    fn qemu_img(args: &[&str]) {
+        let out = Command::new("qemu-img").args(args).output().unwrap();
+        assert!(out.status.success(), "qemu-img {args:?}: {out:?}");
+    }
+
+    fn files_in(dir: &Path) -> usize {
+        std::fs::read_dir(dir).unwrap().count()
+    }
+
+    async fn run(
+        data: Vec<u8>,
+        declared: Format,
+        target: Option<Target>,
+        store: &LocalStore,
+    ) -> Result<Ingested, IngestError> {
+        ingest_as(
+            MemorySource::new(Bytes::from(data), 65_537),
+            declared,
+            target,
+            Limits::default(),
+            store,
+            "img",
+            &Progress::default(),
+            never_cancel(),
+        )
+        .await
+    }
+
+    #[test]
+    fn test_conversion_for_skips_iso_and_images_already_in_the_target() {
+        assert_eq!(conversion_for(Format::Qcow2, None), None);
+        assert_eq!(conversion_for(Format::Iso, Some(Target::Raw)), None);
+        assert_eq!(conversion_for(Format::Iso, Some(Target::Qcow2)), None);
+        assert_eq!(conversion_for(Format::Gpt, Some(Target::Raw)), None);
+        assert_eq!(conversion_for(Format::Qcow2, Some(Target::Qcow2)), None);
+        assert_eq!(
+            conversion_for(Format::Vmdk, Some(Target::Raw)),
+            Some(Target::Raw)
+        );
+        assert_eq!(
+            conversion_for(Format::Raw, Some(Target::Qcow2)),
+            Some(Target::Qcow2)
+        );
+    }
+
+    #[tokio::test]
+    async fn test_ingest_as_qcow2_to_raw_stores_and_hashes_qemu_img_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("src.raw");
+        let disk = sparse_disk(8 << 20);
+        std::fs::write(&raw, &disk).unwrap();
+        let qcow2 = dir.path().join("src.qcow2");
+        qemu_img(&[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            raw.to_str().unwrap(),
+            qcow2.to_str().unwrap(),
+        ]);
+        let store = LocalStore::open(dir.path().join("store")).unwrap();
+        let done = run(
+            std::fs::read(&qcow2).unwrap(),
+            Format::Qcow2,
+            Some(Target::Raw),
+            &store,
+        )
+        .await
+        .unwrap();
+        assert!(done.converted);
+        assert!(matches!(done.format, Format::Raw));
+        assert!(matches!(done.report.format, Format::Qcow2));
+        assert_eq!(done.size, disk.len() as u64);
+        assert!(std::fs::read(&done.path).unwrap() == disk);
+        // The hole between the two data blocks is hashed as zeros.
+        assert_eq!(done.md5_hex, hex(&Md5::digest(&disk)));
+        assert_eq!(done.sha512_hex, hex(&Sha512::digest(&disk)));
+        assert_eq!(files_in(store.tmp_dir()), 0);
+    }
+
+    #[tokio::test]
+    async fn test_ingest_as_raw_to_qcow2_hashes_output_by_second_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let disk = sparse_disk(4 << 20);
+        let done = run(disk.clone(), Format::Raw, Some(Target::Qcow2), &store)
+            .await
+            .unwrap();
+        let stored = std::fs::read(&done.path).unwrap();
+        assert!(matches!(done.format, Format::Qcow2));
+        assert_eq!(done.size, stored.len() as u64);
+        assert_eq!(done.md5_hex, hex(&Md5::digest(&stored)));
+        assert_eq!(done.sha512_hex, hex(&Sha512::digest(&stored)));
+        let report = sluice_formats::inspect_bytes(&stored, Some(Format::Qcow2), Limits::default());
+        assert!(report.is_accepted(), "{:?}", report.reasons);
+        assert_eq!(report.virtual_size, Some(4 << 20));
+        assert_eq!(files_in(store.tmp_dir()), 0);
+    }
+
+    #[tokio::test]
+    async fn test_ingest_as_iso_with_target_is_stored_as_received() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path().join("store")).unwrap();
+        let err = run(vec![7u8; 100_000], Format::Iso, Some(Target::Raw), &store)
+            .await
+            .unwrap_err();
+        // Not converted: the inspector's verdict (no ISO structure) is the only failure.
+        assert!(matches!(err, IngestError::Rejected(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn test_ingest_as_rejection_while_converting_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let mut data = vec![0x1f, 0x8b, 0x08];
+        data.resize(1 << 20, 0);
+        let err = run(data, Format::Raw, Some(Target::Qcow2), &store)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason_code(), "compressed");
+        assert_eq!(files_in(&dir.path().join("tmp")), 0);
+        assert_eq!(files_in(&dir.path().join("images")), 0);
+    }
+
+    #[tokio::test]
+    async fn test_ingest_as_unsupported_pair_fails_before_creating_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let err = run(vec![1u8; 4096], Format::Vmdk, Some(Target::Qcow2), &store)
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            IngestError::Convert {
+                code: ReasonCode::UnsupportedFormat,
+                ..
+            }
+        ));
+        assert_eq!(files_in(&dir.path().join("tmp")), 0);
+    }
+
+    /// Runs `f` with a sink over a fresh part file on a blocking thread (the sink drives the
+    /// hash lanes' channels with `Handle::block_on`).
+    async fn with_sink(
+        in_order: bool,
+        f: impl FnOnce(&mut HashingSink) + Send + 'static,
+        input: Vec<u8>,
+    ) -> (Vec<u8>, Digests, Hashed, bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let part = store.begin("s").unwrap();
+        let runtime = tokio::runtime::Handle::current();
+        let tmp = store.tmp_dir().to_path_buf();
+        let (finished, still) = tokio::task::spawn_blocking(move || {
+            let abort = Arc::new(AtomicBool::new(false));
+            let mut sink = HashingSink::new(part, &tmp, 1 << 20, in_order, runtime, abort).unwrap();
+            let mut conv =
+                Converter::new(Format::Raw, Target::Raw, &ConvertLimits::default()).unwrap();
+            for chunk in input.chunks(1000) {
+                conv.feed(chunk, &mut sink).unwrap();
+            }
+            f(&mut sink);
+            let still = sink.hashing_in_order();
+            (sink.finish(conv).unwrap(), still)
+        })
+        .await
+        .unwrap();
+        let path = store.commit(finished.part).unwrap();
+        let bytes = std::fs::read(path).unwrap();
+        (bytes, finished.digests, finished.hashed, still)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn test_hashing_sink_in_order_output_is_hashed_once() {
+        let input = sparse_disk(300_000);
+        let (bytes, digests, hashed, in_order) = with_sink(true, |_| {}, input.clone()).await;
+        assert!(in_order);
+        assert!(matches!(hashed, Hashed::InOrder));
+        assert!(bytes == input);
+        assert_eq!(digests.md5_hex, hex(&Md5::digest(&input)));
+        assert_eq!(digests.sha512_hex, hex(&Sha512::digest(&input)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn test_hashing_sink_write_before_hash_position_falls_back_to_second_read() {
+        let input = sparse_disk(300_000);
+        let rewrite = |sink: &mut HashingSink| {
+            sink.write_at(100, b"late").unwrap();
+        };
+        let (bytes, digests, hashed, in_order) = with_sink(true, rewrite, input.clone()).await;
+        let mut want = input;
+        want[100..104].copy_from_slice(b"late");
+        assert!(!in_order);
+        assert!(matches!(hashed, Hashed::SecondRead(_)));
+        assert!(bytes == want);
+        assert_eq!(digests.md5_hex, hex(&Md5::digest(&want)));
+        assert_eq!(digests.sha512_hex, hex(&Sha512::digest(&want)));
     }
 }

@@ -115,6 +115,12 @@ impl LocalStore {
         Ok(removed)
     }
 
+    /// The scratch directory (`tmp/`): spill files of conversions go here (unnamed, so
+    /// nothing is left behind).
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
     /// Starts writing image `id` to `tmp/<id>.part`.
     ///
     /// # Errors
@@ -126,7 +132,9 @@ impl LocalStore {
             return Err(StoreError::AlreadyExists(id.to_owned()));
         }
         let path = self.tmp.join(format!("{id}{PART_SUFFIX}"));
+        // Readable too: a conversion whose output could not be hashed in order reads it back.
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .open(&path)
@@ -258,18 +266,46 @@ impl PartFile {
             .as_mut()
             .ok_or_else(|| err(self.written, io::Error::other("part closed")))?;
         file.write_all(data).map_err(|e| err(self.written, e))?;
-        let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+        self.wrote(u64::try_from(data.len()).unwrap_or(u64::MAX));
+        Ok(())
+    }
+
+    /// A second handle on the part file (readable and writable) for positional writes: a
+    /// converter's output goes to offsets, not appended. Report the bytes written through it
+    /// with [`PartFile::wrote`] so early writeback keeps up.
+    ///
+    /// # Errors
+    /// [`StoreError::Writing`] when the descriptor cannot be duplicated.
+    pub fn positional_handle(&self) -> Result<File, StoreError> {
+        let err = |source| StoreError::Writing {
+            id: self.id.clone(),
+            offset: self.written,
+            source,
+        };
+        self.file
+            .as_ref()
+            .ok_or_else(|| err(io::Error::other("part closed")))?
+            .try_clone()
+            .map_err(err)
+    }
+
+    /// Records `len` more bytes written (by [`PartFile::write_all`] or through a
+    /// [`positional_handle`](PartFile::positional_handle)), starting early writeback every
+    /// [`WRITEBACK_INTERVAL`] bytes.
+    pub fn wrote(&mut self, len: u64) {
         self.written = self.written.saturating_add(len);
         let pending = self.written.saturating_sub(self.flushed);
         let idle = self.writeback.as_ref().is_none_or(|t| t.is_finished());
         if pending >= WRITEBACK_INTERVAL && idle {
-            self.writeback = start_writeback(file);
+            if let Some(file) = &self.file {
+                self.writeback = start_writeback(file);
+            }
             self.flushed = self.written;
         }
-        Ok(())
     }
 
-    /// Bytes written so far.
+    /// Bytes written so far (for positional writes: the sum of their lengths, see
+    /// [`PartFile::wrote`]).
     pub fn written(&self) -> u64 {
         self.written
     }

@@ -13,7 +13,7 @@ use sluice_formats::{
 use sluice_pipeline::convert::{convert_reader, ConvertFailure, ConvertOutcome};
 use sluice_pipeline::inspect_reader;
 
-use crate::config::{AuthMode, Config};
+use crate::config::{AuthMode, Config, Conversion};
 
 /// Exit status for an accepted image.
 const EXIT_ACCEPT: u8 = 0;
@@ -112,6 +112,11 @@ struct ServeArgs {
     /// Allow `--auth none` on a non-loopback address.
     #[arg(long, env = "SLUICE_ALLOW_INSECURE_BIND")]
     allow_insecure_bind: bool,
+    /// Convert imported images to this format while they stream in (Glance's
+    /// `output_format`); a task's `input.output_format` overrides it. ISO is never converted
+    /// [default: none].
+    #[arg(long, env = "SLUICE_CONVERSION", value_enum)]
+    conversion: Option<Conversion>,
 }
 
 impl ServeArgs {
@@ -150,6 +155,9 @@ impl ServeArgs {
             c.auth.token_file = Some(v);
         }
         c.auth.allow_insecure_bind |= self.allow_insecure_bind;
+        if let Some(v) = self.conversion {
+            c.conversion = v;
+        }
         c.validate()?;
         Ok(c)
     }

@@ -38,6 +38,9 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Base URL for `Location` headers (default: from the request's `Host`).
     pub public_url: Option<String>,
+    /// What imported images are converted to (Glance's `output_format`); a task's
+    /// `input.output_format` overrides it. Default `none`: stored as received.
+    pub conversion: Conversion,
 }
 
 impl Default for Config {
@@ -56,6 +59,42 @@ impl Default for Config {
             import: ImportFilter::default(),
             auth: AuthConfig::default(),
             public_url: None,
+            conversion: Conversion::None,
+        }
+    }
+}
+
+/// The format imported images are stored in (Glance's `[image_conversion] output_format`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Conversion {
+    /// Store images as received.
+    #[default]
+    None,
+    /// Convert qcow2, vmdk, vhd and vhdx images to raw.
+    Raw,
+    /// Convert raw images to qcow2 (other formats cannot be converted to qcow2: their
+    /// imports fail with `unsupported_format`).
+    Qcow2,
+}
+
+impl Conversion {
+    /// The conversion's target, `None` for [`Conversion::None`].
+    pub fn target(self) -> Option<sluice_formats::Target> {
+        match self {
+            Conversion::None => None,
+            Conversion::Raw => Some(sluice_formats::Target::Raw),
+            Conversion::Qcow2 => Some(sluice_formats::Target::Qcow2),
+        }
+    }
+
+    /// Parses a task's `output_format` (`none`, `raw`, `qcow2`; case-insensitive).
+    pub fn parse(s: &str) -> Option<Conversion> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => Some(Conversion::None),
+            "raw" => Some(Conversion::Raw),
+            "qcow2" => Some(Conversion::Qcow2),
+            _ => None,
         }
     }
 }
@@ -196,6 +235,23 @@ mod tests {
         assert_eq!(config.workers, 3);
         assert_eq!(config.import.allowed_hosts, vec!["127.0.0.1".to_owned()]);
         assert_eq!(config.task_ttl_hours, 48);
+        assert_eq!(config.conversion, Conversion::None);
+    }
+
+    #[test]
+    fn test_config_conversion_is_read_from_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(&path, "conversion = \"raw\"\n").unwrap();
+        assert_eq!(
+            Config::from_file(&path).unwrap().conversion,
+            Conversion::Raw
+        );
+        std::fs::write(&path, "conversion = \"vmdk\"\n").unwrap();
+        assert!(matches!(
+            Config::from_file(&path),
+            Err(ConfigError::Parsing { .. })
+        ));
     }
 
     #[test]

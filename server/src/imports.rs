@@ -8,11 +8,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use sluice_formats::{Format, Limits};
 use sluice_pipeline::http::{HttpConfig, HttpSource};
+use sluice_pipeline::ingest::ingest_as;
 use sluice_pipeline::ssrf::ImportPolicy;
-use sluice_pipeline::{ingest, IngestError, Ingested, Progress};
+use sluice_pipeline::{IngestError, Ingested, Progress};
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, Conversion};
 use crate::meta::{ImageRecord, MetaError, MetaStore, TaskRecord, TaskStatus, Timestamp};
 use crate::state::AppState;
 
@@ -61,6 +62,25 @@ struct ImportInput {
     declared: Format,
     disk_format: String,
     properties: serde_json::Map<String, Value>,
+    /// Sluice's `output_format`: overrides the server's `conversion` for this task.
+    output_format: Option<Conversion>,
+}
+
+/// The `input` key of Sluice's per-task conversion choice (an additive extension).
+pub const OUTPUT_FORMAT_KEY: &str = "output_format";
+
+/// Parses a task's `input.output_format`: absent or null means the server's setting.
+///
+/// # Errors
+/// A message for the task (or a 400) when it is not one of `raw`, `qcow2`, `none`.
+pub fn parse_output_format(input: &Value) -> Result<Option<Conversion>, String> {
+    match input.get(OUTPUT_FORMAT_KEY) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Conversion::parse(s)
+            .map(Some)
+            .ok_or_else(|| format!("output_format '{s}' is not one of 'raw', 'qcow2', 'none'")),
+        Some(_) => Err("output_format must be a string: 'raw', 'qcow2' or 'none'".to_owned()),
+    }
 }
 
 /// Marks a task failed (`reason`, `message`), with its expiry.
@@ -167,9 +187,17 @@ async fn import(
         ..Limits::default()
     };
     let image_id = uuid::Uuid::new_v4().to_string();
-    let ingested = ingest(
+    // Opaque formats (kernels, ramdisks, AMIs) are stored as they are; `ingest_as` also
+    // leaves ISO and images already in the target alone.
+    let target = if OPAQUE_DISK_FORMATS.contains(&input.disk_format.as_str()) {
+        None
+    } else {
+        input.output_format.unwrap_or(config.conversion).target()
+    };
+    let ingested = ingest_as(
         source,
         input.declared,
+        target,
         limits,
         &state.store,
         &image_id,
@@ -239,11 +267,13 @@ fn parse_input(input: &Value) -> Result<ImportInput, String> {
             format!("import_from_format '{from_format}' is not a disk format Sluice can import")
         })?
     };
+    let output_format = parse_output_format(input)?;
     Ok(ImportInput {
         url,
         declared,
         disk_format,
         properties,
+        output_format,
     })
 }
 
@@ -325,8 +355,16 @@ fn image_record(
         owner: task.owner.clone(),
         visibility,
         protected,
-        disk_format: input.disk_format.clone(),
-        container_format: string("container_format")?.unwrap_or_else(|| "bare".to_owned()),
+        // A converted image is a bare disk in the target format (as Glance's conversion).
+        disk_format: if ingested.converted {
+            ingested.format.to_string()
+        } else {
+            input.disk_format.clone()
+        },
+        container_format: match string("container_format")? {
+            Some(requested) if !ingested.converted => requested,
+            _ => "bare".to_owned(),
+        },
         size: ingested.size,
         virtual_size: ingested.report.virtual_size,
         checksum: ingested.md5_hex.clone(),
@@ -396,5 +434,22 @@ mod tests {
         .unwrap();
         assert_eq!(i.declared, Format::Raw);
         assert_eq!(i.disk_format, "ami");
+    }
+
+    #[test]
+    fn test_parse_input_output_format_is_validated() {
+        let base = |v: Value| {
+            serde_json::json!({
+                "import_from": "http://x/y", "import_from_format": "qcow2",
+                "image_properties": {}, "output_format": v
+            })
+        };
+        let i = input(base(Value::from("RAW"))).unwrap();
+        assert_eq!(i.output_format, Some(Conversion::Raw));
+        let i = input(base(Value::Null)).unwrap();
+        assert_eq!(i.output_format, None);
+        let e = input(base(Value::from("vmdk"))).unwrap_err();
+        assert!(e.contains("output_format 'vmdk'"), "{e}");
+        assert!(input(base(Value::from(3))).is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! made by qemu-img, plain HTTP from Rust and the real OpenStack Python clients.
 
 mod clients;
+mod conversion;
 mod create_errors;
 mod harness;
 mod imports;

@@ -2,7 +2,7 @@
 //!
 //! The schemas are Glance 33.0.0's, as recorded (`schemas/*.json`, from
 //! `reference/glance-wire/legacy-noconv/46..48`), plus Sluice's additive task properties
-//! `progress` and `reason`, so that clients validating responses against the served schema
+//! `progress` and `reason` and `input.output_format`, so that clients validating responses against the served schema
 //! (python-glanceclient's warlock models) accept them.
 
 use http::{Request, Response, StatusCode};
@@ -71,10 +71,28 @@ fn sluice_task_properties() -> [(&'static str, Value); 2] {
     ]
 }
 
+/// Sluice's additive `input` key: the per-task conversion choice.
+fn sluice_input_properties() -> Value {
+    json!({
+        "output_format": {
+            "description": "Sluice: the format to store the image in, converting it while it \
+                            streams in (Glance's output_format setting, per task): raw, qcow2, \
+                            or none to store it as received. Absent or null: the server's \
+                            `conversion` setting. ISO is never converted; a converted image has \
+                            disk_format = this value and container_format = bare",
+            "type": ["null", "string"],
+            "enum": [null, "raw", "qcow2", "none"]
+        }
+    })
+}
+
 fn with_sluice_properties(mut schema: Value, pointer: &str) -> Value {
     if let Some(Value::Object(props)) = schema.pointer_mut(pointer) {
         for (k, v) in sluice_task_properties() {
             props.insert(k.to_owned(), v);
+        }
+        if let Some(Value::Object(input)) = props.get_mut("input") {
+            input.insert("properties".to_owned(), sluice_input_properties());
         }
     }
     schema
@@ -177,5 +195,6 @@ mod tests {
             assert!(props.contains_key(key), "{key}");
         }
         assert_eq!(schema["name"], "task");
+        assert!(schema["properties"]["input"]["properties"]["output_format"].is_object());
     }
 }

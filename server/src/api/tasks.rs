@@ -95,6 +95,7 @@ where
     let policy = crate::imports::import_policy(config);
     validate_import_from(&policy, input).await?;
     check_format_agreement(input)?;
+    crate::imports::parse_output_format(input).map_err(ApiError::BadRequest)?;
 
     let created = now();
     let task = TaskRecord {
