@@ -315,20 +315,9 @@ impl Run<'_> {
         let mut converter: Option<(Format, Converter)> = None;
         let mut head: Vec<u8> = Vec::new();
         let mut buf = vec![0u8; self.chunk];
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => {
-                    return Err(SourceError::ReadingChunk {
-                        offset: inspector.position(),
-                        source,
-                    }
-                    .into())
-                }
-            };
-            let data = buf.get(..n).unwrap_or(&[]);
+        while let Some(data) =
+            crate::source::read_chunk(&mut reader, &mut buf, inspector.position())?
+        {
             if let Progress::Rejected(report) = inspector.feed(data) {
                 return Err(ConvertFailure::Refused(Box::new(report.clone())));
             }

@@ -20,7 +20,7 @@
     clippy::arithmetic_side_effects
 )]
 
-use std::io::{self, Read};
+use std::io::Read;
 
 use sluice_formats::{Format, Inspector, Limits, Report};
 
@@ -54,19 +54,7 @@ pub fn inspect_reader(
     }
     let mut inspector = Inspector::new(declared, limits);
     let mut buf = vec![0u8; chunk_size];
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(source) => {
-                return Err(SourceError::ReadingChunk {
-                    offset: inspector.position(),
-                    source,
-                })
-            }
-        };
-        let chunk = buf.get(..n).unwrap_or(&[]);
+    while let Some(chunk) = source::read_chunk(&mut reader, &mut buf, inspector.position())? {
         if let sluice_formats::Progress::Rejected(_) = inspector.feed(chunk) {
             break;
         }
@@ -76,6 +64,8 @@ pub fn inspect_reader(
 
 #[cfg(test)]
 mod tests {
+    use std::io;
+
     use super::*;
 
     struct FailingReader;

@@ -114,6 +114,26 @@ pub enum SourceError {
     TooManyRedirects(usize),
 }
 
+/// Reads the next chunk of a blocking reader into `buf` (retrying interrupted reads):
+/// `None` at end of input. `offset` (the stream position) names the failed read.
+///
+/// # Errors
+/// [`SourceError::ReadingChunk`] when the read fails.
+pub(crate) fn read_chunk<'a>(
+    reader: &mut impl std::io::Read,
+    buf: &'a mut [u8],
+    offset: u64,
+) -> Result<Option<&'a [u8]>, SourceError> {
+    loop {
+        match reader.read(buf) {
+            Ok(0) => return Ok(None),
+            Ok(n) => return Ok(buf.get(..n)),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(source) => return Err(SourceError::ReadingChunk { offset, source }),
+        }
+    }
+}
+
 /// A stream of chunks: an HTTP body, a file, or memory in tests.
 pub trait ChunkSource: Send {
     /// The next chunk; `Ok(None)` at end of stream. Chunks may have any size up to the
