@@ -92,6 +92,16 @@ impl ConvertError {
     }
 }
 
+/// A `corrupt` image error.
+pub(crate) fn corrupt(message: String) -> ConvertError {
+    ConvertError::image(ReasonCode::Corrupt, message)
+}
+
+/// A `truncated` image error.
+pub(crate) fn truncated(message: String) -> ConvertError {
+    ConvertError::image(ReasonCode::Truncated, message)
+}
+
 /// One input format's converter. Fed contiguous pieces of the input (`pos` is the input
 /// offset of `data`); the same chunking invariant as probes: output must not depend on how
 /// the input was split.

@@ -4,6 +4,16 @@
 //! `pos`, consecutive calls are contiguous. These helpers make a structure split across any
 //! number of chunks look like one slice, so no probe special-cases chunk boundaries.
 
+/// A length as `u64` (saturating; lengths of in-memory slices always fit).
+pub(crate) fn u64_of(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// A length as `usize`, for values already bounded by a limit far below `usize::MAX`.
+pub(crate) fn usize_of(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
 /// Reads a big-endian `u16` at `off`, or `None` past the end.
 pub(crate) fn be_u16(buf: &[u8], off: usize) -> Option<u16> {
     Some(u16::from_be_bytes(array(buf, off)?))

@@ -54,8 +54,10 @@ use super::header::{
     self, incompat, Qcow2Header, AUTOCLEAR_DATA_FILE_RAW, COMPRESSION_ZSTD, QCOW_MAGIC,
 };
 use super::limits::QCOW2_HEADER_CAPTURE;
+use crate::convert::{corrupt, truncated};
 use crate::convert::{ConvertError, ConvertLimits, ConvertSink, FormatConverter};
 use crate::stream::{be_u32, be_u64, Capture, EntryScanner};
+use crate::stream::{u64_of, usize_of};
 use crate::ReasonCode;
 
 /// Bits 9–55 of an L1 entry: the L2 table offset (QEMU's `L1E_OFFSET_MASK`).
@@ -79,23 +81,6 @@ const SPILL_RUN: usize = 1 << 20;
 /// its frames need a 2 MiB window at most; a frame asking for more is refused instead of
 /// letting a hostile image make the decoder allocate up to 2 GiB.
 const QCOW2_ZSTD_MAX_WINDOW_LOG: u32 = 23;
-
-fn corrupt(message: String) -> ConvertError {
-    ConvertError::image(ReasonCode::Corrupt, message)
-}
-
-fn truncated(message: String) -> ConvertError {
-    ConvertError::image(ReasonCode::Truncated, message)
-}
-
-fn u64_of(n: usize) -> u64 {
-    u64::try_from(n).unwrap_or(u64::MAX)
-}
-
-/// `usize` of a length already bounded by the cluster size (≤ 4 MiB).
-fn usize_of(n: u64) -> usize {
-    usize::try_from(n).unwrap_or(usize::MAX)
-}
 
 /// The qcow2 to raw converter.
 ///

@@ -24,22 +24,12 @@ use super::{
     VHD_FOOTER_LEN_U64, VHD_MAX_BLOCK_SIZE, VHD_MAX_SECTORS, VHD_MAX_TABLE_ENTRIES,
     VHD_MIN_BLOCK_SIZE, VHD_SECTOR,
 };
+use crate::convert::{corrupt, truncated};
 use crate::convert::{ConvertError, ConvertLimits, ConvertSink, FormatConverter};
+use crate::stream::u64_of;
 use crate::stream::{be_u32, be_u64, Capture, EntryScanner};
 use crate::vmdk::convert::{write_nonzero, Placer};
 use crate::ReasonCode;
-
-fn corrupt(message: String) -> ConvertError {
-    ConvertError::image(ReasonCode::Corrupt, message)
-}
-
-fn truncated(message: String) -> ConvertError {
-    ConvertError::image(ReasonCode::Truncated, message)
-}
-
-fn u64_of(n: usize) -> u64 {
-    u64::try_from(n).unwrap_or(u64::MAX)
-}
 
 /// The vhd to raw converter.
 ///

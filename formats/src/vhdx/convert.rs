@@ -31,23 +31,13 @@ use super::{
     state, VhdxProbe, VhdxState, VHDX_BAT_OFFSET_MASK, VHDX_BAT_STATE_MASK,
     VHDX_HEADER_SECTION_END, VHDX_SECTORS_PER_BITMAP,
 };
+use crate::convert::{corrupt, truncated};
 use crate::convert::{ConvertError, ConvertLimits, ConvertSink, FormatConverter};
 use crate::probe::Probe;
+use crate::stream::u64_of;
 use crate::stream::{le_u32, EntryScanner};
 use crate::vmdk::convert::Placer;
 use crate::{Limits, ReasonCode};
-
-fn corrupt(message: String) -> ConvertError {
-    ConvertError::image(ReasonCode::Corrupt, message)
-}
-
-fn truncated(message: String) -> ConvertError {
-    ConvertError::image(ReasonCode::Truncated, message)
-}
-
-fn u64_of(n: usize) -> u64 {
-    u64::try_from(n).unwrap_or(u64::MAX)
-}
 
 /// The vhdx to raw converter.
 ///

@@ -27,7 +27,9 @@ use flate2::{Decompress, FlushDecompress, Status};
 use super::header::{VmdkHeader, VmdkSubformat, GD_AT_END, SECTOR, VMDK4_MAGIC};
 use super::sparse::VmdkTableWalk;
 use super::VmdkFindings;
+use crate::convert::{corrupt, truncated};
 use crate::convert::{ConvertError, ConvertLimits, ConvertSink, FormatConverter};
+use crate::stream::u64_of;
 use crate::stream::{intersect, le_u32, le_u64, Capture, EntryScanner, TableQueue};
 use crate::ReasonCode;
 
@@ -58,18 +60,6 @@ const VMDK_MAX_COMPRESSED_GRAIN_FACTOR: u64 = 2;
 
 /// Bytes per grain directory or grain table entry.
 const ENTRY: u64 = 4;
-
-fn corrupt(message: String) -> ConvertError {
-    ConvertError::image(ReasonCode::Corrupt, message)
-}
-
-fn truncated(message: String) -> ConvertError {
-    ConvertError::image(ReasonCode::Truncated, message)
-}
-
-fn u64_of(n: usize) -> u64 {
-    u64::try_from(n).unwrap_or(u64::MAX)
-}
 
 /// Writes `data` at output offset `out`, leaving out every [`ZERO_CHECK`]-aligned piece that
 /// is all zeros (holes stay holes). Contiguous non-zero pieces go out as one write.
