@@ -272,3 +272,56 @@ fn test_cli_convert_empty_stdin_is_refused_as_empty() {
     assert!(codes(&json(&out)).contains(&"empty".to_owned()));
     assert!(!out_path.exists());
 }
+
+#[test]
+fn test_cli_convert_64g_virtual_qcow2_from_stdin_stays_under_128mib_rss() {
+    // Acceptance of the conversion issue: a 64 GiB-virtual qcow2 holding 2 GiB of data,
+    // converted from a pipe, peaks under 128 MiB. Peak RSS comes from GNU time's `%M` (KiB).
+    let dir = scratch();
+    let src = qemu_img_create(dir.path(), "big.qcow2", "qcow2", "", "64G");
+    let p = src.to_str().expect("utf-8");
+    let mut args = vec!["-f".to_owned(), "qcow2".to_owned()];
+    for i in 0..32u64 {
+        args.push("-c".into());
+        args.push(format!("write -P {} {}G 64M", i + 1, i * 2));
+    }
+    args.push(p.to_owned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run("qemu-io", &args);
+    let out = dir.path().join("big.raw");
+    let status = Command::new("/usr/bin/time")
+        .args([
+            "-f",
+            "%M",
+            env!("CARGO_BIN_EXE_sluice"),
+            "convert",
+            "--format",
+            "qcow2",
+        ])
+        .args(["--to", "raw", "-", out.to_str().expect("utf-8")])
+        .stdin(File::open(&src).expect("opening the image"))
+        .output()
+        .expect("running /usr/bin/time (package `time`, installed by scripts/setup --test)");
+    assert_eq!(status.status.code(), Some(EXIT_OK), "{status:?}");
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    let peak_kib: u64 = stderr
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS in {stderr:?}"));
+    assert!(peak_kib < 128 << 10, "peak RSS {peak_kib} KiB");
+    assert_eq!(std::fs::metadata(&out).expect("output").len(), 64 << 30);
+    run(
+        "qemu-img",
+        &[
+            "compare",
+            "-q",
+            "-f",
+            "raw",
+            "-F",
+            "qcow2",
+            out.to_str().expect("utf-8"),
+            p,
+        ],
+    );
+}
