@@ -237,3 +237,44 @@ pub fn assert_rejects(bytes: &[u8], declared: Option<Format>, code: ReasonCode) 
     assert!(codes.contains(&code.as_str()), "CLI reasons {codes:?}");
     report
 }
+
+/// A raw file with data converted to VMDK with `opts`.
+pub fn vmdk_with_data(dir: &Path, name: &str, opts: &str, size: u64) -> PathBuf {
+    let raw = raw_with_data(dir, &format!("{name}.raw"), size);
+    qemu_img_convert(&raw, &dir.join(name), "vmdk", opts)
+}
+
+/// A VMware-style streamOptimized image made by Debian's VMDKstream module.
+pub fn vmdkstream(dir: &Path, name: &str, size: u64) -> PathBuf {
+    let raw = raw_with_data(dir, &format!("{name}.raw"), size);
+    let out = dir.join(name);
+    let script = format!(
+        "import VMDKstream; VMDKstream.convert_to_stream({:?}, {:?})",
+        raw.to_str().expect("utf-8"),
+        out.to_str().expect("utf-8")
+    );
+    // The system interpreter: the module is a Debian package (python3-vmdkstream).
+    run("/usr/bin/python3", &["-c", &script]);
+    out
+}
+
+/// A LUKS-encrypted qcow2 of `size` (qemu-img size syntax), secret `123456`.
+pub fn qcow2_luks(dir: &Path, name: &str, size: &str) -> PathBuf {
+    let path = dir.join(name);
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "--object",
+            "secret,id=sec0,data=123456",
+            "-f",
+            "qcow2",
+            "-o",
+            "encrypt.format=luks,encrypt.key-secret=sec0",
+            path.to_str().expect("utf-8"),
+            size,
+        ],
+    );
+    path
+}

@@ -4,7 +4,7 @@
 //! byte for byte, however the input is split. The helpers here are shared by the vhd and vhdx
 //! conversion tests.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rand::{Rng, SeedableRng};
 use sluice_formats::convert::MemorySink;
@@ -126,26 +126,6 @@ pub fn assert_cuts_are_truncated(path: &Path, format: Format, cuts: &[usize]) {
             path.display()
         );
     }
-}
-
-/// A raw file with data converted to VMDK with `opts`.
-fn vmdk_with_data(dir: &Path, name: &str, opts: &str, size: u64) -> PathBuf {
-    let raw = raw_with_data(dir, &format!("{name}.raw"), size);
-    qemu_img_convert(&raw, &dir.join(name), "vmdk", opts)
-}
-
-/// A VMware-style streamOptimized image made by Debian's VMDKstream module.
-fn vmdkstream(dir: &Path, name: &str, size: u64) -> PathBuf {
-    let raw = raw_with_data(dir, &format!("{name}.raw"), size);
-    let out = dir.join(name);
-    let script = format!(
-        "import VMDKstream; VMDKstream.convert_to_stream({:?}, {:?})",
-        raw.to_str().expect("utf-8"),
-        out.to_str().expect("utf-8")
-    );
-    // The system interpreter: the module is a Debian package (python3-vmdkstream).
-    run("/usr/bin/python3", &["-c", &script]);
-    out
 }
 
 const STREAM: &str = "subformat=streamOptimized";

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use sluice_formats::{Format, Limits, ReasonCode, Report};
 
 use crate::common::{
-    assert_accepts_like_qemu, assert_rejects, qemu_img_convert, qemu_img_create, qemu_info,
-    raw_with_data, read, run, scratch, sluice_inspect_stdin,
+    assert_accepts_like_qemu, assert_rejects, qcow2_luks, qemu_img_convert, qemu_img_create,
+    qemu_info, raw_with_data, read, run, scratch, sluice_inspect_stdin,
 };
 
 /// Header fields (big-endian), from QEMU's `docs/interop/qcow2.rst`.
@@ -277,22 +277,7 @@ fn test_qcow2_corrupt_bit_is_rejected() {
 #[test]
 fn test_qcow2_luks_encrypted_is_rejected() {
     let dir = scratch();
-    let path = dir.path().join("enc.qcow2");
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "--object",
-            "secret,id=sec0,data=123456",
-            "-f",
-            "qcow2",
-            "-o",
-            "encrypt.format=luks,encrypt.key-secret=sec0",
-            path.to_str().expect("utf-8"),
-            "4M",
-        ],
-    );
+    let path = qcow2_luks(dir.path(), "enc.qcow2", "4M");
     assert_rejects(&read(&path), Some(Format::Qcow2), ReasonCode::Encrypted);
 }
 

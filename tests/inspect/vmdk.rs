@@ -30,26 +30,6 @@ fn vmdk_create(dir: &Path, name: &str, opts: &str, size: &str) -> PathBuf {
     qemu_img_create(dir, name, "vmdk", opts, size)
 }
 
-/// A raw file with data converted to VMDK with `opts`.
-fn vmdk_with_data(dir: &Path, name: &str, opts: &str, size: u64) -> PathBuf {
-    let raw = raw_with_data(dir, &format!("{name}.raw"), size);
-    qemu_img_convert(&raw, &dir.join(name), "vmdk", opts)
-}
-
-/// A VMware-style streamOptimized image made by Debian's VMDKstream module.
-fn vmdkstream(dir: &Path, name: &str, size: u64) -> PathBuf {
-    let raw = raw_with_data(dir, &format!("{name}.raw"), size);
-    let out = dir.join(name);
-    let script = format!(
-        "import VMDKstream; VMDKstream.convert_to_stream({:?}, {:?})",
-        raw.to_str().expect("utf-8"),
-        out.to_str().expect("utf-8")
-    );
-    // The system interpreter: the module is a Debian package (python3-vmdkstream).
-    run("/usr/bin/python3", &["-c", &script]);
-    out
-}
-
 /// Rewrites the text of the embedded descriptor of a QEMU sparse image, keeping the area's
 /// size (NUL padded), as a hostile uploader would.
 fn patch_descriptor(bytes: &mut [u8], edit: impl Fn(&str) -> String) {

@@ -10,7 +10,7 @@ use super::harness::{
     assert_no_files, assert_no_images, free_port, import_input, raw_disk, FileServer, Serve, Server,
 };
 use super::imports::image_with_data;
-use crate::common::{qemu_img_create, read, run, scratch, write_pattern};
+use crate::common::{qcow2_luks, qemu_img_create, read, run, scratch, write_pattern};
 
 /// qcow2 header: `cluster_bits` (u32, big-endian) at byte 20 (`docs/interop/qcow2.rst`).
 const QCOW2_CLUSTER_BITS: usize = 20;
@@ -159,22 +159,7 @@ fn test_import_vmdk_vmfs_sparse_create_type_fails_with_unsupported_subformat() {
 #[test]
 fn test_import_luks_encrypted_qcow2_fails_with_encrypted() {
     let dir = scratch();
-    let path = dir.path().join("enc.qcow2");
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "--object",
-            "secret,id=sec0,data=123456",
-            "-f",
-            "qcow2",
-            "-o",
-            "encrypt.format=luks,encrypt.key-secret=sec0",
-            path.to_str().expect("utf-8"),
-            "16M",
-        ],
-    );
+    qcow2_luks(dir.path(), "enc.qcow2", "16M");
     let task = import_failure(dir.path(), "enc.qcow2", "qcow2", &[]);
     assert_failed(&task, "encrypted", &["encrypt"]);
 }
