@@ -508,7 +508,7 @@ mod convert_to_raw_tests {
 }
 
 /// qcow2 → raw, as [`convert_vmdk`]: `data[0]` picks the chunk size (`× 31`), the rest is the
-/// image, converted with small limits into a sink bounded to [`CONVERT_FUZZ_SINK_LEN`]. Never
+/// image, converted with small limits into a sink bounded to `CONVERT_FUZZ_SINK_LEN`. Never
 /// panics unless the result depends on chunking.
 pub fn convert_qcow2(data: &[u8]) {
     convert_to_raw_checked(Format::Qcow2, data);

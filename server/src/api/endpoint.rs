@@ -230,7 +230,7 @@ fn hex_value(b: u8) -> Option<u8> {
         .and_then(|d| u8::try_from(d).ok())
 }
 
-/// `a=1&b=x+y` → `[("a","1"),("b","x y")]`, at most [`MAX_QUERY_PARAMS`] pairs.
+/// `a=1&b=x+y` → `[("a","1"),("b","x y")]`, at most `MAX_QUERY_PARAMS` pairs.
 pub fn parse_query(query: Option<&str>) -> Query {
     query
         .map(|q| {
