@@ -267,6 +267,25 @@ impl ConvertSink for MemorySink {
     }
 }
 
+/// Test helper: converts `bytes` from `from` to `target`, fed in `chunk`-byte pieces, into a
+/// [`MemorySink`] of up to 64 MiB; returns the sink and the output length `finish` reported.
+#[cfg(test)]
+pub(crate) fn convert_chunked(
+    from: Format,
+    target: Target,
+    bytes: &[u8],
+    chunk: usize,
+    limits: &ConvertLimits,
+) -> Result<(MemorySink, u64), ConvertError> {
+    let mut conv = Converter::new(from, target, limits)?;
+    let mut sink = MemorySink::new(64 << 20);
+    for piece in bytes.chunks(chunk.max(1)) {
+        conv.feed(piece, &mut sink)?;
+    }
+    let len = conv.finish(&mut sink)?;
+    Ok((sink, len))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -278,3 +278,24 @@ pub fn qcow2_luks(dir: &Path, name: &str, size: &str) -> PathBuf {
     );
     path
 }
+
+/// A qcow2 whose backing file is `/etc/passwd` (raw); its size is the backing file's unless
+/// `size` (qemu-img syntax) is given.
+pub fn qcow2_backed_by_passwd(dir: &Path, name: &str, size: Option<&str>) -> PathBuf {
+    let path = dir.join(name);
+    let p = path.to_str().expect("utf-8");
+    let mut args = vec![
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "/etc/passwd",
+        "-F",
+        "raw",
+        p,
+    ];
+    args.extend(size);
+    run("qemu-img", &args);
+    path
+}

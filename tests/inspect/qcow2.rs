@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use sluice_formats::{Format, Limits, ReasonCode, Report};
 
 use crate::common::{
-    assert_accepts_like_qemu, assert_rejects, qcow2_luks, qemu_img_convert, qemu_img_create,
-    qemu_info, raw_with_data, read, run, scratch, sluice_inspect_stdin,
+    assert_accepts_like_qemu, assert_rejects, qcow2_backed_by_passwd, qcow2_luks, qemu_img_convert,
+    qemu_img_create, qemu_info, raw_with_data, read, run, scratch, sluice_inspect_stdin,
 };
 
 /// Header fields (big-endian), from QEMU's `docs/interop/qcow2.rst`.
@@ -225,22 +225,7 @@ fn test_qcow2_resized_with_l1_after_its_l2_tables_is_accepted() {
 #[test]
 fn test_qcow2_backing_file_is_rejected_early_with_its_name() {
     let dir = scratch();
-    let path = dir.path().join("backed.qcow2");
-    let p = path.to_str().expect("utf-8");
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "/etc/passwd",
-            "-F",
-            "raw",
-            p,
-        ],
-    );
+    let path = qcow2_backed_by_passwd(dir.path(), "backed.qcow2", None);
     let report = assert_rejects(&read(&path), Some(Format::Qcow2), ReasonCode::BackingFile);
     assert!(!report.complete, "a backing file is known from the header");
     let msg = message(&report, ReasonCode::BackingFile);
@@ -363,22 +348,7 @@ fn test_qcow_v1_is_unsupported_format() {
 fn test_qcow2_with_backing_declared_raw_is_mismatch_and_backing_file() {
     // CVE-2024-40767: a "raw" upload that is a qcow2 pointing at a host file.
     let dir = scratch();
-    let path = dir.path().join("raw-but-qcow2");
-    let p = path.to_str().expect("utf-8");
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "/etc/passwd",
-            "-F",
-            "raw",
-            p,
-        ],
-    );
+    let path = qcow2_backed_by_passwd(dir.path(), "raw-but-qcow2", None);
     let bytes = read(&path);
     let report = assert_rejects(&bytes, Some(Format::Raw), ReasonCode::FormatMismatch);
     assert!(

@@ -2,7 +2,7 @@
 //! the task fails with the inspector's reason code and a message naming the cause, no image
 //! record is created and no file is left under the data directory.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 
@@ -10,7 +10,9 @@ use super::harness::{
     assert_no_files, assert_no_images, free_port, import_input, raw_disk, FileServer, Serve, Server,
 };
 use super::imports::image_with_data;
-use crate::common::{qcow2_luks, qemu_img_create, read, run, scratch, write_pattern};
+use crate::common::{
+    qcow2_backed_by_passwd, qcow2_luks, qemu_img_create, read, run, scratch, write_pattern,
+};
 
 /// qcow2 header: `cluster_bits` (u32, big-endian) at byte 20 (`docs/interop/qcow2.rst`).
 const QCOW2_CLUSTER_BITS: usize = 20;
@@ -52,30 +54,10 @@ fn assert_failed(task: &Value, reason: &str, needles: &[&str]) {
     }
 }
 
-fn qcow2_backed_by_passwd(dir: &Path, name: &str) -> PathBuf {
-    let path = dir.join(name);
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "/etc/passwd",
-            "-F",
-            "raw",
-            path.to_str().expect("utf-8"),
-            "16M",
-        ],
-    );
-    path
-}
-
 #[test]
 fn test_import_qcow2_backing_file_fails_with_backing_file() {
     let dir = scratch();
-    qcow2_backed_by_passwd(dir.path(), "backed.qcow2");
+    qcow2_backed_by_passwd(dir.path(), "backed.qcow2", Some("16M"));
     let task = import_failure(dir.path(), "backed.qcow2", "qcow2", &[]);
     assert_failed(
         &task,
@@ -181,7 +163,7 @@ fn test_import_qcow2_with_backing_declared_raw_fails_with_backing_file_and_misma
     // CVE-2024-40767: a "raw" image that is a qcow2 pointing at a host file. The reason is the
     // content finding (backing_file); the message also names the mismatch.
     let dir = scratch();
-    qcow2_backed_by_passwd(dir.path(), "raw-but-qcow2");
+    qcow2_backed_by_passwd(dir.path(), "raw-but-qcow2", Some("16M"));
     let task = import_failure(dir.path(), "raw-but-qcow2", "raw", &[]);
     assert_failed(&task, "backing_file", &["'/etc/passwd'", "declared as raw"]);
 }

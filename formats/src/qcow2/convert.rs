@@ -1346,8 +1346,8 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::convert::MemorySink;
-    use crate::{Converter, Format, Target};
+    use crate::convert::convert_chunked;
+    use crate::{Format, Target};
 
     /// Header field offsets used by the builder (see `header::off`).
     const HEADER_LENGTH: u32 = 112;
@@ -1441,12 +1441,7 @@ mod tests {
         size: usize,
         limits: &ConvertLimits,
     ) -> Result<(Vec<u8>, usize), ConvertError> {
-        let mut conv = Converter::new(Format::Qcow2, Target::Raw, limits)?;
-        let mut sink = MemorySink::new(64 << 20);
-        for chunk in bytes.chunks(size.max(1)) {
-            conv.feed(chunk, &mut sink)?;
-        }
-        let len = conv.finish(&mut sink)?;
+        let (sink, len) = convert_chunked(Format::Qcow2, Target::Raw, bytes, size, limits)?;
         let mut out = sink.output;
         assert!(out.len() as u64 <= len);
         out.resize(len as usize, 0);

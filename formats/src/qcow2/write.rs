@@ -438,7 +438,7 @@ fn internal(what: &str) -> ConvertError {
 )]
 mod tests {
     use super::*;
-    use crate::convert::{Converter, MemorySink, Target};
+    use crate::convert::{convert_chunked, MemorySink, Target};
     use crate::{inspect_bytes, Format, Limits};
 
     fn be64(b: &[u8], at: usize) -> u64 {
@@ -451,12 +451,7 @@ mod tests {
 
     /// Converts `data` fed in `chunk`-byte pieces; returns the qcow2 file.
     fn convert(data: &[u8], chunk: usize, limits: &ConvertLimits) -> Result<Vec<u8>, ConvertError> {
-        let mut conv = Converter::new(Format::Raw, Target::Qcow2, limits)?;
-        let mut sink = MemorySink::new(64 << 20);
-        for piece in data.chunks(chunk.max(1)) {
-            conv.feed(piece, &mut sink)?;
-        }
-        let len = conv.finish(&mut sink)?;
+        let (sink, len) = convert_chunked(Format::Raw, Target::Qcow2, data, chunk, limits)?;
         let mut out = sink.output;
         assert!(out.len() as u64 <= len);
         out.resize(len as usize, 0);

@@ -430,16 +430,12 @@ impl VhdDynamic {
 mod tests {
     use super::super::VHD_FOOTER_COOKIE;
     use super::*;
-    use crate::convert::{Converter, MemorySink, Target};
+    use crate::convert::{convert_chunked, Target};
     use crate::Format;
 
     fn convert(img: &[u8], chunk: usize) -> Result<Vec<u8>, ConvertError> {
-        let mut conv = Converter::new(Format::Vhd, Target::Raw, &ConvertLimits::default())?;
-        let mut sink = MemorySink::new(64 << 20);
-        for c in img.chunks(chunk) {
-            conv.feed(c, &mut sink)?;
-        }
-        let len = conv.finish(&mut sink)?;
+        let limits = ConvertLimits::default();
+        let (mut sink, len) = convert_chunked(Format::Vhd, Target::Raw, img, chunk, &limits)?;
         sink.output.resize(len as usize, 0);
         Ok(sink.output)
     }

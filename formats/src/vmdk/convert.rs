@@ -887,7 +887,7 @@ impl VmdkSparseWalk {
 #[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    use crate::convert::{Converter, MemorySink, Target};
+    use crate::convert::{convert_chunked, MemorySink, Target};
     use crate::Format;
 
     #[test]
@@ -986,12 +986,8 @@ mod tests {
     }
 
     fn convert(img: &[u8], chunk: usize) -> Result<Vec<u8>, ConvertError> {
-        let mut conv = Converter::new(Format::Vmdk, Target::Raw, &ConvertLimits::default())?;
-        let mut sink = MemorySink::new(1 << 20);
-        for c in img.chunks(chunk) {
-            conv.feed(c, &mut sink)?;
-        }
-        let len = conv.finish(&mut sink)?;
+        let limits = ConvertLimits::default();
+        let (mut sink, len) = convert_chunked(Format::Vmdk, Target::Raw, img, chunk, &limits)?;
         sink.output.resize(len as usize, 0);
         Ok(sink.output)
     }
