@@ -15,10 +15,11 @@
 //! Worst case for one import, with `C` the largest channel capacity and `S` the number of
 //! consumer stages (3):
 //! `S × (C + 1) × max_chunk + max_chunk (being received) + INSPECTOR_FIXED_BOUND +
-//!  8 × Limits::max_tracked_tables`.
+//!  8 × Limits::max_tracked_tables + DIRECT_WRITE_SIZE`.
 //! For HTTP, `max_chunk` = [`HTTP_MAX_CHUNK`](crate::http::HTTP_MAX_CHUNK) (512 KiB):
-//! 3 × 3 × 512 KiB + 512 KiB = 5 MiB of chunks, plus 2 MiB + 8 MiB for the inspector at its
-//! default limits. Chunks are shared `Bytes` handles, so in practice the stages hold the same
+//! 3 × 9 × 512 KiB + 512 KiB = 14 MiB of chunks, plus 2 MiB + 8 MiB for the inspector at its
+//! default limits and the writer's 4 MiB direct-I/O buffer
+//! ([`DIRECT_WRITE_SIZE`](crate::store::DIRECT_WRITE_SIZE)). Chunks are shared `Bytes` handles, so in practice the stages hold the same
 //! buffers and the chunk part is nearer `(C + 2) × max_chunk`. See [`worst_case_memory`].
 //!
 //! # Conversion
@@ -79,6 +80,7 @@ pub fn worst_case_memory(max_chunk: usize, limits: &Limits) -> usize {
     chunks
         .saturating_add(INSPECTOR_FIXED_BOUND)
         .saturating_add(limits.max_tracked_tables.saturating_mul(8))
+        .saturating_add(crate::store::DIRECT_WRITE_SIZE)
 }
 
 /// Live counters of one import, shared with whoever reports progress.
@@ -535,10 +537,17 @@ async fn pump<S: ChunkSource>(
     Ok(())
 }
 
-/// The store writer stage: appends every chunk, returns the part file at end of stream.
+/// The store writer stage: appends every chunk (with direct I/O where the file system allows
+/// it, see [`PartFile::use_direct_io`]), returns the part file at end of stream.
 /// On error the part file is dropped (removed) and the channel closed, which fails the
 /// sender's next `send`.
 fn write_lane(mut part: PartFile, mut rx: mpsc::Receiver<Bytes>) -> Result<PartFile, StoreError> {
+    if !part.use_direct_io() {
+        tracing::debug!(
+            image_id = part.id(),
+            "direct I/O unavailable; writing through the page cache"
+        );
+    }
     while let Some(chunk) = rx.blocking_recv() {
         part.write_all(&chunk)?;
     }

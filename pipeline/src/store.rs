@@ -9,6 +9,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+mod direct;
+
+use direct::DirectAppender;
+pub use direct::DIRECT_WRITE_SIZE;
+
 /// Longest accepted image id (a UUID is 36).
 pub const MAX_ID_LEN: usize = 128;
 
@@ -149,6 +154,7 @@ impl LocalStore {
             written: 0,
             flushed: 0,
             writeback: None,
+            direct: None,
             committed: false,
         })
     }
@@ -172,6 +178,11 @@ impl LocalStore {
             .file
             .take()
             .ok_or_else(|| err(io::Error::other("part closed")))?;
+        if let Some(direct) = part.direct.take() {
+            // The last direct write was padded to the alignment.
+            direct.finish().map_err(err)?;
+            file.set_len(part.written).map_err(err)?;
+        }
         file.sync_all().map_err(err)?;
         drop(file);
         fs::rename(&part.path, &target).map_err(err)?;
@@ -241,6 +252,8 @@ pub struct PartFile {
     flushed: u64,
     /// The early-writeback thread, if one is running (at most one at a time).
     writeback: Option<std::thread::JoinHandle<()>>,
+    /// Set by [`PartFile::use_direct_io`]: appends bypass the page cache.
+    direct: Option<DirectAppender>,
     committed: bool,
 }
 
@@ -252,6 +265,17 @@ pub struct PartFile {
 pub const WRITEBACK_INTERVAL: u64 = 16 << 20;
 
 impl PartFile {
+    /// Makes the appends of [`PartFile::write_all`] bypass the page cache (see the `direct`
+    /// module), when the file system supports direct I/O and nothing was written yet; returns
+    /// whether they will. Only for images written from start to end by `write_all`: not with
+    /// a [`positional_handle`](PartFile::positional_handle).
+    pub fn use_direct_io(&mut self) -> bool {
+        if self.direct.is_none() && self.written == 0 && self.file.is_some() {
+            self.direct = DirectAppender::open(&self.path);
+        }
+        self.direct.is_some()
+    }
+
     /// Appends `data` (blocking; call from a blocking thread).
     ///
     /// # Errors
@@ -262,6 +286,13 @@ impl PartFile {
             offset,
             source,
         };
+        if let Some(direct) = &mut self.direct {
+            direct.append(data).map_err(|e| err(self.written, e))?;
+            self.written = self
+                .written
+                .saturating_add(u64::try_from(data.len()).unwrap_or(u64::MAX));
+            return Ok(());
+        }
         let file = self
             .file
             .as_mut()
@@ -507,6 +538,68 @@ mod tests {
         );
         let committed = store.commit(part).unwrap();
         assert_eq!(fs::metadata(committed).unwrap().len(), total);
+    }
+
+    /// Pattern bytes that differ between neighbouring 4 KiB blocks.
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn test_store_direct_appends_round_trip_every_length() {
+        let (dir, store) = store();
+        let big = DIRECT_WRITE_SIZE;
+        for (n, len) in [
+            0,
+            1,
+            4095,
+            4096,
+            4097,
+            big - 1,
+            big,
+            big + 1,
+            2 * big + 12_345,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = format!("img-{n}");
+            let data = pattern(len);
+            let mut part = store.begin(&id).unwrap();
+            assert!(part.use_direct_io(), "{}", dir.path().display());
+            for piece in data.chunks(100_003) {
+                part.write_all(piece).unwrap();
+            }
+            assert_eq!(part.written(), len as u64);
+            let path = store.commit(part).unwrap();
+            // Written around the page cache: nothing of it is cached until read.
+            assert_eq!(resident(&path), 0, "length {len}");
+            assert_eq!(fs::read(&path).unwrap(), data, "length {len}");
+        }
+    }
+
+    #[test]
+    fn test_store_direct_io_is_refused_once_written() {
+        let (_dir, store) = store();
+        let mut part = store.begin("a").unwrap();
+        part.write_all(b"buffered").unwrap();
+        assert!(!part.use_direct_io());
+        part.write_all(b" still").unwrap();
+        let path = store.commit(part).unwrap();
+        assert_eq!(fs::read(path).unwrap(), b"buffered still");
+    }
+
+    #[test]
+    fn test_store_dropped_direct_part_is_removed() {
+        let (dir, store) = store();
+        let mut part = store.begin("a").unwrap();
+        assert!(part.use_direct_io());
+        part.write_all(&pattern(DIRECT_WRITE_SIZE + 1)).unwrap();
+        drop(part);
+        assert_eq!(count(&dir.path().join("tmp")), 0);
+        assert_eq!(count(&dir.path().join("images")), 0);
     }
 
     #[test]
