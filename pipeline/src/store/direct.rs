@@ -8,8 +8,7 @@
 //! took the server's system CPU from 2.3–2.5 s (buffered, with drop-behind) to 1.2–1.4 s, and
 //! the import from 0.82–0.88 to 0.95–1.00 of the md5sum ∥ sha512sum ceiling. 4 MiB writes one
 //! at a time reach ~0.9 GB/s on these disks (`dd oflag=direct bs=4M`), twice what an import
-//! needs, so the writer does not wait
-//! on the disk in practice.
+//! needs, so the writer does not wait on the disk in practice.
 
 use std::fs::File;
 use std::io;
