@@ -1,5 +1,5 @@
 //! The Images v2 calls a client makes after an import: show, list, download (with single
-//! `Range`s), `PATCH` (both JSON-patch media types), tags, delete.
+//! `Range`s), `PATCH` (both JSON-patch media types), tags, delete, and the image's tasks.
 //!
 //! Visibility (Glance's rules without image members): admins see every image; others see
 //! their project's images plus `public` and `community` ones. An image the caller cannot see
@@ -13,7 +13,7 @@ use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Body;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use tokio::io::AsyncSeekExt;
 
 use crate::api::auth::RequestContext;
@@ -23,7 +23,7 @@ use crate::api::error::ApiError;
 use crate::api::listing::{
     column_equals, links, paginate, param, params, parse_limit, SortDir, SortValue,
 };
-use crate::api::tasks::py_repr;
+use crate::api::tasks::{self, py_repr};
 use crate::api::{format_time, now, ok_json, Api};
 use crate::meta::ImageRecord;
 
@@ -194,6 +194,29 @@ pub fn image_json(image: &ImageRecord) -> Value {
 /// `GET /v2/images/{id}`.
 pub fn show(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiBody>, ApiError> {
     Ok(ok_json(&image_json(&load(api, ctx, id)?)))
+}
+
+/// `GET /v2/images/{id}/tasks` (Images API v2.12): `{"tasks": [...]}` holding the import task
+/// that created the image (the image's `task_id`), as Glance's raw task rows
+/// ([`tasks::task_row_json`]), unless the caller may not see that task (another project's,
+/// for a public image) or it has expired. An image the caller cannot see is 404.
+pub fn image_tasks(
+    api: &Api,
+    ctx: &RequestContext,
+    id: &str,
+) -> Result<Response<ApiBody>, ApiError> {
+    let image = load(api, ctx, id)?;
+    let task = match &image.task_id {
+        Some(task_id) => api.state.meta.get_task(task_id)?,
+        None => None,
+    };
+    let current = now();
+    let rows: Vec<Value> = task
+        .filter(|t| tasks::visible(ctx, t) && tasks::unexpired(t, current))
+        .map(|t| tasks::task_row_json(&t, &image.id))
+        .into_iter()
+        .collect();
+    Ok(ok_json(&json!({ "tasks": rows })))
 }
 
 /// `DELETE /v2/images/{id}`: removes the record, then the file.

@@ -1,5 +1,6 @@
 //! The HTTP API: Glance's v2 Tasks API for `import` tasks, and the Images v2 calls a client
-//! makes around an import (show, list, download, patch, tags, delete), on hyper 1.
+//! makes around an import (show, list, download, patch, tags, delete, the image's tasks), on
+//! hyper 1.
 //!
 //! A request goes through [`Endpoint::from_request`] (404/405 before any handler runs), then
 //! authentication ([`auth`]; version discovery is public), then one handler. Every failure is
@@ -20,6 +21,10 @@
 //! - Errors are JSON (Glance's `Accept: application/json` form) when `Accept` names JSON,
 //!   else Glance's plain-text form (where Glance would send HTML for `Accept: */*`;
 //!   python-glanceclient reads both).
+//! - `GET /v2/images/{id}/tasks` lists the `import` task that created the image, with
+//!   `image_id` set to that image. Glance links only `api_image_import` tasks to their image
+//!   (a legacy `import` task's `image_id` column stays null), so for a task-imported image it
+//!   answers `{"tasks": []}`.
 //! - Images are created only by import tasks: there is no `POST /v2/images`, upload, stage,
 //!   interoperable import, members, locations or `os_hidden` changes.
 
@@ -147,6 +152,7 @@ impl Api {
             Endpoint::PatchImage { id } => images::patch(self, &ctx, &id, request).await,
             Endpoint::DeleteImage { id } => images::delete(self, &ctx, &id),
             Endpoint::DownloadImage { id } => images::download(self, &ctx, &id, &request).await,
+            Endpoint::ImageTasks { id } => images::image_tasks(self, &ctx, &id),
             Endpoint::AddTag { id, tag } => images::add_tag(self, &ctx, &id, &tag),
             Endpoint::DeleteTag { id, tag } => images::delete_tag(self, &ctx, &id, &tag),
         }
@@ -278,6 +284,13 @@ pub fn format_time(ts: Timestamp) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
+/// `YYYY-MM-DDTHH:MM:SS.000000`: oslo's `to_primitive` form of a timestamp (microseconds, no
+/// zone), which Glance's `GET /v2/images/{id}/tasks` sends; clamped as [`format_time`].
+pub fn format_primitive_time(ts: Timestamp) -> String {
+    let iso = format_time(ts);
+    format!("{}.000000", iso.strip_suffix('Z').unwrap_or(&iso))
+}
+
 /// A 200 JSON response.
 pub fn ok_json(value: &serde_json::Value) -> Response<ApiBody> {
     body::json_response(StatusCode::OK, value)
@@ -296,6 +309,15 @@ mod tests {
         assert_eq!(format_time(1_795_541_301), "2026-11-24T17:28:21Z");
         assert_eq!(format_time(-5), "1970-01-01T00:00:00Z");
         assert_eq!(format_time(i64::MAX), "9999-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn test_format_primitive_time_is_oslo_to_primitive() {
+        assert_eq!(format_primitive_time(0), "1970-01-01T00:00:00.000000");
+        assert_eq!(
+            format_primitive_time(1_795_541_301),
+            "2026-11-24T17:28:21.000000"
+        );
     }
 
     /// Starts `serve` on a loopback port; returns its address, the shutdown trigger and the
