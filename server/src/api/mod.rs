@@ -51,6 +51,7 @@ pub mod body;
 pub mod endpoint;
 pub mod error;
 pub mod images;
+pub mod isotime;
 pub mod listing;
 pub mod schemas;
 pub mod tasks;

@@ -274,6 +274,105 @@ async fn test_list_images_sort_paging_and_filters() {
     }
 }
 
+/// Images created at 17:28:20, :21 and :22 on 2026-11-24 (ids 1, 2, 3); image 1 was updated
+/// at 17:30:00.
+fn timed_images() -> Harness {
+    let h = Harness::new();
+    for n in 1..=3u32 {
+        let created = 1_795_541_299 + i64::from(n);
+        let mut image = image_record(&uuid_n(n), ADMIN_PROJECT, "t", 1, created);
+        if n == 1 {
+            image.updated_at = 1_795_541_400;
+        }
+        h.insert_image(&image, None);
+    }
+    h
+}
+
+#[tokio::test]
+async fn test_list_images_time_filters_each_operator() {
+    let h = timed_images();
+    let at = "2026-11-24T17:28:21Z";
+    for (query, want) in [
+        (format!("created_at=gt:{at}"), vec![3]),
+        (format!("created_at=gte:{at}"), vec![3, 2]),
+        (format!("created_at=lt:{at}"), vec![1]),
+        (format!("created_at=lte:{at}"), vec![2, 1]),
+        (format!("created_at=eq:{at}"), vec![2]),
+        (format!("created_at=neq:{at}"), vec![3, 1]),
+        (format!("created_at={at}"), vec![2]),
+        // Sub-second thresholds compare with the whole-second columns exactly.
+        ("created_at=gt:2026-11-24T17:28:21.5Z".into(), vec![3]),
+        ("created_at=lt:2026-11-24T17:28:21.5Z".into(), vec![2, 1]),
+        // An offset is converted to UTC ('+' must be %2B in a query string).
+        ("created_at=eq:2026-11-24T19:28:21%2B02:00".into(), vec![2]),
+        ("created_at=lt:2026-11-25".into(), vec![3, 2, 1]),
+        ("created_at=gt:2026-11-25".into(), vec![]),
+        (
+            format!("created_at=gte:{at}&created_at=lt:2026-11-24T17:28:22Z"),
+            vec![2],
+        ),
+        ("updated_at=gte:2026-11-24T17:30:00Z".into(), vec![1]),
+        ("updated_at=lt:2026-11-24T17:30:00Z".into(), vec![3, 2]),
+    ] {
+        let reply = h
+            .call(Method::GET, &format!("/v2/images?{query}"), b"")
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.message());
+        let want: Vec<String> = want.into_iter().map(uuid_n).collect();
+        assert_eq!(ids(&reply.json()), want, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn test_list_images_time_filter_bad_operator_or_time_is_400() {
+    let h = timed_images();
+    for (query, message) in [
+        (
+            "created_at=like:2026-11-24T17:28:21Z",
+            "Unable to filter on a unknown operator 'like'. The operators of created_at are \
+             gt, gte, lt, lte, eq and neq.",
+        ),
+        (
+            "updated_at=gt:yesterday",
+            "Invalid value 'yesterday' for parameter 'updated_at': it must be an ISO 8601 time \
+             such as 2026-11-24T17:28:21Z, optionally after an operator and a colon (gt:, gte:, \
+             lt:, lte:, eq:, neq:).",
+        ),
+        (
+            "created_at=tomorrow",
+            "Invalid value 'tomorrow' for parameter 'created_at': it must be an ISO 8601 time \
+             such as 2026-11-24T17:28:21Z, optionally after an operator and a colon (gt:, gte:, \
+             lt:, lte:, eq:, neq:).",
+        ),
+    ] {
+        let reply = h
+            .call(Method::GET, &format!("/v2/images?{query}"), b"")
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        assert_eq!(reply.json()["code"], "400 Bad Request", "{query}");
+        assert_eq!(reply.message(), message, "{query}");
+    }
+    for query in [
+        "created_at=2026-11-24T17:28:2",
+        "created_at=gt:2026-02-30T00:00:00Z",
+        "created_at=gt:",
+        "created_at=gte:2026-11-24T17:28:21%2B2",
+        "updated_at=lt:2026-11-24T17:28:21+02:00",
+    ] {
+        let reply = h
+            .call(Method::GET, &format!("/v2/images?{query}"), b"")
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(
+            reply.message().starts_with("Invalid value '"),
+            "{query}: {}",
+            reply.message()
+        );
+    }
+}
+
 #[tokio::test]
 async fn test_patch_image_v21_and_v20_operations() {
     let h = Harness::new();
