@@ -3,7 +3,9 @@
 //! hyper 1.
 //!
 //! A request goes through [`Endpoint::from_request`] (404/405 before any handler runs), then
-//! authentication ([`auth`]; version discovery is public), then one handler. Every failure is
+//! authentication ([`auth`]; version discovery is public), then, for `GET` and `DELETE`, a
+//! check that it has no body (400 "A body is not expected with this request.", as Glance),
+//! then one handler. Every failure is
 //! an [`ApiError`], mapped to HTTP in one place ([`error`]). Every response carries
 //! `x-openstack-request-id: req-<uuid>`.
 //!
@@ -35,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use http::header::HOST;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Body;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -138,7 +140,15 @@ impl Api {
         // Authentication comes before routing errors, as keystonemiddleware runs before
         // Glance's router.
         let ctx = self.auth.authenticate(request.headers(), request_id)?;
-        match endpoint? {
+        let endpoint = endpoint?;
+        // Glance's `body_reject`: a body (`Content-Length` above 0, or chunked) on a GET or
+        // DELETE is refused before any handler runs.
+        if matches!(*request.method(), Method::GET | Method::DELETE)
+            && !request.body().is_end_stream()
+        {
+            return Err(ApiError::BodyNotExpected);
+        }
+        match endpoint {
             Endpoint::Root | Endpoint::Versions => Err(ApiError::NotFound),
             Endpoint::CreateTask => tasks::create(self, &ctx, request).await,
             Endpoint::ListTasks { query } => tasks::list(self, &ctx, query).await,
@@ -381,6 +391,38 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn test_serve_get_body_refused_unless_content_length_zero() {
+        use tokio::io::AsyncWriteExt;
+        let (addr, shutdown, server, _h) = start(|_| {}).await;
+        for (head_and_body, status) in [
+            ("Content-Length: 0\r\n\r\n", "HTTP/1.1 200"),
+            ("\r\n", "HTTP/1.1 200"),
+            ("Content-Length: 2\r\n\r\n{}", "HTTP/1.1 400"),
+            (
+                "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                "HTTP/1.1 400",
+            ),
+        ] {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let request = format!(
+                "GET /v2/tasks HTTP/1.1\r\nHost: h\r\nAccept: application/json\r\n\
+                 Connection: close\r\n{head_and_body}"
+            );
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let text = read_all(&mut stream).await;
+            assert!(text.starts_with(status), "{head_and_body:?}: {text}");
+            if status.ends_with("400") {
+                assert!(
+                    text.contains("A body is not expected with this request."),
+                    "{text}"
+                );
+            }
+        }
+        shutdown.send(()).unwrap();
+        server.await.unwrap().unwrap();
     }
 
     #[tokio::test]

@@ -812,6 +812,53 @@ async fn test_image_tasks_post_is_405_allow_get() {
 }
 
 #[tokio::test]
+async fn test_get_and_delete_with_body_are_400_and_change_nothing() {
+    let h = Harness::new();
+    let (image_id, task_id) = imported(&h, 1, ADMIN_PROJECT, "private", i64::MAX / 2);
+    let mut image = h.meta().get_image(&image_id).unwrap().unwrap();
+    image.tags = vec!["gold".into()];
+    h.insert_image(&image, Some(b"data"));
+    for (method, path) in [
+        (Method::GET, "/v2/images".to_owned()),
+        (Method::GET, format!("/v2/images/{image_id}")),
+        (Method::GET, format!("/v2/images/{image_id}/file")),
+        (Method::GET, format!("/v2/images/{image_id}/tasks")),
+        (Method::DELETE, format!("/v2/images/{image_id}")),
+        (Method::DELETE, format!("/v2/images/{image_id}/tags/gold")),
+        (Method::GET, "/v2/tasks".to_owned()),
+        (Method::GET, format!("/v2/tasks/{task_id}")),
+        (Method::GET, "/v2/schemas/image".to_owned()),
+        (Method::GET, "/v2/info/import".to_owned()),
+    ] {
+        let reply = h.call(method.clone(), &path, b"{}").await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{method} {path}");
+        assert_eq!(
+            reply.message(),
+            "A body is not expected with this request.",
+            "{method} {path}"
+        );
+        let without = h.call(method.clone(), &path, b"").await;
+        assert!(
+            without.status.is_success(),
+            "{method} {path}: {}",
+            without.status
+        );
+        if method == Method::DELETE {
+            // Undo the successful bodiless delete for the next round.
+            h.insert_image(&image, Some(b"data"));
+        }
+    }
+    // Refused before routing concerns of its own: an unknown path stays 404, a wrong
+    // method 405.
+    let unknown = h.call(Method::GET, "/v2/nothing", b"{}").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let task_delete = h
+        .call(Method::DELETE, &format!("/v2/tasks/{task_id}"), b"{}")
+        .await;
+    assert_eq!(task_delete.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
 async fn test_image_schemas_parse() {
     let h = Harness::new();
     let image = h.call(Method::GET, "/v2/schemas/image", b"").await.json();
