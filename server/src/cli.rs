@@ -13,7 +13,7 @@ use sluice_formats::{
 use sluice_pipeline::convert::{convert_reader, ConvertFailure, ConvertOutcome};
 use sluice_pipeline::inspect_reader;
 
-use crate::config::{AuthMode, Config, Conversion};
+use crate::config::{AuthMode, Config, ConfigError, Conversion};
 
 /// Exit status for an accepted image.
 const EXIT_ACCEPT: u8 = 0;
@@ -68,9 +68,14 @@ struct ServeArgs {
     /// Concurrent imports per project [default: 2].
     #[arg(long, env = "SLUICE_PER_PROJECT_IMPORTS")]
     per_project_imports: Option<usize>,
-    /// Hours a finished task stays visible [default: 48].
-    #[arg(long, env = "SLUICE_TASK_TTL_HOURS")]
+    /// Hours a finished task stays visible [default: 48]. Replaces a TTL from the config
+    /// file, in either unit.
+    #[arg(long, env = "SLUICE_TASK_TTL_HOURS", value_name = "HOURS")]
     task_ttl_hours: Option<u64>,
+    /// Seconds a finished task stays visible, instead of hours. Replaces a TTL from the
+    /// config file, in either unit; not together with --task-ttl-hours.
+    #[arg(long, env = "SLUICE_TASK_TTL_SECS", value_name = "SECS")]
+    task_ttl_secs: Option<u64>,
     /// Largest virtual (and stored) image size in bytes [default: 1 TiB].
     #[arg(long, env = "SLUICE_MAX_VIRTUAL_SIZE", value_name = "BYTES")]
     max_virtual_size: Option<u64>,
@@ -138,8 +143,20 @@ impl ServeArgs {
         if let Some(v) = self.per_project_imports {
             c.per_project_imports = v;
         }
-        if let Some(v) = self.task_ttl_hours {
-            c.task_ttl_hours = v;
+        match (self.task_ttl_hours, self.task_ttl_secs) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "--task-ttl-hours (SLUICE_TASK_TTL_HOURS) and --task-ttl-secs \
+                     (SLUICE_TASK_TTL_SECS) are both given; give the task TTL once"
+                        .into(),
+                )
+                .into())
+            }
+            (None, None) => {}
+            (hours, secs) => {
+                c.task_ttl_hours = hours;
+                c.task_ttl_secs = secs;
+            }
         }
         if let Some(v) = self.max_virtual_size {
             c.max_virtual_size = v;
@@ -486,6 +503,45 @@ fn human_size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `sluice serve <args>` parsed into its configuration.
+    fn serve_config(args: &[&str]) -> anyhow::Result<Config> {
+        let cli = Cli::try_parse_from(["sluice", "serve"].iter().chain(args))?;
+        match cli.command {
+            Command::Serve(serve) => serve.into_config(),
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn test_serve_task_ttl_flag_replaces_file_ttl_in_other_unit() {
+        let dir = tempfile::tempdir().unwrap();
+        let hours = dir.path().join("hours.toml");
+        std::fs::write(&hours, "task_ttl_hours = 1\n").unwrap();
+        let hours = hours.to_str().unwrap();
+        let secs = dir.path().join("secs.toml");
+        std::fs::write(&secs, "task_ttl_secs = 5\n").unwrap();
+        let secs = secs.to_str().unwrap();
+
+        assert_eq!(serve_config(&["--config", hours]).unwrap().task_ttl(), 3600);
+        let c = serve_config(&["--config", hours, "--task-ttl-secs", "30"]).unwrap();
+        assert_eq!((c.task_ttl(), c.task_ttl_hours), (30, None));
+        let c = serve_config(&["--config", secs, "--task-ttl-hours", "2"]).unwrap();
+        assert_eq!((c.task_ttl(), c.task_ttl_secs), (7200, None));
+        assert_eq!(
+            serve_config(&["--task-ttl-secs", "7"]).unwrap().task_ttl(),
+            7
+        );
+    }
+
+    #[test]
+    fn test_serve_task_ttl_both_flags_refused() {
+        let err = serve_config(&["--task-ttl-hours", "1", "--task-ttl-secs", "60"]);
+        assert!(
+            matches!(&err, Err(e) if e.to_string().contains("--task-ttl-hours")),
+            "{err:?}"
+        );
+    }
 
     #[test]
     fn test_human_size_uses_binary_units() {

@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sluice_formats::DEFAULT_MAX_VIRTUAL_SIZE;
 
+/// Hours a finished task stays visible when no TTL is configured (Glance's
+/// `[task] task_time_to_live` default).
+pub const DEFAULT_TASK_TTL_HOURS: u64 = 48;
+
 /// Everything `sluice serve` needs.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -22,7 +26,12 @@ pub struct Config {
     /// Concurrent imports one project may run; its other tasks wait in the queue.
     pub per_project_imports: usize,
     /// Hours a finished task stays visible (`expires_at`); Glance's `task_time_to_live`.
-    pub task_ttl_hours: u64,
+    /// Unset, with `task_ttl_secs` unset too: [`DEFAULT_TASK_TTL_HOURS`].
+    pub task_ttl_hours: Option<u64>,
+    /// Seconds a finished task stays visible, for a TTL finer than hours. One layer of the
+    /// configuration (the file; or environment and flags) may give the TTL in hours or in
+    /// seconds, not both; a later layer's TTL replaces an earlier one's whatever the unit.
+    pub task_ttl_secs: Option<u64>,
     /// Seconds between sweeps for expired tasks.
     pub sweep_interval_secs: u64,
     /// Largest virtual size accepted, in bytes; also caps the bytes an import may store
@@ -51,7 +60,8 @@ impl Default for Config {
             workers: 4,
             queue_capacity: 256,
             per_project_imports: 2,
-            task_ttl_hours: 48,
+            task_ttl_hours: None,
+            task_ttl_secs: None,
             sweep_interval_secs: 60,
             max_virtual_size: DEFAULT_MAX_VIRTUAL_SIZE,
             max_request_body: 64 << 10,
@@ -171,16 +181,18 @@ impl Config {
     /// Reads a TOML file over the defaults.
     ///
     /// # Errors
-    /// When the file cannot be read or parsed.
+    /// When the file cannot be read or parsed, or gives the task TTL in both units.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Reading {
             path: path.to_owned(),
             source,
         })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parsing {
+        let config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parsing {
             path: path.to_owned(),
             source,
-        })
+        })?;
+        config.check_task_ttl()?;
+        Ok(config)
     }
 
     /// Checks settings that cannot be expressed in types.
@@ -208,12 +220,32 @@ impl Config {
                 "auth mode 'token' needs auth.token_file".into(),
             ));
         }
+        self.check_task_ttl()
+    }
+
+    /// Refuses a TTL given both in hours and in seconds.
+    fn check_task_ttl(&self) -> Result<(), ConfigError> {
+        if self.task_ttl_hours.is_some() && self.task_ttl_secs.is_some() {
+            return Err(ConfigError::Invalid(
+                "task_ttl_hours and task_ttl_secs are both set; give the task TTL once, in \
+                 hours or in seconds"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 
-    /// Seconds a finished task stays visible.
-    pub fn task_ttl_secs(&self) -> i64 {
-        i64::try_from(self.task_ttl_hours.saturating_mul(3600)).unwrap_or(i64::MAX)
+    /// Seconds a finished task stays visible: `task_ttl_secs`, else `task_ttl_hours`, else
+    /// [`DEFAULT_TASK_TTL_HOURS`] ([`Config::validate`] refuses both set).
+    pub fn task_ttl(&self) -> i64 {
+        let secs = match self.task_ttl_secs {
+            Some(secs) => secs,
+            None => self
+                .task_ttl_hours
+                .unwrap_or(DEFAULT_TASK_TTL_HOURS)
+                .saturating_mul(3600),
+        };
+        i64::try_from(secs).unwrap_or(i64::MAX)
     }
 }
 
@@ -234,7 +266,7 @@ mod tests {
         assert_eq!(config.bind.port(), 9999);
         assert_eq!(config.workers, 3);
         assert_eq!(config.import.allowed_hosts, vec!["127.0.0.1".to_owned()]);
-        assert_eq!(config.task_ttl_hours, 48);
+        assert_eq!(config.task_ttl(), 48 * 3600);
         assert_eq!(config.conversion, Conversion::None);
     }
 
@@ -252,6 +284,40 @@ mod tests {
             Config::from_file(&path),
             Err(ConfigError::Parsing { .. })
         ));
+    }
+
+    #[test]
+    fn test_config_task_ttl_in_hours_or_seconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(&path, "task_ttl_hours = 2\n").unwrap();
+        assert_eq!(Config::from_file(&path).unwrap().task_ttl(), 7200);
+        std::fs::write(&path, "task_ttl_secs = 90\n").unwrap();
+        assert_eq!(Config::from_file(&path).unwrap().task_ttl(), 90);
+        std::fs::write(&path, "task_ttl_hours = 0\n").unwrap();
+        assert_eq!(Config::from_file(&path).unwrap().task_ttl(), 0);
+        let huge = Config {
+            task_ttl_secs: Some(u64::MAX),
+            ..Config::default()
+        };
+        assert_eq!(huge.task_ttl(), i64::MAX);
+    }
+
+    #[test]
+    fn test_config_task_ttl_in_both_units_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(&path, "task_ttl_hours = 1\ntask_ttl_secs = 60\n").unwrap();
+        assert!(matches!(
+            Config::from_file(&path),
+            Err(ConfigError::Invalid(m)) if m.contains("task_ttl_hours and task_ttl_secs")
+        ));
+        let both = Config {
+            task_ttl_hours: Some(1),
+            task_ttl_secs: Some(60),
+            ..Config::default()
+        };
+        assert!(matches!(both.validate(), Err(ConfigError::Invalid(_))));
     }
 
     #[test]

@@ -102,7 +102,7 @@ pub async fn run(
     progress: Arc<Progress>,
     cancel: watch::Receiver<bool>,
 ) {
-    let ttl = state.config.task_ttl_secs();
+    let ttl = state.config.task_ttl();
     let Some(mut task) = meta(state, {
         let id = task_id.to_owned();
         move |m| m.get_task(&id)

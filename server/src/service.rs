@@ -102,7 +102,7 @@ pub fn recover(state: &AppState) -> anyhow::Result<Vec<String>> {
             "removed partial image files left by an interrupted run"
         );
     }
-    let ttl = state.config.task_ttl_secs();
+    let ttl = state.config.task_ttl();
     let mut pending = Vec::new();
     let mut tasks = state.meta.list_tasks()?;
     tasks.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));

@@ -135,3 +135,22 @@ fn test_admin_sees_both_projects_tasks_and_images() {
         .req("GET", &format!("/v2/images/{id}"), &admin, None);
     assert_eq!(resp.status, 200, "{}", resp.text());
 }
+
+#[test]
+fn test_image_tasks_lists_own_import_and_other_project_gets_404() {
+    let p = two_projects();
+    let id = image_id(&p.task_a);
+    let path = format!("/v2/images/{id}/tasks");
+    let own = p.server.req("GET", &path, &member("project-a"), None);
+    assert_eq!(own.status, 200, "{}", own.text());
+    let body = own.json();
+    let tasks = body["tasks"].as_array().expect("tasks");
+    assert_eq!(tasks.len(), 1, "{body}");
+    assert_eq!(tasks[0]["id"], p.task_a["id"], "{body}");
+    assert_eq!(tasks[0]["status"], "success", "{body}");
+    assert_eq!(tasks[0]["image_id"], id, "{body}");
+    assert_eq!(tasks[0]["result"]["image_id"], id, "{body}");
+    assert_eq!(tasks[0]["deleted"], false, "{body}");
+    let other = p.server.req("GET", &path, &member("project-b"), None);
+    assert_eq!(other.status, 404, "{}", other.text());
+}

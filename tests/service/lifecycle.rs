@@ -32,15 +32,28 @@ fn test_delete_task_returns_405_allow_get() {
 
 #[test]
 fn test_finished_task_past_ttl_is_swept_and_image_kept() {
-    // `task_ttl_hours = 0`: a task expires the moment it finishes; sweep every second.
+    // `task_ttl_secs = 2`: a finished task is visible for two seconds; sweep every second.
     let dir = scratch();
     raw_disk(dir.path(), "small.raw", 1 << 20, 2);
     let files = FileServer::start(dir.path());
     let config = dir.path().join("sluice.toml");
-    std::fs::write(&config, "task_ttl_hours = 0\nsweep_interval_secs = 1\n").expect("config");
+    std::fs::write(&config, "task_ttl_secs = 2\nsweep_interval_secs = 1\n").expect("config");
     let server = Server::start(&["--config", config.to_str().expect("utf-8")]);
     let task = server.create_task(import_input(&files.url("small.raw"), "raw", "short-lived"));
     let id = task["id"].as_str().expect("id");
+    let done = server.wait_task(id);
+    assert_eq!(done["status"], "success", "{done}");
+    let secs = |key: &str| {
+        let text = done[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key}: {done}"));
+        humantime::parse_rfc3339(text)
+            .unwrap_or_else(|e| panic!("{key} {text}: {e}"))
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after epoch")
+            .as_secs()
+    };
+    assert_eq!(secs("expires_at") - secs("updated_at"), 2, "{done}");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let resp = server.get(&format!("/v2/tasks/{id}"));
@@ -48,15 +61,19 @@ fn test_finished_task_past_ttl_is_swept_and_image_kept() {
             break;
         }
         assert_eq!(resp.status, 200, "{}", resp.text());
-        let body = resp.json();
-        if body["status"] == "failure" {
-            panic!("import failed: {body}");
-        }
-        assert!(Instant::now() < deadline, "task never expired: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "task never expired: {}",
+            resp.text()
+        );
         thread::sleep(Duration::from_millis(50));
     }
     let list = server.get("/v2/tasks").json();
     assert_eq!(list["tasks"], serde_json::json!([]), "{list}");
+    let image_id = done["result"]["image_id"].as_str().expect("image id");
+    let image_tasks = server.get(&format!("/v2/images/{image_id}/tasks"));
+    assert_eq!(image_tasks.status, 200, "{}", image_tasks.text());
+    assert_eq!(image_tasks.json(), serde_json::json!({"tasks": []}));
     let images = server.get("/v2/images?name=short-lived").json();
     assert_eq!(
         images["images"].as_array().map(Vec::len),

@@ -68,6 +68,11 @@ pub enum Endpoint {
         /// Image id as sent.
         id: String,
     },
+    /// `GET /v2/images/{id}/tasks` (Images API v2.12): the tasks that made the image.
+    ImageTasks {
+        /// Image id as sent.
+        id: String,
+    },
     /// `PUT /v2/images/{id}/tags/{tag}`.
     AddTag {
         /// Image id as sent.
@@ -167,6 +172,12 @@ impl Endpoint {
             }
             ["v2", "images", id, "file"] => match *m {
                 Method::GET => Ok(Endpoint::DownloadImage {
+                    id: (*id).to_owned(),
+                }),
+                _ => not_allowed("GET"),
+            },
+            ["v2", "images", id, "tasks"] => match *m {
+                Method::GET => Ok(Endpoint::ImageTasks {
                     id: (*id).to_owned(),
                 }),
                 _ => not_allowed("GET"),
@@ -300,6 +311,24 @@ mod tests {
                 allow: "PUT, DELETE",
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn test_endpoint_image_tasks_get_only() {
+        assert!(matches!(
+            route(Method::GET, "/v2/images/abc/tasks"),
+            Ok(Endpoint::ImageTasks { id }) if id == "abc"
+        ));
+        for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+            assert!(matches!(
+                route(method, "/v2/images/abc/tasks"),
+                Err(ApiError::MethodNotAllowed { allow: "GET", .. })
+            ));
+        }
+        assert!(matches!(
+            route(Method::GET, "/v2/images/abc/tasks/x"),
+            Err(ApiError::NotFound)
         ));
     }
 

@@ -38,6 +38,9 @@ pub enum ApiError {
     /// 400: `POST` without a body.
     #[error("body expected in request")]
     BodyExpected,
+    /// 400: a body on a `GET` or `DELETE` (Glance's `body_reject` routes).
+    #[error("body not expected with this request")]
+    BodyNotExpected,
     /// 413: the body is longer than `max_request_body` (the limit).
     #[error("request body exceeds {0} bytes")]
     BodyTooLarge(usize),
@@ -144,6 +147,12 @@ impl ApiError {
             E::BodyExpected => (
                 StatusCode::BAD_REQUEST,
                 "Body expected in request.".into(),
+                vec![],
+                Trailer::Standard,
+            ),
+            E::BodyNotExpected => (
+                StatusCode::BAD_REQUEST,
+                "A body is not expected with this request.".into(),
                 vec![],
                 Trailer::Standard,
             ),

@@ -1,5 +1,5 @@
 //! The Images v2 calls a client makes after an import: show, list, download (with single
-//! `Range`s), `PATCH` (both JSON-patch media types), tags, delete.
+//! `Range`s), `PATCH` (both JSON-patch media types), tags, delete, and the image's tasks.
 //!
 //! Visibility (Glance's rules without image members): admins see every image; others see
 //! their project's images plus `public` and `community` ones. An image the caller cannot see
@@ -13,17 +13,18 @@ use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Body;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use tokio::io::AsyncSeekExt;
 
 use crate::api::auth::RequestContext;
 use crate::api::body::{empty_response, parse_json, read_body, ApiBody, FileBody};
 use crate::api::endpoint::Query;
 use crate::api::error::ApiError;
+use crate::api::isotime::{parse_isotime, IsoTime};
 use crate::api::listing::{
     column_equals, links, paginate, param, params, parse_limit, SortDir, SortValue,
 };
-use crate::api::tasks::py_repr;
+use crate::api::tasks::{self, py_repr};
 use crate::api::{format_time, now, ok_json, Api};
 use crate::meta::ImageRecord;
 
@@ -194,6 +195,29 @@ pub fn image_json(image: &ImageRecord) -> Value {
 /// `GET /v2/images/{id}`.
 pub fn show(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiBody>, ApiError> {
     Ok(ok_json(&image_json(&load(api, ctx, id)?)))
+}
+
+/// `GET /v2/images/{id}/tasks` (Images API v2.12): `{"tasks": [...]}` holding the import task
+/// that created the image (the image's `task_id`), as Glance's raw task rows
+/// ([`tasks::task_row_json`]), unless the caller may not see that task (another project's,
+/// for a public image) or it has expired. An image the caller cannot see is 404.
+pub fn image_tasks(
+    api: &Api,
+    ctx: &RequestContext,
+    id: &str,
+) -> Result<Response<ApiBody>, ApiError> {
+    let image = load(api, ctx, id)?;
+    let task = match &image.task_id {
+        Some(task_id) => api.state.meta.get_task(task_id)?,
+        None => None,
+    };
+    let current = now();
+    let rows: Vec<Value> = task
+        .filter(|t| tasks::visible(ctx, t) && tasks::unexpired(t, current))
+        .map(|t| tasks::task_row_json(&t, &image.id))
+        .into_iter()
+        .collect();
+    Ok(ok_json(&json!({ "tasks": rows })))
 }
 
 /// `DELETE /v2/images/{id}`: removes the record, then the file.
@@ -654,6 +678,61 @@ enum Filter {
     SizeMax(u64),
     /// `protected` equals.
     Protected(bool),
+    /// `created_at` or `updated_at` compared with an instant.
+    Time(TimeColumn, TimeOp, IsoTime),
+}
+
+/// The image times a list can be filtered by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TimeColumn {
+    CreatedAt,
+    UpdatedAt,
+}
+
+impl TimeColumn {
+    fn of(self, image: &ImageRecord) -> IsoTime {
+        IsoTime::from_timestamp(match self {
+            TimeColumn::CreatedAt => image.created_at,
+            TimeColumn::UpdatedAt => image.updated_at,
+        })
+    }
+}
+
+/// The operators of the time filters (Glance's `evaluate_filter_op`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TimeOp {
+    Eq,
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+    Neq,
+}
+
+impl TimeOp {
+    fn parse(op: &str) -> Option<TimeOp> {
+        match op {
+            "eq" => Some(TimeOp::Eq),
+            "gt" => Some(TimeOp::Gt),
+            "gte" => Some(TimeOp::Gte),
+            "lt" => Some(TimeOp::Lt),
+            "lte" => Some(TimeOp::Lte),
+            "neq" => Some(TimeOp::Neq),
+            _ => None,
+        }
+    }
+
+    /// Whether a column that compares to the filter's instant as `ordering` passes.
+    fn accepts(self, ordering: Ordering) -> bool {
+        match self {
+            TimeOp::Eq => ordering.is_eq(),
+            TimeOp::Gt => ordering.is_gt(),
+            TimeOp::Gte => ordering.is_ge(),
+            TimeOp::Lt => ordering.is_lt(),
+            TimeOp::Lte => ordering.is_le(),
+            TimeOp::Neq => ordering.is_ne(),
+        }
+    }
 }
 
 /// Columns that accept Glance's `in:` and `eq:` operators.
@@ -698,6 +777,15 @@ impl ImageListRequest {
                 column if OPERATOR_COLUMNS.contains(&column) => {
                     filters.push(Filter::In(key.clone(), parse_operator(value)?));
                 }
+                "created_at" | "updated_at" => {
+                    let column = if key == "created_at" {
+                        TimeColumn::CreatedAt
+                    } else {
+                        TimeColumn::UpdatedAt
+                    };
+                    let (op, at) = parse_time_filter(key, value)?;
+                    filters.push(Filter::Time(column, op, at));
+                }
                 _ => filters.push(Filter::In(key.clone(), vec![value.clone()])),
             }
         }
@@ -729,6 +817,7 @@ impl ImageListRequest {
                 Filter::SizeMin(n) => image.size >= *n,
                 Filter::SizeMax(n) => image.size <= *n,
                 Filter::Protected(p) => image.protected == *p,
+                Filter::Time(column, op, at) => op.accepts(column.of(image).cmp(at)),
             })
     }
 }
@@ -755,6 +844,39 @@ fn parse_operator(value: &str) -> Result<Vec<String>, ApiError> {
             "Unable to filter on a unknown operator '{op}'."
         ))),
     }
+}
+
+/// A time filter's value (Glance's `split_filter_op`): `<op>:<ISO 8601 time>`, or a bare
+/// time meaning `eq`.
+///
+/// # Errors
+/// 400 naming the operator when it is not one of `gt, gte, lt, lte, eq, neq`, or naming the
+/// value when the time does not parse ([`parse_isotime`]).
+fn parse_time_filter(key: &str, value: &str) -> Result<(TimeOp, IsoTime), ApiError> {
+    if let Some(at) = parse_isotime(value.trim()) {
+        return Ok((TimeOp::Eq, at));
+    }
+    // A prefix that cannot be an operator (`2026-11-24T17` of a malformed bare time) is
+    // reported as a bad time, not as an unknown operator.
+    let (op, time) = match value.split_once(':') {
+        Some((op, time)) if op.bytes().all(|b| b.is_ascii_alphabetic()) => (op, time),
+        _ => ("eq", value),
+    };
+    let op = TimeOp::parse(op).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "Unable to filter on a unknown operator '{op}'. The operators of {key} are gt, \
+             gte, lt, lte, eq and neq."
+        ))
+    })?;
+    let time = time.trim();
+    let at = parse_isotime(time).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "Invalid value '{time}' for parameter '{key}': it must be an ISO 8601 time such as \
+             2026-11-24T17:28:21Z, optionally after an operator and a colon (gt:, gte:, lt:, \
+             lte:, eq:, neq:)."
+        ))
+    })?;
+    Ok((op, at))
 }
 
 /// Splits a comma-separated list whose items may be double-quoted (to contain commas).

@@ -1,8 +1,11 @@
 //! The HTTP API: Glance's v2 Tasks API for `import` tasks, and the Images v2 calls a client
-//! makes around an import (show, list, download, patch, tags, delete), on hyper 1.
+//! makes around an import (show, list, download, patch, tags, delete, the image's tasks), on
+//! hyper 1.
 //!
 //! A request goes through [`Endpoint::from_request`] (404/405 before any handler runs), then
-//! authentication ([`auth`]; version discovery is public), then one handler. Every failure is
+//! authentication ([`auth`]; version discovery is public), then, for `GET` and `DELETE`, a
+//! check that it has no body (400 "A body is not expected with this request.", as Glance),
+//! then one handler. Every failure is
 //! an [`ApiError`], mapped to HTTP in one place ([`error`]). Every response carries
 //! `x-openstack-request-id: req-<uuid>`.
 //!
@@ -20,6 +23,10 @@
 //! - Errors are JSON (Glance's `Accept: application/json` form) when `Accept` names JSON,
 //!   else Glance's plain-text form (where Glance would send HTML for `Accept: */*`;
 //!   python-glanceclient reads both).
+//! - `GET /v2/images/{id}/tasks` lists the `import` task that created the image, with
+//!   `image_id` set to that image. Glance links only `api_image_import` tasks to their image
+//!   (a legacy `import` task's `image_id` column stays null), so for a task-imported image it
+//!   answers `{"tasks": []}`.
 //! - Images are created only by import tasks: there is no `POST /v2/images`, upload, stage,
 //!   interoperable import, members, locations or `os_hidden` changes.
 
@@ -30,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use http::header::HOST;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Body;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -46,6 +53,7 @@ pub mod body;
 pub mod endpoint;
 pub mod error;
 pub mod images;
+pub mod isotime;
 pub mod listing;
 pub mod schemas;
 pub mod tasks;
@@ -132,7 +140,15 @@ impl Api {
         // Authentication comes before routing errors, as keystonemiddleware runs before
         // Glance's router.
         let ctx = self.auth.authenticate(request.headers(), request_id)?;
-        match endpoint? {
+        let endpoint = endpoint?;
+        // Glance's `body_reject`: a body (`Content-Length` above 0, or chunked) on a GET or
+        // DELETE is refused before any handler runs.
+        if matches!(*request.method(), Method::GET | Method::DELETE)
+            && !request.body().is_end_stream()
+        {
+            return Err(ApiError::BodyNotExpected);
+        }
+        match endpoint {
             Endpoint::Root | Endpoint::Versions => Err(ApiError::NotFound),
             Endpoint::CreateTask => tasks::create(self, &ctx, request).await,
             Endpoint::ListTasks { query } => tasks::list(self, &ctx, query).await,
@@ -147,6 +163,7 @@ impl Api {
             Endpoint::PatchImage { id } => images::patch(self, &ctx, &id, request).await,
             Endpoint::DeleteImage { id } => images::delete(self, &ctx, &id),
             Endpoint::DownloadImage { id } => images::download(self, &ctx, &id, &request).await,
+            Endpoint::ImageTasks { id } => images::image_tasks(self, &ctx, &id),
             Endpoint::AddTag { id, tag } => images::add_tag(self, &ctx, &id, &tag),
             Endpoint::DeleteTag { id, tag } => images::delete_tag(self, &ctx, &id, &tag),
         }
@@ -278,6 +295,13 @@ pub fn format_time(ts: Timestamp) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
+/// `YYYY-MM-DDTHH:MM:SS.000000`: oslo's `to_primitive` form of a timestamp (microseconds, no
+/// zone), which Glance's `GET /v2/images/{id}/tasks` sends; clamped as [`format_time`].
+pub fn format_primitive_time(ts: Timestamp) -> String {
+    let iso = format_time(ts);
+    format!("{}.000000", iso.strip_suffix('Z').unwrap_or(&iso))
+}
+
 /// A 200 JSON response.
 pub fn ok_json(value: &serde_json::Value) -> Response<ApiBody> {
     body::json_response(StatusCode::OK, value)
@@ -296,6 +320,15 @@ mod tests {
         assert_eq!(format_time(1_795_541_301), "2026-11-24T17:28:21Z");
         assert_eq!(format_time(-5), "1970-01-01T00:00:00Z");
         assert_eq!(format_time(i64::MAX), "9999-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn test_format_primitive_time_is_oslo_to_primitive() {
+        assert_eq!(format_primitive_time(0), "1970-01-01T00:00:00.000000");
+        assert_eq!(
+            format_primitive_time(1_795_541_301),
+            "2026-11-24T17:28:21.000000"
+        );
     }
 
     /// Starts `serve` on a loopback port; returns its address, the shutdown trigger and the
@@ -358,6 +391,38 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn test_serve_get_body_refused_unless_content_length_zero() {
+        use tokio::io::AsyncWriteExt;
+        let (addr, shutdown, server, _h) = start(|_| {}).await;
+        for (head_and_body, status) in [
+            ("Content-Length: 0\r\n\r\n", "HTTP/1.1 200"),
+            ("\r\n", "HTTP/1.1 200"),
+            ("Content-Length: 2\r\n\r\n{}", "HTTP/1.1 400"),
+            (
+                "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                "HTTP/1.1 400",
+            ),
+        ] {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let request = format!(
+                "GET /v2/tasks HTTP/1.1\r\nHost: h\r\nAccept: application/json\r\n\
+                 Connection: close\r\n{head_and_body}"
+            );
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let text = read_all(&mut stream).await;
+            assert!(text.starts_with(status), "{head_and_body:?}: {text}");
+            if status.ends_with("400") {
+                assert!(
+                    text.contains("A body is not expected with this request."),
+                    "{text}"
+                );
+            }
+        }
+        shutdown.send(()).unwrap();
+        server.await.unwrap().unwrap();
     }
 
     #[tokio::test]

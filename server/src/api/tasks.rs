@@ -23,9 +23,9 @@ use crate::api::error::ApiError;
 use crate::api::listing::{
     column_equals, is_uuid, links, paginate, param, parse_limit, SortDir, SortValue,
 };
-use crate::api::{format_time, now, ok_json, Api};
+use crate::api::{format_primitive_time, format_time, now, ok_json, Api};
 use crate::executor::TaskProgress;
-use crate::meta::{TaskRecord, TaskStatus};
+use crate::meta::{TaskRecord, TaskStatus, Timestamp};
 
 /// Task types in Glance's schema enum.
 const GLANCE_TASK_TYPES: [&str; 3] = ["import", "api_image_import", "location_import"];
@@ -269,7 +269,7 @@ pub fn show(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiBod
         .meta
         .get_task(id)?
         .ok_or_else(|| ApiError::TaskNotFound(id.to_owned()))?;
-    if !ctx.is_admin && task.owner != ctx.project_id {
+    if !visible(ctx, &task) {
         return Err(ApiError::TaskForbidden(id.to_owned()));
     }
     let progress = match task.status {
@@ -301,12 +301,60 @@ pub fn task_json(task: &TaskRecord, progress: Option<TaskProgress>) -> Value {
             json!({"bytes_received": p.bytes_received, "bytes_total": p.bytes_total}),
         );
     }
+    insert_reason(&mut obj, task);
+    Value::Object(obj)
+}
+
+/// A task as Glance's database layer formats it (`_task_format` with the task's info), which
+/// `GET /v2/images/{id}/tasks` sends as is: every column, with `deleted`/`deleted_at` of a live
+/// row, timestamps in oslo's `to_primitive` form, and `image_id` the image the task is listed
+/// under; plus Sluice's `reason` on failure.
+pub fn task_row_json(task: &TaskRecord, image_id: &str) -> Value {
+    let text_or_null = |v: &Option<String>| v.clone().map_or(Value::Null, Value::String);
+    let time = |ts: Timestamp| Value::String(format_primitive_time(ts));
+    let mut obj = Map::new();
+    for (key, value) in [
+        ("id", Value::String(task.id.clone())),
+        ("type", Value::String(task.task_type.clone())),
+        ("status", Value::String(task.status.as_str().into())),
+        ("owner", Value::String(task.owner.clone())),
+        ("expires_at", task.expires_at.map_or(Value::Null, time)),
+        ("created_at", time(task.created_at)),
+        ("updated_at", time(task.updated_at)),
+        ("deleted_at", Value::Null),
+        ("deleted", Value::Bool(false)),
+        ("image_id", Value::String(image_id.to_owned())),
+        ("request_id", text_or_null(&task.request_id)),
+        ("user_id", text_or_null(&task.user_id)),
+        ("input", task.input.clone()),
+        ("result", task.result.clone().unwrap_or(Value::Null)),
+        ("message", Value::String(task.message.clone())),
+    ] {
+        obj.insert(key.into(), value);
+    }
+    insert_reason(&mut obj, task);
+    Value::Object(obj)
+}
+
+/// Adds Sluice's stable failure code, `reason`, to a failed task's JSON.
+fn insert_reason(obj: &mut Map<String, Value>, task: &TaskRecord) {
     if task.status == TaskStatus::Failure {
         if let Some(reason) = &task.reason {
             obj.insert("reason".into(), Value::String(reason.clone()));
         }
     }
-    Value::Object(obj)
+}
+
+/// Whether the caller may see the task (Glance's `_is_task_visible`): admins see every
+/// task, others their project's.
+pub fn visible(ctx: &RequestContext, task: &TaskRecord) -> bool {
+    ctx.is_admin || task.owner == ctx.project_id
+}
+
+/// Whether the task has not expired at `now` (expired tasks are hidden until the sweeper
+/// removes them).
+pub fn unexpired(task: &TaskRecord, now: Timestamp) -> bool {
+    task.expires_at.is_none_or(|e| e > now)
 }
 
 /// The list entry: id, type, status, owner, timestamps, self, schema (Glance's stub).
@@ -416,7 +464,7 @@ pub async fn list(
                 let task = tasks.iter().find(|t| &t.id == id).cloned().ok_or_else(|| {
                     ApiError::BadRequest(format!("Invalid marker. Task {id} could not be found."))
                 })?;
-                if !ctx.is_admin && task.owner != ctx.project_id {
+                if !visible(&ctx, &task) {
                     return Err(ApiError::TaskForbidden(id.clone()));
                 }
                 Some(task)
@@ -426,8 +474,8 @@ pub async fn list(
         let current = now();
         let visible: Vec<TaskRecord> = tasks
             .into_iter()
-            .filter(|t| ctx.is_admin || t.owner == ctx.project_id)
-            .filter(|t| t.expires_at.is_none_or(|e| e > current))
+            .filter(|t| visible(&ctx, t))
+            .filter(|t| unexpired(t, current))
             .filter(|t| {
                 req.filters
                     .iter()

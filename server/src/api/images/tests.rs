@@ -6,7 +6,10 @@ use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::api::body::FILE_CHUNK;
-use crate::api::testing::{admin, image_record, member, uuid_n, Harness, ADMIN_PROJECT};
+use crate::api::testing::{
+    admin, image_record, member, task_record, uuid_n, Harness, ADMIN_PROJECT,
+};
+use crate::meta::TaskStatus;
 
 const V21: &str = "application/openstack-images-v2.1-json-patch";
 const V20: &str = "application/openstack-images-v2.0-json-patch";
@@ -268,6 +271,105 @@ async fn test_list_images_sort_paging_and_filters() {
         let reply = get(query).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
         assert_eq!(reply.message(), message, "{query}");
+    }
+}
+
+/// Images created at 17:28:20, :21 and :22 on 2026-11-24 (ids 1, 2, 3); image 1 was updated
+/// at 17:30:00.
+fn timed_images() -> Harness {
+    let h = Harness::new();
+    for n in 1..=3u32 {
+        let created = 1_795_541_299 + i64::from(n);
+        let mut image = image_record(&uuid_n(n), ADMIN_PROJECT, "t", 1, created);
+        if n == 1 {
+            image.updated_at = 1_795_541_400;
+        }
+        h.insert_image(&image, None);
+    }
+    h
+}
+
+#[tokio::test]
+async fn test_list_images_time_filters_each_operator() {
+    let h = timed_images();
+    let at = "2026-11-24T17:28:21Z";
+    for (query, want) in [
+        (format!("created_at=gt:{at}"), vec![3]),
+        (format!("created_at=gte:{at}"), vec![3, 2]),
+        (format!("created_at=lt:{at}"), vec![1]),
+        (format!("created_at=lte:{at}"), vec![2, 1]),
+        (format!("created_at=eq:{at}"), vec![2]),
+        (format!("created_at=neq:{at}"), vec![3, 1]),
+        (format!("created_at={at}"), vec![2]),
+        // Sub-second thresholds compare with the whole-second columns exactly.
+        ("created_at=gt:2026-11-24T17:28:21.5Z".into(), vec![3]),
+        ("created_at=lt:2026-11-24T17:28:21.5Z".into(), vec![2, 1]),
+        // An offset is converted to UTC ('+' must be %2B in a query string).
+        ("created_at=eq:2026-11-24T19:28:21%2B02:00".into(), vec![2]),
+        ("created_at=lt:2026-11-25".into(), vec![3, 2, 1]),
+        ("created_at=gt:2026-11-25".into(), vec![]),
+        (
+            format!("created_at=gte:{at}&created_at=lt:2026-11-24T17:28:22Z"),
+            vec![2],
+        ),
+        ("updated_at=gte:2026-11-24T17:30:00Z".into(), vec![1]),
+        ("updated_at=lt:2026-11-24T17:30:00Z".into(), vec![3, 2]),
+    ] {
+        let reply = h
+            .call(Method::GET, &format!("/v2/images?{query}"), b"")
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.message());
+        let want: Vec<String> = want.into_iter().map(uuid_n).collect();
+        assert_eq!(ids(&reply.json()), want, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn test_list_images_time_filter_bad_operator_or_time_is_400() {
+    let h = timed_images();
+    for (query, message) in [
+        (
+            "created_at=like:2026-11-24T17:28:21Z",
+            "Unable to filter on a unknown operator 'like'. The operators of created_at are \
+             gt, gte, lt, lte, eq and neq.",
+        ),
+        (
+            "updated_at=gt:yesterday",
+            "Invalid value 'yesterday' for parameter 'updated_at': it must be an ISO 8601 time \
+             such as 2026-11-24T17:28:21Z, optionally after an operator and a colon (gt:, gte:, \
+             lt:, lte:, eq:, neq:).",
+        ),
+        (
+            "created_at=tomorrow",
+            "Invalid value 'tomorrow' for parameter 'created_at': it must be an ISO 8601 time \
+             such as 2026-11-24T17:28:21Z, optionally after an operator and a colon (gt:, gte:, \
+             lt:, lte:, eq:, neq:).",
+        ),
+    ] {
+        let reply = h
+            .call(Method::GET, &format!("/v2/images?{query}"), b"")
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        assert_eq!(reply.json()["code"], "400 Bad Request", "{query}");
+        assert_eq!(reply.message(), message, "{query}");
+    }
+    for query in [
+        "created_at=2026-11-24T17:28:2",
+        "created_at=gt:2026-02-30T00:00:00Z",
+        "created_at=gt:",
+        "created_at=gte:2026-11-24T17:28:21%2B2",
+        "updated_at=lt:2026-11-24T17:28:21+02:00",
+    ] {
+        let reply = h
+            .call(Method::GET, &format!("/v2/images?{query}"), b"")
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(
+            reply.message().starts_with("Invalid value '"),
+            "{query}: {}",
+            reply.message()
+        );
     }
 }
 
@@ -559,6 +661,201 @@ async fn test_download_image_missing_data_is_404() {
         .call(Method::GET, &format!("/v2/images/{}/file", uuid_n(2)), b"")
         .await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
+}
+
+/// An image of `owner` (visibility `visibility`) imported by a successful task that expires at
+/// `expires_at`; returns (image id, task id).
+fn imported(
+    h: &Harness,
+    n: u32,
+    owner: &str,
+    visibility: &str,
+    expires_at: i64,
+) -> (String, String) {
+    let (image_id, task_id) = (uuid_n(n), uuid_n(n + 100));
+    let mut task = task_record(&task_id, owner, TaskStatus::Success, 1_795_541_301);
+    task.updated_at = 1_795_541_305;
+    task.expires_at = Some(expires_at);
+    task.result = Some(json!({ "image_id": image_id }));
+    h.meta().put_task(&task).unwrap();
+    let mut image = image_record(&image_id, owner, "imported", 1, 1_795_541_305);
+    image.visibility = visibility.into();
+    image.task_id = Some(task_id.clone());
+    h.insert_image(&image, None);
+    (image_id, task_id)
+}
+
+#[tokio::test]
+async fn test_image_tasks_import_task_is_glance_db_row() {
+    let h = Harness::new();
+    let (image_id, task_id) = imported(&h, 1, ADMIN_PROJECT, "private", i64::MAX / 2);
+    let reply = h
+        .call(Method::GET, &format!("/v2/images/{image_id}/tasks"), b"")
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let body = reply.json();
+    assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
+    let tasks = body["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 1, "{body}");
+    let task = &tasks[0];
+    // webdl-00-ok-qcow2's final_image_tasks, key for key.
+    let keys: BTreeSet<&str> = task
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let expected: BTreeSet<&str> = [
+        "id",
+        "type",
+        "status",
+        "owner",
+        "expires_at",
+        "created_at",
+        "updated_at",
+        "deleted_at",
+        "deleted",
+        "image_id",
+        "request_id",
+        "user_id",
+        "input",
+        "result",
+        "message",
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(keys, expected);
+    assert_eq!(task["id"], task_id);
+    assert_eq!(task["type"], "import");
+    assert_eq!(task["status"], "success");
+    assert_eq!(task["owner"], ADMIN_PROJECT);
+    assert_eq!(task["created_at"], "2026-11-24T17:28:21.000000");
+    assert_eq!(task["updated_at"], "2026-11-24T17:28:25.000000");
+    assert!(
+        task["expires_at"]
+            .as_str()
+            .is_some_and(|e| e.ends_with(".000000")),
+        "{task}"
+    );
+    assert_eq!(task["deleted_at"], Value::Null);
+    assert_eq!(task["deleted"], false);
+    assert_eq!(task["image_id"], image_id);
+    assert_eq!(task["result"], json!({ "image_id": image_id }));
+    assert_eq!(task["request_id"], "req-x");
+    assert_eq!(task["user_id"], "u");
+    assert_eq!(task["message"], "");
+    assert_eq!(task["input"]["import_from"], crate::api::testing::SOURCE);
+}
+
+#[tokio::test]
+async fn test_image_tasks_image_caller_cannot_see_is_404() {
+    let h = Harness::new();
+    let (image_id, _) = imported(&h, 1, "pa", "private", i64::MAX / 2);
+    for (id, who) in [(image_id.as_str(), member("pb")), (&uuid_n(9), admin())] {
+        let reply = h
+            .call_as(Method::GET, &format!("/v2/images/{id}/tasks"), &who, b"")
+            .await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{id}");
+        assert_eq!(reply.message(), format!("No image found with ID {id}"));
+    }
+    let own = h
+        .call_as(
+            Method::GET,
+            &format!("/v2/images/{image_id}/tasks"),
+            &member("pa"),
+            b"",
+        )
+        .await;
+    assert_eq!(own.json()["tasks"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn test_image_tasks_public_image_other_projects_task_hidden() {
+    let h = Harness::new();
+    let (image_id, _) = imported(&h, 1, "pa", "public", i64::MAX / 2);
+    let reply = h
+        .call_as(
+            Method::GET,
+            &format!("/v2/images/{image_id}/tasks"),
+            &member("pb"),
+            b"",
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json(), json!({ "tasks": [] }));
+}
+
+#[tokio::test]
+async fn test_image_tasks_expired_or_swept_task_not_listed() {
+    let h = Harness::new();
+    let (expired, _) = imported(&h, 1, ADMIN_PROJECT, "private", crate::api::now() - 1);
+    let (swept, swept_task) = imported(&h, 2, ADMIN_PROJECT, "private", i64::MAX / 2);
+    h.meta().delete_task(&swept_task).unwrap();
+    for id in [expired, swept] {
+        let reply = h
+            .call(Method::GET, &format!("/v2/images/{id}/tasks"), b"")
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.json(), json!({ "tasks": [] }), "{id}");
+    }
+}
+
+#[tokio::test]
+async fn test_image_tasks_post_is_405_allow_get() {
+    let h = Harness::new();
+    let (image_id, _) = imported(&h, 1, ADMIN_PROJECT, "private", i64::MAX / 2);
+    let reply = h
+        .call(Method::POST, &format!("/v2/images/{image_id}/tasks"), b"")
+        .await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reply.header("allow"), Some("GET"));
+}
+
+#[tokio::test]
+async fn test_get_and_delete_with_body_are_400_and_change_nothing() {
+    let h = Harness::new();
+    let (image_id, task_id) = imported(&h, 1, ADMIN_PROJECT, "private", i64::MAX / 2);
+    let mut image = h.meta().get_image(&image_id).unwrap().unwrap();
+    image.tags = vec!["gold".into()];
+    h.insert_image(&image, Some(b"data"));
+    for (method, path) in [
+        (Method::GET, "/v2/images".to_owned()),
+        (Method::GET, format!("/v2/images/{image_id}")),
+        (Method::GET, format!("/v2/images/{image_id}/file")),
+        (Method::GET, format!("/v2/images/{image_id}/tasks")),
+        (Method::DELETE, format!("/v2/images/{image_id}")),
+        (Method::DELETE, format!("/v2/images/{image_id}/tags/gold")),
+        (Method::GET, "/v2/tasks".to_owned()),
+        (Method::GET, format!("/v2/tasks/{task_id}")),
+        (Method::GET, "/v2/schemas/image".to_owned()),
+        (Method::GET, "/v2/info/import".to_owned()),
+    ] {
+        let reply = h.call(method.clone(), &path, b"{}").await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{method} {path}");
+        assert_eq!(
+            reply.message(),
+            "A body is not expected with this request.",
+            "{method} {path}"
+        );
+        let without = h.call(method.clone(), &path, b"").await;
+        assert!(
+            without.status.is_success(),
+            "{method} {path}: {}",
+            without.status
+        );
+        if method == Method::DELETE {
+            // Undo the successful bodiless delete for the next round.
+            h.insert_image(&image, Some(b"data"));
+        }
+    }
+    // Refused before routing concerns of its own: an unknown path stays 404, a wrong
+    // method 405.
+    let unknown = h.call(Method::GET, "/v2/nothing", b"{}").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let task_delete = h
+        .call(Method::DELETE, &format!("/v2/tasks/{task_id}"), b"{}")
+        .await;
+    assert_eq!(task_delete.status, StatusCode::METHOD_NOT_ALLOWED);
 }
 
 #[tokio::test]

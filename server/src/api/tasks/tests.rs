@@ -703,3 +703,22 @@ async fn test_hostile_requests_get_error_responses() {
         assert!(reply.json()["code"].is_string(), "{path}");
     }
 }
+
+#[test]
+fn test_task_row_json_failure_has_reason_and_null_expiry_when_unset() {
+    let mut failed = task_record(&uuid_n(1), "pa", TaskStatus::Failure, 10);
+    failed.reason = Some("backing_file".into());
+    failed.message = "qcow2 image has a backing file".into();
+    failed.request_id = None;
+    let row = crate::api::tasks::task_row_json(&failed, &uuid_n(2));
+    assert_eq!(row["reason"], "backing_file");
+    assert_eq!(row["message"], "qcow2 image has a backing file");
+    assert_eq!(row["expires_at"], Value::Null);
+    assert_eq!(row["request_id"], Value::Null);
+    assert_eq!(row["result"], Value::Null);
+    assert_eq!(row["image_id"], uuid_n(2));
+    let ok = task_record(&uuid_n(3), "pa", TaskStatus::Success, 10);
+    assert!(crate::api::tasks::task_row_json(&ok, &uuid_n(2))
+        .get("reason")
+        .is_none());
+}
