@@ -41,6 +41,16 @@ async fn patch(
     .await
 }
 
+/// The keys of a JSON object.
+fn key_set(value: &Value) -> BTreeSet<&str> {
+    value
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
 #[tokio::test]
 async fn test_get_image_has_glance_fields_and_flat_properties() {
     let h = Harness::new();
@@ -62,12 +72,7 @@ async fn test_get_image_has_glance_fields_and_flat_properties() {
         .await;
     assert_eq!(reply.status, StatusCode::OK);
     let body = reply.json();
-    let keys: BTreeSet<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let keys = key_set(&body);
     // 01-ok-extra-props's image, key for key.
     let expected: BTreeSet<&str> = [
         "os_distro",
@@ -699,12 +704,7 @@ async fn test_image_tasks_import_task_is_glance_db_row() {
     assert_eq!(tasks.len(), 1, "{body}");
     let task = &tasks[0];
     // webdl-00-ok-qcow2's final_image_tasks, key for key.
-    let keys: BTreeSet<&str> = task
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let keys = key_set(task);
     let expected: BTreeSet<&str> = [
         "id",
         "type",
