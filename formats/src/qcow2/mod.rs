@@ -21,7 +21,7 @@ pub(crate) mod write;
 #[allow(clippy::arithmetic_side_effects)] // test builders compute small fixed offsets
 mod tests;
 
-use crate::probe::{Detection, Probe};
+use crate::probe::{Detection, PlacedFindings, Probe};
 use crate::stream::{be_u32, Capture, Tail};
 use crate::{Format, Limits, Reason, ReasonCode};
 
@@ -36,7 +36,7 @@ pub(crate) struct Qcow2Probe {
     header: Capture,
     state: State,
     virtual_size: Option<u64>,
-    findings: Qcow2Findings,
+    findings: PlacedFindings,
 }
 
 /// Where the probe is.
@@ -62,7 +62,7 @@ impl Qcow2Probe {
             header: Capture::new(0, QCOW2_HEADER_CAPTURE),
             state: State::Pending,
             virtual_size: None,
-            findings: Qcow2Findings::default(),
+            findings: PlacedFindings::default(),
         }
     }
 
@@ -216,60 +216,7 @@ impl Probe for Qcow2Probe {
     }
 
     fn findings(&self) -> &[Reason] {
-        &self.findings.reasons
-    }
-}
-
-/// The probe's findings: one per reason code, the one at the lowest stream offset.
-///
-/// The generic first-wins `Findings` would depend on the order in which the walkers see a
-/// chunk's bytes (a refcount table entry and an L1 entry in the same chunk), which differs
-/// between chunkings; keeping the lowest-offset finding per code (ties broken by message)
-/// makes the result a function of the bytes alone.
-#[derive(Debug, Default)]
-pub(crate) struct Qcow2Findings {
-    /// `(offset, reason)`, sorted by offset then code.
-    items: Vec<(u64, Reason)>,
-    /// The reasons of `items`, in the same order.
-    reasons: Vec<Reason>,
-}
-
-impl Qcow2Findings {
-    /// Records a finding found at stream offset `at` (`u64::MAX` for end-of-stream ones).
-    pub(crate) fn push(&mut self, code: ReasonCode, at: u64, message: String) {
-        self.push_with(code, at, || message);
-    }
-
-    /// Like [`Self::push`], formatting the message only when it may be kept (a hostile table
-    /// can repeat one defect millions of times).
-    pub(crate) fn push_with(
-        &mut self,
-        code: ReasonCode,
-        at: u64,
-        message: impl FnOnce() -> String,
-    ) {
-        if self
-            .items
-            .iter()
-            .any(|(old_at, r)| r.code == code && *old_at < at)
-        {
-            return;
-        }
-        let message = message();
-        if let Some(i) = self.items.iter().position(|(_, r)| r.code == code) {
-            let replace = self
-                .items
-                .get(i)
-                .is_some_and(|(old_at, old)| (at, &message) < (*old_at, &old.message));
-            if !replace {
-                return;
-            }
-            self.items.remove(i);
-        }
-        self.items.push((at, Reason::new(code, message)));
-        self.items
-            .sort_by(|(a, ra), (b, rb)| (a, ra.code).cmp(&(b, rb.code)));
-        self.reasons = self.items.iter().map(|(_, r)| r.clone()).collect();
+        self.findings.as_slice()
     }
 }
 

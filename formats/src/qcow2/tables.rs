@@ -5,6 +5,7 @@
 use crate::stream::{be_u64, Capture, EntryScanner, TableQueue};
 use crate::ReasonCode;
 
+use super::display_name;
 use super::extensions::Qcow2ExtensionWalker;
 use super::header::{
     self, check, incompat, off, Qcow2Header, Qcow2Layout, AUTOCLEAR_DATA_FILE_RAW,
@@ -12,7 +13,7 @@ use super::header::{
 };
 use super::limits::{QCOW2_HEADER_CAPTURE, QCOW2_MAX_BACKING_FILE_NAME, QCOW2_MAX_L1_BYTES};
 use super::snapshots::{Qcow2SnapshotWalker, SnapshotEvent};
-use super::{display_name, Qcow2Findings};
+use crate::probe::PlacedFindings;
 
 /// Bits 9–55 of an L1 entry: the L2 table offset (QEMU's `L1E_OFFSET_MASK`).
 const L1E_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
@@ -113,7 +114,7 @@ impl Qcow2Walk {
     pub(crate) fn new(
         h: &Qcow2Header,
         max_tracked_tables: usize,
-        findings: &mut Qcow2Findings,
+        findings: &mut PlacedFindings,
     ) -> Option<Self> {
         let (problems, layout, tables) = check(h);
         for p in problems {
@@ -199,7 +200,7 @@ impl Qcow2Walk {
     }
 
     /// Feeds stream bytes to every walker.
-    pub(crate) fn feed(&mut self, pos: u64, data: &[u8], findings: &mut Qcow2Findings) {
+    pub(crate) fn feed(&mut self, pos: u64, data: &[u8], findings: &mut PlacedFindings) {
         if let Some(ext) = &mut self.extensions {
             ext.feed(pos, data);
             if ext.is_done() && !self.extensions_reported {
@@ -231,7 +232,7 @@ impl Qcow2Walk {
 
     /// End of stream at `len` bytes: report what is still owed and whether the image is
     /// shorter than what it references.
-    pub(crate) fn finish(&mut self, len: u64, findings: &mut Qcow2Findings) {
+    pub(crate) fn finish(&mut self, len: u64, findings: &mut PlacedFindings) {
         if !self.extensions_reported {
             self.report_extensions(findings);
         }
@@ -286,7 +287,7 @@ impl Qcow2Walk {
 
     /// Reports the external data file (bit 2, the raw-data autoclear bit or the extension),
     /// an encryption header extension, and a malformed extension chain.
-    fn report_extensions(&mut self, findings: &mut Qcow2Findings) {
+    fn report_extensions(&mut self, findings: &mut PlacedFindings) {
         self.extensions_reported = true;
         let found = self.extensions.as_ref().map(|e| e.found().clone());
         let found = found.unwrap_or_default();
@@ -319,7 +320,7 @@ impl Qcow2Walk {
         }
     }
 
-    fn feed_refcount(&mut self, pos: u64, data: &[u8], findings: &mut Qcow2Findings) {
+    fn feed_refcount(&mut self, pos: u64, data: &[u8], findings: &mut PlacedFindings) {
         let Qcow2Walk {
             refcount,
             layout,
@@ -354,7 +355,7 @@ impl Qcow2Walk {
         });
     }
 
-    fn feed_l1(&mut self, pos: u64, data: &[u8], findings: &mut Qcow2Findings) {
+    fn feed_l1(&mut self, pos: u64, data: &[u8], findings: &mut PlacedFindings) {
         let Qcow2Walk {
             l1,
             l2,
@@ -419,7 +420,7 @@ impl Qcow2Walk {
         });
     }
 
-    fn feed_snapshots(&mut self, pos: u64, data: &[u8], findings: &mut Qcow2Findings) {
+    fn feed_snapshots(&mut self, pos: u64, data: &[u8], findings: &mut PlacedFindings) {
         let Qcow2Walk {
             snapshots,
             layout,
@@ -465,7 +466,7 @@ impl Qcow2Walk {
         });
     }
 
-    fn feed_l2(&mut self, pos: u64, data: &[u8], findings: &mut Qcow2Findings) {
+    fn feed_l2(&mut self, pos: u64, data: &[u8], findings: &mut PlacedFindings) {
         let Qcow2Walk {
             l2,
             layout,
@@ -512,7 +513,7 @@ fn check_l2_entry(
     index: u64,
     word: u64,
     bitmap: Option<u64>,
-    findings: &mut Qcow2Findings,
+    findings: &mut PlacedFindings,
     note: &mut impl FnMut(u64, Referrer),
 ) {
     let entry_size: u64 = if bitmap.is_some() { 16 } else { 8 };
@@ -619,7 +620,7 @@ fn check_l2_entry(
 /// Prepares the capture of the backing file name, or reports it at once when the name is
 /// unusable (QEMU refuses names longer than 1023 bytes or past cluster 0) or overlaps the
 /// header.
-fn backing_name(h: &Qcow2Header, cs: u64, findings: &mut Qcow2Findings) -> Option<Capture> {
+fn backing_name(h: &Qcow2Header, cs: u64, findings: &mut PlacedFindings) -> Option<Capture> {
     let offset = h.backing_file_offset;
     if offset == 0 {
         return None;

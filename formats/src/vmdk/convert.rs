@@ -26,9 +26,9 @@ use flate2::{Decompress, FlushDecompress, Status};
 
 use super::header::{VmdkHeader, VmdkSubformat, GD_AT_END, SECTOR, VMDK4_MAGIC};
 use super::sparse::VmdkTableWalk;
-use super::VmdkFindings;
 use crate::convert::{corrupt, truncated};
 use crate::convert::{ConvertError, ConvertLimits, ConvertSink, FormatConverter};
+use crate::probe::PlacedFindings;
 use crate::stream::u64_of;
 use crate::stream::{intersect, le_u32, le_u64, Capture, EntryScanner, TableQueue};
 use crate::ReasonCode;
@@ -450,7 +450,7 @@ struct VmdkStreamWalk {
     /// QEMU's layout keeps the directory and tables at the start: they are walked (as the
     /// inspector does) so that a stream cut on a marker boundary still reads as truncated.
     tables: Option<VmdkTableWalk>,
-    findings: VmdkFindings,
+    findings: PlacedFindings,
 }
 
 impl std::fmt::Debug for VmdkStreamWalk {
@@ -491,7 +491,7 @@ impl VmdkStreamWalk {
             virtual_size,
             footer,
             tables,
-            findings: VmdkFindings::default(),
+            findings: PlacedFindings::default(),
         })
     }
 

@@ -14,9 +14,7 @@ mod header;
 mod sparse;
 mod stream_optimized;
 
-use std::collections::BTreeMap;
-
-use crate::probe::{Detection, Probe};
+use crate::probe::{Detection, PlacedFindings, Probe};
 use crate::stream::{le_u32, Capture, Tail};
 use crate::{Format, Limits, Reason, ReasonCode};
 
@@ -40,55 +38,6 @@ const VMDK_MAX_DESCRIPTOR_BYTES: usize = (1 << 20) - 1;
 /// `parentFileNameHint` (`DESC_SIZE`), whatever `descriptorSize` says; Sluice captures at
 /// least as much so it sees every parent QEMU would follow.
 const QEMU_DESCRIPTOR_WINDOW_SECTORS: u64 = 20;
-
-/// Findings ordered by reason code, keeping per code the one with the earliest evidence in the
-/// stream. Evidence found inside one inspector step may be discovered in a different order
-/// depending on chunking (directory entries versus the tables they name); choosing by position
-/// keeps the report a function of the bytes alone.
-#[derive(Debug, Default)]
-pub(crate) struct VmdkFindings {
-    best: BTreeMap<ReasonCode, (u64, String)>,
-    list: Vec<Reason>,
-}
-
-impl VmdkFindings {
-    /// Records a finding whose evidence ends at stream byte `pos`; `message` is only built if
-    /// it may be kept.
-    pub(crate) fn push_with(
-        &mut self,
-        pos: u64,
-        code: ReasonCode,
-        message: impl FnOnce() -> String,
-    ) {
-        if self.best.get(&code).is_some_and(|(p, _)| *p < pos) {
-            return;
-        }
-        let message = message();
-        let better = match self.best.get(&code) {
-            None => true,
-            Some((p, m)) => (pos, &message) < (*p, m),
-        };
-        if better {
-            self.best.insert(code, (pos, message));
-            self.list = self
-                .best
-                .iter()
-                .map(|(c, (_, m))| Reason::new(*c, m.clone()))
-                .collect();
-        }
-    }
-
-    /// Records a finding at `pos`.
-    fn push(&mut self, pos: u64, code: ReasonCode, message: impl Into<String>) {
-        let message = message.into();
-        self.push_with(pos, code, || message);
-    }
-
-    /// All findings, by reason code.
-    pub(crate) fn as_slice(&self) -> &[Reason] {
-        &self.list
-    }
-}
 
 /// The text-descriptor side of the probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +75,7 @@ pub(crate) struct VmdkProbe {
     sparse: Option<Box<VmdkSparse>>,
     detection: Detection,
     virtual_size: Option<u64>,
-    findings: VmdkFindings,
+    findings: PlacedFindings,
 }
 
 impl VmdkProbe {
@@ -141,7 +90,7 @@ impl VmdkProbe {
             sparse: None,
             detection: Detection::Pending,
             virtual_size: None,
-            findings: VmdkFindings::default(),
+            findings: PlacedFindings::default(),
         }
     }
 
@@ -203,8 +152,8 @@ impl VmdkProbe {
         self.check_descriptor_common(d, 0);
         for extent in &d.extents {
             self.findings.push(
-                0,
                 ReasonCode::ExternalExtent,
+                0,
                 format!(
                     "VMDK descriptor file references {}; a descriptor without a sparse \
                      header keeps its data in other files",
@@ -218,20 +167,20 @@ impl VmdkProbe {
     fn check_descriptor_common(&mut self, d: &VmdkDescriptor, pos: u64) {
         if let Some(line) = &d.invalid_line {
             self.findings.push(
-                pos,
                 ReasonCode::Corrupt,
+                pos,
                 format!("invalid VMDK descriptor line '{line}'"),
             );
         }
         match &d.create_type {
             None => self.findings.push(
-                pos,
                 ReasonCode::UnsupportedSubformat,
+                pos,
                 "VMDK descriptor has no createType",
             ),
             Some(t) if !d.create_type_allowed() => self.findings.push(
-                pos,
                 ReasonCode::UnsupportedSubformat,
+                pos,
                 format!(
                     "VMDK createType '{}' is not supported (only monolithicSparse and \
                      streamOptimized)",
@@ -242,12 +191,12 @@ impl VmdkProbe {
         }
         if d.extent_count == 0 {
             self.findings
-                .push(pos, ReasonCode::Corrupt, "VMDK descriptor has no extents");
+                .push(ReasonCode::Corrupt, pos, "VMDK descriptor has no extents");
         }
         if let Some(parent) = d.parent() {
             self.findings.push(
-                pos,
                 ReasonCode::BackingFile,
+                pos,
                 format!("VMDK descriptor references {parent}"),
             );
         }
@@ -264,8 +213,8 @@ impl VmdkProbe {
             self.detection = Detection::Yes(Format::Vmdk);
             self.virtual_size = le_u32(bytes, 12).and_then(|s| u64::from(s).checked_mul(SECTOR));
             self.findings.push(
-                0,
                 ReasonCode::UnsupportedFormat,
+                0,
                 "legacy VMDK3 (COWD) sparse extents are not ingested; convert to \
                  streamOptimized or qcow2 first",
             );
@@ -281,8 +230,8 @@ impl VmdkProbe {
         else {
             let len = bytes.len();
             self.findings.push(
-                u64::try_from(len).unwrap_or(0),
                 ReasonCode::Truncated,
+                u64::try_from(len).unwrap_or(0),
                 format!("VMDK sparse extent header is cut short at {len} bytes"),
             );
             return;
@@ -291,7 +240,7 @@ impl VmdkProbe {
         let subformat = match header.check() {
             Ok(s) => Some(s),
             Err((code, message)) => {
-                self.findings.push(0, code, message);
+                self.findings.push(code, 0, message);
                 None
             }
         };
@@ -356,8 +305,8 @@ impl VmdkProbe {
         let pos = SECTOR;
         if window.len() < declared {
             self.findings.push(
-                pos,
                 ReasonCode::Truncated,
+                pos,
                 format!(
                     "VMDK image ends inside its descriptor ({} of {declared} bytes)",
                     window.len()
@@ -370,8 +319,8 @@ impl VmdkProbe {
         if let (Some(s), Some(t)) = (subformat, &d.create_type) {
             if d.create_type_allowed() && !t.eq_ignore_ascii_case(s.create_type()) {
                 self.findings.push(
-                    pos,
                     ReasonCode::Corrupt,
+                    pos,
                     format!(
                         "VMDK createType '{}' does not match its sparse extent header ({})",
                         quote(t),
@@ -383,8 +332,8 @@ impl VmdkProbe {
         for (i, extent) in d.extents.iter().enumerate() {
             if i > 0 || extent.kind != "SPARSE" || extent.names_path() {
                 self.findings.push(
-                    pos,
                     ReasonCode::ExternalExtent,
+                    pos,
                     format!(
                         "VMDK descriptor references {}; a sparse extent may only describe \
                          itself",
@@ -393,8 +342,8 @@ impl VmdkProbe {
                 );
             } else if extent.sectors != header.capacity {
                 self.findings.push(
-                    pos,
                     ReasonCode::Corrupt,
+                    pos,
                     format!(
                         "VMDK extent of {} sectors differs from the header capacity of {} \
                          sectors",
@@ -407,8 +356,8 @@ impl VmdkProbe {
         let qemu_view = String::from_utf8_lossy(until_nul(window)).to_ascii_lowercase();
         if qemu_view.contains("parentfilenamehint") {
             self.findings.push(
-                pos.saturating_add(1),
                 ReasonCode::BackingFile,
+                pos.saturating_add(1),
                 "VMDK descriptor area names a parentFileNameHint",
             );
         }
@@ -456,8 +405,8 @@ impl Probe for VmdkProbe {
             let overhead = sparse.header.overhead.saturating_mul(SECTOR);
             if sparse.subformat.is_some() && len < overhead {
                 self.findings.push(
-                    len,
                     ReasonCode::Truncated,
+                    len,
                     format!("VMDK image is {len} bytes, shorter than its {overhead}-byte metadata"),
                 );
             }

@@ -10,7 +10,7 @@
 //! overlapping, so nothing depends on chunking.
 
 use super::header::{VmdkHeader, SECTOR};
-use super::VmdkFindings;
+use crate::probe::PlacedFindings;
 use crate::stream::{EntryScanner, TableQueue};
 use crate::ReasonCode;
 
@@ -85,7 +85,7 @@ impl VmdkTableWalk {
     }
 
     /// Feeds stream bytes at `pos`.
-    pub(crate) fn feed(&mut self, pos: u64, data: &[u8], findings: &mut VmdkFindings) {
+    pub(crate) fn feed(&mut self, pos: u64, data: &[u8], findings: &mut PlacedFindings) {
         let table_bytes = self.table_bytes;
         let tables = &mut self.tables;
         let max_end = &mut self.max_end;
@@ -101,7 +101,7 @@ impl VmdkTableWalk {
                 let table = sector.saturating_mul(SECTOR);
                 let end = table.saturating_add(table_bytes);
                 if table < *next_table || end > limit {
-                    findings.push_with(at, ReasonCode::Corrupt, || {
+                    findings.push_with(ReasonCode::Corrupt, at, || {
                         format!(
                             "VMDK {name} entry {index} points to a grain table at sector \
                              {sector} that overlaps other metadata"
@@ -112,7 +112,7 @@ impl VmdkTableWalk {
                 *next_table = end;
                 *max_end = (*max_end).max(end);
                 if tables.push(at, table).is_err() {
-                    findings.push_with(at, ReasonCode::LimitExceeded, || {
+                    findings.push_with(ReasonCode::LimitExceeded, at, || {
                         "VMDK image has more grain tables than the inspector tracks".to_owned()
                     });
                 }
@@ -132,7 +132,7 @@ impl VmdkTableWalk {
             }
             let at = entry_end(table, index);
             if sector < overhead {
-                findings.push_with(at, ReasonCode::Corrupt, || {
+                findings.push_with(ReasonCode::Corrupt, at, || {
                     format!(
                         "VMDK grain table at byte {table} entry {index} points to sector \
                          {sector}, inside the metadata (overHead is {overhead} sectors)"
@@ -151,10 +151,10 @@ impl VmdkTableWalk {
     }
 
     /// At end of stream: everything referenced must lie inside the stream.
-    pub(crate) fn finish(&self, stream_len: u64, findings: &mut VmdkFindings) {
+    pub(crate) fn finish(&self, stream_len: u64, findings: &mut PlacedFindings) {
         if stream_len < self.max_end {
             let max_end = self.max_end;
-            findings.push_with(stream_len, ReasonCode::Truncated, || {
+            findings.push_with(ReasonCode::Truncated, stream_len, || {
                 format!(
                     "VMDK image is {stream_len} bytes but its grain directory and tables \
                      reference data up to byte {max_end}"
@@ -190,10 +190,10 @@ mod tests {
         img
     }
 
-    fn walk(img: &[u8], chunk: usize) -> (VmdkTableWalk, VmdkFindings) {
+    fn walk(img: &[u8], chunk: usize) -> (VmdkTableWalk, PlacedFindings) {
         let h = qemu_sparse_header();
         let mut w = VmdkTableWalk::new(&h, false, 64).unwrap();
-        let mut f = VmdkFindings::default();
+        let mut f = PlacedFindings::default();
         for (i, c) in img.chunks(chunk).enumerate() {
             w.feed((i * chunk) as u64, c, &mut f);
         }
@@ -208,7 +208,7 @@ mod tests {
             assert!(f.as_slice().is_empty());
             assert!(w.is_done(img.len() as u64));
             assert!(matches!(w.max_end, 131_072));
-            let mut f = VmdkFindings::default();
+            let mut f = PlacedFindings::default();
             w.finish(img.len() as u64, &mut f);
             assert!(f.as_slice().iter().any(|r| r.code == ReasonCode::Truncated));
         }

@@ -12,7 +12,7 @@
 //! table scanner: no memory per grain.
 
 use super::header::{VmdkHeader, GD_AT_END, SECTOR, VMDK4_MAGIC};
-use super::VmdkFindings;
+use crate::probe::PlacedFindings;
 use crate::stream::{intersect, le_u32, le_u64, EntryScanner, Tail, TAIL_LEN};
 use crate::ReasonCode;
 
@@ -100,7 +100,7 @@ impl VmdkMarkerWalk {
     }
 
     /// Feeds stream bytes at `pos`.
-    pub(crate) fn feed(&mut self, pos: u64, data: &[u8], findings: &mut VmdkFindings) {
+    pub(crate) fn feed(&mut self, pos: u64, data: &[u8], findings: &mut PlacedFindings) {
         let data_end = pos.saturating_add(u64::try_from(data.len()).unwrap_or(u64::MAX));
         loop {
             self.feed_table(pos, data, data_end, findings);
@@ -126,7 +126,7 @@ impl VmdkMarkerWalk {
         }
     }
 
-    fn feed_table(&mut self, pos: u64, data: &[u8], data_end: u64, findings: &mut VmdkFindings) {
+    fn feed_table(&mut self, pos: u64, data: &[u8], data_end: u64, findings: &mut PlacedFindings) {
         let Some((kind, marker, scanner)) = self.table.as_mut() else {
             return;
         };
@@ -145,7 +145,7 @@ impl VmdkMarkerWalk {
                     VmdkTableKind::GrainTable => "grain table",
                     VmdkTableKind::GrainDirectory => "grain directory",
                 };
-                findings.push_with(at, ReasonCode::Corrupt, || {
+                findings.push_with(ReasonCode::Corrupt, at, || {
                     format!(
                         "VMDK stream {what} at byte {start} entry {index} points to sector \
                          {sector}, outside the data before it"
@@ -159,13 +159,13 @@ impl VmdkMarkerWalk {
     }
 
     /// Decides the marker in `head`, at `next`.
-    fn step(&mut self, findings: &mut VmdkFindings) {
+    fn step(&mut self, findings: &mut PlacedFindings) {
         let at = self.next;
         let val = le_u64(&self.head, 0).unwrap_or(0);
         let size = u64::from(le_u32(&self.head, 8).unwrap_or(0));
         let kind = le_u32(&self.head, 12).unwrap_or(0);
-        let broken = |findings: &mut VmdkFindings, message: String| {
-            findings.push_with(at, ReasonCode::Corrupt, || message);
+        let broken = |findings: &mut PlacedFindings, message: String| {
+            findings.push_with(ReasonCode::Corrupt, at, || message);
             WalkState::Broken
         };
         if size != 0 {
@@ -241,12 +241,12 @@ impl VmdkMarkerWalk {
     }
 
     /// Moves to the marker at `end` rounded up to a sector.
-    fn advance(&mut self, end: u64, findings: &mut VmdkFindings) {
+    fn advance(&mut self, end: u64, findings: &mut PlacedFindings) {
         match end.checked_next_multiple_of(SECTOR) {
             Some(next) if next > self.next => self.next = next,
             _ => {
                 let at = self.next;
-                findings.push_with(at, ReasonCode::Corrupt, || {
+                findings.push_with(ReasonCode::Corrupt, at, || {
                     format!("VMDK stream marker at byte {at} overflows the stream")
                 });
                 self.state = WalkState::Broken;
@@ -261,7 +261,7 @@ impl VmdkMarkerWalk {
         header: &VmdkHeader,
         tail: &Tail,
         footer: bool,
-        findings: &mut VmdkFindings,
+        findings: &mut PlacedFindings,
     ) {
         let len = tail.stream_len();
         match self.state {
@@ -269,7 +269,7 @@ impl VmdkMarkerWalk {
                 let clean_end = self.next == len && self.have == 0;
                 if footer || !clean_end {
                     let next = self.next;
-                    findings.push_with(len, ReasonCode::Truncated, || {
+                    findings.push_with(ReasonCode::Truncated, len, || {
                         format!(
                             "VMDK stream ends at byte {len} inside its marker chain (next \
                              marker expected at byte {next})"
@@ -279,7 +279,7 @@ impl VmdkMarkerWalk {
             }
             WalkState::Ended(eos) if footer => {
                 if let Err(problem) = self.check_footer(header, tail, eos) {
-                    findings.push_with(len, ReasonCode::Corrupt, || {
+                    findings.push_with(ReasonCode::Corrupt, len, || {
                         format!("bad VMDK footer chain: {problem}")
                     });
                 }
@@ -388,9 +388,9 @@ pub(crate) mod tests {
         (h, img)
     }
 
-    fn run(h: &VmdkHeader, img: &[u8], chunk: usize) -> VmdkFindings {
+    fn run(h: &VmdkHeader, img: &[u8], chunk: usize) -> PlacedFindings {
         let mut w = VmdkMarkerWalk::new(h).unwrap();
-        let mut f = VmdkFindings::default();
+        let mut f = PlacedFindings::default();
         let mut tail = Tail::new();
         for (i, c) in img.chunks(chunk).enumerate() {
             w.feed((i * chunk) as u64, c, &mut f);
