@@ -120,6 +120,10 @@ def vmhwm_kib(pid):
 ROUNDS = 2
 
 
+def verdict(met):
+    return "ok" if met else "MISSED"
+
+
 def hashing_ceiling(path, size):
     """`md5sum` and `sha512sum` in parallel over `path` (page-cached): bytes/s."""
     start = time.monotonic()
@@ -242,14 +246,14 @@ def main():
         print(f"best of {ROUNDS} interleaved rounds each")
         print(f"hashing ceiling (md5sum || sha512sum, {args.size_mib} MiB): {ceiling / mb:8.1f} MB/s")
         print(f"raw import   {size / mb:8.0f} MB in {raw_s:6.2f} s: {raw_rate / mb:8.1f} MB/s"
-              f"  ratio {raw_rate / ceiling:.2f} (target >= 0.80)")
+              f"  ratio {raw_rate / ceiling:.2f} (target >= 0.80: {verdict(raw_rate / ceiling >= 0.8)})")
         print(f"qcow2 import {qcow2_size / mb:8.0f} MB in {q_s:6.2f} s: {q_rate / mb:8.1f} MB/s"
-              f"  ratio {q_rate / ceiling:.2f} (target >= 0.80)")
+              f"  ratio {q_rate / ceiling:.2f} (target >= 0.80: {verdict(q_rate / ceiling >= 0.8)})")
         print(f"qcow2 import converted to raw (same pass): {qcow2_size / mb:8.0f} MB in {conv_s:6.2f} s:"
               f" {conv_rate / mb:8.1f} MB/s  ratio {conv_rate / ceiling:.2f}")
         print(f"4 concurrent imports of {args.concurrent_size_mib} MiB: peak RSS {rss_mib:.1f} MiB"
-              f" (target < 128), GET /v2/tasks/{{id}} p99 {p99_ms:.2f} ms over {len(latencies)}"
-              f" requests (target < 10)")
+              f" (target < 128: {verdict(rss_mib < 128)}), GET /v2/tasks/{{id}} p99 {p99_ms:.2f} ms"
+              f" over {len(latencies)} requests (target < 10: {verdict(p99_ms < 10)})")
     finally:
         if sluice:
             sluice.terminate()
