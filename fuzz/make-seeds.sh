@@ -107,11 +107,18 @@ prefix() { printf '\x03\x07\xff\x40'; }   # 3 chunk sizes, cycled: 7, 255, 64 by
 { prefix; cat "$work/seed.iso"; } > "$bi/seed-iso9660"
 { prefix; cat "$work/gpt.img"; } > "$bi/seed-gpt-64k"
 
-# --- converter targets: the same images as the inspect_<format> targets ----------------------
+# --- converter targets: [control][image] (see formats/src/fuzzing.rs), the same images as the
+# inspect_<format> targets after a control byte 0x21: 1023-byte chunks, and tight limits of
+# 512 spill bytes and 2 tracked entries. roundtrip_qcow2 takes a control byte too, but any
+# bytes are a raw image: it gets the inspect_raw seeds as they are.
 for pair in convert_qcow2:inspect_qcow2 convert_vmdk:inspect_vmdk convert_vhd:inspect_vhd \
-            convert_vhdx:inspect_vhdx roundtrip_qcow2:inspect_raw; do
+            convert_vhdx:inspect_vhdx; do
     mkdir -p "$corpus/${pair%%:*}"
-    cp "$corpus/${pair#*:}"/* "$corpus/${pair%%:*}/"
+    for f in "$corpus/${pair#*:}"/seed-*; do
+        { printf '\x21'; cat "$f"; } > "$corpus/${pair%%:*}/${f##*/}"
+    done
 done
+mkdir -p "$corpus/roundtrip_qcow2"
+cp "$corpus/inspect_raw"/* "$corpus/roundtrip_qcow2/"
 
 du -sh "$corpus"

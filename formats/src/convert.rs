@@ -286,6 +286,37 @@ pub(crate) fn convert_chunked(
     Ok((sink, len))
 }
 
+/// Test helper: converts `bytes` from `from` to raw with `limits`, whole and in pieces of every
+/// size in `sizes`, and asserts that every run gives the same result: the same output
+/// (trailing holes as zeros), or the same image error (code and message). Returns that result.
+#[cfg(test)]
+pub(crate) fn assert_convert_chunking_invariant(
+    from: Format,
+    bytes: &[u8],
+    limits: &ConvertLimits,
+    sizes: impl IntoIterator<Item = usize>,
+) -> Result<Vec<u8>, ConvertError> {
+    let run = |chunk: usize| {
+        convert_chunked(from, Target::Raw, bytes, chunk, limits).map(|(mut sink, len)| {
+            sink.output
+                .resize(usize::try_from(len).unwrap_or(usize::MAX), 0);
+            sink.output
+        })
+    };
+    let whole = run(bytes.len());
+    for chunk in sizes {
+        let split = run(chunk);
+        assert!(
+            split == whole,
+            "{from} conversion depends on chunking ({limits:?}): whole {:?}, chunks of {chunk} \
+             {:?}",
+            whole.as_ref().map(Vec::len),
+            split.as_ref().map(Vec::len),
+        );
+    }
+    whole
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

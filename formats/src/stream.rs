@@ -63,6 +63,12 @@ pub(crate) fn intersect(pos: u64, data: &[u8], start: u64, end: u64) -> Option<(
     Some((lo.checked_sub(start)?, data.get(from..to)?))
 }
 
+/// The part of `data` (at stream offset `pos`) in `[from, to)`; empty when they do not
+/// intersect.
+pub(crate) fn slice_at(pos: u64, data: &[u8], from: u64, to: u64) -> &[u8] {
+    intersect(pos, data, from, to).map_or(&[], |(_, part)| part)
+}
+
 /// Collects the bytes of one region `[start, start + len)` of the stream.
 ///
 /// The buffer is allocated once, at construction, so callers must check `len` against a named

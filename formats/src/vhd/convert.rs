@@ -11,12 +11,15 @@
 //!   data. Each allocated block's data is copied to `index × block_size` as it streams past;
 //!   unallocated blocks stay holes. Like qemu's `vpc` driver (whose bitmap lookup is compiled
 //!   out), the sector bitmap is not consulted: a data sector reads as what the file holds.
-//!   Blocks arriving before the BAT (a layout no writer produces) are spilled.
+//!   Blocks arriving before the BAT (a layout no writer produces) are spilled. Each BAT entry
+//!   is handled after the bytes before it, so what is spilled and tracked (and whether a
+//!   limit is hit) depends only on the bytes.
 //!
 //! Memory: 512 bytes held back, a 1024-byte dynamic header, and the
 //! [`Placer`](crate::vmdk::convert::Placer)'s bound: at most `max_tracked_entries` blocks
-//! pending. Spill: only bytes after the BAT's start that arrive before the BAT is complete,
-//! at most `max_spill_bytes`.
+//! pending. Spill: only the bytes where a block may lie before the BAT, between the footer
+//! copy and the dynamic header and between the dynamic header and the BAT, at most
+//! `max_spill_bytes` (none for qemu's and Hyper-V's layouts, where they are adjacent).
 
 use super::{
     dyn_header, vhd_virtual_size, VhdDiskType, VhdFooter, VHD_BAT_UNALLOCATED,
@@ -27,7 +30,7 @@ use super::{
 use crate::convert::{corrupt, truncated};
 use crate::convert::{ConvertError, ConvertLimits, ConvertSink, FormatConverter};
 use crate::stream::u64_of;
-use crate::stream::{be_u32, be_u64, Capture, EntryScanner};
+use crate::stream::{be_u32, be_u64, slice_at, Capture, EntryScanner};
 use crate::vmdk::convert::{write_nonzero, Placer};
 use crate::ReasonCode;
 
@@ -325,9 +328,14 @@ impl VhdDynamic {
         sink: &mut dyn ConvertSink,
     ) -> Result<(), ConvertError> {
         let data_end = pos.saturating_add(u64_of(data.len()));
+        // Events are handled in stream order, each after the data before it: the header where
+        // it ends, then each BAT entry where it ends.
+        let mut at = pos;
         if let VhdDynPart::Header(cap) = &mut self.part {
             if cap.feed(pos, data) {
-                let h = cap.bytes().to_vec();
+                let (h, header_end) = (cap.bytes().to_vec(), cap.end());
+                self.feed_data(at, slice_at(pos, data, at, header_end), sink)?;
+                at = header_end;
                 self.on_header(&h)?;
             }
         }
@@ -343,21 +351,39 @@ impl VhdDynamic {
             bat_done = scanner.is_done(data_end);
         }
         for (index, sector) in blocks {
+            let entry_end = self
+                .bat_offset
+                .saturating_add(index.saturating_add(1).saturating_mul(4));
+            self.feed_data(at, slice_at(pos, data, at, entry_end), sink)?;
+            at = entry_end;
             self.place_block(index, sector, sink)?;
         }
         if bat_done {
             self.part = VhdDynPart::Data;
         }
-        let spill_from = match self.part {
-            VhdDynPart::Header(_) => Some(VHD_FOOTER_LEN_U64),
-            VhdDynPart::Bat(_) => Some(self.bat_offset),
-            VhdDynPart::Data => None,
-        };
-        self.placer.feed(pos, data, spill_from, sink)?;
-        if spill_from.is_none() && self.placer.spilled_bytes() > 0 {
+        self.feed_data(at, slice_at(pos, data, at, data_end), sink)?;
+        if bat_done && self.placer.spilled_bytes() > 0 {
             self.placer.forget_spill();
         }
         Ok(())
+    }
+
+    /// Copies placed blocks out of input `[at, at + data.len())`, spilling its bytes where a
+    /// block may lie before the BAT: between the footer copy and the dynamic header, and
+    /// between the dynamic header and the BAT (once the header is read).
+    fn feed_data(
+        &mut self,
+        at: u64,
+        data: &[u8],
+        sink: &mut dyn ConvertSink,
+    ) -> Result<(), ConvertError> {
+        let header_end = self.data_offset.saturating_add(VHD_DYN_HEADER_LEN_U64);
+        // `bat_offset` is 0 until the header is read: an empty range.
+        let spill = [
+            (VHD_FOOTER_LEN_U64, self.data_offset),
+            (header_end, self.bat_offset),
+        ];
+        self.placer.feed(at, data, &spill, sink)
     }
 
     /// BAT entry `index` names the block whose bitmap is at `sector`.
@@ -428,9 +454,9 @@ impl VhdDynamic {
 #[cfg(test)]
 #[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 mod tests {
-    use super::super::VHD_FOOTER_COOKIE;
+    use super::super::{footer, VHD_FOOTER_COOKIE};
     use super::*;
-    use crate::convert::{convert_chunked, Target};
+    use crate::convert::{assert_convert_chunking_invariant, convert_chunked, Target};
     use crate::Format;
 
     fn convert(img: &[u8], chunk: usize) -> Result<Vec<u8>, ConvertError> {
@@ -438,6 +464,119 @@ mod tests {
         let (mut sink, len) = convert_chunked(Format::Vhd, Target::Raw, img, chunk, &limits)?;
         sink.output.resize(len as usize, 0);
         Ok(sink.output)
+    }
+
+    /// Block size of the dynamic test image: 4 KiB, whose sector bitmap is one sector.
+    const BLOCK: usize = 4096;
+
+    /// A dynamic VHD with the dynamic header at `header_at`, a BAT of 256 entries at
+    /// `bat_at`, and block `i` (bitmap and data) at `blocks[i]`, followed by the footer.
+    /// Returns the image and the expected raw output.
+    fn dynamic_image(header_at: usize, bat_at: usize, blocks: [usize; 3]) -> (Vec<u8>, Vec<u8>) {
+        let mut f = vec![0u8; 512];
+        f[..8].copy_from_slice(VHD_FOOTER_COOKIE);
+        f[footer::DATA_OFFSET..][..8].copy_from_slice(&(header_at as u64).to_be_bytes());
+        f[footer::CREATOR_APP..][..4].copy_from_slice(b"win ");
+        f[footer::CURRENT_SIZE..][..8].copy_from_slice(&(3 * BLOCK as u64).to_be_bytes());
+        f[footer::DISK_TYPE..][..4].copy_from_slice(&3u32.to_be_bytes());
+        let len = blocks.iter().max().unwrap().max(&bat_at) + 512 + BLOCK;
+        let mut img = vec![0u8; len];
+        img[..512].copy_from_slice(&f);
+        let h = &mut img[header_at..header_at + VHD_DYN_HEADER_LEN];
+        h[..8].copy_from_slice(VHD_DYN_HEADER_COOKIE);
+        h[dyn_header::TABLE_OFFSET..][..8].copy_from_slice(&(bat_at as u64).to_be_bytes());
+        h[dyn_header::MAX_TABLE_ENTRIES..][..4].copy_from_slice(&256u32.to_be_bytes());
+        h[dyn_header::BLOCK_SIZE..][..4].copy_from_slice(&(BLOCK as u32).to_be_bytes());
+        img[bat_at..bat_at + 1024].fill(0xff);
+        let mut out = vec![0u8; 3 * BLOCK];
+        for (i, at) in blocks.into_iter().enumerate() {
+            img[bat_at + 4 * i..][..4].copy_from_slice(&(at as u32 / 512).to_be_bytes());
+            img[at + 512..at + 512 + BLOCK].fill(i as u8 + 1);
+            out[i * BLOCK..(i + 1) * BLOCK].fill(i as u8 + 1);
+        }
+        img.extend_from_slice(&f);
+        (img, out)
+    }
+
+    /// Blocks before the dynamic header, between it and the BAT, and after the BAT: footer
+    /// copy (0), block 0 (512), dynamic header (5120), block 1 (6144), BAT (10752), block 2
+    /// (11776), footer (16384).
+    fn dynamic_blocks_around_metadata() -> (Vec<u8>, Vec<u8>) {
+        dynamic_image(5120, 10752, [512, 6144, 11776])
+    }
+
+    /// qemu's layout: footer copy, dynamic header (512), BAT (1536), blocks after it.
+    fn dynamic_qemu_layout() -> (Vec<u8>, Vec<u8>) {
+        dynamic_image(512, 1536, [2560, 7168, 11776])
+    }
+
+    /// Chunk sizes the chunking tests feed (besides the whole image).
+    const SIZES: [usize; 12] = [1, 2, 3, 7, 13, 64, 511, 512, 513, 1000, 4095, 4096];
+
+    fn limits(spill: u64, tracked: usize) -> ConvertLimits {
+        ConvertLimits {
+            max_spill_bytes: spill,
+            max_tracked_entries: tracked,
+            ..ConvertLimits::default()
+        }
+    }
+
+    /// Sweeps both limits over `img`: every pair gives one result for every chunking, the
+    /// expected output or `limit_exceeded`. Returns how many pairs failed and converted.
+    fn sweep(img: &[u8], expected: &[u8]) -> (usize, usize) {
+        let any = |l: &ConvertLimits| assert_convert_chunking_invariant(Format::Vhd, img, l, SIZES);
+        assert_eq!(any(&ConvertLimits::default()).unwrap(), expected);
+        let (mut limited, mut converted) = (0, 0);
+        for spill in (0..=16384).step_by(1024) {
+            for tracked in 0..=3 {
+                match any(&limits(spill, tracked)) {
+                    Ok(out) => {
+                        assert_eq!(out, expected, "spill {spill}, tracked {tracked}");
+                        converted += 1;
+                    }
+                    Err(ConvertError::Image {
+                        code: ReasonCode::LimitExceeded,
+                        ..
+                    }) => limited += 1,
+                    Err(e) => panic!("spill {spill}, tracked {tracked}: {e:?}"),
+                }
+            }
+        }
+        (limited, converted)
+    }
+
+    #[test]
+    fn test_vhd_convert_dynamic_limits_do_not_depend_on_chunking() {
+        let (img, expected) = dynamic_blocks_around_metadata();
+        let (limited, converted) = sweep(&img, &expected);
+        assert!(
+            limited > 0 && converted > 0,
+            "{limited} limited, {converted} converted"
+        );
+    }
+
+    #[test]
+    fn test_vhd_convert_qemu_layout_never_spills() {
+        // Nothing precedes the BAT but metadata: no spill limit, however small, is hit.
+        let (img, expected) = dynamic_qemu_layout();
+        assert_eq!(
+            assert_convert_chunking_invariant(Format::Vhd, &img, &limits(0, 3), SIZES).unwrap(),
+            expected
+        );
+        let (limited, converted) = sweep(&img, &expected);
+        assert!(
+            limited > 0 && converted > 0,
+            "{limited} limited, {converted} converted"
+        );
+    }
+
+    #[test]
+    fn test_vhd_convert_dynamic_every_chunk_size_agrees_near_the_limits() {
+        let (img, _) = dynamic_blocks_around_metadata();
+        for (spill, tracked) in [(8192, 16), (16384, 1), (1 << 20, 2)] {
+            assert_convert_chunking_invariant(Format::Vhd, &img, &limits(spill, tracked), 1..=600)
+                .ok();
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! region table, metadata table and items (block size, virtual size, logical sector size).
 //! The converter scans the BAT itself as it streams past. qemu writes the BAT *before* the
 //! metadata region, so the block size may be unknown when BAT entries arrive: present entries
-//! are then remembered and placed once the metadata items are read.
+//! are then remembered and placed once the metadata region has streamed past.
 //!
 //! BAT layout (as qemu's `vhdx_block_translate`): payload block `i` is BAT entry
 //! `i + i / chunk_ratio`, a sector-bitmap entry follows every `chunk_ratio` payload entries,
@@ -17,15 +17,17 @@
 //!
 //! Blocks are copied by the [`Placer`] as they stream past; blocks arriving before the BAT
 //! entry or metadata that places them are spilled, except bytes inside the header section,
-//! the log, the BAT and the metadata region, where no block may lie.
+//! the log, the BAT and the metadata region, where no block may lie. Each chunk is handled
+//! piece by piece, split at those regions' boundaries and after each present BAT entry, so
+//! what is spilled and tracked (and whether a limit is hit) depends only on the bytes.
 //!
 //! Memory: the probe's captures (two 4 KiB headers, two 64 KiB region tables and the 64 KiB
 //! metadata table, each freed once parsed, at most a 64 KiB parent locator and 24 bytes of
-//! items) + `16 × min(present BAT entries read before the metadata items, max_tracked_entries)`
-//! bytes of remembered entries + the [`Placer`]'s bound (at most `max_tracked_entries` pending
-//! blocks). Spill: the bytes outside those regions that arrive before the whole BAT and the
-//! metadata items are read, at most `max_spill_bytes` (then `limit_exceeded`); none for qemu's
-//! and Hyper-V's layouts (blocks after all metadata).
+//! items) + `16 × min(present BAT entries read before the metadata region's end,
+//! max_tracked_entries)` bytes of remembered entries + the [`Placer`]'s bound (at most
+//! `max_tracked_entries` pending blocks). Spill: the bytes outside those regions that arrive
+//! before the whole BAT and the metadata region are read, at most `max_spill_bytes` (then
+//! `limit_exceeded`); none for qemu's and Hyper-V's layouts (blocks after all metadata).
 
 use super::{
     state, VhdxProbe, VhdxState, VHDX_BAT_OFFSET_MASK, VHDX_BAT_STATE_MASK,
@@ -35,7 +37,7 @@ use crate::convert::{corrupt, truncated};
 use crate::convert::{ConvertError, ConvertLimits, ConvertSink, FormatConverter};
 use crate::probe::Probe;
 use crate::stream::u64_of;
-use crate::stream::{le_u32, EntryScanner};
+use crate::stream::{le_u32, slice_at, EntryScanner};
 use crate::vmdk::convert::Placer;
 use crate::{Limits, ReasonCode};
 
@@ -163,67 +165,120 @@ impl VhdxConverter {
         self.layout.is_some() && self.bat.as_ref().is_some_and(|s| s.is_done(end))
     }
 
-    /// Copies placed blocks out of `[pos, pos + data.len())`, spilling the bytes outside the
-    /// metadata regions while placements are still unknown.
-    fn feed_data(
-        &mut self,
-        pos: u64,
-        data: &[u8],
-        spill: bool,
-        sink: &mut dyn ConvertSink,
-    ) -> Result<(), ConvertError> {
-        if !spill {
-            return self.placer.feed(pos, data, None, sink);
+    /// The first offset after `at` where the bytes change kind: the end of the header
+    /// section, or the start or end of the log, the BAT or the metadata region.
+    fn next_boundary(&self, at: u64) -> u64 {
+        if at < VHDX_HEADER_SECTION_END {
+            return VHDX_HEADER_SECTION_END;
         }
-        // Header section, log, BAT, metadata: at most four, sorted by start.
-        let mut regions: Vec<(u64, u64)> = self
-            .probe
+        self.probe
             .regions
             .iter()
-            .map(|r| (r.start, r.end))
-            .collect();
-        regions.sort_unstable();
-        let end = pos.saturating_add(u64_of(data.len()));
-        let mut at = pos;
-        while at < end {
-            // The region holding `at`, or the next region's start.
-            let inside = regions.iter().find(|&&(s, e)| s <= at && at < e);
-            let (piece_end, spill_piece) = match inside {
-                Some(&(_, e)) => (e.min(end), false),
-                None => {
-                    let next = regions
-                        .iter()
-                        .map(|&(s, _)| s)
-                        .filter(|&s| s > at)
-                        .min()
-                        .unwrap_or(end);
-                    (next.min(end), true)
+            .flat_map(|r| [r.start, r.end])
+            .filter(|&b| b > at)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Whether `at` is in the header section, the log, the BAT or the metadata region: where
+    /// no block may lie, so nothing is spilled.
+    fn in_region(&self, at: u64) -> bool {
+        at < VHDX_HEADER_SECTION_END
+            || self
+                .probe
+                .regions
+                .iter()
+                .any(|r| r.start <= at && at < r.end)
+    }
+
+    /// Whether `at` is in the BAT region.
+    fn in_bat(&self, at: u64) -> bool {
+        self.probe.bat_region.is_some_and(|(offset, length)| {
+            offset <= at && at < offset.saturating_add(u64::from(length))
+        })
+    }
+
+    /// Feeds `[at, at + data.len())`, all of it inside the BAT region: each present (or
+    /// partially present) entry is handled where it ends, after the bytes before it.
+    fn feed_bat(
+        &mut self,
+        at: u64,
+        data: &[u8],
+        sink: &mut dyn ConvertSink,
+    ) -> Result<(), ConvertError> {
+        let Some((offset, _)) = self.probe.bat_region else {
+            return self.feed_piece(at, data, true, sink);
+        };
+        let mut entries: Vec<(u64, u64)> = Vec::new();
+        if let Some(scanner) = self.bat.as_mut() {
+            scanner.feed(at, data, |index, entry| {
+                let entry = u64::from_le_bytes(*entry);
+                let st = u8::try_from(entry & VHDX_BAT_STATE_MASK).unwrap_or(u8::MAX);
+                // Holes; invalid states are the probe's finding at the end.
+                if st == state::FULLY_PRESENT || st == state::PARTIALLY_PRESENT {
+                    entries.push((index, entry));
                 }
-            };
-            let from = usize::try_from(at.saturating_sub(pos)).unwrap_or(usize::MAX);
-            let to = usize::try_from(piece_end.saturating_sub(pos)).unwrap_or(usize::MAX);
-            let piece = data.get(from..to).unwrap_or(&[]);
-            self.placer
-                .feed(at, piece, spill_piece.then_some(at), sink)?;
-            at = piece_end;
+            });
         }
+        let mut cur = at;
+        for (index, entry) in entries {
+            let end = offset.saturating_add(index.saturating_add(1).saturating_mul(8));
+            self.feed_piece(cur, slice_at(at, data, cur, end), true, sink)?;
+            cur = end;
+            self.on_entry(index, entry, sink)?;
+        }
+        let end = at.saturating_add(u64_of(data.len()));
+        self.feed_piece(cur, slice_at(at, data, cur, end), true, sink)
+    }
+
+    /// A present or partially present BAT entry: placed, or remembered until the layout is
+    /// known.
+    fn on_entry(
+        &mut self,
+        index: u64,
+        entry: u64,
+        sink: &mut dyn ConvertSink,
+    ) -> Result<(), ConvertError> {
+        if entry & VHDX_BAT_STATE_MASK == u64::from(state::PARTIALLY_PRESENT) {
+            return Err(corrupt(format!(
+                "VHDX BAT entry {index} is partially present, which only a differencing disk \
+                 may be"
+            )));
+        }
+        if let Some(l) = self.layout {
+            return self.place_entry(l, index, entry, sink);
+        }
+        let max = self.limits.max_tracked_entries;
+        if self.waiting.len() >= max {
+            return Err(ConvertError::image(
+                ReasonCode::LimitExceeded,
+                format!(
+                    "VHDX image has more than {max} present blocks before its metadata (BAT \
+                     entry {index})"
+                ),
+            ));
+        }
+        self.waiting.push((index, entry));
         Ok(())
     }
-}
 
-impl FormatConverter for VhdxConverter {
-    fn feed(
+    /// Feeds `[at, at + data.len())`, holding no boundary of [`Self::next_boundary`] nor BAT
+    /// entry event past its start: the probe reads the structures, placed blocks are copied,
+    /// and outside the regions the bytes are spilled while placements are unknown. At the end
+    /// of the metadata region the layout is read and the remembered entries placed.
+    fn feed_piece(
         &mut self,
-        pos: u64,
+        at: u64,
         data: &[u8],
+        in_region: bool,
         sink: &mut dyn ConvertSink,
     ) -> Result<(), ConvertError> {
         if data.is_empty() {
             return Ok(());
         }
-        let data_end = pos.saturating_add(u64_of(data.len()));
+        let end = at.saturating_add(u64_of(data.len()));
         // 1. Structures: the probe reads them (and refuses what the inspector refuses).
-        self.probe.feed(pos, data);
+        self.probe.feed(at, data);
         self.probe_error()?;
         if self.probe.detection == crate::probe::Detection::No {
             return Err(ConvertError::image(
@@ -242,67 +297,66 @@ impl FormatConverter for VhdxConverter {
                 );
             }
         }
-        if self.layout.is_none() {
-            self.layout = self.read_layout()?;
-            if let Some(l) = self.layout {
-                for (index, entry) in std::mem::take(&mut self.waiting) {
-                    self.place_entry(l, index, entry, sink)?;
-                }
-            }
+        // 2. Data: copy placed blocks; spill while placements are unknown.
+        let spill: &[(u64, u64)] = if in_region || self.placements_known(at) {
+            &[]
+        } else {
+            &[(0, u64::MAX)]
+        };
+        self.placer.feed(at, data, spill, sink)?;
+        // 3. The layout, at a point fixed by the bytes alone: the metadata region's end.
+        let metadata_read = self
+            .probe
+            .metadata_region
+            .is_some_and(|(offset, length)| end >= offset.saturating_add(u64::from(length)));
+        if self.layout.is_none() && metadata_read {
+            self.apply_layout(sink)?;
         }
-        // 2. BAT entries of this chunk.
-        let mut present: Vec<(u64, u64)> = Vec::new();
-        let mut partial: Option<u64> = None;
-        if let Some(scanner) = self.bat.as_mut() {
-            scanner.feed(pos, data, |index, entry| {
-                let entry = u64::from_le_bytes(*entry);
-                match u8::try_from(entry & VHDX_BAT_STATE_MASK).unwrap_or(u8::MAX) {
-                    state::FULLY_PRESENT => present.push((index, entry)),
-                    state::PARTIALLY_PRESENT => {
-                        partial.get_or_insert(index);
-                    }
-                    // Holes; invalid states are the probe's finding at the end.
-                    _ => {}
-                }
-            });
-        }
-        if let Some(index) = partial {
-            return Err(corrupt(format!(
-                "VHDX BAT entry {index} is partially present, which only a differencing disk \
-                 may be"
-            )));
-        }
-        match self.layout {
-            Some(l) => {
-                for (index, entry) in present {
-                    self.place_entry(l, index, entry, sink)?;
-                }
-            }
-            None => {
-                let max = self.limits.max_tracked_entries;
-                if self.waiting.len().saturating_add(present.len()) > max {
-                    return Err(ConvertError::image(
-                        ReasonCode::LimitExceeded,
-                        format!(
-                            "VHDX image has more than {max} present blocks before its metadata \
-                             (BAT at offset {})",
-                            self.bat.as_ref().map_or(0, |s| s.end())
-                        ),
-                    ));
-                }
-                self.waiting.extend(present);
-            }
-        }
-        // 3. Data: copy placed blocks; spill while placements are unknown.
-        let known = self.placements_known(data_end);
-        self.feed_data(pos, data, !known, sink)?;
-        if known && self.placer.spilled_bytes() > 0 {
+        if self.placements_known(end) && self.placer.spilled_bytes() > 0 {
             self.placer.forget_spill();
         }
         Ok(())
     }
 
-    fn finish(&mut self, len: u64, _sink: &mut dyn ConvertSink) -> Result<u64, ConvertError> {
+    /// Reads the layout from the probe's metadata items and places the remembered entries.
+    fn apply_layout(&mut self, sink: &mut dyn ConvertSink) -> Result<(), ConvertError> {
+        self.layout = self.read_layout()?;
+        if let Some(l) = self.layout {
+            for (index, entry) in std::mem::take(&mut self.waiting) {
+                self.place_entry(l, index, entry, sink)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FormatConverter for VhdxConverter {
+    /// Feeds the chunk piece by piece, split at the header section's end and at region
+    /// boundaries (and, inside the BAT, at present entries): every decision is then taken at
+    /// an offset fixed by the bytes, whatever the chunking.
+    fn feed(
+        &mut self,
+        pos: u64,
+        data: &[u8],
+        sink: &mut dyn ConvertSink,
+    ) -> Result<(), ConvertError> {
+        let end = pos.saturating_add(u64_of(data.len()));
+        let mut at = pos;
+        while at < end {
+            let next = self.next_boundary(at).min(end);
+            let piece = slice_at(pos, data, at, next);
+            if self.in_bat(at) {
+                self.feed_bat(at, piece, sink)?;
+            } else {
+                let in_region = self.in_region(at);
+                self.feed_piece(at, piece, in_region, sink)?;
+            }
+            at = next;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, len: u64, sink: &mut dyn ConvertSink) -> Result<u64, ConvertError> {
         self.probe_error()?;
         let missing = match self.probe.state {
             VhdxState::HeaderSection => Some("its header section (1 MiB)".to_owned()),
@@ -316,6 +370,10 @@ impl FormatConverter for VhdxConverter {
             return Err(truncated(format!(
                 "VHDX stream ends at {len} before {what}"
             )));
+        }
+        if self.layout.is_none() {
+            // The stream ends inside the metadata region, after its items.
+            self.apply_layout(sink)?;
         }
         let Some(l) = self.layout else {
             return Err(corrupt("VHDX metadata items are unreadable".into()));
@@ -562,6 +620,73 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// Converts `img` with both limits swept around what it needs: every pair gives one
+    /// result for every chunking, `expected` or `limit_exceeded`. Returns how many pairs failed
+    /// and converted.
+    fn sweep(img: &[u8], expected: &[u8]) -> (usize, usize) {
+        let sizes = [4093, M - 1, 3 * M + 5];
+        let (mut limited, mut converted) = (0, 0);
+        for spill in [0, M, 2 * M - 1, 2 * M] {
+            for tracked in 0..=2 {
+                let limits = ConvertLimits {
+                    max_spill_bytes: spill as u64,
+                    max_tracked_entries: tracked,
+                    ..ConvertLimits::default()
+                };
+                let r = crate::convert::assert_convert_chunking_invariant(
+                    Format::Vhdx,
+                    img,
+                    &limits,
+                    sizes,
+                );
+                match r {
+                    Ok(out) => {
+                        assert!(out == expected, "spill {spill}, tracked {tracked}");
+                        converted += 1;
+                    }
+                    Err(ConvertError::Image {
+                        code: ReasonCode::LimitExceeded,
+                        ..
+                    }) => limited += 1,
+                    Err(e) => panic!("spill {spill}, tracked {tracked}: {e:?}"),
+                }
+            }
+        }
+        (limited, converted)
+    }
+
+    #[test]
+    fn test_vhdx_convert_limits_do_not_depend_on_chunking() {
+        for (name, layout) in [
+            // Blocks, then the BAT, then the metadata: both blocks spilled.
+            ("data first", three_blocks(4 * M, 3 * M, [M, 2 * M])),
+            // Metadata, a block, the BAT, a block: one block spilled.
+            (
+                "data before the BAT",
+                three_blocks(M, 3 * M, [2 * M, 4 * M]),
+            ),
+            // qemu's order: BAT entries wait for the metadata, nothing is spilled.
+            ("qemu", three_blocks(3 * M, 2 * M, [5 * M, 4 * M])),
+        ] {
+            let (limited, converted) = sweep(&layout.build(), &expected_three());
+            assert!(
+                limited > 0 && converted > 0,
+                "{name}: {limited} limited, {converted} converted"
+            );
+        }
+    }
+
+    #[test]
+    fn test_vhdx_convert_small_chunks_agree_near_the_spill_limit() {
+        let img = three_blocks(4 * M, 3 * M, [M, 2 * M]).build();
+        let limits = ConvertLimits {
+            max_spill_bytes: M as u64,
+            ..ConvertLimits::default()
+        };
+        crate::convert::assert_convert_chunking_invariant(Format::Vhdx, &img, &limits, [7, 512])
+            .ok();
     }
 
     #[test]

@@ -6,9 +6,12 @@
 //!   RFC 1950, as QEMU's `compress()`/`uncompress()` and VMware write it) as its bytes stream
 //!   past and written at `lba × 512`. Nothing is spilled.
 //! - **monolithicSparse**: the grain directory (found from the header) is scanned as it
-//!   streams past, then each grain table it names, then the grains those tables place are
-//!   copied as they stream past. A grain that arrives before the table that places it is
-//!   spilled (see [`Placer`]) and placed when the table arrives.
+//!   streams past, then each grain table it names (after the directory, in directory order,
+//!   as the inspector requires), then the grains those tables place are copied as they stream
+//!   past. A grain that arrives before the table that places it is spilled (see [`Placer`])
+//!   and placed when the table arrives. What is spilled and what is tracked, and so whether a
+//!   limit is hit, depends only on the bytes: everything from `overHead` to the end of the
+//!   last grain table is spilled, and each table entry is handled after the bytes before it.
 //!
 //! Like QEMU, the primary grain directory is read (not the redundant one); entries of 0 and
 //! zeroed-grain entries (1, with the zeroed-grain flag) stay holes; grains are clipped to the
@@ -17,8 +20,9 @@
 //! Memory: one 512-byte header, one 16-byte marker, one inflate state (about 43 KiB) and one
 //! [`SCRATCH_LEN`] buffer; for monolithicSparse also `16 × gd_entries` bytes of queued tables
 //! plus [`Placer`]'s bound, at most `max_tracked_entries` pending grains.
-//! Spill: 0 for streamOptimized; for monolithicSparse every byte past `overHead` that arrives
-//! while some grain table is still unread, at most `max_spill_bytes`.
+//! Spill: 0 for streamOptimized; for monolithicSparse every byte from `overHead` to the end of
+//! the grain directory and its last table, at most `max_spill_bytes` (none for QEMU's and
+//! VMware's layouts, whose directories and tables lie inside `overHead`).
 
 use std::collections::BTreeMap;
 
@@ -30,7 +34,7 @@ use crate::convert::{corrupt, truncated};
 use crate::convert::{ConvertError, ConvertLimits, ConvertSink, FormatConverter};
 use crate::probe::PlacedFindings;
 use crate::stream::u64_of;
-use crate::stream::{intersect, le_u32, le_u64, Capture, EntryScanner, TableQueue};
+use crate::stream::{intersect, le_u32, le_u64, slice_at, Capture, EntryScanner, TableQueue};
 use crate::ReasonCode;
 
 /// Bytes of the output handled at once when copying out of the spill area or inflating: the
@@ -230,12 +234,17 @@ impl Placer {
     }
 
     /// Feeds input at `pos`: copies the parts of pending ranges it holds, and spills its bytes
-    /// at or after `spill_from` (when some metadata is still unread).
+    /// that fall in one of the `spill` ranges (`[start, end)` of the input, ascending).
+    ///
+    /// Callers decide what to spill from positions alone (the ranges where data may lie before
+    /// the metadata placing it) and feed the bytes before each metadata entry before placing
+    /// what it names, so that what is spilled and tracked, and so whether a limit is hit, does
+    /// not depend on how the input is chunked.
     pub(crate) fn feed(
         &mut self,
         pos: u64,
         data: &[u8],
-        spill_from: Option<u64>,
+        spill: &[(u64, u64)],
         sink: &mut dyn ConvertSink,
     ) -> Result<(), ConvertError> {
         let data_end = pos.saturating_add(u64_of(data.len()));
@@ -257,29 +266,43 @@ impl Placer {
                 self.pending.remove(&(input, output));
             }
         }
-        if let Some(from) = spill_from {
-            if let Some((_, part)) = intersect(pos, data, from.max(pos), data_end) {
-                self.spill(data_end.saturating_sub(u64_of(part.len())), part, sink)?;
+        for &(start, end) in spill {
+            if let Some((rel, part)) = intersect(pos, data, start, end) {
+                self.spill(start.saturating_add(rel), part, sink)?;
             }
         }
         self.pos = data_end;
         Ok(())
     }
 
+    /// Spills `part`, input bytes from `at`. Checks are made in the order a byte-by-byte feed
+    /// would meet them: a new spilled range at `at`, then the byte that overflows the area.
     fn spill(
         &mut self,
         at: u64,
         part: &[u8],
         sink: &mut dyn ConvertSink,
     ) -> Result<(), ConvertError> {
+        let extends = self.spilled.last().is_some_and(|last| last.1 == at);
+        if !extends && self.spilled.len() >= self.max_entries {
+            return Err(ConvertError::image(
+                ReasonCode::LimitExceeded,
+                format!(
+                    "{} image spills more than {} separate ranges (at input offset {at})",
+                    self.what, self.max_entries
+                ),
+            ));
+        }
         let n = u64_of(part.len());
         let used = self.spill_used.saturating_add(n);
         if used > self.max_spill {
+            // The first byte that does not fit.
+            let over = at.saturating_add(self.max_spill.saturating_sub(self.spill_used));
             return Err(ConvertError::image(
                 ReasonCode::LimitExceeded,
                 format!(
                     "{} image keeps data ahead of the metadata placing it beyond the spill \
-                     limit of {} bytes (at input offset {at})",
+                     limit of {} bytes (at input offset {over})",
                     self.what, self.max_spill
                 ),
             ));
@@ -287,16 +310,8 @@ impl Placer {
         sink.spill_write(self.spill_used, part)?;
         let end = at.saturating_add(n);
         match self.spilled.last_mut() {
-            Some(last) if last.1 == at => last.1 = end,
-            _ => {
-                if self.spilled.len() >= self.max_entries {
-                    return Err(ConvertError::image(
-                        ReasonCode::LimitExceeded,
-                        format!("{} image spills too many separate ranges", self.what),
-                    ));
-                }
-                self.spilled.push((at, end, self.spill_used));
-            }
+            Some(last) if extends => last.1 = end,
+            _ => self.spilled.push((at, end, self.spill_used)),
         }
         self.spill_used = used;
         Ok(())
@@ -727,6 +742,10 @@ fn next_sector(end: u64, at: u64) -> Result<u64, ConvertError> {
 }
 
 /// The monolithicSparse walk: directory → tables → grains.
+///
+/// Like the inspector ([`VmdkTableWalk`]), the converter requires the grain tables after the
+/// directory, in directory order and not overlapping: every table is then ahead of the stream
+/// when it is queued and scanned whole, however the input is chunked.
 #[derive(Debug)]
 struct VmdkSparseWalk {
     gd: EntryScanner<4>,
@@ -734,6 +753,9 @@ struct VmdkSparseWalk {
     /// Grain tables named by the directory: start → directory index.
     table_index: BTreeMap<u64, u64>,
     tables: TableQueue<4>,
+    /// Where the next grain table may start: the end of the directory, then of the last
+    /// table queued. Once the directory is read, the end of all metadata.
+    next_table: u64,
     placer: Placer,
     gtes: u64,
     grain_sectors: u64,
@@ -747,6 +769,14 @@ struct VmdkSparseWalk {
     data_end: u64,
 }
 
+/// A grain table entry that places a grain, and where the entry ends in the input.
+#[derive(Debug, Clone, Copy)]
+struct GrainPlacement {
+    entry_end: u64,
+    input: u64,
+    output: u64,
+}
+
 impl VmdkSparseWalk {
     fn new(
         h: &VmdkHeader,
@@ -757,8 +787,10 @@ impl VmdkSparseWalk {
         let entries = h.gd_entries().ok_or_else(overflow)?;
         let gd_start = h.gd_offset.checked_mul(SECTOR).ok_or_else(overflow)?;
         let gtes = u64::from(h.gtes_per_gt);
+        let gd = EntryScanner::new(gd_start, entries).ok_or_else(overflow)?;
         Ok(VmdkSparseWalk {
-            gd: EntryScanner::new(gd_start, entries).ok_or_else(overflow)?,
+            next_table: gd.end(),
+            gd,
             gd_start,
             table_index: BTreeMap::new(),
             tables: TableQueue::new(gtes, limits.max_tracked_entries),
@@ -787,41 +819,51 @@ impl VmdkSparseWalk {
         sink: &mut dyn ConvertSink,
     ) -> Result<(), ConvertError> {
         let data_end = pos.saturating_add(u64_of(data.len()));
-        // 1. Directory entries: queue their tables.
-        let mut err: Option<ConvertError> = None;
+        // 1. Directory entries: queue their tables. A bad entry fails the conversion where it
+        //    ends in the input (after the data before it, see 3).
+        let mut failure: Option<(u64, ConvertError)> = None;
         let (gd_start, table_bytes) = (self.gd_start, self.gtes.saturating_mul(ENTRY));
         let tables = &mut self.tables;
         let table_index = &mut self.table_index;
+        let next_table = &mut self.next_table;
         let max_tracked = self.max_tracked;
         self.gd.feed(pos, data, |index, entry| {
             let sector = u64::from(u32::from_le_bytes(*entry));
-            if sector == 0 || err.is_some() {
+            if sector == 0 || failure.is_some() {
                 return;
             }
             let start = sector.saturating_mul(SECTOR);
             let entry_end = gd_start.saturating_add(index.saturating_add(1).saturating_mul(ENTRY));
-            if start < entry_end || start.checked_add(table_bytes).is_none() {
-                err = Some(corrupt(format!(
-                    "VMDK grain directory entry {index} points to a grain table at sector \
-                     {sector}, not after the directory"
-                )));
+            let Some(end) = start
+                .checked_add(table_bytes)
+                .filter(|_| start >= *next_table)
+            else {
+                failure = Some((
+                    entry_end,
+                    corrupt(format!(
+                        "VMDK grain directory entry {index} points to a grain table at sector \
+                         {sector}, not after the directory and the previous table"
+                    )),
+                ));
                 return;
-            }
+            };
             if table_index.len() >= max_tracked || tables.push(entry_end, start).is_err() {
-                err = Some(ConvertError::image(
-                    ReasonCode::LimitExceeded,
-                    format!("VMDK image names more than {max_tracked} grain tables"),
+                failure = Some((
+                    entry_end,
+                    ConvertError::image(
+                        ReasonCode::LimitExceeded,
+                        format!("VMDK image names more than {max_tracked} grain tables"),
+                    ),
                 ));
                 return;
             }
             table_index.insert(start, index);
+            *next_table = end;
         });
-        if let Some(e) = err {
-            return Err(e);
-        }
-        // 2. Table entries: place grains. Placements may read back spilled data.
-        let mut found: Vec<(u64, u64, u64)> = Vec::new();
-        let (gtes, grain_sectors, grain_bytes) = (self.gtes, self.grain_sectors, self.grain_bytes);
+        // 2. Table entries: the grains they place. Tables start after the directory, so after
+        //    any bad directory entry.
+        let mut found: Vec<GrainPlacement> = Vec::new();
+        let (gtes, grain_sectors) = (self.gtes, self.grain_sectors);
         let (capacity, zero_grain) = (self.capacity, self.zero_grain);
         let table_index = &self.table_index;
         self.tables.feed(pos, data, |table, index, entry| {
@@ -837,33 +879,69 @@ impl VmdkSparseWalk {
             if lba >= capacity {
                 return;
             }
-            found.push((
-                sector.saturating_mul(SECTOR),
-                lba.saturating_mul(SECTOR),
-                grain_bytes,
-            ));
+            found.push(GrainPlacement {
+                entry_end: table.saturating_add(index.saturating_add(1).saturating_mul(ENTRY)),
+                input: sector.saturating_mul(SECTOR),
+                output: lba.saturating_mul(SECTOR),
+            });
         });
-        for (input, output, len) in found {
-            let len = len.min(self.virtual_size.saturating_sub(output));
-            if input < self.overhead_bytes {
-                return Err(corrupt(format!(
-                    "VMDK grain table places LBA {} at input offset {input}, inside the \
-                     metadata (overHead ends at {})",
-                    output / SECTOR,
-                    self.overhead_bytes
-                )));
+        // 3. In stream order: the data before each entry, then what the entry places.
+        //    Placements may read back spilled data.
+        let mut at = pos;
+        for g in found {
+            if failure.as_ref().is_some_and(|(f, _)| *f <= g.entry_end) {
+                break;
             }
-            self.data_end = self.data_end.max(input.saturating_add(len));
-            // Bytes of this chunk are not yet in the placer: place relative to its position.
-            self.placer.place(input, len, output, sink)?;
+            self.feed_data(at, slice_at(pos, data, at, g.entry_end), sink)?;
+            at = g.entry_end;
+            self.place(g, sink)?;
         }
-        // 3. Data: copy placed grains; spill while tables are still unread.
-        let spill_from = (!self.metadata_done(data_end)).then_some(self.overhead_bytes);
-        self.placer.feed(pos, data, spill_from, sink)?;
-        if spill_from.is_none() && self.placer.spilled_bytes() > 0 {
+        if let Some((fail_at, e)) = failure {
+            self.feed_data(at, slice_at(pos, data, at, fail_at), sink)?;
+            return Err(e);
+        }
+        self.feed_data(at, slice_at(pos, data, at, data_end), sink)?;
+        if self.metadata_done(data_end) && self.placer.spilled_bytes() > 0 {
             self.placer.forget_spill();
         }
         Ok(())
+    }
+
+    /// Copies placed grains out of input `[at, at + data.len())`, spilling its bytes from
+    /// `overHead` up to the end of the metadata (the directory, then its last table).
+    fn feed_data(
+        &mut self,
+        at: u64,
+        data: &[u8],
+        sink: &mut dyn ConvertSink,
+    ) -> Result<(), ConvertError> {
+        let end = at.saturating_add(u64_of(data.len()));
+        // Until the whole directory is read, a later entry may name a table further on.
+        let metadata_end = if self.gd.is_done(end) {
+            self.next_table
+        } else {
+            u64::MAX
+        };
+        self.placer
+            .feed(at, data, &[(self.overhead_bytes, metadata_end)], sink)
+    }
+
+    /// Places the grain a table entry names.
+    fn place(&mut self, g: GrainPlacement, sink: &mut dyn ConvertSink) -> Result<(), ConvertError> {
+        let len = self
+            .grain_bytes
+            .min(self.virtual_size.saturating_sub(g.output));
+        if g.input < self.overhead_bytes {
+            return Err(corrupt(format!(
+                "VMDK grain table places LBA {} at input offset {}, inside the metadata \
+                 (overHead ends at {})",
+                g.output / SECTOR,
+                g.input,
+                self.overhead_bytes
+            )));
+        }
+        self.data_end = self.data_end.max(g.input.saturating_add(len));
+        self.placer.place(g.input, len, g.output, sink)
     }
 
     fn finish(&mut self, len: u64, _sink: &mut dyn ConvertSink) -> Result<(), ConvertError> {
@@ -907,9 +985,10 @@ mod tests {
         let mut p = Placer::new(&limits, "test");
         let mut sink = MemorySink::new(1 << 20);
         let data: Vec<u8> = (0..1000u32).map(|i| (i % 250) as u8 + 1).collect();
-        p.feed(0, &data[..600], Some(100), &mut sink).unwrap();
+        p.feed(0, &data[..600], &[(100, u64::MAX)], &mut sink)
+            .unwrap();
         p.place(200, 500, 0, &mut sink).unwrap();
-        p.feed(600, &data[600..], None, &mut sink).unwrap();
+        p.feed(600, &data[600..], &[], &mut sink).unwrap();
         assert_eq!(&sink.output[..500], &data[200..700]);
         assert!(p.first_pending().is_none());
         assert!(matches!(
@@ -930,7 +1009,7 @@ mod tests {
         let mut p = Placer::new(&limits, "test");
         let mut sink = MemorySink::new(1 << 20);
         assert!(matches!(
-            p.feed(0, &[1u8; 300], Some(0), &mut sink),
+            p.feed(0, &[1u8; 300], &[(0, u64::MAX)], &mut sink),
             Err(ConvertError::Image {
                 code: ReasonCode::LimitExceeded,
                 ..
@@ -1015,6 +1094,205 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// Chunk sizes the chunking tests feed (besides the whole image).
+    const SIZES: [usize; 12] = [1, 2, 3, 7, 13, 64, 511, 512, 513, 1000, 4095, 4096];
+
+    /// Converts `img` at every size in [`SIZES`], asserting one result for all of them.
+    fn convert_any(img: &[u8], limits: &ConvertLimits) -> Result<Vec<u8>, ConvertError> {
+        crate::convert::assert_convert_chunking_invariant(Format::Vmdk, img, limits, SIZES)
+    }
+
+    /// Limits with `spill` bytes of spill and `tracked` tracked entries.
+    fn limits(spill: u64, tracked: usize) -> ConvertLimits {
+        ConvertLimits {
+            max_spill_bytes: spill,
+            max_tracked_entries: tracked,
+            ..ConvertLimits::default()
+        }
+    }
+
+    /// Whether `r` is a `limit_exceeded` failure.
+    fn is_limit(r: &Result<Vec<u8>, ConvertError>) -> bool {
+        matches!(
+            r,
+            Err(ConvertError::Image {
+                code: ReasonCode::LimitExceeded,
+                ..
+            })
+        )
+    }
+
+    /// The bytes of one-sector grain `lba` in the test images.
+    fn grain_fill(lba: usize) -> u8 {
+        lba as u8 + 1
+    }
+
+    /// A 16-sector monolithicSparse image (grains of one sector, grain tables of 4 entries)
+    /// that keeps eight grains *before* its grain directory and tables, so that converting it
+    /// spills them: header, descriptor, grains for LBAs 0..8 at sectors 2..10, the directory
+    /// at sector 10, its four tables at 11..15, and the grain for LBA 12 at sector 15.
+    /// Returns the image and the expected raw output.
+    fn data_first_sparse() -> (Vec<u8>, Vec<u8>) {
+        use super::super::header::tests::{encode, qemu_sparse_header};
+        let mut h = qemu_sparse_header();
+        h.flags = 1;
+        h.rgd_offset = 0;
+        h.capacity = 16;
+        h.grain_size = 1;
+        h.gtes_per_gt = 4;
+        h.desc_size = 1;
+        h.overhead = 2;
+        h.gd_offset = 10;
+        let mut img = encode(&h);
+        img.resize(16 * 512, 0);
+        let mut out = vec![0u8; 16 * 512];
+        let mut map = |lba: usize, sector: usize| {
+            img[sector * 512..][..512].fill(grain_fill(lba));
+            out[lba * 512..][..512].fill(grain_fill(lba));
+            let at = (11 + lba / 4) * 512 + lba % 4 * 4;
+            img[at..at + 4].copy_from_slice(&(sector as u32).to_le_bytes());
+        };
+        for lba in 0..8 {
+            map(lba, 2 + lba);
+        }
+        map(12, 15);
+        for table in 0..4u32 {
+            let at = 10 * 512 + table as usize * 4;
+            img[at..at + 4].copy_from_slice(&(11 + table).to_le_bytes());
+        }
+        (img, out)
+    }
+
+    #[test]
+    fn test_vmdk_convert_sparse_limits_do_not_depend_on_chunking() {
+        let (img, expected) = data_first_sparse();
+        assert_eq!(
+            convert_any(&img, &ConvertLimits::default()).unwrap(),
+            expected
+        );
+        // Every pair of limits around what the image needs: the verdict (and the error) must
+        // be the same for every chunking.
+        let (mut limited, mut converted) = (0, 0);
+        for spill in (0..=8192).step_by(512) {
+            for tracked in 0..=6 {
+                match convert_any(&img, &limits(spill, tracked)) {
+                    Ok(out) => {
+                        assert_eq!(out, expected, "spill {spill}, tracked {tracked}");
+                        converted += 1;
+                    }
+                    r => {
+                        assert!(is_limit(&r), "spill {spill}, tracked {tracked}: {r:?}");
+                        limited += 1;
+                    }
+                }
+            }
+        }
+        // The sweep crosses both limits.
+        assert!(
+            limited > 0 && converted > 0,
+            "{limited} limited, {converted} converted"
+        );
+    }
+
+    #[test]
+    fn test_vmdk_convert_sparse_every_chunk_size_agrees_near_the_limits() {
+        let (img, _) = data_first_sparse();
+        for (spill, tracked) in [(4096, 16), (8192, 4), (8192, 8)] {
+            crate::convert::assert_convert_chunking_invariant(
+                Format::Vmdk,
+                &img,
+                &limits(spill, tracked),
+                1..=600,
+            )
+            .ok();
+        }
+    }
+
+    #[test]
+    fn test_vmdk_convert_sparse_overlapping_tables_are_corrupt_in_any_chunking() {
+        use super::super::header::tests::{encode, qemu_sparse_header};
+        // Tables of 512 entries (4 sectors): directory at sector 2 naming tables at sectors 3
+        // and 4, which overlap; each places one grain after them.
+        let mut h = qemu_sparse_header();
+        h.flags = 1;
+        h.rgd_offset = 0;
+        h.capacity = 1024;
+        h.grain_size = 1;
+        h.desc_size = 1;
+        h.overhead = 2;
+        h.gd_offset = 2;
+        let mut img = encode(&h);
+        img.resize(10 * 512, 0);
+        img[2 * 512..][..8].copy_from_slice(&[3, 0, 0, 0, 4, 0, 0, 0]);
+        img[3 * 512..][..4].copy_from_slice(&8u32.to_le_bytes());
+        img[4 * 512 + 8..][..4].copy_from_slice(&9u32.to_le_bytes());
+        img[8 * 512..].fill(5);
+        for img in [img.clone(), {
+            // Out of directory order, without overlapping: refused as the inspector does.
+            let mut i = img;
+            i[2 * 512..][..8].copy_from_slice(&[7, 0, 0, 0, 3, 0, 0, 0]);
+            i
+        }] {
+            let r = crate::convert::assert_convert_chunking_invariant(
+                Format::Vmdk,
+                &img,
+                &ConvertLimits::default(),
+                SIZES,
+            );
+            assert!(
+                matches!(
+                    r,
+                    Err(ConvertError::Image {
+                        code: ReasonCode::Corrupt,
+                        ..
+                    })
+                ),
+                "{r:?}"
+            );
+        }
+    }
+
+    /// A QEMU-layout streamOptimized image (directories at the start) with a redundant and a
+    /// primary grain directory of three grain tables each, every table empty: header,
+    /// descriptor, redundant directory (sector 2) and its tables (3..6), directory (6) and its
+    /// tables (7..10), then the end-of-stream marker at overHead (sector 10).
+    fn qemu_stream_two_directories() -> Vec<u8> {
+        use super::super::header::tests::{encode, qemu_sparse_header};
+        let mut h = qemu_sparse_header();
+        h.flags = 0x3_0003;
+        h.compress = 1;
+        h.capacity = 12;
+        h.grain_size = 1;
+        h.gtes_per_gt = 4;
+        h.desc_size = 1;
+        h.rgd_offset = 2;
+        h.gd_offset = 6;
+        h.overhead = 10;
+        let mut img = encode(&h);
+        img.resize(11 * 512, 0);
+        for (dir, first) in [(2usize, 3u32), (6, 7)] {
+            for i in 0..3u32 {
+                let at = dir * 512 + i as usize * 4;
+                img[at..at + 4].copy_from_slice(&(first + i).to_le_bytes());
+            }
+        }
+        img
+    }
+
+    #[test]
+    fn test_vmdk_convert_stream_table_limit_does_not_depend_on_chunking() {
+        let img = qemu_stream_two_directories();
+        assert_eq!(
+            convert_any(&img, &ConvertLimits::default()).unwrap(),
+            vec![0u8; 12 * 512]
+        );
+        let results: Vec<_> = (0..=8)
+            .map(|tracked| convert_any(&img, &limits(0, tracked)))
+            .collect();
+        assert!(results.iter().any(is_limit), "{results:?}");
+        assert!(results.iter().any(Result::is_ok), "{results:?}");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use super::header::{VmdkHeader, SECTOR};
 use crate::probe::PlacedFindings;
-use crate::stream::{EntryScanner, TableQueue};
+use crate::stream::{slice_at, u64_of, EntryScanner, TableQueue};
 use crate::ReasonCode;
 
 /// Bytes per grain directory or grain table entry (a little-endian sector number).
@@ -85,7 +85,30 @@ impl VmdkTableWalk {
     }
 
     /// Feeds stream bytes at `pos`.
+    ///
+    /// The bytes before each directory are walked first: the tables of the directory before it
+    /// end there, so they are scanned and no longer queued when its entries queue new ones.
+    /// The tables queued at once (and so whether the limit on them is hit) are then the same
+    /// however the stream is chunked.
     pub(crate) fn feed(&mut self, pos: u64, data: &[u8], findings: &mut PlacedFindings) {
+        let end = pos.saturating_add(u64_of(data.len()));
+        let mut at = pos;
+        while at < end {
+            let next = self
+                .directories
+                .iter()
+                .map(|d| d.start)
+                .filter(|&s| s > at)
+                .min()
+                .unwrap_or(end)
+                .min(end);
+            self.feed_piece(at, slice_at(pos, data, at, next), findings);
+            at = next;
+        }
+    }
+
+    /// Feeds stream bytes at `pos` that hold no directory start past their first byte.
+    fn feed_piece(&mut self, pos: u64, data: &[u8], findings: &mut PlacedFindings) {
         let table_bytes = self.table_bytes;
         let tables = &mut self.tables;
         let max_end = &mut self.max_end;
