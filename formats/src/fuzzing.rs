@@ -421,15 +421,10 @@ mod roundtrip_tests {
 const CONVERT_FUZZ_SINK_LEN: usize = 4 << 20;
 
 /// Converts `data` from `format` to raw, fed whole and in `chunk`-byte pieces (`chunk` is
-/// `data[0] × 31`): with small limits, then (except qcow2) with tight ones also picked by
-/// `data[0]` (`512 × (data[0] mod 16)` spill bytes, `data[0] / 16` tracked entries) so that
-/// inputs land on both sides of each limit. Each pair of runs must agree: success or
-/// failure, the reason code of an image error, and the output bytes.
-///
-/// qcow2 skips the tight limits: within a host cluster its converter handles the table
-/// entries a piece completes before it counts the ranges the piece adds, so an image that is
-/// corrupt and over a handful of tracked entries can fail as `corrupt` or as `limit_exceeded`
-/// depending on the chunking.
+/// `data[0] × 31`): with small limits, then with tight ones also picked by `data[0]`
+/// (`512 × (data[0] mod 16)` spill bytes, `data[0] / 16` tracked entries) so that inputs land
+/// on both sides of each limit. Each pair of runs must agree: success or failure, the reason
+/// code of an image error, and the output bytes.
 ///
 /// # Panics
 /// When the converter panics or its result depends on the chunking.
@@ -444,14 +439,12 @@ fn convert_to_raw_checked(format: Format, data: &[u8]) {
         ..crate::ConvertLimits::default()
     };
     check_convert_chunking(format, image, chunk, &small);
-    if format != Format::Qcow2 {
-        let tight = crate::ConvertLimits {
-            max_spill_bytes: u64::from(control % 16).saturating_mul(512),
-            max_tracked_entries: usize::from(control / 16),
-            ..crate::ConvertLimits::default()
-        };
-        check_convert_chunking(format, image, chunk, &tight);
-    }
+    let tight = crate::ConvertLimits {
+        max_spill_bytes: u64::from(control % 16).saturating_mul(512),
+        max_tracked_entries: usize::from(control / 16),
+        ..crate::ConvertLimits::default()
+    };
+    check_convert_chunking(format, image, chunk, &tight);
 }
 
 /// Converts `image` whole and in `chunk`-byte pieces with `limits`; see

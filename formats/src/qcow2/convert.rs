@@ -18,6 +18,11 @@
 //!   offset) so the entry that names them later can place them. Once the mapping is complete
 //!   nothing more is spilled and unclaimed bytes (refcount blocks, snapshot-only clusters)
 //!   are skipped.
+//! - Verdicts depend on the bytes only, not on how the input is chunked: every check happens
+//!   at an offset the bytes fix, in stream order (a cluster claimed whole by a table or a
+//!   mapping is recorded as used when it begins, before its entries complete; other bytes
+//!   are accounted for before the compressed extent ending after them is inflated; every new
+//!   tracked entry or range is checked against the limit as it is added).
 //!
 //! Zero clusters, unallocated clusters and subclusters, and all-zero 4 KiB output pieces are
 //! never written: they stay holes. The output's length is the virtual size rounded down to
@@ -30,10 +35,9 @@
 //!
 //! Memory bound (bytes), with `cs` the cluster size (≤ 2 MiB) and `E` =
 //! `ConvertLimits::max_tracked_entries`:
-//! `≈ 64 × (E + cs / 256)` (queued L2 tables, pending data clusters and compressed extents,
-//! spill ranges and consumed ranges, each a B-tree entry of at most 24 bytes plus node
-//! overhead; table entries are checked against `E` as they are inserted, the ranges one
-//! streamed piece, at most `cs / 256` of them, later)
+//! `≈ 64 × E` (queued L2 tables, pending data clusters and compressed extents, spill ranges
+//! and consumed ranges, each a B-tree entry of at most 24 bytes plus node overhead, each
+//! checked against `E` as it is inserted)
 //! `+ 3 × cs` (compressed window) `+ 2 × cs` (decompressed cluster, past-read buffer: a
 //! compressed extent is at most `2 × cs`, what its sector count field can express and what
 //! QEMU reads)
@@ -56,7 +60,7 @@ use super::header::{
 use super::limits::QCOW2_HEADER_CAPTURE;
 use crate::convert::{corrupt, truncated};
 use crate::convert::{ConvertError, ConvertLimits, ConvertSink, FormatConverter};
-use crate::stream::{be_u32, be_u64, Capture, EntryScanner};
+use crate::stream::{be_u32, be_u64, slice_at, Capture, EntryScanner};
 use crate::stream::{u64_of, usize_of};
 use crate::ReasonCode;
 
@@ -547,6 +551,9 @@ struct Qcow2ConvertWalk {
     /// The host cluster being streamed and whether the mapping was incomplete at its start.
     cluster: u64,
     incomplete: bool,
+    /// Whether a table or a mapping claims the whole current cluster (nothing in it is
+    /// spilled).
+    whole: bool,
     /// L2 tables ahead of the stream → guest offsets of their first cluster.
     l2_pending: BTreeMap<u64, Vec<u64>>,
     l2_pending_bases: usize,
@@ -608,6 +615,7 @@ impl Qcow2ConvertWalk {
             refcount,
             cluster: 0,
             incomplete: true,
+            whole: false,
             l2_pending: BTreeMap::new(),
             l2_pending_bases: 0,
             tracked_at_cluster: 0,
@@ -649,10 +657,10 @@ impl Qcow2ConvertWalk {
     }
 
     /// Checks the entries tracked against `max_tracked_entries`: those tracked when the
-    /// current cluster began plus every insertion since. Entries released inside a cluster
-    /// count until the next cluster begins, so whether the limit is hit does not depend on
-    /// how the input is split (events inside one chunk are handled grouped by kind, not in
-    /// byte order).
+    /// current cluster began plus every insertion since. Called after every insertion, in
+    /// stream order (see [`Self::piece`]). Entries released inside a cluster count until the
+    /// next cluster begins, so whether and where the limit is hit does not depend on how the
+    /// input is split.
     fn check_tracked(&self) -> Result<(), ConvertError> {
         let n = self
             .tracked_at_cluster
@@ -698,7 +706,9 @@ impl Qcow2ConvertWalk {
         self.l1.is_none()
     }
 
-    /// The stream reaches host cluster `c`.
+    /// The stream reaches host cluster `c`: the last spilled sector is closed, a queued L2
+    /// table starts being scanned, and a cluster whose bytes are all claimed (table or mapped
+    /// data) is recorded as used here, before any entry it holds completes.
     fn begin_cluster(&mut self, c: u64, sink: &mut dyn ConvertSink) -> Result<(), ConvertError> {
         self.spill.close_sector(sink)?;
         if c == 0 {
@@ -723,152 +733,51 @@ impl Qcow2ConvertWalk {
         self.incomplete = !self.l1_done() || !self.l2_pending.is_empty();
         self.tracked_at_cluster = self.tracked();
         self.inserted_at_cluster = self.insertions();
-        Ok(())
+        self.whole = self.l2_scan.is_some()
+            || self.data.range((c, 0)..=(c, u64::MAX)).next().is_some()
+            || (self.l1_start..self.l1_clusters_end).contains(&c)
+            || (self.refcount.0..self.refcount.1).contains(&c);
+        if self.incomplete && self.whole {
+            self.consumed.add(c, c.saturating_add(self.cs));
+        }
+        // The sector closed above and the range just added count from here.
+        self.check_tracked()
     }
 
     /// Handles bytes `[p, p + piece.len())`, all inside the current host cluster (not 0).
+    ///
+    /// The piece is split where a compressed extent ends, so that each part's bytes are
+    /// accounted for (spilled or recorded as used, each new range checked against
+    /// `max_tracked_entries` as it is added) and the table entries the part completes are
+    /// handled before the extent ending there is inflated. Every check then happens at an
+    /// offset fixed by the bytes, as a byte-by-byte feed meets it, whatever the chunking. The
+    /// entries a part completes need no finer split: they only complete in table clusters,
+    /// whose bytes were recorded as used when the cluster began.
     fn piece(
         &mut self,
         p: u64,
         piece: &[u8],
         sink: &mut dyn ConvertSink,
     ) -> Result<(), ConvertError> {
-        let c = self.cluster;
         let e = p.saturating_add(u64_of(piece.len()));
-        let cluster_end = c.saturating_add(self.cs);
-
-        // The L1 table.
-        if let Some(mut scanner) = self.l1.take() {
-            let mut result = Ok(());
-            scanner.feed(p, piece, |index, entry| {
-                if result.is_ok() {
-                    result = self.l1_entry(index, u64::from_be_bytes(*entry), sink);
-                }
-            });
-            result?;
-            if !scanner.is_done(e) {
-                self.l1 = Some(scanner);
-            }
-        }
-
-        // The L2 table in this cluster.
-        let is_l2 = self.l2_scan.is_some();
-        if let Some(mut scan) = self.l2_scan.take() {
-            let mut result = Ok(());
-            let table = scan.table;
-            let bases = std::mem::take(&mut scan.bases);
-            match &mut scan.scanner {
-                L2Scanner::Standard(s) => s.feed(p, piece, |index, entry| {
-                    for &base in &bases {
-                        if result.is_ok() {
-                            let word = u64::from_be_bytes(*entry);
-                            result = self.l2_entry(table, base, index, word, 0, sink);
-                        }
-                    }
-                }),
-                L2Scanner::Extended(s) => s.feed(p, piece, |index, entry| {
-                    for &base in &bases {
-                        if result.is_ok() {
-                            let word = be_u64(entry, 0).unwrap_or(0);
-                            let bitmap = be_u64(entry, 8).unwrap_or(0);
-                            result = self.l2_entry(table, base, index, word, bitmap, sink);
-                        }
-                    }
-                }),
-            }
-            result?;
-            scan.bases = bases;
-            if e < cluster_end {
-                self.l2_scan = Some(scan);
-            }
-        }
-
-        // Data clusters mapped here.
-        let mut mapped = false;
-        let offset_in = p.saturating_sub(c);
-        for (&(_, guest), &mask) in self.data.range((c, 0)..=(c, u64::MAX)) {
-            mapped = true;
-            self.emit_masked(sink, guest, offset_in, piece, mask)?;
-        }
-        if mapped && e >= cluster_end {
-            let keys: Vec<(u64, u64)> = self
-                .data
-                .range((c, 0)..=(c, u64::MAX))
-                .map(|(k, _)| *k)
-                .collect();
-            for k in keys {
-                self.data.remove(&k);
-            }
-        }
-
-        // Compressed extents.
-        self.compressed_piece(p, piece, sink)?;
-
-        // What no table or mapping claims.
-        let whole = mapped
-            || is_l2
-            || (self.l1_start..self.l1_clusters_end).contains(&c)
-            || (self.refcount.0..self.refcount.1).contains(&c);
-        if self.incomplete {
-            if whole {
-                self.consumed.add(p, e);
-            } else {
-                let mut at = p;
-                let claims: Vec<(u64, u64)> = self
-                    .claims
-                    .iter()
-                    .filter(|(a, b)| *b > p && *a < e)
-                    .copied()
-                    .collect();
-                for (a, b) in claims {
-                    let a = a.max(p);
-                    let b = b.min(e);
-                    if a > at {
-                        self.spill_part(p, piece, at, a, sink)?;
-                    }
-                    self.consumed.add(a, b);
-                    at = at.max(b);
-                }
-                if at < e {
-                    self.spill_part(p, piece, at, e, sink)?;
-                }
-            }
-            self.check_tracked()?;
-        }
-        while self.claims.front().is_some_and(|(_, b)| *b <= e) {
-            self.claims.pop_front();
+        let mut at = p;
+        while at < e {
+            let was_active = !self.active.is_empty();
+            let (to, first_new) = self.activate(at, e);
+            let part = slice_at(p, piece, at, to);
+            self.part(at, to, part, was_active, first_new, sink)?;
+            at = to;
         }
         Ok(())
     }
 
-    fn spill_part(
-        &mut self,
-        p: u64,
-        piece: &[u8],
-        a: u64,
-        b: u64,
-        sink: &mut dyn ConvertSink,
-    ) -> Result<(), ConvertError> {
-        let from = usize_of(a.saturating_sub(p));
-        let to = usize_of(b.saturating_sub(p));
-        match piece.get(from..to) {
-            Some(bytes) => self.spill.add(a, bytes, sink),
-            None => Ok(()),
-        }
-    }
-
-    /// Collects compressed extents streaming past and places those that complete here.
-    fn compressed_piece(
-        &mut self,
-        p: u64,
-        piece: &[u8],
-        sink: &mut dyn ConvertSink,
-    ) -> Result<(), ConvertError> {
-        let e = p.saturating_add(u64_of(piece.len()));
-        let was_active = !self.active.is_empty();
+    /// Activates the queued compressed extents that start before the next extent end (or
+    /// `e`), which it returns with the first newly active extent's start.
+    fn activate(&mut self, at: u64, e: u64) -> (u64, Option<u64>) {
+        let mut to = self.active.first().map_or(e, |&(end, _, _)| end.min(e));
         let mut first_new: Option<u64> = None;
         while let Some(&(start, end, guest)) = self.compressed.first() {
-            if start >= e {
+            if start >= to {
                 break;
             }
             self.compressed.pop_first();
@@ -885,19 +794,165 @@ impl Qcow2ConvertWalk {
                 }
             }
             first_new.get_or_insert(start);
+            to = to.min(end);
         }
+        // Extents end past their start, which is not before `at`: never reached.
+        if to <= at {
+            to = e;
+        }
+        (to, first_new)
+    }
+
+    /// Handles `[at, to)` (`part`), holding no compressed extent's end before `to`: the
+    /// tables' entries it completes, the data mapped here, the accounting of unclaimed bytes,
+    /// then the extents ending at `to`.
+    fn part(
+        &mut self,
+        at: u64,
+        to: u64,
+        part: &[u8],
+        was_active: bool,
+        first_new: Option<u64>,
+        sink: &mut dyn ConvertSink,
+    ) -> Result<(), ConvertError> {
+        let c = self.cluster;
+        let cluster_end = c.saturating_add(self.cs);
+        self.window_add(at, part, was_active, first_new);
+
+        // The L1 table.
+        if let Some(mut scanner) = self.l1.take() {
+            let mut result = Ok(());
+            scanner.feed(at, part, |index, entry| {
+                if result.is_ok() {
+                    result = self.l1_entry(index, u64::from_be_bytes(*entry), sink);
+                }
+            });
+            result?;
+            if !scanner.is_done(to) {
+                self.l1 = Some(scanner);
+            }
+        }
+
+        // The L2 table in this cluster.
+        if let Some(mut scan) = self.l2_scan.take() {
+            let mut result = Ok(());
+            let table = scan.table;
+            let bases = std::mem::take(&mut scan.bases);
+            match &mut scan.scanner {
+                L2Scanner::Standard(s) => s.feed(at, part, |index, entry| {
+                    for &base in &bases {
+                        if result.is_ok() {
+                            let word = u64::from_be_bytes(*entry);
+                            result = self.l2_entry(table, base, index, word, 0, sink);
+                        }
+                    }
+                }),
+                L2Scanner::Extended(s) => s.feed(at, part, |index, entry| {
+                    for &base in &bases {
+                        if result.is_ok() {
+                            let word = be_u64(entry, 0).unwrap_or(0);
+                            let bitmap = be_u64(entry, 8).unwrap_or(0);
+                            result = self.l2_entry(table, base, index, word, bitmap, sink);
+                        }
+                    }
+                }),
+            }
+            result?;
+            scan.bases = bases;
+            if to < cluster_end {
+                self.l2_scan = Some(scan);
+            }
+        }
+
+        // Data clusters mapped here.
+        let offset_in = at.saturating_sub(c);
+        for (&(_, guest), &mask) in self.data.range((c, 0)..=(c, u64::MAX)) {
+            self.emit_masked(sink, guest, offset_in, part, mask)?;
+        }
+        if to >= cluster_end {
+            while let Some(entry) = self.data.range((c, 0)..=(c, u64::MAX)).next() {
+                let key = *entry.0;
+                self.data.remove(&key);
+            }
+        }
+
+        // What no table or mapping claims (a cluster claimed whole was recorded when it
+        // began): spilled, or recorded as used where an active compressed extent claims it.
+        if self.incomplete && !self.whole {
+            let mut cur = at;
+            let mut i = 0;
+            while let Some(&(a, b)) = self.claims.get(i) {
+                i = i.saturating_add(1);
+                if b <= at {
+                    continue;
+                }
+                if a >= to {
+                    break;
+                }
+                let (a, b) = (a.max(at), b.min(to));
+                if a > cur {
+                    self.spill_part(at, part, cur, a, sink)?;
+                }
+                self.consumed.add(a, b);
+                self.check_tracked()?;
+                cur = cur.max(b);
+            }
+            if cur < to {
+                self.spill_part(at, part, cur, to, sink)?;
+            }
+        }
+
+        // Compressed extents ending here.
+        self.complete_extents(to, sink)?;
+        while self.claims.front().is_some_and(|(_, b)| *b <= to) {
+            self.claims.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Spills the bytes `[a, b)` of `piece` (at `p`) sector by sector, checking each range
+    /// the spill area adds against `max_tracked_entries` as it is added.
+    fn spill_part(
+        &mut self,
+        p: u64,
+        piece: &[u8],
+        a: u64,
+        b: u64,
+        sink: &mut dyn ConvertSink,
+    ) -> Result<(), ConvertError> {
+        let mut at = a;
+        while at < b {
+            let next = (at | (SECTOR - 1)).saturating_add(1).min(b);
+            self.spill.add(at, slice_at(p, piece, at, next), sink)?;
+            self.check_tracked()?;
+            at = next;
+        }
+        Ok(())
+    }
+
+    /// Adds `part` (at `at`) to the compressed window while extents are active: all of it
+    /// when some already were, else from the first newly active extent's start.
+    fn window_add(&mut self, at: u64, part: &[u8], was_active: bool, first_new: Option<u64>) {
         if self.active.is_empty() {
-            return Ok(());
+            return;
         }
         if was_active {
-            self.window.extend_from_slice(piece);
+            self.window.extend_from_slice(part);
         } else if let Some(start) = first_new {
             // Extents become active in start order: the first is the earliest.
             self.window.clear();
-            self.window_start = start.max(p);
-            let from = usize_of(self.window_start.saturating_sub(p));
+            self.window_start = start.max(at);
+            let from = usize_of(self.window_start.saturating_sub(at));
             self.window
-                .extend_from_slice(piece.get(from..).unwrap_or(&[]));
+                .extend_from_slice(part.get(from..).unwrap_or(&[]));
+        }
+    }
+
+    /// Inflates and places the active compressed extents ending by `e`, then drops the
+    /// window bytes no active extent needs.
+    fn complete_extents(&mut self, e: u64, sink: &mut dyn ConvertSink) -> Result<(), ConvertError> {
+        if self.active.is_empty() {
+            return Ok(());
         }
         while let Some(&(end, start, guest)) = self.active.first() {
             if end > e {
@@ -1346,7 +1401,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::convert::convert_chunked;
+    use crate::convert::{assert_convert_chunking_invariant, convert_chunked};
     use crate::{Format, Target};
 
     /// Header field offsets used by the builder (see `header::off`).
@@ -1667,5 +1722,173 @@ mod tests {
                 crate::fuzzing::convert_qcow2(&data);
             }
         }
+    }
+
+    /// Chunk sizes the chunking-invariance tests feed (besides the whole image).
+    const SIZES: [usize; 11] = [1, 2, 7, 13, 100, 511, 512, 513, 4095, 4096, 4097];
+
+    fn limits(spill: u64, tracked: usize) -> ConvertLimits {
+        ConvertLimits {
+            max_spill_bytes: spill,
+            max_tracked_entries: tracked,
+            ..ConvertLimits::default()
+        }
+    }
+
+    /// Bytes that deflate cannot shrink much (so a compressed extent spans several sectors).
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed;
+        (0..len)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                (x >> 56) as u8
+            })
+            .collect()
+    }
+
+    /// 512-byte clusters, 64 KiB guest: the L1 table (cluster 2) names L2 tables at clusters 5
+    /// and 7, after unclaimed data at 3 and 4 (spilled while the mapping is incomplete). Table
+    /// 5 maps guest cluster 0 to cluster 3 (read back from the spill), 1 to cluster 8 (ahead)
+    /// and 2 with `bad`; table 7 maps guest cluster 64 to cluster 4.
+    fn tables_after_data_c512(bad: u64) -> Vec<u8> {
+        let mut img = Image::new(9, 64 << 10, 2, 2, 0);
+        img.l1(2, 0, 5);
+        img.l1(2, 1, 7);
+        img.fill(3, 0x33);
+        img.fill(4, 0x44);
+        img.fill(6, 0x66);
+        img.fill(8, 0x88);
+        let (w3, w4, w8) = (img.data(3), img.data(4), img.data(8));
+        img.l2(5, 0, w3, 0);
+        img.l2(5, 1, w8, 0);
+        img.l2(5, 2, bad, 0);
+        img.l2(7, 0, w4, 0);
+        img.bytes
+    }
+
+    /// 4 KiB clusters, 4 MiB guest: the L1 table (cluster 2) names L2 table A (cluster 3,
+    /// before the data) and B (cluster 9, after it). A maps guest cluster 0 to cluster 7
+    /// (ahead), 1 to a compressed extent at cluster 5 + 100 (`compressed`, several sectors)
+    /// and 2 with `bad`. Cluster 4 alternates non-zero and zero sectors (four spill ranges),
+    /// the rest of cluster 5 and clusters 6 and 8 are unclaimed data. B maps guest clusters
+    /// 512.. to clusters 4, 6 and 8 (read back from the spill) and 515 with `bad_b`.
+    fn compressed_between_tables_c4k(compressed: &[u8], bad: u64, bad_b: u64) -> Vec<u8> {
+        let mut img = Image::new(12, 4 << 20, 2, 2, 0);
+        img.l1(2, 0, 3);
+        img.l1(2, 1, 9);
+        for s in 0..8 {
+            img.at(
+                (4 << 12) + 512 * s,
+                &[if s % 2 == 0 { 0x40 + s as u8 } else { 0 }; 512],
+            );
+        }
+        img.fill(5, 0x55);
+        img.fill(6, 0x66);
+        img.fill(7, 0x77);
+        img.fill(8, 0x88);
+        let word_c = img.compressed((5 << 12) + 100, compressed);
+        let (w4, w6, w7, w8) = (img.data(4), img.data(6), img.data(7), img.data(8));
+        img.l2(3, 0, w7, 0);
+        img.l2(3, 1, word_c, 0);
+        img.l2(3, 2, bad, 0);
+        img.l2(9, 0, w4, 0);
+        img.l2(9, 1, w6, 0);
+        img.l2(9, 2, w8, 0);
+        img.l2(9, 3, bad_b, 0);
+        img.bytes
+    }
+
+    /// The images the limit sweeps run on: each valid, and broken in ways that the converter
+    /// finds while it also spills and tracks entries near the limits.
+    fn limit_sweep_images() -> Vec<Vec<u8>> {
+        let mut plain = noise(2048, 7);
+        plain.extend(pattern(2048, 1));
+        let good = deflate(&plain);
+        let garbage = vec![0xff; good.len()];
+        let mut v = Vec::new();
+        for bits in [9u32, 12] {
+            let cs = 1u64 << bits;
+            // None; the L1 table (read already); unaligned with 4 KiB clusters (the second L2
+            // table with 512-byte ones); compressed data in the header cluster; past the end.
+            for bad in [
+                0,
+                (1 << 63) | (2 * cs),
+                (1 << 63) | (6 * cs + 512),
+                L2E_COMPRESSED | 100,
+                (1 << 63) | (64 * cs),
+            ] {
+                if bits == 9 {
+                    v.push(tables_after_data_c512(bad));
+                } else {
+                    v.push(compressed_between_tables_c4k(&good, bad, 0));
+                    v.push(compressed_between_tables_c4k(&good, 0, bad));
+                    v.push(compressed_between_tables_c4k(&garbage, bad, 0));
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn test_qcow2_convert_limit_verdicts_do_not_depend_on_chunking() {
+        let (mut corrupt, mut limited, mut converted) = (0, 0, 0);
+        for (i, img) in limit_sweep_images().iter().enumerate() {
+            let mut pairs: Vec<(u64, usize)> = Vec::new();
+            for spill in (0..=12_288).step_by(1536).chain([2 << 20]) {
+                for tracked in (0..=7).chain([1 << 20]) {
+                    pairs.push((spill, tracked));
+                }
+            }
+            for (spill, tracked) in pairs {
+                let l = limits(spill, tracked);
+                match assert_convert_chunking_invariant(Format::Qcow2, img, &l, SIZES) {
+                    Ok(_) => converted += 1,
+                    Err(ConvertError::Image {
+                        code: ReasonCode::LimitExceeded,
+                        ..
+                    }) => limited += 1,
+                    Err(ConvertError::Image {
+                        code: ReasonCode::Corrupt | ReasonCode::Truncated,
+                        ..
+                    }) => corrupt += 1,
+                    Err(e) => panic!("image {i}, spill {spill}, tracked {tracked}: {e:?}"),
+                }
+            }
+        }
+        assert!(
+            corrupt > 0 && limited > 0 && converted > 0,
+            "{corrupt} corrupt, {limited} limited, {converted} converted"
+        );
+    }
+
+    #[test]
+    fn test_qcow2_convert_mutated_images_agree_near_the_limits() {
+        let mut lcg = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            lcg = lcg
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (lcg >> 33) as usize
+        };
+        let mut outcomes = std::collections::BTreeSet::new();
+        for base in limit_sweep_images() {
+            for _ in 0..12 {
+                let mut img = base.clone();
+                for _ in 0..1 + next() % 3 {
+                    let at = next() % img.len();
+                    img[at] ^= 1 << (next() % 8);
+                }
+                let l = limits((next() % 16 * 512) as u64, next() % 8);
+                let r = assert_convert_chunking_invariant(Format::Qcow2, &img, &l, SIZES);
+                outcomes.insert(match r {
+                    Ok(_) => None,
+                    Err(ConvertError::Image { code, .. }) => Some(code),
+                    Err(e) => panic!("{e:?}"),
+                });
+            }
+        }
+        assert!(outcomes.len() > 2, "{outcomes:?}");
     }
 }
