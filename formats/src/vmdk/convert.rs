@@ -632,6 +632,13 @@ impl VmdkStreamWalk {
     }
 
     /// Inflates compressed bytes of the grain at `at` and writes what they produce.
+    ///
+    /// The verdict on a bad grain depends on its bytes alone, not on how they arrive: each
+    /// call may produce at most one byte more than the grain still has room for, and a grain
+    /// whose output passed its size is too large even when the same call also met corrupt
+    /// data (the inflater hands out everything it decoded before the error), so "too large"
+    /// means "the deflate data before any error inflates to more than the grain". The
+    /// inflater's own error text is not reported.
     fn inflate_piece(
         &mut self,
         mut input: &[u8],
@@ -647,15 +654,16 @@ impl VmdkStreamWalk {
         // The last call filled the output buffer: the inflater may hold more output.
         let mut full = false;
         while !self.stream_end && (!input.is_empty() || full) {
+            let room = usize::try_from(
+                self.grain_bytes
+                    .saturating_sub(self.produced)
+                    .saturating_add(1),
+            )
+            .unwrap_or(usize::MAX)
+            .min(self.out.len());
+            let out = self.out.get_mut(..room).unwrap_or_default();
             let (in0, out0) = (self.inflate.total_in(), self.inflate.total_out());
-            let status = self
-                .inflate
-                .decompress(input, &mut self.out, FlushDecompress::None)
-                .map_err(|e| {
-                    corrupt(format!(
-                        "VMDK grain at byte {at} (LBA {lba}) does not inflate: {e}"
-                    ))
-                })?;
+            let result = self.inflate.decompress(input, out, FlushDecompress::None);
             let used =
                 usize::try_from(self.inflate.total_in().saturating_sub(in0)).unwrap_or(usize::MAX);
             let made = usize::try_from(self.inflate.total_out().saturating_sub(out0))
@@ -668,6 +676,12 @@ impl VmdkStreamWalk {
                     self.grain_bytes
                 )));
             }
+            let status = result.map_err(|_| {
+                corrupt(format!(
+                    "VMDK grain at byte {at} (LBA {lba}) does not inflate: its deflate data is \
+                     corrupt"
+                ))
+            })?;
             if self.produced < visible {
                 let keep = usize::try_from(visible.saturating_sub(self.produced))
                     .unwrap_or(usize::MAX)
@@ -677,7 +691,7 @@ impl VmdkStreamWalk {
                 }
             }
             self.produced = new_total;
-            full = made == self.out.len();
+            full = made == room;
             if status == Status::StreamEnd {
                 self.stream_end = true;
             } else if used == 0 && made == 0 {
@@ -1019,8 +1033,20 @@ mod tests {
 
     /// The tiny VMware-style stream of the probe's tests, with a real deflated grain.
     fn tiny_stream(grain: &[u8]) -> Vec<u8> {
-        use super::super::header::tests::{encode, qemu_sparse_header};
+        tiny_stream_compressed(&deflate(grain, flate2::Compression::default()))
+    }
+
+    /// `data` as a zlib stream at `level`.
+    fn deflate(data: &[u8], level: flate2::Compression) -> Vec<u8> {
         use std::io::Write;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), level);
+        z.write_all(data).unwrap();
+        z.finish().unwrap()
+    }
+
+    /// [`tiny_stream`] with `compressed` as the grain's compressed bytes, whatever they are.
+    fn tiny_stream_compressed(compressed: &[u8]) -> Vec<u8> {
+        use super::super::header::tests::{encode, qemu_sparse_header};
         let mut h = qemu_sparse_header();
         h.flags = 0x3_0001;
         h.compress = 1;
@@ -1032,12 +1058,9 @@ mod tests {
         h.gd_offset = GD_AT_END;
         let mut img = encode(&h);
         img.resize(4 * 512, 0);
-        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-        z.write_all(grain).unwrap();
-        let compressed = z.finish().unwrap();
         let mut m = vec![0u8; 12];
         m[8..12].copy_from_slice(&(compressed.len() as u32).to_le_bytes());
-        m.extend(&compressed);
+        m.extend(compressed);
         m.resize(m.len().next_multiple_of(512), 0);
         let grain_sectors = m.len() / 512;
         img.extend(m);
@@ -1094,6 +1117,62 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn test_vmdk_convert_damaged_grain_error_does_not_depend_on_chunking() {
+        use flate2::Compression;
+        let pattern = |n: u32| -> Vec<u8> { (0..n).map(|i| (i * 7 % 251) as u8).collect() };
+        // Grains of 128 sectors (64 KiB): one that fits, two that inflate to more (one of
+        // them in stored blocks, so that its output comes in step with its input).
+        let streams = [
+            deflate(&pattern(65_536), Compression::default()),
+            deflate(&pattern(100_000), Compression::default()),
+            deflate(&pattern(70_000), Compression::none()),
+        ];
+        let (mut failures, mut too_large, mut corrupt_data) = (0, 0, 0);
+        for (s, good) in streams.iter().enumerate() {
+            // Garble one byte at a spread of places (the zlib header, block headers, data,
+            // the adler-32 trailer), and cut the stream short.
+            let mut damaged: Vec<Vec<u8>> = (0..8)
+                .map(|k| {
+                    let mut d = good.clone();
+                    let at = (good.len() - 1) * k / 7;
+                    d[at] ^= 0x5a;
+                    d
+                })
+                .collect();
+            damaged.push(good[..good.len() / 2].to_vec());
+            damaged.push(good[..good.len() - 3].to_vec());
+            for (d, bytes) in damaged.iter().enumerate() {
+                let img = tiny_stream_compressed(bytes);
+                let r = convert_any(&img, &ConvertLimits::default());
+                if let Err(e) = &r {
+                    assert!(
+                        matches!(
+                            e,
+                            ConvertError::Image {
+                                code: ReasonCode::Corrupt,
+                                ..
+                            }
+                        ),
+                        "stream {s}, damage {d}: {e:?}"
+                    );
+                    failures += 1;
+                    let text = e.to_string();
+                    too_large += usize::from(text.contains("inflates to more than"));
+                    corrupt_data += usize::from(text.contains("does not inflate"));
+                }
+            }
+        }
+        // Not every garbled byte breaks a stream (a literal in a stored block only breaks
+        // the checksum), but most do.
+        assert!(failures >= 20, "{failures} failures");
+        // Both verdicts on a bad grain are met, each the same for every chunking.
+        assert!(
+            too_large > 0 && corrupt_data > 0,
+            "{too_large} too large, {corrupt_data} corrupt"
+        );
     }
 
     /// Chunk sizes the chunking tests feed (besides the whole image).
