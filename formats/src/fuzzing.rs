@@ -424,7 +424,7 @@ const CONVERT_FUZZ_SINK_LEN: usize = 4 << 20;
 /// `data[0] × 31`): with small limits, then with tight ones also picked by `data[0]`
 /// (`512 × (data[0] mod 16)` spill bytes, `data[0] / 16` tracked entries) so that inputs land
 /// on both sides of each limit. Each pair of runs must agree: success or failure, the reason
-/// code of an image error, and the output bytes.
+/// code and message of an image error, and the output bytes.
 ///
 /// # Panics
 /// When the converter panics or its result depends on the chunking.
@@ -481,14 +481,18 @@ fn check_convert_chunking(
             y.resize(longest, 0);
             assert!(x == y, "{format} output depends on chunking ({chunk})");
         }
+        // Converter errors must agree in code and message (the message names the failing
+        // structure and its offset: the same image must be refused for the same reason).
         (
-            Err(crate::ConvertError::Image { code: a, .. }),
-            Err(crate::ConvertError::Image { code: b, .. }),
-        ) => assert!(
-            a == b,
-            "{format} conversion verdict depends on chunking ({chunk}, {limits:?}): {whole:?} \
-             vs {split:?}"
-        ),
+            Err(a @ crate::ConvertError::Image { .. }),
+            Err(b @ crate::ConvertError::Image { .. }),
+        ) => {
+            assert!(
+                a == b,
+                "{format} conversion verdict depends on chunking ({chunk}, {limits:?}): \
+                 {whole:?} vs {split:?}"
+            );
+        }
         // The harness's bounded sink failed in one run at least: not the image's verdict.
         (Err(_), Err(_)) => {}
         _ => panic!(
