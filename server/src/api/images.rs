@@ -22,7 +22,7 @@ use crate::api::endpoint::Query;
 use crate::api::error::ApiError;
 use crate::api::isotime::{parse_isotime, IsoTime};
 use crate::api::listing::{
-    column_equals, links, paginate, param, params, parse_limit, SortDir, SortValue,
+    column_equals, page_json, paginate, param, params, parse_limit, SortDir, SortValue,
 };
 use crate::api::tasks::{self, py_repr};
 use crate::api::{format_time, now, ok_json, Api};
@@ -1039,24 +1039,9 @@ pub async fn list(
     .await
     .map_err(|e| ApiError::Internal(format!("image list worker: {e}")))??;
 
-    let (first, next) = links(
-        "/v2/images",
-        &query,
-        page.len(),
-        limit,
-        page.last().map(|i| i.id.as_str()),
-    );
-    let mut body = Map::new();
-    body.insert(
-        "images".into(),
-        Value::Array(page.iter().map(image_json).collect()),
-    );
-    body.insert("first".into(), Value::String(first));
-    body.insert("schema".into(), Value::String("/v2/schemas/images".into()));
-    if let Some(next) = next {
-        body.insert("next".into(), Value::String(next));
-    }
-    Ok(ok_json(&Value::Object(body)))
+    let items = page.iter().map(image_json).collect();
+    let last_id = page.last().map(|i| i.id.as_str());
+    Ok(ok_json(&page_json("images", items, &query, limit, last_id)))
 }
 
 /// A requested byte range, before the image size is known.

@@ -145,6 +145,31 @@ pub fn links(
     (first, next)
 }
 
+/// A list response, Glance's shape: `{"<kind>": [...], "first": ..., "schema":
+/// "/v2/schemas/<kind>", "next": ...}` (`next` only when [`links`] gives one). `last_id` is the
+/// id of the page's last item.
+pub fn page_json(
+    kind: &str,
+    items: Vec<serde_json::Value>,
+    query: &Query,
+    limit: usize,
+    last_id: Option<&str>,
+) -> serde_json::Value {
+    use serde_json::Value;
+    let (first, next) = links(&format!("/v2/{kind}"), query, items.len(), limit, last_id);
+    let mut body = serde_json::Map::new();
+    body.insert(kind.to_owned(), Value::Array(items));
+    body.insert("first".into(), Value::String(first));
+    body.insert(
+        "schema".into(),
+        Value::String(format!("/v2/schemas/{kind}")),
+    );
+    if let Some(next) = next {
+        body.insert("next".into(), Value::String(next));
+    }
+    Value::Object(body)
+}
+
 /// Whether a column equals a filter value (timestamps as rendered by the API).
 pub fn column_equals(column: SortValue<'_>, value: &str) -> bool {
     match column {

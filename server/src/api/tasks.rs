@@ -21,7 +21,7 @@ use crate::api::body::{json_response, parse_json, read_body, ApiBody};
 use crate::api::endpoint::Query;
 use crate::api::error::ApiError;
 use crate::api::listing::{
-    column_equals, is_uuid, links, paginate, param, parse_limit, SortDir, SortValue,
+    column_equals, is_uuid, page_json, paginate, param, parse_limit, SortDir, SortValue,
 };
 use crate::api::{format_primitive_time, format_time, now, ok_json, Api};
 use crate::executor::TaskProgress;
@@ -497,24 +497,9 @@ pub async fn list(
     .await
     .map_err(|e| ApiError::Internal(format!("task list worker: {e}")))??;
 
-    let (first, next) = links(
-        "/v2/tasks",
-        &query,
-        page.len(),
-        limit,
-        page.last().map(|t| t.id.as_str()),
-    );
-    let mut body = Map::new();
-    body.insert(
-        "tasks".into(),
-        Value::Array(page.iter().map(|t| Value::Object(task_stub(t))).collect()),
-    );
-    body.insert("first".into(), Value::String(first));
-    body.insert("schema".into(), Value::String("/v2/schemas/tasks".into()));
-    if let Some(next) = next {
-        body.insert("next".into(), Value::String(next));
-    }
-    Ok(ok_json(&Value::Object(body)))
+    let items = page.iter().map(|t| Value::Object(task_stub(t))).collect();
+    let last_id = page.last().map(|t| t.id.as_str());
+    Ok(ok_json(&page_json("tasks", items, &query, limit, last_id)))
 }
 
 /// `[key, created_at, id]` without repeats.
