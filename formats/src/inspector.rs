@@ -82,6 +82,20 @@ impl Inspector {
         self.pos
     }
 
+    /// The virtual size the declared format's header gave, as soon as a probe has recognised
+    /// the declared format (for qcow2, VMDK, dynamic VHD and VHDX: from the first KiBs);
+    /// `None` before that, without a declared format, and for formats whose size is only
+    /// known at end of stream (raw, ISO, fixed VHD). For admission control (a quota can
+    /// refuse an import before its bytes arrive), not a verdict: the size is checked against
+    /// the limits again in the final [`Report`].
+    pub fn virtual_size(&self) -> Option<u64> {
+        let declared = self.declared?;
+        self.probes
+            .iter()
+            .find(|p| p.detection() == Detection::Yes(declared))
+            .and_then(|p| p.virtual_size())
+    }
+
     /// Feeds the next chunk of the stream (any size, including empty).
     ///
     /// Returns [`Progress::Rejected`] once the image is known to be unacceptable; later calls
@@ -303,5 +317,47 @@ fn mismatch(
         reason()
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::{ConvertLimits, Converter, MemorySink, Target};
+
+    /// A qcow2 image of a `virtual_size`-byte raw disk of zeros, written by the converter.
+    fn qcow2_of_zeros(virtual_size: usize) -> Vec<u8> {
+        let mut sink = MemorySink::new(8 << 20);
+        let mut conv =
+            Converter::new(Format::Raw, Target::Qcow2, &ConvertLimits::default()).unwrap();
+        conv.feed(&vec![0u8; virtual_size], &mut sink).unwrap();
+        let len = conv.finish(&mut sink).unwrap();
+        sink.output.resize(usize::try_from(len).unwrap(), 0);
+        sink.output
+    }
+
+    #[test]
+    fn test_inspector_virtual_size_known_from_the_header() {
+        let image = qcow2_of_zeros(3 << 20);
+        let mut inspector = Inspector::new(Some(Format::Qcow2), Limits::default());
+        assert_eq!(inspector.virtual_size(), None);
+        let (head, rest) = image.split_at(usize::try_from(DECISION_STEP).unwrap());
+        assert_eq!(inspector.feed(head), Progress::NeedMore);
+        assert_eq!(inspector.virtual_size(), Some(3 << 20));
+        assert_eq!(inspector.feed(rest), Progress::NeedMore);
+        assert_eq!(inspector.finish().virtual_size, Some(3 << 20));
+    }
+
+    #[test]
+    fn test_inspector_virtual_size_unknown_for_raw_and_undeclared_streams() {
+        let mut raw = Inspector::new(Some(Format::Raw), Limits::default());
+        assert_eq!(raw.feed(&[0u8; 8192]), Progress::NeedMore);
+        assert_eq!(raw.virtual_size(), None);
+        let mut undeclared = Inspector::new(None, Limits::default());
+        assert_eq!(
+            undeclared.feed(&qcow2_of_zeros(1 << 20)),
+            Progress::NeedMore
+        );
+        assert_eq!(undeclared.virtual_size(), None);
     }
 }

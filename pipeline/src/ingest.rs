@@ -59,8 +59,12 @@ use crate::hash::{Checksummer, HASH_CHANNEL_CAPACITY};
 use crate::source::{ChunkSource, SourceError};
 use crate::store::{LocalStore, PartFile, StoreError};
 
+mod admission;
 mod hashing_sink;
 
+pub use admission::{Admission, Unlimited};
+
+use admission::Charge;
 use hashing_sink::{Finished, Hashed, HashingSink, LaneError};
 
 /// Chunks queued for the store writer. Memory bound: `(capacity + 1) × max chunk`.
@@ -176,6 +180,10 @@ pub enum IngestError {
     /// Writing, sizing or reading back the converted image failed (I/O).
     #[error("writing the converted image: {0}")]
     Output(String),
+    /// The caller's [`Admission`] refused what the import would store (a quota); the
+    /// message is the caller's.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// The inspector refused the image; the download was stopped.
     #[error("image rejected: {}", rejection_message(.0))]
     Rejected(Box<Report>),
@@ -195,17 +203,20 @@ pub enum IngestError {
 
 impl IngestError {
     /// A stable machine-readable code: the inspector's reason code for a rejection, else
-    /// `cancelled`, `internal_error`, `source_error`, `store_error` or `size_cap`.
+    /// `cancelled`, `internal_error`, `quota_exceeded`, `source_error`, `source_too_slow`,
+    /// `store_error` or `size_cap`.
     pub fn reason_code(&self) -> &str {
         match self {
             IngestError::Cancelled => "cancelled",
             IngestError::Hashing(_) => "internal_error",
             IngestError::Convert { code, .. } => code.as_str(),
             IngestError::Output(_) => "store_error",
+            IngestError::QuotaExceeded(_) => "quota_exceeded",
             IngestError::Rejected(report) => primary_reason(report)
                 .map(|r| r.code.as_str())
                 .unwrap_or("rejected"),
             IngestError::Source(SourceError::ContentTooLarge { .. }) => "size_cap",
+            IngestError::Source(SourceError::TooSlow { .. }) => "source_too_slow",
             IngestError::Source(_) => "source_error",
             IngestError::Store(_) => "store_error",
             IngestError::TooLarge { .. } => "size_cap",
@@ -262,7 +273,7 @@ pub async fn ingest<S: ChunkSource>(
     cancel: watch::Receiver<bool>,
 ) -> Result<Ingested, IngestError> {
     ingest_as(
-        source, declared, None, limits, store, image_id, progress, cancel,
+        source, declared, None, limits, store, image_id, progress, cancel, &Unlimited,
     )
     .await
 }
@@ -280,6 +291,11 @@ pub async fn ingest<S: ChunkSource>(
 /// `cancel` turning `true` stops the import with [`IngestError::Cancelled`] (a dropped
 /// sender means "never cancelled").
 ///
+/// `admission` is told what the import will store as soon as that is known (the announced
+/// length before anything is fetched, then the bytes received, and for a conversion to raw
+/// the virtual size from the image's header) and may stop it with
+/// [`IngestError::QuotaExceeded`] (see [`Admission`]).
+///
 /// # Errors
 /// See [`IngestError`].
 #[allow(clippy::too_many_arguments)]
@@ -292,6 +308,7 @@ pub async fn ingest_as<S: ChunkSource>(
     image_id: &str,
     progress: &Progress,
     mut cancel: watch::Receiver<bool>,
+    admission: &dyn Admission,
 ) -> Result<Ingested, IngestError> {
     let cap = limits.max_virtual_size;
     progress.set_total(source.content_length());
@@ -304,9 +321,21 @@ pub async fn ingest_as<S: ChunkSource>(
             .into());
         }
     }
-    if let Some(target) = conversion_for(declared, target) {
+    let conversion = conversion_for(declared, target);
+    let mut charge = Charge::new(admission, conversion == Some(Target::Raw));
+    // Refused before anything is fetched or created when the announced length is too much.
+    charge.at_least(source.content_length().unwrap_or(0))?;
+    if let Some(target) = conversion {
         return convert_into(
-            source, declared, target, limits, store, image_id, progress, cancel,
+            source,
+            declared,
+            target,
+            limits,
+            store,
+            image_id,
+            progress,
+            cancel,
+            &mut charge,
         )
         .await;
     }
@@ -320,7 +349,7 @@ pub async fn ingest_as<S: ChunkSource>(
     let pumped = tokio::select! {
         biased;
         () = cancelled(&mut cancel) => Err(IngestError::Cancelled),
-        r = pump(&mut source, &mut inspector, Some(&sums), &write_tx, progress, cap) => r,
+        r = pump(&mut source, &mut inspector, Some(&sums), &write_tx, progress, cap, &mut charge) => r,
     };
     // Close the socket before waiting for the consumers to drain.
     drop(source);
@@ -374,6 +403,7 @@ async fn convert_into<S: ChunkSource>(
     image_id: &str,
     progress: &Progress,
     mut cancel: watch::Receiver<bool>,
+    charge: &mut Charge<'_>,
 ) -> Result<Ingested, IngestError> {
     let cap = limits.max_virtual_size;
     let convert_limits = ConvertLimits {
@@ -402,7 +432,7 @@ async fn convert_into<S: ChunkSource>(
     let pumped = tokio::select! {
         biased;
         () = cancelled(&mut cancel) => Err(IngestError::Cancelled),
-        r = pump(&mut source, &mut inspector, None, &chunk_tx, progress, cap) => r,
+        r = pump(&mut source, &mut inspector, None, &chunk_tx, progress, cap, charge) => r,
     };
     drop(source);
     drop(chunk_tx);
@@ -506,7 +536,8 @@ impl From<LaneError> for IngestError {
 }
 
 /// Receives, inspects and fans out chunks (to the hashers, when given, and the writer or
-/// convert lane) until end of stream or the first failure.
+/// convert lane) until end of stream or the first failure; raises the `charge` as it goes
+/// (before a chunk is passed on, so a refused import stores nothing more).
 async fn pump<S: ChunkSource>(
     source: &mut S,
     inspector: &mut Inspector,
@@ -514,6 +545,7 @@ async fn pump<S: ChunkSource>(
     write_tx: &mpsc::Sender<Bytes>,
     progress: &Progress,
     cap: u64,
+    charge: &mut Charge<'_>,
 ) -> Result<(), IngestError> {
     let mut received = 0u64;
     while let Some(chunk) = source.next_chunk().await? {
@@ -526,6 +558,7 @@ async fn pump<S: ChunkSource>(
         if let sluice_formats::Progress::Rejected(report) = inspector.feed(&chunk) {
             return Err(IngestError::Rejected(Box::new(report.clone())));
         }
+        charge.after_chunk(received, inspector.virtual_size())?;
         if let Some(sums) = sums {
             sums.update(chunk.clone()).await?;
         }
@@ -624,6 +657,7 @@ mod tests {
             "img",
             &Progress::default(),
             never_cancel(),
+            &Unlimited,
         )
         .await
     }

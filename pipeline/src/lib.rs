@@ -29,6 +29,7 @@ pub mod convert;
 pub mod hash;
 pub mod http;
 pub mod ingest;
+pub mod rate;
 pub mod source;
 pub mod ssrf;
 pub mod store;

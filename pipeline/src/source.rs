@@ -112,6 +112,22 @@ pub enum SourceError {
     /// More redirects than allowed.
     #[error("source redirected more than {0} times")]
     TooManyRedirects(usize),
+    /// The source sent fewer bytes than the minimum rate asks for over one window (a
+    /// trickle, or nothing at all): see [`crate::rate::RateGuard`].
+    #[error(
+        "source too slow: {received} bytes in {window_secs} s after {offset} bytes, below the \
+         minimum of {min_bytes_per_sec} bytes/s"
+    )]
+    TooSlow {
+        /// Bytes received during the window.
+        received: u64,
+        /// The window, in seconds (fractions rounded down).
+        window_secs: u64,
+        /// The minimum rate.
+        min_bytes_per_sec: u64,
+        /// Bytes received before the failed window.
+        offset: u64,
+    },
 }
 
 /// Reads the next chunk of a blocking reader into `buf` (retrying interrupted reads):

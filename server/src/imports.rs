@@ -203,6 +203,7 @@ async fn import(
         &image_id,
         progress,
         cancel,
+        &sluice_pipeline::ingest::Unlimited,
     )
     .await
     .map_err(|e| (e.reason_code().to_owned(), failure_message(&e)))?;
