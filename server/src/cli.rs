@@ -14,6 +14,7 @@ use sluice_pipeline::convert::{convert_reader, ConvertFailure, ConvertOutcome};
 use sluice_pipeline::inspect_reader;
 
 use crate::config::{AuthMode, Config, ConfigError, Conversion};
+use crate::quota::Limit;
 
 /// Exit status for an accepted image.
 const EXIT_ACCEPT: u8 = 0;
@@ -122,6 +123,52 @@ struct ServeArgs {
     /// [default: none].
     #[arg(long, env = "SLUICE_CONVERSION", value_enum)]
     conversion: Option<Conversion>,
+    /// Seconds one import may take, start to finish, before it fails with `import_timeout`
+    /// [default: 86400].
+    #[arg(long, env = "SLUICE_IMPORT_TIMEOUT_SECS", value_name = "SECS")]
+    import_timeout_secs: Option<u64>,
+    /// Slowest source accepted, in bytes/s over --min-rate-window-secs; slower fails with
+    /// `source_too_slow` (like curl's --speed-limit); 0 turns it off [default: 1024].
+    #[arg(long, env = "SLUICE_MIN_RATE_BYTES_PER_SEC", value_name = "BYTES")]
+    min_rate_bytes_per_sec: Option<u64>,
+    /// The window of the minimum rate, in seconds (like curl's --speed-time) [default: 60].
+    #[arg(long, env = "SLUICE_MIN_RATE_WINDOW_SECS", value_name = "SECS")]
+    min_rate_window_secs: Option<u64>,
+    /// Default per-project quota: MiB of images (Glance's `image_size_total`); -1 unlimited
+    /// [default: -1]. Per-project overrides live in the config file.
+    #[arg(
+        long,
+        env = "SLUICE_QUOTA_IMAGE_SIZE_TOTAL",
+        value_name = "MIB",
+        allow_hyphen_values = true
+    )]
+    quota_image_size_total: Option<Limit>,
+    /// Default per-project quota: images, imports in flight included (`image_count_total`);
+    /// -1 unlimited [default: -1].
+    #[arg(
+        long,
+        env = "SLUICE_QUOTA_IMAGE_COUNT_TOTAL",
+        value_name = "N",
+        allow_hyphen_values = true
+    )]
+    quota_image_count_total: Option<Limit>,
+    /// Default per-project quota: imports waiting or running (`image_count_uploading`); -1
+    /// unlimited [default: -1].
+    #[arg(
+        long,
+        env = "SLUICE_QUOTA_IMAGE_COUNT_UPLOADING",
+        value_name = "N",
+        allow_hyphen_values = true
+    )]
+    quota_image_count_uploading: Option<Limit>,
+    /// Default per-project cap on tasks waiting for a worker; -1 unlimited [default: 16].
+    #[arg(
+        long,
+        env = "SLUICE_QUOTA_TASKS_WAITING",
+        value_name = "N",
+        allow_hyphen_values = true
+    )]
+    quota_tasks_waiting: Option<Limit>,
 }
 
 impl ServeArgs {
@@ -174,6 +221,29 @@ impl ServeArgs {
         c.auth.allow_insecure_bind |= self.allow_insecure_bind;
         if let Some(v) = self.conversion {
             c.conversion = v;
+        }
+        if let Some(v) = self.import_timeout_secs {
+            c.import_timeout_secs = v;
+        }
+        if let Some(v) = self.min_rate_bytes_per_sec {
+            c.min_rate_bytes_per_sec = v;
+        }
+        if let Some(v) = self.min_rate_window_secs {
+            c.min_rate_window_secs = v;
+        }
+        let q = &mut c.quotas;
+        for (flag, limit) in [
+            (self.quota_image_size_total, &mut q.image_size_total),
+            (self.quota_image_count_total, &mut q.image_count_total),
+            (
+                self.quota_image_count_uploading,
+                &mut q.image_count_uploading,
+            ),
+            (self.quota_tasks_waiting, &mut q.tasks_waiting),
+        ] {
+            if let Some(v) = flag {
+                *limit = v;
+            }
         }
         c.validate()?;
         Ok(c)
@@ -541,6 +611,42 @@ mod tests {
             matches!(&err, Err(e) if e.to_string().contains("--task-ttl-hours")),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn test_serve_quota_and_rate_flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("q.toml");
+        std::fs::write(
+            &file,
+            "min_rate_window_secs = 5\n[quotas]\nimage_size_total = 100\ntasks_waiting = 4\n",
+        )
+        .unwrap();
+        let c = serve_config(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--quota-image-size-total",
+            "-1",
+            "--quota-image-count-total",
+            "3",
+            "--import-timeout-secs",
+            "9",
+            "--min-rate-bytes-per-sec",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(c.quotas.image_size_total, Limit::UNLIMITED);
+        assert_eq!(c.quotas.image_count_total, Limit::of(3));
+        assert_eq!(c.quotas.tasks_waiting, Limit::of(4));
+        assert_eq!(
+            (
+                c.import_timeout_secs,
+                c.min_rate_bytes_per_sec,
+                c.min_rate_window_secs
+            ),
+            (9, 0, 5)
+        );
+        assert!(serve_config(&["--quota-tasks-waiting", "-3"]).is_err());
     }
 
     #[test]

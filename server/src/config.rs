@@ -11,6 +11,10 @@ use sluice_formats::DEFAULT_MAX_VIRTUAL_SIZE;
 /// `[task] task_time_to_live` default).
 pub const DEFAULT_TASK_TTL_HOURS: u64 = 48;
 
+/// Seconds one import may take, start to finish, by default: 24 h, generous enough for
+/// 100 GiB at 10 Mbit/s, yet a stuck import frees its worker within a day.
+pub const DEFAULT_IMPORT_TIMEOUT_SECS: u64 = 24 * 3600;
+
 /// Everything `sluice serve` needs.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -50,6 +54,16 @@ pub struct Config {
     /// What imported images are converted to (Glance's `output_format`); a task's
     /// `input.output_format` overrides it. Default `none`: stored as received.
     pub conversion: Conversion,
+    /// Seconds one import may take from start to finish; beyond, it fails with
+    /// `import_timeout` ([`DEFAULT_IMPORT_TIMEOUT_SECS`]).
+    pub import_timeout_secs: u64,
+    /// Slowest source accepted, in bytes per second over `min_rate_window_secs` (curl's
+    /// `--speed-limit`); slower fails with `source_too_slow`. 0 turns the check off.
+    pub min_rate_bytes_per_sec: u64,
+    /// The window of the minimum rate, in seconds (curl's `--speed-time`).
+    pub min_rate_window_secs: u64,
+    /// Per-project quotas (Glance's unified limits) and overrides.
+    pub quotas: crate::quota::Quotas,
 }
 
 impl Default for Config {
@@ -70,6 +84,10 @@ impl Default for Config {
             auth: AuthConfig::default(),
             public_url: None,
             conversion: Conversion::None,
+            import_timeout_secs: DEFAULT_IMPORT_TIMEOUT_SECS,
+            min_rate_bytes_per_sec: sluice_pipeline::rate::DEFAULT_MIN_RATE_BYTES_PER_SEC,
+            min_rate_window_secs: sluice_pipeline::rate::DEFAULT_MIN_RATE_WINDOW.as_secs(),
+            quotas: crate::quota::Quotas::default(),
         }
     }
 }
@@ -205,6 +223,13 @@ impl Config {
                 "workers, per_project_imports and queue_capacity must be at least 1".into(),
             ));
         }
+        if self.import_timeout_secs == 0 || self.min_rate_window_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "import_timeout_secs and min_rate_window_secs must be at least 1 (turn the \
+                 minimum rate off with min_rate_bytes_per_sec = 0)"
+                    .into(),
+            ));
+        }
         if self.auth.mode == AuthMode::None
             && !self.bind.ip().is_loopback()
             && !self.auth.allow_insecure_bind
@@ -318,6 +343,39 @@ mod tests {
             ..Config::default()
         };
         assert!(matches!(both.validate(), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn test_config_quotas_and_import_limits_are_read_from_file() {
+        use crate::quota::Limit;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(
+            &path,
+            "import_timeout_secs = 600\nmin_rate_bytes_per_sec = 0\n\
+             [quotas]\nimage_size_total = 10240\ntasks_waiting = -1\n\
+             [quotas.projects.\"9f3c\"]\nimage_size_total = 1\n",
+        )
+        .unwrap();
+        let config = Config::from_file(&path).unwrap();
+        assert_eq!(config.import_timeout_secs, 600);
+        assert_eq!(config.min_rate_bytes_per_sec, 0);
+        assert_eq!(config.min_rate_window_secs, 60);
+        let other = config.quotas.for_project("other");
+        assert_eq!(other.image_size_total, Limit::of(10240));
+        assert_eq!(other.tasks_waiting, Limit::UNLIMITED);
+        assert_eq!(other.image_count_total, Limit::UNLIMITED);
+        assert_eq!(
+            config.quotas.for_project("9f3c").image_size_total,
+            Limit::of(1)
+        );
+        let defaults = Config::default().quotas.for_project("any");
+        assert_eq!(defaults.tasks_waiting, Limit::of(16));
+        let zero = Config {
+            import_timeout_secs: 0,
+            ..Config::default()
+        };
+        assert!(matches!(zero.validate(), Err(ConfigError::Invalid(_))));
     }
 
     #[test]

@@ -1,5 +1,17 @@
-//! The import executor: a bounded queue, a fixed pool of workers, a per-project limit on
-//! concurrent imports, and the state changes of each task.
+//! The import executor: a bounded queue, a fixed pool of workers shared fairly between
+//! projects, a per-project limit on concurrent imports and on waiting tasks, the bytes each
+//! running import has charged to its project's quota, and the state changes of each task.
+//!
+//! # Fairness
+//! Waiting tasks are queued per project, and a free worker serves the project with work
+//! waiting that was *served least recently* (projects never served yet first, in the order
+//! they arrived), skipping projects at their `per_project_imports` limit. With every project
+//! waiting this is plain round-robin over projects; a project that keeps its queue full
+//! delays another project's import by at most the imports already running, one worker slot.
+//! Round-robin rather than deficit round-robin: an import's cost is not known when it is
+//! dispatched (the source may not even announce a length), and running imports cannot be
+//! preempted, so a deficit could only be charged after the fact; the deadline and the minimum
+//! rate bound how long any one turn can take instead.
 //!
 //! Imports run on the shared tokio runtime but hash on dedicated threads (see
 //! `sluice_pipeline::hash`), so API requests keep getting runtime time while imports run.
@@ -33,10 +45,103 @@ pub struct TaskProgress {
 #[error("the import queue is full ({0} tasks waiting); retry later")]
 pub struct QueueFull(pub usize);
 
+/// Why [`Executor::submit_capped`] refused a task.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Refused {
+    /// The project has this many imports in flight (waiting or running), its limit.
+    #[error("the project has {0} imports in flight")]
+    InFlight(u64),
+    /// The project has this many tasks waiting, its limit.
+    #[error("the project has {0} tasks waiting")]
+    ProjectQueueFull(u64),
+    /// The shared queue is full.
+    #[error(transparent)]
+    QueueFull(#[from] QueueFull),
+}
+
+/// Per-project caps checked atomically when a task is queued (`None`: no cap).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubmitCaps {
+    /// Most tasks of the project waiting for a worker.
+    pub waiting: Option<u64>,
+    /// Most imports of the project waiting or running.
+    pub in_flight: Option<u64>,
+}
+
+/// What a project has in the executor right now (for its quotas).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InFlight {
+    /// Tasks waiting for a worker.
+    pub waiting: u64,
+    /// Imports running (counting the one asking, when a running import asks).
+    pub running: u64,
+    /// Bytes charged by the running imports (other than the one asking).
+    pub charged: u64,
+    /// Bytes stored by this project's imports that finished while the project had work in
+    /// the executor: a running import's snapshot of the stored usage plus the growth of this
+    /// counter since the snapshot is the stored usage now.
+    pub committed: u64,
+}
+
+/// One project's share of the executor; dropped when it has nothing waiting or running.
+#[derive(Debug, Default)]
+struct Project {
+    waiting: VecDeque<String>,
+    running: u64,
+    /// The value of `Queue::turns` when the project last got a worker (0: never).
+    last_served: u64,
+    /// The value of `Queue::arrivals` when the project became active (ties among projects
+    /// never served).
+    arrived: u64,
+    /// See [`InFlight::committed`].
+    committed: u64,
+}
+
+/// A running import's owner and charge.
+#[derive(Debug)]
+struct Running {
+    owner: String,
+    charged: u64,
+}
+
 #[derive(Debug, Default)]
 struct Queue {
-    waiting: VecDeque<Job>,
-    running: HashMap<String, usize>,
+    projects: HashMap<String, Project>,
+    running: HashMap<String, Running>,
+    waiting: usize,
+    turns: u64,
+    arrivals: u64,
+}
+
+impl Queue {
+    /// The project's entry, created (as the latest arrival) when it has none.
+    fn project(&mut self, owner: &str) -> &mut Project {
+        let arrivals = &mut self.arrivals;
+        self.projects.entry(owner.to_owned()).or_insert_with(|| {
+            *arrivals = arrivals.saturating_add(1);
+            Project {
+                arrived: *arrivals,
+                ..Project::default()
+            }
+        })
+    }
+
+    fn in_flight(&self, owner: &str, asking: Option<&str>) -> InFlight {
+        let Some(p) = self.projects.get(owner) else {
+            return InFlight::default();
+        };
+        let charged = self
+            .running
+            .iter()
+            .filter(|(id, r)| r.owner == owner && Some(id.as_str()) != asking)
+            .fold(0u64, |sum, (_, r)| sum.saturating_add(r.charged));
+        InFlight {
+            waiting: u64::try_from(p.waiting.len()).unwrap_or(u64::MAX),
+            running: p.running,
+            charged,
+            committed: p.committed,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -78,21 +183,77 @@ impl Executor {
         }
     }
 
-    /// Queues a pending task.
+    /// Queues a pending task with no per-project cap (tasks admitted before a restart).
     ///
     /// # Errors
     /// [`QueueFull`] when `capacity` tasks are already waiting.
     pub fn submit(&self, task_id: &str, owner: &str) -> Result<(), QueueFull> {
+        self.submit_capped(task_id, owner, SubmitCaps::default())
+            .map_err(|e| match e {
+                Refused::QueueFull(full) => full,
+                // No caps were given.
+                Refused::InFlight(n) | Refused::ProjectQueueFull(n) => {
+                    QueueFull(usize::try_from(n).unwrap_or(usize::MAX))
+                }
+            })
+    }
+
+    /// Queues a pending task unless the shared queue or the project's `caps` are full.
+    ///
+    /// # Errors
+    /// See [`Refused`].
+    pub fn submit_capped(
+        &self,
+        task_id: &str,
+        owner: &str,
+        caps: SubmitCaps,
+    ) -> Result<(), Refused> {
         let mut q = lock(&self.inner.queue);
-        if q.waiting.len() >= self.inner.capacity {
-            return Err(QueueFull(q.waiting.len()));
+        if q.waiting >= self.inner.capacity {
+            return Err(QueueFull(q.waiting).into());
         }
-        q.waiting.push_back(Job {
-            task_id: task_id.to_owned(),
-            owner: owner.to_owned(),
-        });
+        let now = q.in_flight(owner, None);
+        if caps.waiting.is_some_and(|cap| now.waiting >= cap) {
+            return Err(Refused::ProjectQueueFull(now.waiting));
+        }
+        let in_flight = now.waiting.saturating_add(now.running);
+        if caps.in_flight.is_some_and(|cap| in_flight >= cap) {
+            return Err(Refused::InFlight(in_flight));
+        }
+        q.project(owner).waiting.push_back(task_id.to_owned());
+        q.waiting = q.waiting.saturating_add(1);
         drop(q);
         self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// What `owner` has in the executor; `asking` (a running import of `owner`) leaves its
+    /// own charge out.
+    pub fn in_flight(&self, owner: &str, asking: Option<&str>) -> InFlight {
+        lock(&self.inner.queue).in_flight(owner, asking)
+    }
+
+    /// Raises the bytes running import `task_id` has charged to its project to `bytes`, if
+    /// `check` (given what the project's *other* imports hold) allows it; atomic with respect
+    /// to the other imports' charges.
+    ///
+    /// # Errors
+    /// `check`'s error; the charge is then unchanged.
+    pub fn try_charge<E>(
+        &self,
+        task_id: &str,
+        bytes: u64,
+        check: impl FnOnce(&InFlight) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut q = lock(&self.inner.queue);
+        let Some(owner) = q.running.get(task_id).map(|r| r.owner.clone()) else {
+            // Not a running import (a test calling the pipeline directly): nothing to track.
+            return Ok(());
+        };
+        check(&q.in_flight(&owner, Some(task_id)))?;
+        if let Some(r) = q.running.get_mut(task_id) {
+            r.charged = r.charged.max(bytes);
+        }
         Ok(())
     }
 
@@ -132,25 +293,43 @@ impl Executor {
         *self.inner.shutdown.borrow()
     }
 
-    /// Takes the first waiting job whose project is below its concurrency limit.
+    /// Takes the next job: from the least recently served project with a task waiting and
+    /// room under its concurrency limit (module docs, "Fairness").
     fn take_job(&self) -> Option<Job> {
         let mut q = lock(&self.inner.queue);
-        let per_project = self.inner.per_project;
-        let Queue { waiting, running } = &mut *q;
-        let idx = waiting
+        let per_project = u64::try_from(self.inner.per_project).unwrap_or(u64::MAX);
+        let owner = q
+            .projects
             .iter()
-            .position(|j| running.get(&j.owner).copied().unwrap_or(0) < per_project)?;
-        let job = waiting.remove(idx)?;
-        *running.entry(job.owner.clone()).or_insert(0) += 1;
-        Some(job)
+            .filter(|(_, p)| !p.waiting.is_empty() && p.running < per_project)
+            .min_by_key(|(_, p)| (p.last_served, p.arrived))
+            .map(|(owner, _)| owner.clone())?;
+        q.turns = q.turns.saturating_add(1);
+        let turn = q.turns;
+        let project = q.projects.get_mut(&owner)?;
+        let task_id = project.waiting.pop_front()?;
+        project.running = project.running.saturating_add(1);
+        project.last_served = turn;
+        q.waiting = q.waiting.saturating_sub(1);
+        q.running.insert(
+            task_id.clone(),
+            Running {
+                owner: owner.clone(),
+                charged: 0,
+            },
+        );
+        Some(Job { task_id, owner })
     }
 
-    fn finish_job(&self, job: &Job) {
+    /// Ends a job; `stored` is the size of the image it committed, if it did.
+    fn finish_job(&self, job: &Job, stored: Option<u64>) {
         let mut q = lock(&self.inner.queue);
-        if let Some(n) = q.running.get_mut(&job.owner) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                q.running.remove(&job.owner);
+        q.running.remove(&job.task_id);
+        if let Some(p) = q.projects.get_mut(&job.owner) {
+            p.running = p.running.saturating_sub(1);
+            p.committed = p.committed.saturating_add(stored.unwrap_or(0));
+            if p.running == 0 && p.waiting.is_empty() {
+                q.projects.remove(&job.owner);
             }
         }
         drop(q);
@@ -171,8 +350,8 @@ impl Executor {
             };
             let progress = Arc::new(sluice_pipeline::Progress::default());
             lock(&self.inner.progress).insert(job.task_id.clone(), Arc::clone(&progress));
-            imports::run(&state, &job.task_id, progress, self.shutdown_signal()).await;
-            self.finish_job(&job);
+            let stored = imports::run(&state, &job.task_id, progress, self.shutdown_signal()).await;
+            self.finish_job(&job, stored);
         }
     }
 }
@@ -201,7 +380,94 @@ mod tests {
         let second = exec.take_job().unwrap();
         assert_eq!(second.task_id, "b1");
         assert!(exec.take_job().is_none());
-        exec.finish_job(&first);
+        exec.finish_job(&first, None);
         assert_eq!(exec.take_job().unwrap().task_id, "a2");
+    }
+
+    #[test]
+    fn test_executor_project_with_full_queue_delays_another_by_one_slot_at_most() {
+        let exec = Executor::new(8, 1);
+        for id in ["a1", "a2", "a3"] {
+            exec.submit(id, "a").unwrap();
+        }
+        let running = exec.take_job().unwrap();
+        assert_eq!(running.task_id, "a1");
+        exec.submit("b1", "b").unwrap();
+        exec.finish_job(&running, None);
+        assert_eq!(exec.take_job().unwrap().task_id, "b1");
+    }
+
+    #[test]
+    fn test_executor_projects_take_turns_round_robin() {
+        let exec = Executor::new(16, 4);
+        for id in ["a1", "a2", "a3"] {
+            exec.submit(id, "a").unwrap();
+        }
+        for id in ["b1", "b2"] {
+            exec.submit(id, "b").unwrap();
+        }
+        exec.submit("c1", "c").unwrap();
+        let order: Vec<String> = std::iter::from_fn(|| exec.take_job())
+            .map(|j| j.task_id)
+            .collect();
+        assert_eq!(order, ["a1", "b1", "c1", "a2", "b2", "a3"]);
+    }
+
+    #[test]
+    fn test_executor_project_caps_refuse_only_that_project() {
+        let exec = Executor::new(4, 1);
+        let caps = SubmitCaps {
+            waiting: Some(2),
+            in_flight: None,
+        };
+        exec.submit_capped("a1", "a", caps).unwrap();
+        let a1 = exec.take_job().unwrap();
+        exec.submit_capped("a2", "a", caps).unwrap();
+        exec.submit_capped("a3", "a", caps).unwrap();
+        assert_eq!(
+            exec.submit_capped("a4", "a", caps),
+            Err(Refused::ProjectQueueFull(2))
+        );
+        exec.submit_capped("b1", "b", caps).unwrap();
+        let in_flight = SubmitCaps {
+            waiting: None,
+            in_flight: Some(3),
+        };
+        assert_eq!(
+            exec.submit_capped("a4", "a", in_flight),
+            Err(Refused::InFlight(3))
+        );
+        exec.finish_job(&a1, None);
+        exec.submit_capped("a4", "a", in_flight).unwrap();
+        assert_eq!(exec.submit("x", "x"), Err(QueueFull(4)));
+        assert_eq!(
+            exec.in_flight("a", None),
+            InFlight {
+                waiting: 3,
+                ..InFlight::default()
+            }
+        );
+    }
+
+    #[test]
+    fn test_executor_charges_are_checked_against_the_other_imports_of_the_project() {
+        let exec = Executor::new(8, 2);
+        for id in ["a1", "a2"] {
+            exec.submit(id, "a").unwrap();
+        }
+        let a1 = exec.take_job().unwrap();
+        let a2 = exec.take_job().unwrap();
+        let limit = |bytes: u64| {
+            move |f: &InFlight| (f.charged + bytes <= 100).then_some(()).ok_or(f.charged)
+        };
+        assert_eq!(exec.try_charge("a1", 60, limit(60)), Ok(()));
+        assert_eq!(exec.try_charge("a2", 50, limit(50)), Err(60));
+        assert_eq!(exec.try_charge("a2", 40, limit(40)), Ok(()));
+        // a1 commits its 60 bytes: they move from charged to committed.
+        exec.finish_job(&a1, Some(60));
+        let now = exec.in_flight("a", Some("a2"));
+        assert_eq!((now.running, now.charged, now.committed), (1, 0, 60));
+        exec.finish_job(&a2, None);
+        assert_eq!(exec.in_flight("a", None), InFlight::default());
     }
 }

@@ -2,13 +2,15 @@
 //! pipeline, and the single atomic write that makes the image visible.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use sluice_formats::{Format, Limits};
 use sluice_pipeline::http::{HttpConfig, HttpSource};
 use sluice_pipeline::ingest::ingest_as;
+use sluice_pipeline::rate::{MinRate, RateGuard};
 use sluice_pipeline::ssrf::ImportPolicy;
 use sluice_pipeline::{IngestError, Ingested, Progress};
 use tokio::sync::watch;
@@ -23,6 +25,8 @@ pub const REASON_INVALID_INPUT: &str = "invalid_input";
 pub const REASON_INTERRUPTED: &str = "interrupted";
 /// Reason code of a failure on Sluice's side (metadata store).
 pub const REASON_INTERNAL: &str = "internal_error";
+/// Reason code of an import that did not finish within `import_timeout_secs`.
+pub const REASON_IMPORT_TIMEOUT: &str = "import_timeout";
 
 /// Glance `disk_format`s that carry no inspectable structure of their own: checked as raw.
 const OPAQUE_DISK_FORMATS: [&str; 3] = ["ami", "ari", "aki"];
@@ -95,13 +99,17 @@ pub fn fail(task: &mut TaskRecord, reason: &str, message: String, ttl_secs: i64)
 }
 
 /// Runs one queued task to a final state. Never panics on bad input; every outcome is
-/// written to the task.
+/// written to the task. Returns the size of the image it stored, if it did (for the
+/// project's quota).
+///
+/// The import has `import_timeout_secs` from here to its last byte: then it is cancelled
+/// like a shutdown would, and fails with [`REASON_IMPORT_TIMEOUT`].
 pub async fn run(
     state: &AppState,
     task_id: &str,
     progress: Arc<Progress>,
     cancel: watch::Receiver<bool>,
-) {
+) -> Option<u64> {
     let ttl = state.config.task_ttl();
     let Some(mut task) = meta(state, {
         let id = task_id.to_owned();
@@ -111,22 +119,34 @@ pub async fn run(
     .ok()
     .flatten() else {
         tracing::warn!(task_id, "queued task vanished before it ran");
-        return;
+        return None;
     };
     if task.status != TaskStatus::Pending {
-        return;
+        return None;
     }
     task.status = TaskStatus::Processing;
     task.updated_at = now();
     if let Err(e) = save(state, &task).await {
         tracing::error!(task_id, error = %e, "cannot mark task processing");
-        return;
+        return None;
     }
     tracing::info!(task_id, owner = %task.owner, "import started");
 
+    let timeout = Duration::from_secs(state.config.import_timeout_secs);
+    let (cancel, timed_out) = with_deadline(cancel, timeout);
     let outcome = match parse_input(&task.input) {
         Ok(input) => import(state, &task, input, &progress, cancel).await,
         Err(message) => Err((REASON_INVALID_INPUT.to_owned(), message)),
+    };
+    let outcome = match outcome {
+        Err(_) if timed_out.load(Ordering::SeqCst) => Err((
+            REASON_IMPORT_TIMEOUT.to_owned(),
+            format!(
+                "import did not finish within {} s (import_timeout_secs); nothing was stored",
+                timeout.as_secs()
+            ),
+        )),
+        other => other,
     };
     match outcome {
         Ok(image) => {
@@ -144,7 +164,8 @@ pub async fn run(
             .await;
             match committed {
                 Ok(()) => {
-                    tracing::info!(task_id, image_id = %image.id, size = image.size, "import succeeded")
+                    tracing::info!(task_id, image_id = %image.id, size = image.size, "import succeeded");
+                    return Some(image.size);
                 }
                 Err(e) => {
                     tracing::error!(task_id, error = %e, "cannot record the imported image");
@@ -167,6 +188,34 @@ pub async fn run(
             }
         }
     }
+    None
+}
+
+/// A cancel signal that turns `true` when `shutdown` does or when `timeout` has passed (then
+/// the flag is set first): the import's deadline.
+fn with_deadline(
+    mut shutdown: watch::Receiver<bool>,
+    timeout: Duration,
+) -> (watch::Receiver<bool>, Arc<AtomicBool>) {
+    let (tx, rx) = watch::channel(false);
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&timed_out);
+    tokio::spawn(async move {
+        tokio::select! {
+            // Ends when the import drops its receiver (it finished first).
+            () = tx.closed() => {}
+            r = shutdown.wait_for(|stop| *stop) => {
+                if r.is_ok() {
+                    tx.send_replace(true);
+                }
+            }
+            () = tokio::time::sleep(timeout) => {
+                flag.store(true, Ordering::SeqCst);
+                tx.send_replace(true);
+            }
+        }
+    });
+    (rx, timed_out)
 }
 
 /// Pulls, inspects, hashes and stores the image; returns its record (not yet written).
@@ -175,13 +224,27 @@ async fn import(
     task: &TaskRecord,
     input: ImportInput,
     progress: &Progress,
-    cancel: watch::Receiver<bool>,
+    mut cancel: watch::Receiver<bool>,
 ) -> Result<ImageRecord, (String, String)> {
     let config = &state.config;
+    let quota = crate::quota::ImportQuota::start(state, &task.id, &task.owner).await?;
     let policy = import_policy(config);
-    let source = HttpSource::open(&input.url, &policy, &HttpConfig::default())
-        .await
-        .map_err(|e| ("source_error".to_owned(), e.to_string()))?;
+    let http = HttpConfig::default();
+    let opened = tokio::select! {
+        biased;
+        () = cancelled(&mut cancel) => {
+            return Err((REASON_INTERRUPTED.to_owned(), failure_message(&IngestError::Cancelled)));
+        }
+        opened = HttpSource::open(&input.url, &policy, &http) => opened,
+    };
+    let source = opened.map_err(|e| ("source_error".to_owned(), e.to_string()))?;
+    let source = RateGuard::new(
+        source,
+        MinRate {
+            bytes_per_sec: config.min_rate_bytes_per_sec,
+            window: Duration::from_secs(config.min_rate_window_secs),
+        },
+    );
     let limits = Limits {
         max_virtual_size: config.max_virtual_size,
         ..Limits::default()
@@ -203,7 +266,7 @@ async fn import(
         &image_id,
         progress,
         cancel,
-        &sluice_pipeline::ingest::Unlimited,
+        &quota,
     )
     .await
     .map_err(|e| (e.reason_code().to_owned(), failure_message(&e)))?;
@@ -211,6 +274,13 @@ async fn import(
         let _ = state.store.delete(&image_id);
         (REASON_INVALID_INPUT.to_owned(), message)
     })
+}
+
+/// Resolves when `cancel` turns `true`; never when its sender is gone.
+async fn cancelled(cancel: &mut watch::Receiver<bool>) {
+    if cancel.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// The task message for a failed ingest: the inspector's own words for a rejection.

@@ -413,6 +413,9 @@ pub enum Serve {
     StallAfter(usize),
     /// Announce the full length, send this many bytes, then close (a body cut short).
     CloseAfter(usize),
+    /// Announce the full length, then send one byte per interval (a trickle) until the whole
+    /// file is sent, the client goes away or the file server is dropped.
+    Trickle(Duration),
 }
 
 struct FilesShared {
@@ -421,6 +424,8 @@ struct FilesShared {
     stopping: AtomicBool,
     stalled: AtomicUsize,
     requests: AtomicUsize,
+    /// Request targets (path and query) in the order they arrived.
+    log: Mutex<Vec<String>>,
 }
 
 /// A small HTTP/1.1 server for the files of one directory on 127.0.0.1 (thread per
@@ -442,6 +447,7 @@ impl FileServer {
             stopping: AtomicBool::new(false),
             stalled: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
+            log: Mutex::new(Vec::new()),
         });
         let s = Arc::clone(&shared);
         thread::spawn(move || {
@@ -480,6 +486,11 @@ impl FileServer {
     pub fn requests(&self) -> usize {
         self.shared.requests.load(Ordering::SeqCst)
     }
+
+    /// The targets (`/name?query`) requested so far, in order.
+    pub fn request_log(&self) -> Vec<String> {
+        self.shared.log.lock().expect("log").clone()
+    }
 }
 
 impl Drop for FileServer {
@@ -509,6 +520,7 @@ fn serve_conn(conn: TcpStream, s: &FilesShared) {
     let mut parts = request_line.split_whitespace();
     let method = parts.next().unwrap_or("");
     let path = parts.next().unwrap_or("/");
+    s.log.lock().expect("log").push(path.to_owned());
     let name = path.trim_start_matches('/').split('?').next().unwrap_or("");
     let mut conn = conn;
     let file = (!name.contains("..") && !name.is_empty())
@@ -555,6 +567,17 @@ fn serve_conn(conn: TcpStream, s: &FilesShared) {
                 thread::sleep(Duration::from_millis(20));
             }
             s.stalled.fetch_sub(1, Ordering::SeqCst);
+        }
+        Serve::Trickle(every) => {
+            for byte in data.chunks(1) {
+                if s.stopping.load(Ordering::SeqCst)
+                    || conn.write_all(byte).is_err()
+                    || conn.flush().is_err()
+                {
+                    return;
+                }
+                thread::sleep(every);
+            }
         }
     }
 }

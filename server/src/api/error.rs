@@ -59,6 +59,10 @@ pub enum ApiError {
     /// 500: a bug or a backend failure; the detail is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
+    /// 413: a project quota (Glance's unified limits); the value is Glance's whole
+    /// `LimitExceeded` text (see `quota::ProjectOverLimit::glance_message`).
+    #[error("{0}")]
+    LimitExceeded(String),
     /// 400: the body is not JSON.
     #[error("malformed JSON")]
     MalformedJson,
@@ -76,6 +80,14 @@ pub enum ApiError {
     /// 415: a `PATCH` whose `Content-Type` (the value) is not a JSON-patch media type.
     #[error("unsupported patch media type {0:?}")]
     PatchMediaType(String),
+    /// 503: the project has as many tasks waiting as its `tasks_waiting` quota allows.
+    #[error("project {project} has {waiting} tasks waiting")]
+    ProjectQueueFull {
+        /// The project.
+        project: String,
+        /// Its tasks waiting.
+        waiting: u64,
+    },
     /// 503: the import queue is full (the value: tasks waiting).
     #[error("import queue full ({0} waiting)")]
     QueueFull(usize),
@@ -194,6 +206,12 @@ impl ApiError {
                 vec![],
                 Trailer::Standard,
             ),
+            E::LimitExceeded(msg) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                msg.clone().into(),
+                vec![],
+                Trailer::Standard,
+            ),
             E::MalformedJson => (
                 StatusCode::BAD_REQUEST,
                 "Malformed JSON in request body.".into(),
@@ -218,6 +236,19 @@ impl ApiError {
                 vec![(
                     HeaderName::from_static("accept-patch"),
                     HeaderValue::from_static(PATCH_MEDIA_TYPES),
+                )],
+                Trailer::Standard,
+            ),
+            E::ProjectQueueFull { project, waiting } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "Project {project} has {waiting} tasks waiting, its limit (tasks_waiting); \
+                     retry later."
+                )
+                .into(),
+                vec![(
+                    RETRY_AFTER,
+                    HeaderValue::from_static(QUEUE_FULL_RETRY_AFTER_SECS),
                 )],
                 Trailer::Standard,
             ),

@@ -96,6 +96,7 @@ where
     validate_import_from(&policy, input).await?;
     check_format_agreement(input)?;
     crate::imports::parse_output_format(input).map_err(ApiError::BadRequest)?;
+    crate::quota::admit_task(&api.state, &ctx.project_id).await?;
 
     let created = now();
     let task = TaskRecord {
@@ -114,12 +115,12 @@ where
         user_id: Some(ctx.user_id.clone()),
     };
     api.state.meta.put_task(&task)?;
-    if let Err(full) = api.state.executor.submit(&task.id, &task.owner) {
+    if let Err(refused) = crate::quota::submit(&api.state, &task.id, &task.owner) {
         // The client never learns this id: do not leave a task that no worker will run.
         if let Err(e) = api.state.meta.delete_task(&task.id) {
             tracing::warn!(task = %task.id, "removing a refused task failed: {e}");
         }
-        return Err(ApiError::QueueFull(full.0));
+        return Err(refused);
     }
     tracing::info!(task = %task.id, owner = %task.owner, "import task created");
     let mut response = json_response(StatusCode::CREATED, &task_json(&task, None));

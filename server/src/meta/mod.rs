@@ -137,6 +137,15 @@ pub struct ImageRecord {
     pub task_id: Option<String>,
 }
 
+/// What one project's images hold (for its quotas).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProjectUsage {
+    /// Images owned by the project.
+    pub images: u64,
+    /// Their stored bytes (`size`).
+    pub image_bytes: u64,
+}
+
 /// A metadata store failed (I/O, corruption, a value it cannot decode).
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -176,6 +185,18 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     fn list_images(&self) -> Result<Vec<ImageRecord>, MetaError>;
     /// Removes an image record.
     fn delete_image(&self, id: &str) -> Result<(), MetaError>;
+    /// What the images owned by `owner` hold. The default scans [`MetaStore::list_images`];
+    /// stores with an index by owner answer from it.
+    fn project_usage(&self, owner: &str) -> Result<ProjectUsage, MetaError> {
+        Ok(self
+            .list_images()?
+            .iter()
+            .filter(|i| i.owner == owner)
+            .fold(ProjectUsage::default(), |u, i| ProjectUsage {
+                images: u.images.saturating_add(1),
+                image_bytes: u.image_bytes.saturating_add(i.size),
+            }))
+    }
 }
 
 /// Behaviour every [`MetaStore`] must show; run against each implementation in its tests

@@ -1,0 +1,563 @@
+//! Per-project quotas as Glance's unified limits (oslo.limit's flat model): the limits, each
+//! project's usage, the checks, and Glance's messages.
+//!
+//! | resource | counts | checked |
+//! |---|---|---|
+//! | `image_size_total` (MiB) | bytes of the project's images, plus what its running imports will store (announced length, bytes received, and for conversion to raw the virtual size from the header) | at `POST /v2/tasks` (usage over the limit: 413), when the import starts, and as it runs (failure `quota_exceeded`) |
+//! | `image_count_total` | the project's images, plus its imports waiting or running | at `POST /v2/tasks` (413) and when the import starts |
+//! | `image_count_uploading` | the project's imports waiting or running | at `POST /v2/tasks` (413) |
+//! | `tasks_waiting` | the project's tasks waiting for a worker | at `POST /v2/tasks` (503, retry later) |
+//!
+//! As in oslo.limit, a resource is over its limit when `usage + delta > limit`, and the
+//! refusal lists every resource over (sorted by name) in oslo.limit's words:
+//! `Project P is over a limit for [Resource image_count_total is over limit of 1 due to
+//! current usage 1 and delta 1]`, inside Glance's `LimitExceeded` text. Byte counts are
+//! compared exactly and shown in MiB rounded up. Limits are `-1` for unlimited (Keystone's
+//! convention).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use sluice_pipeline::ingest::Admission;
+
+use crate::api::error::ApiError;
+use crate::executor::{Executor, InFlight, Refused, SubmitCaps};
+use crate::imports;
+use crate::meta::ProjectUsage;
+use crate::state::AppState;
+
+/// Reason code of a task refused by a quota when it starts or while it runs.
+pub const REASON_QUOTA_EXCEEDED: &str = "quota_exceeded";
+
+/// `image_size_total` is counted in MiB, as Glance's (`units.Mi`).
+pub const MIB: u64 = 1 << 20;
+
+/// Default cap on the tasks one project may have waiting: 16. A sixteenth of the default
+/// `queue_capacity` (256), so one project cannot fill the shared queue, yet enough to keep
+/// `per_project_imports` workers busy between a client's polls.
+pub const DEFAULT_TASKS_WAITING: u64 = 16;
+
+/// Glance's `LimitExceeded` text (`glance/common/exception.py`), which wraps oslo.limit's.
+const GLANCE_LIMIT_EXCEEDED: &str = "The request returned a 413 Request Entity Too Large. This \
+                                     generally means that rate limiting or a quota threshold \
+                                     was breached.\n\nThe response body:\n";
+
+/// A limit: a count, or unlimited (`-1` in TOML and flags, as Keystone's limits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct Limit(Option<u64>);
+
+impl Limit {
+    /// No limit.
+    pub const UNLIMITED: Limit = Limit(None);
+
+    /// A limit of `n`.
+    pub const fn of(n: u64) -> Limit {
+        Limit(Some(n))
+    }
+
+    /// The limit, `None` when unlimited.
+    pub fn get(self) -> Option<u64> {
+        self.0
+    }
+}
+
+impl TryFrom<i64> for Limit {
+    type Error = String;
+
+    fn try_from(n: i64) -> Result<Self, Self::Error> {
+        match n {
+            -1 => Ok(Limit::UNLIMITED),
+            n => u64::try_from(n)
+                .map(Limit::of)
+                .map_err(|_| format!("a limit is a count >= 0, or -1 for unlimited; not {n}")),
+        }
+    }
+}
+
+impl std::str::FromStr for Limit {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let n: i64 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("a limit is a count >= 0, or -1 for unlimited; not {s:?}"))?;
+        Limit::try_from(n)
+    }
+}
+
+/// The `[quotas]` table: deployment defaults and per-project overrides.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Quotas {
+    /// MiB of images per project (Glance's `image_size_total`). Default unlimited.
+    pub image_size_total: Limit,
+    /// Images per project, counting imports in flight (`image_count_total`). Default
+    /// unlimited.
+    pub image_count_total: Limit,
+    /// Imports waiting or running per project (`image_count_uploading`). Default unlimited:
+    /// `tasks_waiting` plus `per_project_imports` bound it already.
+    pub image_count_uploading: Limit,
+    /// Tasks per project waiting for a worker ([`DEFAULT_TASKS_WAITING`]); `queue_capacity`
+    /// stays the bound of the shared queue.
+    pub tasks_waiting: Limit,
+    /// Overrides by project id: `[quotas.projects."<project id>"]`.
+    pub projects: BTreeMap<String, QuotaOverrides>,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            image_size_total: Limit::UNLIMITED,
+            image_count_total: Limit::UNLIMITED,
+            image_count_uploading: Limit::UNLIMITED,
+            tasks_waiting: Limit::of(DEFAULT_TASKS_WAITING),
+            projects: BTreeMap::new(),
+        }
+    }
+}
+
+/// One project's overrides (Keystone's project limits); absent keys keep the default.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaOverrides {
+    /// See [`Quotas::image_size_total`].
+    pub image_size_total: Option<Limit>,
+    /// See [`Quotas::image_count_total`].
+    pub image_count_total: Option<Limit>,
+    /// See [`Quotas::image_count_uploading`].
+    pub image_count_uploading: Option<Limit>,
+    /// See [`Quotas::tasks_waiting`].
+    pub tasks_waiting: Option<Limit>,
+}
+
+/// One project's limits: the defaults with its overrides applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProjectLimits {
+    /// MiB.
+    pub image_size_total: Limit,
+    /// Images.
+    pub image_count_total: Limit,
+    /// Imports in flight.
+    pub image_count_uploading: Limit,
+    /// Tasks waiting.
+    pub tasks_waiting: Limit,
+}
+
+impl Quotas {
+    /// The limits of `project`.
+    pub fn for_project(&self, project: &str) -> ProjectLimits {
+        let o = self.projects.get(project).cloned().unwrap_or_default();
+        ProjectLimits {
+            image_size_total: o.image_size_total.unwrap_or(self.image_size_total),
+            image_count_total: o.image_count_total.unwrap_or(self.image_count_total),
+            image_count_uploading: o
+                .image_count_uploading
+                .unwrap_or(self.image_count_uploading),
+            tasks_waiting: o.tasks_waiting.unwrap_or(self.tasks_waiting),
+        }
+    }
+}
+
+/// One resource over its limit (oslo.limit's `OverLimitInfo`), in the limit's units.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OverLimit {
+    /// `image_size_total`, …
+    pub resource: &'static str,
+    /// The limit.
+    pub limit: u64,
+    /// Usage before the request.
+    pub usage: u64,
+    /// What the request adds.
+    pub delta: u64,
+}
+
+impl fmt::Display for OverLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Resource {} is over limit of {} due to current usage {} and delta {}",
+            self.resource, self.limit, self.usage, self.delta
+        )
+    }
+}
+
+/// A project over one or more limits (oslo.limit's `ProjectOverLimit`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectOverLimit {
+    /// The project.
+    pub project: String,
+    /// Every resource over its limit, by name.
+    pub over: Vec<OverLimit>,
+}
+
+impl fmt::Display for ProjectOverLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list: Vec<String> = self.over.iter().map(ToString::to_string).collect();
+        write!(
+            f,
+            "Project {} is over a limit for [{}]",
+            self.project,
+            list.join(", ")
+        )
+    }
+}
+
+impl ProjectOverLimit {
+    /// Glance's full text: `LimitExceeded` around oslo.limit's message (the 413's explanation
+    /// and the failed task's message).
+    pub fn glance_message(&self) -> String {
+        format!("{GLANCE_LIMIT_EXCEEDED}{self}")
+    }
+}
+
+/// Collects the resources over their limits, in oslo.limit's (sorted) order.
+#[derive(Debug, Default)]
+struct Enforcer {
+    over: Vec<OverLimit>,
+}
+
+impl Enforcer {
+    /// A count: over when `usage + delta > limit`.
+    fn count(&mut self, resource: &'static str, limit: Limit, usage: u64, delta: u64) {
+        if let Some(limit) = limit.get() {
+            if usage.saturating_add(delta) > limit {
+                self.over.push(OverLimit {
+                    resource,
+                    limit,
+                    usage,
+                    delta,
+                });
+            }
+        }
+    }
+
+    /// `image_size_total`: bytes compared exactly against the limit in MiB; shown in MiB
+    /// rounded up (so a refusal always reads as over).
+    fn bytes(&mut self, limit: Limit, usage: u64, delta: u64) {
+        if let Some(limit) = limit.get() {
+            if usage.saturating_add(delta) > limit.saturating_mul(MIB) {
+                self.over.push(OverLimit {
+                    resource: "image_size_total",
+                    limit,
+                    usage: usage.div_ceil(MIB),
+                    delta: delta.div_ceil(MIB),
+                });
+            }
+        }
+    }
+
+    fn finish(mut self, project: &str) -> Result<(), ProjectOverLimit> {
+        if self.over.is_empty() {
+            return Ok(());
+        }
+        self.over.sort_by_key(|o| o.resource);
+        Err(ProjectOverLimit {
+            project: project.to_owned(),
+            over: self.over,
+        })
+    }
+}
+
+/// The check at `POST /v2/tasks`, before the task is stored: one more image and one more
+/// upload must fit; the stored bytes must not be over the limit already (Glance's delta 0).
+///
+/// # Errors
+/// Every resource over its limit.
+pub fn check_create(
+    project: &str,
+    limits: &ProjectLimits,
+    stored: &ProjectUsage,
+    in_flight: &InFlight,
+) -> Result<(), ProjectOverLimit> {
+    let uploading = in_flight.waiting.saturating_add(in_flight.running);
+    let mut e = Enforcer::default();
+    e.count(
+        "image_count_total",
+        limits.image_count_total,
+        stored.images.saturating_add(uploading),
+        1,
+    );
+    e.count(
+        "image_count_uploading",
+        limits.image_count_uploading,
+        uploading,
+        1,
+    );
+    e.bytes(
+        limits.image_size_total,
+        stored.image_bytes.saturating_add(in_flight.charged),
+        0,
+    );
+    e.finish(project)
+}
+
+/// The check when an import starts (usage may have changed since it was queued): its image
+/// must fit beside the project's images and *running* imports (waiting ones are checked when
+/// they start).
+///
+/// # Errors
+/// Every resource over its limit.
+pub fn check_start(
+    project: &str,
+    limits: &ProjectLimits,
+    stored: &ProjectUsage,
+    others: &InFlight,
+) -> Result<(), ProjectOverLimit> {
+    let running_others = others.running.saturating_sub(1);
+    let mut e = Enforcer::default();
+    e.count(
+        "image_count_total",
+        limits.image_count_total,
+        stored.images.saturating_add(running_others),
+        1,
+    );
+    e.bytes(
+        limits.image_size_total,
+        stored.image_bytes.saturating_add(others.charged),
+        0,
+    );
+    e.finish(project)
+}
+
+/// `POST /v2/tasks`: refuses (413, Glance's message) a task the project's quotas do not
+/// allow. Call after validation, before the task is stored.
+///
+/// # Errors
+/// [`ApiError::LimitExceeded`], or an internal error when the metadata cannot be read.
+pub async fn admit_task(state: &AppState, project: &str) -> Result<(), ApiError> {
+    let limits = state.config.quotas.for_project(project);
+    let stored = imports::meta(state, {
+        let project = project.to_owned();
+        move |m| m.project_usage(&project)
+    })
+    .await?;
+    let in_flight = state.executor.in_flight(project, None);
+    check_create(project, &limits, &stored, &in_flight)
+        .map_err(|over| ApiError::LimitExceeded(over.glance_message()))
+}
+
+/// Queues a stored task under its project's caps (`tasks_waiting`, and
+/// `image_count_uploading` again, atomically with other requests).
+///
+/// # Errors
+/// [`ApiError::QueueFull`] (503) for the shared queue, [`ApiError::ProjectQueueFull`] (503)
+/// for the project's share, [`ApiError::LimitExceeded`] (413) for `image_count_uploading`.
+pub fn submit(state: &AppState, task_id: &str, project: &str) -> Result<(), ApiError> {
+    let limits = state.config.quotas.for_project(project);
+    let caps = SubmitCaps {
+        waiting: limits.tasks_waiting.get(),
+        in_flight: limits.image_count_uploading.get(),
+    };
+    state
+        .executor
+        .submit_capped(task_id, project, caps)
+        .map_err(|refused| match refused {
+            Refused::QueueFull(full) => ApiError::QueueFull(full.0),
+            Refused::ProjectQueueFull(waiting) => ApiError::ProjectQueueFull {
+                project: project.to_owned(),
+                waiting,
+            },
+            Refused::InFlight(uploading) => {
+                let mut e = Enforcer::default();
+                e.count(
+                    "image_count_uploading",
+                    limits.image_count_uploading,
+                    uploading,
+                    1,
+                );
+                match e.finish(project) {
+                    Err(over) => ApiError::LimitExceeded(over.glance_message()),
+                    Ok(()) => ApiError::Internal("in-flight cap without a limit".into()),
+                }
+            }
+        })
+}
+
+/// A running import's quota: checked when it starts, then charged by the pipeline as it
+/// learns what the import will store ([`Admission`]).
+#[derive(Debug)]
+pub struct ImportQuota {
+    executor: Executor,
+    task_id: String,
+    project: String,
+    limit: Limit,
+    /// The project's stored bytes when the import started…
+    stored: u64,
+    /// …and the executor's committed counter just before they were read.
+    committed: u64,
+}
+
+impl ImportQuota {
+    /// Checks the project's quotas for task `task_id` (running) and returns its admission.
+    ///
+    /// # Errors
+    /// A reason code and message for the task: [`REASON_QUOTA_EXCEEDED`] with Glance's text
+    /// when the project is over a limit, `internal_error` when its usage cannot be read.
+    pub async fn start(
+        state: &AppState,
+        task_id: &str,
+        project: &str,
+    ) -> Result<ImportQuota, (String, String)> {
+        let limits = state.config.quotas.for_project(project);
+        // Read before the images: an import committing in between is counted twice (a
+        // moment's over-count), never missed.
+        let committed = state.executor.in_flight(project, Some(task_id)).committed;
+        let stored = imports::meta(state, {
+            let project = project.to_owned();
+            move |m| m.project_usage(&project)
+        })
+        .await
+        .map_err(|e| {
+            (
+                imports::REASON_INTERNAL.to_owned(),
+                format!("reading the project's usage failed: {e}"),
+            )
+        })?;
+        let others = state.executor.in_flight(project, Some(task_id));
+        check_start(project, &limits, &stored, &others)
+            .map_err(|over| (REASON_QUOTA_EXCEEDED.to_owned(), over.glance_message()))?;
+        Ok(ImportQuota {
+            executor: state.executor.clone(),
+            task_id: task_id.to_owned(),
+            project: project.to_owned(),
+            limit: limits.image_size_total,
+            stored: stored.image_bytes,
+            committed,
+        })
+    }
+}
+
+impl Admission for ImportQuota {
+    fn charge(&self, bytes: u64) -> Result<(), String> {
+        self.executor
+            .try_charge(&self.task_id, bytes, |others| {
+                let stored = self
+                    .stored
+                    .saturating_add(others.committed.saturating_sub(self.committed));
+                let mut e = Enforcer::default();
+                e.bytes(self.limit, stored.saturating_add(others.charged), bytes);
+                e.finish(&self.project)
+            })
+            .map_err(|over| over.glance_message())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(size_mib: i64, count: i64, uploading: i64) -> ProjectLimits {
+        ProjectLimits {
+            image_size_total: Limit::try_from(size_mib).unwrap(),
+            image_count_total: Limit::try_from(count).unwrap(),
+            image_count_uploading: Limit::try_from(uploading).unwrap(),
+            tasks_waiting: Limit::UNLIMITED,
+        }
+    }
+
+    fn usage(images: u64, image_bytes: u64) -> ProjectUsage {
+        ProjectUsage {
+            images,
+            image_bytes,
+        }
+    }
+
+    #[test]
+    fn test_quota_messages_are_oslo_limits_and_glances() {
+        let over =
+            check_create("p1", &limits(-1, 1, -1), &usage(1, 5), &InFlight::default()).unwrap_err();
+        assert_eq!(
+            over.to_string(),
+            "Project p1 is over a limit for [Resource image_count_total is over limit of 1 due \
+             to current usage 1 and delta 1]"
+        );
+        assert!(over.glance_message().starts_with(
+            "The request returned a 413 Request Entity Too Large. This generally means that \
+             rate limiting or a quota threshold was breached.\n\nThe response body:\nProject p1"
+        ));
+    }
+
+    #[test]
+    fn test_quota_create_counts_imports_in_flight_and_lists_every_resource_over() {
+        let in_flight = InFlight {
+            waiting: 2,
+            running: 1,
+            charged: 3 * MIB,
+            committed: 0,
+        };
+        let over = check_create("p", &limits(4, 5, 3), &usage(2, 2 * MIB), &in_flight)
+            .unwrap_err()
+            .over;
+        let names: Vec<&str> = over.iter().map(|o| o.resource).collect();
+        assert_eq!(
+            names,
+            [
+                "image_count_total",
+                "image_count_uploading",
+                "image_size_total"
+            ]
+        );
+        assert_eq!((over[0].usage, over[0].delta), (5, 1));
+        assert_eq!((over[1].usage, over[1].delta), (3, 1));
+        assert_eq!((over[2].limit, over[2].usage, over[2].delta), (4, 5, 0));
+        assert!(check_create("p", &limits(5, 6, 4), &usage(2, 2 * MIB), &in_flight).is_ok());
+    }
+
+    #[test]
+    fn test_quota_size_is_exact_in_bytes_and_shown_in_mib_rounded_up() {
+        let mut e = Enforcer::default();
+        e.bytes(Limit::of(1), MIB, 0);
+        assert!(e.finish("p").is_ok(), "at the limit is not over it");
+        let mut e = Enforcer::default();
+        e.bytes(Limit::of(1), MIB / 2, MIB / 2 + 1);
+        let over = e.finish("p").unwrap_err().over;
+        assert_eq!((over[0].usage, over[0].delta), (1, 1));
+        let mut e = Enforcer::default();
+        e.bytes(Limit::of(1024), 0, 1 << 40);
+        assert_eq!(e.finish("p").unwrap_err().over[0].delta, 1 << 20);
+        let mut e = Enforcer::default();
+        e.bytes(Limit::UNLIMITED, u64::MAX, u64::MAX);
+        assert!(e.finish("p").is_ok());
+    }
+
+    #[test]
+    fn test_quota_start_counts_the_import_itself_once() {
+        // The import asking is one of the running ones; its own charge is left out.
+        let others = InFlight {
+            waiting: 5,
+            running: 2,
+            charged: MIB,
+            committed: 0,
+        };
+        assert!(check_start("p", &limits(2, 3, 1), &usage(1, MIB), &others).is_ok());
+        let over = check_start("p", &limits(1, 2, 1), &usage(1, MIB), &others)
+            .unwrap_err()
+            .over;
+        let names: Vec<&str> = over.iter().map(|o| o.resource).collect();
+        assert_eq!(names, ["image_count_total", "image_size_total"]);
+    }
+
+    #[test]
+    fn test_quota_overrides_replace_defaults_per_key() {
+        let quotas: Quotas = toml::from_str(
+            "image_count_total = 10\n\
+             [projects.\"p1\"]\nimage_count_total = -1\nimage_size_total = 5\n",
+        )
+        .unwrap();
+        let p1 = quotas.for_project("p1");
+        assert_eq!(p1.image_count_total, Limit::UNLIMITED);
+        assert_eq!(p1.image_size_total, Limit::of(5));
+        assert_eq!(p1.tasks_waiting, Limit::of(DEFAULT_TASKS_WAITING));
+        let p2 = quotas.for_project("p2");
+        assert_eq!(p2.image_count_total, Limit::of(10));
+        assert_eq!(p2.image_size_total, Limit::UNLIMITED);
+        assert!(toml::from_str::<Quotas>("image_count_total = -2\n").is_err());
+        assert!(toml::from_str::<Quotas>("image_count_totl = 1\n").is_err());
+        assert_eq!("-1".parse::<Limit>(), Ok(Limit::UNLIMITED));
+        assert_eq!("7".parse::<Limit>(), Ok(Limit::of(7)));
+        assert!("x".parse::<Limit>().is_err());
+    }
+}
