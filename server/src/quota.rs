@@ -146,6 +146,27 @@ pub struct ProjectLimits {
     pub tasks_waiting: Limit,
 }
 
+impl ProjectLimits {
+    /// Whether any limit needs the project's stored images (else they are not read: the
+    /// scan is skipped for unlimited projects).
+    fn counts_stored(&self) -> bool {
+        self.image_size_total.get().is_some() || self.image_count_total.get().is_some()
+    }
+}
+
+/// The project's stored usage, read only when `limits` count it.
+async fn stored_usage(
+    state: &AppState,
+    project: &str,
+    limits: &ProjectLimits,
+) -> Result<ProjectUsage, crate::meta::MetaError> {
+    if !limits.counts_stored() {
+        return Ok(ProjectUsage::default());
+    }
+    let project = project.to_owned();
+    imports::meta(state, move |m| m.project_usage(&project)).await
+}
+
 impl Quotas {
     /// The limits of `project`.
     pub fn for_project(&self, project: &str) -> ProjectLimits {
@@ -329,11 +350,7 @@ pub fn check_start(
 /// [`ApiError::LimitExceeded`], or an internal error when the metadata cannot be read.
 pub async fn admit_task(state: &AppState, project: &str) -> Result<(), ApiError> {
     let limits = state.config.quotas.for_project(project);
-    let stored = imports::meta(state, {
-        let project = project.to_owned();
-        move |m| m.project_usage(&project)
-    })
-    .await?;
+    let stored = stored_usage(state, project, &limits).await?;
     let in_flight = state.executor.in_flight(project, None);
     check_create(project, &limits, &stored, &in_flight)
         .map_err(|over| ApiError::LimitExceeded(over.glance_message()))
@@ -405,12 +422,7 @@ impl ImportQuota {
         // Read before the images: an import committing in between is counted twice (a
         // moment's over-count), never missed.
         let committed = state.executor.in_flight(project, Some(task_id)).committed;
-        let stored = imports::meta(state, {
-            let project = project.to_owned();
-            move |m| m.project_usage(&project)
-        })
-        .await
-        .map_err(|e| {
+        let stored = stored_usage(state, project, &limits).await.map_err(|e| {
             (
                 imports::REASON_INTERNAL.to_owned(),
                 format!("reading the project's usage failed: {e}"),
@@ -538,6 +550,20 @@ mod tests {
             .over;
         let names: Vec<&str> = over.iter().map(|o| o.resource).collect();
         assert_eq!(names, ["image_count_total", "image_size_total"]);
+    }
+
+    #[test]
+    fn test_quota_project_usage_counts_only_the_owners_images() {
+        use crate::meta::{memory::MemoryMeta, sample_image, MetaStore};
+        let meta = MemoryMeta::default();
+        for (id, owner, size) in [("a", "p1", 10), ("b", "p2", 20), ("c", "p1", 30)] {
+            let mut image = sample_image(id);
+            image.owner = owner.to_owned();
+            image.size = size;
+            meta.put_image(&image).unwrap();
+        }
+        assert_eq!(meta.project_usage("p1").unwrap(), usage(2, 40));
+        assert_eq!(meta.project_usage("p3").unwrap(), usage(0, 0));
     }
 
     #[test]
