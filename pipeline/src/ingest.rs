@@ -195,7 +195,8 @@ pub enum IngestError {
 
 impl IngestError {
     /// A stable machine-readable code: the inspector's reason code for a rejection, else
-    /// `cancelled`, `internal_error`, `source_error`, `store_error` or `size_cap`.
+    /// `cancelled`, `internal_error`, `source_error`, `storage_full`, `store_error` or
+    /// `size_cap`.
     pub fn reason_code(&self) -> &str {
         match self {
             IngestError::Cancelled => "cancelled",
@@ -207,6 +208,7 @@ impl IngestError {
                 .unwrap_or("rejected"),
             IngestError::Source(SourceError::ContentTooLarge { .. }) => "size_cap",
             IngestError::Source(_) => "source_error",
+            IngestError::Store(StoreError::StorageFull(_)) => "storage_full",
             IngestError::Store(_) => "store_error",
             IngestError::TooLarge { .. } => "size_cap",
         }
@@ -501,6 +503,7 @@ impl From<LaneError> for IngestError {
             LaneError::Hash(e) => IngestError::Hashing(e),
             LaneError::Cancelled => IngestError::Cancelled,
             LaneError::Io(message) => IngestError::Output(message),
+            LaneError::Store(e) => IngestError::Store(e),
         }
     }
 }

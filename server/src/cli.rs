@@ -12,6 +12,7 @@ use sluice_formats::{
 };
 use sluice_pipeline::convert::{convert_reader, ConvertFailure, ConvertOutcome};
 use sluice_pipeline::inspect_reader;
+use sluice_pipeline::store::space::Reserve;
 
 use crate::config::{AuthMode, Config, ConfigError, Conversion};
 
@@ -122,6 +123,11 @@ struct ServeArgs {
     /// [default: none].
     #[arg(long, env = "SLUICE_CONVERSION", value_enum)]
     conversion: Option<Conversion>,
+    /// Free space kept on the data volume: a size (`1GiB`, `512MiB`, bytes) or a percentage
+    /// of the volume (`5%`). Below it imports are refused; below half of it every write
+    /// [default: 5%, at most 1GiB].
+    #[arg(long, env = "SLUICE_DISK_RESERVE", value_name = "SIZE|PERCENT")]
+    disk_reserve: Option<Reserve>,
 }
 
 impl ServeArgs {
@@ -174,6 +180,9 @@ impl ServeArgs {
         c.auth.allow_insecure_bind |= self.allow_insecure_bind;
         if let Some(v) = self.conversion {
             c.conversion = v;
+        }
+        if let Some(v) = self.disk_reserve {
+            c.disk_reserve = v;
         }
         c.validate()?;
         Ok(c)
