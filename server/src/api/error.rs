@@ -415,6 +415,23 @@ mod tests {
     }
 
     #[test]
+    fn test_error_storage_full_is_507_with_its_message() {
+        let err = ApiError::from(MetaError::StorageFull(
+            "Image storage media is full: 0 bytes free".into(),
+        ));
+        let body = err.body();
+        assert_eq!(err.status_code(), StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(body["code"], "507 Insufficient Storage");
+        assert!(body["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Image storage media is full: 0 bytes free")));
+        assert!(matches!(
+            ApiError::from(MetaError::Backend("x".into())),
+            ApiError::Internal(_)
+        ));
+    }
+
+    #[test]
     fn test_error_task_delete_has_no_trailer() {
         // 37-delete-task.json.
         let body = ApiError::TaskDeleteNotPermitted.body();
