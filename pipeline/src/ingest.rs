@@ -204,7 +204,7 @@ pub enum IngestError {
 impl IngestError {
     /// A stable machine-readable code: the inspector's reason code for a rejection, else
     /// `cancelled`, `internal_error`, `quota_exceeded`, `source_error`, `source_too_slow`,
-    /// `store_error` or `size_cap`.
+    /// `storage_full`, `store_error` or `size_cap`.
     pub fn reason_code(&self) -> &str {
         match self {
             IngestError::Cancelled => "cancelled",
@@ -218,6 +218,7 @@ impl IngestError {
             IngestError::Source(SourceError::ContentTooLarge { .. }) => "size_cap",
             IngestError::Source(SourceError::TooSlow { .. }) => "source_too_slow",
             IngestError::Source(_) => "source_error",
+            IngestError::Store(StoreError::StorageFull(_)) => "storage_full",
             IngestError::Store(_) => "store_error",
             IngestError::TooLarge { .. } => "size_cap",
         }
@@ -531,6 +532,7 @@ impl From<LaneError> for IngestError {
             LaneError::Hash(e) => IngestError::Hashing(e),
             LaneError::Cancelled => IngestError::Cancelled,
             LaneError::Io(message) => IngestError::Output(message),
+            LaneError::Store(e) => IngestError::Store(e),
         }
     }
 }

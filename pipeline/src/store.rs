@@ -8,11 +8,14 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 mod direct;
+pub mod space;
 
 use direct::DirectAppender;
 pub use direct::DIRECT_WRITE_SIZE;
+use space::{DiskSpace, Reserve, SpaceError, SPACE_CHECK_INTERVAL};
 
 /// Longest accepted image id (a UUID is 36).
 pub const MAX_ID_LEN: usize = 128;
@@ -61,6 +64,9 @@ pub enum StoreError {
         /// The underlying error.
         source: io::Error,
     },
+    /// Free space on the data volume is below the reserve (see [`space`]).
+    #[error(transparent)]
+    StorageFull(#[from] SpaceError),
     /// A writer stage stopped unexpectedly (panic or runtime shutdown).
     #[error("the store writer stopped unexpectedly")]
     WriterStopped,
@@ -81,14 +87,25 @@ pub enum StoreError {
 pub struct LocalStore {
     images: PathBuf,
     tmp: PathBuf,
+    space: Arc<DiskSpace>,
 }
 
 impl LocalStore {
-    /// Opens (creating when missing) the store rooted at `dir`.
+    /// Opens (creating when missing) the store rooted at `dir`, keeping the default
+    /// [`Reserve`] free.
     ///
     /// # Errors
     /// [`StoreError::Opening`] when the directories cannot be created.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with_reserve(dir, Reserve::default())
+    }
+
+    /// Opens (creating when missing) the store rooted at `dir`; imports are refused, and
+    /// running ones fail, rather than take free space on its volume below `reserve`.
+    ///
+    /// # Errors
+    /// [`StoreError::Opening`] when the directories cannot be created.
+    pub fn open_with_reserve(dir: impl AsRef<Path>, reserve: Reserve) -> Result<Self, StoreError> {
         let root = dir.as_ref();
         let images = root.join("images");
         let tmp = root.join("tmp");
@@ -98,7 +115,16 @@ impl LocalStore {
                 source,
             })?;
         }
-        Ok(LocalStore { images, tmp })
+        Ok(LocalStore {
+            images,
+            tmp,
+            space: Arc::new(DiskSpace::new(root, reserve)),
+        })
+    }
+
+    /// Free-space checks of the store's volume (shared with the metadata store's guard).
+    pub fn space(&self) -> &Arc<DiskSpace> {
+        &self.space
     }
 
     /// Removes every leftover file in `tmp/` (imports interrupted by a crash); returns how
@@ -129,13 +155,15 @@ impl LocalStore {
     /// Starts writing image `id` to `tmp/<id>.part`.
     ///
     /// # Errors
-    /// [`StoreError::InvalidId`], [`StoreError::AlreadyExists`], or [`StoreError::Creating`]
-    /// (also when a part file for `id` exists: one import per id at a time).
+    /// [`StoreError::InvalidId`], [`StoreError::AlreadyExists`], [`StoreError::StorageFull`]
+    /// (free space is below the reserve), or [`StoreError::Creating`] (also when a part file
+    /// for `id` exists: one import per id at a time).
     pub fn begin(&self, id: &str) -> Result<PartFile, StoreError> {
         check_id(id)?;
         if self.images.join(id).exists() {
             return Err(StoreError::AlreadyExists(id.to_owned()));
         }
+        self.space.check_import(SPACE_CHECK_INTERVAL)?;
         let path = self.tmp.join(format!("{id}{PART_SUFFIX}"));
         // Readable too: a conversion whose output could not be hashed in order reads it back.
         let file = OpenOptions::new()
@@ -155,6 +183,8 @@ impl LocalStore {
             flushed: 0,
             writeback: None,
             direct: None,
+            space: Arc::clone(&self.space),
+            space_checked_upto: SPACE_CHECK_INTERVAL,
             committed: false,
         })
     }
@@ -254,6 +284,10 @@ pub struct PartFile {
     writeback: Option<std::thread::JoinHandle<()>>,
     /// Set by [`PartFile::use_direct_io`]: appends bypass the page cache.
     direct: Option<DirectAppender>,
+    /// The volume's free-space checks.
+    space: Arc<DiskSpace>,
+    /// Bytes that may be written before free space is checked again.
+    space_checked_upto: u64,
     committed: bool,
 }
 
@@ -279,8 +313,10 @@ impl PartFile {
     /// Appends `data` (blocking; call from a blocking thread).
     ///
     /// # Errors
-    /// [`StoreError::Writing`] naming the offset.
+    /// [`StoreError::Writing`] naming the offset, or [`StoreError::StorageFull`] (see
+    /// [`PartFile::check_space`]).
     pub fn write_all(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        self.check_space(u64::try_from(data.len()).unwrap_or(u64::MAX))?;
         let err = |offset, source| StoreError::Writing {
             id: self.id.clone(),
             offset,
@@ -319,6 +355,32 @@ impl PartFile {
             .ok_or_else(|| err(io::Error::other("part closed")))?
             .try_clone()
             .map_err(err)
+    }
+
+    /// Refuses `upcoming` more bytes when they could take the volume's free space below the
+    /// reserve. Free space is read once per [`SPACE_CHECK_INTERVAL`] bytes: each check asks
+    /// room for the bytes until the next check plus what direct I/O may still hold in its
+    /// buffer, so between checks the import cannot eat into the reserve. Call before
+    /// writing through a [`positional_handle`](PartFile::positional_handle).
+    ///
+    /// # Errors
+    /// [`StoreError::StorageFull`].
+    pub fn check_space(&mut self, upcoming: u64) -> Result<(), StoreError> {
+        let next = self.written.saturating_add(upcoming);
+        if next <= self.space_checked_upto {
+            return Ok(());
+        }
+        let buffered = if self.direct.is_some() {
+            u64::try_from(DIRECT_WRITE_SIZE).unwrap_or(u64::MAX)
+        } else {
+            0
+        };
+        let ahead = upcoming
+            .saturating_add(SPACE_CHECK_INTERVAL)
+            .saturating_add(buffered);
+        self.space.check_import(ahead)?;
+        self.space_checked_upto = next.saturating_add(SPACE_CHECK_INTERVAL);
+        Ok(())
     }
 
     /// Records `len` more bytes written (by [`PartFile::write_all`] or through a
@@ -600,6 +662,20 @@ mod tests {
         drop(part);
         assert_eq!(count(&dir.path().join("tmp")), 0);
         assert_eq!(count(&dir.path().join("images")), 0);
+    }
+
+    #[test]
+    fn test_store_below_reserve_begin_storage_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open_with_reserve(dir.path(), Reserve::Bytes(u64::MAX)).unwrap();
+        assert!(matches!(
+            store.begin("a"),
+            Err(StoreError::StorageFull(SpaceError {
+                what: "reserve",
+                ..
+            }))
+        ));
+        assert_eq!(count(&dir.path().join("tmp")), 0);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use sluice_formats::{
 };
 use sluice_pipeline::convert::{convert_reader, ConvertFailure, ConvertOutcome};
 use sluice_pipeline::inspect_reader;
+use sluice_pipeline::store::space::Reserve;
 
 use crate::config::{AuthMode, Config, ConfigError, Conversion};
 use crate::quota::Limit;
@@ -169,6 +170,11 @@ struct ServeArgs {
         allow_hyphen_values = true
     )]
     quota_tasks_waiting: Option<Limit>,
+    /// Free space kept on the data volume: a size (`1GiB`, `512MiB`, bytes) or a percentage
+    /// of the volume (`5%`). Below it imports are refused; below half of it every write
+    /// [default: 5%, at most 1GiB].
+    #[arg(long, env = "SLUICE_DISK_RESERVE", value_name = "SIZE|PERCENT")]
+    disk_reserve: Option<Reserve>,
 }
 
 impl ServeArgs {
@@ -244,6 +250,9 @@ impl ServeArgs {
             if let Some(v) = flag {
                 *limit = v;
             }
+        }
+        if let Some(v) = self.disk_reserve {
+            c.disk_reserve = v;
         }
         c.validate()?;
         Ok(c)

@@ -4,8 +4,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use sluice_formats::DEFAULT_MAX_VIRTUAL_SIZE;
+use sluice_pipeline::store::space::Reserve;
 
 /// Hours a finished task stays visible when no TTL is configured (Glance's
 /// `[task] task_time_to_live` default).
@@ -64,6 +65,18 @@ pub struct Config {
     pub min_rate_window_secs: u64,
     /// Per-project quotas (Glance's unified limits) and overrides.
     pub quotas: crate::quota::Quotas,
+    /// Free space kept on the data volume: `"1GiB"`, `"512MiB"`, bytes, or `"5%"` of the
+    /// volume. Below it imports are refused (507) and running ones fail with `storage_full`;
+    /// below half of it every write is refused, so metadata always has room. Default: 5 %,
+    /// at most 1 GiB.
+    #[serde(deserialize_with = "reserve_from_str")]
+    pub disk_reserve: Reserve,
+}
+
+/// Reads a [`Reserve`] from its string form.
+fn reserve_from_str<'de, D: Deserializer<'de>>(d: D) -> Result<Reserve, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(serde::de::Error::custom)
 }
 
 impl Default for Config {
@@ -88,6 +101,7 @@ impl Default for Config {
             min_rate_bytes_per_sec: sluice_pipeline::rate::DEFAULT_MIN_RATE_BYTES_PER_SEC,
             min_rate_window_secs: sluice_pipeline::rate::DEFAULT_MIN_RATE_WINDOW.as_secs(),
             quotas: crate::quota::Quotas::default(),
+            disk_reserve: Reserve::default(),
         }
     }
 }
@@ -376,6 +390,31 @@ mod tests {
             ..Config::default()
         };
         assert!(matches!(zero.validate(), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn test_config_disk_reserve_is_read_from_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        assert_eq!(Config::default().disk_reserve, Reserve::default());
+        std::fs::write(&path, "disk_reserve = \"256MiB\"\n").unwrap();
+        assert_eq!(
+            Config::from_file(&path).unwrap().disk_reserve,
+            Reserve::Bytes(256 << 20)
+        );
+        std::fs::write(&path, "disk_reserve = \"10%\"\n").unwrap();
+        assert_eq!(
+            Config::from_file(&path).unwrap().disk_reserve,
+            Reserve::Percent {
+                percent: 10,
+                max: None
+            }
+        );
+        std::fs::write(&path, "disk_reserve = \"lots\"\n").unwrap();
+        assert!(matches!(
+            Config::from_file(&path),
+            Err(ConfigError::Parsing { source, .. }) if source.to_string().contains("disk reserve 'lots'")
+        ));
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub const REASON_INTERRUPTED: &str = "interrupted";
 pub const REASON_INTERNAL: &str = "internal_error";
 /// Reason code of an import that did not finish within `import_timeout_secs`.
 pub const REASON_IMPORT_TIMEOUT: &str = "import_timeout";
+/// Reason code of an import stopped because the data volume is below its reserve.
+pub const REASON_STORAGE_FULL: &str = "storage_full";
+/// Pause between attempts to record a task's final state on a full volume.
+const SAVE_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Glance `disk_format`s that carry no inspectable structure of their own: checked as raw.
 const OPAQUE_DISK_FORMATS: [&str; 3] = ["ami", "ari", "aki"];
@@ -170,22 +174,25 @@ pub async fn run(
                 Err(e) => {
                     tracing::error!(task_id, error = %e, "cannot record the imported image");
                     let _ = state.store.delete(&image.id);
+                    let reason = if matches!(e, MetaError::StorageFull(_)) {
+                        REASON_STORAGE_FULL
+                    } else {
+                        REASON_INTERNAL
+                    };
                     fail(
                         &mut task,
-                        REASON_INTERNAL,
+                        reason,
                         format!("recording the image failed: {e}"),
                         ttl,
                     );
-                    let _ = save(state, &task).await;
+                    save_final(state, &task).await;
                 }
             }
         }
         Err((reason, message)) => {
             tracing::info!(task_id, %reason, %message, "import failed");
             fail(&mut task, &reason, message, ttl);
-            if let Err(e) = save(state, &task).await {
-                tracing::error!(task_id, error = %e, "cannot mark task failed");
-            }
+            save_final(state, &task).await;
         }
     }
     None
@@ -465,6 +472,35 @@ pub async fn meta<T: Send + 'static>(
 async fn save(state: &AppState, task: &TaskRecord) -> Result<(), MetaError> {
     let task = task.clone();
     meta(state, move |m| m.put_task(&task)).await
+}
+
+/// Records a task's final state; on a full volume keeps trying in the background (every
+/// [`SAVE_RETRY_INTERVAL`]), so the task does not stay `processing` once space is freed.
+async fn save_final(state: &AppState, task: &TaskRecord) {
+    match save(state, task).await {
+        Ok(()) => {}
+        Err(MetaError::StorageFull(_)) => {
+            tracing::error!(
+                task_id = %task.id,
+                "data volume full: the task's final state is recorded once space is freed"
+            );
+            let (state, task) = (state.clone(), task.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(SAVE_RETRY_INTERVAL).await;
+                    match save(&state, &task).await {
+                        Ok(()) => return,
+                        Err(MetaError::StorageFull(_)) => {}
+                        Err(e) => {
+                            tracing::error!(task_id = %task.id, error = %e, "cannot mark task failed");
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::error!(task_id = %task.id, error = %e, "cannot mark task failed"),
+    }
 }
 
 #[cfg(test)]

@@ -5,14 +5,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use sluice_pipeline::store::space::StorageState;
 use sluice_pipeline::store::LocalStore;
 
 use crate::config::Config;
 use crate::executor::Executor;
 use crate::imports::{self, REASON_INTERRUPTED};
-use crate::meta::rocks::RocksMeta;
-use crate::meta::{MetaStore, TaskStatus};
+use crate::meta::guarded::GuardedMeta;
+use crate::meta::{MetaError, MetaStore, TaskStatus};
 use crate::state::AppState;
+
+/// How often the data volume's free space is checked in the background: a read-only
+/// metadata store becomes writable, and recovery writes refused at start-up are made, at
+/// most this long after space is freed.
+const STORAGE_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Runs the service until a termination signal.
 ///
@@ -22,10 +28,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let meta: Arc<dyn MetaStore> = Arc::new(
-        RocksMeta::open(&config.data_dir.join("meta")).context("opening the metadata store")?,
+    let store = Arc::new(
+        LocalStore::open_with_reserve(&config.data_dir, config.disk_reserve)
+            .context("opening the image store")?,
     );
-    let store = Arc::new(LocalStore::open(&config.data_dir).context("opening the image store")?);
+    // Partial imports go first: on a full volume they are the room that opening the
+    // metadata store read-write needs.
+    sweep_tmp(&store)?;
+    let guarded = Arc::new(
+        GuardedMeta::open(&config.data_dir.join("meta"), Arc::clone(store.space()))
+            .context("opening the metadata store")?,
+    );
+    let meta: Arc<dyn MetaStore> = guarded.clone();
     let executor = Executor::new(config.queue_capacity, config.per_project_imports);
     let state = AppState {
         config: Arc::new(config),
@@ -33,7 +47,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store,
         executor: executor.clone(),
     };
-    let requeued = recover(&state).context("recovering from the previous run")?;
+    let recovery = recover(&state).context("recovering from the previous run")?;
 
     let listener = tokio::net::TcpListener::bind(state.config.bind)
         .await
@@ -45,17 +59,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "sluice listening"
     );
     let workers = executor.start(&state, state.config.workers);
-    for task_id in requeued {
-        if let Some(task) = state.meta.get_task(&task_id)? {
-            let _ = executor.submit(&task.id, &task.owner);
-        }
-    }
+    let watcher = tokio::spawn(watch_storage(state.clone(), guarded, recovery));
     let sweeper = tokio::spawn(sweep_expired(state.clone()));
 
     crate::api::serve(listener, state.clone(), shutdown_signal()).await?;
     tracing::info!("shutting down: cancelling running imports");
     executor.shutdown();
     sweeper.abort();
+    watcher.abort();
     for worker in workers {
         let _ = worker.await;
     }
@@ -88,39 +99,50 @@ async fn shutdown_signal() {
     }
 }
 
-/// Brings the data directory back to a consistent state after a crash or `kill -9`:
-/// - partial uploads in `tmp/` are deleted;
-/// - tasks left `processing` fail with a message saying they were interrupted;
-/// - image records without their file are dropped, and files without a record deleted;
-///
-/// Returns the ids of tasks still `pending`, to queue again in creation order.
-pub fn recover(state: &AppState) -> anyhow::Result<Vec<String>> {
-    let swept = state.store.sweep_tmp()?;
+/// Removes partial imports left in `tmp/` by an interrupted run.
+fn sweep_tmp(store: &LocalStore) -> anyhow::Result<()> {
+    let swept = store.sweep_tmp()?;
     if swept > 0 {
         tracing::warn!(
             files = swept,
             "removed partial image files left by an interrupted run"
         );
     }
-    let ttl = state.config.task_ttl();
-    let mut pending = Vec::new();
+    Ok(())
+}
+
+/// What start-up recovery found, and what it could not write yet because the data volume
+/// is full (made by the storage watcher once there is room).
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Tasks still pending, to queue again in creation order.
+    pub pending: Vec<String>,
+    /// Tasks interrupted while processing whose failure is not recorded yet.
+    pub interrupted: Vec<String>,
+    /// Image records without data, not removed yet.
+    pub dataless: Vec<String>,
+}
+
+/// Brings the data directory back to a consistent state after a crash or `kill -9`:
+/// - partial uploads in `tmp/` are deleted (before any metadata write: on a full volume
+///   they are what makes room);
+/// - tasks left `processing` fail with a message saying they were interrupted;
+/// - image records without their file are dropped, and files without a record deleted.
+///
+/// Metadata writes refused because the volume is full are left in the returned
+/// [`Recovery`] for [`finish_recovery`]; reads need no room, so the service still starts.
+///
+/// # Errors
+/// When the store or the metadata cannot be read, or a write fails for another reason.
+pub fn recover(state: &AppState) -> anyhow::Result<Recovery> {
+    sweep_tmp(&state.store)?;
+    let mut recovery = Recovery::default();
     let mut tasks = state.meta.list_tasks()?;
     tasks.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-    for mut task in tasks {
+    for task in tasks {
         match task.status {
-            TaskStatus::Processing => {
-                imports::fail(
-                    &mut task,
-                    REASON_INTERRUPTED,
-                    "import interrupted: the service stopped while this task was processing; \
-                     create the task again"
-                        .to_owned(),
-                    ttl,
-                );
-                state.meta.put_task(&task)?;
-                tracing::warn!(task_id = %task.id, "failed a task interrupted by a restart");
-            }
-            TaskStatus::Pending => pending.push(task.id),
+            TaskStatus::Processing => recovery.interrupted.push(task.id),
+            TaskStatus::Pending => recovery.pending.push(task.id),
             TaskStatus::Success | TaskStatus::Failure => {}
         }
     }
@@ -128,8 +150,7 @@ pub fn recover(state: &AppState) -> anyhow::Result<Vec<String>> {
     let files = state.store.list_ids()?;
     for image in &images {
         if !files.contains(&image.id) {
-            tracing::error!(image_id = %image.id, "image data missing: removing its record");
-            state.meta.delete_image(&image.id)?;
+            recovery.dataless.push(image.id.clone());
         }
     }
     for id in files {
@@ -138,7 +159,108 @@ pub fn recover(state: &AppState) -> anyhow::Result<Vec<String>> {
             state.store.delete(&id)?;
         }
     }
-    Ok(pending)
+    finish_recovery(state, &mut recovery)?;
+    Ok(recovery)
+}
+
+/// Makes the metadata writes of [`recover`] still to do, keeping those the full volume
+/// refuses.
+///
+/// # Errors
+/// When a write fails for a reason other than a full volume.
+pub fn finish_recovery(state: &AppState, recovery: &mut Recovery) -> anyhow::Result<()> {
+    let ttl = state.config.task_ttl();
+    let mut interrupted = Vec::new();
+    for id in std::mem::take(&mut recovery.interrupted) {
+        let Some(mut task) = state.meta.get_task(&id)? else {
+            continue;
+        };
+        if task.status != TaskStatus::Processing {
+            continue;
+        }
+        imports::fail(
+            &mut task,
+            REASON_INTERRUPTED,
+            "import interrupted: the service stopped while this task was processing; \
+             create the task again"
+                .to_owned(),
+            ttl,
+        );
+        match state.meta.put_task(&task) {
+            Ok(()) => tracing::warn!(task_id = %id, "failed a task interrupted by a restart"),
+            Err(MetaError::StorageFull(_)) => interrupted.push(id),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    recovery.interrupted = interrupted;
+    let mut dataless = Vec::new();
+    for id in std::mem::take(&mut recovery.dataless) {
+        match state.meta.delete_image(&id) {
+            Ok(()) => {
+                tracing::error!(image_id = %id, "image data missing: removed its record")
+            }
+            Err(MetaError::StorageFull(_)) => dataless.push(id),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    recovery.dataless = dataless;
+    if !recovery.interrupted.is_empty() || !recovery.dataless.is_empty() {
+        tracing::error!(
+            interrupted = recovery.interrupted.len(),
+            dataless = recovery.dataless.len(),
+            "data volume full: recovery writes deferred until space is freed"
+        );
+    }
+    Ok(())
+}
+
+/// Every [`STORAGE_POLL_INTERVAL`]: reads the data volume's free space (logging changes of
+/// state), makes the metadata store writable again once there is room, then finishes
+/// recovery and queues the pending tasks again (in creation order) — right away when the
+/// service starts with room.
+async fn watch_storage(state: AppState, meta: Arc<GuardedMeta>, mut recovery: Recovery) {
+    let mut tick = tokio::time::interval(STORAGE_POLL_INTERVAL);
+    loop {
+        tick.tick().await;
+        let writable = tokio::task::spawn_blocking({
+            let (space, meta) = (Arc::clone(state.store.space()), Arc::clone(&meta));
+            move || space.state() != StorageState::Full && meta.try_writable()
+        })
+        .await
+        .unwrap_or(false);
+        if !writable {
+            continue;
+        }
+        if !recovery.interrupted.is_empty() || !recovery.dataless.is_empty() {
+            let s = state.clone();
+            let mut r = std::mem::take(&mut recovery);
+            recovery = match tokio::task::spawn_blocking(move || {
+                let result = finish_recovery(&s, &mut r);
+                (r, result)
+            })
+            .await
+            {
+                Ok((r, Ok(()))) => r,
+                Ok((r, Err(e))) => {
+                    tracing::error!(error = %e, "finishing recovery failed");
+                    r
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "finishing recovery panicked");
+                    Recovery::default()
+                }
+            };
+        }
+        for task_id in std::mem::take(&mut recovery.pending) {
+            match state.meta.get_task(&task_id) {
+                Ok(Some(task)) if task.status == TaskStatus::Pending => {
+                    let _ = state.executor.submit(&task.id, &task.owner);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(task_id, error = %e, "cannot queue a pending task"),
+            }
+        }
+    }
 }
 
 /// Deletes tasks whose `expires_at` has passed, every `sweep_interval_secs`.

@@ -207,11 +207,21 @@ pub fn free_port() -> u16 {
 impl Server {
     /// Starts `sluice serve --allow-import-host 127.0.0.1 EXTRA` on a fresh data directory.
     pub fn start(extra: &[&str]) -> Server {
+        Server::start_with(None, extra)
+    }
+
+    /// Starts `sluice serve` like [`Server::start`], on the data directory `data_dir` (e.g.
+    /// on a small volume) instead of a fresh one.
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_with(Some(data_dir), extra)
+    }
+
+    fn start_with(data_dir: Option<&Path>, extra: &[&str]) -> Server {
         let scratch = tempfile::Builder::new()
             .prefix("sluice-service-")
             .tempdir()
             .expect("scratch dir");
-        let data_dir = scratch.path().join("data");
+        let data_dir = data_dir.map_or_else(|| scratch.path().join("data"), Path::to_path_buf);
         let mut args: Vec<String> = vec!["--allow-import-host".into(), "127.0.0.1".into()];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let log = scratch.path().join("server.log");
@@ -294,6 +304,13 @@ impl Server {
     /// What the server logged (stderr).
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the server process is still running (it has not exited or aborted).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// `kill -9`: no shutdown code runs.

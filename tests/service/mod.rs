@@ -4,6 +4,7 @@
 mod clients;
 mod conversion;
 mod create_errors;
+mod diskfull;
 mod harness;
 mod imports;
 mod isolation;

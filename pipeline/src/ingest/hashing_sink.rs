@@ -49,6 +49,8 @@ pub(crate) enum LaneError {
     Cancelled,
     /// Sizing or reading back the output failed.
     Io(String),
+    /// The store refused the output (free space below the reserve).
+    Store(crate::store::StoreError),
 }
 
 /// How the digests of a finished conversion were obtained.
@@ -93,6 +95,8 @@ pub(crate) struct HashingSink {
     abort: Arc<AtomicBool>,
     /// Set when a hash lane stopped (the sink error then means [`LaneError::Hash`]).
     hash_failed: Option<HashError>,
+    /// Set when the store refused a write (the sink error then means [`LaneError::Store`]).
+    store_failed: Option<crate::store::StoreError>,
 }
 
 impl HashingSink {
@@ -123,6 +127,7 @@ impl HashingSink {
             zeros: Bytes::from(vec![0u8; HASH_PIECE]),
             abort,
             hash_failed: None,
+            store_failed: None,
         })
     }
 
@@ -136,6 +141,9 @@ impl HashingSink {
     pub(crate) fn lane_error(&mut self, e: ConvertError) -> LaneError {
         if self.abort.load(Ordering::Relaxed) {
             return LaneError::Cancelled;
+        }
+        if let (Some(s), ConvertError::Sink(_)) = (self.store_failed.take(), &e) {
+            return LaneError::Store(s);
         }
         match (self.hash_failed.take(), e) {
             (Some(h), ConvertError::Sink(_)) => LaneError::Hash(h),
@@ -312,6 +320,12 @@ pub(crate) fn read_back(
 impl ConvertSink for HashingSink {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError> {
         self.check_abort()?;
+        let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+        if let Err(e) = self.part.check_space(len) {
+            let message = e.to_string();
+            self.store_failed = Some(e);
+            return Err(SinkError(message));
+        }
         self.file.write_at(offset, data)?;
         self.part
             .wrote(u64::try_from(data.len()).unwrap_or(u64::MAX));

@@ -18,6 +18,7 @@ use std::borrow::Cow;
 
 use http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_RANGE, RETRY_AFTER};
 use http::{Method, StatusCode};
+use sluice_pipeline::store::space::SpaceError;
 
 use crate::meta::MetaError;
 
@@ -105,6 +106,11 @@ pub enum ApiError {
     /// 408: the client took longer than `request_timeout_secs` to send its body.
     #[error("request body timed out")]
     RequestTimeout,
+    /// 507: the data volume is below its free-space reserve (new imports) or its metadata
+    /// floor (every write); the message says how much is free. Glance answers 413 "Image
+    /// storage media is full" on upload; 507 does not suggest the request was too large.
+    #[error("storage full: {0}")]
+    StorageFull(String),
     /// 404: `DELETE /v2/images/{id}/tags/{tag}` for a tag the image lacks.
     #[error("no tag {0}")]
     TagNotFound(String),
@@ -282,6 +288,12 @@ impl ApiError {
                 vec![],
                 Trailer::Standard,
             ),
+            E::StorageFull(msg) => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                msg.clone().into(),
+                vec![],
+                Trailer::Standard,
+            ),
             E::TagNotFound(tag) => (
                 StatusCode::NOT_FOUND,
                 format!("Tag {tag} not found").into(),
@@ -384,7 +396,16 @@ fn webob_title(status: StatusCode) -> &'static str {
 
 impl From<MetaError> for ApiError {
     fn from(e: MetaError) -> Self {
-        ApiError::Internal(e.to_string())
+        match e {
+            MetaError::StorageFull(message) => ApiError::StorageFull(message),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<SpaceError> for ApiError {
+    fn from(e: SpaceError) -> Self {
+        ApiError::StorageFull(e.to_string())
     }
 }
 
@@ -422,6 +443,23 @@ mod tests {
         assert!(
             matches!(parts.headers.first(), Some((name, v)) if name == ALLOW && v == "GET, POST")
         );
+    }
+
+    #[test]
+    fn test_error_storage_full_is_507_with_its_message() {
+        let err = ApiError::from(MetaError::StorageFull(
+            "Image storage media is full: 0 bytes free".into(),
+        ));
+        let body = err.body();
+        assert_eq!(err.status_code(), StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(body["code"], "507 Insufficient Storage");
+        assert!(body["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Image storage media is full: 0 bytes free")));
+        assert!(matches!(
+            ApiError::from(MetaError::Backend("x".into())),
+            ApiError::Internal(_)
+        ));
     }
 
     #[test]

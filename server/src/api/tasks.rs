@@ -114,6 +114,8 @@ where
         request_id: Some(ctx.request_id.clone()),
         user_id: Some(ctx.user_id.clone()),
     };
+    // Below the free-space reserve the import could only fail: refuse it up front.
+    api.state.store.space().check_import(0)?;
     api.state.meta.put_task(&task)?;
     if let Err(refused) = crate::quota::submit(&api.state, &task.id, &task.owner) {
         // The client never learns this id: do not leave a task that no worker will run.

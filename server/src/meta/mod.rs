@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub mod codec;
+pub mod guarded;
 pub mod keys;
 pub mod memory;
 pub mod rocks;
@@ -162,6 +163,10 @@ pub enum MetaError {
     /// The backend failed.
     #[error("metadata backend: {0}")]
     Backend(String),
+    /// A write refused because the data volume is full (below the metadata floor), or that
+    /// met `ENOSPC`; reads still work. The message says how much is free.
+    #[error("{0}")]
+    StorageFull(String),
 }
 
 /// The metadata store. Implementations are cheap to share (`Arc<dyn MetaStore>`); calls are

@@ -1,0 +1,292 @@
+//! [`GuardedMeta`]: the RocksDB metadata store behind the data volume's free-space floor, so
+//! a full disk refuses writes instead of aborting the service (facts measured on Debian's
+//! librocksdb 7.8: `rocks.rs`, "A full disk").
+//!
+//! - Every write first checks free space ([`DiskSpace::check_metadata`]): below the metadata
+//!   floor it is refused with [`MetaError::StorageFull`] before RocksDB sees it, so Sluice's
+//!   own writes never make RocksDB meet `ENOSPC`.
+//! - On a volume without room the database is opened read-only, which writes nothing: reads
+//!   are served, writes refused.
+//! - A write that meets `ENOSPC` anyway (the volume filled from outside between the check and
+//!   the write) leaves RocksDB refusing every later write, so the handle is marked stale.
+//! - Read-only or stale, the store opens itself read-write again on the first write (or
+//!   [`GuardedMeta::try_writable`] call) that finds room, at most once per
+//!   [`REOPEN_INTERVAL`].
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use sluice_pipeline::store::space::DiskSpace;
+
+use super::rocks::RocksMeta;
+use super::{ImageRecord, MetaError, MetaStore, TaskRecord};
+
+/// Least time between two attempts to open the database read-write again: an attempt on a
+/// volume that is still too full costs a failed flush and an empty rotated info log.
+pub const REOPEN_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The metadata store with its writes guarded by the data volume's free space.
+#[derive(Debug)]
+pub struct GuardedMeta {
+    dir: PathBuf,
+    space: Arc<DiskSpace>,
+    db: RwLock<Handle>,
+}
+
+#[derive(Debug)]
+struct Handle {
+    rocks: RocksMeta,
+    /// Whether `rocks` was opened read-write (it then holds the database's lock).
+    read_write: bool,
+    /// Whether writes may go to `rocks`: read-write and not stuck after an `ENOSPC`.
+    writable: bool,
+    /// When opening read-write was last tried.
+    tried: Option<Instant>,
+    /// Why the database is not writable.
+    why: String,
+}
+
+impl GuardedMeta {
+    /// Opens the database in `dir` read-write, or read-only when the volume (checked by
+    /// `space`) has no room for what opening writes.
+    ///
+    /// # Errors
+    /// [`MetaError::Backend`] when neither works (e.g. a new database on a full volume).
+    pub fn open(dir: &Path, space: Arc<DiskSpace>) -> Result<Self, MetaError> {
+        let full = match space.check_metadata() {
+            Ok(()) => match RocksMeta::open(dir) {
+                Ok(rocks) => {
+                    return Ok(GuardedMeta {
+                        dir: dir.to_path_buf(),
+                        space,
+                        db: RwLock::new(Handle {
+                            rocks,
+                            read_write: true,
+                            writable: true,
+                            tried: None,
+                            why: String::new(),
+                        }),
+                    })
+                }
+                Err(MetaError::StorageFull(why)) => why,
+                Err(e) => return Err(e),
+            },
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(
+            reason = %full,
+            "data volume full: metadata store opened read-only; writes are refused until \
+             space is freed"
+        );
+        let rocks = RocksMeta::open_read_only(dir)?;
+        Ok(GuardedMeta {
+            dir: dir.to_path_buf(),
+            space,
+            db: RwLock::new(Handle {
+                rocks,
+                read_write: false,
+                writable: false,
+                tried: Some(Instant::now()),
+                why: full,
+            }),
+        })
+    }
+
+    /// Whether writes go to the database now (without checking free space).
+    pub fn is_writable(&self) -> bool {
+        self.read().writable
+    }
+
+    /// Opens the database read-write again when it is read-only or stale and the volume
+    /// has room (at most once per [`REOPEN_INTERVAL`]); returns whether it is writable.
+    pub fn try_writable(&self) -> bool {
+        if self.read().writable {
+            return true;
+        }
+        if self.space.check_metadata().is_err() {
+            return false;
+        }
+        let mut h = self.write();
+        if h.writable {
+            return true;
+        }
+        if h.tried.is_some_and(|t| t.elapsed() < REOPEN_INTERVAL) {
+            return false;
+        }
+        h.tried = Some(Instant::now());
+        if h.read_write {
+            // Release the stale handle's lock; a read-only handle serves reads meanwhile.
+            match RocksMeta::open_read_only(&self.dir) {
+                Ok(ro) => {
+                    h.rocks = ro;
+                    h.read_write = false;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reopen the metadata store");
+                    return false;
+                }
+            }
+        }
+        match RocksMeta::open(&self.dir) {
+            Ok(rw) => {
+                h.rocks = rw;
+                h.read_write = true;
+                h.writable = true;
+                h.why.clear();
+                tracing::info!("metadata store writable again");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metadata store stays read-only");
+                h.why = e.to_string();
+                false
+            }
+        }
+    }
+
+    /// Runs a write on the database when the volume has room and the database is writable.
+    fn guarded(
+        &self,
+        f: impl FnOnce(&RocksMeta) -> Result<(), MetaError>,
+    ) -> Result<(), MetaError> {
+        self.space
+            .check_metadata()
+            .map_err(|e| MetaError::StorageFull(e.to_string()))?;
+        if !self.try_writable() {
+            let why = self.read().why.clone();
+            return Err(MetaError::StorageFull(format!(
+                "Image storage media is full: the metadata store is read-only until the data \
+                 volume has room again ({why}); retry when space has been freed"
+            )));
+        }
+        let h = self.read();
+        match f(&h.rocks) {
+            Err(MetaError::StorageFull(why)) => {
+                drop(h);
+                let mut h = self.write();
+                h.writable = false;
+                h.why.clone_from(&why);
+                tracing::error!(
+                    reason = %why,
+                    "metadata write met a full volume: writes are refused until space is freed"
+                );
+                Err(MetaError::StorageFull(why))
+            }
+            other => other,
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Handle> {
+        // A panic while holding the lock leaves a consistent handle (every field is set
+        // whole), so a poisoned lock is still usable.
+        self.db.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Handle> {
+        self.db.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl MetaStore for GuardedMeta {
+    fn put_task(&self, task: &TaskRecord) -> Result<(), MetaError> {
+        self.guarded(|r| r.put_task(task))
+    }
+
+    fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, MetaError> {
+        self.read().rocks.get_task(id)
+    }
+
+    fn list_tasks(&self) -> Result<Vec<TaskRecord>, MetaError> {
+        self.read().rocks.list_tasks()
+    }
+
+    fn delete_task(&self, id: &str) -> Result<(), MetaError> {
+        self.guarded(|r| r.delete_task(id))
+    }
+
+    fn commit_import(&self, task: &TaskRecord, image: &ImageRecord) -> Result<(), MetaError> {
+        self.guarded(|r| r.commit_import(task, image))
+    }
+
+    fn put_image(&self, image: &ImageRecord) -> Result<(), MetaError> {
+        self.guarded(|r| r.put_image(image))
+    }
+
+    fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError> {
+        self.read().rocks.get_image(id)
+    }
+
+    fn list_images(&self) -> Result<Vec<ImageRecord>, MetaError> {
+        self.read().rocks.list_images()
+    }
+
+    fn delete_image(&self, id: &str) -> Result<(), MetaError> {
+        self.guarded(|r| r.delete_image(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{conformance_suite, sample_task};
+    use sluice_pipeline::store::space::Reserve;
+
+    fn space(dir: &Path, reserve: Reserve) -> Arc<DiskSpace> {
+        Arc::new(DiskSpace::new(dir, reserve))
+    }
+
+    #[test]
+    fn test_guarded_meta_with_room_conformance_suite_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = GuardedMeta::open(dir.path(), space(dir.path(), Reserve::Bytes(0))).unwrap();
+        assert!(meta.is_writable());
+        conformance_suite(&meta);
+    }
+
+    #[test]
+    fn test_guarded_meta_full_volume_read_only_reads_served_writes_storage_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let task = sample_task("00000000-0000-4000-8000-000000000006");
+        RocksMeta::open(dir.path())
+            .unwrap()
+            .put_task(&task)
+            .unwrap();
+        let files = || {
+            let mut v: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            v.sort();
+            v
+        };
+        let before = files();
+        // A reserve larger than the volume: below the floor from the start.
+        let meta =
+            GuardedMeta::open(dir.path(), space(dir.path(), Reserve::Bytes(u64::MAX))).unwrap();
+        assert!(!meta.is_writable());
+        assert!(!meta.try_writable());
+        assert!(matches!(meta.get_task(&task.id), Ok(Some(t)) if t == task));
+        assert!(matches!(meta.list_tasks(), Ok(ts) if ts.len() == 1));
+        let other = sample_task("00000000-0000-4000-8000-000000000007");
+        assert!(matches!(
+            meta.put_task(&other),
+            Err(MetaError::StorageFull(ref m)) if m.starts_with("Image storage media is full")
+        ));
+        assert!(matches!(
+            meta.delete_task(&task.id),
+            Err(MetaError::StorageFull(_))
+        ));
+        assert_eq!(files(), before, "a read-only open writes nothing");
+    }
+
+    #[test]
+    fn test_guarded_meta_new_database_on_full_volume_backend_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta");
+        assert!(matches!(
+            GuardedMeta::open(&path, space(dir.path(), Reserve::Bytes(u64::MAX))),
+            Err(MetaError::Backend(_))
+        ));
+    }
+}
