@@ -47,11 +47,10 @@ pub fn import_policy(config: &Config) -> ImportPolicy {
         },
         allowed_hosts: f.allowed_hosts.clone(),
         denied_hosts: f.denied_hosts.clone(),
-        // Sluice allows any port unless told otherwise (Glance's default is 80 and 443 only);
-        // the address rules still keep imports off internal services.
         allowed_ports: f.allowed_ports.clone(),
         denied_ports: f.denied_ports.clone(),
-        allow_private: false,
+        nat64_prefixes: f.nat64_prefixes.clone(),
+        pinned_hosts: f.resolve.clone(),
     }
 }
 
@@ -181,7 +180,12 @@ async fn import(
     let policy = import_policy(config);
     let source = HttpSource::open(&input.url, &policy, &HttpConfig::default())
         .await
-        .map_err(|e| ("source_error".to_owned(), e.to_string()))?;
+        .map_err(|e| {
+            (
+                "source_error".to_owned(),
+                crate::api::tasks::source_failure(&e),
+            )
+        })?;
     let limits = Limits {
         max_virtual_size: config.max_virtual_size,
         ..Limits::default()

@@ -10,3 +10,4 @@ mod isolation;
 mod lifecycle;
 mod listing;
 mod rejections;
+mod ssrf;
