@@ -11,6 +11,8 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
+use self::Reach::{Global, Internal, Sensitive, Unusable};
+
 /// How far an import may reach an address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reach {
@@ -75,8 +77,6 @@ const fn v6(net: [u16; 8], len: u32, reach: Reach, what: &'static str) -> Row<Ip
         what,
     }
 }
-
-use Reach::{Global, Internal, Sensitive, Unusable};
 
 /// IANA IPv4 Special-Purpose Address Registry, every row whose "Globally Reachable" is not
 /// True (the True rows inside 192.0.0.0/24 come first), plus multicast (IANA IPv4 Multicast
