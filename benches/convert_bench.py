@@ -86,7 +86,7 @@ def main():
         port = free_port()
         sluice = subprocess.Popen(
             [args.sluice, "serve", "--bind", f"127.0.0.1:{port}", "--data-dir", os.path.join(work, "data"),
-             "--allow-import-host", "127.0.0.1", "--conversion", "raw"],
+             "--allow-import-host", f"127.0.0.1:{src_port}", "--conversion", "raw"],
             stderr=subprocess.DEVNULL)
         for _ in range(200):
             try:

@@ -194,7 +194,7 @@ def main():
         data_dir = os.path.join(work, "data")
         sluice = subprocess.Popen(
             [args.sluice, "serve", "--bind", f"127.0.0.1:{port}", "--data-dir", data_dir,
-             "--allow-import-host", "127.0.0.1", "--workers", "4", "--per-project-imports", "4"],
+             "--allow-import-host", f"127.0.0.1:{src_port}", "--workers", "4", "--per-project-imports", "4"],
             stderr=subprocess.DEVNULL)
         for _ in range(200):
             try:

@@ -42,8 +42,7 @@ async fn main() {
     let store = LocalStore::open(&store_dir).unwrap();
     let _ = store.delete("bench");
     let policy = ImportPolicy {
-        allowed_hosts: vec!["127.0.0.1".to_owned()],
-        allowed_ports: Vec::new(),
+        allowed_hosts: vec![format!("127.0.0.1:{port}").parse().unwrap()],
         ..ImportPolicy::default()
     };
     let start = Instant::now();

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use url::{Host, Url};
 
 use crate::source::{ChunkSource, SourceError};
-use crate::ssrf::ImportPolicy;
+use crate::ssrf::{ImportPolicy, PolicyError};
 
 /// Largest body chunk hyper hands out (its read buffer limit, `max_buf_size`). Each chunk
 /// may pin a buffer of this size while it waits in a pipeline channel.
@@ -85,7 +85,12 @@ impl HttpSource {
         policy: &ImportPolicy,
         config: &HttpConfig,
     ) -> Result<Self, SourceError> {
-        let mut url = policy.parse_url(url)?;
+        let mut url = policy
+            .parse_url(url)
+            .map_err(|reason| SourceError::Policy {
+                url: url.to_owned(),
+                reason,
+            })?;
         let mut redirects = 0usize;
         loop {
             let (response, conn) = request(&url, policy, config).await?;
@@ -132,7 +137,19 @@ impl HttpSource {
                     status,
                     url: url.to_string(),
                 })?;
-            let next = policy.parse_redirect(&url, location)?;
+            let next =
+                policy
+                    .parse_redirect(&url, location)
+                    .map_err(|reason| SourceError::Policy {
+                        // As sent when absolute: joining would canonicalise the spelling.
+                        url: if location.contains("//") {
+                            location.to_owned()
+                        } else {
+                            url.join(location)
+                                .map_or_else(|_| location.to_owned(), String::from)
+                        },
+                        reason,
+                    })?;
             tracing::debug!(from = %url, to = %next, %status, "following redirect");
             url = next;
         }
@@ -205,15 +222,19 @@ async fn request(
     policy: &ImportPolicy,
     config: &HttpConfig,
 ) -> Result<(http::Response<Incoming>, JoinHandle<()>), SourceError> {
+    let refused = |reason| SourceError::Policy {
+        url: url.to_string(),
+        reason,
+    };
     let host = url
         .host()
-        .ok_or_else(|| crate::ssrf::PolicyError::MissingHost(url.to_string()))?;
+        .ok_or_else(|| refused(PolicyError::MissingHost(url.to_string())))?;
     let port = url
         .port_or_known_default()
-        .ok_or_else(|| crate::ssrf::PolicyError::SchemeRefused(url.scheme().to_owned()))?;
+        .ok_or_else(|| refused(PolicyError::SchemeRefused(url.scheme().to_owned())))?;
     let host_port = format!("{}:{port}", url.host_str().unwrap_or_default());
     let connect = async {
-        let stream = connect(&host, port, policy, &host_port).await?;
+        let stream = connect(url, &host, port, policy, &host_port).await?;
         if url.scheme() == "https" {
             let tls = tls_connect(&host, stream).await?;
             handshake(tls, url).await
@@ -237,9 +258,11 @@ async fn request(
         None => url.host_str().unwrap_or_default().to_owned(),
     };
     let header = |v: &str| {
-        HeaderValue::from_str(v).map_err(|_| crate::ssrf::PolicyError::InvalidUrl {
-            url: url.to_string(),
-            reason: "not a valid header value".to_owned(),
+        HeaderValue::from_str(v).map_err(|_| {
+            refused(PolicyError::InvalidUrl {
+                url: url.to_string(),
+                reason: "not a valid header value".to_owned(),
+            })
         })
     };
     let req = Request::get(path)
@@ -249,9 +272,11 @@ async fn request(
         // The stored bytes must be the bytes served: no transparent decompression.
         .header(ACCEPT_ENCODING, "identity")
         .body(Empty::<Bytes>::new())
-        .map_err(|e| crate::ssrf::PolicyError::InvalidUrl {
-            url: url.to_string(),
-            reason: e.to_string(),
+        .map_err(|e| {
+            refused(PolicyError::InvalidUrl {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })
         })?;
     let http_err = |source| SourceError::Http {
         url: url.to_string(),
@@ -271,9 +296,10 @@ async fn request(
     Ok((response, conn))
 }
 
-/// Resolves `host`, checks every address with the policy (one refused address refuses the
-/// host), and connects to the first that answers.
+/// Resolves `host`, keeps the addresses the policy approves (refusing the host when it
+/// approves none), and connects to the first of them that answers.
 async fn connect(
+    url: &Url,
     host: &Host<&str>,
     port: u16,
     policy: &ImportPolicy,
@@ -283,18 +309,24 @@ async fn connect(
         Host::Ipv4(v4) => (v4.to_string(), vec![SocketAddr::new(IpAddr::V4(*v4), port)]),
         Host::Ipv6(v6) => (v6.to_string(), vec![SocketAddr::new(IpAddr::V6(*v6), port)]),
         Host::Domain(name) => {
-            let resolved = tokio::net::lookup_host((*name, port))
-                .await
-                .map_err(|source| SourceError::Resolving {
-                    host: (*name).to_owned(),
-                    source,
-                })?;
-            ((*name).to_owned(), resolved.collect())
+            let resolved =
+                policy
+                    .resolve(name, port)
+                    .await
+                    .map_err(|source| SourceError::Resolving {
+                        host: (*name).to_owned(),
+                        source,
+                    })?;
+            ((*name).to_owned(), resolved)
         }
     };
-    for addr in &addrs {
-        policy.check_resolved(&name, *addr)?;
-    }
+    // Only approved addresses are connected to: the address checked is the address used.
+    let addrs = policy
+        .approve(&name, &addrs)
+        .map_err(|reason| SourceError::Policy {
+            url: url.to_string(),
+            reason,
+        })?;
     let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses");
     for addr in addrs {
         match TcpStream::connect(addr).await {

@@ -75,8 +75,13 @@ pub enum SourceError {
         secs: u64,
     },
     /// The import policy refused the URL, a redirect target or a resolved address.
-    #[error("import source refused: {0}")]
-    Policy(#[from] PolicyError),
+    #[error("import source {url} refused: {reason}")]
+    Policy {
+        /// The URL refused (the redirect target for a redirect).
+        url: String,
+        /// Why.
+        reason: PolicyError,
+    },
     /// Reading the next chunk failed.
     #[error("reading chunk at offset {offset}: {source}")]
     ReadingChunk {

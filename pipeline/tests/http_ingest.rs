@@ -124,10 +124,10 @@ fn redirect(path: &'static str, location: &str) -> Route {
     }
 }
 
-fn lab_policy() -> ImportPolicy {
+/// Allows exactly the test server: 127.0.0.1 on its port.
+fn lab_policy(server: &Server) -> ImportPolicy {
     ImportPolicy {
-        allowed_hosts: vec!["127.0.0.1".to_owned()],
-        allowed_ports: Vec::new(),
+        allowed_hosts: vec![format!("127.0.0.1:{}", server.port).parse().unwrap()],
         ..ImportPolicy::default()
     }
 }
@@ -192,9 +192,13 @@ async fn test_ingest_http_raw_is_stored_with_digests() {
     let server = Server::start(vec![ok_route("/disk.img", body.clone())]).await;
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::open(dir.path()).unwrap();
-    let source = HttpSource::open(&server.url("/disk.img"), &lab_policy(), &quick_config())
-        .await
-        .unwrap();
+    let source = HttpSource::open(
+        &server.url("/disk.img"),
+        &lab_policy(&server),
+        &quick_config(),
+    )
+    .await
+    .unwrap();
     assert_eq!(source.content_length(), Some(body.len() as u64));
     let progress = Progress::default();
     let done = ingest(
@@ -228,9 +232,13 @@ async fn test_ingest_http_qcow2_is_accepted_as_qcow2() {
     let image = qemu_qcow2(dir.path(), &pattern()[..1 << 20]);
     let server = Server::start(vec![ok_route("/disk.qcow2", image.clone())]).await;
     let store = LocalStore::open(dir.path().join("store")).unwrap();
-    let source = HttpSource::open(&server.url("/disk.qcow2"), &lab_policy(), &quick_config())
-        .await
-        .unwrap();
+    let source = HttpSource::open(
+        &server.url("/disk.qcow2"),
+        &lab_policy(&server),
+        &quick_config(),
+    )
+    .await
+    .unwrap();
     let done = ingest(
         source,
         Format::Qcow2,
@@ -256,7 +264,7 @@ async fn test_ingest_http_redirect_within_policy_is_followed() {
         redirect("/old", "/disk.img"),
     ])
     .await;
-    let source = HttpSource::open(&server.url("/old"), &lab_policy(), &quick_config())
+    let source = HttpSource::open(&server.url("/old"), &lab_policy(&server), &quick_config())
         .await
         .unwrap();
     assert_eq!(source.url().path(), "/disk.img");
@@ -266,7 +274,7 @@ async fn test_ingest_http_redirect_within_policy_is_followed() {
 #[tokio::test]
 async fn test_ingest_http_404_names_the_status() {
     let server = Server::start(Vec::new()).await;
-    let err = HttpSource::open(&server.url("/nope"), &lab_policy(), &quick_config())
+    let err = HttpSource::open(&server.url("/nope"), &lab_policy(&server), &quick_config())
         .await
         .unwrap_err();
     assert!(matches!(err, SourceError::HttpStatus { .. }));
@@ -284,9 +292,13 @@ async fn test_ingest_http_gzip_is_rejected_and_download_stopped() {
     let server = Server::start(vec![ok_route("/disk.img.gz", body.clone())]).await;
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::open(dir.path()).unwrap();
-    let source = HttpSource::open(&server.url("/disk.img.gz"), &lab_policy(), &quick_config())
-        .await
-        .unwrap();
+    let source = HttpSource::open(
+        &server.url("/disk.img.gz"),
+        &lab_policy(&server),
+        &quick_config(),
+    )
+    .await
+    .unwrap();
     let err = ingest(
         source,
         Format::Raw,
@@ -319,13 +331,41 @@ async fn test_ingest_http_redirect_to_denied_host_is_refused() {
         redirect("/meta", "http://169.254.169.254/latest/meta-data/"),
         redirect("/decimal", "http://2130706433/disk.img"),
         redirect("/name", "http://localhost/disk.img"),
+        redirect("/port", "http://127.0.0.1:1/disk.img"),
     ])
     .await;
-    for path in ["/meta", "/decimal", "/name"] {
-        let err = HttpSource::open(&server.url(path), &lab_policy(), &quick_config())
+    for (path, target, why) in [
+        (
+            "/meta",
+            "http://169.254.169.254/latest/meta-data/",
+            "169.254.169.254 is not on the import allow-list",
+        ),
+        (
+            "/decimal",
+            "http://2130706433/disk.img",
+            "non-canonical IP address",
+        ),
+        (
+            "/name",
+            "http://localhost/disk.img",
+            "port 80 is not allowed (allowed for 127.0.0.1: ",
+        ),
+        (
+            "/port",
+            "http://127.0.0.1:1/disk.img",
+            "port 1 is not allowed (allowed for 127.0.0.1: ",
+        ),
+    ] {
+        let err = HttpSource::open(&server.url(path), &lab_policy(&server), &quick_config())
             .await
             .unwrap_err();
-        assert!(matches!(err, SourceError::Policy(_)), "{path}: {err}");
+        match &err {
+            SourceError::Policy { url, reason } => {
+                assert_eq!(url, target, "{path}");
+                assert!(reason.to_string().contains(why), "{path}: {reason}");
+            }
+            other => panic!("{path}: {other}"),
+        }
     }
     // Without the lab allow-list even the first hop is refused (loopback).
     let err = HttpSource::open(
@@ -335,13 +375,26 @@ async fn test_ingest_http_redirect_to_denied_host_is_refused() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, SourceError::Policy(_)));
+    assert!(matches!(err, SourceError::Policy { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn test_ingest_http_localhost_reaches_allowed_loopback_address() {
+    // Issue #9: allowing 127.0.0.1 did not cover `localhost`. `localhost` may resolve to ::1
+    // first; only the allowed 127.0.0.1 is connected to.
+    let body = pattern();
+    let server = Server::start(vec![ok_route("/disk.img", body.clone())]).await;
+    let url = format!("http://localhost:{}/disk.img", server.port);
+    let source = HttpSource::open(&url, &lab_policy(&server), &quick_config())
+        .await
+        .unwrap();
+    assert_eq!(source.content_length(), Some(body.len() as u64));
 }
 
 #[tokio::test]
 async fn test_ingest_http_redirect_loop_is_bounded() {
     let server = Server::start(vec![redirect("/loop", "/loop")]).await;
-    let err = HttpSource::open(&server.url("/loop"), &lab_policy(), &quick_config())
+    let err = HttpSource::open(&server.url("/loop"), &lab_policy(&server), &quick_config())
         .await
         .unwrap_err();
     assert!(matches!(err, SourceError::TooManyRedirects(5)));
@@ -356,7 +409,7 @@ async fn test_ingest_http_short_body_fails_and_cleans_up() {
     let server = Server::start(vec![route]).await;
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::open(dir.path()).unwrap();
-    let source = HttpSource::open(&server.url("/short"), &lab_policy(), &quick_config())
+    let source = HttpSource::open(&server.url("/short"), &lab_policy(&server), &quick_config())
         .await
         .unwrap();
     let err = ingest(

@@ -12,6 +12,7 @@ use sluice_formats::{
 };
 use sluice_pipeline::convert::{convert_reader, ConvertFailure, ConvertOutcome};
 use sluice_pipeline::inspect_reader;
+use sluice_pipeline::ssrf::{HostEntry, Nat64Prefix, PinnedHost};
 use sluice_pipeline::store::space::Reserve;
 
 use crate::config::{AuthMode, Config, ConfigError, Conversion};
@@ -81,35 +82,60 @@ struct ServeArgs {
     /// Largest virtual (and stored) image size in bytes [default: 1 TiB].
     #[arg(long, env = "SLUICE_MAX_VIRTUAL_SIZE", value_name = "BYTES")]
     max_virtual_size: Option<u64>,
-    /// Allow imports from this host (name or IP literal), even on a loopback or private
-    /// address. Repeatable; with any given, only these hosts are allowed.
+    /// Allow imports from this host: a name (that name only), an IP address (whatever name
+    /// resolves to it), either with an optional `:PORT` (`127.0.0.1:8000`, `[::1]:8080`,
+    /// `images.lab:8443`; without one, the allowed ports). Link-local and metadata addresses
+    /// need the address itself. Repeatable; with any given, only these hosts are allowed;
+    /// replaces the config file's list.
     #[arg(
         long = "allow-import-host",
         env = "SLUICE_ALLOW_IMPORT_HOSTS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_name = "HOST[:PORT]"
     )]
-    allow_import_hosts: Vec<String>,
-    /// Refuse imports from this host. Repeatable.
+    allow_import_hosts: Vec<HostEntry>,
+    /// Refuse imports from this host (forms as --allow-import-host). Repeatable; replaces the
+    /// config file's list.
     #[arg(
         long = "deny-import-host",
         env = "SLUICE_DENY_IMPORT_HOSTS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_name = "HOST[:PORT]"
     )]
-    deny_import_hosts: Vec<String>,
-    /// Allow imports only from these ports. Repeatable [default: any].
+    deny_import_hosts: Vec<HostEntry>,
+    /// Allow imports only from these ports. Repeatable; replaces the config file's list
+    /// [default: 80, 443].
     #[arg(
         long = "allow-import-port",
         env = "SLUICE_ALLOW_IMPORT_PORTS",
         value_delimiter = ','
     )]
     allow_import_ports: Vec<u16>,
-    /// Refuse imports from these ports. Repeatable.
+    /// Refuse imports from these ports (when no allowed ports are set). Repeatable.
     #[arg(
         long = "deny-import-port",
         env = "SLUICE_DENY_IMPORT_PORTS",
         value_delimiter = ','
     )]
     deny_import_ports: Vec<u16>,
+    /// A NAT64 prefix of this deployment (RFC 6052, e.g. `2001:db8:64::/96`): addresses in it
+    /// are judged by the IPv4 address they carry. Repeatable.
+    #[arg(
+        long = "import-nat64-prefix",
+        env = "SLUICE_IMPORT_NAT64_PREFIXES",
+        value_delimiter = ',',
+        value_name = "PREFIX"
+    )]
+    import_nat64_prefixes: Vec<Nat64Prefix>,
+    /// Resolve NAME to ADDRESS for imports instead of asking DNS (like curl's --resolve);
+    /// the address still goes through every rule. Repeatable.
+    #[arg(
+        long = "import-resolve",
+        env = "SLUICE_IMPORT_RESOLVE",
+        value_delimiter = ',',
+        value_name = "NAME=ADDRESS"
+    )]
+    import_resolve: Vec<PinnedHost>,
     /// How callers are identified [default: none].
     #[arg(long, env = "SLUICE_AUTH", value_enum)]
     auth: Option<AuthMode>,
@@ -214,10 +240,13 @@ impl ServeArgs {
         if let Some(v) = self.max_virtual_size {
             c.max_virtual_size = v;
         }
-        c.import.allowed_hosts.extend(self.allow_import_hosts);
-        c.import.denied_hosts.extend(self.deny_import_hosts);
-        c.import.allowed_ports.extend(self.allow_import_ports);
-        c.import.denied_ports.extend(self.deny_import_ports);
+        // A list given by flags or environment replaces the file's (or the default).
+        replace_if_given(&mut c.import.allowed_hosts, self.allow_import_hosts);
+        replace_if_given(&mut c.import.denied_hosts, self.deny_import_hosts);
+        replace_if_given(&mut c.import.allowed_ports, self.allow_import_ports);
+        replace_if_given(&mut c.import.denied_ports, self.deny_import_ports);
+        replace_if_given(&mut c.import.nat64_prefixes, self.import_nat64_prefixes);
+        replace_if_given(&mut c.import.resolve, self.import_resolve);
         if let Some(v) = self.auth {
             c.auth.mode = v;
         }
@@ -256,6 +285,13 @@ impl ServeArgs {
         }
         c.validate()?;
         Ok(c)
+    }
+}
+
+/// Replaces `list` with `given` unless nothing was given.
+fn replace_if_given<T>(list: &mut Vec<T>, given: Vec<T>) {
+    if !given.is_empty() {
+        *list = given;
     }
 }
 
@@ -590,6 +626,43 @@ mod tests {
             Command::Serve(serve) => serve.into_config(),
             other => panic!("not serve: {other:?}"),
         }
+    }
+
+    #[test]
+    fn test_serve_import_flags_parse_entries_and_replace_file_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("import.toml");
+        std::fs::write(
+            &file,
+            "[import]\nallowed_hosts = [\"images.lab\"]\nallowed_ports = [8080]\n",
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+        let c = serve_config(&["--config", file]).unwrap();
+        assert_eq!(c.import.allowed_ports, vec![8080]);
+        let c = serve_config(&[
+            "--config",
+            file,
+            "--allow-import-host",
+            "127.0.0.1:8000,[::1]:8080",
+            "--import-resolve",
+            "images.lab=10.0.0.5",
+            "--import-nat64-prefix",
+            "2001:db8:64::/96",
+        ])
+        .unwrap();
+        let hosts: Vec<String> = c
+            .import
+            .allowed_hosts
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(hosts, ["127.0.0.1:8000", "[::1]:8080"]);
+        assert_eq!(c.import.allowed_ports, vec![8080]);
+        assert_eq!(c.import.resolve.len(), 1);
+        assert_eq!(c.import.nat64_prefixes.len(), 1);
+        let err = serve_config(&["--allow-import-host", "127.0.0.1:http"]).unwrap_err();
+        assert!(err.to_string().contains("127.0.0.1:http"), "{err}");
     }
 
     #[test]

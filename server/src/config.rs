@@ -3,9 +3,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer};
 use sluice_formats::DEFAULT_MAX_VIRTUAL_SIZE;
+use sluice_pipeline::ssrf::{HostEntry, Nat64Prefix, PinnedHost, GLANCE_ALLOWED_PORTS};
 use sluice_pipeline::store::space::Reserve;
 
 /// Hours a finished task stays visible when no TTL is configured (Glance's
@@ -50,7 +52,8 @@ pub struct Config {
     pub import: ImportFilter,
     /// Who callers are.
     pub auth: AuthConfig,
-    /// Base URL for `Location` headers (default: from the request's `Host`).
+    /// Base URL for `Location` headers and version links (default: `http://` and the
+    /// address the request arrived on; never the request's `Host`).
     pub public_url: Option<String>,
     /// What imported images are converted to (Glance's `output_format`); a task's
     /// `input.output_format` overrides it. Default `none`: stored as received.
@@ -141,20 +144,62 @@ impl Conversion {
     }
 }
 
-/// Glance's `[import_filtering_opts]`: lists applied to `import_from` and every redirect.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+/// Glance's `[import_filtering_opts]`: lists applied to `import_from` and every redirect,
+/// plus the address rules of [`sluice_pipeline::ssrf`].
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ImportFilter {
     /// Allowed URL schemes (empty: http and https).
     pub allowed_schemes: Vec<String>,
-    /// Hosts always allowed, even on private or loopback addresses (e.g. `127.0.0.1` in labs).
-    pub allowed_hosts: Vec<String>,
-    /// Hosts always refused.
-    pub denied_hosts: Vec<String>,
-    /// Allowed ports (empty: any).
+    /// Hosts allowed, even on internal addresses: names (that name only), IP addresses (a
+    /// connection to that address, whatever the name), each with an optional `:PORT`
+    /// (`127.0.0.1:8000`, `[::1]:8080`, `images.lab:8443`; without one, `allowed_ports`).
+    /// Link-local and metadata addresses are reachable only when listed by address. With
+    /// any entry, only these hosts are allowed.
+    #[serde(deserialize_with = "parse_each")]
+    pub allowed_hosts: Vec<HostEntry>,
+    /// Hosts always refused, in the same forms (ignored when `allowed_hosts` is set).
+    #[serde(deserialize_with = "parse_each")]
+    pub denied_hosts: Vec<HostEntry>,
+    /// Allowed ports. Default Glance's 80 and 443; empty: any port not in `denied_ports`.
     pub allowed_ports: Vec<u16>,
-    /// Refused ports.
+    /// Refused ports (ignored when `allowed_ports` is set).
     pub denied_ports: Vec<u16>,
+    /// The deployment's NAT64 prefixes (RFC 6052, e.g. `2001:db8:64::/96`), besides the
+    /// well-known 64:ff9b::/96: addresses in them are judged by the IPv4 address they carry.
+    #[serde(deserialize_with = "parse_each")]
+    pub nat64_prefixes: Vec<Nat64Prefix>,
+    /// Names resolved from here instead of DNS (`images.lab=10.0.0.5`, like curl's
+    /// `--resolve`); the address still goes through every rule.
+    #[serde(deserialize_with = "parse_each")]
+    pub resolve: Vec<PinnedHost>,
+}
+
+impl Default for ImportFilter {
+    fn default() -> Self {
+        ImportFilter {
+            allowed_schemes: Vec::new(),
+            allowed_hosts: Vec::new(),
+            denied_hosts: Vec::new(),
+            allowed_ports: GLANCE_ALLOWED_PORTS.to_vec(),
+            denied_ports: Vec::new(),
+            nat64_prefixes: Vec::new(),
+            resolve: Vec::new(),
+        }
+    }
+}
+
+/// Parses each string of a TOML list with `T`'s `FromStr`, naming the bad entry.
+fn parse_each<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .collect()
 }
 
 /// How callers are identified.
@@ -304,7 +349,10 @@ mod tests {
         let config = Config::from_file(&path).unwrap();
         assert_eq!(config.bind.port(), 9999);
         assert_eq!(config.workers, 3);
-        assert_eq!(config.import.allowed_hosts, vec!["127.0.0.1".to_owned()]);
+        assert_eq!(
+            config.import.allowed_hosts,
+            vec!["127.0.0.1".parse::<HostEntry>().unwrap()]
+        );
         assert_eq!(config.task_ttl(), 48 * 3600);
         assert_eq!(config.conversion, Conversion::None);
     }
@@ -415,6 +463,46 @@ mod tests {
             Config::from_file(&path),
             Err(ConfigError::Parsing { source, .. }) if source.to_string().contains("disk reserve 'lots'")
         ));
+    }
+
+    #[test]
+    fn test_config_import_filter_defaults_to_glance_ports() {
+        assert_eq!(Config::default().import.allowed_ports, vec![80, 443]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(
+            &path,
+            "[import]\nallowed_hosts = [\"127.0.0.1:8000\", \"[::1]:8080\", \"Images.Lab\"]\n\
+             nat64_prefixes = [\"2001:db8:64::/96\"]\nresolve = [\"images.lab=10.0.0.5\"]\n",
+        )
+        .unwrap();
+        let import = Config::from_file(&path).unwrap().import;
+        let shown: Vec<String> = import.allowed_hosts.iter().map(|e| e.to_string()).collect();
+        assert_eq!(shown, ["127.0.0.1:8000", "[::1]:8080", "images.lab"]);
+        assert_eq!(import.allowed_ports, vec![80, 443]);
+        assert_eq!(import.nat64_prefixes[0].to_string(), "2001:db8:64::/96");
+        assert_eq!(import.resolve[0].to_string(), "images.lab=10.0.0.5");
+        std::fs::write(&path, "[import]\nallowed_ports = []\n").unwrap();
+        assert!(Config::from_file(&path)
+            .unwrap()
+            .import
+            .allowed_ports
+            .is_empty());
+    }
+
+    #[test]
+    fn test_config_bad_import_host_entry_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        for (entry, why) in [
+            ("127.0.0.1:99999", "port"),
+            ("0x7f.1", "non-canonical"),
+            ("http://example.org/", "not a URL"),
+        ] {
+            std::fs::write(&path, format!("[import]\nallowed_hosts = [\"{entry}\"]\n")).unwrap();
+            let err = Config::from_file(&path).unwrap_err().to_string();
+            assert!(err.contains(entry) && err.contains(why), "{entry}: {err}");
+        }
     }
 
     #[test]

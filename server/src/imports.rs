@@ -55,11 +55,10 @@ pub fn import_policy(config: &Config) -> ImportPolicy {
         },
         allowed_hosts: f.allowed_hosts.clone(),
         denied_hosts: f.denied_hosts.clone(),
-        // Sluice allows any port unless told otherwise (Glance's default is 80 and 443 only);
-        // the address rules still keep imports off internal services.
         allowed_ports: f.allowed_ports.clone(),
         denied_ports: f.denied_ports.clone(),
-        allow_private: false,
+        nat64_prefixes: f.nat64_prefixes.clone(),
+        pinned_hosts: f.resolve.clone(),
     }
 }
 
@@ -244,7 +243,12 @@ async fn import(
         }
         opened = HttpSource::open(&input.url, &policy, &http) => opened,
     };
-    let source = opened.map_err(|e| ("source_error".to_owned(), e.to_string()))?;
+    let source = opened.map_err(|e| {
+        (
+            "source_error".to_owned(),
+            crate::api::tasks::source_failure(&e),
+        )
+    })?;
     let source = RateGuard::new(
         source,
         MinRate {

@@ -273,7 +273,7 @@ fn test_conversion_raw_corrupt_compressed_cluster_fails_with_corrupt_leaving_not
 
 #[test]
 fn test_conversion_unknown_task_output_format_is_refused_with_400() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--allow-import-host", "127.0.0.1:9"]);
     let mut input = import_input("http://127.0.0.1:9/x.qcow2", "qcow2", "x");
     input["output_format"] = json!("vmdk");
     let resp = server.post_task(&json!({"type": "import", "input": input}), &[]);

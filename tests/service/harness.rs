@@ -2,6 +2,7 @@
 //! own data directory, a tiny HTTP file server that hands it images (and can stall or cut a
 //! body short), a minimal blocking HTTP/1.1 client, and task polling.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -205,7 +206,9 @@ pub fn free_port() -> u16 {
 }
 
 impl Server {
-    /// Starts `sluice serve --allow-import-host 127.0.0.1 EXTRA` on a fresh data directory.
+    /// Starts `sluice serve EXTRA` on a fresh data directory, allowing imports from exactly
+    /// `127.0.0.1:<port>` of each [`FileServer`] this test (thread) started before; without
+    /// one, the default policy applies (public hosts on ports 80 and 443).
     pub fn start(extra: &[&str]) -> Server {
         Server::start_with(None, extra)
     }
@@ -222,7 +225,11 @@ impl Server {
             .tempdir()
             .expect("scratch dir");
         let data_dir = data_dir.map_or_else(|| scratch.path().join("data"), Path::to_path_buf);
-        let mut args: Vec<String> = vec!["--allow-import-host".into(), "127.0.0.1".into()];
+        let mut args: Vec<String> = Vec::new();
+        for port in FILE_SERVER_PORTS.with(|ports| ports.borrow().clone()) {
+            args.push("--allow-import-host".into());
+            args.push(format!("127.0.0.1:{port}"));
+        }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let log = scratch.path().join("server.log");
         let mut server = Server {
@@ -433,6 +440,14 @@ pub enum Serve {
     /// Announce the full length, then send one byte per interval (a trickle) until the whole
     /// file is sent, the client goes away or the file server is dropped.
     Trickle(Duration),
+    /// Answer `302 Found` with this `Location` (the file need not exist).
+    RedirectTo(&'static str),
+}
+
+thread_local! {
+    /// Ports of the file servers started by the current test (libtest runs each test on its
+    /// own thread): [`Server::start`] allows imports from exactly these, on 127.0.0.1.
+    static FILE_SERVER_PORTS: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
 }
 
 struct FilesShared {
@@ -458,6 +473,7 @@ impl FileServer {
     pub fn start(dir: &Path) -> FileServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("file server bind");
         let port = listener.local_addr().expect("addr").port();
+        FILE_SERVER_PORTS.with(|ports| ports.borrow_mut().push(port));
         let shared = Arc::new(FilesShared {
             dir: dir.to_owned(),
             rules: Mutex::new(HashMap::new()),
@@ -540,6 +556,14 @@ fn serve_conn(conn: TcpStream, s: &FilesShared) {
     s.log.lock().expect("log").push(path.to_owned());
     let name = path.trim_start_matches('/').split('?').next().unwrap_or("");
     let mut conn = conn;
+    let rule = s.rules.lock().expect("rules").get(name).copied();
+    if let Some(Serve::RedirectTo(location)) = rule {
+        let _ = write!(
+            conn,
+            "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        return;
+    }
     let file = (!name.contains("..") && !name.is_empty())
         .then(|| std::fs::read(s.dir.join(name)).ok())
         .flatten();
@@ -553,13 +577,7 @@ fn serve_conn(conn: TcpStream, s: &FilesShared) {
         let _ = conn.write_all(body);
         return;
     };
-    let how = s
-        .rules
-        .lock()
-        .expect("rules")
-        .get(name)
-        .copied()
-        .unwrap_or(Serve::Whole);
+    let how = rule.unwrap_or(Serve::Whole);
     let head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         data.len()
@@ -568,7 +586,7 @@ fn serve_conn(conn: TcpStream, s: &FilesShared) {
         return;
     }
     match how {
-        Serve::Whole => {
+        Serve::Whole | Serve::RedirectTo(_) => {
             let _ = conn.write_all(&data);
         }
         Serve::CloseAfter(n) => {

@@ -11,7 +11,7 @@ use crate::common::scratch;
 
 #[test]
 fn test_delete_task_returns_405_allow_get() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--allow-import-host", "127.0.0.1:9"]);
     let task = server.create_task(import_input("http://127.0.0.1:9/x.raw", "raw", "d"));
     let id = task["id"].as_str().expect("id");
     for target in [id, "e33780c6-9ee5-40eb-a3e4-09aad65d7c05"] {

@@ -12,3 +12,4 @@ mod lifecycle;
 mod listing;
 mod quotas;
 mod rejections;
+mod ssrf;

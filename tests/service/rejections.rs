@@ -258,8 +258,10 @@ fn test_import_source_404_fails_with_source_error() {
 
 #[test]
 fn test_import_source_refused_port_fails_with_source_error() {
-    let server = Server::start(&[]);
-    let url = format!("http://127.0.0.1:{}/x.qcow2", free_port());
+    let port = free_port();
+    let allowed = format!("127.0.0.1:{port}");
+    let server = Server::start(&["--allow-import-host", &allowed]);
+    let url = format!("http://127.0.0.1:{port}/x.qcow2");
     let task = failure_on(&server, &url, "qcow2");
     assert_eq!(task["reason"], "source_error", "{task}");
     let msg = task["message"]

@@ -33,10 +33,10 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use http::header::HOST;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Body;
 use hyper::server::conn::http1;
@@ -170,22 +170,24 @@ impl Api {
     }
 
     /// The absolute base URL for `Location` headers and version links: `config.public_url`,
-    /// else `http://<Host header>`, else `http://<bind address>`.
+    /// else `http://` and the address the request arrived on ([`LocalAddr`]), else the
+    /// configured bind address. Never the request's `Host`, which the client chooses.
     pub fn base_url<B>(&self, request: &Request<B>) -> String {
         if let Some(url) = &self.state.config.public_url {
             return url.trim_end_matches('/').to_owned();
         }
-        let host = request
-            .headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .filter(|h| h.parse::<http::uri::Authority>().is_ok());
-        match host {
-            Some(host) => format!("http://{host}"),
-            None => format!("http://{}", self.state.config.bind),
-        }
+        let addr = request
+            .extensions()
+            .get::<LocalAddr>()
+            .map_or(self.state.config.bind, |local| local.0);
+        format!("http://{addr}")
     }
 }
+
+/// The local address a request's connection was accepted on (a request extension set by
+/// [`serve`]): the bound address, made concrete when bound to a wildcard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalAddr(pub SocketAddr);
 
 /// The response for an error: Glance's JSON form when the client's `Accept` asks for JSON
 /// (openstacksdk, keystoneauth), else webob's plain-text form, which python-glanceclient
@@ -240,8 +242,12 @@ pub async fn serve(
         let alive = alive_tx.clone();
         tokio::spawn(async move {
             let _alive = alive;
-            let service = service_fn(move |request| {
+            let local = stream.local_addr().ok().map(LocalAddr);
+            let service = service_fn(move |mut request: Request<hyper::body::Incoming>| {
                 let api = Arc::clone(&api);
+                if let Some(local) = local {
+                    request.extensions_mut().insert(local);
+                }
                 async move { Ok::<_, Infallible>(api.handle(request).await) }
             });
             let conn = http1::Builder::new()
@@ -374,7 +380,10 @@ mod tests {
         assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
         assert!(text.contains("x-openstack-request-id: req-"), "{text}");
         assert!(text.contains("content-type: application/json"), "{text}");
-        assert!(text.contains("http://example.test/v2/"), "{text}");
+        // Version links name the address the server is bound to, never the Host header
+        // (issue #9).
+        assert!(text.contains(&format!("http://{addr}/v2/")), "{text}");
+        assert!(!text.contains("example.test"), "{text}");
 
         // A keep-alive connection left idle must not hold shutdown up for the grace period.
         let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -15,6 +15,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Body;
 use serde_json::{json, Map, Value};
 use sluice_pipeline::ssrf::ImportPolicy;
+use sluice_pipeline::SourceError;
 
 use crate::api::auth::RequestContext;
 use crate::api::body::{json_response, parse_json, read_body, ApiBody};
@@ -217,36 +218,40 @@ async fn validate_import_from(policy: &ImportPolicy, input: &Value) -> Result<()
                 .into(),
         ));
     }
-    let refused = || {
-        ApiError::BadRequest(format!(
-            "URI for legacy import task does not pass filtering: {text}"
-        ))
-    };
-    let url = policy.parse_url(text).map_err(|e| {
-        tracing::info!("import_from refused: {e}");
-        refused()
-    })?;
-    // Host names must resolve, to addresses the policy allows (checked again, with every
-    // redirect, when the import connects).
+    let refused = |why: &dyn std::fmt::Display| ApiError::BadRequest(filtering_refusal(text, why));
+    let url = policy.parse_url(text).map_err(|e| refused(&e))?;
+    // Host names must resolve to an address the policy allows (checked again, with every
+    // redirect, when the import connects; only approved addresses are connected to).
     if let Some(url::Host::Domain(host)) = url.host() {
         let port = url.port_or_known_default().unwrap_or(80);
-        let lookup = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port)));
-        let addrs: Vec<_> = match lookup.await {
-            Ok(Ok(addrs)) => addrs.collect(),
-            Ok(Err(_)) | Err(_) => Vec::new(),
-        };
-        if addrs.is_empty() {
-            tracing::info!("import_from refused: host '{host}' does not resolve");
-            return Err(refused());
-        }
-        for addr in addrs {
-            if let Err(e) = policy.check_resolved(host, addr) {
-                tracing::info!("import_from refused: {e}");
-                return Err(refused());
+        let addrs = match tokio::time::timeout(RESOLVE_TIMEOUT, policy.resolve(host, port)).await {
+            Ok(Ok(addrs)) => addrs,
+            Ok(Err(e)) => return Err(refused(&format!("{host} does not resolve ({e})"))),
+            Err(_) => {
+                return Err(refused(&format!(
+                    "resolving {host} took longer than {} s",
+                    RESOLVE_TIMEOUT.as_secs()
+                )))
             }
-        }
+        };
+        policy.approve(host, &addrs).map_err(|e| refused(&e))?;
     }
     Ok(())
+}
+
+/// Glance's refusal of an `import_from` URL (`validate_import_uri`), followed by what was
+/// refused and why, so that a user can tell a typo from a policy.
+pub fn filtering_refusal(url: &str, why: &dyn std::fmt::Display) -> String {
+    format!("URI for legacy import task does not pass filtering: {url}: {why}")
+}
+
+/// A task's failure message for a source that could not be opened: a policy refusal (of the
+/// URL, a redirect target or a resolved address) in the words of a create-time refusal.
+pub fn source_failure(e: &SourceError) -> String {
+    match e {
+        SourceError::Policy { url, reason } => filtering_refusal(url, reason),
+        other => other.to_string(),
+    }
 }
 
 /// Sluice's stricter rule: the declared source format and the image's disk format agree.

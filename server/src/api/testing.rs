@@ -74,7 +74,7 @@ impl Harness {
         let mut config = Config {
             data_dir: dir.path().to_owned(),
             import: ImportFilter {
-                allowed_hosts: vec!["127.0.0.1".into()],
+                allowed_hosts: vec!["127.0.0.1".parse().unwrap()],
                 allowed_ports: vec![80, 443, 18080],
                 ..ImportFilter::default()
             },

@@ -60,9 +60,10 @@ async fn test_create_task_valid_import_is_201_pending() {
     assert_eq!(task["schema"], "/v2/schemas/task");
     assert_eq!(task["created_at"], task["updated_at"]);
     assert_eq!(task["created_at"].as_str().unwrap().len(), 20);
+    // The configured address, never the request's Host (issue #9).
     assert_eq!(
         reply.header("location").unwrap(),
-        format!("http://sluice.test:9292/v2/tasks/{id}")
+        format!("http://127.0.0.1:9292/v2/tasks/{id}")
     );
     assert_eq!(
         reply.header("x-openstack-request-id"),
@@ -106,17 +107,20 @@ async fn test_create_task_invalid_bodies_are_400_with_glance_messages() {
         (
             "08-port-not-allowed",
             with_from(json!("http://127.0.0.1:9/x.qcow2")),
-            "URI for legacy import task does not pass filtering: http://127.0.0.1:9/x.qcow2",
+            "URI for legacy import task does not pass filtering: http://127.0.0.1:9/x.qcow2: \
+             port 9 is not allowed (allowed ports: 80, 443, 18080)",
         ),
         (
             "09-host-not-allowed",
             with_from(json!("http://127.0.0.2:18080/small.qcow2")),
-            "URI for legacy import task does not pass filtering: http://127.0.0.2:18080/small.qcow2",
+            "URI for legacy import task does not pass filtering: \
+             http://127.0.0.2:18080/small.qcow2: 127.0.0.2 is not on the import allow-list",
         ),
         (
             "non-canonical address",
             with_from(json!("http://2130706433:18080/x")),
-            "URI for legacy import task does not pass filtering: http://2130706433:18080/x",
+            "URI for legacy import task does not pass filtering: http://2130706433:18080/x: \
+             host '2130706433' is a non-canonical IP address spelling",
         ),
         (
             "10-file-uri",
