@@ -9,4 +9,5 @@ mod imports;
 mod isolation;
 mod lifecycle;
 mod listing;
+mod policy;
 mod rejections;

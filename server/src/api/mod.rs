@@ -55,6 +55,7 @@ pub mod error;
 pub mod images;
 pub mod isotime;
 pub mod listing;
+pub mod policy;
 pub mod schemas;
 pub mod tasks;
 

@@ -1,0 +1,4 @@
+//! Placeholder: the tests come first.
+
+#[cfg(test)]
+mod tests;
