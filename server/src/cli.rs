@@ -79,6 +79,12 @@ struct ServeArgs {
     /// Largest virtual (and stored) image size in bytes [default: 1 TiB].
     #[arg(long, env = "SLUICE_MAX_VIRTUAL_SIZE", value_name = "BYTES")]
     max_virtual_size: Option<u64>,
+    /// Most tags on one image (Glance's `image_tag_quota`) [default: 128].
+    #[arg(long, env = "SLUICE_IMAGE_TAG_QUOTA", value_name = "N")]
+    image_tag_quota: Option<usize>,
+    /// Most extra properties on one image (Glance's `image_property_quota`) [default: 128].
+    #[arg(long, env = "SLUICE_IMAGE_PROPERTY_QUOTA", value_name = "N")]
+    image_property_quota: Option<usize>,
     /// Allow imports from this host (name or IP literal), even on a loopback or private
     /// address. Repeatable; with any given, only these hosts are allowed.
     #[arg(
@@ -160,6 +166,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.max_virtual_size {
             c.max_virtual_size = v;
+        }
+        if let Some(v) = self.image_tag_quota {
+            c.image_tag_quota = v;
+        }
+        if let Some(v) = self.image_property_quota {
+            c.image_property_quota = v;
         }
         c.import.allowed_hosts.extend(self.allow_import_hosts);
         c.import.denied_hosts.extend(self.deny_import_hosts);
@@ -541,6 +553,20 @@ mod tests {
             matches!(&err, Err(e) if e.to_string().contains("--task-ttl-hours")),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn test_serve_image_quotas_from_file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("quotas.toml");
+        std::fs::write(&file, "image_tag_quota = 5\nimage_property_quota = 6\n").unwrap();
+        let file = file.to_str().unwrap();
+        let c = serve_config(&[]).unwrap();
+        assert_eq!((c.image_tag_quota, c.image_property_quota), (128, 128));
+        let c = serve_config(&["--config", file]).unwrap();
+        assert_eq!((c.image_tag_quota, c.image_property_quota), (5, 6));
+        let c = serve_config(&["--config", file, "--image-tag-quota", "7"]).unwrap();
+        assert_eq!((c.image_tag_quota, c.image_property_quota), (7, 6));
     }
 
     #[test]

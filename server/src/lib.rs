@@ -11,5 +11,6 @@ pub mod config;
 pub mod executor;
 pub mod imports;
 pub mod meta;
+pub mod properties;
 pub mod service;
 pub mod state;
