@@ -534,3 +534,35 @@ fn test_task_property_quotas_are_configurable() {
     );
     assert_eq!(resp.status, 201, "{}", resp.text());
 }
+
+#[test]
+fn test_admin_task_properties_become_the_image_record() {
+    // What the executor builds from the parsed properties: another owner (admins only),
+    // public, protected, tags (a set), extra properties.
+    let s = Setup::start(Auth::Proxy, &[]);
+    let resp = s.post_import(
+        ADMIN,
+        json!({
+            "owner": OTHER, "visibility": "public", "protected": true, "min_ram": 512,
+            "tags": ["a", "b", "a"], "os_distro": "debian"
+        }),
+    );
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    let task = s.wait_tasks(&[resp.json()["id"].as_str().expect("id").to_owned()]);
+    assert_eq!(task[0]["status"], "success", "{}", task[0]);
+    let id = task[0]["result"]["image_id"].as_str().expect("image id");
+    let image = s.call(
+        "GET",
+        &format!("/v2/images/{id}"),
+        who(OTHER, "reader"),
+        None,
+    );
+    assert_eq!(image.status, 200, "{}", image.text());
+    let image = image.json();
+    assert_eq!(image["owner"], OTHER);
+    assert_eq!(image["visibility"], "public");
+    assert_eq!(image["protected"], true);
+    assert_eq!(image["min_ram"], 512);
+    assert_eq!(image["tags"], json!(["a", "b"]));
+    assert_eq!(image["os_distro"], "debian");
+}

@@ -214,7 +214,7 @@ fn apply_patch(
         )));
     };
     match properties::parse_base(base, value, limits)? {
-        BaseValue::Name(name) => image.name = name,
+        BaseValue::Name(new_name) => image.name = new_name,
         BaseValue::Visibility(visibility) => {
             if let Some(action) = visibility.action() {
                 policy::authorize(ctx, action, Target::Image(image))?;

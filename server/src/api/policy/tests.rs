@@ -5,6 +5,8 @@
 use http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
+use crate::api::endpoint::Endpoint;
+use crate::api::policy::{action_of, Action, Role};
 use crate::api::testing::{admin, image_record, import_body, member, uuid_n, Harness, Reply};
 
 const V21: &str = "application/openstack-images-v2.1-json-patch";
@@ -58,6 +60,51 @@ fn assert_denied(reply: &Reply, policy: &str) {
         format!("You are not authorized to complete {policy} action.")
     );
     assert_eq!(reply.json()["code"], "403 Forbidden");
+}
+
+#[test]
+fn test_role_highest_follows_keystone_implications() {
+    assert_eq!(Role::highest(["reader", "member"]), Some(Role::Member));
+    assert_eq!(Role::highest(["admin"]), Some(Role::Admin));
+    assert_eq!(Role::highest(["reader"]), Some(Role::Reader));
+    assert_eq!(Role::highest(["_member_", "observer", "Admin"]), None);
+    assert_eq!(Role::highest([]), None);
+}
+
+#[test]
+fn test_action_of_writes_need_member_and_reads_reader() {
+    let id = || "x".to_owned();
+    for (endpoint, action) in [
+        (Endpoint::CreateTask, Action::AddTask),
+        (Endpoint::GetTask { id: id() }, Action::GetTask),
+        (Endpoint::ImageTasks { id: id() }, Action::GetImage),
+        (Endpoint::DownloadImage { id: id() }, Action::DownloadImage),
+        (Endpoint::PatchImage { id: id() }, Action::ModifyImage),
+        (
+            Endpoint::AddTag {
+                id: id(),
+                tag: id(),
+            },
+            Action::ModifyImage,
+        ),
+        (
+            Endpoint::DeleteTag {
+                id: id(),
+                tag: id(),
+            },
+            Action::ModifyImage,
+        ),
+        (Endpoint::DeleteImage { id: id() }, Action::DeleteImage),
+    ] {
+        assert_eq!(action_of(&endpoint), Some(action), "{endpoint:?}");
+    }
+    for endpoint in [
+        Endpoint::Versions,
+        Endpoint::ImageSchema,
+        Endpoint::ImportInfo,
+    ] {
+        assert_eq!(action_of(&endpoint), None, "{endpoint:?}");
+    }
 }
 
 #[tokio::test]
