@@ -23,7 +23,7 @@
 //! [`policy`]'s table. A creation path parses once into an [`ImageProperties`] and builds the
 //! image record from its fields.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde_json::{Map, Value};
 
@@ -551,19 +551,16 @@ fn parse_tags(value: &Value, limits: &PropertyLimits) -> Result<Vec<String>, Pro
             py_repr(value)
         )));
     };
-    let mut tags: Vec<String> = Vec::with_capacity(items.len().min(limits.tags));
-    let mut attempted = 0usize;
+    let mut seen = HashSet::new();
+    let mut tags: Vec<String> = Vec::new();
     for item in items {
         let tag = want_string("tags", item)?;
         check_len("tags", tag)?;
-        if !tags.iter().any(|t| t == tag) {
-            attempted = attempted.saturating_add(1);
-            if tags.len() < limits.tags {
-                tags.push(tag.to_owned());
-            }
+        if seen.insert(tag) {
+            tags.push(tag.to_owned());
         }
     }
-    limits.check_tags(attempted)?;
+    limits.check_tags(tags.len())?;
     Ok(tags)
 }
 

@@ -219,6 +219,15 @@ fn load_tokens(path: &Path) -> Result<HashMap<String, TokenEntry>, AuthError> {
                 "project_id and user_id are limited to {MAX_IDENTITY_LEN} bytes"
             )));
         }
+        let roles: Vec<String> = entry.roles.iter().map(|r| r.to_ascii_lowercase()).collect();
+        if Role::highest(roles.iter().map(String::as_str)).is_none() {
+            tracing::warn!(
+                project = %entry.project_id,
+                user = %entry.user_id,
+                "a token has no role Sluice knows (admin, member, reader): its calls will be \
+                 refused"
+            );
+        }
         if let Some(dup) = tokens.insert(entry.token.clone(), entry) {
             return Err(bad(format!(
                 "a token is listed twice (second for project {})",
