@@ -1,5 +1,5 @@
 //! Who may do what: Glance's secure-RBAC default policies (`glance/policies/*.py`,
-//! `enforce_new_defaults`) in one table ([`Action::rule`]), enforced by one function
+//! `enforce_new_defaults`) in one table (`Action::rule`), enforced by one function
 //! ([`authorize`]).
 //!
 //! **Roles.** A caller's role is the highest of `admin`, `member` and `reader` among its role
