@@ -82,6 +82,12 @@ struct ServeArgs {
     /// Largest virtual (and stored) image size in bytes [default: 1 TiB].
     #[arg(long, env = "SLUICE_MAX_VIRTUAL_SIZE", value_name = "BYTES")]
     max_virtual_size: Option<u64>,
+    /// Most tags on one image (Glance's `image_tag_quota`) [default: 128].
+    #[arg(long, env = "SLUICE_IMAGE_TAG_QUOTA", value_name = "N")]
+    image_tag_quota: Option<usize>,
+    /// Most extra properties on one image (Glance's `image_property_quota`) [default: 128].
+    #[arg(long, env = "SLUICE_IMAGE_PROPERTY_QUOTA", value_name = "N")]
+    image_property_quota: Option<usize>,
     /// Allow imports from this host: a name (that name only), an IP address (whatever name
     /// resolves to it), either with an optional `:PORT` (`127.0.0.1:8000`, `[::1]:8080`,
     /// `images.lab:8443`; without one, the allowed ports). Link-local and metadata addresses
@@ -247,6 +253,12 @@ impl ServeArgs {
         replace_if_given(&mut c.import.denied_ports, self.deny_import_ports);
         replace_if_given(&mut c.import.nat64_prefixes, self.import_nat64_prefixes);
         replace_if_given(&mut c.import.resolve, self.import_resolve);
+        if let Some(v) = self.image_tag_quota {
+            c.image_tag_quota = v;
+        }
+        if let Some(v) = self.image_property_quota {
+            c.image_property_quota = v;
+        }
         if let Some(v) = self.auth {
             c.auth.mode = v;
         }
@@ -729,6 +741,20 @@ mod tests {
             (9, 0, 5)
         );
         assert!(serve_config(&["--quota-tasks-waiting", "-3"]).is_err());
+    }
+
+    #[test]
+    fn test_serve_image_quotas_from_file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("quotas.toml");
+        std::fs::write(&file, "image_tag_quota = 5\nimage_property_quota = 6\n").unwrap();
+        let file = file.to_str().unwrap();
+        let c = serve_config(&[]).unwrap();
+        assert_eq!((c.image_tag_quota, c.image_property_quota), (128, 128));
+        let c = serve_config(&["--config", file]).unwrap();
+        assert_eq!((c.image_tag_quota, c.image_property_quota), (5, 6));
+        let c = serve_config(&["--config", file, "--image-tag-quota", "7"]).unwrap();
+        assert_eq!((c.image_tag_quota, c.image_property_quota), (7, 6));
     }
 
     #[test]

@@ -18,6 +18,14 @@ pub const DEFAULT_TASK_TTL_HOURS: u64 = 48;
 /// 100 GiB at 10 Mbit/s, yet a stuck import frees its worker within a day.
 pub const DEFAULT_IMPORT_TIMEOUT_SECS: u64 = 24 * 3600;
 
+/// Most tags on one image unless configured (Glance's `image_tag_quota` default): bounds
+/// what one image record holds and what every listing of it returns.
+pub const DEFAULT_IMAGE_TAG_QUOTA: usize = 128;
+
+/// Most extra properties on one image unless configured (Glance's `image_property_quota`
+/// default), for the same reason.
+pub const DEFAULT_IMAGE_PROPERTY_QUOTA: usize = 128;
+
 /// Everything `sluice serve` needs.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -48,6 +56,10 @@ pub struct Config {
     pub max_request_body: usize,
     /// Seconds a client may take to send its request headers or body.
     pub request_timeout_secs: u64,
+    /// Most tags on one image (Glance's `image_tag_quota`); more is 413.
+    pub image_tag_quota: usize,
+    /// Most extra properties on one image (Glance's `image_property_quota`); more is 413.
+    pub image_property_quota: usize,
     /// Where `import_from` may point.
     pub import: ImportFilter,
     /// Who callers are.
@@ -96,6 +108,8 @@ impl Default for Config {
             max_virtual_size: DEFAULT_MAX_VIRTUAL_SIZE,
             max_request_body: 64 << 10,
             request_timeout_secs: 30,
+            image_tag_quota: DEFAULT_IMAGE_TAG_QUOTA,
+            image_property_quota: DEFAULT_IMAGE_PROPERTY_QUOTA,
             import: ImportFilter::default(),
             auth: AuthConfig::default(),
             public_url: None,

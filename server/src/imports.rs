@@ -1,7 +1,6 @@
 //! One import task, start to finish: every state change of the task, the pull through the
 //! pipeline, and the single atomic write that makes the image visible.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, Conversion};
 use crate::meta::{ImageRecord, MetaError, MetaStore, TaskRecord, TaskStatus, Timestamp};
+use crate::properties::{ImageProperties, PropertyLimits, Visibility};
 use crate::state::AppState;
 
 /// Reason code of a task whose input cannot be imported.
@@ -68,7 +68,7 @@ struct ImportInput {
     url: String,
     declared: Format,
     disk_format: String,
-    properties: serde_json::Map<String, Value>,
+    properties: ImageProperties,
     /// Sluice's `output_format`: overrides the server's `conversion` for this task.
     output_format: Option<Conversion>,
 }
@@ -137,7 +137,7 @@ pub async fn run(
 
     let timeout = Duration::from_secs(state.config.import_timeout_secs);
     let (cancel, timed_out) = with_deadline(cancel, timeout);
-    let outcome = match parse_input(&task.input) {
+    let outcome = match parse_input(&task.input, &PropertyLimits::of(&state.config)) {
         Ok(input) => import(state, &task, input, &progress, cancel).await,
         Err(message) => Err((REASON_INVALID_INPUT.to_owned(), message)),
     };
@@ -281,10 +281,7 @@ async fn import(
     )
     .await
     .map_err(|e| (e.reason_code().to_owned(), failure_message(&e)))?;
-    image_record(task, &image_id, &input, &ingested).map_err(|message| {
-        let _ = state.store.delete(&image_id);
-        (REASON_INVALID_INPUT.to_owned(), message)
-    })
+    Ok(image_record(task, &image_id, &input, &ingested))
 }
 
 /// Resolves when `cancel` turns `true`; never when its sender is gone.
@@ -312,7 +309,10 @@ fn failure_message(e: &IngestError) -> String {
     }
 }
 
-fn parse_input(input: &Value) -> Result<ImportInput, String> {
+/// Parses a task's `input` when the task runs: the fields Glance requires (missing ones fail
+/// the task with Glance's messages) and the image properties, checked again as at create time
+/// (the quotas may have changed since).
+fn parse_input(input: &Value, limits: &PropertyLimits) -> Result<ImportInput, String> {
     let obj = input
         .as_object()
         .ok_or_else(|| "Task input must be an object".to_owned())?;
@@ -330,13 +330,12 @@ fn parse_input(input: &Value) -> Result<ImportInput, String> {
         .get("image_properties")
         .ok_or_else(|| "Input does not contain 'image_properties' field".to_owned())?
         .as_object()
-        .ok_or_else(|| "'image_properties' must be an object".to_owned())?
-        .clone();
-    let disk_format = match properties.get("disk_format") {
-        None | Some(Value::Null) => from_format.clone(),
-        Some(Value::String(s)) => s.to_ascii_lowercase(),
-        Some(_) => return Err("image property 'disk_format' must be a string".to_owned()),
-    };
+        .ok_or_else(|| "'image_properties' must be an object".to_owned())?;
+    let properties = ImageProperties::parse(properties, limits).map_err(|e| e.to_string())?;
+    let disk_format = properties
+        .disk_format
+        .clone()
+        .unwrap_or_else(|| from_format.clone());
     if disk_format != from_format {
         return Err(format!(
             "import_from_format '{from_format}' does not match image_properties.disk_format '{disk_format}'"
@@ -359,92 +358,35 @@ fn parse_input(input: &Value) -> Result<ImportInput, String> {
     })
 }
 
-/// Builds the image record from the task's `image_properties` and what was stored.
+/// Builds the image record from the task's parsed `image_properties` and what was stored.
 fn image_record(
     task: &TaskRecord,
     image_id: &str,
     input: &ImportInput,
     ingested: &Ingested,
-) -> Result<ImageRecord, String> {
+) -> ImageRecord {
     let props = &input.properties;
-    let string = |key: &str| -> Result<Option<String>, String> {
-        match props.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(format!("image property '{key}' must be a string")),
-        }
-    };
-    let number = |key: &str| -> Result<u64, String> {
-        match props.get(key) {
-            None | Some(Value::Null) => Ok(0),
-            Some(v) => v
-                .as_u64()
-                .ok_or_else(|| format!("image property '{key}' must be a non-negative integer")),
-        }
-    };
-    let protected = match props.get("protected") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err("image property 'protected' must be a boolean".to_owned()),
-    };
-    let tags = match props.get("tags") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => {
-            let mut tags: Vec<String> = Vec::new();
-            for item in items {
-                let tag = item
-                    .as_str()
-                    .ok_or_else(|| "image tags must be strings".to_owned())?;
-                if !tags.iter().any(|t| t == tag) {
-                    tags.push(tag.to_owned());
-                }
-            }
-            tags
-        }
-        Some(_) => return Err("image property 'tags' must be a list".to_owned()),
-    };
-    let visibility = string("visibility")?.unwrap_or_else(|| "shared".to_owned());
-    if !["public", "private", "shared", "community"].contains(&visibility.as_str()) {
-        return Err(format!("invalid visibility '{visibility}'"));
-    }
-    const RESERVED: [&str; 8] = [
-        "name",
-        "disk_format",
-        "container_format",
-        "visibility",
-        "protected",
-        "min_disk",
-        "min_ram",
-        "tags",
-    ];
-    let mut properties = BTreeMap::new();
-    for (key, value) in props {
-        if RESERVED.contains(&key.as_str()) {
-            continue;
-        }
-        match value {
-            Value::String(s) => {
-                properties.insert(key.clone(), s.clone());
-            }
-            _ => return Err(format!("image property '{key}' must be a string")),
-        }
-    }
     let at = now();
-    Ok(ImageRecord {
+    ImageRecord {
         id: image_id.to_owned(),
-        name: string("name")?,
+        name: props.name.clone(),
         status: "active".to_owned(),
-        owner: task.owner.clone(),
-        visibility,
-        protected,
+        // Another project only when an admin asked for it (checked at create time).
+        owner: props.owner.clone().unwrap_or_else(|| task.owner.clone()),
+        visibility: props
+            .visibility
+            .unwrap_or(Visibility::Shared)
+            .as_str()
+            .to_owned(),
+        protected: props.protected.unwrap_or(false),
         // A converted image is a bare disk in the target format (as Glance's conversion).
         disk_format: if ingested.converted {
             ingested.format.to_string()
         } else {
             input.disk_format.clone()
         },
-        container_format: match string("container_format")? {
-            Some(requested) if !ingested.converted => requested,
+        container_format: match &props.container_format {
+            Some(requested) if !ingested.converted => requested.clone(),
             _ => "bare".to_owned(),
         },
         size: ingested.size,
@@ -452,14 +394,14 @@ fn image_record(
         checksum: ingested.md5_hex.clone(),
         os_hash_algo: "sha512".to_owned(),
         os_hash_value: ingested.sha512_hex.clone(),
-        min_disk: number("min_disk")?,
-        min_ram: number("min_ram")?,
-        tags,
-        properties,
+        min_disk: props.min_disk.unwrap_or(0),
+        min_ram: props.min_ram.unwrap_or(0),
+        tags: props.tags.clone(),
+        properties: props.extra.clone(),
         created_at: at,
         updated_at: at,
         task_id: Some(task.id.clone()),
-    })
+    }
 }
 
 /// Runs a metadata call off the async runtime (RocksDB writes fsync).
@@ -512,7 +454,7 @@ mod tests {
     use super::*;
 
     fn input(v: Value) -> Result<ImportInput, String> {
-        parse_input(&v)
+        parse_input(&v, &PropertyLimits::of(&Config::default()))
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod imports;
 mod isolation;
 mod lifecycle;
 mod listing;
+mod policy;
 mod quotas;
 mod rejections;
 mod ssrf;

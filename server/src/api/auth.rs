@@ -2,16 +2,17 @@
 //! `config.auth.mode`.
 //!
 //! - `none` (local use): identity headers are honoured when `X-Project-Id` or `X-Tenant-Id` is
-//!   present (then `X-Roles` decides admin-ness, and `X-User-Id` defaults to `anonymous`);
-//!   otherwise the caller is user `admin` of project `admin` with the `admin` role. The config
-//!   refuses this mode on a non-loopback address unless forced.
+//!   present (then `X-Roles` gives the roles, `member` when absent, and `X-User-Id` defaults
+//!   to `anonymous`); otherwise the caller is user `admin` of project `admin` with the
+//!   `admin` role. The config refuses this mode on a non-loopback address unless forced.
 //! - `proxy`: a trusted auth proxy (keystonemiddleware style) sets `X-Project-Id` (or
 //!   `X-Tenant-Id`), `X-User-Id` and `X-Roles`; a request without all three gets 401.
 //!   `X-Identity-Status`, when present, must be `Confirmed`.
 //! - `token`: `X-Auth-Token` is looked up in the token file loaded at startup; unknown or
 //!   missing tokens get 401.
 //!
-//! Admin means having the role `admin` (case-insensitive, as oslo.policy's role check).
+//! Role names are compared case-insensitively (as oslo.policy's role check); what they
+//! allow is [`policy`](crate::api::policy)'s table.
 //! Incoming `X-Openstack-Request-Id` headers are not trusted: every request gets a fresh
 //! `req-<uuid>`.
 
@@ -22,6 +23,7 @@ use http::HeaderMap;
 use serde::Deserialize;
 
 use crate::api::error::ApiError;
+use crate::api::policy::Role;
 use crate::config::{AuthConfig, AuthMode};
 
 /// Longest project, user or role name accepted from a header (Glance's `owner` column is
@@ -37,6 +39,9 @@ pub const NO_AUTH_IDENTITY: &str = "admin";
 /// The role that makes a caller an administrator.
 pub const ADMIN_ROLE: &str = "admin";
 
+/// The role `none` mode gives to identity headers without `X-Roles`.
+const NO_AUTH_DEFAULT_ROLE: &str = "member";
+
 /// The caller of one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestContext {
@@ -46,6 +51,8 @@ pub struct RequestContext {
     pub user_id: String,
     /// Role names, lower-cased.
     pub roles: Vec<String>,
+    /// The highest role Sluice knows among `roles` (`None`: no known role).
+    pub role: Option<Role>,
     /// Whether the caller has the `admin` role.
     pub is_admin: bool,
     /// `req-<uuid>`, also sent back as `x-openstack-request-id`.
@@ -53,14 +60,15 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    /// A context from identity parts; `roles` decides `is_admin`.
+    /// A context from identity parts; `roles` (lower-cased) decide `role` and `is_admin`.
     pub fn new(project_id: &str, user_id: &str, roles: Vec<String>, request_id: &str) -> Self {
-        let is_admin = roles.iter().any(|r| r == ADMIN_ROLE);
+        let role = Role::highest(roles.iter().map(String::as_str));
         RequestContext {
             project_id: project_id.to_owned(),
             user_id: user_id.to_owned(),
             roles,
-            is_admin,
+            role,
+            is_admin: role == Some(Role::Admin),
             request_id: request_id.to_owned(),
         }
     }
@@ -151,7 +159,8 @@ impl Authenticator {
             AuthMode::None => match project_header(headers)? {
                 Some(project) => {
                     let user = header(headers, "x-user-id")?.unwrap_or("anonymous");
-                    let roles = parse_roles(header(headers, "x-roles")?.unwrap_or(""))?;
+                    let roles =
+                        parse_roles(header(headers, "x-roles")?.unwrap_or(NO_AUTH_DEFAULT_ROLE))?;
                     Ok(RequestContext::new(project, user, roles, request_id))
                 }
                 None => Ok(RequestContext::new(
@@ -209,6 +218,15 @@ fn load_tokens(path: &Path) -> Result<HashMap<String, TokenEntry>, AuthError> {
             return Err(bad(format!(
                 "project_id and user_id are limited to {MAX_IDENTITY_LEN} bytes"
             )));
+        }
+        let roles: Vec<String> = entry.roles.iter().map(|r| r.to_ascii_lowercase()).collect();
+        if Role::highest(roles.iter().map(String::as_str)).is_none() {
+            tracing::warn!(
+                project = %entry.project_id,
+                user = %entry.user_id,
+                "a token has no role Sluice knows (admin, member, reader): its calls will be \
+                 refused"
+            );
         }
         if let Some(dup) = tokens.insert(entry.token.clone(), entry) {
             return Err(bad(format!(

@@ -75,6 +75,9 @@ pub enum ApiError {
         /// The `Allow` header value (Glance's lists).
         allow: &'static str,
     },
+    /// 403: the caller's roles do not allow this action (the value: Glance's policy name).
+    #[error("not authorized to complete {0}")]
+    NotAuthorized(&'static str),
     /// 404: no such resource (unknown path).
     #[error("no such resource")]
     NotFound,
@@ -93,10 +96,12 @@ pub enum ApiError {
     #[error("import queue full ({0} waiting)")]
     QueueFull(usize),
     /// 413: a per-image quota (tags, properties) would be exceeded.
-    #[error("more than {limit} {what}")]
+    #[error("{attempted} {what}, more than {limit}")]
     QuotaExceeded {
         /// What is counted (`tags`, `properties`).
         what: &'static str,
+        /// How many the request would make.
+        attempted: usize,
         /// The limit.
         limit: usize,
     },
@@ -230,6 +235,12 @@ impl ApiError {
                 vec![(ALLOW, HeaderValue::from_static(allow))],
                 Trailer::MethodTemplate,
             ),
+            E::NotAuthorized(policy) => (
+                StatusCode::FORBIDDEN,
+                format!("You are not authorized to complete {policy} action.").into(),
+                vec![],
+                Trailer::Standard,
+            ),
             E::NotFound => (
                 StatusCode::NOT_FOUND,
                 "The resource could not be found.".into(),
@@ -267,9 +278,17 @@ impl ApiError {
                 )],
                 Trailer::Standard,
             ),
-            E::QuotaExceeded { what, limit } => (
+            E::QuotaExceeded {
+                what,
+                attempted,
+                limit,
+            } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("Maximum number of {what} exceeded (limit {limit})").into(),
+                format!(
+                    "The limit has been exceeded on the number of allowed image {what}. \
+                     Attempted: {attempted}, Maximum: {limit}"
+                )
+                .into(),
                 vec![],
                 Trailer::Standard,
             ),

@@ -1,45 +1,37 @@
 //! The Images v2 calls a client makes after an import: show, list, download (with single
-//! `Range`s), `PATCH` (both JSON-patch media types), tags, delete, and the image's tasks.
+//! `Range`s), `PATCH` (both JSON-patch media types, in [`patch`]), tags, delete, and the
+//! image's tasks.
 //!
-//! Visibility (Glance's rules without image members): admins see every image; others see
-//! their project's images plus `public` and `community` ones. An image the caller cannot see
-//! is 404 for every action; an image the caller sees but does not own is 403 for changes.
+//! Who may do what is [`policy`]'s table. Visibility (Glance's rules without image members):
+//! admins see every image; others see their project's images plus `public` and `community`
+//! ones. An image the caller cannot see is 404 for every action; an image the caller sees
+//! but may not act on is 403.
 
 use std::cmp::Ordering;
 use std::io::SeekFrom;
-use std::time::Duration;
 
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Body;
 use serde_json::{json, Map, Value};
 use tokio::io::AsyncSeekExt;
 
 use crate::api::auth::RequestContext;
-use crate::api::body::{empty_response, parse_json, read_body, ApiBody, FileBody};
+use crate::api::body::{empty_response, ApiBody, FileBody};
 use crate::api::endpoint::Query;
 use crate::api::error::ApiError;
 use crate::api::isotime::{parse_isotime, IsoTime};
 use crate::api::listing::{
     column_equals, page_json, paginate, param, params, parse_limit, SortDir, SortValue,
 };
-use crate::api::tasks::{self, py_repr};
-use crate::api::{format_time, now, ok_json, Api};
+use crate::api::policy::{self, Action, Target};
+use crate::api::{format_time, now, ok_json, tasks, Api};
 use crate::meta::ImageRecord;
+use crate::properties::{self, PropertyLimits, VISIBILITIES};
 
-/// Most tags on one image (Glance's `image_tag_quota`).
-pub const MAX_TAGS: usize = 128;
+mod patch;
 
-/// Longest tag, name, owner or property key, in characters (Glance's schema `maxLength`).
-pub const MAX_FIELD_LEN: usize = 255;
-
-/// Longest extra property value, in bytes (Glance's `image_properties.value` is a `Text`
-/// column; this bounds what one PATCH can store).
-pub const MAX_PROPERTY_VALUE_LEN: usize = 65_535;
-
-/// Most extra properties on one image (Glance's `image_property_quota`).
-pub const MAX_PROPERTIES: usize = 128;
+pub use patch::patch;
 
 /// Image sort keys (Glance's `SUPPORTED_SORT_KEYS`).
 const SORT_KEYS: [&str; 8] = [
@@ -53,85 +45,28 @@ const SORT_KEYS: [&str; 8] = [
     "updated_at",
 ];
 
-/// Read-only attributes (403 on PATCH).
-const READ_ONLY: [&str; 15] = [
-    "checksum",
-    "created_at",
-    "direct_url",
-    "file",
-    "id",
-    "os_hash_algo",
-    "os_hash_value",
-    "os_hidden",
-    "schema",
-    "self",
-    "size",
-    "status",
-    "stores",
-    "updated_at",
-    "virtual_size",
-];
-
-/// Reserved attributes (403 on PATCH).
-const RESERVED: [&str; 3] = ["deleted", "deleted_at", "location"];
-
 /// Image properties kept out of API output (Glance hides these internal ones).
 const HIDDEN_PROPERTIES: [&str; 2] = ["os_glance_stage_host", "os_glance_hash_op_host"];
 
-/// Visibility values.
-const VISIBILITIES: [&str; 4] = ["community", "public", "private", "shared"];
-
-/// The JSON-patch media types and which draft each follows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum PatchVersion {
-    /// `application/openstack-images-v2.0-json-patch`: `{"replace": "/name", "value": …}`.
-    V20,
-    /// `application/openstack-images-v2.1-json-patch`: `{"op": "replace", "path": …}`.
-    V21,
-}
-
-/// One patch operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum PatchOp {
-    Add,
-    Remove,
-    Replace,
-}
-
 /// Whether the caller may see the image.
 fn visible(ctx: &RequestContext, image: &ImageRecord) -> bool {
-    ctx.is_admin
-        || image.owner == ctx.project_id
-        || image.visibility == "public"
-        || image.visibility == "community"
+    policy::can_see_image(ctx, &image.owner, &image.visibility)
 }
 
-/// Whether the caller may change the image.
-fn owned(ctx: &RequestContext, image: &ImageRecord) -> bool {
-    ctx.is_admin || image.owner == ctx.project_id
-}
-
-/// The image, if the caller may see it; 404 otherwise.
-fn load(api: &Api, ctx: &RequestContext, id: &str) -> Result<ImageRecord, ApiError> {
-    match api.state.meta.get_image(id)? {
-        Some(image) if visible(ctx, &image) => Ok(image),
-        Some(_) | None => Err(ApiError::ImageNotFound(id.to_owned())),
-    }
-}
-
-/// The image, if the caller may change it (`action` names Glance's policy in the 403).
-fn load_owned(
+/// The image, if the caller may perform `action` on it ([`policy::authorize`]: 404 when it
+/// cannot see the image, 403 when it sees it but may not act on it).
+pub(crate) fn load(
     api: &Api,
     ctx: &RequestContext,
     id: &str,
-    action: &str,
+    action: Action,
 ) -> Result<ImageRecord, ApiError> {
-    let image = load(api, ctx, id)?;
-    if !owned(ctx, &image) {
-        return Err(ApiError::Forbidden(format!(
-            "You are not authorized to complete {action} action."
-        )));
-    }
+    let image = api
+        .state
+        .meta
+        .get_image(id)?
+        .ok_or_else(|| ApiError::ImageNotFound(id.to_owned()))?;
+    policy::authorize(ctx, action, Target::Image(&image))?;
     Ok(image)
 }
 
@@ -194,7 +129,7 @@ pub fn image_json(image: &ImageRecord) -> Value {
 
 /// `GET /v2/images/{id}`.
 pub fn show(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiBody>, ApiError> {
-    Ok(ok_json(&image_json(&load(api, ctx, id)?)))
+    Ok(ok_json(&image_json(&load(api, ctx, id, Action::GetImage)?)))
 }
 
 /// `GET /v2/images/{id}/tasks` (Images API v2.12): `{"tasks": [...]}` holding the import task
@@ -206,7 +141,7 @@ pub fn image_tasks(
     ctx: &RequestContext,
     id: &str,
 ) -> Result<Response<ApiBody>, ApiError> {
-    let image = load(api, ctx, id)?;
+    let image = load(api, ctx, id, Action::GetImage)?;
     let task = match &image.task_id {
         Some(task_id) => api.state.meta.get_task(task_id)?,
         None => None,
@@ -222,7 +157,7 @@ pub fn image_tasks(
 
 /// `DELETE /v2/images/{id}`: removes the record, then the file.
 pub fn delete(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiBody>, ApiError> {
-    let image = load_owned(api, ctx, id, "delete_image")?;
+    let image = load(api, ctx, id, Action::DeleteImage)?;
     if image.protected {
         return Err(ApiError::Forbidden(format!(
             "Image {id} is protected and cannot be deleted."
@@ -245,15 +180,10 @@ pub fn add_tag(
     id: &str,
     tag: &str,
 ) -> Result<Response<ApiBody>, ApiError> {
-    let mut image = load_owned(api, ctx, id, "modify_image")?;
-    check_len("tags", tag)?;
+    let mut image = load(api, ctx, id, Action::ModifyImage)?;
+    properties::check_tag(tag)?;
     if !image.tags.iter().any(|t| t == tag) {
-        if image.tags.len() >= MAX_TAGS {
-            return Err(ApiError::QuotaExceeded {
-                what: "tags",
-                limit: MAX_TAGS,
-            });
-        }
+        PropertyLimits::of(&api.state.config).check_tags(image.tags.len().saturating_add(1))?;
         image.tags.push(tag.to_owned());
         image.updated_at = now();
         api.state.meta.put_image(&image)?;
@@ -268,7 +198,7 @@ pub fn delete_tag(
     id: &str,
     tag: &str,
 ) -> Result<Response<ApiBody>, ApiError> {
-    let mut image = load_owned(api, ctx, id, "modify_image")?;
+    let mut image = load(api, ctx, id, Action::ModifyImage)?;
     let before = image.tags.len();
     image.tags.retain(|t| t != tag);
     if image.tags.len() == before {
@@ -277,380 +207,6 @@ pub fn delete_tag(
     image.updated_at = now();
     api.state.meta.put_image(&image)?;
     Ok(empty_response(StatusCode::NO_CONTENT))
-}
-
-/// `PATCH /v2/images/{id}`.
-pub async fn patch<B>(
-    api: &Api,
-    ctx: &RequestContext,
-    id: &str,
-    request: Request<B>,
-) -> Result<Response<ApiBody>, ApiError>
-where
-    B: Body<Data = bytes::Bytes> + Unpin,
-    B::Error: std::fmt::Display,
-{
-    let content_type = request
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let version = match content_type.split(';').next().unwrap_or("").trim() {
-        "application/openstack-images-v2.1-json-patch" => PatchVersion::V21,
-        "application/openstack-images-v2.0-json-patch" => PatchVersion::V20,
-        _ => return Err(ApiError::PatchMediaType(content_type)),
-    };
-    let config = &api.state.config;
-    let (parts, body) = request.into_parts();
-    let bytes = read_body(
-        body,
-        &parts.headers,
-        config.max_request_body,
-        Duration::from_secs(config.request_timeout_secs.max(1)),
-    )
-    .await?;
-    let ops = parse_patch(&parse_json(&bytes)?, version)?;
-    let mut image = load_owned(api, ctx, id, "modify_image")?;
-    for (op, name, value) in &ops {
-        apply_patch(&mut image, ctx, version, *op, name, value.as_ref())?;
-    }
-    image.updated_at = now();
-    api.state.meta.put_image(&image)?;
-    Ok(ok_json(&image_json(&image)))
-}
-
-/// Parses the operations of a patch body: `(op, attribute, value)`.
-fn parse_patch(
-    body: &Value,
-    version: PatchVersion,
-) -> Result<Vec<(PatchOp, String, Option<Value>)>, ApiError> {
-    let bad = |m: String| ApiError::BadRequest(m);
-    let Value::Array(items) = body else {
-        return Err(bad(
-            "Request body must be a JSON array of operation objects.".into(),
-        ));
-    };
-    let mut ops = Vec::with_capacity(items.len());
-    for item in items {
-        let Value::Object(obj) = item else {
-            return Err(bad("Operations must be JSON objects.".into()));
-        };
-        let (op, path) = match version {
-            PatchVersion::V21 => {
-                let op = match obj.get("op").and_then(Value::as_str) {
-                    Some("add") => PatchOp::Add,
-                    Some("remove") => PatchOp::Remove,
-                    Some("replace") => PatchOp::Replace,
-                    Some(other) => return Err(bad(format!("Invalid operation: `{other}`."))),
-                    None => {
-                        return Err(bad(
-                            "Unable to find `op` in JSON Schema change. It must be one of the \
-                             following: add, remove, replace."
-                                .into(),
-                        ))
-                    }
-                };
-                let path = obj
-                    .get("path")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| bad("Unable to find 'path' in JSON Schema change".into()))?;
-                (op, path)
-            }
-            PatchVersion::V20 => {
-                let found: Vec<(PatchOp, &Value)> = [
-                    ("add", PatchOp::Add),
-                    ("remove", PatchOp::Remove),
-                    ("replace", PatchOp::Replace),
-                ]
-                .iter()
-                .filter_map(|(k, op)| obj.get(*k).map(|v| (*op, v)))
-                .collect();
-                match found.as_slice() {
-                    [(op, Value::String(path))] => (*op, path.as_str()),
-                    _ => {
-                        return Err(bad(
-                            "Operation objects must contain exactly one member named \"add\", \
-                             \"remove\", or \"replace\"."
-                                .into(),
-                        ))
-                    }
-                }
-            }
-        };
-        let value = match op {
-            PatchOp::Remove => None,
-            PatchOp::Add | PatchOp::Replace => {
-                let name = if op == PatchOp::Add { "add" } else { "replace" };
-                Some(obj.get("value").cloned().ok_or_else(|| {
-                    bad(format!(
-                        "Operation \"{name}\" requires a member named \"value\"."
-                    ))
-                })?)
-            }
-        };
-        ops.push((op, decode_pointer(path)?, value));
-    }
-    Ok(ops)
-}
-
-/// A depth-one JSON pointer (`/name`) to its attribute name, with Glance's checks.
-fn decode_pointer(path: &str) -> Result<String, ApiError> {
-    let bad = |m: String| Err(ApiError::BadRequest(m));
-    let Some(rest) = path.strip_prefix('/') else {
-        return bad(format!("Pointer `{path}` does not start with \"/\"."));
-    };
-    if path.contains("//") {
-        return bad(format!("Pointer `{path}` contains adjacent \"/\"."));
-    }
-    if path.len() > 1 && path.ends_with('/') {
-        return bad(format!("Pointer `{path}` end with \"/\"."));
-    }
-    if rest.contains('/') {
-        return bad(format!("Invalid JSON pointer for this resource: '{path}'"));
-    }
-    let mut out = String::with_capacity(rest.len());
-    let mut chars = rest.chars();
-    while let Some(c) = chars.next() {
-        if c == '~' {
-            match chars.next() {
-                Some('0') => out.push('~'),
-                Some('1') => out.push('/'),
-                _ => {
-                    return bad(format!(
-                        "Pointer `{path}` contains \"~\" not part of a recognized escape \
-                         sequence."
-                    ))
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    Ok(out)
-}
-
-fn schema_error(detail: String) -> ApiError {
-    ApiError::BadRequest(format!(
-        "Provided object does not match schema 'image': {detail}"
-    ))
-}
-
-/// A string field's length check (Glance's `maxLength: 255`).
-fn check_len(field: &str, value: &str) -> Result<(), ApiError> {
-    if value.chars().count() > MAX_FIELD_LEN {
-        return Err(schema_error(format!(
-            "{} is too long (in {field})",
-            py_repr(&Value::String(value.to_owned()))
-        )));
-    }
-    Ok(())
-}
-
-fn want_string<'v>(name: &str, value: &'v Value) -> Result<&'v str, ApiError> {
-    value.as_str().ok_or_else(|| {
-        schema_error(format!(
-            "{} is not of type 'string' (in {name})",
-            py_repr(value)
-        ))
-    })
-}
-
-fn want_enum(name: &str, value: &Value, allowed: &[&str]) -> Result<String, ApiError> {
-    match value.as_str() {
-        Some(s) if allowed.contains(&s) => Ok(s.to_owned()),
-        _ => {
-            let list: Vec<String> = allowed.iter().map(|a| format!("'{a}'")).collect();
-            Err(schema_error(format!(
-                "{} is not one of [{}] (in {name})",
-                py_repr(value),
-                list.join(", ")
-            )))
-        }
-    }
-}
-
-fn want_count(name: &str, value: &Value) -> Result<u64, ApiError> {
-    match value {
-        Value::Number(n) if n.is_u64() => n
-            .as_u64()
-            .ok_or_else(|| schema_error(format!("{n} is not of type 'integer'"))),
-        Value::Number(n) if n.is_i64() => Err(schema_error(format!(
-            "{n} is less than the minimum of 0 (in {name})"
-        ))),
-        other => Err(schema_error(format!(
-            "{} is not of type 'integer' (in {name})",
-            py_repr(other)
-        ))),
-    }
-}
-
-/// Applies one operation to `image`.
-fn apply_patch(
-    image: &mut ImageRecord,
-    ctx: &RequestContext,
-    version: PatchVersion,
-    op: PatchOp,
-    name: &str,
-    value: Option<&Value>,
-) -> Result<(), ApiError> {
-    if READ_ONLY.contains(&name) {
-        return Err(ApiError::Forbidden(format!(
-            "Attribute '{name}' is read-only."
-        )));
-    }
-    if RESERVED.contains(&name) || name.starts_with("os_glance") {
-        return Err(ApiError::Forbidden(format!(
-            "Attribute '{name}' is reserved."
-        )));
-    }
-    if name == "locations" {
-        return Err(ApiError::Forbidden(
-            "It's not allowed to update locations if locations are invisible.".into(),
-        ));
-    }
-    let base = [
-        "name",
-        "visibility",
-        "protected",
-        "min_disk",
-        "min_ram",
-        "tags",
-        "owner",
-        "disk_format",
-        "container_format",
-    ];
-    if base.contains(&name) {
-        let Some(value) = value else {
-            return Err(ApiError::Forbidden(format!(
-                "Property {name} may not be removed."
-            )));
-        };
-        return set_base(image, ctx, name, value);
-    }
-    // An extra property.
-    check_len("property name", name)?;
-    let exists = image.properties.contains_key(name);
-    match (op, value) {
-        (PatchOp::Remove, _) | (_, None) => {
-            if image.properties.remove(name).is_none() {
-                return Err(ApiError::Conflict(format!(
-                    "Property {name} does not exist."
-                )));
-            }
-        }
-        (PatchOp::Add | PatchOp::Replace, Some(value)) => {
-            if op == PatchOp::Replace && !exists {
-                return Err(ApiError::Conflict(format!(
-                    "Property {name} does not exist."
-                )));
-            }
-            if op == PatchOp::Add && exists && version == PatchVersion::V20 {
-                return Err(ApiError::Conflict(format!(
-                    "Property {name} already present."
-                )));
-            }
-            let text = want_string(name, value)?;
-            if text.len() > MAX_PROPERTY_VALUE_LEN {
-                return Err(schema_error(format!(
-                    "the value of {name} is longer than {MAX_PROPERTY_VALUE_LEN} bytes"
-                )));
-            }
-            if !exists && image.properties.len() >= MAX_PROPERTIES {
-                return Err(ApiError::QuotaExceeded {
-                    what: "properties",
-                    limit: MAX_PROPERTIES,
-                });
-            }
-            image.properties.insert(name.to_owned(), text.to_owned());
-        }
-    }
-    Ok(())
-}
-
-/// Sets a base attribute (`add` and `replace` both replace, as in Glance).
-fn set_base(
-    image: &mut ImageRecord,
-    ctx: &RequestContext,
-    name: &str,
-    value: &Value,
-) -> Result<(), ApiError> {
-    match name {
-        "name" => {
-            image.name = match value {
-                Value::Null => None,
-                other => {
-                    let text = want_string(name, other)?;
-                    check_len(name, text)?;
-                    Some(text.to_owned())
-                }
-            };
-        }
-        "visibility" => {
-            let visibility = want_enum(name, value, &VISIBILITIES)?;
-            if visibility == "public" && !ctx.is_admin {
-                return Err(ApiError::Forbidden(
-                    "You are not authorized to complete publicize_image action.".into(),
-                ));
-            }
-            image.visibility = visibility;
-        }
-        "protected" => {
-            image.protected = value.as_bool().ok_or_else(|| {
-                schema_error(format!(
-                    "{} is not of type 'boolean' (in protected)",
-                    py_repr(value)
-                ))
-            })?;
-        }
-        "min_disk" => image.min_disk = want_count(name, value)?,
-        "min_ram" => image.min_ram = want_count(name, value)?,
-        "tags" => {
-            let Value::Array(items) = value else {
-                return Err(schema_error(format!(
-                    "{} is not of type 'array' (in tags)",
-                    py_repr(value)
-                )));
-            };
-            let mut tags: Vec<String> = Vec::with_capacity(items.len().min(MAX_TAGS));
-            for item in items {
-                let tag = want_string(name, item)?;
-                check_len(name, tag)?;
-                if !tags.iter().any(|t| t == tag) {
-                    if tags.len() >= MAX_TAGS {
-                        return Err(ApiError::QuotaExceeded {
-                            what: "tags",
-                            limit: MAX_TAGS,
-                        });
-                    }
-                    tags.push(tag.to_owned());
-                }
-            }
-            image.tags = tags;
-        }
-        "owner" => {
-            if !ctx.is_admin {
-                return Err(ApiError::Forbidden(
-                    "Owner can't be updated by non admin.".into(),
-                ));
-            }
-            let owner = want_string(name, value)?;
-            check_len(name, owner)?;
-            image.owner = owner.to_owned();
-        }
-        "disk_format" | "container_format" => {
-            // Sluice stores only active images, whose formats describe the stored bytes.
-            return Err(ApiError::Forbidden(format!(
-                "Attribute {name} can be only replaced for a queued image."
-            )));
-        }
-        _ => {
-            return Err(ApiError::Internal(format!(
-                "set_base called for non-base attribute {name}"
-            )))
-        }
-    }
-    Ok(())
 }
 
 /// A parsed `GET /v2/images` request.
@@ -1144,7 +700,7 @@ pub async fn download<B>(
     id: &str,
     request: &Request<B>,
 ) -> Result<Response<ApiBody>, ApiError> {
-    let image = load(api, ctx, id)?;
+    let image = load(api, ctx, id, Action::DownloadImage)?;
     if image.status != "active" {
         return Ok(empty_response(StatusCode::NO_CONTENT));
     }

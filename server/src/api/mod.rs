@@ -5,13 +5,17 @@
 //! A request goes through [`Endpoint::from_request`] (404/405 before any handler runs), then
 //! authentication ([`auth`]; version discovery is public), then, for `GET` and `DELETE`, a
 //! check that it has no body (400 "A body is not expected with this request.", as Glance),
-//! then one handler. Every failure is
+//! then the role check of the endpoint's action ([`policy`]), then one handler. Every failure is
 //! an [`ApiError`], mapped to HTTP in one place ([`error`]). Every response carries
 //! `x-openstack-request-id: req-<uuid>`.
 //!
 //! Deliberate differences from Glance (compatibility first, extensions additive):
-//! - Ordinary users may create, list and show their own import tasks (Glance's
-//!   `tasks_api_access` policy is admin-only by default); admins see every project's tasks.
+//! - Members may create import tasks, and readers list and show their project's tasks
+//!   (Glance's `tasks_api_access` policy is admin-only by default); admins see every
+//!   project's tasks. A task's `image_properties` are checked at create time as an image
+//!   creation's (Glance checks them only when the task runs, if at all).
+//! - A caller whose roles cannot perform an action at all gets 403 before the resource is
+//!   looked up (Glance answers 404 when the image is also invisible to it).
 //! - Only `type: import` tasks are accepted; `api_image_import` and `location_import` (which
 //!   pass Glance's schema and then fail asynchronously) are refused with 400.
 //! - When both `input.import_from_format` and `input.image_properties.disk_format` are given
@@ -55,6 +59,7 @@ pub mod error;
 pub mod images;
 pub mod isotime;
 pub mod listing;
+pub mod policy;
 pub mod schemas;
 pub mod tasks;
 
@@ -147,6 +152,11 @@ impl Api {
             && !request.body().is_end_stream()
         {
             return Err(ApiError::BodyNotExpected);
+        }
+        // Every endpoint names its action; a caller whose roles cannot perform it anywhere
+        // is refused here, and handlers check the rest against what they load.
+        if let Some(action) = policy::action_of(&endpoint) {
+            policy::check_role(&ctx, action)?;
         }
         match endpoint {
             Endpoint::Root | Endpoint::Versions => Err(ApiError::NotFound),

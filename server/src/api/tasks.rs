@@ -4,8 +4,11 @@
 //! `TasksController.create`): body present and JSON; `type` then `input` present; the task
 //! schema (`type` enum, `input` object or null, no extra top-level keys); for `import`, the
 //! `import_from` URI (`validate_legacy_import_from_uri`, then the import filtering rules).
-//! Missing `import_from_format` or `image_properties` are not create-time errors: the task
-//! fails asynchronously, as in Glance.
+//! Then Sluice's own checks: `image_properties`, when given, is validated and authorised as
+//! an image creation ([`ImageProperties`]: 400/403/413 with Glance's messages, before
+//! anything is fetched; Glance checks nothing there and fails the task later, or stores what
+//! it should have refused). Missing `import_from_format` or `image_properties` are not
+//! create-time errors: the task fails asynchronously, as in Glance.
 
 use std::cmp::Ordering;
 use std::time::Duration;
@@ -24,9 +27,11 @@ use crate::api::error::ApiError;
 use crate::api::listing::{
     column_equals, is_uuid, page_json, paginate, param, parse_limit, SortDir, SortValue,
 };
+use crate::api::policy::{self, Action, Target};
 use crate::api::{format_primitive_time, format_time, now, ok_json, Api};
 use crate::executor::TaskProgress;
 use crate::meta::{TaskRecord, TaskStatus, Timestamp};
+use crate::properties::{ImageProperties, PropertyLimits};
 
 /// Task types in Glance's schema enum.
 const GLANCE_TASK_TYPES: [&str; 3] = ["import", "api_image_import", "location_import"];
@@ -97,6 +102,7 @@ where
     validate_import_from(&policy, input).await?;
     check_format_agreement(input)?;
     crate::imports::parse_output_format(input).map_err(ApiError::BadRequest)?;
+    check_image_properties(ctx, input, &PropertyLimits::of(config))?;
     crate::quota::admit_task(&api.state, &ctx.project_id).await?;
 
     let created = now();
@@ -270,6 +276,27 @@ fn check_format_agreement(input: &Value) -> Result<(), ApiError> {
     }
 }
 
+/// The task's `image_properties`, when given, as an image creation would take them: an
+/// object whose keys and values [`ImageProperties::parse`] accepts and that the caller may
+/// set ([`ImageProperties::authorize`]).
+fn check_image_properties(
+    ctx: &RequestContext,
+    input: &Value,
+    limits: &PropertyLimits,
+) -> Result<(), ApiError> {
+    let props = match input.get("image_properties") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Object(props)) => props,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "image_properties must be an object, not {}",
+                py_repr(other)
+            )))
+        }
+    };
+    ImageProperties::parse(props, limits)?.authorize(ctx)
+}
+
 /// `GET /v2/tasks/{id}`.
 pub fn show(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiBody>, ApiError> {
     let task = api
@@ -277,9 +304,7 @@ pub fn show(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiBod
         .meta
         .get_task(id)?
         .ok_or_else(|| ApiError::TaskNotFound(id.to_owned()))?;
-    if !visible(ctx, &task) {
-        return Err(ApiError::TaskForbidden(id.to_owned()));
-    }
+    policy::authorize(ctx, Action::GetTask, Target::Task(&task))?;
     let progress = match task.status {
         TaskStatus::Processing => Some(api.state.executor.progress(&task.id).unwrap_or_default()),
         TaskStatus::Pending | TaskStatus::Success | TaskStatus::Failure => None,
