@@ -278,7 +278,8 @@ fn seed_tasks(server: &mut Server, project: &str, count: u32, property_bytes: us
         .map(|n| (format!("p{n:03}"), Value::String(value.clone())))
         .collect();
     for n in 0..count {
-        let mut task = sluice_server::meta::sample_task(&format!("00000000-0000-4000-8000-{n:012}"));
+        let mut task =
+            sluice_server::meta::sample_task(&format!("00000000-0000-4000-8000-{n:012}"));
         task.owner = project.to_owned();
         task.status = TaskStatus::Failure;
         task.created_at = 1_700_000_000 + i64::from(n);
