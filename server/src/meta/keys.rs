@@ -290,7 +290,7 @@ mod tests {
 
     #[test]
     fn test_position_order_equals_time_then_id_order() {
-        let mut items = vec![
+        let mut items = [
             (i64::MIN, "b"),
             (-1, "a"),
             (0, "a"),

@@ -258,6 +258,15 @@ impl RocksMeta {
         Ok(records)
     }
 
+    /// Overwrites task `id`'s stored value with bytes that do not decode (its index entries
+    /// stay): for tests of what reads a record and what does not.
+    #[cfg(test)]
+    pub(crate) fn corrupt_for_tests(&self, id: &str) {
+        self.db
+            .put(Table::Tasks.key(id), b"\x01{\"id\": truncated")
+            .expect("corrupting a task");
+    }
+
     /// A consistent view for one query.
     fn snapshot(&self) -> SnapshotSource<'_> {
         SnapshotSource {
