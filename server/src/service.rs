@@ -1,6 +1,7 @@
 //! `sluice serve`: open the data directory, recover from any crash, start the workers, the
 //! expiry sweeper and the API, and shut all of it down gracefully on SIGTERM/SIGINT.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use crate::config::Config;
 use crate::executor::Executor;
 use crate::imports::{self, REASON_INTERRUPTED};
 use crate::meta::guarded::GuardedMeta;
-use crate::meta::{MetaError, MetaStore, TaskStatus};
+use crate::meta::{MetaError, MetaStore, TaskStatus, Timestamp};
 use crate::state::AppState;
 
 /// How often the data volume's free space is checked in the background: a read-only
@@ -137,27 +138,31 @@ pub struct Recovery {
 pub fn recover(state: &AppState) -> anyhow::Result<Recovery> {
     sweep_tmp(&state.store)?;
     let mut recovery = Recovery::default();
-    let mut tasks = state.meta.list_tasks()?;
-    tasks.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-    for task in tasks {
+    // Only unfinished tasks (an index, oldest first), never every task.
+    for id in state.meta.unfinished_tasks()? {
+        let Some(task) = state.meta.get_task(&id)? else {
+            continue;
+        };
         match task.status {
             TaskStatus::Processing => recovery.interrupted.push(task.id),
             TaskStatus::Pending => recovery.pending.push(task.id),
             TaskStatus::Success | TaskStatus::Failure => {}
         }
     }
-    let images = state.meta.list_images()?;
-    let files = state.store.list_ids()?;
-    for image in &images {
-        if !files.contains(&image.id) {
-            recovery.dataless.push(image.id.clone());
+    // One image record at a time; only ids are kept.
+    let files: HashSet<String> = state.store.list_ids()?.into_iter().collect();
+    let mut recorded = HashSet::new();
+    state.meta.scan_images(None, &mut |image| {
+        if files.contains(&image.id) {
+            recorded.insert(image.id);
+        } else {
+            recovery.dataless.push(image.id);
         }
-    }
-    for id in files {
-        if !images.iter().any(|i| i.id == id) {
-            tracing::warn!(image_id = %id, "removing image data without a record");
-            state.store.delete(&id)?;
-        }
+        Ok(())
+    })?;
+    for id in files.difference(&recorded) {
+        tracing::warn!(image_id = %id, "removing image data without a record");
+        state.store.delete(id)?;
     }
     finish_recovery(state, &mut recovery)?;
     Ok(recovery)
@@ -269,22 +274,97 @@ async fn sweep_expired(state: AppState) {
     let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
-        let swept = imports::meta(&state, |m| {
-            let now = imports::now();
-            let mut n = 0usize;
-            for task in m.list_tasks()? {
-                if task.expires_at.is_some_and(|at| at <= now) {
-                    m.delete_task(&task.id)?;
-                    n = n.saturating_add(1);
-                }
-            }
-            Ok(n)
-        })
-        .await;
+        let swept = imports::meta(&state, |m| sweep_expired_once(m, imports::now())).await;
         match swept {
             Ok(0) => {}
             Ok(n) => tracing::info!(tasks = n, "deleted expired tasks"),
             Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
         }
+    }
+}
+
+/// Expired task ids read per batch: bounds the sweeper's memory (36-byte ids) whatever the
+/// number of tasks expiring at once, while reading the expiry index in few passes.
+const SWEEP_BATCH: usize = 1000;
+
+/// Deletes every task whose `expires_at` is at or before `now`, reading only the expiry
+/// index, [`SWEEP_BATCH`] ids at a time; returns how many were deleted.
+///
+/// # Errors
+/// The first metadata error (the tasks deleted before it stay deleted).
+pub fn sweep_expired_once(meta: &dyn MetaStore, now: Timestamp) -> Result<usize, MetaError> {
+    let mut deleted = 0usize;
+    loop {
+        let due = meta.expired_tasks(now, SWEEP_BATCH)?;
+        for id in &due {
+            meta.delete_task(id)?;
+            deleted = deleted.saturating_add(1);
+        }
+        if due.len() < SWEEP_BATCH {
+            return Ok(deleted);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::memory::MemoryMeta;
+    use crate::meta::rocks::RocksMeta;
+    use crate::meta::{sample_task, TaskRecord};
+
+    fn task(n: u32, status: TaskStatus, expires_at: Option<Timestamp>) -> TaskRecord {
+        let mut task = sample_task(&format!("00000000-0000-4000-8000-{n:012}"));
+        task.status = status;
+        task.expires_at = expires_at;
+        task
+    }
+
+    #[test]
+    fn test_sweep_expired_once_deletes_due_tasks_in_batches() {
+        let meta = MemoryMeta::new();
+        let due = u32::try_from(SWEEP_BATCH).unwrap() * 2 + 5;
+        for n in 0..due {
+            meta.put_task(&task(n, TaskStatus::Failure, Some(100 + i64::from(n % 7))))
+                .unwrap();
+        }
+        meta.put_task(&task(9_000, TaskStatus::Success, Some(107)))
+            .unwrap();
+        meta.put_task(&task(9_001, TaskStatus::Pending, None))
+            .unwrap();
+        assert!(matches!(sweep_expired_once(&meta, 106), Ok(n) if n == due as usize));
+        let left: Vec<String> = meta
+            .list_tasks()
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(
+            left,
+            [
+                "00000000-0000-4000-8000-000000009000",
+                "00000000-0000-4000-8000-000000009001"
+            ]
+        );
+        assert!(matches!(sweep_expired_once(&meta, 107), Ok(1)));
+        assert!(matches!(sweep_expired_once(&meta, 107), Ok(0)));
+    }
+
+    /// The sweeper reads only expired tasks: another task whose record cannot be decoded
+    /// (today's full scan stopped at it, so nothing ever expired again) is not read.
+    #[test]
+    fn test_sweep_expired_once_skips_unexpired_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = RocksMeta::open(dir.path()).unwrap();
+        meta.put_task(&task(1, TaskStatus::Failure, Some(100)))
+            .unwrap();
+        let broken = task(2, TaskStatus::Failure, Some(500));
+        meta.put_task(&broken).unwrap();
+        meta.corrupt_for_tests(&broken.id);
+        assert!(matches!(sweep_expired_once(&meta, 200), Ok(1)));
+        assert!(matches!(
+            meta.get_task(&task(1, TaskStatus::Failure, None).id),
+            Ok(None)
+        ));
     }
 }

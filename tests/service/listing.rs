@@ -2,6 +2,7 @@
 //! filters, on a server holding a few finished imports.
 
 use std::collections::BTreeSet;
+use std::thread;
 
 use serde_json::Value;
 
@@ -262,4 +263,81 @@ fn test_image_list_sort_by_name_orders_both_syntaxes() {
         ["charlie", "bravo", "alpha"]
     );
     assert_eq!(order("sort=name:desc&limit=2"), ["charlie", "bravo"]);
+}
+
+/// Tasks of one project written straight into a stopped server's RocksDB (seeding 1,000 tasks
+/// through the API would take minutes), each with `property_bytes` of image properties.
+fn seed_tasks(server: &mut Server, project: &str, count: u32, property_bytes: usize) {
+    use sluice_server::meta::rocks::RocksMeta;
+    use sluice_server::meta::{MetaStore, TaskStatus};
+
+    server.kill9();
+    let meta = RocksMeta::open(&server.data_dir.join("meta")).expect("opening the meta store");
+    let value = "v".repeat(500);
+    let properties: serde_json::Map<String, Value> = (0..property_bytes / 512)
+        .map(|n| (format!("p{n:03}"), Value::String(value.clone())))
+        .collect();
+    for n in 0..count {
+        let mut task =
+            sluice_server::meta::sample_task(&format!("00000000-0000-4000-8000-{n:012}"));
+        task.owner = project.to_owned();
+        task.status = TaskStatus::Failure;
+        task.created_at = 1_700_000_000 + i64::from(n);
+        task.expires_at = Some(4_000_000_000);
+        task.input["image_properties"] = Value::Object(properties.clone());
+        meta.put_task(&task).expect("seeding a task");
+    }
+    drop(meta);
+    server.restart();
+}
+
+/// The peak resident set of a process (`VmHWM`), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kib * 1024
+}
+
+/// Issue #9, "listing is a full scan": with 1,000 tasks of 60 KB each in one project, 8
+/// concurrent lists (by another project, and by the owner) keep the server's peak RSS under
+/// 128 MiB, and each answers the right page.
+#[test]
+fn test_task_list_of_big_store_memory_bounded_by_page() {
+    let mut server = Server::start(&[]);
+    seed_tasks(&mut server, "p-big", 1000, 60 << 10);
+    let other = super::harness::member("p-other");
+    let owner = super::harness::member("p-big");
+    thread::scope(|s| {
+        let lists: Vec<_> = (0..8)
+            .map(|n| {
+                let (server, other, owner) = (&server, &other, &owner);
+                s.spawn(move || {
+                    if n % 2 == 0 {
+                        let resp = server.req("GET", "/v2/tasks?limit=1", other, None);
+                        assert_eq!(resp.status, 200, "{}", resp.text());
+                        assert_eq!(ids(&resp.json(), "tasks"), Vec::<String>::new());
+                    } else {
+                        let resp = server.req("GET", "/v2/tasks?limit=25", owner, None);
+                        assert_eq!(resp.status, 200, "{}", resp.text());
+                        let page = ids(&resp.json(), "tasks");
+                        assert_eq!(page.len(), 25);
+                        assert_eq!(page[0], "00000000-0000-4000-8000-000000000999");
+                    }
+                })
+            })
+            .collect();
+        for list in lists {
+            list.join().expect("list thread");
+        }
+    });
+    let peak = peak_rss(server.pid().expect("running"));
+    assert!(
+        peak < 128 << 20,
+        "peak RSS {} MiB during 8 lists",
+        peak >> 20
+    );
 }

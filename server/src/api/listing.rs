@@ -1,26 +1,17 @@
-//! What task and image lists share: `limit`, sort directions, keyset pagination after a
-//! marker, and the `first`/`next` links.
-
-use std::cmp::Ordering;
+//! What task and image lists share: `limit`, sort directions, filter values, and the
+//! `first`/`next` links. The pages themselves come from the store's indexes
+//! ([`crate::meta::query`]).
 
 use crate::api::endpoint::Query;
 use crate::api::error::ApiError;
 use crate::api::format_time;
+pub use crate::meta::SortDir;
 
 /// Page size when the client gives no `limit` (Glance's `limit_param_default`).
 pub const DEFAULT_LIMIT: usize = 25;
 
 /// Largest page served whatever `limit` says (Glance's `api_limit_max`).
 pub const MAX_LIMIT: usize = 1000;
-
-/// A sort direction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SortDir {
-    /// Ascending.
-    Asc,
-    /// Descending (the default).
-    Desc,
-}
 
 impl SortDir {
     /// `asc` or `desc`.
@@ -36,17 +27,9 @@ impl SortDir {
             ))),
         }
     }
-
-    /// Applies the direction to an ascending comparison.
-    pub fn apply(self, ordering: Ordering) -> Ordering {
-        match self {
-            SortDir::Asc => ordering,
-            SortDir::Desc => ordering.reverse(),
-        }
-    }
 }
 
-/// One column value to sort by. Nulls sort first when ascending, as in SQLite and MySQL.
+/// One column value, as filters compare it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SortValue<'a> {
     /// Null.
@@ -91,23 +74,6 @@ pub fn params<'q>(query: &'q Query, name: &'q str) -> impl Iterator<Item = &'q s
         .iter()
         .filter(move |(k, _)| k == name)
         .map(|(_, v)| v.as_str())
-}
-
-/// Sorts `items` with `cmp`, then returns the page of at most `limit` items strictly after
-/// `marker` (an item comparing equal is the marker itself; `cmp` must be a total order, which
-/// the `id` tiebreaker guarantees).
-pub fn paginate<T>(
-    mut items: Vec<T>,
-    marker: Option<&T>,
-    limit: usize,
-    cmp: impl Fn(&T, &T) -> Ordering,
-) -> Vec<T> {
-    if let Some(m) = marker {
-        items.retain(|item| cmp(item, m) == Ordering::Greater);
-    }
-    items.sort_by(&cmp);
-    items.truncate(limit);
-    items
 }
 
 /// The `first` and `next` links of a list: `first` repeats the request's parameters without
@@ -222,12 +188,5 @@ mod tests {
         let (first, next) = links("/v2/tasks", &Vec::new(), 1, 25, Some("x"));
         assert_eq!(first, "/v2/tasks");
         assert!(next.is_none());
-    }
-
-    #[test]
-    fn test_paginate_after_marker() {
-        let items = vec![5, 1, 4, 2, 3];
-        let page = paginate(items, Some(&2), 2, |a, b| a.cmp(b));
-        assert_eq!(page, vec![3, 4]);
     }
 }

@@ -10,7 +10,6 @@
 //! it should have refused). Missing `import_from_format` or `image_properties` are not
 //! create-time errors: the task fails asynchronously, as in Glance.
 
-use std::cmp::Ordering;
 use std::time::Duration;
 
 use http::header::LOCATION;
@@ -22,16 +21,16 @@ use sluice_pipeline::SourceError;
 
 use crate::api::auth::RequestContext;
 use crate::api::body::{json_response, parse_json, read_body, ApiBody};
-use crate::api::endpoint::Query;
 use crate::api::error::ApiError;
-use crate::api::listing::{
-    column_equals, is_uuid, page_json, paginate, param, parse_limit, SortDir, SortValue,
-};
 use crate::api::policy::{self, Action, Target};
 use crate::api::{format_primitive_time, format_time, now, ok_json, Api};
 use crate::executor::TaskProgress;
-use crate::meta::{TaskRecord, TaskStatus, Timestamp};
+use crate::meta::{TaskRecord, TaskStatus, TaskSummary, Timestamp};
 use crate::properties::{ImageProperties, PropertyLimits};
+
+mod list;
+
+pub use list::list;
 
 /// Task types in Glance's schema enum.
 const GLANCE_TASK_TYPES: [&str; 3] = ["import", "api_image_import", "location_import"];
@@ -57,20 +56,6 @@ const TASK_SCHEMA_KEYS: [&str; 15] = [
     "updated_at",
     "self",
     "schema",
-];
-
-/// Columns a task list may be sorted or filtered by.
-const TASK_COLUMNS: [&str; 10] = [
-    "id",
-    "type",
-    "status",
-    "owner",
-    "created_at",
-    "updated_at",
-    "expires_at",
-    "user_id",
-    "request_id",
-    "message",
 ];
 
 /// How long resolving an `import_from` host name may take at create time.
@@ -315,7 +300,7 @@ pub fn show(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiBod
 /// The full task (POST response and `GET /v2/tasks/{id}`): Glance's keys, plus `progress`
 /// while processing and `reason` on failure.
 pub fn task_json(task: &TaskRecord, progress: Option<TaskProgress>) -> Value {
-    let mut obj = task_stub(task);
+    let mut obj = task_stub(&TaskSummary::from(task));
     obj.insert("input".into(), task.input.clone());
     obj.insert("result".into(), task.result.clone().unwrap_or(Value::Null));
     obj.insert("message".into(), Value::String(task.message.clone()));
@@ -391,7 +376,7 @@ pub fn unexpired(task: &TaskRecord, now: Timestamp) -> bool {
 }
 
 /// The list entry: id, type, status, owner, timestamps, self, schema (Glance's stub).
-fn task_stub(task: &TaskRecord) -> Map<String, Value> {
+fn task_stub(task: &TaskSummary) -> Map<String, Value> {
     let mut obj = Map::new();
     obj.insert("id".into(), Value::String(task.id.clone()));
     obj.insert("type".into(), Value::String(task.task_type.clone()));
@@ -414,157 +399,6 @@ fn task_stub(task: &TaskRecord) -> Map<String, Value> {
     );
     obj.insert("schema".into(), Value::String("/v2/schemas/task".into()));
     obj
-}
-
-/// A parsed `GET /v2/tasks` request.
-#[derive(Debug)]
-struct TaskListRequest {
-    sort_key: String,
-    sort_dir: SortDir,
-    filters: Vec<(String, String)>,
-    marker: Option<String>,
-    limit: usize,
-}
-
-impl TaskListRequest {
-    /// Glance's deserializer order: sort direction, filters, marker format, limit.
-    fn parse(query: &Query) -> Result<Self, ApiError> {
-        let sort_dir = SortDir::parse(param(query, "sort_dir").unwrap_or("desc"))?;
-        let mut filters = Vec::new();
-        for (key, value) in query {
-            match key.as_str() {
-                "limit" | "marker" | "sort_key" | "sort_dir" => {}
-                "status" => {
-                    if !["pending", "processing", "success", "failure"].contains(&value.as_str()) {
-                        return Err(ApiError::BadRequest(format!(
-                            "Invalid status value: {value}"
-                        )));
-                    }
-                    filters.push((key.clone(), value.clone()));
-                }
-                "type" => {
-                    if value != IMPORT {
-                        return Err(ApiError::BadRequest(format!("Invalid type value: {value}")));
-                    }
-                    filters.push((key.clone(), value.clone()));
-                }
-                // Other task columns filter by equality; unknown keys are ignored (Glance).
-                column if TASK_COLUMNS.contains(&column) => {
-                    filters.push((key.clone(), value.clone()));
-                }
-                _ => {}
-            }
-        }
-        let marker = match param(query, "marker") {
-            Some(m) if !is_uuid(m) => {
-                return Err(ApiError::BadRequest("Invalid marker format".into()))
-            }
-            other => other.map(str::to_owned),
-        };
-        let limit = parse_limit(param(query, "limit"))?;
-        let sort_key = param(query, "sort_key").unwrap_or("created_at").to_owned();
-        if !TASK_COLUMNS.contains(&sort_key.as_str()) {
-            return Err(ApiError::BadRequest(
-                "Sort key supplied was not valid.".into(),
-            ));
-        }
-        Ok(TaskListRequest {
-            sort_key,
-            sort_dir,
-            filters,
-            marker,
-            limit,
-        })
-    }
-}
-
-/// `GET /v2/tasks`: filters, sort (`[sort_key, created_at, id]`, one direction), keyset
-/// paging after `marker`. Non-admins see only their project's tasks. Expired tasks are
-/// hidden (the sweeper removes them).
-pub async fn list(
-    api: &Api,
-    ctx: &RequestContext,
-    query: Query,
-) -> Result<Response<ApiBody>, ApiError> {
-    let req = TaskListRequest::parse(&query)?;
-    let limit = req.limit;
-    let meta = api.state.meta.clone();
-    let ctx = ctx.clone();
-    let page = tokio::task::spawn_blocking(move || -> Result<Vec<TaskRecord>, ApiError> {
-        let tasks = meta.list_tasks()?;
-        let marker = match &req.marker {
-            Some(id) => {
-                let task = tasks.iter().find(|t| &t.id == id).cloned().ok_or_else(|| {
-                    ApiError::BadRequest(format!("Invalid marker. Task {id} could not be found."))
-                })?;
-                if !visible(&ctx, &task) {
-                    return Err(ApiError::TaskForbidden(id.clone()));
-                }
-                Some(task)
-            }
-            None => None,
-        };
-        let current = now();
-        let visible: Vec<TaskRecord> = tasks
-            .into_iter()
-            .filter(|t| visible(&ctx, t))
-            .filter(|t| unexpired(t, current))
-            .filter(|t| {
-                req.filters
-                    .iter()
-                    .all(|(k, v)| column_equals(task_column(t, k), v))
-            })
-            .collect();
-        let keys = sort_keys(&req.sort_key);
-        let cmp = |a: &TaskRecord, b: &TaskRecord| -> Ordering {
-            keys.iter()
-                .map(|k| {
-                    req.sort_dir
-                        .apply(task_column(a, k).cmp(&task_column(b, k)))
-                })
-                .find(|o| o.is_ne())
-                .unwrap_or(Ordering::Equal)
-        };
-        Ok(paginate(visible, marker.as_ref(), req.limit, cmp))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("task list worker: {e}")))??;
-
-    let items = page.iter().map(|t| Value::Object(task_stub(t))).collect();
-    let last_id = page.last().map(|t| t.id.as_str());
-    Ok(ok_json(&page_json("tasks", items, &query, limit, last_id)))
-}
-
-/// `[key, created_at, id]` without repeats.
-fn sort_keys(key: &str) -> Vec<&str> {
-    let mut keys = vec![key];
-    for k in ["created_at", "id"] {
-        if !keys.contains(&k) {
-            keys.push(k);
-        }
-    }
-    keys
-}
-
-/// A task column's value for sorting and filtering. Timestamps compare as numbers; as
-/// filters they compare against the rendered time.
-fn task_column<'t>(task: &'t TaskRecord, column: &str) -> SortValue<'t> {
-    let opt = |v: Option<&'t String>| v.map_or(SortValue::Null, |s| SortValue::Str(s.as_str()));
-    match column {
-        "id" => SortValue::Str(&task.id),
-        "type" => SortValue::Str(&task.task_type),
-        "status" => SortValue::Str(task.status.as_str()),
-        "owner" => SortValue::Str(&task.owner),
-        "created_at" => SortValue::Int(i128::from(task.created_at)),
-        "updated_at" => SortValue::Int(i128::from(task.updated_at)),
-        "expires_at" => task
-            .expires_at
-            .map_or(SortValue::Null, |e| SortValue::Int(i128::from(e))),
-        "user_id" => opt(task.user_id.as_ref()),
-        "request_id" => opt(task.request_id.as_ref()),
-        "message" => SortValue::Str(&task.message),
-        _ => SortValue::Null,
-    }
 }
 
 /// Python's `repr` of a JSON value, for Glance's schema error texts.

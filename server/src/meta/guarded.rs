@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use sluice_pipeline::store::space::DiskSpace;
 
 use super::rocks::RocksMeta;
-use super::{ImageRecord, MetaError, MetaStore, TaskRecord};
+use super::{
+    ImageQuery, ImageRecord, MetaError, MetaStore, TaskQuery, TaskRecord, TaskSummary, Timestamp,
+};
 
 /// Least time between two attempts to open the database read-write again: an attempt on a
 /// volume that is still too full costs a failed flush and an empty rotated info log.
@@ -223,6 +225,30 @@ impl MetaStore for GuardedMeta {
 
     fn delete_image(&self, id: &str) -> Result<(), MetaError> {
         self.guarded(|r| r.delete_image(id))
+    }
+
+    fn list_task_page(&self, query: &TaskQuery<'_>) -> Result<Vec<TaskSummary>, MetaError> {
+        self.read().rocks.list_task_page(query)
+    }
+
+    fn list_image_page(&self, query: &ImageQuery<'_>) -> Result<Vec<ImageRecord>, MetaError> {
+        self.read().rocks.list_image_page(query)
+    }
+
+    fn expired_tasks(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
+        self.read().rocks.expired_tasks(now, max)
+    }
+
+    fn unfinished_tasks(&self) -> Result<Vec<String>, MetaError> {
+        self.read().rocks.unfinished_tasks()
+    }
+
+    fn scan_images(
+        &self,
+        owner: Option<&str>,
+        visit: &mut dyn FnMut(ImageRecord) -> Result<(), MetaError>,
+    ) -> Result<(), MetaError> {
+        self.read().rocks.scan_images(owner, visit)
     }
 }
 

@@ -1,16 +1,52 @@
-//! An in-memory [`MetaStore`] for tests: two maps behind mutexes, nothing persisted.
+//! An in-memory [`MetaStore`] for tests: records and index entries in ordered maps behind one
+//! mutex, nothing persisted.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
-use super::{ImageRecord, MetaError, MetaStore, TaskRecord};
+use super::index::{self, IndexEntry};
+use super::query::{self, Entries, Entry, IndexSource};
+use super::{
+    ImageQuery, ImageRecord, MetaError, MetaStore, SortDir, TaskQuery, TaskRecord, TaskSummary,
+    Timestamp,
+};
 
-/// Tasks and images in two ordered maps keyed by id. [`MetaStore::commit_import`] holds both
-/// locks (always tasks first, then images) so readers never see half of it.
+/// Tasks and images keyed by id, and the secondary index entries keyed as in RocksDB
+/// ([`super::keys`]), all behind one lock so every write (a record with its index entries,
+/// or [`MetaStore::commit_import`]'s two records) is seen whole or not at all.
 #[derive(Debug, Default)]
 pub struct MemoryMeta {
-    tasks: Mutex<BTreeMap<String, TaskRecord>>,
-    images: Mutex<BTreeMap<String, ImageRecord>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    tasks: BTreeMap<String, TaskRecord>,
+    images: BTreeMap<String, ImageRecord>,
+    index: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Inner {
+    fn reindex(&mut self, stale: Vec<Vec<u8>>, fresh: Vec<IndexEntry>) {
+        for key in stale {
+            self.index.remove(&key);
+        }
+        self.index.extend(fresh);
+    }
+
+    fn put_task(&mut self, task: &TaskRecord) -> Result<(), MetaError> {
+        let (stale, fresh) = index::task_change(self.tasks.get(&task.id), Some(task))?;
+        self.reindex(stale, fresh);
+        self.tasks.insert(task.id.clone(), task.clone());
+        Ok(())
+    }
+
+    fn put_image(&mut self, image: &ImageRecord) {
+        let (stale, fresh) = index::image_change(self.images.get(&image.id), Some(image));
+        self.reindex(stale, fresh);
+        self.images.insert(image.id.clone(), image.clone());
+    }
 }
 
 impl MemoryMeta {
@@ -19,62 +55,146 @@ impl MemoryMeta {
         Self::default()
     }
 
-    fn tasks(&self) -> Result<MutexGuard<'_, BTreeMap<String, TaskRecord>>, MetaError> {
-        self.tasks
+    fn inner(&self) -> Result<MutexGuard<'_, Inner>, MetaError> {
+        self.inner
             .lock()
-            .map_err(|_| MetaError::Backend("memory task map poisoned by a panic".to_owned()))
+            .map_err(|_| MetaError::Backend("memory store poisoned by a panic".to_owned()))
+    }
+}
+
+impl IndexSource for MemoryMeta {
+    fn entries(&self, start: Vec<u8>, end: Vec<u8>, dir: SortDir) -> Entries<'_> {
+        Box::new(MemoryEntries {
+            meta: self,
+            start,
+            end,
+            dir,
+            last: None,
+        })
     }
 
-    fn images(&self) -> Result<MutexGuard<'_, BTreeMap<String, ImageRecord>>, MetaError> {
-        self.images
-            .lock()
-            .map_err(|_| MetaError::Backend("memory image map poisoned by a panic".to_owned()))
+    fn image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError> {
+        self.get_image(id)
+    }
+}
+
+/// Index entries of `[start, end)` one at a time, taking the lock for each step only (so a
+/// caller may write between steps, as with a RocksDB iterator), from after the last key read.
+struct MemoryEntries<'m> {
+    meta: &'m MemoryMeta,
+    start: Vec<u8>,
+    end: Vec<u8>,
+    dir: SortDir,
+    last: Option<Vec<u8>>,
+}
+
+impl Iterator for MemoryEntries<'_> {
+    type Item = Result<Entry, MetaError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let inner = match self.meta.inner() {
+            Ok(inner) => inner,
+            Err(e) => return Some(Err(e)),
+        };
+        let (low, high) = match (self.dir, self.last.as_ref()) {
+            (SortDir::Asc, Some(last)) => (Bound::Excluded(last), Bound::Excluded(&self.end)),
+            (SortDir::Desc, Some(last)) => (Bound::Included(&self.start), Bound::Excluded(last)),
+            (_, None) => (Bound::Included(&self.start), Bound::Excluded(&self.end)),
+        };
+        // BTreeMap::range panics on an empty or inverted range.
+        let empty = match (low, high) {
+            (Bound::Included(l), Bound::Excluded(h)) | (Bound::Excluded(l), Bound::Excluded(h)) => {
+                l >= h
+            }
+            _ => false,
+        };
+        if empty {
+            return None;
+        }
+        let mut range = inner.index.range::<Vec<u8>, _>((low, high));
+        let (key, value) = match self.dir {
+            SortDir::Asc => range.next()?,
+            SortDir::Desc => range.next_back()?,
+        };
+        let entry: Entry = (key.clone().into(), value.clone().into());
+        self.last = Some(key.clone());
+        Some(Ok(entry))
     }
 }
 
 impl MetaStore for MemoryMeta {
     fn put_task(&self, task: &TaskRecord) -> Result<(), MetaError> {
-        self.tasks()?.insert(task.id.clone(), task.clone());
-        Ok(())
+        self.inner()?.put_task(task)
     }
 
     fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, MetaError> {
-        Ok(self.tasks()?.get(id).cloned())
+        Ok(self.inner()?.tasks.get(id).cloned())
     }
 
     fn list_tasks(&self) -> Result<Vec<TaskRecord>, MetaError> {
-        Ok(self.tasks()?.values().cloned().collect())
+        Ok(self.inner()?.tasks.values().cloned().collect())
     }
 
     fn delete_task(&self, id: &str) -> Result<(), MetaError> {
-        self.tasks()?.remove(id);
+        let mut inner = self.inner()?;
+        if let Some(old) = inner.tasks.remove(id) {
+            let (stale, fresh) = index::task_change(Some(&old), None)?;
+            inner.reindex(stale, fresh);
+        }
         Ok(())
     }
 
     fn commit_import(&self, task: &TaskRecord, image: &ImageRecord) -> Result<(), MetaError> {
-        let mut tasks = self.tasks()?;
-        let mut images = self.images()?;
-        tasks.insert(task.id.clone(), task.clone());
-        images.insert(image.id.clone(), image.clone());
+        let mut inner = self.inner()?;
+        inner.put_task(task)?;
+        inner.put_image(image);
         Ok(())
     }
 
     fn put_image(&self, image: &ImageRecord) -> Result<(), MetaError> {
-        self.images()?.insert(image.id.clone(), image.clone());
+        self.inner()?.put_image(image);
         Ok(())
     }
 
     fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError> {
-        Ok(self.images()?.get(id).cloned())
+        Ok(self.inner()?.images.get(id).cloned())
     }
 
     fn list_images(&self) -> Result<Vec<ImageRecord>, MetaError> {
-        Ok(self.images()?.values().cloned().collect())
+        Ok(self.inner()?.images.values().cloned().collect())
     }
 
     fn delete_image(&self, id: &str) -> Result<(), MetaError> {
-        self.images()?.remove(id);
+        let mut inner = self.inner()?;
+        if let Some(old) = inner.images.remove(id) {
+            let (stale, fresh) = index::image_change(Some(&old), None);
+            inner.reindex(stale, fresh);
+        }
         Ok(())
+    }
+
+    fn list_task_page(&self, query: &TaskQuery<'_>) -> Result<Vec<TaskSummary>, MetaError> {
+        query::task_page(self, query)
+    }
+
+    fn list_image_page(&self, query: &ImageQuery<'_>) -> Result<Vec<ImageRecord>, MetaError> {
+        query::image_page(self, query)
+    }
+
+    fn expired_tasks(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
+        query::expired_tasks(self, now, max)
+    }
+
+    fn unfinished_tasks(&self) -> Result<Vec<String>, MetaError> {
+        query::unfinished_tasks(self)
+    }
+
+    fn scan_images(
+        &self,
+        owner: Option<&str>,
+        visit: &mut dyn FnMut(ImageRecord) -> Result<(), MetaError>,
+    ) -> Result<(), MetaError> {
+        query::scan_images(self, owner, visit)
     }
 }
 

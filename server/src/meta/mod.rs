@@ -10,10 +10,15 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub mod codec;
+mod conformance;
 pub mod guarded;
+pub mod index;
 pub mod keys;
 pub mod memory;
+pub mod query;
 pub mod rocks;
+
+pub use query::{ImageColumn, ImageQuery, ImageRange, SortDir, TaskColumn, TaskQuery, TaskSummary};
 
 /// Seconds since the Unix epoch (UTC). Rendered as `YYYY-MM-DDTHH:MM:SSZ` by the API.
 pub type Timestamp = i64;
@@ -190,17 +195,33 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     fn list_images(&self) -> Result<Vec<ImageRecord>, MetaError>;
     /// Removes an image record.
     fn delete_image(&self, id: &str) -> Result<(), MetaError>;
-    /// What the images owned by `owner` hold. The default scans [`MetaStore::list_images`];
-    /// stores with an index by owner answer from it.
+
+    /// One page of tasks, from the indexes ([`query`] says what it costs).
+    fn list_task_page(&self, query: &TaskQuery<'_>) -> Result<Vec<TaskSummary>, MetaError>;
+    /// One page of images, from the indexes ([`query`] says what it costs).
+    fn list_image_page(&self, query: &ImageQuery<'_>) -> Result<Vec<ImageRecord>, MetaError>;
+    /// The ids of tasks whose `expires_at` is at or before `now`, soonest first, at most
+    /// `max` (reads only those entries of the expiry index).
+    fn expired_tasks(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError>;
+    /// The ids of `pending` and `processing` tasks, oldest first (start-up recovery).
+    fn unfinished_tasks(&self) -> Result<Vec<String>, MetaError>;
+    /// Calls `visit` with every image of `owner` (a range of the owner index), or with every
+    /// image when `owner` is `None`, by creation; stops at `visit`'s first error.
+    fn scan_images(
+        &self,
+        owner: Option<&str>,
+        visit: &mut dyn FnMut(ImageRecord) -> Result<(), MetaError>,
+    ) -> Result<(), MetaError>;
+    /// What the images owned by `owner` hold: a range of the owner index
+    /// ([`MetaStore::scan_images`]).
     fn project_usage(&self, owner: &str) -> Result<ProjectUsage, MetaError> {
-        Ok(self
-            .list_images()?
-            .iter()
-            .filter(|i| i.owner == owner)
-            .fold(ProjectUsage::default(), |u, i| ProjectUsage {
-                images: u.images.saturating_add(1),
-                image_bytes: u.image_bytes.saturating_add(i.size),
-            }))
+        let mut usage = ProjectUsage::default();
+        self.scan_images(Some(owner), &mut |image| {
+            usage.images = usage.images.saturating_add(1);
+            usage.image_bytes = usage.image_bytes.saturating_add(image.size);
+            Ok(())
+        })?;
+        Ok(usage)
     }
 }
 
@@ -211,7 +232,9 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
 /// get returns the record unchanged; a put with an existing id replaces it; lists are ordered
 /// by id whatever the insertion order; delete removes exactly one record. Plus: tasks and
 /// images with the same id are independent, and [`MetaStore::commit_import`] writes (or
-/// replaces) both its task and its image.
+/// replaces) both its task and its image. Then the list queries (`conformance.rs`): pages
+/// against a reference sort for every scope, sort, direction, marker and limit, also after
+/// replacements that change indexed fields and after deletions.
 ///
 /// # Panics
 /// When the store misbehaves (this is a test suite).
@@ -334,6 +357,15 @@ pub fn conformance_suite(store: &dyn MetaStore) {
     );
     assert_eq!(store.list_tasks().expect("list after commit").len(), 3);
     assert_eq!(store.list_images().expect("list after commit").len(), 4);
+
+    // The list queries, on the store emptied again.
+    for task in store.list_tasks().expect("tasks to clear") {
+        store.delete_task(&task.id).expect("clear task");
+    }
+    for image in store.list_images().expect("images to clear") {
+        store.delete_image(&image.id).expect("clear image");
+    }
+    conformance::lists(store);
 }
 
 /// A plausible pending import task with id `id` (for tests and [`conformance_suite`]).

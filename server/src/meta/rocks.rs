@@ -6,6 +6,12 @@
 //! WAL is fsynced before the call returns and a crash after `Ok` never loses it. Metadata
 //! writes are a handful per import, so the fsync per write costs nothing that matters.
 //!
+//! Indexes: a write reads the record it replaces and, in the same batch, deletes that
+//! record's index entries and puts the new ones ([`super::index`]). Writers of one id are
+//! serialised by a striped lock so two racing writes cannot both miss each other's entries.
+//! Queries run on a snapshot. A store without [`keys::SCHEMA_KEY`] (written before the
+//! indexes existed) or with an older layout has its indexes rebuilt on open.
+//!
 //! # A full disk
 //! Debian's librocksdb 7.8 keeps its assertions. Measured on a full 64 MiB volume: the data
 //! files (WAL, SST, MANIFEST) report `ENOSPC` as an error, but the *info log* (`LOG`) is
@@ -20,15 +26,23 @@
 //! these facts: it refuses writes before RocksDB meets `ENOSPC`, opens read-only when the
 //! volume is full, and opens again read-write once there is room.
 
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use rocksdb::{
-    Direction, IteratorMode, LogLevel, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+    Direction, IteratorMode, LogLevel, Options, ReadOptions, SnapshotWithThreadMode, WriteBatch,
+    WriteOptions, DB,
 };
 
 use super::codec::{self, Record};
-use super::keys::Table;
-use super::{ImageRecord, MetaError, MetaStore, TaskRecord};
+use super::index::{self, IndexEntry};
+use super::keys::{self, Table, INDEX_PREFIX, INDEX_VERSION, SCHEMA_KEY};
+use super::query::{self, Entries, IndexSource};
+use super::{
+    ImageQuery, ImageRecord, MetaError, MetaStore, SortDir, TaskQuery, TaskRecord, TaskSummary,
+    Timestamp,
+};
 
 /// File descriptors RocksDB may keep open. A metadata DB holds few SST files; bounding this
 /// keeps the service's descriptor budget for sockets and image files (RocksDB's default, -1,
@@ -48,12 +62,19 @@ const MAX_TOTAL_WAL_SIZE: u64 = 64 << 20;
 const MANIFEST_PREALLOCATION: usize = 64 << 10;
 /// The text of `ENOSPC` in RocksDB's I/O error messages (`strerror`).
 const ENOSPC_TEXT: &str = "No space left on device";
+/// Locks serialising writers of the same id (by hash). Writes take microseconds plus an
+/// fsync; 64 stripes make two concurrent writes of different ids rarely wait for each other.
+const WRITE_LOCK_STRIPES: usize = 64;
+/// Records per batch while rebuilding indexes on open: bounds the batch's memory (~1,000
+/// summaries) without paying an fsync per record.
+const REBUILD_BATCH: usize = 1000;
 
 /// Metadata in a RocksDB database.
 #[derive(Debug)]
 pub struct RocksMeta {
     db: DB,
     path: PathBuf,
+    locks: Vec<Mutex<()>>,
 }
 
 impl RocksMeta {
@@ -68,10 +89,17 @@ impl RocksMeta {
         options.create_if_missing(true);
         let db = DB::open(&options, dir)
             .map_err(|e| rocks_error(&format!("opening RocksDB in {}", dir.display()), e))?;
-        Ok(Self {
+        let store = Self::with_db(db, dir);
+        store.ensure_indexes()?;
+        Ok(store)
+    }
+
+    fn with_db(db: DB, dir: &Path) -> Self {
+        Self {
             db,
             path: dir.to_path_buf(),
-        })
+            locks: (0..WRITE_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+        }
     }
 
     /// Opens the existing database in `dir` for reading only: RocksDB writes nothing (not
@@ -87,10 +115,16 @@ impl RocksMeta {
                 e,
             )
         })?;
-        Ok(Self {
-            db,
-            path: dir.to_path_buf(),
-        })
+        let store = Self::with_db(db, dir);
+        // Rebuilding indexes writes; a read-only store serves what its indexes hold until
+        // the volume has room and it is opened read-write again.
+        if !store.indexes_current()? {
+            tracing::warn!(
+                "metadata indexes are missing or old: lists are incomplete until the data \
+                 volume has room to rebuild them"
+            );
+        }
+        Ok(store)
     }
 
     /// The options of every open (see the module docs, "A full disk", for the log level).
@@ -120,10 +154,27 @@ impl RocksMeta {
             .map_err(|e| rocks_error(&format!("writing {what}"), e))
     }
 
-    fn put<T: Record>(&self, table: Table, record: &T) -> Result<(), MetaError> {
-        let mut batch = WriteBatch::default();
-        batch.put(table.key(record.id()), codec::encode(record)?);
-        self.write(&format!("{} {}", T::WHAT, record.id()), batch)
+    /// Locks the write stripes of `ids` (each once, in stripe order, so two writers never
+    /// wait for each other in a cycle).
+    fn lock(&self, ids: &[&str]) -> Result<Vec<MutexGuard<'_, ()>>, MetaError> {
+        let hasher = BuildHasherDefault::<DefaultHasher>::default();
+        let mut stripes: Vec<usize> = ids
+            .iter()
+            .map(|id| {
+                let hash = usize::try_from(hasher.hash_one(id)).unwrap_or_default();
+                hash % WRITE_LOCK_STRIPES
+            })
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes
+            .into_iter()
+            .filter_map(|n| self.locks.get(n))
+            .map(|lock| {
+                lock.lock()
+                    .map_err(|_| MetaError::Backend("write lock poisoned by a panic".to_owned()))
+            })
+            .collect()
     }
 
     fn get<T: Record>(&self, table: Table, id: &str) -> Result<Option<T>, MetaError> {
@@ -134,22 +185,53 @@ impl RocksMeta {
         value.map(|bytes| codec::decode(id, &bytes)).transpose()
     }
 
-    fn delete<T: Record>(&self, table: Table, id: &str) -> Result<(), MetaError> {
-        let mut batch = WriteBatch::default();
-        batch.delete(table.key(id));
-        self.write(&format!("deletion of {} {id}", T::WHAT), batch)
+    /// Adds to `batch` the change of one record from `old` to `new` (either may be absent):
+    /// the stale index entries out, the record, the fresh entries in.
+    fn change<T: Record>(
+        batch: &mut WriteBatch,
+        table: Table,
+        id: &str,
+        new: Option<&T>,
+        (stale, fresh): (Vec<Vec<u8>>, Vec<IndexEntry>),
+    ) -> Result<(), MetaError> {
+        for key in stale {
+            batch.delete(key);
+        }
+        match new {
+            Some(record) => batch.put(table.key(id), codec::encode(record)?),
+            None => batch.delete(table.key(id)),
+        }
+        for (key, value) in fresh {
+            batch.put(key, value);
+        }
+        Ok(())
     }
 
-    /// Every record of `table` in key (= id) order: an iterator from the table's min key,
-    /// bounded above by its max key, stopping at the first key outside the prefix.
-    fn scan<T: Record>(&self, table: Table) -> Result<Vec<T>, MetaError> {
+    fn task_change(&self, batch: &mut WriteBatch, task: &TaskRecord) -> Result<(), MetaError> {
+        let old: Option<TaskRecord> = self.get(Table::Tasks, &task.id)?;
+        let entries = index::task_change(old.as_ref(), Some(task))?;
+        Self::change(batch, Table::Tasks, &task.id, Some(task), entries)
+    }
+
+    fn image_change(&self, batch: &mut WriteBatch, image: &ImageRecord) -> Result<(), MetaError> {
+        let old: Option<ImageRecord> = self.get(Table::Images, &image.id)?;
+        let entries = index::image_change(old.as_ref(), Some(image));
+        Self::change(batch, Table::Images, &image.id, Some(image), entries)
+    }
+
+    /// Calls `visit` with every record of `table` in key (= id) order: an iterator from the
+    /// table's min key, bounded above by its max key, stopping at the first key outside it.
+    fn for_each<T: Record>(
+        &self,
+        table: Table,
+        mut visit: impl FnMut(T) -> Result<(), MetaError>,
+    ) -> Result<(), MetaError> {
         let min = table.min_key();
         let mut options = ReadOptions::default();
         options.set_iterate_upper_bound(table.max_key());
         let iter = self
             .db
             .iterator_opt(IteratorMode::From(&min, Direction::Forward), options);
-        let mut records = Vec::new();
         for item in iter {
             let (key, value) =
                 item.map_err(|e| MetaError::Backend(format!("scanning {}s: {e}", T::WHAT)))?;
@@ -161,9 +243,129 @@ impl RocksMeta {
                 key: String::from_utf8_lossy(id).into_owned(),
                 detail: "key is not UTF-8".to_owned(),
             })?;
-            records.push(codec::decode(id, &value)?);
+            visit(codec::decode(id, &value)?)?;
         }
+        Ok(())
+    }
+
+    /// Every record of `table` in id order.
+    fn scan<T: Record>(&self, table: Table) -> Result<Vec<T>, MetaError> {
+        let mut records = Vec::new();
+        self.for_each(table, |record| {
+            records.push(record);
+            Ok(())
+        })?;
         Ok(records)
+    }
+
+    /// Whether the index layout on disk is this build's.
+    ///
+    /// # Errors
+    /// [`MetaError::Backend`] when the version cannot be read or is newer than this build's.
+    fn indexes_current(&self) -> Result<bool, MetaError> {
+        let version = self
+            .db
+            .get(SCHEMA_KEY)
+            .map_err(|e| MetaError::Backend(format!("reading the index version: {e}")))?;
+        match version.as_deref() {
+            Some([v]) if *v == INDEX_VERSION => Ok(true),
+            Some([v]) if *v > INDEX_VERSION => Err(MetaError::Backend(format!(
+                "the metadata indexes have layout {v}, newer than this build's \
+                 ({INDEX_VERSION}): use a newer sluice"
+            ))),
+            _ => Ok(false),
+        }
+    }
+
+    /// Builds the indexes from the records unless [`SCHEMA_KEY`] says they are current.
+    ///
+    /// # Errors
+    /// A backend or decoding error, or a layout newer than this build's.
+    fn ensure_indexes(&self) -> Result<(), MetaError> {
+        if self.indexes_current()? {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_range(INDEX_PREFIX, &keys::prefix_end(INDEX_PREFIX));
+        self.write("removal of stale index entries", batch)?;
+        let tasks = self.rebuild(Table::Tasks, index::task_entries)?;
+        let images = self.rebuild(Table::Images, |image| Ok(index::image_entries(image)))?;
+        let mut batch = WriteBatch::default();
+        batch.put(SCHEMA_KEY, [INDEX_VERSION]);
+        self.write("index version", batch)?;
+        tracing::info!(tasks, images, "built the metadata indexes");
+        Ok(())
+    }
+
+    /// Writes the index entries of every record of `table`, [`REBUILD_BATCH`] records per
+    /// write; returns how many records there were.
+    fn rebuild<T: Record>(
+        &self,
+        table: Table,
+        entries: impl Fn(&T) -> Result<Vec<IndexEntry>, MetaError>,
+    ) -> Result<usize, MetaError> {
+        let mut batch = WriteBatch::default();
+        let (mut records, mut pending) = (0usize, 0usize);
+        self.for_each(table, |record: T| {
+            for (key, value) in entries(&record)? {
+                batch.put(key, value);
+            }
+            records = records.saturating_add(1);
+            pending = pending.saturating_add(1);
+            if pending >= REBUILD_BATCH {
+                self.write("rebuilt index entries", std::mem::take(&mut batch))?;
+                pending = 0;
+            }
+            Ok(())
+        })?;
+        self.write("rebuilt index entries", batch)?;
+        Ok(records)
+    }
+
+    /// Overwrites task `id`'s stored value with bytes that do not decode (its index entries
+    /// stay): for tests of what reads a record and what does not.
+    #[cfg(test)]
+    pub(crate) fn corrupt_for_tests(&self, id: &str) {
+        self.db
+            .put(Table::Tasks.key(id), b"\x01{\"id\": truncated")
+            .expect("corrupting a task");
+    }
+
+    /// A consistent view for one query.
+    fn snapshot(&self) -> SnapshotSource<'_> {
+        SnapshotSource {
+            snapshot: self.db.snapshot(),
+        }
+    }
+}
+
+/// Queries read one RocksDB snapshot: the entries and the records they lead to agree.
+struct SnapshotSource<'a> {
+    snapshot: SnapshotWithThreadMode<'a, DB>,
+}
+
+impl IndexSource for SnapshotSource<'_> {
+    fn entries(&self, start: Vec<u8>, end: Vec<u8>, dir: SortDir) -> Entries<'_> {
+        let mut options = ReadOptions::default();
+        options.set_iterate_lower_bound(start);
+        options.set_iterate_upper_bound(end);
+        let mode = match dir {
+            SortDir::Asc => IteratorMode::Start,
+            SortDir::Desc => IteratorMode::End,
+        };
+        Box::new(
+            self.snapshot
+                .iterator_opt(mode, options)
+                .map(|item| item.map_err(|e| MetaError::Backend(format!("reading an index: {e}")))),
+        )
+    }
+
+    fn image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError> {
+        let value = self
+            .snapshot
+            .get_pinned(Table::Images.key(id))
+            .map_err(|e| MetaError::Backend(format!("reading image {id}: {e}")))?;
+        value.map(|bytes| codec::decode(id, &bytes)).transpose()
     }
 }
 
@@ -186,7 +388,10 @@ fn classify_error(doing: &str, text: String) -> MetaError {
 
 impl MetaStore for RocksMeta {
     fn put_task(&self, task: &TaskRecord) -> Result<(), MetaError> {
-        self.put(Table::Tasks, task)
+        let _locked = self.lock(&[&task.id])?;
+        let mut batch = WriteBatch::default();
+        self.task_change(&mut batch, task)?;
+        self.write(&format!("task {}", task.id), batch)
     }
 
     fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, MetaError> {
@@ -198,13 +403,19 @@ impl MetaStore for RocksMeta {
     }
 
     fn delete_task(&self, id: &str) -> Result<(), MetaError> {
-        self.delete::<TaskRecord>(Table::Tasks, id)
+        let _locked = self.lock(&[id])?;
+        let old: Option<TaskRecord> = self.get(Table::Tasks, id)?;
+        let entries = index::task_change(old.as_ref(), None)?;
+        let mut batch = WriteBatch::default();
+        Self::change::<TaskRecord>(&mut batch, Table::Tasks, id, None, entries)?;
+        self.write(&format!("deletion of task {id}"), batch)
     }
 
     fn commit_import(&self, task: &TaskRecord, image: &ImageRecord) -> Result<(), MetaError> {
+        let _locked = self.lock(&[&task.id, &image.id])?;
         let mut batch = WriteBatch::default();
-        batch.put(Table::Tasks.key(&task.id), codec::encode(task)?);
-        batch.put(Table::Images.key(&image.id), codec::encode(image)?);
+        self.task_change(&mut batch, task)?;
+        self.image_change(&mut batch, image)?;
         self.write(
             &format!("import of task {} with image {}", task.id, image.id),
             batch,
@@ -212,7 +423,10 @@ impl MetaStore for RocksMeta {
     }
 
     fn put_image(&self, image: &ImageRecord) -> Result<(), MetaError> {
-        self.put(Table::Images, image)
+        let _locked = self.lock(&[&image.id])?;
+        let mut batch = WriteBatch::default();
+        self.image_change(&mut batch, image)?;
+        self.write(&format!("image {}", image.id), batch)
     }
 
     fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError> {
@@ -224,7 +438,36 @@ impl MetaStore for RocksMeta {
     }
 
     fn delete_image(&self, id: &str) -> Result<(), MetaError> {
-        self.delete::<ImageRecord>(Table::Images, id)
+        let _locked = self.lock(&[id])?;
+        let old: Option<ImageRecord> = self.get(Table::Images, id)?;
+        let entries = index::image_change(old.as_ref(), None);
+        let mut batch = WriteBatch::default();
+        Self::change::<ImageRecord>(&mut batch, Table::Images, id, None, entries)?;
+        self.write(&format!("deletion of image {id}"), batch)
+    }
+
+    fn list_task_page(&self, query: &TaskQuery<'_>) -> Result<Vec<TaskSummary>, MetaError> {
+        query::task_page(&self.snapshot(), query)
+    }
+
+    fn list_image_page(&self, query: &ImageQuery<'_>) -> Result<Vec<ImageRecord>, MetaError> {
+        query::image_page(&self.snapshot(), query)
+    }
+
+    fn expired_tasks(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
+        query::expired_tasks(&self.snapshot(), now, max)
+    }
+
+    fn unfinished_tasks(&self) -> Result<Vec<String>, MetaError> {
+        query::unfinished_tasks(&self.snapshot())
+    }
+
+    fn scan_images(
+        &self,
+        owner: Option<&str>,
+        visit: &mut dyn FnMut(ImageRecord) -> Result<(), MetaError>,
+    ) -> Result<(), MetaError> {
+        query::scan_images(&self.snapshot(), owner, visit)
     }
 }
 
@@ -372,6 +615,113 @@ mod tests {
         assert!(matches!(
             store.list_images(),
             Err(MetaError::Decoding { what: "image", ref detail, .. }) if detail.contains("UTF-8")
+        ));
+    }
+
+    /// A store written before the indexes existed: records only, no index version.
+    fn pre_index_store(dir: &Path, tasks: &[TaskRecord], images: &[ImageRecord]) {
+        let store = RocksMeta::open(dir).unwrap();
+        let mut batch = WriteBatch::default();
+        batch.delete_range(INDEX_PREFIX, &keys::prefix_end(INDEX_PREFIX));
+        batch.delete(SCHEMA_KEY);
+        for task in tasks {
+            batch.put(Table::Tasks.key(&task.id), codec::encode(task).unwrap());
+        }
+        for image in images {
+            batch.put(Table::Images.key(&image.id), codec::encode(image).unwrap());
+        }
+        store.write("a pre-index store", batch).unwrap();
+    }
+
+    #[test]
+    fn test_rocks_meta_open_without_index_version_rebuilds_indexes() {
+        let dir = scratch();
+        let tasks: Vec<TaskRecord> = (0..2500u32)
+            .map(|n| {
+                let mut task = sample_task(&format!("00000000-0000-4000-8000-{n:012}"));
+                task.created_at = i64::from(n);
+                task.owner = if n % 2 == 0 { "pa" } else { "pb" }.to_owned();
+                task
+            })
+            .collect();
+        let mut image = sample_image("00000000-0000-4000-8000-0000000000a1");
+        image.visibility = "public".to_owned();
+        pre_index_store(dir.path(), &tasks, std::slice::from_ref(&image));
+
+        let store = RocksMeta::open(dir.path()).unwrap();
+        let any = |_: &TaskSummary| true;
+        let page = store
+            .list_task_page(&TaskQuery {
+                owner: Some("pb"),
+                sort: crate::meta::TaskColumn::CreatedAt,
+                dir: SortDir::Desc,
+                after: None,
+                limit: 2,
+                filter: &any,
+            })
+            .unwrap();
+        let ids: Vec<&str> = page.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "00000000-0000-4000-8000-000000002499",
+                "00000000-0000-4000-8000-000000002497"
+            ]
+        );
+        assert_eq!(store.unfinished_tasks().unwrap().len(), 2500);
+        let all = |_: &ImageRecord| true;
+        let images = store
+            .list_image_page(&ImageQuery {
+                ranges: &[crate::meta::ImageRange::Visibility("public")],
+                sort: &[
+                    (crate::meta::ImageColumn::CreatedAt, SortDir::Desc),
+                    (crate::meta::ImageColumn::Id, SortDir::Desc),
+                ],
+                after: None,
+                limit: 5,
+                filter: &all,
+            })
+            .unwrap();
+        assert_eq!(images, vec![image]);
+        assert!(matches!(store.db.get(SCHEMA_KEY), Ok(Some(v)) if v == [INDEX_VERSION]));
+    }
+
+    #[test]
+    fn test_rocks_meta_open_old_index_version_drops_stale_entries() {
+        let dir = scratch();
+        let task = sample_task("00000000-0000-4000-8000-000000000001");
+        {
+            let store = RocksMeta::open(dir.path()).unwrap();
+            store.put_task(&task).unwrap();
+            // An entry of a task that no longer exists, under an older layout.
+            let ghost = crate::meta::index::task_entries(&sample_task(
+                "00000000-0000-4000-8000-000000000002",
+            ))
+            .unwrap();
+            let mut batch = WriteBatch::default();
+            for (key, value) in ghost {
+                batch.put(key, value);
+            }
+            batch.put(SCHEMA_KEY, [0]);
+            store.write("an old layout", batch).unwrap();
+        }
+        let store = RocksMeta::open(dir.path()).unwrap();
+        assert_eq!(store.unfinished_tasks().unwrap(), vec![task.id]);
+    }
+
+    #[test]
+    fn test_rocks_meta_open_newer_index_version_backend_error() {
+        let dir = scratch();
+        {
+            let store = RocksMeta::open(dir.path()).unwrap();
+            store
+                .db
+                .put(SCHEMA_KEY, [INDEX_VERSION.saturating_add(1)])
+                .unwrap();
+        }
+        assert!(matches!(
+            RocksMeta::open(dir.path()),
+            Err(MetaError::Backend(m)) if m.contains("newer")
         ));
     }
 }

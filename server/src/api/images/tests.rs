@@ -868,3 +868,54 @@ async fn test_image_schemas_parse() {
     assert_eq!(images["name"], "images");
     assert_eq!(images["properties"]["images"]["items"]["name"], "image");
 }
+
+/// Every `visibility` filter of a non-admin reads index partitions that hold all it may see.
+#[tokio::test]
+async fn test_list_images_member_each_visibility_filter() {
+    let h = Harness::new();
+    let specs = [
+        (1, "pa", "private"),
+        (2, "pa", "public"),
+        (3, "pa", "community"),
+        (4, "pa", "shared"),
+        (5, "pb", "private"),
+        (6, "pb", "public"),
+        (7, "pb", "community"),
+        (8, "pb", "shared"),
+    ];
+    for (n, owner, visibility) in specs {
+        let mut image = image_record(&uuid_n(n), owner, visibility, 1, i64::from(n));
+        image.visibility = visibility.into();
+        h.insert_image(&image, None);
+    }
+    let list = |query: &'static str| {
+        let h = &h;
+        async move {
+            let reply = h
+                .call_as(
+                    Method::GET,
+                    &format!("/v2/images{query}"),
+                    &member("pb"),
+                    b"",
+                )
+                .await;
+            assert_eq!(reply.status, StatusCode::OK, "{query}");
+            ids(&reply.json())
+        }
+    };
+    let want = |ns: &[u32]| ns.iter().map(|&n| uuid_n(n)).collect::<Vec<_>>();
+    assert_eq!(list("").await, want(&[8, 7, 6, 5, 2]));
+    assert_eq!(list("?visibility=all").await, want(&[8, 7, 6, 5, 3, 2]));
+    assert_eq!(list("?visibility=public").await, want(&[6, 2]));
+    assert_eq!(list("?visibility=community").await, want(&[7, 3]));
+    assert_eq!(list("?visibility=private").await, want(&[5]));
+    assert_eq!(list("?visibility=shared").await, want(&[8]));
+    assert_eq!(
+        list("?visibility=all&limit=2&marker=00000000-0000-4000-8000-000000000006").await,
+        want(&[5, 3])
+    );
+    assert_eq!(
+        list("?sort=name:asc&visibility=all&limit=3").await,
+        want(&[7, 3, 5])
+    );
+}
