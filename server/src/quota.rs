@@ -559,7 +559,7 @@ mod tests {
         for (id, owner, size) in [("a", "p1", 10), ("b", "p2", 20), ("c", "p1", 30)] {
             let mut image = sample_image(id);
             image.owner = owner.to_owned();
-            image.size = size;
+            image.size = Some(size);
             meta.put_image(&image).unwrap();
         }
         assert_eq!(meta.project_usage("p1").unwrap(), usage(2, 40));

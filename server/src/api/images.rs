@@ -63,20 +63,14 @@ pub fn image_json(image: &ImageRecord) -> Value {
             obj.insert(k.clone(), Value::String(v.clone()));
         }
     }
-    let text_or_null = |s: &str| {
-        if s.is_empty() {
-            Value::Null
-        } else {
-            Value::String(s.to_owned())
-        }
-    };
+    let text_or_null = |s: &Option<String>| s.clone().map_or(Value::Null, Value::String);
     let base = [
         ("id", Value::String(image.id.clone())),
         (
             "name",
             image.name.clone().map_or(Value::Null, Value::String),
         ),
-        ("status", Value::String(image.status.clone())),
+        ("status", Value::String(image.status.as_str().to_owned())),
         ("visibility", Value::String(image.visibility.clone())),
         ("protected", Value::Bool(image.protected)),
         ("os_hidden", Value::Bool(false)),
@@ -84,7 +78,7 @@ pub fn image_json(image: &ImageRecord) -> Value {
         ("os_hash_algo", text_or_null(&image.os_hash_algo)),
         ("os_hash_value", text_or_null(&image.os_hash_value)),
         ("owner", Value::String(image.owner.clone())),
-        ("size", Value::from(image.size)),
+        ("size", image.size.map_or(Value::Null, Value::from)),
         (
             "virtual_size",
             image.virtual_size.map_or(Value::Null, Value::from),
@@ -295,7 +289,7 @@ pub async fn download<B>(
     request: &Request<B>,
 ) -> Result<Response<ApiBody>, ApiError> {
     let image = load(api, ctx, id, Action::DownloadImage)?;
-    if image.status != "active" {
+    if !image.status.has_data() {
         return Ok(empty_response(StatusCode::NO_CONTENT));
     }
     let range = requested_range(request.headers())?;
@@ -321,8 +315,8 @@ pub async fn download<B>(
         .await
         .map_err(|e| ApiError::Internal(format!("stat {}: {e}", path.display())))?
         .len();
-    if size != image.size {
-        tracing::warn!(image = %id, recorded = image.size, on_disk = size, "image size mismatch");
+    if image.size != Some(size) {
+        tracing::warn!(image = %id, recorded = ?image.size, on_disk = size, "image size mismatch");
     }
     let (status, first, len) = match range {
         None => (StatusCode::OK, 0, size),
@@ -349,10 +343,8 @@ pub async fn download<B>(
     );
     headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
     // Glance sends the image's hex md5 here (not RFC 1864 base64), also on 206.
-    if let Ok(md5) = HeaderValue::try_from(image.checksum.as_str()) {
-        if !image.checksum.is_empty() {
-            headers.insert(http::header::HeaderName::from_static("content-md5"), md5);
-        }
+    if let Some(Ok(md5)) = image.checksum.as_deref().map(HeaderValue::try_from) {
+        headers.insert(http::header::HeaderName::from_static("content-md5"), md5);
     }
     if status == StatusCode::PARTIAL_CONTENT {
         let last = first.saturating_add(len).saturating_sub(1);

@@ -4,8 +4,8 @@
 //! (changing an indexed field) or deleting it updates every list at once.
 
 use super::{
-    sample_image, sample_task, ImageColumn, ImageQuery, ImageRange, ImageRecord, MetaStore,
-    SortDir, TaskColumn, TaskQuery, TaskRecord, TaskStatus, TaskSummary,
+    sample_image, sample_task, ImageColumn, ImageQuery, ImageRange, ImageRecord, ImageStatus,
+    MetaStore, SortDir, TaskColumn, TaskQuery, TaskRecord, TaskStatus, TaskSummary,
 };
 
 const PA: &str = "project-a";
@@ -79,7 +79,11 @@ fn images() -> Vec<ImageRecord> {
             image.visibility = visibilities[n as usize % 4].to_owned();
             image.created_at = 1_000 + i64::from(n / 3);
             image.name = (n % 5 != 0).then(|| format!("name-{}", n % 4));
-            image.size = u64::from(n % 3) * 100;
+            // Every third image is queued: no size yet (nulls sort first, as in SQL).
+            image.size = (n % 3 != 0).then(|| u64::from(n % 3) * 100);
+            if image.size.is_none() {
+                image.status = ImageStatus::Queued;
+            }
             image
         })
         .collect()
@@ -141,7 +145,7 @@ fn check_image_pages(store: &dyn MetaStore, all: &[ImageRecord]) {
     use ImageColumn::{CreatedAt, Id, Name, Size};
     use SortDir::{Asc, Desc};
     let any = |_: &ImageRecord| true;
-    let sized = |i: &ImageRecord| i.size > 0;
+    let sized = |i: &ImageRecord| i.size.is_some_and(|s| s > 0);
     let scopes: [&[ImageRange<'_>]; 5] = [
         &[ImageRange::Owner(PA), ImageRange::Visibility("public")],
         &[

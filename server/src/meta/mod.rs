@@ -97,36 +97,124 @@ pub struct TaskRecord {
     pub user_id: Option<String>,
 }
 
-/// A stored image. Only `active` images with their data committed are ever stored: Sluice
-/// writes the record in the same batch that marks the task `success`.
+/// An image's status: Glance's statuses that Sluice stores, with Glance's transitions
+/// (`glance/domain/__init__.py`, `Image.valid_state_targets`) in [`ImageStatus::can_become`].
+///
+/// `deleted` is never stored (deletion removes the record), `killed` is never reached (a
+/// failed upload or import returns the image to `queued`, as Glance's modern paths do), and
+/// `pending_delete` needs Glance's `delayed_delete`, which Sluice does not have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageStatus {
+    /// A record without data: created by `POST /v2/images`, or back after a failed upload or
+    /// import.
+    Queued,
+    /// Data arriving through `PUT /v2/images/{id}/file`.
+    Saving,
+    /// Data being staged (`PUT /v2/images/{id}/stage`).
+    Uploading,
+    /// An import is writing the image's data.
+    Importing,
+    /// Data committed; readable.
+    Active,
+    /// Data kept, download refused to non-admins (`…/actions/deactivate`).
+    Deactivated,
+}
+
+impl ImageStatus {
+    /// Every status, in Glance's schema order.
+    pub const ALL: [ImageStatus; 6] = [
+        ImageStatus::Queued,
+        ImageStatus::Saving,
+        ImageStatus::Active,
+        ImageStatus::Uploading,
+        ImageStatus::Importing,
+        ImageStatus::Deactivated,
+    ];
+
+    /// Whether an image may move from `self` to `next` (Glance's transitions among the
+    /// statuses Sluice stores). Staying in the same status is not a transition: a change
+    /// that keeps the status is always allowed.
+    pub fn can_become(self, next: ImageStatus) -> bool {
+        use ImageStatus as S;
+        self == next
+            || matches!(
+                (self, next),
+                (
+                    S::Queued,
+                    S::Saving | S::Uploading | S::Importing | S::Active
+                ) | (S::Saving, S::Active | S::Queued)
+                    | (S::Uploading, S::Importing | S::Queued)
+                    | (S::Importing, S::Active | S::Queued)
+                    | (S::Active, S::Deactivated)
+                    | (S::Deactivated, S::Active)
+            )
+    }
+
+    /// Whether the image's data is committed (`active`, `deactivated`): recovery drops a
+    /// record in such a status whose data is missing.
+    pub fn has_data(self) -> bool {
+        matches!(self, ImageStatus::Active | ImageStatus::Deactivated)
+    }
+
+    /// Whether data is on its way in (`saving`, `uploading`, `importing`): a crash leaves
+    /// nothing usable, so recovery returns the image to `queued`.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ImageStatus::Saving | ImageStatus::Uploading | ImageStatus::Importing
+        )
+    }
+
+    /// The API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageStatus::Queued => "queued",
+            ImageStatus::Saving => "saving",
+            ImageStatus::Uploading => "uploading",
+            ImageStatus::Importing => "importing",
+            ImageStatus::Active => "active",
+            ImageStatus::Deactivated => "deactivated",
+        }
+    }
+}
+
+impl std::fmt::Display for ImageStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stored image (version 2 of its encoding, `codec.rs`). Fields that describe data are
+/// `None` until data is committed (Glance's nulls for a `queued` image).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageRecord {
-    /// UUID4.
+    /// UUID, lower-case hyphenated.
     pub id: String,
-    /// Display name (`image_properties.name`).
+    /// Display name.
     pub name: Option<String>,
-    /// `active` (and `deleted` is never stored: deletion removes the record).
-    pub status: String,
-    /// Owning project (the task's owner).
+    /// Current status; changed only through [`MetaStore::transition_image`].
+    pub status: ImageStatus,
+    /// Owning project.
     pub owner: String,
     /// `public`, `private`, `shared` or `community`.
     pub visibility: String,
     /// Whether deletion is refused.
     pub protected: bool,
-    /// Stored format (`qcow2`, `raw`, …).
-    pub disk_format: String,
-    /// `bare`, `ovf`, …
-    pub container_format: String,
-    /// Stored bytes.
-    pub size: u64,
+    /// Format of the data (`qcow2`, `raw`, …); may be unset while `queued`.
+    pub disk_format: Option<String>,
+    /// `bare`, `ovf`, …; may be unset while `queued`.
+    pub container_format: Option<String>,
+    /// Stored bytes, once data is committed.
+    pub size: Option<u64>,
     /// Guest-visible size from the inspector.
     pub virtual_size: Option<u64>,
     /// md5 hex of the stored bytes (Glance's `checksum`).
-    pub checksum: String,
-    /// `sha512`.
-    pub os_hash_algo: String,
+    pub checksum: Option<String>,
+    /// `sha512`, once data is committed.
+    pub os_hash_algo: Option<String>,
     /// sha512 hex of the stored bytes.
-    pub os_hash_value: String,
+    pub os_hash_value: Option<String>,
     /// Minimum disk in GiB.
     pub min_disk: u64,
     /// Minimum RAM in MiB.
@@ -218,7 +306,7 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
         let mut usage = ProjectUsage::default();
         self.scan_images(Some(owner), &mut |image| {
             usage.images = usage.images.saturating_add(1);
-            usage.image_bytes = usage.image_bytes.saturating_add(image.size);
+            usage.image_bytes = usage.image_bytes.saturating_add(image.size.unwrap_or(0));
             Ok(())
         })?;
         Ok(usage)
@@ -396,17 +484,17 @@ pub fn sample_image(id: &str) -> ImageRecord {
     ImageRecord {
         id: id.to_owned(),
         name: Some("cirros".to_owned()),
-        status: "active".to_owned(),
+        status: ImageStatus::Active,
         owner: "0b5c2f1e9d8a4c7b8e6f5a4b3c2d1e0f".to_owned(),
         visibility: "private".to_owned(),
         protected: false,
-        disk_format: "qcow2".to_owned(),
-        container_format: "bare".to_owned(),
-        size: 21_692_416,
+        disk_format: Some("qcow2".to_owned()),
+        container_format: Some("bare".to_owned()),
+        size: Some(21_692_416),
         virtual_size: Some(117_440_512),
-        checksum: "c36c8d0d5a3b4e2f1a0b9c8d7e6f5a4b".to_owned(),
-        os_hash_algo: "sha512".to_owned(),
-        os_hash_value: "ab".repeat(64),
+        checksum: Some("c36c8d0d5a3b4e2f1a0b9c8d7e6f5a4b".to_owned()),
+        os_hash_algo: Some("sha512".to_owned()),
+        os_hash_value: Some("ab".repeat(64)),
         min_disk: 0,
         min_ram: 0,
         tags: vec!["cirros".to_owned(), "test".to_owned()],

@@ -207,7 +207,7 @@ async fn test_list_images_sort_paging_and_filters() {
     for (n, name, size) in specs {
         let mut image = image_record(&uuid_n(n), ADMIN_PROJECT, name, size, i64::from(n));
         if n == 4 {
-            image.disk_format = "qcow2".into();
+            image.disk_format = Some("qcow2".into());
             image.tags = vec!["gold".into()];
             image.properties.insert("os_distro".into(), "debian".into());
         }
@@ -660,7 +660,7 @@ async fn test_download_image_missing_data_is_404() {
         .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     let mut queued = image_record(&uuid_n(2), ADMIN_PROJECT, "q", 0, 1);
-    queued.status = "queued".into();
+    queued.status = crate::meta::ImageStatus::Queued;
     h.insert_image(&queued, None);
     let reply = h
         .call(Method::GET, &format!("/v2/images/{}/file", uuid_n(2)), b"")
