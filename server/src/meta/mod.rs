@@ -240,6 +240,32 @@ pub struct ProjectUsage {
     pub image_bytes: u64,
 }
 
+/// What the change of a [`MetaStore::transition_image`] decides, having seen the current
+/// record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Write the record as the change left it.
+    Write,
+    /// Remove the record (`DELETE /v2/images/{id}`).
+    Delete,
+    /// Write nothing (the caller refused the change, or there was nothing to do).
+    Keep,
+}
+
+/// What [`MetaStore::transition_image`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Transition {
+    /// Written: the record as stored now (for [`Decision::Delete`], as it was).
+    Done(ImageRecord),
+    /// Nothing written: the change decided [`Decision::Keep`]; the record as it is.
+    Kept(ImageRecord),
+    /// Nothing written: the image's status was not one of those expected; the record as
+    /// found.
+    Refused(ImageRecord),
+    /// No image has that id.
+    Missing,
+}
+
 /// A metadata store failed (I/O, corruption, a value it cannot decode).
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -260,6 +286,15 @@ pub enum MetaError {
     /// met `ENOSPC`; reads still work. The message says how much is free.
     #[error("{0}")]
     StorageFull(String),
+    /// A change asked for a status change Glance does not allow, or changed the record's id
+    /// (a bug of the caller; nothing was written).
+    #[error("image {id}: {detail}")]
+    InvalidChange {
+        /// The image.
+        id: String,
+        /// What was wrong, e.g. "status active cannot become queued".
+        detail: String,
+    },
 }
 
 /// The metadata store. Implementations are cheap to share (`Arc<dyn MetaStore>`); calls are
@@ -275,8 +310,29 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     fn delete_task(&self, id: &str) -> Result<(), MetaError>;
     /// Writes a task and a new image in one atomic batch (an import's success).
     fn commit_import(&self, task: &TaskRecord, image: &ImageRecord) -> Result<(), MetaError>;
-    /// Inserts or replaces an image.
+    /// Inserts or replaces an image, whatever is stored (imports, recovery, tests). Changes of
+    /// existing images go through [`MetaStore::transition_image`].
     fn put_image(&self, image: &ImageRecord) -> Result<(), MetaError>;
+    /// Inserts `image` unless an image with its id exists (`POST /v2/images` with a
+    /// caller-chosen id); returns whether it was inserted. Atomic with every other write of
+    /// that id.
+    fn insert_image(&self, image: &ImageRecord) -> Result<bool, MetaError>;
+    /// The one compare-and-swap of an image: atomically reads image `id`, checks that its
+    /// status is one of `expected`, lets `change` edit a copy and decide, and writes (or
+    /// removes) the record with its index entries. Writers of one id are serialised, so two
+    /// racing transitions never both see the old status: the second sees the first's result.
+    /// `change` is called at most once, only when the status is expected.
+    ///
+    /// # Errors
+    /// [`MetaError::InvalidChange`] when `change` moved the status where
+    /// [`ImageStatus::can_become`] forbids, or changed the id (nothing written); a backend,
+    /// decoding or full-volume error.
+    fn transition_image(
+        &self,
+        id: &str,
+        expected: &[ImageStatus],
+        change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
+    ) -> Result<Transition, MetaError>;
     /// Reads an image.
     fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError>;
     /// All images, ordered by id.
@@ -313,6 +369,68 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// What a store does for [`MetaStore::transition_image`] once it holds the id's write lock
+/// and has read `current`.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// Write nothing; answer this.
+    Answer(Transition),
+    /// Replace `old` by `new`.
+    Put {
+        /// The stored record.
+        old: ImageRecord,
+        /// Its replacement (boxed: the two records make this variant twice the others).
+        new: Box<ImageRecord>,
+    },
+    /// Remove the record.
+    Remove(ImageRecord),
+}
+
+/// The part of [`MetaStore::transition_image`] every store shares: the status check, the
+/// change, and the check of what it changed.
+///
+/// # Errors
+/// [`MetaError::InvalidChange`].
+pub(crate) fn plan_transition(
+    current: Option<ImageRecord>,
+    expected: &[ImageStatus],
+    change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
+) -> Result<Step, MetaError> {
+    let Some(old) = current else {
+        return Ok(Step::Answer(Transition::Missing));
+    };
+    if !expected.contains(&old.status) {
+        return Ok(Step::Answer(Transition::Refused(old)));
+    }
+    let mut new = old.clone();
+    match change(&mut new) {
+        Decision::Keep => Ok(Step::Answer(Transition::Kept(old))),
+        Decision::Delete => Ok(Step::Remove(old)),
+        Decision::Write => {
+            let invalid = |detail: String| MetaError::InvalidChange {
+                id: old.id.clone(),
+                detail,
+            };
+            if new.id != old.id {
+                return Err(invalid(format!(
+                    "a change may not set the id to {}",
+                    new.id
+                )));
+            }
+            if !old.status.can_become(new.status) {
+                return Err(invalid(format!(
+                    "status {} cannot become {}",
+                    old.status, new.status
+                )));
+            }
+            Ok(Step::Put {
+                old,
+                new: Box::new(new),
+            })
+        }
+    }
+}
+
 /// Behaviour every [`MetaStore`] must show; run against each implementation in its tests
 /// (garage's `db/test.rs`). `store` must start empty.
 ///
@@ -322,7 +440,10 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
 /// images with the same id are independent, and [`MetaStore::commit_import`] writes (or
 /// replaces) both its task and its image. Then the list queries (`conformance.rs`): pages
 /// against a reference sort for every scope, sort, direction, marker and limit, also after
-/// replacements that change indexed fields and after deletions.
+/// replacements that change indexed fields and after deletions. And the image transitions:
+/// [`MetaStore::insert_image`] never replaces, [`MetaStore::transition_image`] answers
+/// missing, refused and kept without writing, writes and deletes with the indexes, refuses
+/// forbidden status changes, and of two threads racing one transition exactly one wins.
 ///
 /// # Panics
 /// When the store misbehaves (this is a test suite).
@@ -445,6 +566,9 @@ pub fn conformance_suite(store: &dyn MetaStore) {
     );
     assert_eq!(store.list_tasks().expect("list after commit").len(), 3);
     assert_eq!(store.list_images().expect("list after commit").len(), 4);
+
+    // Compare-and-swap transitions, creation with a chosen id, racing writers.
+    conformance::transitions(store);
 
     // The list queries, on the store emptied again.
     for task in store.list_tasks().expect("tasks to clear") {
