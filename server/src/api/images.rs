@@ -23,9 +23,11 @@ use crate::api::{format_time, now, ok_json, tasks, Api};
 use crate::meta::{Decision, ImageRecord, ImageStatus, Transition};
 use crate::properties::{self, PropertyLimits, VISIBILITIES};
 
+mod create;
 mod list;
 mod patch;
 
+pub use create::create;
 pub use list::list;
 
 pub use patch::patch;
