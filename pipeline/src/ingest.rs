@@ -216,7 +216,11 @@ impl IngestError {
                 .map(|r| r.code.as_str())
                 .unwrap_or("rejected"),
             IngestError::Source(SourceError::ContentTooLarge { .. }) => "size_cap",
-            IngestError::Source(SourceError::TooSlow { .. }) => "source_too_slow",
+            // A stalled source is the slowest one: the same code whichever guard trips first
+            // (the HTTP idle timeout or the minimum rate, both 60 s by default).
+            IngestError::Source(SourceError::TooSlow { .. } | SourceError::IdleTimeout { .. }) => {
+                "source_too_slow"
+            }
             IngestError::Source(_) => "source_error",
             IngestError::Store(StoreError::StorageFull(_)) => "storage_full",
             IngestError::Store(_) => "store_error",
@@ -612,6 +616,15 @@ mod tests {
     use sluice_formats::ConvertSink;
 
     use super::*;
+
+    #[test]
+    fn test_reason_code_stalled_source_is_source_too_slow() {
+        let stalled = IngestError::Source(SourceError::IdleTimeout {
+            offset: 4096,
+            secs: 60,
+        });
+        assert_eq!(stalled.reason_code(), "source_too_slow");
+    }
     use crate::hash::Digests;
     use crate::source::MemorySource;
 
