@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
-use super::harness::{member, Resp, Server, ADMIN};
+use super::harness::{import_input, member, raw_disk, FileServer, Resp, Server, ADMIN};
+use crate::common::scratch;
 
 /// Glance 33.0.0's keys for a queued image (`glance-wire/legacy-noconv/webdl-00-ok-qcow2.json`,
 /// `create_response`).
@@ -259,4 +260,110 @@ fn test_queued_image_survives_kill_9_and_restart() {
     assert_eq!(after.status, 200, "{}", after.text());
     assert_eq!(after.json(), created);
     assert_eq!(image_ids(&server, "?status=queued"), [id]);
+}
+
+/// An active image of project `p1` imported by a task (raw, 1 MiB); its id.
+fn active_image(server: &Server, files: &FileServer, visibility: &str) -> String {
+    let mut input = import_input(&files.url("small.raw"), "raw", "act");
+    input["image_properties"]["visibility"] = json!(visibility);
+    input["image_properties"]["owner"] = json!("p1");
+    let task = server.create_task(input);
+    let done = server.wait_task(task["id"].as_str().expect("task id"));
+    assert_eq!(done["status"], "success", "{done}");
+    done["result"]["image_id"]
+        .as_str()
+        .expect("image id")
+        .to_owned()
+}
+
+#[test]
+fn test_deactivate_reactivate_matrix_as_glance() {
+    let dir = scratch();
+    raw_disk(dir.path(), "small.raw", 1 << 20, 2);
+    let files = FileServer::start(dir.path());
+    let server = Server::start(&[]);
+    let id = active_image(&server, &files, "shared");
+    let public = active_image(&server, &files, "public");
+    let queued = create(&server, &member("p1"), &json!({"name": "q"})).json()["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let action = |who: &[(&str, &str)], id: &str, what: &str| {
+        server.req(
+            "POST",
+            &format!("/v2/images/{id}/actions/{what}"),
+            who,
+            None,
+        )
+    };
+    let status = |id: &str| server.get(&format!("/v2/images/{id}")).json()["status"].clone();
+    let download = |who: &[(&str, &str)], id: &str| {
+        server.req("GET", &format!("/v2/images/{id}/file"), who, None)
+    };
+    let owner = member("p1");
+
+    // Who: a reader of the project, another project (private: 404; public: 403).
+    let resp = action(&reader("p1"), &id, "deactivate");
+    assert_eq!(resp.status, 403, "{}", resp.text());
+    assert_eq!(
+        resp.error_message(),
+        "You are not authorized to complete deactivate action."
+    );
+    assert_eq!(action(&member("p2"), &id, "deactivate").status, 404);
+    let resp = action(&member("p2"), &public, "deactivate");
+    assert_eq!(resp.status, 403, "{}", resp.text());
+    assert_eq!(
+        resp.error_message(),
+        "You are not authorized to complete deactivate action."
+    );
+
+    // The owner's member deactivates; again is a no-op; downloads are the admin's only.
+    for _ in 0..2 {
+        let resp = action(&owner, &id, "deactivate");
+        assert_eq!(resp.status, 204, "{}", resp.text());
+        assert_eq!(status(&id), "deactivated");
+    }
+    let resp = download(&owner, &id);
+    assert_eq!(resp.status, 403, "{}", resp.text());
+    assert_eq!(
+        resp.error_message(),
+        "The requested image has been deactivated. Image data download is forbidden."
+    );
+    let resp = download(ADMIN, &id);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.body.len(), 1 << 20);
+    let listed = server.get("/v2/images?status=deactivated").json();
+    assert_eq!(listed["images"][0]["id"], json!(id), "{listed}");
+
+    // Reactivated (twice: a no-op), downloadable again.
+    for _ in 0..2 {
+        let resp = action(&owner, &id, "reactivate");
+        assert_eq!(resp.status, 204, "{}", resp.text());
+        assert_eq!(status(&id), "active");
+    }
+    assert_eq!(download(&owner, &id).status, 200);
+
+    // A queued image is neither: Glance's 403.
+    for what in ["deactivate", "reactivate"] {
+        let resp = action(&owner, &queued, what);
+        assert_eq!(resp.status, 403, "{}", resp.text());
+        assert_eq!(
+            resp.error_message(),
+            format!("Not allowed to {what} image in status 'queued'")
+        );
+        assert_eq!(status(&queued), "queued");
+    }
+    // Routing: only POST, only these two actions, only known images.
+    let resp = server.req(
+        "GET",
+        &format!("/v2/images/{id}/actions/deactivate"),
+        ADMIN,
+        None,
+    );
+    assert_eq!((resp.status, resp.header("allow")), (405, Some("POST")));
+    assert_eq!(action(ADMIN, &id, "explode").status, 404);
+    assert_eq!(
+        action(ADMIN, "9a9a9a9a-0000-4000-8000-000000000000", "deactivate").status,
+        404
+    );
 }
