@@ -3,9 +3,12 @@
 //! queued image's life (listed, patched, deleted, kept across a restart).
 
 use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 
+use super::clients::{assert_ok, glance, stdout, venv_bin};
 use super::harness::{import_input, member, raw_disk, FileServer, Resp, Server, ADMIN};
 use crate::common::scratch;
 
@@ -366,4 +369,94 @@ fn test_deactivate_reactivate_matrix_as_glance() {
         action(ADMIN, "9a9a9a9a-0000-4000-8000-000000000000", "deactivate").status,
         404
     );
+}
+
+/// Runs its arguments with standard input on a pseudo-terminal, as an interactive user's:
+/// without a terminal, `openstack image create` without `--file` uploads standard input.
+const ON_A_TERMINAL: &str = "import os, pty, sys\n\
+                             master, slave = pty.openpty()\n\
+                             os.set_inheritable(master, True)\n\
+                             os.dup2(slave, 0)\n\
+                             os.execv(sys.argv[1], sys.argv[1:])";
+
+/// `openstack --os-auth-type none --os-endpoint URL ARGS` (no Keystone), from a terminal.
+fn openstack(server: &Server, home: &Path, args: &[&str]) -> Output {
+    let url = format!("http://{}", server.addr);
+    Command::new(venv_bin("python"))
+        .args(["-c", ON_A_TERMINAL])
+        .arg(venv_bin("openstack"))
+        .args(["--os-auth-type", "none", "--os-endpoint", &url])
+        .args(args)
+        .env("HOME", home)
+        .env_remove("OS_CLOUD")
+        .env_remove("OS_AUTH_URL")
+        .output()
+        .expect("running openstack")
+}
+
+#[test]
+fn test_openstack_cli_create_without_file_queued_then_deactivate_activate() {
+    let dir = scratch();
+    raw_disk(dir.path(), "small.raw", 1 << 20, 2);
+    let files = FileServer::start(dir.path());
+    let server = Server::start(&[]);
+    let out = openstack(
+        &server,
+        dir.path(),
+        &[
+            "image",
+            "create",
+            "osc-queued",
+            "--disk-format",
+            "qcow2",
+            "--container-format",
+            "bare",
+            "-f",
+            "json",
+        ],
+    );
+    assert_ok(&out, "openstack image create");
+    let shown: Value = serde_json::from_str(&stdout(&out)).expect("openstack -f json output");
+    assert_eq!(shown["status"], "queued", "{shown}");
+    let id = shown["id"].as_str().expect("id");
+    let image = server.get(&format!("/v2/images/{id}")).json();
+    assert_eq!(
+        (&image["name"], &image["status"], &image["disk_format"]),
+        (&json!("osc-queued"), &json!("queued"), &json!("qcow2"))
+    );
+
+    let active = active_image(&server, &files, "shared");
+    let out = openstack(
+        &server,
+        dir.path(),
+        &["image", "set", "--deactivate", &active],
+    );
+    assert_ok(&out, "openstack image set --deactivate");
+    assert_eq!(
+        server.get(&format!("/v2/images/{active}")).json()["status"],
+        "deactivated"
+    );
+    let out = openstack(
+        &server,
+        dir.path(),
+        &["image", "set", "--activate", &active],
+    );
+    assert_ok(&out, "openstack image set --activate");
+    assert_eq!(
+        server.get(&format!("/v2/images/{active}")).json()["status"],
+        "active"
+    );
+}
+
+#[test]
+fn test_glanceclient_image_tasks_negotiates_v2_12() {
+    let dir = scratch();
+    raw_disk(dir.path(), "small.raw", 1 << 20, 2);
+    let files = FileServer::start(dir.path());
+    let server = Server::start(&[]);
+    let id = active_image(&server, &files, "shared");
+    let out = glance(&server, dir.path(), &["image-tasks", &id]);
+    assert_ok(&out, "image-tasks");
+    let text = stdout(&out);
+    assert!(text.contains("success"), "{text}");
 }
