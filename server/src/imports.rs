@@ -126,7 +126,8 @@ pub async fn run(
         tracing::warn!(task_id, "queued task vanished before it ran");
         return None;
     };
-    if task.status != TaskStatus::Pending {
+    // Only a pending task may start (a requeued one may have finished meanwhile).
+    if !task.status.can_become(TaskStatus::Processing) {
         return None;
     }
     task.status = TaskStatus::Processing;

@@ -1,6 +1,6 @@
 //! Unmodified OpenStack clients against the real server: the python-glanceclient CLI
 //! (`glance task-create`, `task-show`, `task-list`, `image-show`, `image-download`) and
-//! openstacksdk (`tests/clients/sdk_import.py`), both installed from PyPI by
+//! openstacksdk (`tests/clients/sdk_import.py`), installed from PyPI (with python-openstackclient) by
 //! `scripts/setup --test` into a venv beside the build cache.
 
 use std::collections::HashMap;
@@ -26,7 +26,7 @@ fn venv() -> PathBuf {
     cache.join("sluice").join("venv")
 }
 
-fn venv_bin(name: &str) -> PathBuf {
+pub(super) fn venv_bin(name: &str) -> PathBuf {
     let path = venv().join("bin").join(name);
     assert!(
         path.exists(),
@@ -40,7 +40,7 @@ fn venv_bin(name: &str) -> PathBuf {
 
 /// `glance --os-image-url URL --os-auth-token anything ARGS`, with `HOME` in `home` (the
 /// client caches schemas under `~/.glanceclient` and races with itself creating it).
-fn glance(server: &Server, home: &Path, args: &[&str]) -> Output {
+pub(super) fn glance(server: &Server, home: &Path, args: &[&str]) -> Output {
     let url = format!("http://{}", server.addr);
     Command::new(venv_bin("glance"))
         .args(["--os-image-url", &url, "--os-auth-token", "anything"])
@@ -52,11 +52,11 @@ fn glance(server: &Server, home: &Path, args: &[&str]) -> Output {
         .expect("running glance")
 }
 
-fn stdout(out: &Output) -> String {
+pub(super) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn assert_ok(out: &Output, what: &str) {
+pub(super) fn assert_ok(out: &Output, what: &str) {
     assert!(
         out.status.success(),
         "glance {what} failed ({}):\nstdout: {}\nstderr: {}",

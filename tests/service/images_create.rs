@@ -3,10 +3,14 @@
 //! queued image's life (listed, patched, deleted, kept across a restart).
 
 use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 
-use super::harness::{member, Resp, Server, ADMIN};
+use super::clients::{assert_ok, glance, stdout, venv_bin};
+use super::harness::{import_input, member, raw_disk, FileServer, Resp, Server, ADMIN};
+use crate::common::scratch;
 
 /// Glance 33.0.0's keys for a queued image (`glance-wire/legacy-noconv/webdl-00-ok-qcow2.json`,
 /// `create_response`).
@@ -259,4 +263,200 @@ fn test_queued_image_survives_kill_9_and_restart() {
     assert_eq!(after.status, 200, "{}", after.text());
     assert_eq!(after.json(), created);
     assert_eq!(image_ids(&server, "?status=queued"), [id]);
+}
+
+/// An active image of project `p1` imported by a task (raw, 1 MiB); its id.
+fn active_image(server: &Server, files: &FileServer, visibility: &str) -> String {
+    let mut input = import_input(&files.url("small.raw"), "raw", "act");
+    input["image_properties"]["visibility"] = json!(visibility);
+    input["image_properties"]["owner"] = json!("p1");
+    let task = server.create_task(input);
+    let done = server.wait_task(task["id"].as_str().expect("task id"));
+    assert_eq!(done["status"], "success", "{done}");
+    done["result"]["image_id"]
+        .as_str()
+        .expect("image id")
+        .to_owned()
+}
+
+#[test]
+fn test_deactivate_reactivate_matrix_as_glance() {
+    let dir = scratch();
+    raw_disk(dir.path(), "small.raw", 1 << 20, 2);
+    let files = FileServer::start(dir.path());
+    let server = Server::start(&[]);
+    let id = active_image(&server, &files, "shared");
+    let public = active_image(&server, &files, "public");
+    let queued = create(&server, &member("p1"), &json!({"name": "q"})).json()["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let action = |who: &[(&str, &str)], id: &str, what: &str| {
+        server.req(
+            "POST",
+            &format!("/v2/images/{id}/actions/{what}"),
+            who,
+            None,
+        )
+    };
+    let status = |id: &str| server.get(&format!("/v2/images/{id}")).json()["status"].clone();
+    let download = |who: &[(&str, &str)], id: &str| {
+        server.req("GET", &format!("/v2/images/{id}/file"), who, None)
+    };
+    let owner = member("p1");
+
+    // Who: a reader of the project, another project (private: 404; public: 403).
+    let resp = action(&reader("p1"), &id, "deactivate");
+    assert_eq!(resp.status, 403, "{}", resp.text());
+    assert_eq!(
+        resp.error_message(),
+        "You are not authorized to complete deactivate action."
+    );
+    assert_eq!(action(&member("p2"), &id, "deactivate").status, 404);
+    let resp = action(&member("p2"), &public, "deactivate");
+    assert_eq!(resp.status, 403, "{}", resp.text());
+    assert_eq!(
+        resp.error_message(),
+        "You are not authorized to complete deactivate action."
+    );
+
+    // The owner's member deactivates; again is a no-op; downloads are the admin's only.
+    for _ in 0..2 {
+        let resp = action(&owner, &id, "deactivate");
+        assert_eq!(resp.status, 204, "{}", resp.text());
+        assert_eq!(status(&id), "deactivated");
+    }
+    let resp = download(&owner, &id);
+    assert_eq!(resp.status, 403, "{}", resp.text());
+    assert_eq!(
+        resp.error_message(),
+        "The requested image has been deactivated. Image data download is forbidden."
+    );
+    let resp = download(ADMIN, &id);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.body.len(), 1 << 20);
+    let listed = server.get("/v2/images?status=deactivated").json();
+    assert_eq!(listed["images"][0]["id"], json!(id), "{listed}");
+
+    // Reactivated (twice: a no-op), downloadable again.
+    for _ in 0..2 {
+        let resp = action(&owner, &id, "reactivate");
+        assert_eq!(resp.status, 204, "{}", resp.text());
+        assert_eq!(status(&id), "active");
+    }
+    assert_eq!(download(&owner, &id).status, 200);
+
+    // A queued image is neither: Glance's 403.
+    for what in ["deactivate", "reactivate"] {
+        let resp = action(&owner, &queued, what);
+        assert_eq!(resp.status, 403, "{}", resp.text());
+        assert_eq!(
+            resp.error_message(),
+            format!("Not allowed to {what} image in status 'queued'")
+        );
+        assert_eq!(status(&queued), "queued");
+    }
+    // Routing: only POST, only these two actions, only known images.
+    let resp = server.req(
+        "GET",
+        &format!("/v2/images/{id}/actions/deactivate"),
+        ADMIN,
+        None,
+    );
+    assert_eq!((resp.status, resp.header("allow")), (405, Some("POST")));
+    assert_eq!(action(ADMIN, &id, "explode").status, 404);
+    assert_eq!(
+        action(ADMIN, "9a9a9a9a-0000-4000-8000-000000000000", "deactivate").status,
+        404
+    );
+}
+
+/// Runs its arguments with standard input on a pseudo-terminal, as an interactive user's:
+/// without a terminal, `openstack image create` without `--file` uploads standard input.
+const ON_A_TERMINAL: &str = "import os, pty, sys\n\
+                             master, slave = pty.openpty()\n\
+                             os.set_inheritable(master, True)\n\
+                             os.dup2(slave, 0)\n\
+                             os.execv(sys.argv[1], sys.argv[1:])";
+
+/// `openstack --os-auth-type none --os-endpoint URL ARGS` (no Keystone), from a terminal.
+fn openstack(server: &Server, home: &Path, args: &[&str]) -> Output {
+    let url = format!("http://{}", server.addr);
+    Command::new(venv_bin("python"))
+        .args(["-c", ON_A_TERMINAL])
+        .arg(venv_bin("openstack"))
+        .args(["--os-auth-type", "none", "--os-endpoint", &url])
+        .args(args)
+        .env("HOME", home)
+        .env_remove("OS_CLOUD")
+        .env_remove("OS_AUTH_URL")
+        .output()
+        .expect("running openstack")
+}
+
+#[test]
+fn test_openstack_cli_create_without_file_queued_then_deactivate_activate() {
+    let dir = scratch();
+    raw_disk(dir.path(), "small.raw", 1 << 20, 2);
+    let files = FileServer::start(dir.path());
+    let server = Server::start(&[]);
+    let out = openstack(
+        &server,
+        dir.path(),
+        &[
+            "image",
+            "create",
+            "osc-queued",
+            "--disk-format",
+            "qcow2",
+            "--container-format",
+            "bare",
+            "-f",
+            "json",
+        ],
+    );
+    assert_ok(&out, "openstack image create");
+    let shown: Value = serde_json::from_str(&stdout(&out)).expect("openstack -f json output");
+    assert_eq!(shown["status"], "queued", "{shown}");
+    let id = shown["id"].as_str().expect("id");
+    let image = server.get(&format!("/v2/images/{id}")).json();
+    assert_eq!(
+        (&image["name"], &image["status"], &image["disk_format"]),
+        (&json!("osc-queued"), &json!("queued"), &json!("qcow2"))
+    );
+
+    let active = active_image(&server, &files, "shared");
+    let out = openstack(
+        &server,
+        dir.path(),
+        &["image", "set", "--deactivate", &active],
+    );
+    assert_ok(&out, "openstack image set --deactivate");
+    assert_eq!(
+        server.get(&format!("/v2/images/{active}")).json()["status"],
+        "deactivated"
+    );
+    let out = openstack(
+        &server,
+        dir.path(),
+        &["image", "set", "--activate", &active],
+    );
+    assert_ok(&out, "openstack image set --activate");
+    assert_eq!(
+        server.get(&format!("/v2/images/{active}")).json()["status"],
+        "active"
+    );
+}
+
+#[test]
+fn test_glanceclient_image_tasks_negotiates_v2_12() {
+    let dir = scratch();
+    raw_disk(dir.path(), "small.raw", 1 << 20, 2);
+    let files = FileServer::start(dir.path());
+    let server = Server::start(&[]);
+    let id = active_image(&server, &files, "shared");
+    let out = glance(&server, dir.path(), &["image-tasks", &id]);
+    assert_ok(&out, "image-tasks");
+    let text = stdout(&out);
+    assert!(text.contains("success"), "{text}");
 }

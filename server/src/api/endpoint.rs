@@ -75,6 +75,13 @@ pub enum Endpoint {
         /// Image id as sent.
         id: String,
     },
+    /// `POST /v2/images/{id}/actions/deactivate` (`true`) or `…/reactivate` (`false`).
+    ImageAction {
+        /// Image id as sent.
+        id: String,
+        /// Whether the image is to be deactivated (else reactivated).
+        deactivate: bool,
+    },
     /// `PUT /v2/images/{id}/tags/{tag}`.
     AddTag {
         /// Image id as sent.
@@ -185,6 +192,20 @@ impl Endpoint {
                 }),
                 _ => not_allowed("GET"),
             },
+            ["v2", "images", id, "actions", action] => {
+                let deactivate = match *action {
+                    "deactivate" => true,
+                    "reactivate" => false,
+                    _ => return Err(ApiError::NotFound),
+                };
+                match *m {
+                    Method::POST => Ok(Endpoint::ImageAction {
+                        id: (*id).to_owned(),
+                        deactivate,
+                    }),
+                    _ => not_allowed("POST"),
+                }
+            }
             ["v2", "images", id, "tags", tag] => {
                 let (id, tag) = ((*id).to_owned(), (*tag).to_owned());
                 match *m {

@@ -208,6 +208,41 @@ pub fn delete(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiB
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
+/// `POST /v2/images/{id}/actions/reactivate` (`active`) and `…/deactivate` (`!active`), as
+/// Glance's `Image.deactivate`/`reactivate`: `active` ↔ `deactivated`; asking for the status
+/// the image already has is a no-op (204); any other status is 403 "Not allowed to
+/// deactivate image in status 'queued'". The check and the change are one
+/// compare-and-swap, so the race Glance answers with 409 cannot happen.
+pub fn set_active(
+    api: &Api,
+    ctx: &RequestContext,
+    id: &str,
+    active: bool,
+) -> Result<Response<ApiBody>, ApiError> {
+    use ImageStatus::{Active, Deactivated};
+    let (action, verb, from, to) = if active {
+        (Action::Reactivate, "reactivate", Deactivated, Active)
+    } else {
+        (Action::Deactivate, "deactivate", Active, Deactivated)
+    };
+    update(api, ctx, id, action, &ImageStatus::ALL, |image| {
+        if image.status == to {
+            return Ok(Decision::Keep);
+        }
+        if image.status != from {
+            return Err(ApiError::Forbidden(format!(
+                "Not allowed to {verb} image in status '{}'",
+                image.status
+            )));
+        }
+        image.status = to;
+        image.updated_at = now();
+        Ok(Decision::Write)
+    })?;
+    tracing::info!(image = %id, "image {verb}d");
+    Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
 /// `PUT /v2/images/{id}/tags/{tag}`: idempotent.
 pub fn add_tag(
     api: &Api,
@@ -363,6 +398,11 @@ pub async fn download<B>(
     request: &Request<B>,
 ) -> Result<Response<ApiBody>, ApiError> {
     let image = load(api, ctx, id, Action::DownloadImage)?;
+    if image.status == ImageStatus::Deactivated && !ctx.is_admin {
+        return Err(ApiError::Forbidden(
+            "The requested image has been deactivated. Image data download is forbidden.".into(),
+        ));
+    }
     if !image.status.has_data() {
         return Ok(empty_response(StatusCode::NO_CONTENT));
     }

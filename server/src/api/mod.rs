@@ -176,6 +176,9 @@ impl Api {
             Endpoint::DeleteImage { id } => images::delete(self, &ctx, &id),
             Endpoint::DownloadImage { id } => images::download(self, &ctx, &id, &request).await,
             Endpoint::ImageTasks { id } => images::image_tasks(self, &ctx, &id),
+            Endpoint::ImageAction { id, deactivate } => {
+                images::set_active(self, &ctx, &id, !deactivate)
+            }
             Endpoint::AddTag { id, tag } => images::add_tag(self, &ctx, &id, &tag),
             Endpoint::DeleteTag { id, tag } => images::delete_tag(self, &ctx, &id, &tag),
         }

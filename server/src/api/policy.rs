@@ -70,6 +70,8 @@ pub enum Action {
     ChangeImageOwner,
     /// Make an image `community` (`communitize_image`).
     CommunitizeImage,
+    /// `POST /v2/images/{id}/actions/deactivate` (`deactivate`).
+    Deactivate,
     /// `DELETE /v2/images/{id}` (`delete_image`).
     DeleteImage,
     /// `GET /v2/images/{id}/file` (`download_image`).
@@ -86,6 +88,8 @@ pub enum Action {
     ModifyImage,
     /// Make an image `public` (`publicize_image`).
     PublicizeImage,
+    /// `POST /v2/images/{id}/actions/reactivate` (`reactivate`).
+    Reactivate,
 }
 
 /// Where a non-admin caller with the role may act.
@@ -110,6 +114,7 @@ impl Action {
             Action::AddTask => "add_task",
             Action::ChangeImageOwner => "change_image_owner",
             Action::CommunitizeImage => "communitize_image",
+            Action::Deactivate => "deactivate",
             Action::DeleteImage => "delete_image",
             Action::DownloadImage => "download_image",
             Action::GetImage => "get_image",
@@ -118,6 +123,7 @@ impl Action {
             Action::GetTasks => "get_tasks",
             Action::ModifyImage => "modify_image",
             Action::PublicizeImage => "publicize_image",
+            Action::Reactivate => "reactivate",
         }
     }
 
@@ -131,8 +137,10 @@ impl Action {
             Action::AddTask => (Role::Member, Scope::Any),
             Action::AddImage
             | Action::CommunitizeImage
+            | Action::Deactivate
             | Action::DeleteImage
-            | Action::ModifyImage => (Role::Member, Scope::OwnProject),
+            | Action::ModifyImage
+            | Action::Reactivate => (Role::Member, Scope::OwnProject),
             Action::ChangeImageOwner | Action::PublicizeImage => (Role::Admin, Scope::AdminOnly),
         }
     }
@@ -187,6 +195,12 @@ pub fn action_of(endpoint: &Endpoint) -> Option<Action> {
             Some(Action::ModifyImage)
         }
         Endpoint::DeleteImage { .. } => Some(Action::DeleteImage),
+        Endpoint::ImageAction {
+            deactivate: true, ..
+        } => Some(Action::Deactivate),
+        Endpoint::ImageAction {
+            deactivate: false, ..
+        } => Some(Action::Reactivate),
     }
 }
 

@@ -22,13 +22,16 @@ const GLANCE_TASKS_SCHEMA: &str = include_str!("schemas/tasks.json");
 /// properties).
 const GLANCE_IMAGE_SCHEMA: &str = include_str!("schemas/image.json");
 
-/// The API versions Glance 33.0.0 lists; Sluice speaks the subset of v2 its routes cover.
-const VERSIONS: [(&str, &str); 14] = [
-    ("v2.18", "CURRENT"),
-    ("v2.17", "SUPPORTED"),
-    ("v2.16", "SUPPORTED"),
-    ("v2.15", "SUPPORTED"),
-    ("v2.14", "SUPPORTED"),
+/// The Images API versions Sluice implements, newest first. Clients gate features on exact
+/// entries (python-glanceclient's `has_version`): `v2.12` enables `glance image-tasks`
+/// (`GET /v2/images/{id}/tasks`, which Sluice serves); `v2.14`–`v2.16` would enable the
+/// cache API and `v2.17` the locations API, which Sluice does not have, so they are not
+/// listed (the clients then say "not supported" instead of failing on a 404). Glance 33.0.0
+/// with a single store lists `v2.18`…`v2.14`, `v2.9`, `v2.7`…`v2.0` and so hides `v2.12`
+/// (it lists it only with multiple stores); `v2.8`, `v2.10`, `v2.11` and `v2.13` are
+/// multi-store calls (`/v2/info/stores`, per-store deletion) Sluice does not have either.
+const VERSIONS: [(&str, &str); 10] = [
+    ("v2.12", "CURRENT"),
     ("v2.9", "SUPPORTED"),
     ("v2.7", "SUPPORTED"),
     ("v2.6", "SUPPORTED"),
@@ -191,6 +194,27 @@ mod tests {
             let value: Value = serde_json::from_str(text).unwrap();
             assert!(value.get("properties").is_some());
         }
+    }
+
+    #[test]
+    fn test_versions_list_image_tasks_version_not_cache_or_locations() {
+        let ids: Vec<&str> = VERSIONS.iter().map(|(id, _)| *id).collect();
+        assert!(
+            ids.contains(&"v2.12"),
+            "glance image-tasks needs v2.12: {ids:?}"
+        );
+        for missing in ["v2.14", "v2.15", "v2.16", "v2.17", "v2.18"] {
+            assert!(
+                !ids.contains(&missing),
+                "{missing} is not implemented: {ids:?}"
+            );
+        }
+        let current: Vec<&str> = VERSIONS
+            .iter()
+            .filter(|(_, status)| *status == "CURRENT")
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(current, ["v2.12"]);
     }
 
     #[test]
