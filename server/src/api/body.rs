@@ -123,6 +123,30 @@ pub fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
     serde_json::from_slice(bytes).map_err(|_| ApiError::MalformedJson)
 }
 
+/// Reads a JSON request body within `max_request_body` and `request_timeout_secs`, then
+/// parses it ([`read_body`], [`parse_json`]).
+///
+/// # Errors
+/// As [`read_body`] and [`parse_json`].
+pub async fn read_json<B>(
+    config: &crate::config::Config,
+    body: B,
+    headers: &HeaderMap,
+) -> Result<serde_json::Value, ApiError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let bytes = read_body(
+        body,
+        headers,
+        config.max_request_body,
+        Duration::from_secs(config.request_timeout_secs.max(1)),
+    )
+    .await?;
+    parse_json(&bytes)
+}
+
 /// Streams `remaining` bytes of an open file (already positioned) in [`FILE_CHUNK`] frames.
 /// Memory: one chunk per poll, released once hyper has written it.
 #[derive(Debug)]

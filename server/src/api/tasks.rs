@@ -20,7 +20,7 @@ use sluice_pipeline::ssrf::ImportPolicy;
 use sluice_pipeline::SourceError;
 
 use crate::api::auth::RequestContext;
-use crate::api::body::{json_response, parse_json, read_body, ApiBody};
+use crate::api::body::{json_response, read_json, ApiBody};
 use crate::api::error::ApiError;
 use crate::api::policy::{self, Action, Target};
 use crate::api::{format_primitive_time, format_time, now, ok_json, Api};
@@ -74,14 +74,7 @@ where
     let config = &api.state.config;
     let base_url = api.base_url(&request);
     let (parts, body) = request.into_parts();
-    let bytes = read_body(
-        body,
-        &parts.headers,
-        config.max_request_body,
-        Duration::from_secs(config.request_timeout_secs.max(1)),
-    )
-    .await?;
-    let body = parse_json(&bytes)?;
+    let body = read_json(config, body, &parts.headers).await?;
     let input = validate_task_body(&body)?;
     let policy = crate::imports::import_policy(config);
     validate_import_from(&policy, input).await?;

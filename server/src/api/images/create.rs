@@ -11,15 +11,13 @@
 //! `OpenStack-image-import-methods` when any import method is enabled (as Glance, which
 //! omits the header rather than send it empty).
 
-use std::time::Duration;
-
 use http::header::{HeaderName, LOCATION};
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Body;
 use serde_json::Value;
 
 use crate::api::auth::RequestContext;
-use crate::api::body::{json_response, parse_json, read_body, ApiBody};
+use crate::api::body::{json_response, read_json, ApiBody};
 use crate::api::error::ApiError;
 use crate::api::images::image_json;
 use crate::api::schemas::enabled_import_methods;
@@ -43,14 +41,7 @@ where
     let config = &api.state.config;
     let base_url = api.base_url(&request);
     let (parts, body) = request.into_parts();
-    let bytes = read_body(
-        body,
-        &parts.headers,
-        config.max_request_body,
-        Duration::from_secs(config.request_timeout_secs.max(1)),
-    )
-    .await?;
-    let body = parse_json(&bytes)?;
+    let body = read_json(config, body, &parts.headers).await?;
     let Value::Object(props) = &body else {
         return Err(ApiError::BadRequest(format!(
             "Provided object does not match schema 'image': {} is not of type 'object'",

@@ -4,15 +4,13 @@
 //! (`modify_image`, `publicize_image`, `communitize_image`, owner changes), applied in
 //! order and saved once.
 
-use std::time::Duration;
-
 use http::header::CONTENT_TYPE;
 use http::{Request, Response};
 use hyper::body::Body;
 use serde_json::Value;
 
 use crate::api::auth::RequestContext;
-use crate::api::body::{parse_json, read_body, ApiBody};
+use crate::api::body::{read_json, ApiBody};
 use crate::api::error::ApiError;
 use crate::api::images::{image_json, update};
 use crate::api::policy::{self, Action, Target};
@@ -61,14 +59,7 @@ where
     };
     let config = &api.state.config;
     let (parts, body) = request.into_parts();
-    let bytes = read_body(
-        body,
-        &parts.headers,
-        config.max_request_body,
-        Duration::from_secs(config.request_timeout_secs.max(1)),
-    )
-    .await?;
-    let ops = parse_patch(&parse_json(&bytes)?, version)?;
+    let ops = parse_patch(&read_json(config, body, &parts.headers).await?, version)?;
     let limits = PropertyLimits::of(config);
     // Applied to the record as it is when written (no upload or other change in between).
     let outcome = update(
