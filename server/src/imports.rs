@@ -131,6 +131,17 @@ pub async fn run(
     task.updated_at = now();
     if let Err(e) = save(state, &task).await {
         tracing::error!(task_id, error = %e, "cannot mark task processing");
+        if let MetaError::StorageFull(why) = e {
+            // The worker has taken the task off the queue: fail it (recorded once space is
+            // freed) rather than leave it `pending` with nobody to run it.
+            fail(
+                &mut task,
+                REASON_STORAGE_FULL,
+                format!("{why}; create the task again once space has been freed"),
+                ttl,
+            );
+            save_final(state, &task).await;
+        }
         return None;
     }
     tracing::info!(task_id, owner = %task.owner, "import started");

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::harness::{digest, import_input, member, raw_disk, FileServer, Server};
+use super::harness::{digest, import_input, member, raw_disk, FileServer, Serve, Server};
 use crate::common::{run, scratch};
 
 /// Size of the test volume: small enough to fill in a second, large enough for ext4.
@@ -313,4 +313,64 @@ fn test_full_volume_kill9_restart_serves_reads_refuses_writes_recovers() {
     });
     assert_intact(&server, &kept);
     assert_alive(&mut server, "after recovering");
+}
+
+/// A task that reaches a worker while the volume is full (so it cannot even be marked
+/// `processing`) must not be dropped from the queue and left `pending` for ever: it ends
+/// `failure` (`storage_full`) once space is freed, and the next import works.
+#[test]
+fn test_full_volume_task_taken_while_full_becomes_final_once_space_is_freed() {
+    let volume = Volume::new();
+    let files_dir = scratch();
+    raw_disk(files_dir.path(), "slow.raw", 1 << 20, 4);
+    let small = raw_disk(files_dir.path(), "small.raw", 1 << 20, 4);
+    let files = FileServer::start(files_dir.path());
+    files.set("slow.raw", Serve::Trickle(Duration::from_millis(500)));
+    let data_dir = volume.mnt.join("data");
+    // One worker, held by a trickling source until the minimum rate fails it.
+    let server = Server::start_in(
+        &data_dir,
+        &[
+            "--workers",
+            "1",
+            "--min-rate-bytes-per-sec",
+            "1000",
+            "--min-rate-window-secs",
+            "3",
+        ],
+    );
+    let (status, slow) = post(
+        &server,
+        import_input(&files.url("slow.raw"), "raw", "slow"),
+        &member("p1"),
+    );
+    assert_eq!(status, 201, "{slow}");
+    let slow_id = slow["id"].as_str().expect("id").to_owned();
+    wait_until("the slow import to start", &server, || {
+        server.get(&format!("/v2/tasks/{slow_id}")).json()["status"] == "processing"
+    });
+    let (status, queued) = post(
+        &server,
+        import_input(&files.url("small.raw"), "raw", "queued"),
+        &member("p1"),
+    );
+    assert_eq!(status, 201, "{queued}");
+    let queued_id = queued["id"].as_str().expect("id").to_owned();
+
+    // The volume fills while the second task waits; the slow import then fails and the
+    // worker takes the second task on a full volume.
+    let fill = volume.fill("outside");
+    thread::sleep(Duration::from_secs(8));
+    for path in &fill {
+        let _ = std::fs::remove_file(path);
+    }
+
+    for id in [&slow_id, &queued_id] {
+        wait_until("every task to become final", &server, || {
+            let task = server.get(&format!("/v2/tasks/{id}")).json();
+            task["status"] == "failure" || task["status"] == "success"
+        });
+    }
+    let id = import_ok(&server, &files.url("small.raw"), "after");
+    assert_intact(&server, &[(id, sha(&small))]);
 }
