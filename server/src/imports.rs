@@ -15,7 +15,9 @@ use sluice_pipeline::{IngestError, Ingested, Progress};
 use tokio::sync::watch;
 
 use crate::config::{Config, Conversion};
-use crate::meta::{ImageRecord, MetaError, MetaStore, TaskRecord, TaskStatus, Timestamp};
+use crate::meta::{
+    ImageRecord, ImageStatus, MetaError, MetaStore, TaskRecord, TaskStatus, Timestamp,
+};
 use crate::properties::{ImageProperties, PropertyLimits, Visibility};
 use crate::state::AppState;
 
@@ -178,8 +180,8 @@ pub async fn run(
             .await;
             match committed {
                 Ok(()) => {
-                    tracing::info!(task_id, image_id = %image.id, size = image.size, "import succeeded");
-                    return Some(image.size);
+                    tracing::info!(task_id, image_id = %image.id, size = ?image.size, "import succeeded");
+                    return image.size;
                 }
                 Err(e) => {
                     tracing::error!(task_id, error = %e, "cannot record the imported image");
@@ -381,7 +383,7 @@ fn image_record(
     ImageRecord {
         id: image_id.to_owned(),
         name: props.name.clone(),
-        status: "active".to_owned(),
+        status: ImageStatus::Active,
         // Another project only when an admin asked for it (checked at create time).
         owner: props.owner.clone().unwrap_or_else(|| task.owner.clone()),
         visibility: props
@@ -391,20 +393,20 @@ fn image_record(
             .to_owned(),
         protected: props.protected.unwrap_or(false),
         // A converted image is a bare disk in the target format (as Glance's conversion).
-        disk_format: if ingested.converted {
+        disk_format: Some(if ingested.converted {
             ingested.format.to_string()
         } else {
             input.disk_format.clone()
-        },
-        container_format: match &props.container_format {
+        }),
+        container_format: Some(match &props.container_format {
             Some(requested) if !ingested.converted => requested.clone(),
             _ => "bare".to_owned(),
-        },
-        size: ingested.size,
+        }),
+        size: Some(ingested.size),
         virtual_size: ingested.report.virtual_size,
-        checksum: ingested.md5_hex.clone(),
-        os_hash_algo: "sha512".to_owned(),
-        os_hash_value: ingested.sha512_hex.clone(),
+        checksum: Some(ingested.md5_hex.clone()),
+        os_hash_algo: Some("sha512".to_owned()),
+        os_hash_value: Some(ingested.sha512_hex.clone()),
         min_disk: props.min_disk.unwrap_or(0),
         min_ram: props.min_ram.unwrap_or(0),
         tags: props.tags.clone(),

@@ -511,6 +511,37 @@ impl ImageProperties {
         Ok(parsed)
     }
 
+    /// Parses the body of `POST /v2/images`: [`ImageProperties::parse`], plus `id`, which
+    /// only this path accepts (a UUID, Glance's schema pattern).
+    ///
+    /// # Errors
+    /// The first [`PropertyError`]; a malformed `id` is [`PropertyError::Invalid`].
+    pub fn parse_create(
+        props: &Map<String, Value>,
+        limits: &PropertyLimits,
+    ) -> Result<(Option<String>, ImageProperties), PropertyError> {
+        let mut rest = props.clone();
+        let id = rest.remove("id");
+        let parsed = ImageProperties::parse(&rest, limits)?;
+        let id = match id {
+            None => None,
+            Some(Value::String(id)) if is_uuid(&id) => Some(id),
+            Some(Value::String(id)) => {
+                return Err(schema_error(format!(
+                    "{} does not match '{UUID_PATTERN}' (in id)",
+                    py_repr(&Value::String(id))
+                )))
+            }
+            Some(other) => {
+                return Err(schema_error(format!(
+                    "{} is not of type 'string' (in id)",
+                    py_repr(&other)
+                )))
+            }
+        };
+        Ok((id, parsed))
+    }
+
     fn set(&mut self, value: BaseValue) {
         match value {
             BaseValue::ContainerFormat(v) => self.container_format = v,
@@ -540,6 +571,20 @@ impl ImageProperties {
         }
         Ok(())
     }
+}
+
+/// The image schema's pattern for `id`.
+const UUID_PATTERN: &str =
+    "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$";
+
+/// Whether `id` matches [`UUID_PATTERN`]: hex groups of 8, 4, 4, 4 and 12, hyphenated.
+fn is_uuid(id: &str) -> bool {
+    let groups: Vec<&str> = id.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// `tags`: an array of strings of at most [`MAX_FIELD_LEN`] characters; duplicates count
@@ -677,6 +722,31 @@ mod tests {
         assert_eq!(p.tags, vec!["a".to_owned(), "b".to_owned()]);
         assert_eq!(p.extra.get("os_distro").map(String::as_str), Some("debian"));
         assert_eq!(parse(json!({})).unwrap(), ImageProperties::default());
+    }
+
+    #[test]
+    fn test_parse_create_accepts_uuid_id_only_there() {
+        let id = "8F3C0D2E-5B6A-4E7F-8A9B-0C1D2E3F4A5B";
+        let body = json!({"id": id, "name": "n"});
+        let (got, props) =
+            ImageProperties::parse_create(body.as_object().unwrap(), &LIMITS).unwrap();
+        assert_eq!(got.as_deref(), Some(id));
+        assert_eq!(props.name.as_deref(), Some("n"));
+        assert!(matches!(
+            parse(body),
+            Err(PropertyError::Forbidden(m)) if m == "Attribute 'id' is read-only."
+        ));
+        for bad in [
+            json!("abc"),
+            json!("8f3c0d2e5b6a4e7f8a9b0c1d2e3f4a5b"),
+            json!(7),
+        ] {
+            let body = json!({ "id": bad });
+            assert!(matches!(
+                ImageProperties::parse_create(body.as_object().unwrap(), &LIMITS),
+                Err(PropertyError::Invalid(m)) if m.ends_with("(in id)")
+            ));
+        }
     }
 
     #[test]

@@ -356,6 +356,34 @@ pub async fn admit_task(state: &AppState, project: &str) -> Result<(), ApiError>
         .map_err(|over| ApiError::LimitExceeded(over.glance_message()))
 }
 
+/// `POST /v2/images`: one more image must fit under `image_count_total` (Glance's
+/// `enforce_image_count_total`, delta 1), counting the project's images and its imports in
+/// flight (each will make one).
+///
+/// # Errors
+/// [`ApiError::LimitExceeded`] with Glance's text, or an internal error when the metadata
+/// cannot be read.
+pub async fn admit_image(state: &AppState, project: &str) -> Result<(), ApiError> {
+    let limits = state.config.quotas.for_project(project);
+    if limits.image_count_total.get().is_none() {
+        return Ok(());
+    }
+    let stored = stored_usage(state, project, &limits).await?;
+    let in_flight = state.executor.in_flight(project, None);
+    let mut e = Enforcer::default();
+    e.count(
+        "image_count_total",
+        limits.image_count_total,
+        stored
+            .images
+            .saturating_add(in_flight.waiting)
+            .saturating_add(in_flight.running),
+        1,
+    );
+    e.finish(project)
+        .map_err(|over| ApiError::LimitExceeded(over.glance_message()))
+}
+
 /// Queues a stored task under its project's caps (`tasks_waiting`, and
 /// `image_count_uploading` again, atomically with other requests).
 ///
@@ -609,7 +637,7 @@ mod tests {
         for (id, owner, size) in [("a", "p1", 10), ("b", "p2", 20), ("c", "p1", 30)] {
             let mut image = sample_image(id);
             image.owner = owner.to_owned();
-            image.size = size;
+            image.size = Some(size);
             meta.put_image(&image).unwrap();
         }
         assert_eq!(meta.project_usage("p1").unwrap(), usage(2, 40));

@@ -6,6 +6,7 @@ mod conversion;
 mod create_errors;
 mod diskfull;
 mod harness;
+mod images_create;
 mod imports;
 mod isolation;
 mod lifecycle;

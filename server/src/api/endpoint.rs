@@ -3,7 +3,7 @@
 //!
 //! Unknown paths are 404. A known path with a method it lacks is 405 with Glance's `Allow`
 //! list; `DELETE /v2/tasks/{id}` is always 405 `Allow: GET` without looking the id up. Routes
-//! Sluice does not implement (`POST /v2/images`, `PUT /v2/images/{id}/file`) are left out of
+//! Sluice does not implement (`PUT /v2/images/{id}/file`) are left out of
 //! the `Allow` lists.
 
 use http::Method;
@@ -43,6 +43,8 @@ pub enum Endpoint {
     TaskSchema,
     /// `GET /v2/schemas/tasks`.
     TasksSchema,
+    /// `POST /v2/images`: a new `queued` image.
+    CreateImage,
     /// `GET /v2/images`.
     ListImages {
         /// Filters, sorting and paging.
@@ -159,7 +161,8 @@ impl Endpoint {
                 Method::GET => Ok(Endpoint::ListImages {
                     query: parse_query(query),
                 }),
-                _ => not_allowed("GET"),
+                Method::POST => Ok(Endpoint::CreateImage),
+                _ => not_allowed("GET, POST"),
             },
             ["v2", "images", id] => {
                 let id = (*id).to_owned();

@@ -20,12 +20,14 @@ use crate::api::body::{empty_response, ApiBody, FileBody};
 use crate::api::error::ApiError;
 use crate::api::policy::{self, Action, Target};
 use crate::api::{format_time, now, ok_json, tasks, Api};
-use crate::meta::ImageRecord;
+use crate::meta::{Decision, ImageRecord, ImageStatus, Transition};
 use crate::properties::{self, PropertyLimits, VISIBILITIES};
 
+mod create;
 mod list;
 mod patch;
 
+pub use create::create;
 pub use list::list;
 
 pub use patch::patch;
@@ -55,6 +57,51 @@ pub(crate) fn load(
     Ok(image)
 }
 
+/// Changes image `id` through the one compare-and-swap ([`crate::meta::MetaStore::transition_image`]),
+/// so that it cannot race an upload, an import or another change: `change` sees the current
+/// record once the caller may perform `action` on it ([`policy::authorize`]), and only when
+/// its status is one of `expected`; it edits the record and decides, or refuses with an
+/// error (nothing written).
+///
+/// # Errors
+/// 404 when there is no such image (or the caller cannot see it), 403 from the policy,
+/// `change`'s error, or a metadata error. A status not `expected` is not an error: it comes
+/// back as [`Transition::Refused`] for the caller to word.
+pub(crate) fn update(
+    api: &Api,
+    ctx: &RequestContext,
+    id: &str,
+    action: Action,
+    expected: &[ImageStatus],
+    change: impl FnOnce(&mut ImageRecord) -> Result<Decision, ApiError>,
+) -> Result<Transition, ApiError> {
+    let mut change = Some(change);
+    let mut refused = None;
+    let mut step = |image: &mut ImageRecord| {
+        let decided = policy::authorize(ctx, action, Target::Image(image)).and_then(|()| {
+            // The store calls this at most once.
+            change.take().map_or(Ok(Decision::Keep), |f| f(image))
+        });
+        decided.unwrap_or_else(|e| {
+            refused = Some(e);
+            Decision::Keep
+        })
+    };
+    let outcome = api.state.meta.transition_image(id, expected, &mut step)?;
+    if let Some(e) = refused {
+        return Err(e);
+    }
+    match outcome {
+        Transition::Missing => Err(ApiError::ImageNotFound(id.to_owned())),
+        Transition::Refused(image) => {
+            // Seen by a caller that may not see it: still 404, whatever its status.
+            policy::authorize(ctx, action, Target::Image(&image))?;
+            Ok(Transition::Refused(image))
+        }
+        other => Ok(other),
+    }
+}
+
 /// Glance's `_format_image`: extra properties flattened at top level, then the base fields.
 pub fn image_json(image: &ImageRecord) -> Value {
     let mut obj = Map::new();
@@ -63,20 +110,14 @@ pub fn image_json(image: &ImageRecord) -> Value {
             obj.insert(k.clone(), Value::String(v.clone()));
         }
     }
-    let text_or_null = |s: &str| {
-        if s.is_empty() {
-            Value::Null
-        } else {
-            Value::String(s.to_owned())
-        }
-    };
+    let text_or_null = |s: &Option<String>| s.clone().map_or(Value::Null, Value::String);
     let base = [
         ("id", Value::String(image.id.clone())),
         (
             "name",
             image.name.clone().map_or(Value::Null, Value::String),
         ),
-        ("status", Value::String(image.status.clone())),
+        ("status", Value::String(image.status.as_str().to_owned())),
         ("visibility", Value::String(image.visibility.clone())),
         ("protected", Value::Bool(image.protected)),
         ("os_hidden", Value::Bool(false)),
@@ -84,7 +125,7 @@ pub fn image_json(image: &ImageRecord) -> Value {
         ("os_hash_algo", text_or_null(&image.os_hash_algo)),
         ("os_hash_value", text_or_null(&image.os_hash_value)),
         ("owner", Value::String(image.owner.clone())),
-        ("size", Value::from(image.size)),
+        ("size", image.size.map_or(Value::Null, Value::from)),
         (
             "virtual_size",
             image.virtual_size.map_or(Value::Null, Value::from),
@@ -140,15 +181,24 @@ pub fn image_tasks(
     Ok(ok_json(&json!({ "tasks": rows })))
 }
 
-/// `DELETE /v2/images/{id}`: removes the record, then the file.
+/// `DELETE /v2/images/{id}`: removes the record (in any status, as Glance: an upload or
+/// import in flight then finds it gone and removes what it wrote), then the file.
 pub fn delete(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiBody>, ApiError> {
-    let image = load(api, ctx, id, Action::DeleteImage)?;
-    if image.protected {
-        return Err(ApiError::Forbidden(format!(
-            "Image {id} is protected and cannot be deleted."
-        )));
-    }
-    api.state.meta.delete_image(id)?;
+    update(
+        api,
+        ctx,
+        id,
+        Action::DeleteImage,
+        &ImageStatus::ALL,
+        |image| {
+            if image.protected {
+                return Err(ApiError::Forbidden(format!(
+                    "Image {id} is protected and cannot be deleted."
+                )));
+            }
+            Ok(Decision::Delete)
+        },
+    )?;
     // The record is gone, so the image is deleted for clients; a file left behind by a
     // failed removal is an orphan that the store's startup cleanup removes.
     if let Err(e) = api.state.store.delete(id) {
@@ -165,14 +215,24 @@ pub fn add_tag(
     id: &str,
     tag: &str,
 ) -> Result<Response<ApiBody>, ApiError> {
-    let mut image = load(api, ctx, id, Action::ModifyImage)?;
-    properties::check_tag(tag)?;
-    if !image.tags.iter().any(|t| t == tag) {
-        PropertyLimits::of(&api.state.config).check_tags(image.tags.len().saturating_add(1))?;
-        image.tags.push(tag.to_owned());
-        image.updated_at = now();
-        api.state.meta.put_image(&image)?;
-    }
+    let limits = PropertyLimits::of(&api.state.config);
+    update(
+        api,
+        ctx,
+        id,
+        Action::ModifyImage,
+        &ImageStatus::ALL,
+        |image| {
+            properties::check_tag(tag)?;
+            if image.tags.iter().any(|t| t == tag) {
+                return Ok(Decision::Keep);
+            }
+            limits.check_tags(image.tags.len().saturating_add(1))?;
+            image.tags.push(tag.to_owned());
+            image.updated_at = now();
+            Ok(Decision::Write)
+        },
+    )?;
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
@@ -183,14 +243,22 @@ pub fn delete_tag(
     id: &str,
     tag: &str,
 ) -> Result<Response<ApiBody>, ApiError> {
-    let mut image = load(api, ctx, id, Action::ModifyImage)?;
-    let before = image.tags.len();
-    image.tags.retain(|t| t != tag);
-    if image.tags.len() == before {
-        return Err(ApiError::TagNotFound(tag.to_owned()));
-    }
-    image.updated_at = now();
-    api.state.meta.put_image(&image)?;
+    update(
+        api,
+        ctx,
+        id,
+        Action::ModifyImage,
+        &ImageStatus::ALL,
+        |image| {
+            let before = image.tags.len();
+            image.tags.retain(|t| t != tag);
+            if image.tags.len() == before {
+                return Err(ApiError::TagNotFound(tag.to_owned()));
+            }
+            image.updated_at = now();
+            Ok(Decision::Write)
+        },
+    )?;
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
@@ -295,7 +363,7 @@ pub async fn download<B>(
     request: &Request<B>,
 ) -> Result<Response<ApiBody>, ApiError> {
     let image = load(api, ctx, id, Action::DownloadImage)?;
-    if image.status != "active" {
+    if !image.status.has_data() {
         return Ok(empty_response(StatusCode::NO_CONTENT));
     }
     let range = requested_range(request.headers())?;
@@ -321,8 +389,8 @@ pub async fn download<B>(
         .await
         .map_err(|e| ApiError::Internal(format!("stat {}: {e}", path.display())))?
         .len();
-    if size != image.size {
-        tracing::warn!(image = %id, recorded = image.size, on_disk = size, "image size mismatch");
+    if image.size != Some(size) {
+        tracing::warn!(image = %id, recorded = ?image.size, on_disk = size, "image size mismatch");
     }
     let (status, first, len) = match range {
         None => (StatusCode::OK, 0, size),
@@ -349,10 +417,8 @@ pub async fn download<B>(
     );
     headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
     // Glance sends the image's hex md5 here (not RFC 1864 base64), also on 206.
-    if let Ok(md5) = HeaderValue::try_from(image.checksum.as_str()) {
-        if !image.checksum.is_empty() {
-            headers.insert(http::header::HeaderName::from_static("content-md5"), md5);
-        }
+    if let Some(Ok(md5)) = image.checksum.as_deref().map(HeaderValue::try_from) {
+        headers.insert(http::header::HeaderName::from_static("content-md5"), md5);
     }
     if status == StatusCode::PARTIAL_CONTENT {
         let last = first.saturating_add(len).saturating_sub(1);

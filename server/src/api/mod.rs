@@ -31,7 +31,8 @@
 //!   `image_id` set to that image. Glance links only `api_image_import` tasks to their image
 //!   (a legacy `import` task's `image_id` column stays null), so for a task-imported image it
 //!   answers `{"tasks": []}`.
-//! - Images are created only by import tasks: there is no `POST /v2/images`, upload, stage,
+//! - `POST /v2/images` creates a `queued` record; data arrives only through import tasks so
+//!   far: there is no upload, stage,
 //!   interoperable import, members, locations or `os_hidden` changes.
 
 use std::convert::Infallible;
@@ -167,7 +168,8 @@ impl Api {
             Endpoint::TasksSchema => Ok(schemas::tasks_schema()),
             Endpoint::ImageSchema => Ok(schemas::image_schema()),
             Endpoint::ImagesSchema => Ok(schemas::images_schema()),
-            Endpoint::ImportInfo => Ok(schemas::import_info()),
+            Endpoint::ImportInfo => Ok(schemas::import_info(&self.state.config)),
+            Endpoint::CreateImage => images::create(self, &ctx, request).await,
             Endpoint::ListImages { query } => images::list(self, &ctx, query).await,
             Endpoint::GetImage { id } => images::show(self, &ctx, &id),
             Endpoint::PatchImage { id } => images::patch(self, &ctx, &id, request).await,

@@ -177,6 +177,7 @@ pub fn action_of(endpoint: &Endpoint) -> Option<Action> {
         | Endpoint::ImagesSchema
         | Endpoint::ImportInfo => None,
         Endpoint::CreateTask => Some(Action::AddTask),
+        Endpoint::CreateImage => Some(Action::AddImage),
         Endpoint::ListTasks { .. } => Some(Action::GetTasks),
         Endpoint::GetTask { .. } => Some(Action::GetTask),
         Endpoint::ListImages { .. } => Some(Action::GetImages),

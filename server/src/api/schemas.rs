@@ -12,6 +12,7 @@ use crate::api::body::{json_response, ApiBody};
 use crate::api::endpoint::Endpoint;
 use crate::api::error::ApiError;
 use crate::api::{ok_json, Api};
+use crate::config::Config;
 
 /// `GET /v2/schemas/task` as Glance 33.0.0 serves it.
 const GLANCE_TASK_SCHEMA: &str = include_str!("schemas/task.json");
@@ -139,13 +140,20 @@ pub fn images_schema() -> Response<ApiBody> {
     }))
 }
 
-/// `GET /v2/info/import`: Sluice offers no interoperable import methods (only tasks).
-pub fn import_info() -> Response<ApiBody> {
+/// The interoperable import methods offered (Glance's `enabled_import_methods`), the one list
+/// behind `GET /v2/info/import` and the `OpenStack-image-import-methods` header of
+/// `POST /v2/images`. None yet: images are filled by tasks only.
+pub fn enabled_import_methods(_config: &Config) -> Vec<&'static str> {
+    Vec::new()
+}
+
+/// `GET /v2/info/import`.
+pub fn import_info(config: &Config) -> Response<ApiBody> {
     ok_json(&json!({
         "import-methods": {
             "description": "Import methods available.",
             "type": "array",
-            "value": []
+            "value": enabled_import_methods(config)
         }
     }))
 }

@@ -14,7 +14,7 @@ use crate::api::Api;
 use crate::config::{Config, ImportFilter};
 use crate::executor::Executor;
 use crate::meta::memory::MemoryMeta;
-use crate::meta::{ImageRecord, MetaStore, TaskRecord, TaskStatus};
+use crate::meta::{ImageRecord, ImageStatus, MetaStore, TaskRecord, TaskStatus};
 use crate::state::AppState;
 
 /// Project of the default (admin) caller in these tests.
@@ -214,17 +214,17 @@ pub fn image_record(id: &str, owner: &str, name: &str, size: u64, created_at: i6
     ImageRecord {
         id: id.to_owned(),
         name: Some(name.to_owned()),
-        status: "active".into(),
+        status: ImageStatus::Active,
         owner: owner.to_owned(),
         visibility: "shared".into(),
         protected: false,
-        disk_format: "raw".into(),
-        container_format: "bare".into(),
-        size,
+        disk_format: Some("raw".into()),
+        container_format: Some("bare".into()),
+        size: Some(size),
         virtual_size: Some(size),
-        checksum: "2b22e47a1241758b66841255ee675057".into(),
-        os_hash_algo: "sha512".into(),
-        os_hash_value: "ab".repeat(64),
+        checksum: Some("2b22e47a1241758b66841255ee675057".into()),
+        os_hash_algo: Some("sha512".into()),
+        os_hash_value: Some("ab".repeat(64)),
         min_disk: 0,
         min_ram: 0,
         tags: Vec::new(),

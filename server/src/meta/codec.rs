@@ -1,26 +1,30 @@
 //! Stored values: one version-marker byte, then the record as JSON (garage's `migrate.rs`
 //! shape).
 //!
-//! The marker lets the format evolve without a flag day. The current format of each record
-//! is version 1 ([`V1`]); JSON starts with `{` (0x7B), so a marker byte can never be
-//! mistaken for the first byte of an unversioned document.
+//! The marker lets the format evolve without a flag day. Tasks are at version 1 ([`V1`]);
+//! images at version 2 ([`V2`]: a status enum, and nulls for what a `queued` image does not
+//! have yet). JSON starts with `{` (0x7B), so a marker byte can never be mistaken for the
+//! first byte of an unversioned document.
 //!
-//! # Adding a version 2
-//! 1. In [`v1`], replace the re-export with frozen copies of today's structs (same fields,
-//!    same serde attributes) and keep their [`Migrate`] impls there, unchanged.
-//! 2. Change the records in `meta/mod.rs`, and move their `impl Migrate` here with
-//!    `VERSION_MARKER = V2` and `type Previous = v1::TaskRecord` (or `ImageRecord`), writing
-//!    `migrate` from the old struct.
-//! 3. Values written by version 1 then decode through [`Migrate::decode_versioned`], which
-//!    walks back the `Previous` chain until a marker matches, and migrate forward.
+//! # Adding a version
+//! 1. In the module of the current version (e.g. [`v1`] for tasks), replace the re-export
+//!    with a frozen copy of today's struct (same fields, same serde attributes) and keep its
+//!    [`Migrate`] impl there, unchanged.
+//! 2. Change the record in `meta/mod.rs`, and give it an `impl Migrate` here with the next
+//!    `VERSION_MARKER` and `type Previous` = the frozen struct, writing `migrate` from it
+//!    (as [`v1::ImageRecord`] → [`ImageRecord`] below).
+//! 3. Values written by an older version then decode through [`Migrate::decode_versioned`],
+//!    which walks back the `Previous` chain until a marker matches, and migrate forward.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{ImageRecord, MetaError, TaskRecord};
+use super::{ImageRecord, ImageStatus, MetaError, TaskRecord};
 
-/// Version 1 of a record's encoding (the current one for tasks and images).
+/// Version 1 of a record's encoding (the current one for tasks).
 pub const V1: u8 = 1;
+/// Version 2 (the current one for images).
+pub const V2: u8 = 2;
 
 /// A stored format of a record, with the format it replaced.
 pub trait Migrate: Serialize + DeserializeOwned {
@@ -71,11 +75,61 @@ impl Migrate for NoPrevious {
     }
 }
 
-/// Version 1 of the records. It is the current version, so it re-exports the live structs;
-/// when version 2 arrives this module gets frozen copies of them instead (see the module
-/// docs).
+/// Version 1 of the records: the current version of tasks (re-exported), and the frozen
+/// image record written before images had statuses other than `active`.
 pub mod v1 {
-    pub use super::super::{ImageRecord, TaskRecord};
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Serialize};
+
+    pub use super::super::TaskRecord;
+    use super::super::Timestamp;
+
+    /// An image as version 1 stored it: always `active` with its data committed; empty
+    /// strings for unknown formats and hashes. Frozen: never change it.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct ImageRecord {
+        /// UUID4.
+        pub id: String,
+        /// Display name.
+        pub name: Option<String>,
+        /// Always `active` in practice.
+        pub status: String,
+        /// Owning project.
+        pub owner: String,
+        /// Visibility.
+        pub visibility: String,
+        /// Whether deletion is refused.
+        pub protected: bool,
+        /// Stored format.
+        pub disk_format: String,
+        /// Container format.
+        pub container_format: String,
+        /// Stored bytes.
+        pub size: u64,
+        /// Guest-visible size.
+        pub virtual_size: Option<u64>,
+        /// md5 hex.
+        pub checksum: String,
+        /// `sha512`.
+        pub os_hash_algo: String,
+        /// sha512 hex.
+        pub os_hash_value: String,
+        /// Minimum disk in GiB.
+        pub min_disk: u64,
+        /// Minimum RAM in MiB.
+        pub min_ram: u64,
+        /// Tags.
+        pub tags: Vec<String>,
+        /// Extra properties.
+        pub properties: BTreeMap<String, String>,
+        /// Creation time.
+        pub created_at: Timestamp,
+        /// Last change.
+        pub updated_at: Timestamp,
+        /// The task that imported it.
+        pub task_id: Option<String>,
+    }
 }
 
 impl Migrate for v1::TaskRecord {
@@ -93,6 +147,44 @@ impl Migrate for v1::ImageRecord {
 
     fn migrate(previous: Self::Previous) -> Self {
         match previous {}
+    }
+}
+
+impl Migrate for ImageRecord {
+    const VERSION_MARKER: u8 = V2;
+    type Previous = v1::ImageRecord;
+
+    /// Version 1 stored only images whose data was committed (`active`): the status maps by
+    /// name (anything else it could hold reads as `active`, which it was), and its empty
+    /// strings become nulls.
+    fn migrate(old: v1::ImageRecord) -> Self {
+        let status = ImageStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str() == old.status)
+            .unwrap_or(ImageStatus::Active);
+        let text = |s: String| (!s.is_empty()).then_some(s);
+        ImageRecord {
+            id: old.id,
+            name: old.name,
+            status,
+            owner: old.owner,
+            visibility: old.visibility,
+            protected: old.protected,
+            disk_format: text(old.disk_format),
+            container_format: text(old.container_format),
+            size: status.has_data().then_some(old.size),
+            virtual_size: old.virtual_size,
+            checksum: text(old.checksum),
+            os_hash_algo: text(old.os_hash_algo),
+            os_hash_value: text(old.os_hash_value),
+            min_disk: old.min_disk,
+            min_ram: old.min_ram,
+            tags: old.tags,
+            properties: old.properties,
+            created_at: old.created_at,
+            updated_at: old.updated_at,
+            task_id: old.task_id,
+        }
     }
 }
 
@@ -186,17 +278,17 @@ mod tests {
         ImageRecord {
             id: ID.to_owned(),
             name: Some("cirros".to_owned()),
-            status: "active".to_owned(),
+            status: ImageStatus::Active,
             owner: "project-a".to_owned(),
             visibility: "private".to_owned(),
             protected: false,
-            disk_format: "qcow2".to_owned(),
-            container_format: "bare".to_owned(),
-            size: 1 << 20,
+            disk_format: Some("qcow2".to_owned()),
+            container_format: Some("bare".to_owned()),
+            size: Some(1 << 20),
             virtual_size: Some(1 << 30),
-            checksum: "d41d8cd98f00b204e9800998ecf8427e".to_owned(),
-            os_hash_algo: "sha512".to_owned(),
-            os_hash_value: "cf83".to_owned(),
+            checksum: Some("d41d8cd98f00b204e9800998ecf8427e".to_owned()),
+            os_hash_algo: Some("sha512".to_owned()),
+            os_hash_value: Some("cf83".to_owned()),
             min_disk: 1,
             min_ram: 64,
             tags: vec!["b".to_owned(), "a".to_owned()],
@@ -267,11 +359,44 @@ mod tests {
         ));
     }
 
+    /// A value as version 1 wrote it (the live struct of that version, byte for byte).
+    fn v1_image_bytes() -> Vec<u8> {
+        let mut bytes = vec![V1];
+        bytes.extend_from_slice(
+            br#"{"id":"6f1e2d3c-4b5a-4978-8a6b-5c4d3e2f1a0b","name":"cirros","status":"active","owner":"project-a","visibility":"private","protected":false,"disk_format":"qcow2","container_format":"","size":1048576,"virtual_size":1073741824,"checksum":"d41d8cd98f00b204e9800998ecf8427e","os_hash_algo":"sha512","os_hash_value":"cf83","min_disk":1,"min_ram":64,"tags":["b","a"],"properties":{"os_distro":"cirros"},"created_at":1700000000,"updated_at":1700000000,"task_id":"t"}"#,
+        );
+        bytes
+    }
+
+    #[test]
+    fn test_decode_v1_image_migrates_to_v2_with_nulls() {
+        let mut want = image();
+        want.container_format = None;
+        assert!(matches!(decode::<ImageRecord>(ID, &v1_image_bytes()), Ok(i) if i == want));
+        // Written back, it is version 2.
+        let bytes = encode(&want).unwrap();
+        assert_eq!(bytes.first(), Some(&V2));
+        assert!(matches!(decode::<ImageRecord>(ID, &bytes), Ok(i) if i == want));
+    }
+
+    #[test]
+    fn test_decode_v2_image_statuses_round_trip() {
+        for status in ImageStatus::ALL {
+            let mut queued = image();
+            queued.status = status;
+            (queued.size, queued.checksum, queued.disk_format) = (None, None, None);
+            let bytes = encode(&queued).unwrap();
+            let body = std::str::from_utf8(bytes.get(1..).unwrap()).unwrap();
+            assert!(body.contains(&format!("\"status\":\"{status}\"")), "{body}");
+            assert!(matches!(decode::<ImageRecord>(ID, &bytes), Ok(i) if i == queued));
+        }
+    }
+
     #[test]
     fn test_decode_future_marker_decoding_error() {
         let mut bytes = encode(&image()).unwrap();
         if let Some(marker) = bytes.first_mut() {
-            *marker = 2;
+            *marker = 3;
         }
         assert!(matches!(
             decode::<ImageRecord>(ID, &bytes),

@@ -3,9 +3,12 @@
 //! visibilities, sort columns, directions, markers and limits; and replacing a record
 //! (changing an indexed field) or deleting it updates every list at once.
 
+use std::sync::Barrier;
+
 use super::{
-    sample_image, sample_task, ImageColumn, ImageQuery, ImageRange, ImageRecord, MetaStore,
-    SortDir, TaskColumn, TaskQuery, TaskRecord, TaskStatus, TaskSummary,
+    sample_image, sample_task, Decision, ImageColumn, ImageQuery, ImageRange, ImageRecord,
+    ImageStatus, MetaError, MetaStore, SortDir, TaskColumn, TaskQuery, TaskRecord, TaskStatus,
+    TaskSummary, Transition,
 };
 
 const PA: &str = "project-a";
@@ -79,7 +82,11 @@ fn images() -> Vec<ImageRecord> {
             image.visibility = visibilities[n as usize % 4].to_owned();
             image.created_at = 1_000 + i64::from(n / 3);
             image.name = (n % 5 != 0).then(|| format!("name-{}", n % 4));
-            image.size = u64::from(n % 3) * 100;
+            // Every third image is queued: no size yet (nulls sort first, as in SQL).
+            image.size = (n % 3 != 0).then(|| u64::from(n % 3) * 100);
+            if image.size.is_none() {
+                image.status = ImageStatus::Queued;
+            }
             image
         })
         .collect()
@@ -141,7 +148,7 @@ fn check_image_pages(store: &dyn MetaStore, all: &[ImageRecord]) {
     use ImageColumn::{CreatedAt, Id, Name, Size};
     use SortDir::{Asc, Desc};
     let any = |_: &ImageRecord| true;
-    let sized = |i: &ImageRecord| i.size > 0;
+    let sized = |i: &ImageRecord| i.size.is_some_and(|s| s > 0);
     let scopes: [&[ImageRange<'_>]; 5] = [
         &[ImageRange::Owner(PA), ImageRange::Visibility("public")],
         &[
@@ -343,4 +350,164 @@ pub fn lists(store: &dyn MetaStore) {
         store.expired_tasks(1_600, 20).expect("committed"),
         expiring(1_600, &all_tasks)
     );
+}
+
+/// The transitions' part of [`super::conformance_suite`] (see there).
+pub(super) fn transitions(store: &dyn MetaStore) {
+    const Q: &str = "a1a1a1a1-0000-4000-8000-00000000000a";
+    let mut queued = sample_image(Q);
+    queued.status = ImageStatus::Queued;
+    (
+        queued.size,
+        queued.checksum,
+        queued.os_hash_algo,
+        queued.os_hash_value,
+    ) = (None, None, None, None);
+
+    // insert_image: only when the id is free.
+    assert!(store.insert_image(&queued).expect("insert new image"));
+    let mut other = queued.clone();
+    other.name = Some("another".to_owned());
+    assert!(!store.insert_image(&other).expect("insert taken id"));
+    assert_eq!(
+        store.get_image(Q).expect("get inserted"),
+        Some(queued.clone())
+    );
+
+    // Missing, refused and kept write nothing; the change runs only for an expected status.
+    let mut calls = 0;
+    let mut to_saving = |image: &mut ImageRecord| {
+        calls += 1;
+        image.status = ImageStatus::Saving;
+        Decision::Write
+    };
+    let missing = "a1a1a1a1-0000-4000-8000-0000000000ff";
+    assert_eq!(
+        store
+            .transition_image(missing, &ImageStatus::ALL, &mut to_saving)
+            .expect("transition of a missing image"),
+        Transition::Missing
+    );
+    assert_eq!(
+        store
+            .transition_image(Q, &[ImageStatus::Active], &mut to_saving)
+            .expect("refused transition"),
+        Transition::Refused(queued.clone())
+    );
+    assert_eq!(calls, 0, "change called for a refused transition");
+    let kept = store
+        .transition_image(Q, &[ImageStatus::Queued], &mut |image| {
+            image.name = Some("not written".to_owned());
+            Decision::Keep
+        })
+        .expect("kept transition");
+    assert_eq!(kept, Transition::Kept(queued.clone()));
+    assert_eq!(store.get_image(Q).expect("get kept"), Some(queued.clone()));
+
+    // A forbidden status change or a changed id is an error, and nothing is written.
+    let mut deactivate = |image: &mut ImageRecord| {
+        image.status = ImageStatus::Deactivated;
+        Decision::Write
+    };
+    let mut rename = |image: &mut ImageRecord| {
+        image.id = missing.to_owned();
+        Decision::Write
+    };
+    let invalid: [&mut dyn FnMut(&mut ImageRecord) -> Decision; 2] = [&mut deactivate, &mut rename];
+    for change in invalid {
+        assert!(matches!(
+            store.transition_image(Q, &[ImageStatus::Queued], change),
+            Err(MetaError::InvalidChange { ref id, .. }) if id == Q
+        ));
+    }
+    assert_eq!(
+        store.get_image(Q).expect("get after invalid"),
+        Some(queued.clone())
+    );
+    assert_eq!(
+        store.get_image(missing).expect("no image under new id"),
+        None
+    );
+
+    // A write moves the status and the index entries together.
+    let done = store
+        .transition_image(Q, &[ImageStatus::Queued], &mut |image| {
+            image.status = ImageStatus::Saving;
+            image.visibility = "public".to_owned();
+            Decision::Write
+        })
+        .expect("transition");
+    let Transition::Done(saving) = done else {
+        panic!("queued → saving not done: {done:?}");
+    };
+    assert_eq!(saving.status, ImageStatus::Saving);
+    assert_eq!(
+        store.get_image(Q).expect("get saving"),
+        Some(saving.clone())
+    );
+    let public = |store: &dyn MetaStore| -> Vec<String> {
+        let any = |_: &ImageRecord| true;
+        store
+            .list_image_page(&ImageQuery {
+                ranges: &[ImageRange::Visibility("public")],
+                sort: &[
+                    (ImageColumn::CreatedAt, SortDir::Desc),
+                    (ImageColumn::Id, SortDir::Desc),
+                ],
+                after: None,
+                limit: 10,
+                filter: &any,
+            })
+            .expect("public page")
+            .into_iter()
+            .map(|i| i.id)
+            .collect()
+    };
+    assert_eq!(public(store), [Q]);
+
+    // A delete removes the record and its entries.
+    let deleted = store
+        .transition_image(Q, &ImageStatus::ALL, &mut |_| Decision::Delete)
+        .expect("delete transition");
+    assert_eq!(deleted, Transition::Done(saving));
+    assert_eq!(store.get_image(Q).expect("get deleted"), None);
+    assert!(public(store).is_empty());
+
+    // Two threads racing queued → saving on one image: exactly one wins, every time.
+    for n in 0..20u32 {
+        let id = format!("b2b2b2b2-0000-4000-8000-{n:012}");
+        let mut image = queued.clone();
+        image.id.clone_from(&id);
+        assert!(store.insert_image(&image).expect("insert racer"));
+        let barrier = Barrier::new(2);
+        let outcomes: Vec<Transition> = std::thread::scope(|s| {
+            let racers: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        store
+                            .transition_image(&id, &[ImageStatus::Queued], &mut |image| {
+                                image.status = ImageStatus::Saving;
+                                Decision::Write
+                            })
+                            .expect("racing transition")
+                    })
+                })
+                .collect();
+            racers
+                .into_iter()
+                .map(|r| r.join().expect("racer panicked"))
+                .collect()
+        });
+        let won = outcomes
+            .iter()
+            .filter(|o| matches!(o, Transition::Done(_)))
+            .count();
+        let lost = outcomes
+            .iter()
+            .filter(|o| matches!(o, Transition::Refused(i) if i.status == ImageStatus::Saving))
+            .count();
+        assert_eq!((won, lost), (1, 1), "{outcomes:?}");
+        store.delete_image(&id).expect("clear racer");
+    }
 }

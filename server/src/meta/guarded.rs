@@ -21,7 +21,8 @@ use sluice_pipeline::store::space::DiskSpace;
 
 use super::rocks::RocksMeta;
 use super::{
-    ImageQuery, ImageRecord, MetaError, MetaStore, TaskQuery, TaskRecord, TaskSummary, Timestamp,
+    Decision, ImageQuery, ImageRecord, ImageStatus, MetaError, MetaStore, TaskQuery, TaskRecord,
+    TaskSummary, Timestamp, Transition,
 };
 
 /// Least time between two attempts to open the database read-write again: an attempt on a
@@ -148,10 +149,10 @@ impl GuardedMeta {
     }
 
     /// Runs a write on the database when the volume has room and the database is writable.
-    fn guarded(
+    fn guarded<T>(
         &self,
-        f: impl FnOnce(&RocksMeta) -> Result<(), MetaError>,
-    ) -> Result<(), MetaError> {
+        f: impl FnOnce(&RocksMeta) -> Result<T, MetaError>,
+    ) -> Result<T, MetaError> {
         self.space
             .check_metadata()
             .map_err(|e| MetaError::StorageFull(e.to_string()))?;
@@ -213,6 +214,19 @@ impl MetaStore for GuardedMeta {
 
     fn put_image(&self, image: &ImageRecord) -> Result<(), MetaError> {
         self.guarded(|r| r.put_image(image))
+    }
+
+    fn insert_image(&self, image: &ImageRecord) -> Result<bool, MetaError> {
+        self.guarded(|r| r.insert_image(image))
+    }
+
+    fn transition_image(
+        &self,
+        id: &str,
+        expected: &[ImageStatus],
+        change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
+    ) -> Result<Transition, MetaError> {
+        self.guarded(|r| r.transition_image(id, expected, change))
     }
 
     fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError> {

@@ -8,8 +8,8 @@ use std::sync::{Mutex, MutexGuard};
 use super::index::{self, IndexEntry};
 use super::query::{self, Entries, Entry, IndexSource};
 use super::{
-    ImageQuery, ImageRecord, MetaError, MetaStore, SortDir, TaskQuery, TaskRecord, TaskSummary,
-    Timestamp,
+    plan_transition, Decision, ImageQuery, ImageRecord, ImageStatus, MetaError, MetaStore, SortDir,
+    Step, TaskQuery, TaskRecord, TaskSummary, Timestamp, Transition,
 };
 
 /// Tasks and images keyed by id, and the secondary index entries keyed as in RocksDB
@@ -154,6 +154,38 @@ impl MetaStore for MemoryMeta {
     fn put_image(&self, image: &ImageRecord) -> Result<(), MetaError> {
         self.inner()?.put_image(image);
         Ok(())
+    }
+
+    fn insert_image(&self, image: &ImageRecord) -> Result<bool, MetaError> {
+        let mut inner = self.inner()?;
+        if inner.images.contains_key(&image.id) {
+            return Ok(false);
+        }
+        inner.put_image(image);
+        Ok(true)
+    }
+
+    fn transition_image(
+        &self,
+        id: &str,
+        expected: &[ImageStatus],
+        change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
+    ) -> Result<Transition, MetaError> {
+        let mut inner = self.inner()?;
+        let current = inner.images.get(id).cloned();
+        match plan_transition(current, expected, change)? {
+            Step::Answer(answer) => Ok(answer),
+            Step::Put { new, .. } => {
+                inner.put_image(&new);
+                Ok(Transition::Done(*new))
+            }
+            Step::Remove(old) => {
+                inner.images.remove(id);
+                let (stale, fresh) = index::image_change(Some(&old), None);
+                inner.reindex(stale, fresh);
+                Ok(Transition::Done(old))
+            }
+        }
     }
 
     fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError> {

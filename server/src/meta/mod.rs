@@ -97,36 +97,124 @@ pub struct TaskRecord {
     pub user_id: Option<String>,
 }
 
-/// A stored image. Only `active` images with their data committed are ever stored: Sluice
-/// writes the record in the same batch that marks the task `success`.
+/// An image's status: Glance's statuses that Sluice stores, with Glance's transitions
+/// (`glance/domain/__init__.py`, `Image.valid_state_targets`) in [`ImageStatus::can_become`].
+///
+/// `deleted` is never stored (deletion removes the record), `killed` is never reached (a
+/// failed upload or import returns the image to `queued`, as Glance's modern paths do), and
+/// `pending_delete` needs Glance's `delayed_delete`, which Sluice does not have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageStatus {
+    /// A record without data: created by `POST /v2/images`, or back after a failed upload or
+    /// import.
+    Queued,
+    /// Data arriving through `PUT /v2/images/{id}/file`.
+    Saving,
+    /// Data being staged (`PUT /v2/images/{id}/stage`).
+    Uploading,
+    /// An import is writing the image's data.
+    Importing,
+    /// Data committed; readable.
+    Active,
+    /// Data kept, download refused to non-admins (`…/actions/deactivate`).
+    Deactivated,
+}
+
+impl ImageStatus {
+    /// Every status, in Glance's schema order.
+    pub const ALL: [ImageStatus; 6] = [
+        ImageStatus::Queued,
+        ImageStatus::Saving,
+        ImageStatus::Active,
+        ImageStatus::Uploading,
+        ImageStatus::Importing,
+        ImageStatus::Deactivated,
+    ];
+
+    /// Whether an image may move from `self` to `next` (Glance's transitions among the
+    /// statuses Sluice stores). Staying in the same status is not a transition: a change
+    /// that keeps the status is always allowed.
+    pub fn can_become(self, next: ImageStatus) -> bool {
+        use ImageStatus as S;
+        self == next
+            || matches!(
+                (self, next),
+                (
+                    S::Queued,
+                    S::Saving | S::Uploading | S::Importing | S::Active
+                ) | (S::Saving, S::Active | S::Queued)
+                    | (S::Uploading, S::Importing | S::Queued)
+                    | (S::Importing, S::Active | S::Queued)
+                    | (S::Active, S::Deactivated)
+                    | (S::Deactivated, S::Active)
+            )
+    }
+
+    /// Whether the image's data is committed (`active`, `deactivated`): recovery drops a
+    /// record in such a status whose data is missing.
+    pub fn has_data(self) -> bool {
+        matches!(self, ImageStatus::Active | ImageStatus::Deactivated)
+    }
+
+    /// Whether data is on its way in (`saving`, `uploading`, `importing`): a crash leaves
+    /// nothing usable, so recovery returns the image to `queued`.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ImageStatus::Saving | ImageStatus::Uploading | ImageStatus::Importing
+        )
+    }
+
+    /// The API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageStatus::Queued => "queued",
+            ImageStatus::Saving => "saving",
+            ImageStatus::Uploading => "uploading",
+            ImageStatus::Importing => "importing",
+            ImageStatus::Active => "active",
+            ImageStatus::Deactivated => "deactivated",
+        }
+    }
+}
+
+impl std::fmt::Display for ImageStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stored image (version 2 of its encoding, `codec.rs`). Fields that describe data are
+/// `None` until data is committed (Glance's nulls for a `queued` image).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageRecord {
-    /// UUID4.
+    /// UUID, lower-case hyphenated.
     pub id: String,
-    /// Display name (`image_properties.name`).
+    /// Display name.
     pub name: Option<String>,
-    /// `active` (and `deleted` is never stored: deletion removes the record).
-    pub status: String,
-    /// Owning project (the task's owner).
+    /// Current status; changed only through [`MetaStore::transition_image`].
+    pub status: ImageStatus,
+    /// Owning project.
     pub owner: String,
     /// `public`, `private`, `shared` or `community`.
     pub visibility: String,
     /// Whether deletion is refused.
     pub protected: bool,
-    /// Stored format (`qcow2`, `raw`, …).
-    pub disk_format: String,
-    /// `bare`, `ovf`, …
-    pub container_format: String,
-    /// Stored bytes.
-    pub size: u64,
+    /// Format of the data (`qcow2`, `raw`, …); may be unset while `queued`.
+    pub disk_format: Option<String>,
+    /// `bare`, `ovf`, …; may be unset while `queued`.
+    pub container_format: Option<String>,
+    /// Stored bytes, once data is committed.
+    pub size: Option<u64>,
     /// Guest-visible size from the inspector.
     pub virtual_size: Option<u64>,
     /// md5 hex of the stored bytes (Glance's `checksum`).
-    pub checksum: String,
-    /// `sha512`.
-    pub os_hash_algo: String,
+    pub checksum: Option<String>,
+    /// `sha512`, once data is committed.
+    pub os_hash_algo: Option<String>,
     /// sha512 hex of the stored bytes.
-    pub os_hash_value: String,
+    pub os_hash_value: Option<String>,
     /// Minimum disk in GiB.
     pub min_disk: u64,
     /// Minimum RAM in MiB.
@@ -152,6 +240,32 @@ pub struct ProjectUsage {
     pub image_bytes: u64,
 }
 
+/// What the change of a [`MetaStore::transition_image`] decides, having seen the current
+/// record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Write the record as the change left it.
+    Write,
+    /// Remove the record (`DELETE /v2/images/{id}`).
+    Delete,
+    /// Write nothing (the caller refused the change, or there was nothing to do).
+    Keep,
+}
+
+/// What [`MetaStore::transition_image`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Transition {
+    /// Written: the record as stored now (for [`Decision::Delete`], as it was).
+    Done(ImageRecord),
+    /// Nothing written: the change decided [`Decision::Keep`]; the record as it is.
+    Kept(ImageRecord),
+    /// Nothing written: the image's status was not one of those expected; the record as
+    /// found.
+    Refused(ImageRecord),
+    /// No image has that id.
+    Missing,
+}
+
 /// A metadata store failed (I/O, corruption, a value it cannot decode).
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -172,6 +286,15 @@ pub enum MetaError {
     /// met `ENOSPC`; reads still work. The message says how much is free.
     #[error("{0}")]
     StorageFull(String),
+    /// A change asked for a status change Glance does not allow, or changed the record's id
+    /// (a bug of the caller; nothing was written).
+    #[error("image {id}: {detail}")]
+    InvalidChange {
+        /// The image.
+        id: String,
+        /// What was wrong, e.g. "status active cannot become queued".
+        detail: String,
+    },
 }
 
 /// The metadata store. Implementations are cheap to share (`Arc<dyn MetaStore>`); calls are
@@ -187,8 +310,29 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     fn delete_task(&self, id: &str) -> Result<(), MetaError>;
     /// Writes a task and a new image in one atomic batch (an import's success).
     fn commit_import(&self, task: &TaskRecord, image: &ImageRecord) -> Result<(), MetaError>;
-    /// Inserts or replaces an image.
+    /// Inserts or replaces an image, whatever is stored (imports, recovery, tests). Changes of
+    /// existing images go through [`MetaStore::transition_image`].
     fn put_image(&self, image: &ImageRecord) -> Result<(), MetaError>;
+    /// Inserts `image` unless an image with its id exists (`POST /v2/images` with a
+    /// caller-chosen id); returns whether it was inserted. Atomic with every other write of
+    /// that id.
+    fn insert_image(&self, image: &ImageRecord) -> Result<bool, MetaError>;
+    /// The one compare-and-swap of an image: atomically reads image `id`, checks that its
+    /// status is one of `expected`, lets `change` edit a copy and decide, and writes (or
+    /// removes) the record with its index entries. Writers of one id are serialised, so two
+    /// racing transitions never both see the old status: the second sees the first's result.
+    /// `change` is called at most once, only when the status is expected.
+    ///
+    /// # Errors
+    /// [`MetaError::InvalidChange`] when `change` moved the status where
+    /// [`ImageStatus::can_become`] forbids, or changed the id (nothing written); a backend,
+    /// decoding or full-volume error.
+    fn transition_image(
+        &self,
+        id: &str,
+        expected: &[ImageStatus],
+        change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
+    ) -> Result<Transition, MetaError>;
     /// Reads an image.
     fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError>;
     /// All images, ordered by id.
@@ -218,10 +362,72 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
         let mut usage = ProjectUsage::default();
         self.scan_images(Some(owner), &mut |image| {
             usage.images = usage.images.saturating_add(1);
-            usage.image_bytes = usage.image_bytes.saturating_add(image.size);
+            usage.image_bytes = usage.image_bytes.saturating_add(image.size.unwrap_or(0));
             Ok(())
         })?;
         Ok(usage)
+    }
+}
+
+/// What a store does for [`MetaStore::transition_image`] once it holds the id's write lock
+/// and has read `current`.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// Write nothing; answer this.
+    Answer(Transition),
+    /// Replace `old` by `new`.
+    Put {
+        /// The stored record.
+        old: ImageRecord,
+        /// Its replacement (boxed: the two records make this variant twice the others).
+        new: Box<ImageRecord>,
+    },
+    /// Remove the record.
+    Remove(ImageRecord),
+}
+
+/// The part of [`MetaStore::transition_image`] every store shares: the status check, the
+/// change, and the check of what it changed.
+///
+/// # Errors
+/// [`MetaError::InvalidChange`].
+pub(crate) fn plan_transition(
+    current: Option<ImageRecord>,
+    expected: &[ImageStatus],
+    change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
+) -> Result<Step, MetaError> {
+    let Some(old) = current else {
+        return Ok(Step::Answer(Transition::Missing));
+    };
+    if !expected.contains(&old.status) {
+        return Ok(Step::Answer(Transition::Refused(old)));
+    }
+    let mut new = old.clone();
+    match change(&mut new) {
+        Decision::Keep => Ok(Step::Answer(Transition::Kept(old))),
+        Decision::Delete => Ok(Step::Remove(old)),
+        Decision::Write => {
+            let invalid = |detail: String| MetaError::InvalidChange {
+                id: old.id.clone(),
+                detail,
+            };
+            if new.id != old.id {
+                return Err(invalid(format!(
+                    "a change may not set the id to {}",
+                    new.id
+                )));
+            }
+            if !old.status.can_become(new.status) {
+                return Err(invalid(format!(
+                    "status {} cannot become {}",
+                    old.status, new.status
+                )));
+            }
+            Ok(Step::Put {
+                old,
+                new: Box::new(new),
+            })
+        }
     }
 }
 
@@ -234,7 +440,10 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
 /// images with the same id are independent, and [`MetaStore::commit_import`] writes (or
 /// replaces) both its task and its image. Then the list queries (`conformance.rs`): pages
 /// against a reference sort for every scope, sort, direction, marker and limit, also after
-/// replacements that change indexed fields and after deletions.
+/// replacements that change indexed fields and after deletions. And the image transitions:
+/// [`MetaStore::insert_image`] never replaces, [`MetaStore::transition_image`] answers
+/// missing, refused and kept without writing, writes and deletes with the indexes, refuses
+/// forbidden status changes, and of two threads racing one transition exactly one wins.
 ///
 /// # Panics
 /// When the store misbehaves (this is a test suite).
@@ -358,6 +567,9 @@ pub fn conformance_suite(store: &dyn MetaStore) {
     assert_eq!(store.list_tasks().expect("list after commit").len(), 3);
     assert_eq!(store.list_images().expect("list after commit").len(), 4);
 
+    // Compare-and-swap transitions, creation with a chosen id, racing writers.
+    conformance::transitions(store);
+
     // The list queries, on the store emptied again.
     for task in store.list_tasks().expect("tasks to clear") {
         store.delete_task(&task.id).expect("clear task");
@@ -396,17 +608,17 @@ pub fn sample_image(id: &str) -> ImageRecord {
     ImageRecord {
         id: id.to_owned(),
         name: Some("cirros".to_owned()),
-        status: "active".to_owned(),
+        status: ImageStatus::Active,
         owner: "0b5c2f1e9d8a4c7b8e6f5a4b3c2d1e0f".to_owned(),
         visibility: "private".to_owned(),
         protected: false,
-        disk_format: "qcow2".to_owned(),
-        container_format: "bare".to_owned(),
-        size: 21_692_416,
+        disk_format: Some("qcow2".to_owned()),
+        container_format: Some("bare".to_owned()),
+        size: Some(21_692_416),
         virtual_size: Some(117_440_512),
-        checksum: "c36c8d0d5a3b4e2f1a0b9c8d7e6f5a4b".to_owned(),
-        os_hash_algo: "sha512".to_owned(),
-        os_hash_value: "ab".repeat(64),
+        checksum: Some("c36c8d0d5a3b4e2f1a0b9c8d7e6f5a4b".to_owned()),
+        os_hash_algo: Some("sha512".to_owned()),
+        os_hash_value: Some("ab".repeat(64)),
         min_disk: 0,
         min_ram: 0,
         tags: vec!["cirros".to_owned(), "test".to_owned()],

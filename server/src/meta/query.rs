@@ -196,7 +196,7 @@ impl ImageColumn {
     pub fn compare(self, a: &ImageRecord, b: &ImageRecord) -> Ordering {
         match self {
             ImageColumn::Name => a.name.cmp(&b.name),
-            ImageColumn::Status => a.status.cmp(&b.status),
+            ImageColumn::Status => a.status.as_str().cmp(b.status.as_str()),
             ImageColumn::ContainerFormat => a.container_format.cmp(&b.container_format),
             ImageColumn::DiskFormat => a.disk_format.cmp(&b.disk_format),
             ImageColumn::Size => a.size.cmp(&b.size),

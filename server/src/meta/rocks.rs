@@ -40,8 +40,8 @@ use super::index::{self, IndexEntry};
 use super::keys::{self, Table, INDEX_PREFIX, INDEX_VERSION, SCHEMA_KEY};
 use super::query::{self, Entries, IndexSource};
 use super::{
-    ImageQuery, ImageRecord, MetaError, MetaStore, SortDir, TaskQuery, TaskRecord, TaskSummary,
-    Timestamp,
+    plan_transition, Decision, ImageQuery, ImageRecord, ImageStatus, MetaError, MetaStore, SortDir,
+    Step, TaskQuery, TaskRecord, TaskSummary, Timestamp, Transition,
 };
 
 /// File descriptors RocksDB may keep open. A metadata DB holds few SST files; bounding this
@@ -427,6 +427,44 @@ impl MetaStore for RocksMeta {
         let mut batch = WriteBatch::default();
         self.image_change(&mut batch, image)?;
         self.write(&format!("image {}", image.id), batch)
+    }
+
+    fn insert_image(&self, image: &ImageRecord) -> Result<bool, MetaError> {
+        let _locked = self.lock(&[&image.id])?;
+        if self.get::<ImageRecord>(Table::Images, &image.id)?.is_some() {
+            return Ok(false);
+        }
+        let mut batch = WriteBatch::default();
+        let entries = index::image_change(None, Some(image));
+        Self::change(&mut batch, Table::Images, &image.id, Some(image), entries)?;
+        self.write(&format!("new image {}", image.id), batch)?;
+        Ok(true)
+    }
+
+    fn transition_image(
+        &self,
+        id: &str,
+        expected: &[ImageStatus],
+        change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
+    ) -> Result<Transition, MetaError> {
+        let _locked = self.lock(&[id])?;
+        let current = self.get::<ImageRecord>(Table::Images, id)?;
+        let mut batch = WriteBatch::default();
+        let done = match plan_transition(current, expected, change)? {
+            Step::Answer(answer) => return Ok(answer),
+            Step::Put { old, new } => {
+                let entries = index::image_change(Some(&old), Some(&new));
+                Self::change(&mut batch, Table::Images, id, Some(&*new), entries)?;
+                *new
+            }
+            Step::Remove(old) => {
+                let entries = index::image_change(Some(&old), None);
+                Self::change::<ImageRecord>(&mut batch, Table::Images, id, None, entries)?;
+                old
+            }
+        };
+        self.write(&format!("transition of image {id}"), batch)?;
+        Ok(Transition::Done(done))
     }
 
     fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError> {

@@ -206,8 +206,9 @@ impl ImageListRequest {
                     .iter()
                     .any(|v| column_equals(image_column(image, column), v)),
                 Filter::Tags(tags) => tags.iter().all(|t| image.tags.contains(t)),
-                Filter::SizeMin(n) => image.size >= *n,
-                Filter::SizeMax(n) => image.size <= *n,
+                // A null size (a queued image) matches neither, as SQL's comparisons.
+                Filter::SizeMin(n) => image.size.is_some_and(|s| s >= *n),
+                Filter::SizeMax(n) => image.size.is_some_and(|s| s <= *n),
                 Filter::Protected(p) => image.protected == *p,
                 Filter::Time(column, op, at) => op.accepts(column.of(image).cmp(at)),
             })
@@ -360,6 +361,11 @@ fn parse_sort(query: &Query) -> Result<Vec<(ImageColumn, SortDir)>, ApiError> {
     Ok(sort)
 }
 
+/// A nullable text column.
+fn text(value: Option<&str>) -> SortValue<'_> {
+    value.map_or(SortValue::Null, SortValue::Str)
+}
+
 /// An image column (base field or extra property) for sorting and filtering.
 fn image_column<'i>(image: &'i ImageRecord, column: &str) -> SortValue<'i> {
     match column {
@@ -368,15 +374,17 @@ fn image_column<'i>(image: &'i ImageRecord, column: &str) -> SortValue<'i> {
             .name
             .as_deref()
             .map_or(SortValue::Null, SortValue::Str),
-        "status" => SortValue::Str(&image.status),
+        "status" => SortValue::Str(image.status.as_str()),
         "visibility" => SortValue::Str(&image.visibility),
         "owner" => SortValue::Str(&image.owner),
-        "container_format" => SortValue::Str(&image.container_format),
-        "disk_format" => SortValue::Str(&image.disk_format),
-        "checksum" => SortValue::Str(&image.checksum),
-        "os_hash_algo" => SortValue::Str(&image.os_hash_algo),
-        "os_hash_value" => SortValue::Str(&image.os_hash_value),
-        "size" => SortValue::Int(i128::from(image.size)),
+        "container_format" => text(image.container_format.as_deref()),
+        "disk_format" => text(image.disk_format.as_deref()),
+        "checksum" => text(image.checksum.as_deref()),
+        "os_hash_algo" => text(image.os_hash_algo.as_deref()),
+        "os_hash_value" => text(image.os_hash_value.as_deref()),
+        "size" => image
+            .size
+            .map_or(SortValue::Null, |v| SortValue::Int(i128::from(v))),
         "virtual_size" => image
             .virtual_size
             .map_or(SortValue::Null, |v| SortValue::Int(i128::from(v))),

@@ -14,10 +14,10 @@ use serde_json::Value;
 use crate::api::auth::RequestContext;
 use crate::api::body::{parse_json, read_body, ApiBody};
 use crate::api::error::ApiError;
-use crate::api::images::{image_json, load};
+use crate::api::images::{image_json, update};
 use crate::api::policy::{self, Action, Target};
 use crate::api::{now, ok_json, Api};
-use crate::meta::ImageRecord;
+use crate::meta::{Decision, ImageRecord, ImageStatus, Transition};
 use crate::properties::{self, Attribute, BaseValue, Change, PropertyLimits};
 
 /// The JSON-patch media types and which draft each follows.
@@ -69,19 +69,33 @@ where
     )
     .await?;
     let ops = parse_patch(&parse_json(&bytes)?, version)?;
-    let mut image = load(api, ctx, id, Action::ModifyImage)?;
     let limits = PropertyLimits::of(config);
-    let before = image.properties.len();
-    for (op, name, value) in &ops {
-        apply_patch(&mut image, ctx, version, *op, name, value.as_ref(), &limits)?;
+    // Applied to the record as it is when written (no upload or other change in between).
+    let outcome = update(
+        api,
+        ctx,
+        id,
+        Action::ModifyImage,
+        &ImageStatus::ALL,
+        |image| {
+            let before = image.properties.len();
+            for (op, name, value) in &ops {
+                apply_patch(image, ctx, version, *op, name, value.as_ref(), &limits)?;
+            }
+            // An image already over a lowered quota may still shed properties.
+            if image.properties.len() > before {
+                limits.check_properties(image.properties.len())?;
+            }
+            image.updated_at = now();
+            Ok(Decision::Write)
+        },
+    )?;
+    match outcome {
+        Transition::Done(image) | Transition::Kept(image) | Transition::Refused(image) => {
+            Ok(ok_json(&image_json(&image)))
+        }
+        Transition::Missing => Err(ApiError::ImageNotFound(id.to_owned())),
     }
-    // An image already over a lowered quota may still shed properties.
-    if image.properties.len() > before {
-        limits.check_properties(image.properties.len())?;
-    }
-    image.updated_at = now();
-    api.state.meta.put_image(&image)?;
-    Ok(ok_json(&image_json(&image)))
 }
 
 /// Parses the operations of a patch body: `(op, attribute, value)`.
@@ -229,12 +243,17 @@ fn apply_patch(
             policy::authorize(ctx, Action::ChangeImageOwner, Target::Image(image))?;
             image.owner = owner;
         }
-        BaseValue::DiskFormat(_) | BaseValue::ContainerFormat(_) => {
-            // Sluice stores only active images, whose formats describe the stored bytes.
+        // Glance's `Image` setters: the formats describe the data, so they change only
+        // before it is committed.
+        BaseValue::DiskFormat(_) | BaseValue::ContainerFormat(_)
+            if !matches!(image.status, ImageStatus::Queued | ImageStatus::Importing) =>
+        {
             return Err(ApiError::Forbidden(format!(
                 "Attribute {name} can be only replaced for a queued image."
             )));
         }
+        BaseValue::DiskFormat(format) => image.disk_format = format,
+        BaseValue::ContainerFormat(format) => image.container_format = format,
     }
     Ok(())
 }

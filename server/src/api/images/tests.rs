@@ -207,7 +207,7 @@ async fn test_list_images_sort_paging_and_filters() {
     for (n, name, size) in specs {
         let mut image = image_record(&uuid_n(n), ADMIN_PROJECT, name, size, i64::from(n));
         if n == 4 {
-            image.disk_format = "qcow2".into();
+            image.disk_format = Some("qcow2".into());
             image.tags = vec!["gold".into()];
             image.properties.insert("os_distro".into(), "debian".into());
         }
@@ -439,6 +439,48 @@ async fn test_patch_image_v21_and_v20_operations() {
 }
 
 #[tokio::test]
+async fn test_patch_queued_image_formats_replaced_status_kept() {
+    // Glance lets the formats change while the image has no data; the patch applies to the
+    // record as stored, so a status set meanwhile (an upload's `saving`) is never undone.
+    let h = Harness::new();
+    let id = uuid_n(1);
+    let mut queued = image_record(&id, "pa", "q", 0, 1);
+    queued.status = crate::meta::ImageStatus::Queued;
+    (queued.size, queued.disk_format, queued.container_format) = (None, None, None);
+    h.insert_image(&queued, None);
+    let ops = json!([
+        {"op": "replace", "path": "/disk_format", "value": "qcow2"},
+        {"op": "replace", "path": "/container_format", "value": "bare"}
+    ]);
+    let reply = patch(&h, &id, V21, &member("pa"), &ops).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.message());
+    let body = reply.json();
+    assert_eq!(
+        (
+            &body["status"],
+            &body["disk_format"],
+            &body["container_format"],
+            &body["size"]
+        ),
+        (
+            &json!("queued"),
+            &json!("qcow2"),
+            &json!("bare"),
+            &Value::Null
+        )
+    );
+    let mut saving = h.meta().get_image(&id).unwrap().unwrap();
+    saving.status = crate::meta::ImageStatus::Saving;
+    h.meta().put_image(&saving).unwrap();
+    let rename = json!([{"op": "replace", "path": "/name", "value": "renamed"}]);
+    let reply = patch(&h, &id, V21, &member("pa"), &rename).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.message());
+    assert_eq!(reply.json()["status"], "saving");
+    let reply = patch(&h, &id, V21, &member("pa"), &ops).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.message());
+}
+
+#[tokio::test]
 async fn test_patch_image_refusals() {
     let h = Harness::new();
     h.insert_image(&image_record(&uuid_n(1), "pa", "x", 1, 1), None);
@@ -660,7 +702,7 @@ async fn test_download_image_missing_data_is_404() {
         .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     let mut queued = image_record(&uuid_n(2), ADMIN_PROJECT, "q", 0, 1);
-    queued.status = "queued".into();
+    queued.status = crate::meta::ImageStatus::Queued;
     h.insert_image(&queued, None);
     let reply = h
         .call(Method::GET, &format!("/v2/images/{}/file", uuid_n(2)), b"")
