@@ -15,3 +15,4 @@ mod policy;
 mod quotas;
 mod rejections;
 mod ssrf;
+mod upload;

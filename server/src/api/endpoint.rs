@@ -70,6 +70,11 @@ pub enum Endpoint {
         /// Image id as sent.
         id: String,
     },
+    /// `PUT /v2/images/{id}/file`: direct upload.
+    UploadImage {
+        /// Image id as sent.
+        id: String,
+    },
     /// `GET /v2/images/{id}/tasks` (Images API v2.12): the tasks that made the image.
     ImageTasks {
         /// Image id as sent.
@@ -177,7 +182,10 @@ impl Endpoint {
                 Method::GET => Ok(Endpoint::DownloadImage {
                     id: (*id).to_owned(),
                 }),
-                _ => not_allowed("GET"),
+                Method::PUT => Ok(Endpoint::UploadImage {
+                    id: (*id).to_owned(),
+                }),
+                _ => not_allowed("GET, PUT"),
             },
             ["v2", "images", id, "tasks"] => match *m {
                 Method::GET => Ok(Endpoint::ImageTasks {

@@ -86,6 +86,8 @@ pub enum Action {
     ModifyImage,
     /// Make an image `public` (`publicize_image`).
     PublicizeImage,
+    /// `PUT /v2/images/{id}/file` (`upload_image`).
+    UploadImage,
 }
 
 /// Where a non-admin caller with the role may act.
@@ -118,6 +120,7 @@ impl Action {
             Action::GetTasks => "get_tasks",
             Action::ModifyImage => "modify_image",
             Action::PublicizeImage => "publicize_image",
+            Action::UploadImage => "upload_image",
         }
     }
 
@@ -132,7 +135,8 @@ impl Action {
             Action::AddImage
             | Action::CommunitizeImage
             | Action::DeleteImage
-            | Action::ModifyImage => (Role::Member, Scope::OwnProject),
+            | Action::ModifyImage
+            | Action::UploadImage => (Role::Member, Scope::OwnProject),
             Action::ChangeImageOwner | Action::PublicizeImage => (Role::Admin, Scope::AdminOnly),
         }
     }
@@ -187,6 +191,7 @@ pub fn action_of(endpoint: &Endpoint) -> Option<Action> {
             Some(Action::ModifyImage)
         }
         Endpoint::DeleteImage { .. } => Some(Action::DeleteImage),
+        Endpoint::UploadImage { .. } => Some(Action::UploadImage),
     }
 }
 
