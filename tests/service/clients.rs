@@ -26,7 +26,7 @@ fn venv() -> PathBuf {
     cache.join("sluice").join("venv")
 }
 
-fn venv_bin(name: &str) -> PathBuf {
+pub(super) fn venv_bin(name: &str) -> PathBuf {
     let path = venv().join("bin").join(name);
     assert!(
         path.exists(),
@@ -40,7 +40,7 @@ fn venv_bin(name: &str) -> PathBuf {
 
 /// `glance --os-image-url URL --os-auth-token anything ARGS`, with `HOME` in `home` (the
 /// client caches schemas under `~/.glanceclient` and races with itself creating it).
-fn glance(server: &Server, home: &Path, args: &[&str]) -> Output {
+pub(super) fn glance(server: &Server, home: &Path, args: &[&str]) -> Output {
     let url = format!("http://{}", server.addr);
     Command::new(venv_bin("glance"))
         .args(["--os-image-url", &url, "--os-auth-token", "anything"])
@@ -52,7 +52,7 @@ fn glance(server: &Server, home: &Path, args: &[&str]) -> Output {
         .expect("running glance")
 }
 
-fn stdout(out: &Output) -> String {
+pub(super) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -67,7 +67,7 @@ fn assert_ok(out: &Output, what: &str) {
 }
 
 /// Parses glance's `| Property | Value |` table; wrapped values are joined with spaces.
-fn property_table(text: &str) -> HashMap<String, String> {
+pub(super) fn property_table(text: &str) -> HashMap<String, String> {
     let mut map: HashMap<String, String> = HashMap::new();
     let mut last = String::new();
     for line in text.lines().filter(|l| l.starts_with('|')) {

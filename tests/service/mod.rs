@@ -16,3 +16,4 @@ mod quotas;
 mod rejections;
 mod ssrf;
 mod upload;
+mod upload_clients;

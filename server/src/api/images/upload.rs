@@ -380,10 +380,11 @@ fn upload_error(image_id: &str, failure: UploadFailure) -> ApiError {
     };
     let reason = e.reason_code().to_owned();
     match e {
-        IngestError::Rejected(_) | IngestError::Convert { .. } => ApiError::InvalidImageData {
+        IngestError::Rejected(report) => ApiError::InvalidImageData {
             reason,
-            message: e.to_string(),
+            message: sluice_pipeline::ingest::rejection_message(&report),
         },
+        IngestError::Convert { message, .. } => ApiError::InvalidImageData { reason, message },
         IngestError::TooLarge { .. } | IngestError::Source(SourceError::ContentTooLarge { .. }) => {
             ApiError::ImageTooLarge(e.to_string())
         }
