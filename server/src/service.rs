@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::executor::Executor;
 use crate::imports::{self, REASON_INTERRUPTED};
 use crate::meta::guarded::GuardedMeta;
-use crate::meta::{MetaError, MetaStore, TaskStatus, Timestamp};
+use crate::meta::{Decision, ImageStatus, MetaError, MetaStore, TaskStatus, Timestamp, Transition};
 use crate::state::AppState;
 
 /// How often the data volume's free space is checked in the background: a read-only
@@ -120,15 +120,34 @@ pub struct Recovery {
     pub pending: Vec<String>,
     /// Tasks interrupted while processing whose failure is not recorded yet.
     pub interrupted: Vec<String>,
-    /// Image records without data, not removed yet.
+    /// Image records whose committed data is missing (`active` or `deactivated` without a
+    /// file), not removed yet.
     pub dataless: Vec<String>,
+    /// Images left `saving`, `uploading` or `importing` by the crash, not back to `queued`
+    /// yet.
+    pub unfinished_images: Vec<String>,
+}
+
+impl Recovery {
+    /// Whether metadata writes are still to do.
+    fn has_writes(&self) -> bool {
+        !self.interrupted.is_empty()
+            || !self.dataless.is_empty()
+            || !self.unfinished_images.is_empty()
+    }
 }
 
 /// Brings the data directory back to a consistent state after a crash or `kill -9`:
 /// - partial uploads in `tmp/` are deleted (before any metadata write: on a full volume
 ///   they are what makes room);
 /// - tasks left `processing` fail with a message saying they were interrupted;
-/// - image records without their file are dropped, and files without a record deleted.
+/// - images by status: a `queued` image never had data and stays as it is; one left
+///   `saving`, `uploading` or `importing` was receiving data when the service died, so it
+///   goes back to `queued` (Glance's state after a failed upload or import) and whatever it
+///   had written is deleted; an `active` or `deactivated` image whose data file is missing
+///   lost committed data (removed from outside, or a disk fault) and its record is dropped,
+///   since it could never be downloaded again;
+/// - files without an image that has committed data are deleted.
 ///
 /// Metadata writes refused because the volume is full are left in the returned
 /// [`Recovery`] for [`finish_recovery`]; reads need no room, so the service still starts.
@@ -153,15 +172,18 @@ pub fn recover(state: &AppState) -> anyhow::Result<Recovery> {
     let files: HashSet<String> = state.store.list_ids()?.into_iter().collect();
     let mut recorded = HashSet::new();
     state.meta.scan_images(None, &mut |image| {
-        if files.contains(&image.id) {
-            recorded.insert(image.id);
-        } else {
-            recovery.dataless.push(image.id);
+        match image.status {
+            ImageStatus::Queued => {}
+            s if s.is_transient() => recovery.unfinished_images.push(image.id),
+            _ if files.contains(&image.id) => {
+                recorded.insert(image.id);
+            }
+            _ => recovery.dataless.push(image.id),
         }
         Ok(())
     })?;
     for id in files.difference(&recorded) {
-        tracing::warn!(image_id = %id, "removing image data without a record");
+        tracing::warn!(image_id = %id, "removing image data without a committed record");
         state.store.delete(id)?;
     }
     finish_recovery(state, &mut recovery)?;
@@ -209,14 +231,51 @@ pub fn finish_recovery(state: &AppState, recovery: &mut Recovery) -> anyhow::Res
         }
     }
     recovery.dataless = dataless;
-    if !recovery.interrupted.is_empty() || !recovery.dataless.is_empty() {
+    let mut unfinished = Vec::new();
+    for id in std::mem::take(&mut recovery.unfinished_images) {
+        match requeue_image(state.meta.as_ref(), &id) {
+            Ok(Transition::Done(image)) => {
+                tracing::warn!(image_id = %id, "image back to queued: its data was still arriving when the service stopped");
+                debug_assert_eq!(image.status, ImageStatus::Queued);
+            }
+            Ok(_) => {}
+            Err(MetaError::StorageFull(_)) => unfinished.push(id),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    recovery.unfinished_images = unfinished;
+    if recovery.has_writes() {
         tracing::error!(
             interrupted = recovery.interrupted.len(),
             dataless = recovery.dataless.len(),
+            unfinished_images = recovery.unfinished_images.len(),
             "data volume full: recovery writes deferred until space is freed"
         );
     }
     Ok(())
+}
+
+/// Returns an image left `saving`, `uploading` or `importing` to `queued`, without what
+/// described its data.
+///
+/// # Errors
+/// A metadata error.
+fn requeue_image(meta: &dyn MetaStore, id: &str) -> Result<Transition, MetaError> {
+    let at = imports::now();
+    meta.transition_image(
+        id,
+        &[
+            ImageStatus::Saving,
+            ImageStatus::Uploading,
+            ImageStatus::Importing,
+        ],
+        &mut |image| {
+            image.status = ImageStatus::Queued;
+            image.forget_data();
+            image.updated_at = at;
+            Decision::Write
+        },
+    )
 }
 
 /// Every [`STORAGE_POLL_INTERVAL`]: reads the data volume's free space (logging changes of
@@ -236,7 +295,7 @@ async fn watch_storage(state: AppState, meta: Arc<GuardedMeta>, mut recovery: Re
         if !writable {
             continue;
         }
-        if !recovery.interrupted.is_empty() || !recovery.dataless.is_empty() {
+        if recovery.has_writes() {
             let s = state.clone();
             let mut r = std::mem::take(&mut recovery);
             recovery = match tokio::task::spawn_blocking(move || {
@@ -311,7 +370,7 @@ mod tests {
     use super::*;
     use crate::meta::memory::MemoryMeta;
     use crate::meta::rocks::RocksMeta;
-    use crate::meta::{sample_task, TaskRecord};
+    use crate::meta::{sample_image, sample_task, ImageRecord, TaskRecord};
 
     fn task(n: u32, status: TaskStatus, expires_at: Option<Timestamp>) -> TaskRecord {
         let mut task = sample_task(&format!("00000000-0000-4000-8000-{n:012}"));
@@ -366,5 +425,79 @@ mod tests {
             meta.get_task(&task(1, TaskStatus::Failure, None).id),
             Ok(None)
         ));
+    }
+
+    /// A state on a scratch directory with an in-memory metadata store.
+    fn scratch_state(dir: &std::path::Path) -> AppState {
+        let config = Config {
+            data_dir: dir.to_owned(),
+            ..Config::default()
+        };
+        AppState {
+            executor: Executor::new(config.queue_capacity, config.per_project_imports),
+            config: Arc::new(config),
+            meta: Arc::new(MemoryMeta::new()),
+            store: Arc::new(LocalStore::open(dir).unwrap()),
+        }
+    }
+
+    fn image(n: u32, status: ImageStatus) -> ImageRecord {
+        let mut image = sample_image(&format!("00000000-0000-4000-8000-{n:012}"));
+        image.status = status;
+        image
+    }
+
+    #[test]
+    fn test_recover_images_by_status_queued_kept_unfinished_requeued_lost_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = scratch_state(dir.path());
+        let mut queued = image(1, ImageStatus::Queued);
+        queued.forget_data();
+        let with_file = |image: &ImageRecord| {
+            std::fs::write(state.store.path(&image.id).unwrap(), b"data").unwrap();
+        };
+        // Saving whose data was committed just before the crash (file, no record update),
+        // importing with nothing written, uploading: all back to queued, files gone.
+        let saving = image(2, ImageStatus::Saving);
+        with_file(&saving);
+        let importing = image(3, ImageStatus::Importing);
+        let uploading = image(4, ImageStatus::Uploading);
+        let active = image(5, ImageStatus::Active);
+        with_file(&active);
+        let deactivated = image(6, ImageStatus::Deactivated);
+        with_file(&deactivated);
+        let lost = image(7, ImageStatus::Active);
+        with_file(&queued);
+        for image in [
+            &queued,
+            &saving,
+            &importing,
+            &uploading,
+            &active,
+            &deactivated,
+            &lost,
+        ] {
+            state.meta.put_image(image).unwrap();
+        }
+        let orphan = "00000000-0000-4000-8000-000000000099";
+        std::fs::write(state.store.path(orphan).unwrap(), b"x").unwrap();
+
+        let recovery = recover(&state).unwrap();
+        assert!(!recovery.has_writes(), "{recovery:?}");
+        let get = |image: &ImageRecord| state.meta.get_image(&image.id).unwrap();
+        assert_eq!(get(&queued), Some(queued.clone()));
+        for unfinished in [&saving, &importing, &uploading] {
+            let now = get(unfinished).unwrap();
+            assert_eq!(now.status, ImageStatus::Queued, "{}", unfinished.id);
+            assert_eq!((now.size, now.checksum.as_deref()), (None, None));
+            assert_eq!(now.name, unfinished.name);
+        }
+        assert_eq!(get(&active), Some(active.clone()));
+        assert_eq!(get(&deactivated), Some(deactivated.clone()));
+        assert_eq!(get(&lost), None);
+        assert_eq!(
+            state.store.list_ids().unwrap(),
+            vec![active.id.clone(), deactivated.id.clone()]
+        );
     }
 }

@@ -247,3 +247,16 @@ fn test_queued_image_patch_replaces_formats() {
         "{body}"
     );
 }
+
+#[test]
+fn test_queued_image_survives_kill_9_and_restart() {
+    let mut server = Server::start(&[]);
+    let body = json!({"name": "kept", "disk_format": "qcow2", "container_format": "bare"});
+    let created = create(&server, &member("p1"), &body).json();
+    let id = created["id"].as_str().expect("id").to_owned();
+    server.restart();
+    let after = server.get(&format!("/v2/images/{id}"));
+    assert_eq!(after.status, 200, "{}", after.text());
+    assert_eq!(after.json(), created);
+    assert_eq!(image_ids(&server, "?status=queued"), [id]);
+}

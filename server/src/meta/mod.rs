@@ -231,6 +231,18 @@ pub struct ImageRecord {
     pub task_id: Option<String>,
 }
 
+impl ImageRecord {
+    /// Forgets what described data the image no longer has (Glance clears `size` and
+    /// `virtual_size` when an image returns to `queued`; the hashes go with them).
+    pub fn forget_data(&mut self) {
+        self.size = None;
+        self.virtual_size = None;
+        self.checksum = None;
+        self.os_hash_algo = None;
+        self.os_hash_value = None;
+    }
+}
+
 /// What one project's images hold (for its quotas).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProjectUsage {
