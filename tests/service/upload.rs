@@ -425,3 +425,33 @@ fn test_upload_counts_against_the_project_quotas() {
     assert!(resp.error_message().contains("image_count_uploading"));
     assert_eq!(image(&server, &id)["status"], "queued");
 }
+
+#[test]
+fn test_upload_kill_9_mid_body_then_restart_leaves_the_image_queued_and_no_file() {
+    let dir = scratch();
+    let mut server = Server::start(&[]);
+    let raw = read(&raw_disk(dir.path(), "d.raw", 16 << 20, 4));
+    let id = create_image(&server, ADMIN, "raw", "bare");
+    let mut s = TcpStream::connect(&server.addr).expect("connect");
+    let head = format!(
+        "PUT /v2/images/{id}/file HTTP/1.1\r\nHost: h\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        raw.len()
+    );
+    s.write_all(head.as_bytes()).expect("head");
+    s.write_all(&raw[..8 << 20]).expect("half the body");
+    let deadline = Instant::now() + REQUEUE_DEADLINE;
+    while server.files_under("tmp").is_empty() || image(&server, &id)["status"] != "saving" {
+        assert!(Instant::now() < deadline, "upload never started");
+        thread::sleep(Duration::from_millis(20));
+    }
+    server.kill9();
+    drop(s);
+    server.restart();
+    let img = image(&server, &id);
+    assert_eq!(img["status"], "queued", "{img}");
+    assert_eq!(img["size"], Value::Null, "{img}");
+    assert_no_files(&server);
+    assert_eq!(put_file(&server, &id, ADMIN, &raw).status, 204);
+    assert_eq!(image(&server, &id)["status"], "active");
+}

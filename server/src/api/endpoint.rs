@@ -2,9 +2,7 @@
 //! (method, path segments).
 //!
 //! Unknown paths are 404. A known path with a method it lacks is 405 with Glance's `Allow`
-//! list; `DELETE /v2/tasks/{id}` is always 405 `Allow: GET` without looking the id up. Routes
-//! Sluice does not implement (`PUT /v2/images/{id}/file`) are left out of
-//! the `Allow` lists.
+//! list; `DELETE /v2/tasks/{id}` is always 405 `Allow: GET` without looking the id up.
 
 use http::Method;
 
