@@ -244,8 +244,8 @@ fn primary_reason(report: &Report) -> Option<&Reason> {
         .or_else(|| report.reasons.first())
 }
 
-/// Every reason's message, the primary one first.
-fn rejection_message(report: &Report) -> String {
+/// Every reason's message of a rejecting report, the primary one first.
+pub fn rejection_message(report: &Report) -> String {
     let primary = primary_reason(report);
     let mut parts: Vec<&str> = primary.map(|r| r.message.as_str()).into_iter().collect();
     parts.extend(

@@ -1,5 +1,6 @@
 //! Wiring for Sluice's one-pass ingest: sources that produce chunks ([`http::HttpSource`]
-//! guarded by the [`ssrf::ImportPolicy`], [`source::FileSource`], [`source::MemorySource`]),
+//! guarded by the [`ssrf::ImportPolicy`], an upload's request body [`body::BodySource`],
+//! [`source::FileSource`], [`source::MemorySource`]),
 //! the fan-out of those chunks to the [`sluice_formats`] inspector, the digests
 //! ([`hash::Checksummer`]) and the [`store::LocalStore`], driven by [`ingest::ingest`].
 //!
@@ -25,6 +26,7 @@ use std::io::Read;
 use sluice_formats::{Format, Inspector, Limits, Report};
 
 mod background;
+pub mod body;
 pub mod convert;
 pub mod hash;
 pub mod http;

@@ -98,6 +98,15 @@ pub enum SourceError {
         /// The URL that answered.
         url: String,
     },
+    /// The body of a request sent to Sluice (an upload) failed: the client disconnected, or
+    /// the body ended before its `Content-Length`.
+    #[error("the request body failed after {offset} bytes: {reason}")]
+    RequestBody {
+        /// Body bytes received before the failure.
+        offset: u64,
+        /// What failed (hyper's words).
+        reason: String,
+    },
     /// The host name did not resolve.
     #[error("resolving host '{host}': {source}")]
     Resolving {
@@ -163,6 +172,18 @@ pub trait ChunkSource: Send {
 
     /// The length the source announced (HTTP Content-Length), if any.
     fn content_length(&self) -> Option<u64>;
+}
+
+/// A borrowed source is a source: the caller keeps it after the ingest (an upload's body is
+/// still read, and dropped, after a refusal; see [`crate::body::BodySource::discard`]).
+impl<S: ChunkSource + ?Sized> ChunkSource for &mut S {
+    fn next_chunk(&mut self) -> impl Future<Output = Result<Option<Bytes>, SourceError>> + Send {
+        (**self).next_chunk()
+    }
+
+    fn content_length(&self) -> Option<u64> {
+        (**self).content_length()
+    }
 }
 
 /// A source serving chunks from memory (tests, benchmarks, small uploads).

@@ -167,6 +167,14 @@ struct ServeArgs {
     /// The window of the minimum rate, in seconds (like curl's --speed-time) [default: 60].
     #[arg(long, env = "SLUICE_MIN_RATE_WINDOW_SECS", value_name = "SECS")]
     min_rate_window_secs: Option<u64>,
+    /// After refusing an upload, bytes of the rest of its body read and dropped so that the
+    /// client sees the answer rather than a broken pipe [default: 1073741824].
+    #[arg(long, env = "SLUICE_UPLOAD_DISCARD_BYTES", value_name = "BYTES")]
+    upload_discard_bytes: Option<u64>,
+    /// After refusing an upload, seconds spent at most reading and dropping the rest of its
+    /// body [default: 60].
+    #[arg(long, env = "SLUICE_UPLOAD_DISCARD_SECS", value_name = "SECS")]
+    upload_discard_secs: Option<u64>,
     /// Default per-project quota: MiB of images (Glance's `image_size_total`); -1 unlimited
     /// [default: -1]. Per-project overrides live in the config file.
     #[arg(
@@ -277,6 +285,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.min_rate_window_secs {
             c.min_rate_window_secs = v;
+        }
+        if let Some(v) = self.upload_discard_bytes {
+            c.upload_discard_bytes = v;
+        }
+        if let Some(v) = self.upload_discard_secs {
+            c.upload_discard_secs = v;
         }
         let q = &mut c.quotas;
         for (flag, limit) in [
@@ -741,6 +755,26 @@ mod tests {
             (9, 0, 5)
         );
         assert!(serve_config(&["--quota-tasks-waiting", "-3"]).is_err());
+    }
+
+    #[test]
+    fn test_serve_upload_discard_bounds_from_file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("u.toml");
+        std::fs::write(
+            &file,
+            "upload_discard_bytes = 0
+upload_discard_secs = 7
+",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let c = serve_config(&["--config", path]).unwrap();
+        assert_eq!((c.upload_discard_bytes, c.upload_discard_secs), (0, 7));
+        let c = serve_config(&["--config", path, "--upload-discard-bytes", "4096"]).unwrap();
+        assert_eq!((c.upload_discard_bytes, c.upload_discard_secs), (4096, 7));
+        let c = serve_config(&[]).unwrap();
+        assert_eq!(c.upload_discard_bytes, 1 << 30);
     }
 
     #[test]

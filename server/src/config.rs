@@ -26,6 +26,17 @@ pub const DEFAULT_IMAGE_TAG_QUOTA: usize = 128;
 /// default), for the same reason.
 pub const DEFAULT_IMAGE_PROPERTY_QUOTA: usize = 128;
 
+/// Bytes of a refused upload's remaining body read and dropped by default before the
+/// connection closes: 1 GiB. python-glanceclient and openstacksdk send the whole body before
+/// reading the answer, and report a broken pipe instead of it when the connection closes
+/// under them; reading on costs only the loopback or network bandwidth (nothing is hashed or
+/// stored), and beyond 1 GiB the client is better told by a closed connection.
+pub const DEFAULT_UPLOAD_DISCARD_BYTES: u64 = 1 << 30;
+
+/// Seconds spent at most reading and dropping a refused upload's body by default: 60, as
+/// long as 1 GiB takes at 150 Mbit/s; a slower client gets the closed connection.
+pub const DEFAULT_UPLOAD_DISCARD_SECS: u64 = 60;
+
 /// Everything `sluice serve` needs.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -78,6 +89,13 @@ pub struct Config {
     pub min_rate_bytes_per_sec: u64,
     /// The window of the minimum rate, in seconds (curl's `--speed-time`).
     pub min_rate_window_secs: u64,
+    /// After refusing an upload, bytes of the rest of its body read and dropped (never
+    /// hashed or stored) so that the client reads the answer instead of a broken pipe
+    /// ([`DEFAULT_UPLOAD_DISCARD_BYTES`]); 0 closes at once.
+    pub upload_discard_bytes: u64,
+    /// After refusing an upload, seconds spent at most dropping the rest of its body
+    /// ([`DEFAULT_UPLOAD_DISCARD_SECS`]).
+    pub upload_discard_secs: u64,
     /// Per-project quotas (Glance's unified limits) and overrides.
     pub quotas: crate::quota::Quotas,
     /// Free space kept on the data volume: `"1GiB"`, `"512MiB"`, bytes, or `"5%"` of the
@@ -117,6 +135,8 @@ impl Default for Config {
             import_timeout_secs: DEFAULT_IMPORT_TIMEOUT_SECS,
             min_rate_bytes_per_sec: sluice_pipeline::rate::DEFAULT_MIN_RATE_BYTES_PER_SEC,
             min_rate_window_secs: sluice_pipeline::rate::DEFAULT_MIN_RATE_WINDOW.as_secs(),
+            upload_discard_bytes: DEFAULT_UPLOAD_DISCARD_BYTES,
+            upload_discard_secs: DEFAULT_UPLOAD_DISCARD_SECS,
             quotas: crate::quota::Quotas::default(),
             disk_reserve: Reserve::default(),
         }

@@ -95,6 +95,15 @@ struct Project {
     arrived: u64,
     /// See [`InFlight::committed`].
     committed: u64,
+    /// Direct uploads running (they need no worker: the request carries the bytes).
+    uploading: u64,
+}
+
+impl Project {
+    /// Whether the project has nothing waiting or running (its entry can go).
+    fn is_idle(&self) -> bool {
+        self.running == 0 && self.uploading == 0 && self.waiting.is_empty()
+    }
 }
 
 /// A running import's owner and charge.
@@ -137,7 +146,7 @@ impl Queue {
             .fold(0u64, |sum, (_, r)| sum.saturating_add(r.charged));
         InFlight {
             waiting: u64::try_from(p.waiting.len()).unwrap_or(u64::MAX),
-            running: p.running,
+            running: p.running.saturating_add(p.uploading),
             charged,
             committed: p.committed,
         }
@@ -328,7 +337,7 @@ impl Executor {
         if let Some(p) = q.projects.get_mut(&job.owner) {
             p.running = p.running.saturating_sub(1);
             p.committed = p.committed.saturating_add(stored.unwrap_or(0));
-            if p.running == 0 && p.waiting.is_empty() {
+            if p.is_idle() {
                 q.projects.remove(&job.owner);
             }
         }
@@ -336,6 +345,41 @@ impl Executor {
         lock(&self.inner.progress).remove(&job.task_id);
         // A job of this project may now be runnable: let every idle worker look.
         self.inner.wake.notify_waiters();
+    }
+
+    /// Counts a direct upload of image `image_id` as an import running for `owner` (its
+    /// quotas and charges, not a worker) unless the project has `in_flight_cap` imports
+    /// waiting or running already; the slot ends when the returned guard is dropped.
+    ///
+    /// # Errors
+    /// [`Refused::InFlight`] at the cap.
+    pub fn start_upload(
+        &self,
+        image_id: &str,
+        owner: &str,
+        in_flight_cap: Option<u64>,
+    ) -> Result<UploadSlot, Refused> {
+        let mut q = lock(&self.inner.queue);
+        let now = q.in_flight(owner, None);
+        let in_flight = now.waiting.saturating_add(now.running);
+        if in_flight_cap.is_some_and(|cap| in_flight >= cap) {
+            return Err(Refused::InFlight(in_flight));
+        }
+        let project = q.project(owner);
+        project.uploading = project.uploading.saturating_add(1);
+        q.running.insert(
+            image_id.to_owned(),
+            Running {
+                owner: owner.to_owned(),
+                charged: 0,
+            },
+        );
+        Ok(UploadSlot {
+            executor: self.clone(),
+            image_id: image_id.to_owned(),
+            owner: owner.to_owned(),
+            stored: 0,
+        })
     }
 
     async fn worker(self, state: AppState) {
@@ -356,9 +400,65 @@ impl Executor {
     }
 }
 
+/// A direct upload counted by the executor ([`Executor::start_upload`]); ends when dropped.
+#[derive(Debug)]
+pub struct UploadSlot {
+    executor: Executor,
+    image_id: String,
+    owner: String,
+    stored: u64,
+}
+
+impl UploadSlot {
+    /// The upload stored `bytes`: they count as committed for the project's running imports
+    /// once the slot ends (see [`InFlight::committed`]).
+    pub fn stored(&mut self, bytes: u64) {
+        self.stored = bytes;
+    }
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        let mut q = lock(&self.executor.inner.queue);
+        q.running.remove(&self.image_id);
+        if let Some(p) = q.projects.get_mut(&self.owner) {
+            p.uploading = p.uploading.saturating_sub(1);
+            p.committed = p.committed.saturating_add(self.stored);
+            if p.is_idle() {
+                q.projects.remove(&self.owner);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_executor_upload_slots_count_as_imports_in_flight_without_a_worker() {
+        let exec = Executor::new(8, 1);
+        exec.submit("a1", "a").unwrap();
+        let mut up = exec.start_upload("img1", "a", Some(2)).unwrap();
+        assert_eq!(
+            exec.start_upload("img2", "a", Some(2)).unwrap_err(),
+            Refused::InFlight(2)
+        );
+        // The upload takes no worker slot: the project's task still runs.
+        let job = exec.take_job().unwrap();
+        assert_eq!(job.task_id, "a1");
+        exec.finish_job(&job, None);
+        // Its charge counts against the project's other imports.
+        let other = exec.start_upload("img3", "a", None).unwrap();
+        exec.try_charge("img1", 70, |_| Ok::<(), ()>(())).unwrap();
+        assert_eq!(exec.in_flight("a", Some("img3")).charged, 70);
+        up.stored(70);
+        drop(up);
+        let now = exec.in_flight("a", Some("img3"));
+        assert_eq!((now.running, now.charged, now.committed), (1, 0, 70));
+        drop(other);
+        assert_eq!(exec.in_flight("a", None), InFlight::default());
+    }
 
     #[test]
     fn test_executor_full_queue_is_refused() {

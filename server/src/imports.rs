@@ -35,7 +35,7 @@ pub const REASON_STORAGE_FULL: &str = "storage_full";
 const SAVE_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Glance `disk_format`s that carry no inspectable structure of their own: checked as raw.
-const OPAQUE_DISK_FORMATS: [&str; 3] = ["ami", "ari", "aki"];
+pub(crate) const OPAQUE_DISK_FORMATS: [&str; 3] = ["ami", "ari", "aki"];
 
 /// The current time as a [`Timestamp`].
 pub fn now() -> Timestamp {
@@ -213,7 +213,7 @@ pub async fn run(
 
 /// A cancel signal that turns `true` when `shutdown` does or when `timeout` has passed (then
 /// the flag is set first): the import's deadline.
-fn with_deadline(
+pub(crate) fn with_deadline(
     mut shutdown: watch::Receiver<bool>,
     timeout: Duration,
 ) -> (watch::Receiver<bool>, Arc<AtomicBool>) {

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use sluice_pipeline::ingest::Admission;
 
 use crate::api::error::ApiError;
-use crate::executor::{Executor, InFlight, Refused, SubmitCaps};
+use crate::executor::{Executor, InFlight, Refused, SubmitCaps, UploadSlot};
 use crate::imports;
 use crate::meta::ProjectUsage;
 use crate::state::AppState;
@@ -405,20 +405,23 @@ pub fn submit(state: &AppState, task_id: &str, project: &str) -> Result<(), ApiE
                 project: project.to_owned(),
                 waiting,
             },
-            Refused::InFlight(uploading) => {
-                let mut e = Enforcer::default();
-                e.count(
-                    "image_count_uploading",
-                    limits.image_count_uploading,
-                    uploading,
-                    1,
-                );
-                match e.finish(project) {
-                    Err(over) => ApiError::LimitExceeded(over.glance_message()),
-                    Ok(()) => ApiError::Internal("in-flight cap without a limit".into()),
-                }
-            }
+            Refused::InFlight(uploading) => uploading_over(project, &limits, uploading),
         })
+}
+
+/// The 413 for a project with `uploading` imports in flight, at its `image_count_uploading`.
+fn uploading_over(project: &str, limits: &ProjectLimits, uploading: u64) -> ApiError {
+    let mut e = Enforcer::default();
+    e.count(
+        "image_count_uploading",
+        limits.image_count_uploading,
+        uploading,
+        1,
+    );
+    match e.finish(project) {
+        Err(over) => ApiError::LimitExceeded(over.glance_message()),
+        Ok(()) => ApiError::Internal("in-flight cap without a limit".into()),
+    }
 }
 
 /// A running import's quota: checked when it starts, then charged by the pipeline as it
@@ -467,6 +470,53 @@ impl ImportQuota {
             stored: stored.image_bytes,
             committed,
         })
+    }
+}
+
+impl ImportQuota {
+    /// Admits a direct upload of image `image_id` (`PUT /v2/images/{id}/file`) for
+    /// `project`, announcing `announced` bytes, as Glance's upload checks: one more upload
+    /// must fit `image_count_uploading` (delta 1, atomically with other uploads and tasks),
+    /// and the announced bytes `image_size_total`. The upload counts as an import in flight
+    /// until the returned slot is dropped; the quota charges it as its bytes arrive.
+    ///
+    /// # Errors
+    /// [`ApiError::LimitExceeded`] (413, Glance's text); an internal error when the
+    /// project's usage cannot be read.
+    pub async fn start_upload(
+        state: &AppState,
+        image_id: &str,
+        project: &str,
+        announced: Option<u64>,
+    ) -> Result<(ImportQuota, UploadSlot), ApiError> {
+        let limits = state.config.quotas.for_project(project);
+        let slot = state
+            .executor
+            .start_upload(image_id, project, limits.image_count_uploading.get())
+            .map_err(|refused| match refused {
+                Refused::InFlight(uploading) => uploading_over(project, &limits, uploading),
+                other => ApiError::Internal(other.to_string()),
+            })?;
+        let committed = state.executor.in_flight(project, Some(image_id)).committed;
+        let stored = stored_usage(state, project, &limits).await?;
+        let others = state.executor.in_flight(project, Some(image_id));
+        let mut e = Enforcer::default();
+        e.bytes(
+            limits.image_size_total,
+            stored.image_bytes.saturating_add(others.charged),
+            announced.unwrap_or(0),
+        );
+        e.finish(project)
+            .map_err(|over| ApiError::LimitExceeded(over.glance_message()))?;
+        let quota = ImportQuota {
+            executor: state.executor.clone(),
+            task_id: image_id.to_owned(),
+            project: project.to_owned(),
+            limit: limits.image_size_total,
+            stored: stored.image_bytes,
+            committed,
+        };
+        Ok((quota, slot))
     }
 }
 

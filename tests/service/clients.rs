@@ -67,7 +67,7 @@ pub(super) fn assert_ok(out: &Output, what: &str) {
 }
 
 /// Parses glance's `| Property | Value |` table; wrapped values are joined with spaces.
-fn property_table(text: &str) -> HashMap<String, String> {
+pub(super) fn property_table(text: &str) -> HashMap<String, String> {
     let mut map: HashMap<String, String> = HashMap::new();
     let mut last = String::new();
     for line in text.lines().filter(|l| l.starts_with('|')) {

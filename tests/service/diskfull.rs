@@ -203,7 +203,9 @@ fn test_full_volume_kill9_restart_serves_reads_refuses_writes_recovers() {
     let small = raw_disk(files_dir.path(), "small.raw", 1 << 20, 4);
     let files = FileServer::start(files_dir.path());
     let data_dir = volume.mnt.join("data");
-    let mut server = Server::start_in(&data_dir, &[]);
+    // Task bodies fill the volume below; under load they wait longer for a worker, so the
+    // per-project waiting cap (a different refusal, tested in `quotas`) is lifted here.
+    let mut server = Server::start_in(&data_dir, &["--quota-tasks-waiting", "-1"]);
 
     // Images committed before the volume fills must survive everything below.
     let mut kept = vec![(

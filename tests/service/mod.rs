@@ -15,3 +15,5 @@ mod policy;
 mod quotas;
 mod rejections;
 mod ssrf;
+mod upload;
+mod upload_clients;

@@ -2,9 +2,7 @@
 //! (method, path segments).
 //!
 //! Unknown paths are 404. A known path with a method it lacks is 405 with Glance's `Allow`
-//! list; `DELETE /v2/tasks/{id}` is always 405 `Allow: GET` without looking the id up. Routes
-//! Sluice does not implement (`PUT /v2/images/{id}/file`) are left out of
-//! the `Allow` lists.
+//! list; `DELETE /v2/tasks/{id}` is always 405 `Allow: GET` without looking the id up.
 
 use http::Method;
 
@@ -67,6 +65,11 @@ pub enum Endpoint {
     },
     /// `GET /v2/images/{id}/file`.
     DownloadImage {
+        /// Image id as sent.
+        id: String,
+    },
+    /// `PUT /v2/images/{id}/file`: direct upload.
+    UploadImage {
         /// Image id as sent.
         id: String,
     },
@@ -184,7 +187,10 @@ impl Endpoint {
                 Method::GET => Ok(Endpoint::DownloadImage {
                     id: (*id).to_owned(),
                 }),
-                _ => not_allowed("GET"),
+                Method::PUT => Ok(Endpoint::UploadImage {
+                    id: (*id).to_owned(),
+                }),
+                _ => not_allowed("GET, PUT"),
             },
             ["v2", "images", id, "tasks"] => match *m {
                 Method::GET => Ok(Endpoint::ImageTasks {

@@ -26,6 +26,9 @@ use crate::meta::MetaError;
 pub const PATCH_MEDIA_TYPES: &str =
     "application/openstack-images-v2.0-json-patch, application/openstack-images-v2.1-json-patch";
 
+/// The reason code of an upload over the image size cap (as a task's).
+const REASON_SIZE_CAP: &str = "size_cap";
+
 /// Seconds a client is asked to wait after a 503 for a full import queue.
 const QUEUE_FULL_RETRY_AFTER_SECS: &str = "30";
 
@@ -54,9 +57,16 @@ pub enum ApiError {
     /// 404: the image record exists but its data file does not.
     #[error("no data for image {0}")]
     ImageDataNotFound(String),
+    /// 410: the image was deleted while its data was uploaded (Glance's text).
+    #[error("image {0} deleted during its upload")]
+    ImageGone(String),
     /// 404: the image does not exist or the caller may not see it.
     #[error("no image {0}")]
     ImageNotFound(String),
+    /// 413: uploaded data larger than the image size cap (`max_virtual_size`, Glance's
+    /// `image_size_cap`); the value says by how much. Reason code `size_cap`.
+    #[error("image too large: {0}")]
+    ImageTooLarge(String),
     /// 500: a bug or a backend failure; the detail is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -64,6 +74,15 @@ pub enum ApiError {
     /// `LimitExceeded` text (see `quota::ProjectOverLimit::glance_message`).
     #[error("{0}")]
     LimitExceeded(String),
+    /// 415: uploaded data the format inspector refused (Glance's `InvalidImageData`): the
+    /// inspector's reason code and message.
+    #[error("image data rejected ({reason}): {message}")]
+    InvalidImageData {
+        /// The inspector's stable reason code (`backing_file`, `format_mismatch`, …).
+        reason: String,
+        /// Its message.
+        message: String,
+    },
     /// 400: the body is not JSON.
     #[error("malformed JSON")]
     MalformedJson,
@@ -131,6 +150,9 @@ pub enum ApiError {
     /// 401: no or unknown credentials.
     #[error("authentication required")]
     Unauthorized,
+    /// 415: an upload whose `Content-Type` (the value) is not `application/octet-stream`.
+    #[error("unsupported upload media type {0:?}")]
+    UploadMediaType(String),
 }
 
 /// How webob ends the explanation in a JSON error body.
@@ -153,6 +175,9 @@ pub struct ErrorParts {
     pub explanation: Cow<'static, str>,
     /// Extra headers (`Allow`, `Content-Range`, `Accept-Patch`, `Retry-After`).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// A stable reason code for a refused upload (an additive `reason` key in the JSON
+    /// body, as a failed task's; the explanation names it too, for plain-text clients).
+    pub reason: Option<String>,
     trailer: Trailer,
 }
 
@@ -203,9 +228,25 @@ impl ApiError {
                 vec![],
                 Trailer::Standard,
             ),
+            E::ImageGone(id) => (
+                StatusCode::GONE,
+                format!(
+                    "Image {id} could not be found after upload. The image may have been \
+                     deleted during the upload."
+                )
+                .into(),
+                vec![],
+                Trailer::Standard,
+            ),
             E::ImageNotFound(id) => (
                 StatusCode::NOT_FOUND,
                 format!("No image found with ID {id}").into(),
+                vec![],
+                Trailer::Standard,
+            ),
+            E::ImageTooLarge(msg) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("The provided image is too large ({REASON_SIZE_CAP}): {msg}").into(),
                 vec![],
                 Trailer::Standard,
             ),
@@ -220,6 +261,12 @@ impl ApiError {
             E::LimitExceeded(msg) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 msg.clone().into(),
+                vec![],
+                Trailer::Standard,
+            ),
+            E::InvalidImageData { reason, message } => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Image failed format inspection ({reason}): {message}").into(),
                 vec![],
                 Trailer::Standard,
             ),
@@ -345,11 +392,23 @@ impl ApiError {
                 vec![],
                 Trailer::Standard,
             ),
+            E::UploadMediaType(content_type) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Invalid content type {content_type}").into(),
+                vec![],
+                Trailer::Standard,
+            ),
+        };
+        let reason = match self {
+            E::ImageTooLarge(_) => Some(REASON_SIZE_CAP.to_owned()),
+            E::InvalidImageData { reason, .. } => Some(reason.clone()),
+            _ => None,
         };
         ErrorParts {
             status,
             explanation,
             headers,
+            reason,
             trailer,
         }
     }
@@ -373,12 +432,16 @@ impl ErrorParts {
             Trailer::MethodTemplate => " <br /><br />\n",
             Trailer::None => "",
         };
-        let reason = webob_title(self.status);
-        serde_json::json!({
+        let title = webob_title(self.status);
+        let mut body = serde_json::json!({
             "message": format!("{}{trailer}", self.explanation),
-            "code": format!("{} {reason}", self.status.as_u16()),
-            "title": reason,
-        })
+            "code": format!("{} {title}", self.status.as_u16()),
+            "title": title,
+        });
+        if let (Some(reason), Some(map)) = (&self.reason, body.as_object_mut()) {
+            map.insert("reason".to_owned(), reason.clone().into());
+        }
+        body
     }
 }
 
@@ -479,6 +542,25 @@ mod tests {
             ApiError::from(MetaError::Backend("x".into())),
             ApiError::Internal(_)
         ));
+    }
+
+    #[test]
+    fn test_error_refused_upload_names_its_reason_in_text_and_json() {
+        let err = ApiError::InvalidImageData {
+            reason: "backing_file".into(),
+            message: "qcow2 image references backing file '/etc/passwd'".into(),
+        };
+        let parts = err.describe();
+        assert_eq!(parts.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(parts.body()["reason"], "backing_file");
+        assert!(parts
+            .text()
+            .contains("(backing_file): qcow2 image references backing file '/etc/passwd'"));
+        assert_eq!(
+            ApiError::ImageTooLarge("x".into()).body()["reason"],
+            "size_cap"
+        );
+        assert!(ApiError::NotFound.body().get("reason").is_none());
     }
 
     #[test]

@@ -26,11 +26,13 @@ use crate::properties::{self, PropertyLimits, VISIBILITIES};
 mod create;
 mod list;
 mod patch;
+mod upload;
 
 pub use create::create;
 pub use list::list;
 
 pub use patch::patch;
+pub use upload::upload;
 
 /// Image properties kept out of API output (Glance hides these internal ones).
 const HIDDEN_PROPERTIES: [&str; 2] = ["os_glance_stage_host", "os_glance_hash_op_host"];

@@ -101,7 +101,7 @@ impl Api {
     /// Answers one request. Never fails: errors become their JSON responses.
     pub async fn handle<B>(&self, request: Request<B>) -> Response<ApiBody>
     where
-        B: Body<Data = bytes::Bytes> + Unpin,
+        B: Body<Data = bytes::Bytes> + Send + Unpin + 'static,
         B::Error: std::fmt::Display,
     {
         let request_id = format!("req-{}", uuid::Uuid::new_v4());
@@ -130,7 +130,7 @@ impl Api {
         request_id: &str,
     ) -> Result<Response<ApiBody>, ApiError>
     where
-        B: Body<Data = bytes::Bytes> + Unpin,
+        B: Body<Data = bytes::Bytes> + Send + Unpin + 'static,
         B::Error: std::fmt::Display,
     {
         let endpoint = Endpoint::from_request(
@@ -175,6 +175,7 @@ impl Api {
             Endpoint::PatchImage { id } => images::patch(self, &ctx, &id, request).await,
             Endpoint::DeleteImage { id } => images::delete(self, &ctx, &id),
             Endpoint::DownloadImage { id } => images::download(self, &ctx, &id, &request).await,
+            Endpoint::UploadImage { id } => images::upload(self, &ctx, &id, request).await,
             Endpoint::ImageTasks { id } => images::image_tasks(self, &ctx, &id),
             Endpoint::ImageAction { id, deactivate } => {
                 images::set_active(self, &ctx, &id, !deactivate)

@@ -90,6 +90,8 @@ pub enum Action {
     PublicizeImage,
     /// `POST /v2/images/{id}/actions/reactivate` (`reactivate`).
     Reactivate,
+    /// `PUT /v2/images/{id}/file` (`upload_image`).
+    UploadImage,
 }
 
 /// Where a non-admin caller with the role may act.
@@ -124,6 +126,7 @@ impl Action {
             Action::ModifyImage => "modify_image",
             Action::PublicizeImage => "publicize_image",
             Action::Reactivate => "reactivate",
+            Action::UploadImage => "upload_image",
         }
     }
 
@@ -140,7 +143,8 @@ impl Action {
             | Action::Deactivate
             | Action::DeleteImage
             | Action::ModifyImage
-            | Action::Reactivate => (Role::Member, Scope::OwnProject),
+            | Action::Reactivate
+            | Action::UploadImage => (Role::Member, Scope::OwnProject),
             Action::ChangeImageOwner | Action::PublicizeImage => (Role::Admin, Scope::AdminOnly),
         }
     }
@@ -201,6 +205,7 @@ pub fn action_of(endpoint: &Endpoint) -> Option<Action> {
         Endpoint::ImageAction {
             deactivate: false, ..
         } => Some(Action::Reactivate),
+        Endpoint::UploadImage { .. } => Some(Action::UploadImage),
     }
 }
 

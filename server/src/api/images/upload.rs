@@ -1,0 +1,404 @@
+//! `PUT /v2/images/{id}/file`: direct upload. The request body streams through the same
+//! one-pass ingest as a task import (`sluice_pipeline::ingest`): inspector with the image's
+//! `disk_format` as the declared format, size cap, project quota, md5 ∥ sha512, store; with
+//! the same memory bound and backpressure (the body is read only as fast as the slowest stage
+//! takes it). Stored as received, as Glance.
+//!
+//! Order of checks, as Glance's `ImageDataController.upload`: `Content-Type` must be
+//! `application/octet-stream` (415), the image must exist and be visible (404), the caller
+//! may `upload_image` (403), the image must be `queued` (409 "Image status transition from
+//! … to saving is not allowed"), `disk_format` and `container_format` must be set (400
+//! "Properties … must be set prior to saving data."), a `Content-Length` over
+//! `max_virtual_size` is refused before a byte is read (413, reason `size_cap`), and the
+//! project's `image_count_uploading` and `image_size_total` must allow it (413). Then one
+//! compare-and-swap moves the image `queued` → `saving`: that is the lock, so two uploads of
+//! one image never both run (the second gets 409).
+//!
+//! Outcomes: 204 with the image `active` (`size`, `checksum`, `os_hash_*`, `virtual_size`).
+//! Any failure removes what was written and returns the image to `queued` *before* the
+//! answer: 415 with the inspector's reason code and message for a refused image (Glance's
+//! `InvalidImageData`), 413 for the size cap or a quota, 400 for a body that ends early or a
+//! client that goes away, 408 for a client below the minimum rate, 507 for a full volume,
+//! 410 when the image was deleted meanwhile.
+//!
+//! **Refused mid-body.** The answer goes out at once, and the rest of the body is read and
+//! dropped (never inspected, hashed or stored) up to `upload_discard_bytes` and
+//! `upload_discard_secs`: python-glanceclient and openstacksdk send the whole body before
+//! reading the answer, and closing under them makes them report a broken pipe instead of the
+//! answer. Past the bounds the connection is closed.
+//!
+//! The work runs in its own task, so a client that disconnects (hyper then drops the request
+//! handler) still has its image returned to `queued` and its partial data removed.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Request, Response, StatusCode};
+use hyper::body::Body;
+use sluice_formats::{Format, Limits};
+use sluice_pipeline::body::{BodySource, Discarded};
+use sluice_pipeline::ingest::ingest_as;
+use sluice_pipeline::rate::{MinRate, RateGuard};
+use sluice_pipeline::store::StoreError;
+use sluice_pipeline::{IngestError, Ingested, Progress, SourceError};
+use tokio::sync::oneshot;
+
+use crate::api::auth::RequestContext;
+use crate::api::body::{empty_response, ApiBody};
+use crate::api::error::ApiError;
+use crate::api::policy::Action;
+use crate::api::{now, Api};
+use crate::imports::{self, OPAQUE_DISK_FORMATS};
+use crate::meta::{Decision, ImageRecord, ImageStatus, Transition};
+use crate::quota::ImportQuota;
+use crate::state::AppState;
+
+/// The one media type an upload may have (Glance's deserializer).
+const OCTET_STREAM: &str = "application/octet-stream";
+
+/// `PUT /v2/images/{id}/file`.
+///
+/// # Errors
+/// See the module documentation.
+pub async fn upload<B>(
+    api: &Api,
+    ctx: &RequestContext,
+    id: &str,
+    request: Request<B>,
+) -> Result<Response<ApiBody>, ApiError>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::fmt::Display,
+{
+    let (parts, body) = request.into_parts();
+    let announced = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let config = &api.state.config;
+    let mut source = BodySource::new(
+        body,
+        announced,
+        Duration::from_secs(config.request_timeout_secs.max(1)),
+    );
+    let upload = match admit(api, ctx, id, &parts.headers, announced).await {
+        Ok(upload) => upload,
+        Err(e) => {
+            // A client that waits for `100 Continue` has sent nothing and is told at once;
+            // others are sending the body and must be read to see the answer.
+            if !expects_continue(&parts.headers) {
+                let (bytes, secs) = (config.upload_discard_bytes, config.upload_discard_secs);
+                tokio::spawn(async move {
+                    source.discard(bytes, Duration::from_secs(secs)).await;
+                });
+            }
+            return Err(e);
+        }
+    };
+    let (answer_tx, answer_rx) = oneshot::channel();
+    // Detached: a client that goes away drops this handler, not the upload's cleanup.
+    tokio::spawn(upload.run(source, answer_tx));
+    answer_rx
+        .await
+        .map_err(|_| ApiError::Internal("the upload task stopped without an answer".into()))?
+}
+
+/// Whether the client asked for `100 Continue` before sending its body.
+fn expects_continue(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
+}
+
+/// Every check before a byte is read (module documentation), then the lock.
+async fn admit(
+    api: &Api,
+    ctx: &RequestContext,
+    id: &str,
+    headers: &http::HeaderMap,
+    announced: Option<u64>,
+) -> Result<Upload, ApiError> {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case(OCTET_STREAM) {
+        return Err(ApiError::UploadMediaType(content_type.to_owned()));
+    }
+    let image = super::load(api, ctx, id, Action::UploadImage)?;
+    check_uploadable(&image)?;
+    let config = &api.state.config;
+    if let Some(len) = announced.filter(|len| *len > config.max_virtual_size) {
+        return Err(ApiError::ImageTooLarge(format!(
+            "the body announces {len} bytes, more than the limit of {} bytes",
+            config.max_virtual_size
+        )));
+    }
+    let (quota, slot) =
+        ImportQuota::start_upload(&api.state, &image.id, &image.owner, announced).await?;
+    // The lock: only one request moves the image from `queued` to `saving`.
+    let locked = super::update(
+        api,
+        ctx,
+        id,
+        Action::UploadImage,
+        &[ImageStatus::Queued],
+        |image| {
+            check_uploadable(image)?;
+            image.status = ImageStatus::Saving;
+            image.updated_at = now();
+            Ok(Decision::Write)
+        },
+    )?;
+    if let Transition::Refused(image) = locked {
+        return Err(not_queued(&image));
+    }
+    Ok(Upload {
+        state: api.state.clone(),
+        image_id: image.id.clone(),
+        declared: declared_format(&image),
+        quota,
+        slot,
+    })
+}
+
+/// The checks Glance's `Image.status` setter makes when an image goes to `saving`.
+fn check_uploadable(image: &ImageRecord) -> Result<(), ApiError> {
+    if image.status != ImageStatus::Queued {
+        return Err(not_queued(image));
+    }
+    let missing: Vec<&str> = [
+        ("disk_format", image.disk_format.is_none()),
+        ("container_format", image.container_format.is_none()),
+    ]
+    .into_iter()
+    .filter_map(|(name, unset)| unset.then_some(name))
+    .collect();
+    match missing.as_slice() {
+        [] => Ok(()),
+        [one] => Err(ApiError::BadRequest(format!(
+            "Property {one} must be set prior to saving data."
+        ))),
+        many => Err(ApiError::BadRequest(format!(
+            "Properties {} must be set prior to saving data.",
+            many.join(", ")
+        ))),
+    }
+}
+
+/// Glance's 409 for an upload to an image that is not `queued`.
+fn not_queued(image: &ImageRecord) -> ApiError {
+    ApiError::Conflict(format!(
+        "Image status transition from {} to saving is not allowed",
+        image.status
+    ))
+}
+
+/// The format the inspector holds the upload to: the image's `disk_format`; formats without
+/// structure of their own (`ami`, `ari`, `aki`) and formats Sluice does not know are checked
+/// as raw (the safety checks still run).
+fn declared_format(image: &ImageRecord) -> Format {
+    let disk_format = image.disk_format.as_deref().unwrap_or("raw");
+    if OPAQUE_DISK_FORMATS.contains(&disk_format) {
+        return Format::Raw;
+    }
+    disk_format.parse().unwrap_or(Format::Raw)
+}
+
+/// One admitted upload, run detached from its request.
+struct Upload {
+    state: AppState,
+    image_id: String,
+    declared: Format,
+    quota: ImportQuota,
+    slot: crate::executor::UploadSlot,
+}
+
+impl Upload {
+    /// Ingests the body, records the outcome, answers through `answer`, then (after a
+    /// refusal the client is still sending into) drops the rest of the body within bounds.
+    async fn run<B>(
+        mut self,
+        mut source: BodySource<B>,
+        answer: oneshot::Sender<Result<Response<ApiBody>, ApiError>>,
+    ) where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: std::fmt::Display,
+    {
+        let config = std::sync::Arc::clone(&self.state.config);
+        let rate = MinRate {
+            bytes_per_sec: config.min_rate_bytes_per_sec,
+            window: Duration::from_secs(config.min_rate_window_secs),
+        };
+        let limits = Limits {
+            max_virtual_size: config.max_virtual_size,
+            ..Limits::default()
+        };
+        let timeout = Duration::from_secs(config.import_timeout_secs);
+        let (cancel, _timed_out) =
+            imports::with_deadline(self.state.executor.shutdown_signal(), timeout);
+        let progress = Progress::default();
+        let ingested = ingest_as(
+            RateGuard::new(&mut source, rate),
+            self.declared,
+            None,
+            limits,
+            &self.state.store,
+            &self.image_id,
+            &progress,
+            cancel,
+            &self.quota,
+        )
+        .await;
+        let outcome = match ingested {
+            Ok(ingested) => self.activate(ingested).await,
+            Err(e) => {
+                tracing::info!(
+                    image_id = %self.image_id,
+                    reason = e.reason_code(),
+                    received = source.received(),
+                    "upload refused: {e}"
+                );
+                self.requeue().await;
+                Err(UploadFailure::Ingest(e))
+            }
+        };
+        let still_sending = matches!(&outcome, Err(e) if client_still_sending(e));
+        let response = outcome.map(|()| empty_response(StatusCode::NO_CONTENT));
+        let _ = answer.send(response.map_err(|e| upload_error(&self.image_id, e)));
+        if still_sending {
+            let dropped = source
+                .discard(
+                    config.upload_discard_bytes,
+                    Duration::from_secs(config.upload_discard_secs),
+                )
+                .await;
+            tracing::debug!(image_id = %self.image_id, ?dropped, "refused upload's body dropped");
+            if !matches!(dropped, Discarded::Ended { .. }) {
+                tracing::info!(
+                    image_id = %self.image_id,
+                    ?dropped,
+                    "refused upload's body not read to its end: the connection closes"
+                );
+            }
+        }
+    }
+
+    /// Records the stored data: `saving` → `active`. An image deleted meanwhile loses the
+    /// data just stored (410).
+    async fn activate(&mut self, ingested: Ingested) -> Result<(), UploadFailure> {
+        let id = self.image_id.clone();
+        let data = ingested.clone();
+        let written = imports::meta(&self.state, move |m| {
+            m.transition_image(&id, &[ImageStatus::Saving], &mut |image| {
+                image.size = Some(data.size);
+                image.virtual_size = data.report.virtual_size;
+                image.checksum = Some(data.md5_hex.clone());
+                image.os_hash_algo = Some("sha512".to_owned());
+                image.os_hash_value = Some(data.sha512_hex.clone());
+                image.status = ImageStatus::Active;
+                image.updated_at = now();
+                Decision::Write
+            })
+        })
+        .await;
+        match written {
+            Ok(Transition::Done(_)) => {
+                self.slot.stored(ingested.size);
+                tracing::info!(image_id = %self.image_id, size = ingested.size, "upload stored");
+                Ok(())
+            }
+            Ok(Transition::Missing | Transition::Refused(_) | Transition::Kept(_)) => {
+                self.remove_data();
+                Err(UploadFailure::Gone)
+            }
+            Err(e) => {
+                self.remove_data();
+                self.requeue().await;
+                Err(UploadFailure::Meta(e.into()))
+            }
+        }
+    }
+
+    /// `saving` → `queued` (Glance's `_restore`); an image deleted meanwhile stays deleted.
+    async fn requeue(&self) {
+        let id = self.image_id.clone();
+        let restored = imports::meta(&self.state, move |m| {
+            m.transition_image(&id, &[ImageStatus::Saving], &mut |image| {
+                image.status = ImageStatus::Queued;
+                image.updated_at = now();
+                Decision::Write
+            })
+        })
+        .await;
+        if let Err(e) = restored {
+            tracing::error!(image_id = %self.image_id, error = %e, "cannot return the image to queued");
+        }
+    }
+
+    fn remove_data(&self) {
+        if let Err(e) = self.state.store.delete(&self.image_id) {
+            tracing::warn!(image_id = %self.image_id, "removing uploaded data failed: {e}");
+        }
+    }
+}
+
+/// Why an upload failed after it was admitted.
+#[derive(Debug)]
+enum UploadFailure {
+    /// The image was deleted during the upload.
+    Gone,
+    /// The ingest failed.
+    Ingest(IngestError),
+    /// Recording the image failed.
+    Meta(ApiError),
+}
+
+/// Whether the client may still be sending when the upload failed (the failure was not the
+/// body's own), so that the rest of the body is worth dropping before the connection closes.
+fn client_still_sending(e: &UploadFailure) -> bool {
+    !matches!(
+        e,
+        UploadFailure::Ingest(IngestError::Source(
+            SourceError::RequestBody { .. }
+                | SourceError::IdleTimeout { .. }
+                | SourceError::TooSlow { .. }
+        ))
+    )
+}
+
+/// The HTTP answer for a failed upload (module documentation, "Outcomes").
+fn upload_error(image_id: &str, failure: UploadFailure) -> ApiError {
+    let e = match failure {
+        UploadFailure::Gone => return ApiError::ImageGone(image_id.to_owned()),
+        UploadFailure::Meta(e) => return e,
+        UploadFailure::Ingest(e) => e,
+    };
+    let reason = e.reason_code().to_owned();
+    match e {
+        IngestError::Rejected(report) => ApiError::InvalidImageData {
+            reason,
+            message: sluice_pipeline::ingest::rejection_message(&report),
+        },
+        IngestError::Convert { message, .. } => ApiError::InvalidImageData { reason, message },
+        IngestError::TooLarge { .. } | IngestError::Source(SourceError::ContentTooLarge { .. }) => {
+            ApiError::ImageTooLarge(e.to_string())
+        }
+        IngestError::QuotaExceeded(message) => ApiError::LimitExceeded(message),
+        IngestError::Source(SourceError::TooSlow { .. } | SourceError::IdleTimeout { .. }) => {
+            ApiError::RequestTimeout
+        }
+        IngestError::Source(source) => ApiError::BadRequest(format!(
+            "Client disconnected before sending all data to backend: {source}"
+        )),
+        IngestError::Store(StoreError::StorageFull(full)) => full.into(),
+        IngestError::Cancelled => ApiError::Internal(format!(
+            "upload of image {image_id} cancelled (deadline or shutdown)"
+        )),
+        other => ApiError::Internal(other.to_string()),
+    }
+}
