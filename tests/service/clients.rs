@@ -26,7 +26,7 @@ fn venv() -> PathBuf {
     cache.join("sluice").join("venv")
 }
 
-fn venv_bin(name: &str) -> PathBuf {
+pub fn venv_bin(name: &str) -> PathBuf {
     let path = venv().join("bin").join(name);
     assert!(
         path.exists(),
@@ -67,7 +67,7 @@ fn assert_ok(out: &Output, what: &str) {
 }
 
 /// Parses glance's `| Property | Value |` table; wrapped values are joined with spaces.
-fn property_table(text: &str) -> HashMap<String, String> {
+pub fn property_table(text: &str) -> HashMap<String, String> {
     let mut map: HashMap<String, String> = HashMap::new();
     let mut last = String::new();
     for line in text.lines().filter(|l| l.starts_with('|')) {
