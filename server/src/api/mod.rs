@@ -32,7 +32,7 @@
 //!   (a legacy `import` task's `image_id` column stays null), so for a task-imported image it
 //!   answers `{"tasks": []}`.
 //! - `POST /v2/images` creates a `queued` record; data arrives through import tasks and
-//!   `POST /v2/images/{id}/import` with `web-download` ([`images::import`]); there is no
+//!   `POST /v2/images/{id}/import` with `web-download` (`images/import.rs`); there is no
 //!   stage, members, locations or `os_hidden` changes.
 
 use std::convert::Infallible;
