@@ -15,7 +15,7 @@ use sluice_pipeline::inspect_reader;
 use sluice_pipeline::ssrf::{HostEntry, Nat64Prefix, PinnedHost};
 use sluice_pipeline::store::space::Reserve;
 
-use crate::config::{AuthMode, Config, ConfigError, Conversion};
+use crate::config::{AuthMode, Config, ConfigError, Conversion, ImportMethod};
 use crate::quota::Limit;
 
 /// Exit status for an accepted image.
@@ -156,6 +156,15 @@ struct ServeArgs {
     /// [default: none].
     #[arg(long, env = "SLUICE_CONVERSION", value_enum)]
     conversion: Option<Conversion>,
+    /// Interoperable import methods offered (Glance's `enabled_import_methods`). Repeatable;
+    /// replaces the config file's list [default: web-download].
+    #[arg(
+        long = "enabled-import-method",
+        env = "SLUICE_ENABLED_IMPORT_METHODS",
+        value_delimiter = ',',
+        value_enum
+    )]
+    enabled_import_methods: Vec<ImportMethod>,
     /// Seconds one import may take, start to finish, before it fails with `import_timeout`
     /// [default: 86400].
     #[arg(long, env = "SLUICE_IMPORT_TIMEOUT_SECS", value_name = "SECS")]
@@ -277,6 +286,7 @@ impl ServeArgs {
         if let Some(v) = self.conversion {
             c.conversion = v;
         }
+        replace_if_given(&mut c.enabled_import_methods, self.enabled_import_methods);
         if let Some(v) = self.import_timeout_secs {
             c.import_timeout_secs = v;
         }

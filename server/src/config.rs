@@ -104,6 +104,30 @@ pub struct Config {
     /// at most 1 GiB.
     #[serde(deserialize_with = "reserve_from_str")]
     pub disk_reserve: Reserve,
+    /// The interoperable import methods offered (Glance's `enabled_import_methods`):
+    /// `GET /v2/info/import`, the `OpenStack-image-import-methods` header and which
+    /// `POST /v2/images/{id}/import` methods are accepted ([`DEFAULT_IMPORT_METHODS`]).
+    pub enabled_import_methods: Vec<ImportMethod>,
+}
+
+/// The import methods offered unless configured: every method Sluice implements.
+pub const DEFAULT_IMPORT_METHODS: [ImportMethod; 1] = [ImportMethod::WebDownload];
+
+/// An interoperable import method (`method.name` of `POST /v2/images/{id}/import`).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImportMethod {
+    /// Sluice pulls `method.uri` through the import policy (SSRF rules).
+    WebDownload,
+}
+
+impl ImportMethod {
+    /// Glance's name of the method.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportMethod::WebDownload => "web-download",
+        }
+    }
 }
 
 /// Reads a [`Reserve`] from its string form.
@@ -139,6 +163,7 @@ impl Default for Config {
             upload_discard_secs: DEFAULT_UPLOAD_DISCARD_SECS,
             quotas: crate::quota::Quotas::default(),
             disk_reserve: Reserve::default(),
+            enabled_import_methods: DEFAULT_IMPORT_METHODS.to_vec(),
         }
     }
 }

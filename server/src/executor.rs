@@ -160,6 +160,8 @@ struct Inner {
     per_project: usize,
     wake: Notify,
     progress: Mutex<HashMap<String, Arc<sluice_pipeline::Progress>>>,
+    /// The cancel signal of each running import ([`Executor::cancel`], shutdown).
+    cancels: Mutex<HashMap<String, watch::Sender<bool>>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -187,6 +189,7 @@ impl Executor {
                 per_project,
                 wake: Notify::new(),
                 progress: Mutex::new(HashMap::new()),
+                cancels: Mutex::new(HashMap::new()),
                 shutdown,
             }),
         }
@@ -290,10 +293,25 @@ impl Executor {
     /// with "interrupted"); the caller then awaits the worker handles.
     pub fn shutdown(&self) {
         self.inner.shutdown.send_replace(true);
+        for cancel in lock(&self.inner.cancels).values() {
+            cancel.send_replace(true);
+        }
         self.inner.wake.notify_waiters();
     }
 
-    /// A receiver that turns `true` on shutdown.
+    /// Stops running import `task_id` (its image was deleted): the import ends as on
+    /// shutdown, and the task decides how to word it. Returns whether it was running.
+    pub fn cancel(&self, task_id: &str) -> bool {
+        lock(&self.inner.cancels)
+            .get(task_id)
+            .is_some_and(|cancel| {
+                cancel.send_replace(true);
+                true
+            })
+    }
+
+    /// A receiver that turns `true` on shutdown (for uploads, which run outside the
+    /// workers).
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.inner.shutdown.subscribe()
     }
@@ -343,6 +361,7 @@ impl Executor {
         }
         drop(q);
         lock(&self.inner.progress).remove(&job.task_id);
+        lock(&self.inner.cancels).remove(&job.task_id);
         // A job of this project may now be runnable: let every idle worker look.
         self.inner.wake.notify_waiters();
     }
@@ -394,7 +413,13 @@ impl Executor {
             };
             let progress = Arc::new(sluice_pipeline::Progress::default());
             lock(&self.inner.progress).insert(job.task_id.clone(), Arc::clone(&progress));
-            let stored = imports::run(&state, &job.task_id, progress, self.shutdown_signal()).await;
+            let (cancel, cancelled) = watch::channel(false);
+            lock(&self.inner.cancels).insert(job.task_id.clone(), cancel);
+            if self.is_shutting_down() {
+                // Shutdown began before the signal was registered.
+                self.cancel(&job.task_id);
+            }
+            let stored = imports::run(&state, &job.task_id, progress, cancelled).await;
             self.finish_job(&job, stored);
         }
     }
@@ -458,6 +483,17 @@ mod tests {
         assert_eq!((now.running, now.charged, now.committed), (1, 0, 70));
         drop(other);
         assert_eq!(exec.in_flight("a", None), InFlight::default());
+    }
+
+    #[test]
+    fn test_executor_cancel_reaches_only_a_running_import() {
+        let exec = Executor::new(2, 1);
+        let (tx, rx) = watch::channel(false);
+        lock(&exec.inner.cancels).insert("a".into(), tx);
+        assert!(!exec.cancel("b"));
+        assert!(!*rx.borrow());
+        assert!(exec.cancel("a"));
+        assert!(*rx.borrow());
     }
 
     #[test]

@@ -14,12 +14,17 @@ use sluice_pipeline::ssrf::ImportPolicy;
 use sluice_pipeline::{IngestError, Ingested, Progress};
 use tokio::sync::watch;
 
+use crate::api::tasks::UriUse;
 use crate::config::{Config, Conversion};
 use crate::meta::{
     ImageRecord, ImageStatus, MetaError, MetaStore, TaskRecord, TaskStatus, Timestamp,
 };
 use crate::properties::{ImageProperties, PropertyLimits, Visibility};
 use crate::state::AppState;
+
+mod api_image;
+
+pub use api_image::{cancel_for_deleted, API_IMAGE_IMPORT, LOCK_PROPERTY};
 
 /// Reason code of a task whose input cannot be imported.
 pub const REASON_INVALID_INPUT: &str = "invalid_input";
@@ -151,20 +156,16 @@ pub async fn run(
 
     let timeout = Duration::from_secs(state.config.import_timeout_secs);
     let (cancel, timed_out) = with_deadline(cancel, timeout);
+    if task.task_type == API_IMAGE_IMPORT {
+        let outcome = api_image::run(state, &task, &progress, cancel).await;
+        let outcome = deadline_outcome(outcome, &timed_out, timeout);
+        return api_image::finish(state, task, outcome).await;
+    }
     let outcome = match parse_input(&task.input, &PropertyLimits::of(&state.config)) {
         Ok(input) => import(state, &task, input, &progress, cancel).await,
         Err(message) => Err((REASON_INVALID_INPUT.to_owned(), message)),
     };
-    let outcome = match outcome {
-        Err(_) if timed_out.load(Ordering::SeqCst) => Err((
-            REASON_IMPORT_TIMEOUT.to_owned(),
-            format!(
-                "import did not finish within {} s (import_timeout_secs); nothing was stored",
-                timeout.as_secs()
-            ),
-        )),
-        other => other,
-    };
+    let outcome = deadline_outcome(outcome, &timed_out, timeout);
     match outcome {
         Ok(image) => {
             let at = now();
@@ -211,6 +212,25 @@ pub async fn run(
     None
 }
 
+/// An import's outcome, or [`REASON_IMPORT_TIMEOUT`] when it failed because its deadline
+/// passed.
+fn deadline_outcome<T>(
+    outcome: Result<T, (String, String)>,
+    timed_out: &AtomicBool,
+    timeout: Duration,
+) -> Result<T, (String, String)> {
+    match outcome {
+        Err(_) if timed_out.load(Ordering::SeqCst) => Err((
+            REASON_IMPORT_TIMEOUT.to_owned(),
+            format!(
+                "import did not finish within {} s (import_timeout_secs); nothing was stored",
+                timeout.as_secs()
+            ),
+        )),
+        other => other,
+    }
+}
+
 /// A cancel signal that turns `true` when `shutdown` does or when `timeout` has passed (then
 /// the flag is set first): the import's deadline.
 pub(crate) fn with_deadline(
@@ -244,8 +264,46 @@ async fn import(
     task: &TaskRecord,
     input: ImportInput,
     progress: &Progress,
-    mut cancel: watch::Receiver<bool>,
+    cancel: watch::Receiver<bool>,
 ) -> Result<ImageRecord, (String, String)> {
+    let image_id = uuid::Uuid::new_v4().to_string();
+    let pulled = Pull {
+        url: &input.url,
+        uri_use: UriUse::LegacyTask,
+        declared: input.declared,
+        disk_format: &input.disk_format,
+        output_format: input.output_format,
+        image_id: &image_id,
+    };
+    let ingested = pull(state, task, pulled, progress, cancel).await?;
+    Ok(image_record(task, &image_id, &input, &ingested))
+}
+
+/// What one pull from a URL into the store needs to know.
+struct Pull<'a> {
+    /// The source.
+    url: &'a str,
+    /// How a policy refusal of the URL is worded.
+    uri_use: UriUse,
+    /// The format the source is inspected as.
+    declared: Format,
+    /// The image's `disk_format` (opaque formats are never converted).
+    disk_format: &'a str,
+    /// A conversion overriding the server's `conversion` setting.
+    output_format: Option<Conversion>,
+    /// The image id the data is stored under.
+    image_id: &'a str,
+}
+
+/// Pulls `pulled.url` through the pipeline (quota, minimum rate, inspection, conversion,
+/// hashing) into the store under `pulled.image_id`.
+async fn pull(
+    state: &AppState,
+    task: &TaskRecord,
+    pulled: Pull<'_>,
+    progress: &Progress,
+    mut cancel: watch::Receiver<bool>,
+) -> Result<Ingested, (String, String)> {
     let config = &state.config;
     let quota = crate::quota::ImportQuota::start(state, &task.id, &task.owner).await?;
     let policy = import_policy(config);
@@ -255,12 +313,12 @@ async fn import(
         () = cancelled(&mut cancel) => {
             return Err((REASON_INTERRUPTED.to_owned(), failure_message(&IngestError::Cancelled)));
         }
-        opened = HttpSource::open(&input.url, &policy, &http) => opened,
+        opened = HttpSource::open(pulled.url, &policy, &http) => opened,
     };
     let source = opened.map_err(|e| {
         (
             "source_error".to_owned(),
-            crate::api::tasks::source_failure(&e),
+            crate::api::tasks::source_failure(pulled.uri_use, &e),
         )
     })?;
     let source = RateGuard::new(
@@ -274,28 +332,40 @@ async fn import(
         max_virtual_size: config.max_virtual_size,
         ..Limits::default()
     };
-    let image_id = uuid::Uuid::new_v4().to_string();
     // Opaque formats (kernels, ramdisks, AMIs) are stored as they are; `ingest_as` also
     // leaves ISO and images already in the target alone.
-    let target = if OPAQUE_DISK_FORMATS.contains(&input.disk_format.as_str()) {
+    let target = if OPAQUE_DISK_FORMATS.contains(&pulled.disk_format) {
         None
     } else {
-        input.output_format.unwrap_or(config.conversion).target()
+        pulled.output_format.unwrap_or(config.conversion).target()
     };
-    let ingested = ingest_as(
+    ingest_as(
         source,
-        input.declared,
+        pulled.declared,
         target,
         limits,
         &state.store,
-        &image_id,
+        pulled.image_id,
         progress,
         cancel,
         &quota,
     )
     .await
-    .map_err(|e| (e.reason_code().to_owned(), failure_message(&e)))?;
-    Ok(image_record(task, &image_id, &input, &ingested))
+    .map_err(|e| (e.reason_code().to_owned(), failure_message(&e)))
+}
+
+/// The format an image of `disk_format` is inspected as: its own, or raw for the opaque
+/// formats (kernels, ramdisks, AMIs).
+///
+/// # Errors
+/// A message when Sluice cannot import that format.
+pub fn declared_format(disk_format: &str) -> Result<Format, String> {
+    if OPAQUE_DISK_FORMATS.contains(&disk_format) {
+        return Ok(Format::Raw);
+    }
+    disk_format
+        .parse::<Format>()
+        .map_err(|_| format!("disk_format '{disk_format}' is not a disk format Sluice can import"))
 }
 
 /// Resolves when `cancel` turns `true`; never when its sender is gone.

@@ -108,8 +108,11 @@ fn test_create_image_without_id_is_queued_in_glance_shape() {
         resp.header("location"),
         Some(format!("http://{}/v2/images/{id}", server.addr).as_str())
     );
-    // No import method is enabled yet: Glance then omits the header.
-    assert_eq!(resp.header("openstack-image-import-methods"), None);
+    // The enabled import methods (the default's; `interop.rs` tests the configured ones).
+    assert_eq!(
+        resp.header("openstack-image-import-methods"),
+        Some("web-download")
+    );
 
     // Shown, listed (also by status), downloadable as "no data" (204), deleted.
     assert_eq!(server.get(&format!("/v2/images/{id}")).json(), body);

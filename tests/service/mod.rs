@@ -8,6 +8,7 @@ mod diskfull;
 mod harness;
 mod images_create;
 mod imports;
+mod interop;
 mod isolation;
 mod lifecycle;
 mod listing;

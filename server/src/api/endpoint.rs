@@ -85,6 +85,11 @@ pub enum Endpoint {
         /// Whether the image is to be deactivated (else reactivated).
         deactivate: bool,
     },
+    /// `POST /v2/images/{id}/import`: an interoperable import into a queued image.
+    ImportImage {
+        /// Image id as sent.
+        id: String,
+    },
     /// `PUT /v2/images/{id}/tags/{tag}`.
     AddTag {
         /// Image id as sent.
@@ -212,6 +217,12 @@ impl Endpoint {
                     _ => not_allowed("POST"),
                 }
             }
+            ["v2", "images", id, "import"] => match *m {
+                Method::POST => Ok(Endpoint::ImportImage {
+                    id: (*id).to_owned(),
+                }),
+                _ => not_allowed("POST"),
+            },
             ["v2", "images", id, "tags", tag] => {
                 let (id, tag) = ((*id).to_owned(), (*tag).to_owned());
                 match *m {
@@ -360,6 +371,20 @@ mod tests {
             route(Method::GET, "/v2/images/abc/tasks/x"),
             Err(ApiError::NotFound)
         ));
+    }
+
+    #[test]
+    fn test_endpoint_image_import_post_only() {
+        assert!(matches!(
+            route(Method::POST, "/v2/images/abc/import"),
+            Ok(Endpoint::ImportImage { id }) if id == "abc"
+        ));
+        for method in [Method::GET, Method::PUT, Method::DELETE] {
+            assert!(matches!(
+                route(method, "/v2/images/abc/import"),
+                Err(ApiError::MethodNotAllowed { allow: "POST", .. })
+            ));
+        }
     }
 
     #[test]

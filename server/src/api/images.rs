@@ -24,11 +24,13 @@ use crate::meta::{Decision, ImageRecord, ImageStatus, Transition};
 use crate::properties::{self, PropertyLimits, VISIBILITIES};
 
 mod create;
+mod import;
 mod list;
 mod patch;
 mod upload;
 
 pub use create::create;
+pub use import::import;
 pub use list::list;
 
 pub use patch::patch;
@@ -186,7 +188,7 @@ pub fn image_tasks(
 /// `DELETE /v2/images/{id}`: removes the record (in any status, as Glance: an upload or
 /// import in flight then finds it gone and removes what it wrote), then the file.
 pub fn delete(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiBody>, ApiError> {
-    update(
+    let deleted = update(
         api,
         ctx,
         id,
@@ -201,6 +203,10 @@ pub fn delete(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiB
             Ok(Decision::Delete)
         },
     )?;
+    if let Transition::Done(image) = &deleted {
+        // Glance's only cancel: an import in flight stops and removes what it wrote.
+        crate::imports::cancel_for_deleted(&api.state, image);
+    }
     // The record is gone, so the image is deleted for clients; a file left behind by a
     // failed removal is an orphan that the store's startup cleanup removes.
     if let Err(e) = api.state.store.delete(id) {

@@ -31,9 +31,9 @@
 //!   `image_id` set to that image. Glance links only `api_image_import` tasks to their image
 //!   (a legacy `import` task's `image_id` column stays null), so for a task-imported image it
 //!   answers `{"tasks": []}`.
-//! - `POST /v2/images` creates a `queued` record; data arrives only through import tasks so
-//!   far: there is no upload, stage,
-//!   interoperable import, members, locations or `os_hidden` changes.
+//! - `POST /v2/images` creates a `queued` record; data arrives through import tasks and
+//!   `POST /v2/images/{id}/import` with `web-download` (`images/import.rs`); there is no
+//!   stage, members, locations or `os_hidden` changes.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -180,6 +180,7 @@ impl Api {
             Endpoint::ImageAction { id, deactivate } => {
                 images::set_active(self, &ctx, &id, !deactivate)
             }
+            Endpoint::ImportImage { id } => images::import(self, &ctx, &id, request).await,
             Endpoint::AddTag { id, tag } => images::add_tag(self, &ctx, &id, &tag),
             Endpoint::DeleteTag { id, tag } => images::delete_tag(self, &ctx, &id, &tag),
         }

@@ -195,9 +195,11 @@ pub fn action_of(endpoint: &Endpoint) -> Option<Action> {
         Endpoint::ListImages { .. } => Some(Action::GetImages),
         Endpoint::GetImage { .. } | Endpoint::ImageTasks { .. } => Some(Action::GetImage),
         Endpoint::DownloadImage { .. } => Some(Action::DownloadImage),
-        Endpoint::PatchImage { .. } | Endpoint::AddTag { .. } | Endpoint::DeleteTag { .. } => {
-            Some(Action::ModifyImage)
-        }
+        // Glance checks `modify_image` for every import method but copy-image.
+        Endpoint::PatchImage { .. }
+        | Endpoint::AddTag { .. }
+        | Endpoint::DeleteTag { .. }
+        | Endpoint::ImportImage { .. } => Some(Action::ModifyImage),
         Endpoint::DeleteImage { .. } => Some(Action::DeleteImage),
         Endpoint::ImageAction {
             deactivate: true, ..

@@ -145,9 +145,15 @@ pub fn images_schema() -> Response<ApiBody> {
 
 /// The interoperable import methods offered (Glance's `enabled_import_methods`), the one list
 /// behind `GET /v2/info/import` and the `OpenStack-image-import-methods` header of
-/// `POST /v2/images`. None yet: images are filled by tasks only.
-pub fn enabled_import_methods(_config: &Config) -> Vec<&'static str> {
-    Vec::new()
+/// `POST /v2/images`, in the configured order without repeats.
+pub fn enabled_import_methods(config: &Config) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = Vec::new();
+    for method in &config.enabled_import_methods {
+        if !names.contains(&method.as_str()) {
+            names.push(method.as_str());
+        }
+    }
+    names
 }
 
 /// `GET /v2/info/import`.

@@ -202,7 +202,36 @@ async fn validate_import_from(policy: &ImportPolicy, input: &Value) -> Result<()
                 .into(),
         ));
     }
-    let refused = |why: &dyn std::fmt::Display| ApiError::BadRequest(filtering_refusal(text, why));
+    check_uri(policy, text, UriUse::LegacyTask).await
+}
+
+/// What a URL is given for: Glance words a refusal after the way in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UriUse {
+    /// A legacy `import` task's `import_from`.
+    LegacyTask,
+    /// A `web-download` import's `method.uri`.
+    WebDownload,
+}
+
+impl UriUse {
+    /// The words Glance puts before "does not pass filtering".
+    fn subject(self) -> &'static str {
+        match self {
+            UriUse::LegacyTask => "legacy import task",
+            UriUse::WebDownload => "web-download",
+        }
+    }
+}
+
+/// The import policy's check of `text` (with DNS for names), refused in Glance's words for
+/// `use_` ([`filtering_refusal`]).
+///
+/// # Errors
+/// 400 naming what was refused and why.
+pub async fn check_uri(policy: &ImportPolicy, text: &str, use_: UriUse) -> Result<(), ApiError> {
+    let refused =
+        |why: &dyn std::fmt::Display| ApiError::BadRequest(filtering_refusal(use_, text, why));
     let url = policy.parse_url(text).map_err(|e| refused(&e))?;
     // Host names must resolve to an address the policy allows (checked again, with every
     // redirect, when the import connects; only approved addresses are connected to).
@@ -223,17 +252,21 @@ async fn validate_import_from(policy: &ImportPolicy, input: &Value) -> Result<()
     Ok(())
 }
 
-/// Glance's refusal of an `import_from` URL (`validate_import_uri`), followed by what was
-/// refused and why, so that a user can tell a typo from a policy.
-pub fn filtering_refusal(url: &str, why: &dyn std::fmt::Display) -> String {
-    format!("URI for legacy import task does not pass filtering: {url}: {why}")
+/// Glance's refusal of a URL (`validate_import_uri`: "URI for legacy import task …" or
+/// "URI for web-download …"), followed by what was refused and why, so that a user can tell
+/// a typo from a policy.
+pub fn filtering_refusal(use_: UriUse, url: &str, why: &dyn std::fmt::Display) -> String {
+    format!(
+        "URI for {} does not pass filtering: {url}: {why}",
+        use_.subject()
+    )
 }
 
 /// A task's failure message for a source that could not be opened: a policy refusal (of the
 /// URL, a redirect target or a resolved address) in the words of a create-time refusal.
-pub fn source_failure(e: &SourceError) -> String {
+pub fn source_failure(use_: UriUse, e: &SourceError) -> String {
     match e {
-        SourceError::Policy { url, reason } => filtering_refusal(url, reason),
+        SourceError::Policy { url, reason } => filtering_refusal(use_, url, reason),
         other => other.to_string(),
     }
 }

@@ -1,0 +1,266 @@
+//! `POST /v2/images/{id}/import`: an interoperable import into a `queued` image (Glance's
+//! `ImagesController.import_image`), answered 202 at once; an `api_image_import` task does
+//! the work ([`crate::imports`]).
+//!
+//! Validation is Glance's, in its order: the body (`method`, `method.name` among the
+//! enabled methods, boolean `all_stores` / `all_stores_must_succeed`: 400); the image
+//! (404 when invisible; 409 when `active`, when not `queued` for `web-download`, when
+//! `container_format` or `disk_format` is unset); the `modify_image` policy (403); the import
+//! lock (409 "Image has active task" while another import task of the image is pending or
+//! processing); the URI through the import policy, DNS included (400 "URI for web-download
+//! does not pass filtering: …", followed by Sluice's reason). Then Sluice's own: the image's
+//! `disk_format` must be one Sluice imports (400, before any byte moves), the free-space
+//! reserve (507), and the project's `tasks_waiting` / `image_count_uploading` caps (503, 413).
+//!
+//! `stores`, `all_stores` and `all_stores_must_succeed` are accepted with their
+//! single-store meaning (Glance without `enabled_backends`): there is one store, so they
+//! change nothing, and the task's `input.backend` is `[null]` as Glance's.
+//!
+//! The lock is taken with the one compare-and-swap of the image: `queued` → `importing` with
+//! `os_glance_import_task` = the new task, so an upload, a stage or a second import that
+//! races this one finds the image no longer `queued` (409). Glance leaves the image `queued`
+//! until its flow starts; Sluice marks it `importing` at once, which is what a client polls
+//! for anyway.
+
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Body;
+use serde_json::{json, Map, Value};
+
+use crate::api::auth::RequestContext;
+use crate::api::body::{empty_response, parse_json, read_body, ApiBody};
+use crate::api::error::ApiError;
+use crate::api::images::{load, update};
+use crate::api::policy::{self, Action, Target};
+use crate::api::tasks::{check_uri, filtering_refusal, py_repr, UriUse};
+use crate::api::{now, Api};
+use crate::config::ImportMethod;
+use crate::imports::{API_IMAGE_IMPORT, LOCK_PROPERTY};
+use crate::meta::{Decision, ImageRecord, ImageStatus, TaskRecord, TaskStatus, Transition};
+
+/// Glance's 409 for an import while another holds the image's lock.
+const LOCKED: &str = "Image has active task";
+
+/// `POST /v2/images/{id}/import`.
+pub async fn import<B>(
+    api: &Api,
+    ctx: &RequestContext,
+    id: &str,
+    request: Request<B>,
+) -> Result<Response<ApiBody>, ApiError>
+where
+    B: Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let state = &api.state;
+    let config = &state.config;
+    let (parts, body) = request.into_parts();
+    let bytes = read_body(
+        body,
+        &parts.headers,
+        config.max_request_body,
+        Duration::from_secs(config.request_timeout_secs.max(1)),
+    )
+    .await?;
+    let body = parse_json(&bytes)?;
+    let (method, request_body) = validate_body(&body, &config.enabled_import_methods)?;
+
+    let image = load(api, ctx, id, Action::GetImage)?;
+    check_image(&image, method)?;
+    policy::authorize(ctx, Action::ModifyImage, Target::Image(&image))?;
+    let held = live_lock(api, &image)?;
+    if held.is_some() {
+        return Err(ApiError::Conflict(LOCKED.into()));
+    }
+    let disk_format = image.disk_format.clone().unwrap_or_default();
+    crate::imports::declared_format(&disk_format).map_err(ApiError::BadRequest)?;
+    match method {
+        ImportMethod::WebDownload => {
+            let policy = crate::imports::import_policy(config);
+            match request_body.get("method").and_then(|m| m.get("uri")) {
+                Some(Value::String(uri)) => check_uri(&policy, uri, UriUse::WebDownload).await?,
+                other => {
+                    let shown = other.map_or_else(|| "None".to_owned(), py_repr);
+                    return Err(ApiError::BadRequest(filtering_refusal(
+                        UriUse::WebDownload,
+                        &shown,
+                        &"method.uri must be an http or https URL",
+                    )));
+                }
+            }
+        }
+    }
+    // Below the free-space reserve the import could only fail: refuse it up front.
+    state.store.space().check_import(0)?;
+
+    let created = now();
+    let task = TaskRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        task_type: API_IMAGE_IMPORT.to_owned(),
+        status: TaskStatus::Pending,
+        input: json!({"image_id": image.id, "import_req": request_body, "backend": [null]}),
+        result: None,
+        owner: ctx.project_id.clone(),
+        message: String::new(),
+        reason: None,
+        created_at: created,
+        updated_at: created,
+        expires_at: None,
+        request_id: Some(ctx.request_id.clone()),
+        user_id: Some(ctx.user_id.clone()),
+    };
+    state.meta.put_task(&task)?;
+    let locked = lock(api, ctx, id, &task.id, image.properties.get(LOCK_PROPERTY));
+    let locked = locked.and_then(|()| {
+        crate::quota::submit(state, &task.id, &task.owner)
+            .inspect_err(|_| unlock(api, ctx, id, &task.id))
+    });
+    if let Err(refused) = locked {
+        // The client never learns this id: do not leave a task that no worker will run.
+        if let Err(e) = state.meta.delete_task(&task.id) {
+            tracing::warn!(task = %task.id, "removing a refused task failed: {e}");
+        }
+        return Err(refused);
+    }
+    tracing::info!(image = %id, task = %task.id, method = method.as_str(), "image import accepted");
+    Ok(empty_response(StatusCode::ACCEPTED))
+}
+
+/// Glance's `_validate_import_body`: the method and the boolean flags. Returns the method and
+/// the body (an object).
+fn validate_body<'a>(
+    body: &'a Value,
+    enabled: &[ImportMethod],
+) -> Result<(ImportMethod, &'a Map<String, Value>), ApiError> {
+    let bad = |m: &str| Err(ApiError::BadRequest(m.to_owned()));
+    let Value::Object(obj) = body else {
+        return bad("Import request requires a 'method' field.");
+    };
+    let Some(method) = obj.get("method") else {
+        return bad("Import request requires a 'method' field.");
+    };
+    let Some(name) = method.get("name") else {
+        return bad("Import request requires a 'name' field.");
+    };
+    let Some(method) = enabled
+        .iter()
+        .copied()
+        .find(|m| name.as_str() == Some(m.as_str()))
+    else {
+        let shown = name.as_str().map_or_else(|| py_repr(name), str::to_owned);
+        return Err(ApiError::BadRequest(format!(
+            "Unknown import method name '{shown}'."
+        )));
+    };
+    for key in ["all_stores_must_succeed", "all_stores"] {
+        if obj.get(key).is_some_and(|v| !v.is_boolean()) {
+            return Err(ApiError::BadRequest(format!(
+                "'{key}' must be boolean value only"
+            )));
+        }
+    }
+    if obj
+        .get("stores")
+        .is_some_and(|v| !matches!(v, Value::Array(items) if items.iter().all(Value::is_string)))
+    {
+        return bad("'stores' must be a list of store identifiers");
+    }
+    Ok((method, obj))
+}
+
+/// Glance's status and format checks of the target image (409s).
+fn check_image(image: &ImageRecord, method: ImportMethod) -> Result<(), ApiError> {
+    let conflict = |m: String| Err(ApiError::Conflict(m));
+    if image.status == ImageStatus::Active {
+        return conflict("Image with status active cannot be target for import".into());
+    }
+    match method {
+        ImportMethod::WebDownload if image.status != ImageStatus::Queued => {
+            return conflict(format!(
+                "Image needs to be in 'queued' state to use '{}' method",
+                method.as_str()
+            ));
+        }
+        ImportMethod::WebDownload => {}
+    }
+    if image.container_format.is_none() {
+        return conflict("'container_format' needs to be set before import".into());
+    }
+    if image.disk_format.is_none() {
+        return conflict("'disk_format' needs to be set before import".into());
+    }
+    Ok(())
+}
+
+/// The task holding the image's import lock, if it is still pending or processing (a lock
+/// left by a finished or expired task is stale: Glance breaks it too).
+fn live_lock(api: &Api, image: &ImageRecord) -> Result<Option<String>, ApiError> {
+    let Some(task_id) = image.properties.get(LOCK_PROPERTY) else {
+        return Ok(None);
+    };
+    let task = api.state.meta.get_task(task_id)?;
+    Ok(task
+        .filter(|t| matches!(t.status, TaskStatus::Pending | TaskStatus::Processing))
+        .map(|t| t.id))
+}
+
+/// Takes the lock: `queued` → `importing` with `os_glance_import_task` = `task_id`, if the
+/// lock is still what was checked (`seen`).
+fn lock(
+    api: &Api,
+    ctx: &RequestContext,
+    id: &str,
+    task_id: &str,
+    seen: Option<&String>,
+) -> Result<(), ApiError> {
+    let seen = seen.cloned();
+    let outcome = update(
+        api,
+        ctx,
+        id,
+        Action::ModifyImage,
+        &[ImageStatus::Queued],
+        |image| {
+            if image.properties.get(LOCK_PROPERTY) != seen.as_ref() {
+                return Err(ApiError::Conflict(LOCKED.into()));
+            }
+            image.status = ImageStatus::Importing;
+            image
+                .properties
+                .insert(LOCK_PROPERTY.into(), task_id.to_owned());
+            image.task_id = Some(task_id.to_owned());
+            image.updated_at = now();
+            Ok(Decision::Write)
+        },
+    )?;
+    match outcome {
+        Transition::Done(_) => Ok(()),
+        Transition::Refused(image) => check_image(&image, ImportMethod::WebDownload)
+            .and(Err(ApiError::Conflict(LOCKED.into()))),
+        Transition::Kept(_) | Transition::Missing => Err(ApiError::Conflict(LOCKED.into())),
+    }
+}
+
+/// Undoes [`lock`] after the task could not be queued.
+fn unlock(api: &Api, ctx: &RequestContext, id: &str, task_id: &str) {
+    let undone = update(
+        api,
+        ctx,
+        id,
+        Action::ModifyImage,
+        &[ImageStatus::Importing],
+        |image| {
+            if image.properties.get(LOCK_PROPERTY).map(String::as_str) != Some(task_id) {
+                return Ok(Decision::Keep);
+            }
+            image.status = ImageStatus::Queued;
+            image.properties.remove(LOCK_PROPERTY);
+            image.updated_at = now();
+            Ok(Decision::Write)
+        },
+    );
+    if let Err(e) = undone {
+        tracing::warn!(image = %id, "releasing the import lock failed: {e}");
+    }
+}
