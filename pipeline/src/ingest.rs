@@ -3,7 +3,7 @@
 //! ```text
 //!   source ──Bytes──▶ ingest task ──┬─▶ [HASH_CHANNEL_CAPACITY] ─▶ md5 thread
 //!   (socket)          (inspector,   ├─▶ [HASH_CHANNEL_CAPACITY] ─▶ sha512 thread
-//!                      progress)    └─▶ [WRITE_CHANNEL_CAPACITY] ─▶ writer thread ─▶ tmp/<id>.part
+//!                      progress)    └─▶ [WRITE_CHANNEL_CAPACITY] ─▶ writer thread ─▶ Store (Append)
 //! ```
 //!
 //! The inspector runs inline on the receiving task: it costs a small fraction of hashing
@@ -24,14 +24,15 @@
 //!
 //! # Conversion
 //! With a target ([`ingest_as`]), the writer lane becomes a *convert lane*: the chunks go to a
-//! [`Converter`] on a background thread, whose output is written positionally into the part
-//! file and hashed there, in output order (the hashers hash the converted bytes, as Glance's
+//! [`Converter`] on a background thread, whose output is written positionally into the store
+//! writer's local scratch file and hashed there, in output order (the hashers hash the converted bytes, as Glance's
 //! checksum is of the stored file):
 //!
 //! ```text
-//!   source ──Bytes──▶ ingest task ──▶ [WRITE_CHANNEL_CAPACITY] ─▶ convert thread ─▶ tmp/<id>.part
-//!                     (inspector)                                 (Converter,      (spill: unnamed
-//!                                                                  HashingSink) ─┐  file in tmp/)
+//!   source ──Bytes──▶ ingest task ──▶ [WRITE_CHANNEL_CAPACITY] ─▶ convert thread ─▶ Store (Positional:
+//!                     (inspector)                                 (Converter,      local scratch;
+//!                                                                  HashingSink) ─┐  spill: unnamed
+//!                                                                                │  file in scratch)
 //!                                                 md5 thread ◀─ [HASH_CHANNEL_CAPACITY] ─┤
 //!                                              sha512 thread ◀─ [HASH_CHANNEL_CAPACITY] ─┘
 //! ```
@@ -43,7 +44,6 @@
 //! the converter's own (each states its formula; spill is on disk, bounded by
 //! `ConvertLimits::max_spill_bytes`).
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -57,7 +57,7 @@ use tokio::sync::{mpsc, watch};
 use crate::background;
 use crate::hash::{Checksummer, HASH_CHANNEL_CAPACITY};
 use crate::source::{ChunkSource, SourceError};
-use crate::store::{LocalStore, PartFile, StoreError};
+use crate::store::{Access, ImageWriter, Store, StoreError};
 
 mod admission;
 mod hashing_sink;
@@ -137,8 +137,6 @@ pub struct Ingested {
     pub sha512_hex: String,
     /// The inspector's (accepting) report.
     pub report: Report,
-    /// Where the image is stored.
-    pub path: PathBuf,
     /// The format of the stored bytes: the conversion's target when the image was
     /// converted, else the inspector's verdict on what arrived.
     pub format: Format,
@@ -268,7 +266,7 @@ pub async fn ingest<S: ChunkSource>(
     source: S,
     declared: Format,
     limits: Limits,
-    store: &LocalStore,
+    store: &dyn Store,
     image_id: &str,
     progress: &Progress,
     cancel: watch::Receiver<bool>,
@@ -305,7 +303,7 @@ pub async fn ingest_as<S: ChunkSource>(
     declared: Format,
     target: Option<Target>,
     limits: Limits,
-    store: &LocalStore,
+    store: &dyn Store,
     image_id: &str,
     progress: &Progress,
     mut cancel: watch::Receiver<bool>,
@@ -340,7 +338,7 @@ pub async fn ingest_as<S: ChunkSource>(
         )
         .await;
     }
-    let part = store.begin(image_id)?;
+    let part = store.begin(image_id, Access::Append)?;
     let mut inspector = Inspector::new(Some(declared), limits);
     let sums = Checksummer::start();
     let (write_tx, write_rx) = mpsc::channel::<Bytes>(WRITE_CHANNEL_CAPACITY);
@@ -376,8 +374,7 @@ pub async fn ingest_as<S: ChunkSource>(
         return Err(IngestError::Rejected(Box::new(report)));
     }
     let size = part.written();
-    let commit_store = store.clone();
-    let path = tokio::task::spawn_blocking(move || commit_store.commit(part))
+    tokio::task::spawn_blocking(move || part.commit())
         .await
         .map_err(|_| StoreError::WriterStopped)??;
     let format = report.format;
@@ -386,7 +383,6 @@ pub async fn ingest_as<S: ChunkSource>(
         md5_hex: digests.md5_hex,
         sha512_hex: digests.sha512_hex,
         report,
-        path,
         format,
         converted: false,
     })
@@ -400,7 +396,7 @@ async fn convert_into<S: ChunkSource>(
     declared: Format,
     target: Target,
     limits: Limits,
-    store: &LocalStore,
+    store: &dyn Store,
     image_id: &str,
     progress: &Progress,
     mut cancel: watch::Receiver<bool>,
@@ -416,10 +412,10 @@ async fn convert_into<S: ChunkSource>(
     let abort = Arc::new(AtomicBool::new(false));
     // raw → qcow2 writes its header last: hashing in order would always be given up.
     let in_order = target == Target::Raw;
-    let part = store.begin(image_id)?;
+    let writer = store.begin(image_id, Access::Positional)?;
     let sink = HashingSink::new(
-        part,
-        store.tmp_dir(),
+        writer,
+        store.scratch_dir(),
         convert_limits.max_spill_bytes,
         in_order,
         tokio::runtime::Handle::current(),
@@ -470,7 +466,7 @@ async fn convert_into<S: ChunkSource>(
         r = &mut finishing => r.ok_or(StoreError::WriterStopped)?,
     };
     let Finished {
-        part,
+        writer,
         len,
         digests,
         hashed,
@@ -483,8 +479,7 @@ async fn convert_into<S: ChunkSource>(
             "converted output hashed by a second read (it was not produced in order)"
         );
     }
-    let commit_store = store.clone();
-    let path = tokio::task::spawn_blocking(move || commit_store.commit(part))
+    tokio::task::spawn_blocking(move || writer.commit())
         .await
         .map_err(|_| StoreError::WriterStopped)??;
     Ok(Ingested {
@@ -492,7 +487,6 @@ async fn convert_into<S: ChunkSource>(
         md5_hex: digests.md5_hex,
         sha512_hex: digests.sha512_hex,
         report,
-        path,
         format: match target {
             Target::Raw => Format::Raw,
             Target::Qcow2 => Format::Qcow2,
@@ -572,21 +566,18 @@ async fn pump<S: ChunkSource>(
     Ok(())
 }
 
-/// The store writer stage: appends every chunk (with direct I/O where the file system allows
-/// it, see [`PartFile::use_direct_io`]), returns the part file at end of stream.
-/// On error the part file is dropped (removed) and the channel closed, which fails the
-/// sender's next `send`.
-fn write_lane(mut part: PartFile, mut rx: mpsc::Receiver<Bytes>) -> Result<PartFile, StoreError> {
-    if !part.use_direct_io() {
-        tracing::debug!(
-            image_id = part.id(),
-            "direct I/O unavailable; writing through the page cache"
-        );
-    }
+/// The store writer stage: appends every chunk (the local store with direct I/O where the
+/// file system allows it, see [`PartFile::use_direct_io`](crate::store::PartFile::use_direct_io)),
+/// returns the writer at end of stream. On error the writer is dropped (its data removed) and
+/// the channel closed, which fails the sender's next `send`.
+fn write_lane(
+    mut writer: Box<dyn ImageWriter>,
+    mut rx: mpsc::Receiver<Bytes>,
+) -> Result<Box<dyn ImageWriter>, StoreError> {
     while let Some(chunk) = rx.blocking_recv() {
-        part.write_all(&chunk)?;
+        writer.append(&chunk)?;
     }
-    Ok(part)
+    Ok(writer)
 }
 
 /// Resolves when `cancel` turns `true`; never when its sender is gone.
@@ -614,6 +605,7 @@ mod tests {
     use super::*;
     use crate::hash::Digests;
     use crate::source::MemorySource;
+    use crate::store::{LocalStore, Store};
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -648,7 +640,7 @@ mod tests {
         data: Vec<u8>,
         declared: Format,
         target: Option<Target>,
-        store: &LocalStore,
+        store: &dyn Store,
     ) -> Result<Ingested, IngestError> {
         ingest_as(
             MemorySource::new(Bytes::from(data), 65_537),
@@ -710,11 +702,11 @@ mod tests {
         assert!(matches!(done.format, Format::Raw));
         assert!(matches!(done.report.format, Format::Qcow2));
         assert_eq!(done.size, disk.len() as u64);
-        assert!(std::fs::read(&done.path).unwrap() == disk);
+        assert!(std::fs::read(store.path("img").unwrap()).unwrap() == disk);
         // The hole between the two data blocks is hashed as zeros.
         assert_eq!(done.md5_hex, hex(&Md5::digest(&disk)));
         assert_eq!(done.sha512_hex, hex(&Sha512::digest(&disk)));
-        assert_eq!(files_in(store.tmp_dir()), 0);
+        assert_eq!(files_in(store.scratch_dir()), 0);
     }
 
     #[tokio::test]
@@ -725,7 +717,7 @@ mod tests {
         let done = run(disk.clone(), Format::Raw, Some(Target::Qcow2), &store)
             .await
             .unwrap();
-        let stored = std::fs::read(&done.path).unwrap();
+        let stored = std::fs::read(store.path("img").unwrap()).unwrap();
         assert!(matches!(done.format, Format::Qcow2));
         assert_eq!(done.size, stored.len() as u64);
         assert_eq!(done.md5_hex, hex(&Md5::digest(&stored)));
@@ -733,7 +725,7 @@ mod tests {
         let report = sluice_formats::inspect_bytes(&stored, Some(Format::Qcow2), Limits::default());
         assert!(report.is_accepted(), "{:?}", report.reasons);
         assert_eq!(report.virtual_size, Some(4 << 20));
-        assert_eq!(files_in(store.tmp_dir()), 0);
+        assert_eq!(files_in(store.scratch_dir()), 0);
     }
 
     #[tokio::test]
@@ -787,9 +779,9 @@ mod tests {
     ) -> (Vec<u8>, Digests, Hashed, bool) {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
-        let part = store.begin("s").unwrap();
+        let part = store.begin("s", Access::Positional).unwrap();
         let runtime = tokio::runtime::Handle::current();
-        let tmp = store.tmp_dir().to_path_buf();
+        let tmp = store.scratch_dir().to_path_buf();
         let (finished, still) = tokio::task::spawn_blocking(move || {
             let abort = Arc::new(AtomicBool::new(false));
             let mut sink = HashingSink::new(part, &tmp, 1 << 20, in_order, runtime, abort).unwrap();
@@ -804,8 +796,8 @@ mod tests {
         })
         .await
         .unwrap();
-        let path = store.commit(finished.part).unwrap();
-        let bytes = std::fs::read(path).unwrap();
+        finished.writer.commit().unwrap();
+        let bytes = std::fs::read(store.path("s").unwrap()).unwrap();
         (bytes, finished.digests, finished.hashed, still)
     }
 

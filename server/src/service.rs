@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sluice_pipeline::store::space::StorageState;
-use sluice_pipeline::store::LocalStore;
+use sluice_pipeline::store::{LocalStore, Store};
 
 use crate::config::Config;
 use crate::executor::Executor;
@@ -29,13 +29,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let store = Arc::new(
+    let store: Arc<dyn Store> = Arc::new(
         LocalStore::open_with_reserve(&config.data_dir, config.disk_reserve)
             .context("opening the image store")?,
     );
     // Partial imports go first: on a full volume they are the room that opening the
     // metadata store read-write needs.
-    sweep_tmp(&store)?;
+    sweep_tmp(store.as_ref())?;
     let guarded = Arc::new(
         GuardedMeta::open(&config.data_dir.join("meta"), Arc::clone(store.space()))
             .context("opening the metadata store")?,
@@ -100,9 +100,9 @@ async fn shutdown_signal() {
     }
 }
 
-/// Removes partial imports left in `tmp/` by an interrupted run.
-fn sweep_tmp(store: &LocalStore) -> anyhow::Result<()> {
-    let swept = store.sweep_tmp()?;
+/// Removes partial imports left in the store (`tmp/`) by an interrupted run.
+fn sweep_tmp(store: &dyn Store) -> anyhow::Result<()> {
+    let swept = store.sweep()?;
     if swept > 0 {
         tracing::warn!(
             files = swept,
@@ -136,7 +136,7 @@ pub struct Recovery {
 /// # Errors
 /// When the store or the metadata cannot be read, or a write fails for another reason.
 pub fn recover(state: &AppState) -> anyhow::Result<Recovery> {
-    sweep_tmp(&state.store)?;
+    sweep_tmp(state.store.as_ref())?;
     let mut recovery = Recovery::default();
     // Only unfinished tasks (an index, oldest first), never every task.
     for id in state.meta.unfinished_tasks()? {

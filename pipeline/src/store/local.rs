@@ -1,86 +1,26 @@
 //! The local image store: a directory with `images/` (committed images, one file per image
-//! id) and `tmp/` (imports in progress, `<id>.part`).
+//! id) and `tmp/` (imports in progress, `<id>.part`); the first [`Store`] implementation.
 //!
 //! An image appears under `images/` only by `rename` after its data was fsynced, so a reader
 //! never sees a partial file there; a crash leaves at most a `tmp/*.part` file, which
-//! [`LocalStore::sweep_tmp`] removes at startup.
+//! [`Store::sweep`] removes at startup. Appended images are written with direct I/O (see the
+//! `direct` module), positional ones through the page cache, flushed and dropped behind.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-mod direct;
-pub mod space;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use direct::DirectAppender;
-pub use direct::DIRECT_WRITE_SIZE;
-use space::{DiskSpace, Reserve, SpaceError, SPACE_CHECK_INTERVAL};
-
-/// Longest accepted image id (a UUID is 36).
-pub const MAX_ID_LEN: usize = 128;
+use super::direct::{DirectAppender, DIRECT_WRITE_SIZE};
+use super::space::{DiskSpace, Reserve, SPACE_CHECK_INTERVAL};
+use super::{
+    check_id, Access, BoxFuture, ImageStream, ImageWriter, Store, StoreError, StoredImage,
+};
 
 /// Suffix of files being written in `tmp/`.
 const PART_SUFFIX: &str = ".part";
-
-/// A store operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// An image with this id is already committed.
-    #[error("image '{0}' already exists in the store")]
-    AlreadyExists(String),
-    /// Committing (fsync, rename, directory fsync) failed.
-    #[error("committing image '{id}': {source}")]
-    Committing {
-        /// The image id.
-        id: String,
-        /// The underlying error.
-        source: io::Error,
-    },
-    /// Creating the part file failed.
-    #[error("creating {path}: {source}")]
-    Creating {
-        /// The file that could not be created.
-        path: PathBuf,
-        /// The underlying error.
-        source: io::Error,
-    },
-    /// Deleting an image failed.
-    #[error("deleting image '{id}': {source}")]
-    Deleting {
-        /// The image id.
-        id: String,
-        /// The underlying error.
-        source: io::Error,
-    },
-    /// The id is empty, too long or has characters other than ASCII letters, digits, `-`, `_`.
-    #[error("'{0}' is not a valid image id")]
-    InvalidId(String),
-    /// Opening or listing the store directory failed.
-    #[error("opening store at {path}: {source}")]
-    Opening {
-        /// The directory.
-        path: PathBuf,
-        /// The underlying error.
-        source: io::Error,
-    },
-    /// Free space on the data volume is below the reserve (see [`space`]).
-    #[error(transparent)]
-    StorageFull(#[from] SpaceError),
-    /// A writer stage stopped unexpectedly (panic or runtime shutdown).
-    #[error("the store writer stopped unexpectedly")]
-    WriterStopped,
-    /// Writing image data failed (disk full, I/O error).
-    #[error("writing image '{id}' at offset {offset}: {source}")]
-    Writing {
-        /// The image id.
-        id: String,
-        /// Bytes already written.
-        offset: u64,
-        /// The underlying error.
-        source: io::Error,
-    },
-}
 
 /// A directory of committed images plus a scratch area for imports in progress.
 #[derive(Clone, Debug)]
@@ -122,45 +62,16 @@ impl LocalStore {
         })
     }
 
-    /// Free-space checks of the store's volume (shared with the metadata store's guard).
-    pub fn space(&self) -> &Arc<DiskSpace> {
-        &self.space
-    }
-
-    /// Removes every leftover file in `tmp/` (imports interrupted by a crash); returns how
-    /// many were removed. Call at startup, before any import runs.
-    ///
-    /// # Errors
-    /// [`StoreError::Opening`] when `tmp/` cannot be listed or a file removed.
-    pub fn sweep_tmp(&self) -> Result<usize, StoreError> {
-        let err = |source| StoreError::Opening {
-            path: self.tmp.clone(),
-            source,
-        };
-        let mut removed = 0usize;
-        for entry in fs::read_dir(&self.tmp).map_err(err)? {
-            let entry = entry.map_err(err)?;
-            fs::remove_file(entry.path()).map_err(err)?;
-            removed = removed.saturating_add(1);
-        }
-        Ok(removed)
-    }
-
-    /// The scratch directory (`tmp/`): spill files of conversions go here (unnamed, so
-    /// nothing is left behind).
-    pub fn tmp_dir(&self) -> &Path {
-        &self.tmp
-    }
-
-    /// Starts writing image `id` to `tmp/<id>.part`.
+    /// Starts writing image `id` to `tmp/<id>.part`: [`Store::begin`] without the box.
     ///
     /// # Errors
     /// [`StoreError::InvalidId`], [`StoreError::AlreadyExists`], [`StoreError::StorageFull`]
     /// (free space is below the reserve), or [`StoreError::Creating`] (also when a part file
     /// for `id` exists: one import per id at a time).
-    pub fn begin(&self, id: &str) -> Result<PartFile, StoreError> {
+    pub fn begin_part(&self, id: &str, access: Access) -> Result<PartFile, StoreError> {
         check_id(id)?;
-        if self.images.join(id).exists() {
+        let target = self.images.join(id);
+        if target.exists() {
             return Err(StoreError::AlreadyExists(id.to_owned()));
         }
         self.space.check_import(SPACE_CHECK_INTERVAL)?;
@@ -178,49 +89,18 @@ impl LocalStore {
         Ok(PartFile {
             id: id.to_owned(),
             path,
+            target,
+            access,
             file: Some(file),
             written: 0,
             flushed: 0,
             writeback: None,
             direct: None,
+            direct_tried: false,
             space: Arc::clone(&self.space),
             space_checked_upto: SPACE_CHECK_INTERVAL,
             committed: false,
         })
-    }
-
-    /// Makes `part` durable and visible as `images/<id>`: fsync the file, rename it, fsync
-    /// the directory. Blocking; call from a blocking thread. On error the part file is removed.
-    ///
-    /// # Errors
-    /// [`StoreError::AlreadyExists`] or [`StoreError::Committing`].
-    pub fn commit(&self, mut part: PartFile) -> Result<PathBuf, StoreError> {
-        let id = part.id.clone();
-        let target = self.images.join(&id);
-        if target.exists() {
-            return Err(StoreError::AlreadyExists(id));
-        }
-        let err = |source| StoreError::Committing {
-            id: id.clone(),
-            source,
-        };
-        let file = part
-            .file
-            .take()
-            .ok_or_else(|| err(io::Error::other("part closed")))?;
-        if let Some(direct) = part.direct.take() {
-            // The last direct write was padded to the alignment.
-            direct.finish().map_err(err)?;
-            file.set_len(part.written).map_err(err)?;
-        }
-        file.sync_all().map_err(err)?;
-        drop(file);
-        fs::rename(&part.path, &target).map_err(err)?;
-        part.committed = true;
-        File::open(&self.images)
-            .and_then(|d| d.sync_all())
-            .map_err(err)?;
-        Ok(target)
     }
 
     /// Where image `id` is (or would be) stored.
@@ -231,15 +111,42 @@ impl LocalStore {
         check_id(id)?;
         Ok(self.images.join(id))
     }
+}
 
-    /// Deletes image `id`; `Ok(false)` when it was not there.
-    ///
-    /// # Errors
-    /// [`StoreError::InvalidId`] or [`StoreError::Deleting`].
-    pub fn delete(&self, id: &str) -> Result<bool, StoreError> {
+impl Store for LocalStore {
+    fn begin(&self, id: &str, access: Access) -> Result<Box<dyn ImageWriter>, StoreError> {
+        Ok(Box::new(self.begin_part(id, access)?))
+    }
+
+    fn open<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn StoredImage>>, StoreError>> {
+        Box::pin(async move {
+            let path = self.path(id)?;
+            let err = |source| StoreError::Reading {
+                id: id.to_owned(),
+                source,
+            };
+            let file = match tokio::fs::File::open(&path).await {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(err(e)),
+            };
+            let size = file.metadata().await.map_err(err)?.len();
+            let image: Box<dyn StoredImage> = Box::new(LocalImage {
+                id: id.to_owned(),
+                file,
+                size,
+            });
+            Ok(Some(image))
+        })
+    }
+
+    fn delete(&self, id: &str) -> Result<(), StoreError> {
         match fs::remove_file(self.path(id)?) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(source) => Err(StoreError::Deleting {
                 id: id.to_owned(),
                 source,
@@ -247,11 +154,7 @@ impl LocalStore {
         }
     }
 
-    /// The ids of all committed images (for orphan cleanup), sorted.
-    ///
-    /// # Errors
-    /// [`StoreError::Opening`] when `images/` cannot be listed.
-    pub fn list_ids(&self) -> Result<Vec<String>, StoreError> {
+    fn list_ids(&self) -> Result<Vec<String>, StoreError> {
         let err = |source| StoreError::Opening {
             path: self.images.clone(),
             source,
@@ -268,14 +171,73 @@ impl LocalStore {
         ids.sort();
         Ok(ids)
     }
+
+    /// Removes every file in `tmp/` (imports interrupted by a crash).
+    fn sweep(&self) -> Result<usize, StoreError> {
+        let err = |source| StoreError::Opening {
+            path: self.tmp.clone(),
+            source,
+        };
+        let mut removed = 0usize;
+        for entry in fs::read_dir(&self.tmp).map_err(err)? {
+            let entry = entry.map_err(err)?;
+            fs::remove_file(entry.path()).map_err(err)?;
+            removed = removed.saturating_add(1);
+        }
+        Ok(removed)
+    }
+
+    /// `tmp/`: spill files of conversions go here (unnamed, so nothing is left behind).
+    fn scratch_dir(&self) -> &Path {
+        &self.tmp
+    }
+
+    fn space(&self) -> &Arc<DiskSpace> {
+        &self.space
+    }
 }
 
-/// An image being written under `tmp/`. Dropping it without [`LocalStore::commit`] removes
+/// A committed image file, open.
+#[derive(Debug)]
+struct LocalImage {
+    id: String,
+    file: tokio::fs::File,
+    size: u64,
+}
+
+impl StoredImage for LocalImage {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read(
+        self: Box<Self>,
+        offset: u64,
+        len: u64,
+    ) -> BoxFuture<'static, Result<ImageStream, StoreError>> {
+        Box::pin(async move {
+            let LocalImage { id, mut file, .. } = *self;
+            if offset > 0 {
+                file.seek(SeekFrom::Start(offset))
+                    .await
+                    .map_err(|source| StoreError::Reading { id, source })?;
+            }
+            let stream: ImageStream = Box::new(file.take(len));
+            Ok(stream)
+        })
+    }
+}
+
+/// An image being written under `tmp/`: the local store's [`ImageWriter`], and the local
+/// scratch file of any store's positional writers. Dropping it without committing removes
 /// the file.
 #[derive(Debug)]
 pub struct PartFile {
     id: String,
     path: PathBuf,
+    /// Where the image goes at commit.
+    target: PathBuf,
+    access: Access,
     file: Option<File>,
     written: u64,
     /// Bytes up to which writeback has been started.
@@ -284,6 +246,8 @@ pub struct PartFile {
     writeback: Option<std::thread::JoinHandle<()>>,
     /// Set by [`PartFile::use_direct_io`]: appends bypass the page cache.
     direct: Option<DirectAppender>,
+    /// Whether an append writer already tried direct I/O (on its first append).
+    direct_tried: bool,
     /// The volume's free-space checks.
     space: Arc<DiskSpace>,
     /// Bytes that may be written before free space is checked again.
@@ -302,7 +266,8 @@ impl PartFile {
     /// Makes the appends of [`PartFile::write_all`] bypass the page cache (see the `direct`
     /// module), when the file system supports direct I/O and nothing was written yet; returns
     /// whether they will. Only for images written from start to end by `write_all`: not with
-    /// a [`positional_handle`](PartFile::positional_handle).
+    /// a [`positional_handle`](PartFile::positional_handle). An [`Access::Append`] writer
+    /// calls it on its first [`ImageWriter::append`].
     pub fn use_direct_io(&mut self) -> bool {
         if self.direct.is_none() && self.written == 0 && self.file.is_some() {
             self.direct = DirectAppender::open(&self.path);
@@ -409,9 +374,36 @@ impl PartFile {
         &self.id
     }
 
-    /// Removes the part file now (same as dropping it).
-    pub fn abort(self) {
-        drop(self);
+    /// Makes the part durable and visible as `images/<id>`: fsync the file, rename it, fsync
+    /// the directory. Blocking; call from a blocking thread. On error the part file is
+    /// removed.
+    ///
+    /// # Errors
+    /// [`StoreError::AlreadyExists`] or [`StoreError::Committing`].
+    pub fn commit(mut self) -> Result<(), StoreError> {
+        let id = self.id.clone();
+        if self.target.exists() {
+            return Err(StoreError::AlreadyExists(id));
+        }
+        let err = |source| StoreError::Committing {
+            id: id.clone(),
+            source,
+        };
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| err(io::Error::other("part closed")))?;
+        if let Some(direct) = self.direct.take() {
+            // The last direct write was padded to the alignment.
+            direct.finish().map_err(err)?;
+            file.set_len(self.written).map_err(err)?;
+        }
+        file.sync_all().map_err(err)?;
+        drop(file);
+        fs::rename(&self.path, &self.target).map_err(err)?;
+        self.committed = true;
+        let images = self.target.parent().unwrap_or(Path::new("."));
+        File::open(images).and_then(|d| d.sync_all()).map_err(err)
     }
 
     /// Waits for the early writeback running now, if any.
@@ -420,6 +412,49 @@ impl PartFile {
         if let Some(t) = self.writeback.take() {
             t.join().unwrap();
         }
+    }
+}
+
+impl ImageWriter for PartFile {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends with direct I/O where the file system allows it (tried on the first append).
+    fn append(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        if self.access != Access::Append {
+            return Err(StoreError::WrongAccess {
+                id: self.id.clone(),
+                what: "append",
+                access: self.access,
+            });
+        }
+        if !self.direct_tried {
+            self.direct_tried = true;
+            if !self.use_direct_io() {
+                tracing::debug!(
+                    image_id = %self.id,
+                    "direct I/O unavailable; writing through the page cache"
+                );
+            }
+        }
+        self.write_all(data)
+    }
+
+    fn scratch(&mut self) -> Option<&mut PartFile> {
+        (self.access == Access::Positional).then_some(self)
+    }
+
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        PartFile::commit(*self)
+    }
+
+    fn abort(self: Box<Self>) {
+        drop(self);
     }
 }
 
@@ -473,22 +508,11 @@ impl Drop for PartFile {
     }
 }
 
-fn check_id(id: &str) -> Result<(), StoreError> {
-    let ok = !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::InvalidId(id.to_owned()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::space::SpaceError;
+    use crate::store::MAX_ID_LEN;
 
     fn store() -> (tempfile::TempDir, LocalStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -500,18 +524,26 @@ mod tests {
         fs::read_dir(dir).unwrap().count()
     }
 
+    #[tokio::test]
+    async fn test_local_store_conformance_suite_passes() {
+        let (dir, store) = store();
+        crate::store::conformance::conformance_suite(&store).await;
+        assert_eq!(count(&dir.path().join("tmp")), 0);
+        assert_eq!(count(&dir.path().join("images")), 0);
+    }
+
     #[test]
     fn test_store_commit_moves_part_into_images() {
         let (dir, store) = store();
-        let mut part = store.begin("img-1").unwrap();
-        part.write_all(b"hello ").unwrap();
-        part.write_all(b"world").unwrap();
+        let mut part = store.begin_part("img-1", Access::Append).unwrap();
+        part.append(b"hello ").unwrap();
+        part.append(b"world").unwrap();
         assert_eq!(part.written(), 11);
         assert!(dir.path().join("tmp/img-1.part").exists());
         assert!(!dir.path().join("images/img-1").exists());
-        let path = store.commit(part).unwrap();
+        part.commit().unwrap();
+        let path = store.path("img-1").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"hello world");
-        assert_eq!(path, store.path("img-1").unwrap());
         assert_eq!(count(&dir.path().join("tmp")), 0);
         assert_eq!(store.list_ids().unwrap(), vec!["img-1".to_owned()]);
     }
@@ -519,11 +551,11 @@ mod tests {
     #[test]
     fn test_store_dropped_part_is_removed() {
         let (dir, store) = store();
-        let mut part = store.begin("a").unwrap();
-        part.write_all(b"x").unwrap();
+        let mut part = store.begin_part("a", Access::Append).unwrap();
+        part.append(b"x").unwrap();
         drop(part);
         assert_eq!(count(&dir.path().join("tmp")), 0);
-        store.begin("b").unwrap().abort();
+        store.begin("b", Access::Positional).unwrap().abort();
         assert_eq!(count(&dir.path().join("tmp")), 0);
         assert_eq!(count(&dir.path().join("images")), 0);
     }
@@ -533,7 +565,10 @@ mod tests {
         let (_dir, store) = store();
         for id in ["", "../x", "a/b", ".", "a b", &"x".repeat(MAX_ID_LEN + 1)] {
             assert!(
-                matches!(store.begin(id), Err(StoreError::InvalidId(_))),
+                matches!(
+                    store.begin(id, Access::Append),
+                    Err(StoreError::InvalidId(_))
+                ),
                 "{id}"
             );
         }
@@ -543,9 +578,9 @@ mod tests {
     #[test]
     fn test_store_existing_image_is_not_overwritten() {
         let (_dir, store) = store();
-        store.commit(store.begin("a").unwrap()).unwrap();
+        store.begin("a", Access::Append).unwrap().commit().unwrap();
         assert!(matches!(
-            store.begin("a"),
+            store.begin("a", Access::Append),
             Err(StoreError::AlreadyExists(_))
         ));
     }
@@ -553,8 +588,11 @@ mod tests {
     #[test]
     fn test_store_concurrent_part_for_same_id_is_refused() {
         let (_dir, store) = store();
-        let _first = store.begin("a").unwrap();
-        assert!(matches!(store.begin("a"), Err(StoreError::Creating { .. })));
+        let _first = store.begin("a", Access::Append).unwrap();
+        assert!(matches!(
+            store.begin("a", Access::Positional),
+            Err(StoreError::Creating { .. })
+        ));
     }
 
     #[test]
@@ -562,7 +600,7 @@ mod tests {
         let (dir, store) = store();
         fs::write(dir.path().join("tmp/crashed.part"), b"junk").unwrap();
         fs::write(dir.path().join("tmp/other"), b"junk").unwrap();
-        assert_eq!(store.sweep_tmp().unwrap(), 2);
+        assert_eq!(store.sweep().unwrap(), 2);
         assert_eq!(count(&dir.path().join("tmp")), 0);
     }
 
@@ -584,11 +622,11 @@ mod tests {
     #[test]
     fn test_store_written_pages_leave_the_page_cache_behind_writeback() {
         let (dir, store) = store();
-        let mut part = store.begin("big").unwrap();
+        let mut part = store.begin_part("big", Access::Append).unwrap();
         let piece = vec![0x5au8; 1 << 20];
         let total = 4 * WRITEBACK_INTERVAL;
         for _ in 0..total / (1 << 20) {
-            part.write_all(&piece).unwrap();
+            part.append(&piece).unwrap();
         }
         part.wait_writeback();
         let path = dir.path().join("tmp/big.part");
@@ -598,7 +636,8 @@ mod tests {
             cached <= total - WRITEBACK_INTERVAL,
             "{cached} of {total} bytes still cached"
         );
-        let committed = store.commit(part).unwrap();
+        part.commit().unwrap();
+        let committed = store.path("big").unwrap();
         assert_eq!(fs::metadata(committed).unwrap().len(), total);
     }
 
@@ -629,13 +668,14 @@ mod tests {
         {
             let id = format!("img-{n}");
             let data = pattern(len);
-            let mut part = store.begin(&id).unwrap();
+            let mut part = store.begin_part(&id, Access::Append).unwrap();
             assert!(part.use_direct_io(), "{}", dir.path().display());
             for piece in data.chunks(100_003) {
-                part.write_all(piece).unwrap();
+                part.append(piece).unwrap();
             }
             assert_eq!(part.written(), len as u64);
-            let path = store.commit(part).unwrap();
+            part.commit().unwrap();
+            let path = store.path(&id).unwrap();
             // Written around the page cache: nothing of it is cached until read.
             assert_eq!(resident(&path), 0, "length {len}");
             assert_eq!(fs::read(&path).unwrap(), data, "length {len}");
@@ -643,22 +683,39 @@ mod tests {
     }
 
     #[test]
+    fn test_store_append_writer_writes_around_the_page_cache() {
+        let (_dir, store) = store();
+        let data = pattern(2 * DIRECT_WRITE_SIZE + 4097);
+        let mut writer = store.begin("a", Access::Append).unwrap();
+        for piece in data.chunks(524_288) {
+            writer.append(piece).unwrap();
+        }
+        writer.commit().unwrap();
+        let path = store.path("a").unwrap();
+        assert_eq!(resident(&path), 0);
+        assert!(fs::read(&path).unwrap() == data);
+    }
+
+    #[test]
     fn test_store_direct_io_is_refused_once_written() {
         let (_dir, store) = store();
-        let mut part = store.begin("a").unwrap();
+        let mut part = store.begin_part("a", Access::Append).unwrap();
         part.write_all(b"buffered").unwrap();
         assert!(!part.use_direct_io());
         part.write_all(b" still").unwrap();
-        let path = store.commit(part).unwrap();
-        assert_eq!(fs::read(path).unwrap(), b"buffered still");
+        part.commit().unwrap();
+        assert_eq!(
+            fs::read(store.path("a").unwrap()).unwrap(),
+            b"buffered still"
+        );
     }
 
     #[test]
     fn test_store_dropped_direct_part_is_removed() {
         let (dir, store) = store();
-        let mut part = store.begin("a").unwrap();
+        let mut part = store.begin_part("a", Access::Append).unwrap();
         assert!(part.use_direct_io());
-        part.write_all(&pattern(DIRECT_WRITE_SIZE + 1)).unwrap();
+        part.append(&pattern(DIRECT_WRITE_SIZE + 1)).unwrap();
         drop(part);
         assert_eq!(count(&dir.path().join("tmp")), 0);
         assert_eq!(count(&dir.path().join("images")), 0);
@@ -669,7 +726,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open_with_reserve(dir.path(), Reserve::Bytes(u64::MAX)).unwrap();
         assert!(matches!(
-            store.begin("a"),
+            store.begin("a", Access::Append),
             Err(StoreError::StorageFull(SpaceError {
                 what: "reserve",
                 ..
@@ -679,11 +736,11 @@ mod tests {
     }
 
     #[test]
-    fn test_store_delete_reports_presence() {
+    fn test_store_delete_is_idempotent() {
         let (_dir, store) = store();
-        store.commit(store.begin("a").unwrap()).unwrap();
-        assert!(store.delete("a").unwrap());
-        assert!(!store.delete("a").unwrap());
+        store.begin("a", Access::Append).unwrap().commit().unwrap();
+        store.delete("a").unwrap();
+        store.delete("a").unwrap();
         assert!(store.list_ids().unwrap().is_empty());
     }
 }
