@@ -1,7 +1,8 @@
 //! Wiring for Sluice's one-pass ingest: sources that produce chunks ([`http::HttpSource`]
 //! guarded by the [`ssrf::ImportPolicy`], [`source::FileSource`], [`source::MemorySource`]),
 //! the fan-out of those chunks to the [`sluice_formats`] inspector, the digests
-//! ([`hash::Checksummer`]) and the [`store::LocalStore`], driven by [`ingest::ingest`].
+//! ([`hash::Checksummer`]) and a [`store::Store`] (the [`store::LocalStore`] today), driven
+//! by [`ingest::ingest`].
 //!
 //! ```
 //! use sluice_formats::{Format, Limits};
