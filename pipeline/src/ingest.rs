@@ -281,7 +281,7 @@ pub async fn ingest<S: ChunkSource>(
 /// and hashing it on the way, in one pass; with a `target`, converting it on the way too
 /// (unless [`conversion_for`] says no conversion applies: the image is then stored as
 /// received). A converted image's size and digests are the output's. The image is committed only when the inspector
-/// accepts it and every byte is on disk; on any failure the part file is removed before this
+/// accepts it and every byte is stored; on any failure the store writer is aborted before this
 /// returns.
 ///
 /// The stored size is capped at `limits.max_virtual_size` (like Glance's `image_size_cap`):
@@ -437,7 +437,7 @@ async fn convert_into<S: ChunkSource>(
         abort.store(true, Ordering::Relaxed);
     }
     let fed = lane.join().await.ok_or(StoreError::WriterStopped);
-    // The first failure wins; dropping the lane's state removes the part and spill files.
+    // The first failure wins; dropping the lane's state aborts the writer and removes the spill file.
     if let Err(e) = pumped {
         if matches!(e, IngestError::Store(StoreError::WriterStopped)) {
             if let Ok(Err(lane_err)) = fed {
@@ -458,7 +458,7 @@ async fn convert_into<S: ChunkSource>(
     let finished = tokio::select! {
         biased;
         () = cancelled(&mut cancel) => {
-            // The lane stops at its next write or hash piece and drops the part file.
+            // The lane stops at its next write or hash piece and drops (aborts) the writer.
             abort.store(true, Ordering::Relaxed);
             let _ = finishing.await;
             return Err(IngestError::Cancelled);
@@ -497,7 +497,7 @@ async fn convert_into<S: ChunkSource>(
 
 /// The convert lane: feeds every chunk to the converter until end of stream, then hands the
 /// converter and its sink back (finishing waits for the inspector's verdict). On error the
-/// state is dropped (part and spill files removed) and the channel closed, which fails the
+/// state is dropped (writer aborted, spill file removed) and the channel closed, which fails the
 /// sender's next `send`.
 fn convert_lane(
     mut conv: Converter,

@@ -167,7 +167,7 @@ impl HashingSink {
     /// and the digests are finished (trailing zeros fed) or computed by a second read.
     ///
     /// # Errors
-    /// See [`LaneError`]; the part file is removed on every error (dropped).
+    /// See [`LaneError`]; the writer is aborted on every error (dropped).
     pub(crate) fn finish(mut self, conv: Converter) -> Result<Finished, LaneError> {
         let len = match conv.finish(&mut self) {
             Ok(len) => len,
