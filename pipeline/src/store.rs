@@ -48,8 +48,9 @@
 //! # Blocking
 //! Like the metadata store's, the methods block (the local store's are a few system calls,
 //! an object store's wait on a request) except [`Store::open`] and [`StoredImage::read`],
-//! which the download streams through the async runtime. The pipeline calls the writers'
-//! methods from its lane threads and `commit` from `spawn_blocking`; the server calls
+//! which the download streams through the async runtime. The pipeline calls `begin` on the
+//! runtime (so it must not wait on the network), the writers' methods from its lane threads
+//! and `commit` from `spawn_blocking`; the server calls
 //! `delete`, `sweep` and `list_ids` where it calls the metadata store. An object store
 //! waits on its requests with `Handle::block_on` on the pipeline's threads and
 //! `tokio::task::block_in_place` on the runtime's (the server's runtime is multi-threaded),

@@ -403,7 +403,14 @@ impl PartFile {
         fs::rename(&self.path, &self.target).map_err(err)?;
         self.committed = true;
         let images = self.target.parent().unwrap_or(Path::new("."));
-        File::open(images).and_then(|d| d.sync_all()).map_err(err)
+        File::open(images).and_then(|d| d.sync_all()).map_err(|e| {
+            // Not durable, so not committed: nothing may stay visible (the contract).
+            if let Err(removing) = fs::remove_file(&self.target) {
+                tracing::warn!(path = %self.target.display(), error = %removing,
+                    "removing an image whose commit failed");
+            }
+            err(e)
+        })
     }
 
     /// Waits for the early writeback running now, if any.
