@@ -9,7 +9,7 @@ use std::time::Instant;
 use sluice_formats::{Format, Limits};
 use sluice_pipeline::http::{HttpConfig, HttpSource};
 use sluice_pipeline::ssrf::ImportPolicy;
-use sluice_pipeline::store::LocalStore;
+use sluice_pipeline::store::{LocalStore, Store};
 use sluice_pipeline::{ingest, Progress};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -241,7 +241,7 @@ mod tests {
 
     use super::*;
     use crate::ingest::{ingest, Progress};
-    use crate::store::LocalStore;
+    use crate::store::{LocalStore, Store};
 
     const IDLE: Duration = Duration::from_secs(30);
 
@@ -348,7 +348,7 @@ mod tests {
         let image = backed_qcow2();
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
-        let tmp = store.tmp_dir().to_path_buf();
+        let tmp = store.scratch_dir().to_path_buf();
         let (addr, result) = serve_one(move |req| async move {
             let progress = Progress::default();
             let err = ingest(

@@ -3,7 +3,7 @@
 //! ```text
 //!   source ──Bytes──▶ ingest task ──┬─▶ [HASH_CHANNEL_CAPACITY] ─▶ md5 thread
 //!   (socket)          (inspector,   ├─▶ [HASH_CHANNEL_CAPACITY] ─▶ sha512 thread
-//!                      progress)    └─▶ [WRITE_CHANNEL_CAPACITY] ─▶ writer thread ─▶ tmp/<id>.part
+//!                      progress)    └─▶ [WRITE_CHANNEL_CAPACITY] ─▶ writer thread ─▶ Store (Append)
 //! ```
 //!
 //! The inspector runs inline on the receiving task: it costs a small fraction of hashing
@@ -24,14 +24,15 @@
 //!
 //! # Conversion
 //! With a target ([`ingest_as`]), the writer lane becomes a *convert lane*: the chunks go to a
-//! [`Converter`] on a background thread, whose output is written positionally into the part
-//! file and hashed there, in output order (the hashers hash the converted bytes, as Glance's
+//! [`Converter`] on a background thread, whose output is written positionally into the store
+//! writer's local scratch file and hashed there, in output order (the hashers hash the converted bytes, as Glance's
 //! checksum is of the stored file):
 //!
 //! ```text
-//!   source ──Bytes──▶ ingest task ──▶ [WRITE_CHANNEL_CAPACITY] ─▶ convert thread ─▶ tmp/<id>.part
-//!                     (inspector)                                 (Converter,      (spill: unnamed
-//!                                                                  HashingSink) ─┐  file in tmp/)
+//!   source ──Bytes──▶ ingest task ──▶ [WRITE_CHANNEL_CAPACITY] ─▶ convert thread ─▶ Store (Positional:
+//!                     (inspector)                                 (Converter,      local scratch;
+//!                                                                  HashingSink) ─┐  spill: unnamed
+//!                                                                                │  file in scratch)
 //!                                                 md5 thread ◀─ [HASH_CHANNEL_CAPACITY] ─┤
 //!                                              sha512 thread ◀─ [HASH_CHANNEL_CAPACITY] ─┘
 //! ```
@@ -43,7 +44,6 @@
 //! the converter's own (each states its formula; spill is on disk, bounded by
 //! `ConvertLimits::max_spill_bytes`).
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -57,7 +57,7 @@ use tokio::sync::{mpsc, watch};
 use crate::background;
 use crate::hash::{Checksummer, HASH_CHANNEL_CAPACITY};
 use crate::source::{ChunkSource, SourceError};
-use crate::store::{LocalStore, PartFile, StoreError};
+use crate::store::{Access, ImageWriter, Store, StoreError};
 
 mod admission;
 mod hashing_sink;
@@ -137,8 +137,6 @@ pub struct Ingested {
     pub sha512_hex: String,
     /// The inspector's (accepting) report.
     pub report: Report,
-    /// Where the image is stored.
-    pub path: PathBuf,
     /// The format of the stored bytes: the conversion's target when the image was
     /// converted, else the inspector's verdict on what arrived.
     pub format: Format,
@@ -272,7 +270,7 @@ pub async fn ingest<S: ChunkSource>(
     source: S,
     declared: Format,
     limits: Limits,
-    store: &LocalStore,
+    store: &dyn Store,
     image_id: &str,
     progress: &Progress,
     cancel: watch::Receiver<bool>,
@@ -287,7 +285,7 @@ pub async fn ingest<S: ChunkSource>(
 /// and hashing it on the way, in one pass; with a `target`, converting it on the way too
 /// (unless [`conversion_for`] says no conversion applies: the image is then stored as
 /// received). A converted image's size and digests are the output's. The image is committed only when the inspector
-/// accepts it and every byte is on disk; on any failure the part file is removed before this
+/// accepts it and every byte is stored; on any failure the store writer is aborted before this
 /// returns.
 ///
 /// The stored size is capped at `limits.max_virtual_size` (like Glance's `image_size_cap`):
@@ -309,7 +307,7 @@ pub async fn ingest_as<S: ChunkSource>(
     declared: Format,
     target: Option<Target>,
     limits: Limits,
-    store: &LocalStore,
+    store: &dyn Store,
     image_id: &str,
     progress: &Progress,
     mut cancel: watch::Receiver<bool>,
@@ -344,7 +342,7 @@ pub async fn ingest_as<S: ChunkSource>(
         )
         .await;
     }
-    let part = store.begin(image_id)?;
+    let part = store.begin(image_id, Access::Append)?;
     let mut inspector = Inspector::new(Some(declared), limits);
     let sums = Checksummer::start();
     let (write_tx, write_rx) = mpsc::channel::<Bytes>(WRITE_CHANNEL_CAPACITY);
@@ -380,8 +378,7 @@ pub async fn ingest_as<S: ChunkSource>(
         return Err(IngestError::Rejected(Box::new(report)));
     }
     let size = part.written();
-    let commit_store = store.clone();
-    let path = tokio::task::spawn_blocking(move || commit_store.commit(part))
+    tokio::task::spawn_blocking(move || part.commit())
         .await
         .map_err(|_| StoreError::WriterStopped)??;
     let format = report.format;
@@ -390,7 +387,6 @@ pub async fn ingest_as<S: ChunkSource>(
         md5_hex: digests.md5_hex,
         sha512_hex: digests.sha512_hex,
         report,
-        path,
         format,
         converted: false,
     })
@@ -404,7 +400,7 @@ async fn convert_into<S: ChunkSource>(
     declared: Format,
     target: Target,
     limits: Limits,
-    store: &LocalStore,
+    store: &dyn Store,
     image_id: &str,
     progress: &Progress,
     mut cancel: watch::Receiver<bool>,
@@ -420,10 +416,10 @@ async fn convert_into<S: ChunkSource>(
     let abort = Arc::new(AtomicBool::new(false));
     // raw → qcow2 writes its header last: hashing in order would always be given up.
     let in_order = target == Target::Raw;
-    let part = store.begin(image_id)?;
+    let writer = store.begin(image_id, Access::Positional)?;
     let sink = HashingSink::new(
-        part,
-        store.tmp_dir(),
+        writer,
+        store.scratch_dir(),
         convert_limits.max_spill_bytes,
         in_order,
         tokio::runtime::Handle::current(),
@@ -445,7 +441,7 @@ async fn convert_into<S: ChunkSource>(
         abort.store(true, Ordering::Relaxed);
     }
     let fed = lane.join().await.ok_or(StoreError::WriterStopped);
-    // The first failure wins; dropping the lane's state removes the part and spill files.
+    // The first failure wins; dropping the lane's state aborts the writer and removes the spill file.
     if let Err(e) = pumped {
         if matches!(e, IngestError::Store(StoreError::WriterStopped)) {
             if let Ok(Err(lane_err)) = fed {
@@ -466,7 +462,7 @@ async fn convert_into<S: ChunkSource>(
     let finished = tokio::select! {
         biased;
         () = cancelled(&mut cancel) => {
-            // The lane stops at its next write or hash piece and drops the part file.
+            // The lane stops at its next write or hash piece and drops (aborts) the writer.
             abort.store(true, Ordering::Relaxed);
             let _ = finishing.await;
             return Err(IngestError::Cancelled);
@@ -474,7 +470,7 @@ async fn convert_into<S: ChunkSource>(
         r = &mut finishing => r.ok_or(StoreError::WriterStopped)?,
     };
     let Finished {
-        part,
+        writer,
         len,
         digests,
         hashed,
@@ -487,8 +483,7 @@ async fn convert_into<S: ChunkSource>(
             "converted output hashed by a second read (it was not produced in order)"
         );
     }
-    let commit_store = store.clone();
-    let path = tokio::task::spawn_blocking(move || commit_store.commit(part))
+    tokio::task::spawn_blocking(move || writer.commit())
         .await
         .map_err(|_| StoreError::WriterStopped)??;
     Ok(Ingested {
@@ -496,7 +491,6 @@ async fn convert_into<S: ChunkSource>(
         md5_hex: digests.md5_hex,
         sha512_hex: digests.sha512_hex,
         report,
-        path,
         format: match target {
             Target::Raw => Format::Raw,
             Target::Qcow2 => Format::Qcow2,
@@ -507,7 +501,7 @@ async fn convert_into<S: ChunkSource>(
 
 /// The convert lane: feeds every chunk to the converter until end of stream, then hands the
 /// converter and its sink back (finishing waits for the inspector's verdict). On error the
-/// state is dropped (part and spill files removed) and the channel closed, which fails the
+/// state is dropped (writer aborted, spill file removed) and the channel closed, which fails the
 /// sender's next `send`.
 fn convert_lane(
     mut conv: Converter,
@@ -576,21 +570,18 @@ async fn pump<S: ChunkSource>(
     Ok(())
 }
 
-/// The store writer stage: appends every chunk (with direct I/O where the file system allows
-/// it, see [`PartFile::use_direct_io`]), returns the part file at end of stream.
-/// On error the part file is dropped (removed) and the channel closed, which fails the
-/// sender's next `send`.
-fn write_lane(mut part: PartFile, mut rx: mpsc::Receiver<Bytes>) -> Result<PartFile, StoreError> {
-    if !part.use_direct_io() {
-        tracing::debug!(
-            image_id = part.id(),
-            "direct I/O unavailable; writing through the page cache"
-        );
-    }
+/// The store writer stage: appends every chunk (the local store with direct I/O where the
+/// file system allows it, see [`PartFile::use_direct_io`](crate::store::PartFile::use_direct_io)),
+/// returns the writer at end of stream. On error the writer is dropped (its data removed) and
+/// the channel closed, which fails the sender's next `send`.
+fn write_lane(
+    mut writer: Box<dyn ImageWriter>,
+    mut rx: mpsc::Receiver<Bytes>,
+) -> Result<Box<dyn ImageWriter>, StoreError> {
     while let Some(chunk) = rx.blocking_recv() {
-        part.write_all(&chunk)?;
+        writer.append(&chunk)?;
     }
-    Ok(part)
+    Ok(writer)
 }
 
 /// Resolves when `cancel` turns `true`; never when its sender is gone.
@@ -627,6 +618,7 @@ mod tests {
     }
     use crate::hash::Digests;
     use crate::source::MemorySource;
+    use crate::store::{LocalStore, Store};
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -661,7 +653,7 @@ mod tests {
         data: Vec<u8>,
         declared: Format,
         target: Option<Target>,
-        store: &LocalStore,
+        store: &dyn Store,
     ) -> Result<Ingested, IngestError> {
         ingest_as(
             MemorySource::new(Bytes::from(data), 65_537),
@@ -723,11 +715,11 @@ mod tests {
         assert!(matches!(done.format, Format::Raw));
         assert!(matches!(done.report.format, Format::Qcow2));
         assert_eq!(done.size, disk.len() as u64);
-        assert!(std::fs::read(&done.path).unwrap() == disk);
+        assert!(std::fs::read(store.path("img").unwrap()).unwrap() == disk);
         // The hole between the two data blocks is hashed as zeros.
         assert_eq!(done.md5_hex, hex(&Md5::digest(&disk)));
         assert_eq!(done.sha512_hex, hex(&Sha512::digest(&disk)));
-        assert_eq!(files_in(store.tmp_dir()), 0);
+        assert_eq!(files_in(store.scratch_dir()), 0);
     }
 
     #[tokio::test]
@@ -738,7 +730,7 @@ mod tests {
         let done = run(disk.clone(), Format::Raw, Some(Target::Qcow2), &store)
             .await
             .unwrap();
-        let stored = std::fs::read(&done.path).unwrap();
+        let stored = std::fs::read(store.path("img").unwrap()).unwrap();
         assert!(matches!(done.format, Format::Qcow2));
         assert_eq!(done.size, stored.len() as u64);
         assert_eq!(done.md5_hex, hex(&Md5::digest(&stored)));
@@ -746,7 +738,7 @@ mod tests {
         let report = sluice_formats::inspect_bytes(&stored, Some(Format::Qcow2), Limits::default());
         assert!(report.is_accepted(), "{:?}", report.reasons);
         assert_eq!(report.virtual_size, Some(4 << 20));
-        assert_eq!(files_in(store.tmp_dir()), 0);
+        assert_eq!(files_in(store.scratch_dir()), 0);
     }
 
     #[tokio::test]
@@ -800,9 +792,9 @@ mod tests {
     ) -> (Vec<u8>, Digests, Hashed, bool) {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
-        let part = store.begin("s").unwrap();
+        let part = store.begin("s", Access::Positional).unwrap();
         let runtime = tokio::runtime::Handle::current();
-        let tmp = store.tmp_dir().to_path_buf();
+        let tmp = store.scratch_dir().to_path_buf();
         let (finished, still) = tokio::task::spawn_blocking(move || {
             let abort = Arc::new(AtomicBool::new(false));
             let mut sink = HashingSink::new(part, &tmp, 1 << 20, in_order, runtime, abort).unwrap();
@@ -817,8 +809,8 @@ mod tests {
         })
         .await
         .unwrap();
-        let path = store.commit(finished.part).unwrap();
-        let bytes = std::fs::read(path).unwrap();
+        finished.writer.commit().unwrap();
+        let bytes = std::fs::read(store.path("s").unwrap()).unwrap();
         (bytes, finished.digests, finished.hashed, still)
     }
 

@@ -2,7 +2,8 @@
 //! guarded by the [`ssrf::ImportPolicy`], an upload's request body [`body::BodySource`],
 //! [`source::FileSource`], [`source::MemorySource`]),
 //! the fan-out of those chunks to the [`sluice_formats`] inspector, the digests
-//! ([`hash::Checksummer`]) and the [`store::LocalStore`], driven by [`ingest::ingest`].
+//! ([`hash::Checksummer`]) and a [`store::Store`] (the [`store::LocalStore`] today), driven
+//! by [`ingest::ingest`].
 //!
 //! ```
 //! use sluice_formats::{Format, Limits};

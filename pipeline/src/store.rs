@@ -1,27 +1,85 @@
-//! The local image store: a directory with `images/` (committed images, one file per image
-//! id) and `tmp/` (imports in progress, `<id>.part`).
+//! Image data behind one [`Store`] trait: what the import pipeline writes, the API downloads
+//! and recovery sweeps. [`LocalStore`] (a directory on the data volume) is its first
+//! implementation; an object store (S3 multipart uploads) is meant to be the second, and
+//! [`conformance::conformance_suite`] is what both must pass.
 //!
-//! An image appears under `images/` only by `rename` after its data was fsynced, so a reader
-//! never sees a partial file there; a crash leaves at most a `tmp/*.part` file, which
-//! [`LocalStore::sweep_tmp`] removes at startup.
+//! # The contract
+//! Every implementation keeps these promises; the conformance suite checks each one that a
+//! test can observe.
+//!
+//! - **Ids** are 1 to [`MAX_ID_LEN`] ASCII letters, digits, `-` and `_`; any other id is
+//!   [`StoreError::InvalidId`] from every method, before anything is touched.
+//! - **Writing** starts with [`Store::begin`] and its [`Access`]:
+//!   - [`Access::Append`]: the bytes arrive front to back ([`ImageWriter::append`]). Nothing
+//!     has to be kept locally: an object store streams them as a multipart upload, its memory
+//!     bounded by part size × parts in flight; the local store writes them with direct I/O.
+//!   - [`Access::Positional`]: a converter writes at offsets and may read its output back
+//!     (the second read of a conversion whose output came out of order). Those writers build
+//!     the image in a local scratch file ([`ImageWriter::scratch`], a [`PartFile`] under the
+//!     free-space reserve); an object store uploads it at commit, the local store renames it.
+//! - **Before commit** a writer's data is invisible: [`Store::open`] answers `None` and
+//!   [`Store::list_ids`] leaves the id out, whatever was written.
+//! - **Commit** ([`ImageWriter::commit`]) is atomic and durable: once it returns `Ok`, the
+//!   image reads back as exactly the bytes written (positional holes read as zeros), is
+//!   listed, and survives a crash; a committed image is never replaced (a second writer for
+//!   the id fails with [`StoreError::AlreadyExists`] at `begin`, or at the latest at commit,
+//!   and leaves the first image as it was). On `Err`, or when a crash interrupts it, nothing
+//!   is visible and the writer's data is removed (by the sweep, after a crash).
+//! - **Abort** ([`ImageWriter::abort`], or dropping a writer) removes everything the writer
+//!   wrote; nothing becomes visible. Committed images of other ids are untouched.
+//! - **A crash** (`kill -9`, power loss) at any point leaves committed images whole and
+//!   everything else invisible; [`Store::sweep`] at the next start removes the leftovers of
+//!   writers that were never committed or aborted. The sweep costs O(leftovers), never
+//!   O(stored images): data in flight is kept apart from committed data (the local store's
+//!   `tmp/` directory; an object store's unfinished multipart uploads, which the backend lists
+//!   on their own, and its local scratch). A store shared by several nodes scopes what its
+//!   sweep removes to its own node (a per-node key prefix), so one node's start never aborts
+//!   another node's uploads.
+//! - **Delete** ([`Store::delete`]) is idempotent: after `Ok`, `open` answers `None` and the
+//!   id is not listed. A reader opened before may still finish, or fail; it never sees other
+//!   bytes.
+//! - **Reads** ([`Store::open`], then [`StoredImage::read`] of any range inside the image)
+//!   give the committed bytes.
+//! - **Concurrency**: one writer per id at a time is the caller's job (the import lock in
+//!   the metadata store); the local store also refuses a second writer of an id with
+//!   [`StoreError::Creating`], an object store need not notice. Writers of different ids,
+//!   readers and deletes run concurrently.
+//!
+//! # Blocking
+//! Like the metadata store's, the methods block (the local store's are a few system calls,
+//! an object store's wait on a request) except [`Store::open`] and [`StoredImage::read`],
+//! which the download streams through the async runtime. The pipeline calls `begin` on the
+//! runtime (so it must not wait on the network), the writers' methods from its lane threads
+//! and `commit` from `spawn_blocking`; the server calls
+//! `delete`, `sweep` and `list_ids` where it calls the metadata store. An object store
+//! waits on its requests with `Handle::block_on` on the pipeline's threads and
+//! `tokio::task::block_in_place` on the runtime's (the server's runtime is multi-threaded),
+//! and starts its multipart upload with the first part, not in `begin`.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fmt;
+use std::future::Future;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 
+pub mod conformance;
 mod direct;
+mod local;
 pub mod space;
 
-use direct::DirectAppender;
 pub use direct::DIRECT_WRITE_SIZE;
-use space::{DiskSpace, Reserve, SpaceError, SPACE_CHECK_INTERVAL};
+pub use local::{LocalStore, PartFile, WRITEBACK_INTERVAL};
+use space::{DiskSpace, SpaceError};
 
 /// Longest accepted image id (a UUID is 36).
 pub const MAX_ID_LEN: usize = 128;
 
-/// Suffix of files being written in `tmp/`.
-const PART_SUFFIX: &str = ".part";
+/// A boxed future that can move between threads (what [`Store::open`] returns).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The bytes of a range of a committed image, read as they are sent.
+pub type ImageStream = Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>;
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +87,7 @@ pub enum StoreError {
     /// An image with this id is already committed.
     #[error("image '{0}' already exists in the store")]
     AlreadyExists(String),
-    /// Committing (fsync, rename, directory fsync) failed.
+    /// Committing (fsync, rename, directory fsync; or completing an upload) failed.
     #[error("committing image '{id}': {source}")]
     Committing {
         /// The image id.
@@ -37,7 +95,7 @@ pub enum StoreError {
         /// The underlying error.
         source: io::Error,
     },
-    /// Creating the part file failed.
+    /// Creating the part file failed (also: a writer for the id is in flight).
     #[error("creating {path}: {source}")]
     Creating {
         /// The file that could not be created.
@@ -56,17 +114,35 @@ pub enum StoreError {
     /// The id is empty, too long or has characters other than ASCII letters, digits, `-`, `_`.
     #[error("'{0}' is not a valid image id")]
     InvalidId(String),
-    /// Opening or listing the store directory failed.
+    /// Opening or listing the store failed.
     #[error("opening store at {path}: {source}")]
     Opening {
-        /// The directory.
+        /// The directory (or bucket and prefix).
         path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Reading a committed image failed.
+    #[error("reading image '{id}': {source}")]
+    Reading {
+        /// The image id.
+        id: String,
         /// The underlying error.
         source: io::Error,
     },
     /// Free space on the data volume is below the reserve (see [`space`]).
     #[error(transparent)]
     StorageFull(#[from] SpaceError),
+    /// The writer was used against its [`Access`] (a bug of the caller).
+    #[error("image '{id}': {what} is not allowed on a writer opened for {access:?} access")]
+    WrongAccess {
+        /// The image id.
+        id: String,
+        /// What was attempted.
+        what: &'static str,
+        /// How the writer was opened.
+        access: Access,
+    },
     /// A writer stage stopped unexpectedly (panic or runtime shutdown).
     #[error("the store writer stopped unexpectedly")]
     WriterStopped,
@@ -82,398 +158,157 @@ pub enum StoreError {
     },
 }
 
-/// A directory of committed images plus a scratch area for imports in progress.
-#[derive(Clone, Debug)]
-pub struct LocalStore {
-    images: PathBuf,
-    tmp: PathBuf,
-    space: Arc<DiskSpace>,
+/// How an image will be written (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Front to back, by [`ImageWriter::append`]: streamable to an object store as it comes.
+    Append,
+    /// At offsets, with reads back, in a local scratch file ([`ImageWriter::scratch`]).
+    Positional,
 }
 
-impl LocalStore {
-    /// Opens (creating when missing) the store rooted at `dir`, keeping the default
-    /// [`Reserve`] free.
+/// Where images live: the contract is in the module documentation.
+pub trait Store: fmt::Debug + Send + Sync {
+    /// Starts writing image `id`. Nothing is visible until [`ImageWriter::commit`].
     ///
     /// # Errors
-    /// [`StoreError::Opening`] when the directories cannot be created.
-    pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
-        Self::open_with_reserve(dir, Reserve::default())
-    }
+    /// [`StoreError::InvalidId`]; [`StoreError::AlreadyExists`] when `id` is committed (if the
+    /// store can tell without a round trip; else `commit` says so);
+    /// [`StoreError::StorageFull`] when the local volume is below its reserve;
+    /// [`StoreError::Creating`] when the writer's data cannot be created.
+    fn begin(&self, id: &str, access: Access) -> Result<Box<dyn ImageWriter>, StoreError>;
 
-    /// Opens (creating when missing) the store rooted at `dir`; imports are refused, and
-    /// running ones fail, rather than take free space on its volume below `reserve`.
+    /// Opens committed image `id` for reading; `None` when no such image is committed.
     ///
     /// # Errors
-    /// [`StoreError::Opening`] when the directories cannot be created.
-    pub fn open_with_reserve(dir: impl AsRef<Path>, reserve: Reserve) -> Result<Self, StoreError> {
-        let root = dir.as_ref();
-        let images = root.join("images");
-        let tmp = root.join("tmp");
-        for d in [&images, &tmp] {
-            fs::create_dir_all(d).map_err(|source| StoreError::Opening {
-                path: d.clone(),
-                source,
-            })?;
-        }
-        Ok(LocalStore {
-            images,
-            tmp,
-            space: Arc::new(DiskSpace::new(root, reserve)),
-        })
-    }
+    /// [`StoreError::InvalidId`] or [`StoreError::Reading`].
+    fn open<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn StoredImage>>, StoreError>>;
 
-    /// Free-space checks of the store's volume (shared with the metadata store's guard).
-    pub fn space(&self) -> &Arc<DiskSpace> {
-        &self.space
-    }
-
-    /// Removes every leftover file in `tmp/` (imports interrupted by a crash); returns how
-    /// many were removed. Call at startup, before any import runs.
-    ///
-    /// # Errors
-    /// [`StoreError::Opening`] when `tmp/` cannot be listed or a file removed.
-    pub fn sweep_tmp(&self) -> Result<usize, StoreError> {
-        let err = |source| StoreError::Opening {
-            path: self.tmp.clone(),
-            source,
-        };
-        let mut removed = 0usize;
-        for entry in fs::read_dir(&self.tmp).map_err(err)? {
-            let entry = entry.map_err(err)?;
-            fs::remove_file(entry.path()).map_err(err)?;
-            removed = removed.saturating_add(1);
-        }
-        Ok(removed)
-    }
-
-    /// The scratch directory (`tmp/`): spill files of conversions go here (unnamed, so
-    /// nothing is left behind).
-    pub fn tmp_dir(&self) -> &Path {
-        &self.tmp
-    }
-
-    /// Starts writing image `id` to `tmp/<id>.part`.
-    ///
-    /// # Errors
-    /// [`StoreError::InvalidId`], [`StoreError::AlreadyExists`], [`StoreError::StorageFull`]
-    /// (free space is below the reserve), or [`StoreError::Creating`] (also when a part file
-    /// for `id` exists: one import per id at a time).
-    pub fn begin(&self, id: &str) -> Result<PartFile, StoreError> {
-        check_id(id)?;
-        if self.images.join(id).exists() {
-            return Err(StoreError::AlreadyExists(id.to_owned()));
-        }
-        self.space.check_import(SPACE_CHECK_INTERVAL)?;
-        let path = self.tmp.join(format!("{id}{PART_SUFFIX}"));
-        // Readable too: a conversion whose output could not be hashed in order reads it back.
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|source| StoreError::Creating {
-                path: path.clone(),
-                source,
-            })?;
-        Ok(PartFile {
-            id: id.to_owned(),
-            path,
-            file: Some(file),
-            written: 0,
-            flushed: 0,
-            writeback: None,
-            direct: None,
-            space: Arc::clone(&self.space),
-            space_checked_upto: SPACE_CHECK_INTERVAL,
-            committed: false,
-        })
-    }
-
-    /// Makes `part` durable and visible as `images/<id>`: fsync the file, rename it, fsync
-    /// the directory. Blocking; call from a blocking thread. On error the part file is removed.
-    ///
-    /// # Errors
-    /// [`StoreError::AlreadyExists`] or [`StoreError::Committing`].
-    pub fn commit(&self, mut part: PartFile) -> Result<PathBuf, StoreError> {
-        let id = part.id.clone();
-        let target = self.images.join(&id);
-        if target.exists() {
-            return Err(StoreError::AlreadyExists(id));
-        }
-        let err = |source| StoreError::Committing {
-            id: id.clone(),
-            source,
-        };
-        let file = part
-            .file
-            .take()
-            .ok_or_else(|| err(io::Error::other("part closed")))?;
-        if let Some(direct) = part.direct.take() {
-            // The last direct write was padded to the alignment.
-            direct.finish().map_err(err)?;
-            file.set_len(part.written).map_err(err)?;
-        }
-        file.sync_all().map_err(err)?;
-        drop(file);
-        fs::rename(&part.path, &target).map_err(err)?;
-        part.committed = true;
-        File::open(&self.images)
-            .and_then(|d| d.sync_all())
-            .map_err(err)?;
-        Ok(target)
-    }
-
-    /// Where image `id` is (or would be) stored.
-    ///
-    /// # Errors
-    /// [`StoreError::InvalidId`].
-    pub fn path(&self, id: &str) -> Result<PathBuf, StoreError> {
-        check_id(id)?;
-        Ok(self.images.join(id))
-    }
-
-    /// Deletes image `id`; `Ok(false)` when it was not there.
+    /// Deletes committed image `id`; deleting an image that is not there succeeds.
     ///
     /// # Errors
     /// [`StoreError::InvalidId`] or [`StoreError::Deleting`].
-    pub fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        match fs::remove_file(self.path(id)?) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(source) => Err(StoreError::Deleting {
-                id: id.to_owned(),
-                source,
-            }),
-        }
-    }
+    fn delete(&self, id: &str) -> Result<(), StoreError>;
 
-    /// The ids of all committed images (for orphan cleanup), sorted.
+    /// The ids of all committed images, sorted. Costs O(stored images): for start-up
+    /// recovery only.
     ///
     /// # Errors
-    /// [`StoreError::Opening`] when `images/` cannot be listed.
-    pub fn list_ids(&self) -> Result<Vec<String>, StoreError> {
-        let err = |source| StoreError::Opening {
-            path: self.images.clone(),
-            source,
-        };
-        let mut ids = Vec::new();
-        for entry in fs::read_dir(&self.images).map_err(err)? {
-            let name = entry.map_err(err)?.file_name();
-            if let Some(name) = name.to_str() {
-                if check_id(name).is_ok() {
-                    ids.push(name.to_owned());
-                }
-            }
-        }
-        ids.sort();
-        Ok(ids)
+    /// [`StoreError::Opening`] when the store cannot be listed.
+    fn list_ids(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Removes what writers of an earlier run left behind (a crash); returns how many
+    /// leftovers were removed. Call at start-up, before any writer begins: writers of this
+    /// run in flight may be removed too. Costs O(leftovers).
+    ///
+    /// # Errors
+    /// [`StoreError::Opening`] when the leftovers cannot be listed or removed.
+    fn sweep(&self) -> Result<usize, StoreError>;
+
+    /// The local directory for scratch data that dies with its process: a conversion's spill
+    /// (unnamed files, removed by the OS when closed).
+    fn scratch_dir(&self) -> &Path;
+
+    /// Free-space checks of the local volume that holds the scratch data (and, for the local
+    /// store, the images): shared with the metadata store's guard.
+    fn space(&self) -> &Arc<DiskSpace>;
+}
+
+/// A shared store is a store: `&Arc<dyn Store>` (what the server's state holds) passes where
+/// `&dyn Store` is taken.
+impl<S: Store + ?Sized> Store for Arc<S> {
+    fn begin(&self, id: &str, access: Access) -> Result<Box<dyn ImageWriter>, StoreError> {
+        (**self).begin(id, access)
+    }
+
+    fn open<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn StoredImage>>, StoreError>> {
+        (**self).open(id)
+    }
+
+    fn delete(&self, id: &str) -> Result<(), StoreError> {
+        (**self).delete(id)
+    }
+
+    fn list_ids(&self) -> Result<Vec<String>, StoreError> {
+        (**self).list_ids()
+    }
+
+    fn sweep(&self) -> Result<usize, StoreError> {
+        (**self).sweep()
+    }
+
+    fn scratch_dir(&self) -> &Path {
+        (**self).scratch_dir()
+    }
+
+    fn space(&self) -> &Arc<DiskSpace> {
+        (**self).space()
     }
 }
 
-/// An image being written under `tmp/`. Dropping it without [`LocalStore::commit`] removes
-/// the file.
-#[derive(Debug)]
-pub struct PartFile {
-    id: String,
-    path: PathBuf,
-    file: Option<File>,
-    written: u64,
-    /// Bytes up to which writeback has been started.
-    flushed: u64,
-    /// The early-writeback thread, if one is running (at most one at a time).
-    writeback: Option<std::thread::JoinHandle<()>>,
-    /// Set by [`PartFile::use_direct_io`]: appends bypass the page cache.
-    direct: Option<DirectAppender>,
-    /// The volume's free-space checks.
-    space: Arc<DiskSpace>,
-    /// Bytes that may be written before free space is checked again.
-    space_checked_upto: u64,
-    committed: bool,
-}
-
-/// Writeback of a part file is started every this many bytes (one at a time), so the kernel writes the image
-/// to disk while the import streams instead of all at once in the final `fdatasync`: with
-/// 24 GiB of RAM the dirty-page thresholds would otherwise let a whole multi-GiB image sit in
-/// the page cache (measured: a 2 GiB import spent 1.1 s in its commit fsync without this).
-/// Written pages are then dropped from the page cache (see `start_writeback`).
-pub const WRITEBACK_INTERVAL: u64 = 16 << 20;
-
-impl PartFile {
-    /// Makes the appends of [`PartFile::write_all`] bypass the page cache (see the `direct`
-    /// module), when the file system supports direct I/O and nothing was written yet; returns
-    /// whether they will. Only for images written from start to end by `write_all`: not with
-    /// a [`positional_handle`](PartFile::positional_handle).
-    pub fn use_direct_io(&mut self) -> bool {
-        if self.direct.is_none() && self.written == 0 && self.file.is_some() {
-            self.direct = DirectAppender::open(&self.path);
-        }
-        self.direct.is_some()
-    }
-
-    /// Appends `data` (blocking; call from a blocking thread).
-    ///
-    /// # Errors
-    /// [`StoreError::Writing`] naming the offset, or [`StoreError::StorageFull`] (see
-    /// [`PartFile::check_space`]).
-    pub fn write_all(&mut self, data: &[u8]) -> Result<(), StoreError> {
-        self.check_space(u64::try_from(data.len()).unwrap_or(u64::MAX))?;
-        let err = |offset, source| StoreError::Writing {
-            id: self.id.clone(),
-            offset,
-            source,
-        };
-        if let Some(direct) = &mut self.direct {
-            direct.append(data).map_err(|e| err(self.written, e))?;
-            self.written = self
-                .written
-                .saturating_add(u64::try_from(data.len()).unwrap_or(u64::MAX));
-            return Ok(());
-        }
-        let file = self
-            .file
-            .as_mut()
-            .ok_or_else(|| err(self.written, io::Error::other("part closed")))?;
-        file.write_all(data).map_err(|e| err(self.written, e))?;
-        self.wrote(u64::try_from(data.len()).unwrap_or(u64::MAX));
-        Ok(())
-    }
-
-    /// A second handle on the part file (readable and writable) for positional writes: a
-    /// converter's output goes to offsets, not appended. Report the bytes written through it
-    /// with [`PartFile::wrote`] so early writeback keeps up.
-    ///
-    /// # Errors
-    /// [`StoreError::Writing`] when the descriptor cannot be duplicated.
-    pub fn positional_handle(&self) -> Result<File, StoreError> {
-        let err = |source| StoreError::Writing {
-            id: self.id.clone(),
-            offset: self.written,
-            source,
-        };
-        self.file
-            .as_ref()
-            .ok_or_else(|| err(io::Error::other("part closed")))?
-            .try_clone()
-            .map_err(err)
-    }
-
-    /// Refuses `upcoming` more bytes when they could take the volume's free space below the
-    /// reserve. Free space is read once per [`SPACE_CHECK_INTERVAL`] bytes: each check asks
-    /// room for the bytes until the next check plus what direct I/O may still hold in its
-    /// buffer, so between checks the import cannot eat into the reserve. Call before
-    /// writing through a [`positional_handle`](PartFile::positional_handle).
-    ///
-    /// # Errors
-    /// [`StoreError::StorageFull`].
-    pub fn check_space(&mut self, upcoming: u64) -> Result<(), StoreError> {
-        let next = self.written.saturating_add(upcoming);
-        if next <= self.space_checked_upto {
-            return Ok(());
-        }
-        let buffered = if self.direct.is_some() {
-            u64::try_from(DIRECT_WRITE_SIZE).unwrap_or(u64::MAX)
-        } else {
-            0
-        };
-        let ahead = upcoming
-            .saturating_add(SPACE_CHECK_INTERVAL)
-            .saturating_add(buffered);
-        self.space.check_import(ahead)?;
-        self.space_checked_upto = next.saturating_add(SPACE_CHECK_INTERVAL);
-        Ok(())
-    }
-
-    /// Records `len` more bytes written (by [`PartFile::write_all`] or through a
-    /// [`positional_handle`](PartFile::positional_handle)), starting early writeback every
-    /// [`WRITEBACK_INTERVAL`] bytes.
-    pub fn wrote(&mut self, len: u64) {
-        self.written = self.written.saturating_add(len);
-        let pending = self.written.saturating_sub(self.flushed);
-        let idle = self.writeback.as_ref().is_none_or(|t| t.is_finished());
-        if pending >= WRITEBACK_INTERVAL && idle {
-            if let Some(file) = &self.file {
-                self.writeback = start_writeback(file, self.written);
-            }
-            self.flushed = self.written;
-        }
-    }
-
-    /// Bytes written so far (for positional writes: the sum of their lengths, see
-    /// [`PartFile::wrote`]).
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
+/// An image being written (see the module documentation). Dropping it without
+/// [`commit`](ImageWriter::commit) aborts it.
+pub trait ImageWriter: fmt::Debug + Send {
     /// The image id.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
+    fn id(&self) -> &str;
 
-    /// Removes the part file now (same as dropping it).
-    pub fn abort(self) {
-        drop(self);
-    }
+    /// Bytes written so far (for positional writes: as reported through
+    /// [`PartFile::wrote`]).
+    fn written(&self) -> u64;
 
-    /// Waits for the early writeback running now, if any.
-    #[cfg(test)]
-    fn wait_writeback(&mut self) {
-        if let Some(t) = self.writeback.take() {
-            t.join().unwrap();
-        }
-    }
+    /// Appends `data` ([`Access::Append`] writers only).
+    ///
+    /// # Errors
+    /// [`StoreError::Writing`] naming the offset, [`StoreError::StorageFull`], or
+    /// [`StoreError::WrongAccess`] on a positional writer.
+    fn append(&mut self, data: &[u8]) -> Result<(), StoreError>;
+
+    /// The local scratch file a positional writer's image is built in: write at offsets
+    /// through [`PartFile::positional_handle`], checking [`PartFile::check_space`] first and
+    /// reporting [`PartFile::wrote`] after. `None` for [`Access::Append`] writers.
+    fn scratch(&mut self) -> Option<&mut PartFile>;
+
+    /// Makes the image durable and visible, atomically (the contract's "Commit").
+    ///
+    /// # Errors
+    /// [`StoreError::AlreadyExists`] or [`StoreError::Committing`]; the writer's data is
+    /// removed in either case.
+    fn commit(self: Box<Self>) -> Result<(), StoreError>;
+
+    /// Removes everything written (same as dropping the writer).
+    fn abort(self: Box<Self>);
 }
 
-/// Starts an `fdatasync` of `file` on a helper thread, so the kernel writes what is already
-/// in the page cache while the import goes on streaming, then drops the pages of the first
-/// `upto` bytes from the page cache (`POSIX_FADV_DONTNEED`). Durability still comes from the
-/// `fdatasync` at commit; a failure here only loses the overlap, so it is logged and ignored.
+/// A committed image opened by [`Store::open`].
+pub trait StoredImage: fmt::Debug + Send {
+    /// The image's length in bytes.
+    fn size(&self) -> u64;
+
+    /// A stream of the `len` bytes from `offset`, and no more (the caller keeps the range
+    /// inside [`size`]).
+    ///
+    /// # Errors
+    /// [`StoreError::Reading`].
+    ///
+    /// [`size`]: StoredImage::size
+    fn read(
+        self: Box<Self>,
+        offset: u64,
+        len: u64,
+    ) -> BoxFuture<'static, Result<ImageStream, StoreError>>;
+}
+
+/// Refuses ids outside the contract's alphabet and length.
 ///
-/// Dropping behind keeps an import's page-cache footprint near [`WRITEBACK_INTERVAL`]
-/// instead of the image's size, so a stream of large imports does not evict everything else
-/// cached on the host. It is also faster here: on these VMs, page-cache pages taken from
-/// memory never touched before cost several times more to fill than recycled ones. Without
-/// it, each further 2 GiB import after the first spent 4.4–6.4 s of system CPU instead of
-/// 2.0 s and its throughput fell from ~0.9 to ~0.6 of the hashing ceiling; with it, four
-/// imports in a row all took 2.3–2.5 s of system CPU (`benches/import_bench.py`).
-fn start_writeback(file: &File, upto: u64) -> Option<std::thread::JoinHandle<()>> {
-    let clone = match file.try_clone() {
-        Ok(clone) => clone,
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot start early writeback");
-            return None;
-        }
-    };
-    std::thread::Builder::new()
-        .name("sluice-writeback".into())
-        .spawn(move || {
-            crate::background::lower_priority();
-            if let Err(e) = clone.sync_data() {
-                tracing::debug!(error = %e, "early writeback failed; the commit will retry");
-            }
-            // Drop-behind: the bytes up to `upto` are on disk now, so their pages can go.
-            // Only clean pages are dropped; a failure only costs memory.
-            let len = std::num::NonZeroU64::new(upto);
-            if let Err(e) = rustix::fs::fadvise(&clone, 0, len, rustix::fs::Advice::DontNeed) {
-                tracing::debug!(error = %e, "cannot drop the written pages from the page cache");
-            }
-        })
-        .ok()
-}
-
-impl Drop for PartFile {
-    fn drop(&mut self) {
-        if !self.committed {
-            self.file.take();
-            if let Err(e) = fs::remove_file(&self.path) {
-                if e.kind() != io::ErrorKind::NotFound {
-                    tracing::warn!(path = %self.path.display(), error = %e, "removing part file");
-                }
-            }
-        }
-    }
-}
-
-fn check_id(id: &str) -> Result<(), StoreError> {
+/// # Errors
+/// [`StoreError::InvalidId`].
+pub(crate) fn check_id(id: &str) -> Result<(), StoreError> {
     let ok = !id.is_empty()
         && id.len() <= MAX_ID_LEN
         && id
@@ -483,207 +318,5 @@ fn check_id(id: &str) -> Result<(), StoreError> {
         Ok(())
     } else {
         Err(StoreError::InvalidId(id.to_owned()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn store() -> (tempfile::TempDir, LocalStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open(dir.path()).unwrap();
-        (dir, store)
-    }
-
-    fn count(dir: &Path) -> usize {
-        fs::read_dir(dir).unwrap().count()
-    }
-
-    #[test]
-    fn test_store_commit_moves_part_into_images() {
-        let (dir, store) = store();
-        let mut part = store.begin("img-1").unwrap();
-        part.write_all(b"hello ").unwrap();
-        part.write_all(b"world").unwrap();
-        assert_eq!(part.written(), 11);
-        assert!(dir.path().join("tmp/img-1.part").exists());
-        assert!(!dir.path().join("images/img-1").exists());
-        let path = store.commit(part).unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"hello world");
-        assert_eq!(path, store.path("img-1").unwrap());
-        assert_eq!(count(&dir.path().join("tmp")), 0);
-        assert_eq!(store.list_ids().unwrap(), vec!["img-1".to_owned()]);
-    }
-
-    #[test]
-    fn test_store_dropped_part_is_removed() {
-        let (dir, store) = store();
-        let mut part = store.begin("a").unwrap();
-        part.write_all(b"x").unwrap();
-        drop(part);
-        assert_eq!(count(&dir.path().join("tmp")), 0);
-        store.begin("b").unwrap().abort();
-        assert_eq!(count(&dir.path().join("tmp")), 0);
-        assert_eq!(count(&dir.path().join("images")), 0);
-    }
-
-    #[test]
-    fn test_store_bad_ids_are_refused() {
-        let (_dir, store) = store();
-        for id in ["", "../x", "a/b", ".", "a b", &"x".repeat(MAX_ID_LEN + 1)] {
-            assert!(
-                matches!(store.begin(id), Err(StoreError::InvalidId(_))),
-                "{id}"
-            );
-        }
-        assert!(matches!(store.path(".."), Err(StoreError::InvalidId(_))));
-    }
-
-    #[test]
-    fn test_store_existing_image_is_not_overwritten() {
-        let (_dir, store) = store();
-        store.commit(store.begin("a").unwrap()).unwrap();
-        assert!(matches!(
-            store.begin("a"),
-            Err(StoreError::AlreadyExists(_))
-        ));
-    }
-
-    #[test]
-    fn test_store_concurrent_part_for_same_id_is_refused() {
-        let (_dir, store) = store();
-        let _first = store.begin("a").unwrap();
-        assert!(matches!(store.begin("a"), Err(StoreError::Creating { .. })));
-    }
-
-    #[test]
-    fn test_store_sweep_tmp_removes_leftovers() {
-        let (dir, store) = store();
-        fs::write(dir.path().join("tmp/crashed.part"), b"junk").unwrap();
-        fs::write(dir.path().join("tmp/other"), b"junk").unwrap();
-        assert_eq!(store.sweep_tmp().unwrap(), 2);
-        assert_eq!(count(&dir.path().join("tmp")), 0);
-    }
-
-    /// Bytes of `path` resident in the page cache, by util-linux's `fincore`.
-    fn resident(path: &Path) -> u64 {
-        let out = std::process::Command::new("fincore")
-            .args(["--bytes", "--noheadings", "--output", "RES"])
-            .arg(path)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    }
-
-    #[test]
-    fn test_store_written_pages_leave_the_page_cache_behind_writeback() {
-        let (dir, store) = store();
-        let mut part = store.begin("big").unwrap();
-        let piece = vec![0x5au8; 1 << 20];
-        let total = 4 * WRITEBACK_INTERVAL;
-        for _ in 0..total / (1 << 20) {
-            part.write_all(&piece).unwrap();
-        }
-        part.wait_writeback();
-        let path = dir.path().join("tmp/big.part");
-        // At least the first interval was written back and dropped.
-        let cached = resident(&path);
-        assert!(
-            cached <= total - WRITEBACK_INTERVAL,
-            "{cached} of {total} bytes still cached"
-        );
-        let committed = store.commit(part).unwrap();
-        assert_eq!(fs::metadata(committed).unwrap().len(), total);
-    }
-
-    /// Pattern bytes that differ between neighbouring 4 KiB blocks.
-    fn pattern(len: usize) -> Vec<u8> {
-        (0..len)
-            .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
-            .collect()
-    }
-
-    #[test]
-    fn test_store_direct_appends_round_trip_every_length() {
-        let (dir, store) = store();
-        let big = DIRECT_WRITE_SIZE;
-        for (n, len) in [
-            0,
-            1,
-            4095,
-            4096,
-            4097,
-            big - 1,
-            big,
-            big + 1,
-            2 * big + 12_345,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let id = format!("img-{n}");
-            let data = pattern(len);
-            let mut part = store.begin(&id).unwrap();
-            assert!(part.use_direct_io(), "{}", dir.path().display());
-            for piece in data.chunks(100_003) {
-                part.write_all(piece).unwrap();
-            }
-            assert_eq!(part.written(), len as u64);
-            let path = store.commit(part).unwrap();
-            // Written around the page cache: nothing of it is cached until read.
-            assert_eq!(resident(&path), 0, "length {len}");
-            assert_eq!(fs::read(&path).unwrap(), data, "length {len}");
-        }
-    }
-
-    #[test]
-    fn test_store_direct_io_is_refused_once_written() {
-        let (_dir, store) = store();
-        let mut part = store.begin("a").unwrap();
-        part.write_all(b"buffered").unwrap();
-        assert!(!part.use_direct_io());
-        part.write_all(b" still").unwrap();
-        let path = store.commit(part).unwrap();
-        assert_eq!(fs::read(path).unwrap(), b"buffered still");
-    }
-
-    #[test]
-    fn test_store_dropped_direct_part_is_removed() {
-        let (dir, store) = store();
-        let mut part = store.begin("a").unwrap();
-        assert!(part.use_direct_io());
-        part.write_all(&pattern(DIRECT_WRITE_SIZE + 1)).unwrap();
-        drop(part);
-        assert_eq!(count(&dir.path().join("tmp")), 0);
-        assert_eq!(count(&dir.path().join("images")), 0);
-    }
-
-    #[test]
-    fn test_store_below_reserve_begin_storage_full() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open_with_reserve(dir.path(), Reserve::Bytes(u64::MAX)).unwrap();
-        assert!(matches!(
-            store.begin("a"),
-            Err(StoreError::StorageFull(SpaceError {
-                what: "reserve",
-                ..
-            }))
-        ));
-        assert_eq!(count(&dir.path().join("tmp")), 0);
-    }
-
-    #[test]
-    fn test_store_delete_reports_presence() {
-        let (_dir, store) = store();
-        store.commit(store.begin("a").unwrap()).unwrap();
-        assert!(store.delete("a").unwrap());
-        assert!(!store.delete("a").unwrap());
-        assert!(store.list_ids().unwrap().is_empty());
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sluice_pipeline::store::space::StorageState;
-use sluice_pipeline::store::LocalStore;
+use sluice_pipeline::store::{LocalStore, Store};
 
 use crate::config::Config;
 use crate::executor::Executor;
@@ -29,13 +29,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let store = Arc::new(
+    let store: Arc<dyn Store> = Arc::new(
         LocalStore::open_with_reserve(&config.data_dir, config.disk_reserve)
             .context("opening the image store")?,
     );
     // Partial imports go first: on a full volume they are the room that opening the
     // metadata store read-write needs.
-    sweep_tmp(&store)?;
+    sweep_tmp(store.as_ref())?;
     let guarded = Arc::new(
         GuardedMeta::open(&config.data_dir.join("meta"), Arc::clone(store.space()))
             .context("opening the metadata store")?,
@@ -100,9 +100,9 @@ async fn shutdown_signal() {
     }
 }
 
-/// Removes partial imports left in `tmp/` by an interrupted run.
-fn sweep_tmp(store: &LocalStore) -> anyhow::Result<()> {
-    let swept = store.sweep_tmp()?;
+/// Removes partial imports left in the store (`tmp/`) by an interrupted run.
+fn sweep_tmp(store: &dyn Store) -> anyhow::Result<()> {
+    let swept = store.sweep()?;
     if swept > 0 {
         tracing::warn!(
             files = swept,
@@ -155,7 +155,7 @@ impl Recovery {
 /// # Errors
 /// When the store or the metadata cannot be read, or a write fails for another reason.
 pub fn recover(state: &AppState) -> anyhow::Result<Recovery> {
-    sweep_tmp(&state.store)?;
+    sweep_tmp(state.store.as_ref())?;
     let mut recovery = Recovery::default();
     // Only unfinished tasks (an index, oldest first), never every task.
     for id in state.meta.unfinished_tasks()? {
@@ -441,6 +441,16 @@ mod tests {
         }
     }
 
+    /// Commits `data` as image `id`'s data through the store.
+    fn commit_data(state: &AppState, id: &str, data: &[u8]) {
+        let mut writer = state
+            .store
+            .begin(id, sluice_pipeline::store::Access::Append)
+            .unwrap();
+        writer.append(data).unwrap();
+        writer.commit().unwrap();
+    }
+
     fn image(n: u32, status: ImageStatus) -> ImageRecord {
         let mut image = sample_image(&format!("00000000-0000-4000-8000-{n:012}"));
         image.status = status;
@@ -453,9 +463,7 @@ mod tests {
         let state = scratch_state(dir.path());
         let mut queued = image(1, ImageStatus::Queued);
         queued.forget_data();
-        let with_file = |image: &ImageRecord| {
-            std::fs::write(state.store.path(&image.id).unwrap(), b"data").unwrap();
-        };
+        let with_file = |image: &ImageRecord| commit_data(&state, &image.id, b"data");
         // Saving whose data was committed just before the crash (file, no record update),
         // importing with nothing written, uploading: all back to queued, files gone.
         let saving = image(2, ImageStatus::Saving);
@@ -480,7 +488,7 @@ mod tests {
             state.meta.put_image(image).unwrap();
         }
         let orphan = "00000000-0000-4000-8000-000000000099";
-        std::fs::write(state.store.path(orphan).unwrap(), b"x").unwrap();
+        commit_data(&state, orphan, b"x");
 
         let recovery = recover(&state).unwrap();
         assert!(!recovery.has_writes(), "{recovery:?}");

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use sluice_pipeline::store::LocalStore;
+use sluice_pipeline::store::Store;
 
 use crate::config::Config;
 use crate::executor::Executor;
@@ -16,7 +16,7 @@ pub struct AppState {
     /// Task and image metadata.
     pub meta: Arc<dyn MetaStore>,
     /// Image data.
-    pub store: Arc<LocalStore>,
+    pub store: Arc<dyn Store>,
     /// The import queue and workers.
     pub executor: Executor,
 }

@@ -85,7 +85,7 @@ mod tests {
     use super::*;
     use crate::ingest::{ingest_as, IngestError, Progress};
     use crate::source::{ChunkSource, MemorySource, SourceError};
-    use crate::store::LocalStore;
+    use crate::store::{LocalStore, Store};
 
     /// Refuses any charge above `limit` bytes; records every charge.
     struct Quota {
@@ -165,7 +165,7 @@ mod tests {
         assert_eq!(progress.received(), 4096);
         assert!(bytes.len() > 4096 * 8);
         assert_eq!(*quota.charges.lock().unwrap().last().unwrap(), 1 << 40);
-        assert_eq!(files_in(store.tmp_dir()), 0);
+        assert_eq!(files_in(store.scratch_dir()), 0);
 
         // Stored as received (no conversion), the same file costs only its own bytes.
         let quota = Quota::new(1 << 30);
@@ -214,7 +214,7 @@ mod tests {
         assert!(matches!(err, IngestError::QuotaExceeded(_)), "{err}");
         assert_eq!(progress.received(), 131_072);
         assert_eq!(*quota.charges.lock().unwrap(), vec![65_536, 131_072]);
-        assert_eq!(files_in(store.tmp_dir()), 0);
+        assert_eq!(files_in(store.scratch_dir()), 0);
         assert_eq!(files_in(&dir.path().join("images")), 0);
     }
 
@@ -238,6 +238,6 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, IngestError::QuotaExceeded(_)), "{err}");
         assert_eq!(progress.received(), 0);
-        assert_eq!(files_in(store.tmp_dir()), 0);
+        assert_eq!(files_in(store.scratch_dir()), 0);
     }
 }

@@ -1,6 +1,7 @@
 //! The convert lane's output: a [`ConvertSink`] that writes the converted image positionally
-//! into the import's part file (through [`FileSink`]: zero blocks stay holes, spill goes to an
-//! unnamed file in the store's `tmp/`) and hashes the output *in order* as it is produced.
+//! into the local scratch file of the import's [`Access::Positional`](crate::store::Access)
+//! store writer (through [`FileSink`]: zero blocks stay holes, spill goes to an unnamed file in
+//! the store's scratch directory) and hashes the output *in order* as it is produced.
 //!
 //! # In-order hashing
 //! The sink keeps a hash position `pos` (every output byte before it has been fed to the md5
@@ -32,7 +33,7 @@ use tokio::runtime::Handle;
 
 use crate::convert::FileSink;
 use crate::hash::{Checksummer, Digests, HashError};
-use crate::store::PartFile;
+use crate::store::{Access, ImageWriter, StoreError};
 
 /// Largest piece of output handed to the hash lanes at once (also the zero buffer's size and
 /// the second read's buffer).
@@ -50,7 +51,7 @@ pub(crate) enum LaneError {
     /// Sizing or reading back the output failed.
     Io(String),
     /// The store refused the output (free space below the reserve).
-    Store(crate::store::StoreError),
+    Store(StoreError),
 }
 
 /// How the digests of a finished conversion were obtained.
@@ -65,8 +66,8 @@ pub(crate) enum Hashed {
 /// A finished conversion, not yet committed.
 #[derive(Debug)]
 pub(crate) struct Finished {
-    /// The part file holding the output.
-    pub(crate) part: PartFile,
+    /// The store writer holding the output, to commit.
+    pub(crate) writer: Box<dyn ImageWriter>,
     /// The output's length.
     pub(crate) len: u64,
     /// Its digests.
@@ -87,7 +88,8 @@ struct InOrder {
 #[derive(Debug)]
 pub(crate) struct HashingSink {
     file: FileSink,
-    part: PartFile,
+    /// A positional writer (it has a [`PartFile`](crate::store::PartFile) scratch).
+    writer: Box<dyn ImageWriter>,
     /// `None` once in-order hashing is given up (or never tried).
     in_order: Option<InOrder>,
     runtime: Handle,
@@ -96,29 +98,39 @@ pub(crate) struct HashingSink {
     /// Set when a hash lane stopped (the sink error then means [`LaneError::Hash`]).
     hash_failed: Option<HashError>,
     /// Set when the store refused a write (the sink error then means [`LaneError::Store`]).
-    store_failed: Option<crate::store::StoreError>,
+    store_failed: Option<StoreError>,
 }
 
 impl HashingSink {
-    /// A sink over `part`, spilling into `spill_dir` up to `max_spill` bytes. With `in_order`,
+    /// A sink over the scratch of positional `writer`, spilling into `spill_dir` up to `max_spill` bytes. With `in_order`,
     /// the output is hashed as produced (on two new hash lanes); else at the end by a second
     /// read. `runtime` drives the hash lanes' channels from this blocking thread; `abort`
     /// turning true stops the lane at its next write.
     ///
     /// # Errors
-    /// When the part file's handle cannot be duplicated.
+    /// When the scratch file's handle cannot be duplicated, or the writer has no scratch
+    /// ([`StoreError::WrongAccess`]).
     pub(crate) fn new(
-        part: PartFile,
+        mut writer: Box<dyn ImageWriter>,
         spill_dir: &Path,
         max_spill: u64,
         in_order: bool,
         runtime: Handle,
         abort: Arc<AtomicBool>,
-    ) -> Result<Self, crate::store::StoreError> {
-        let file = FileSink::new(part.positional_handle()?, spill_dir, max_spill);
+    ) -> Result<Self, StoreError> {
+        let id = writer.id().to_owned();
+        let handle = writer
+            .scratch()
+            .ok_or(StoreError::WrongAccess {
+                id,
+                what: "positional writing",
+                access: Access::Append,
+            })?
+            .positional_handle()?;
+        let file = FileSink::new(handle, spill_dir, max_spill);
         Ok(HashingSink {
             file,
-            part,
+            writer,
             in_order: in_order.then(|| InOrder {
                 sums: Checksummer::start(),
                 pos: 0,
@@ -155,7 +167,7 @@ impl HashingSink {
     /// and the digests are finished (trailing zeros fed) or computed by a second read.
     ///
     /// # Errors
-    /// See [`LaneError`]; the part file is removed on every error (dropped).
+    /// See [`LaneError`]; the writer is aborted on every error (dropped).
     pub(crate) fn finish(mut self, conv: Converter) -> Result<Finished, LaneError> {
         let len = match conv.finish(&mut self) {
             Ok(len) => len,
@@ -168,7 +180,7 @@ impl HashingSink {
         }
         let HashingSink {
             file,
-            part,
+            writer,
             in_order,
             runtime,
             abort,
@@ -191,7 +203,7 @@ impl HashingSink {
             }
         };
         Ok(Finished {
-            part,
+            writer,
             len,
             digests,
             hashed,
@@ -321,14 +333,17 @@ impl ConvertSink for HashingSink {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError> {
         self.check_abort()?;
         let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
-        if let Err(e) = self.part.check_space(len) {
+        // `new` made sure the writer has a scratch file.
+        let Some(part) = self.writer.scratch() else {
+            return Err(SinkError("the store writer has no scratch file".into()));
+        };
+        if let Err(e) = part.check_space(len) {
             let message = e.to_string();
             self.store_failed = Some(e);
             return Err(SinkError(message));
         }
         self.file.write_at(offset, data)?;
-        self.part
-            .wrote(u64::try_from(data.len()).unwrap_or(u64::MAX));
+        part.wrote(len);
         self.hash_write(offset, data)
     }
 

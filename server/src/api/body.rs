@@ -12,6 +12,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, SizeHint};
+use sluice_pipeline::store::ImageStream;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::api::error::ApiError;
@@ -147,17 +148,24 @@ where
     parse_json(&bytes)
 }
 
-/// Streams `remaining` bytes of an open file (already positioned) in [`FILE_CHUNK`] frames.
-/// Memory: one chunk per poll, released once hyper has written it.
-#[derive(Debug)]
+/// Streams `remaining` bytes of stored image data (an open range of it) in [`FILE_CHUNK`]
+/// frames. Memory: one chunk per poll, released once hyper has written it.
 pub struct FileBody {
-    file: tokio::fs::File,
+    file: ImageStream,
     remaining: u64,
+}
+
+impl std::fmt::Debug for FileBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileBody")
+            .field("remaining", &self.remaining)
+            .finish_non_exhaustive()
+    }
 }
 
 impl FileBody {
     /// A body of the next `len` bytes of `file`.
-    pub fn new(file: tokio::fs::File, len: u64) -> Self {
+    pub fn new(file: ImageStream, len: u64) -> Self {
         FileBody {
             file,
             remaining: len,

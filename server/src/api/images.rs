@@ -7,13 +7,10 @@
 //! ones. An image the caller cannot see is 404 for every action; an image the caller sees
 //! but may not act on is 403.
 
-use std::io::SeekFrom;
-
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Map, Value};
-use tokio::io::AsyncSeekExt;
 
 use crate::api::auth::RequestContext;
 use crate::api::body::{empty_response, ApiBody, FileBody};
@@ -415,28 +412,14 @@ pub async fn download<B>(
         return Ok(empty_response(StatusCode::NO_CONTENT));
     }
     let range = requested_range(request.headers())?;
-    let path = api
+    let stored = api
         .state
         .store
-        .path(id)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::ImageDataNotFound(id.to_owned()))
-        }
-        Err(e) => {
-            return Err(ApiError::Internal(format!(
-                "opening {}: {e}",
-                path.display()
-            )))
-        }
-    };
-    let size = file
-        .metadata()
+        .open(id)
         .await
-        .map_err(|e| ApiError::Internal(format!("stat {}: {e}", path.display())))?
-        .len();
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .ok_or_else(|| ApiError::ImageDataNotFound(id.to_owned()))?;
+    let size = stored.size();
     if image.size != Some(size) {
         tracing::warn!(image = %id, recorded = ?image.size, on_disk = size, "image size mismatch");
     }
@@ -451,11 +434,10 @@ pub async fn download<B>(
             )
         }
     };
-    if first > 0 {
-        file.seek(SeekFrom::Start(first))
-            .await
-            .map_err(|e| ApiError::Internal(format!("seeking {}: {e}", path.display())))?;
-    }
+    let file = stored
+        .read(first, len)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut response = Response::new(FileBody::new(file, len).boxed());
     *response.status_mut() = status;
     let headers = response.headers_mut();

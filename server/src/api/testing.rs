@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
-use sluice_pipeline::store::LocalStore;
+use sluice_pipeline::store::{Access, LocalStore};
 
 use crate::api::Api;
 use crate::config::{Config, ImportFilter};
@@ -150,13 +150,28 @@ impl Harness {
         .await
     }
 
-    /// Stores an image record and, when `data` is given, its file.
+    /// Stores an image record and, when `data` is given, its data (replacing both).
     pub fn insert_image(&self, image: &ImageRecord, data: Option<&[u8]>) {
         self.meta().put_image(image).unwrap();
         if let Some(data) = data {
-            let path = self.api.state.store.path(&image.id).unwrap();
-            std::fs::write(path, data).unwrap();
+            let store = &self.api.state.store;
+            // The store never replaces committed data: delete it first.
+            store.delete(&image.id).unwrap();
+            let mut writer = store.begin(&image.id, Access::Append).unwrap();
+            writer.append(data).unwrap();
+            writer.commit().unwrap();
         }
+    }
+
+    /// Whether the store holds committed data for image `id`.
+    pub fn has_data(&self, id: &str) -> bool {
+        self.api
+            .state
+            .store
+            .list_ids()
+            .unwrap()
+            .iter()
+            .any(|stored| stored == id)
     }
 }
 

@@ -602,14 +602,13 @@ async fn test_delete_image_removes_record_then_file() {
         &image_record(&uuid_n(2), ADMIN_PROJECT, "d", 3, 1),
         Some(b"abc"),
     );
-    let path = h.api.state.store.path(&uuid_n(2)).unwrap();
-    assert!(path.exists());
+    assert!(h.has_data(&uuid_n(2)));
     let reply = h
         .call(Method::DELETE, &format!("/v2/images/{}", uuid_n(2)), b"")
         .await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
     assert!(h.meta().get_image(&uuid_n(2)).unwrap().is_none());
-    assert!(!path.exists());
+    assert!(!h.has_data(&uuid_n(2)));
     let reply = h
         .call(Method::GET, &format!("/v2/images/{}", uuid_n(2)), b"")
         .await;
