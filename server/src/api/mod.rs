@@ -31,9 +31,10 @@
 //!   `image_id` set to that image. Glance links only `api_image_import` tasks to their image
 //!   (a legacy `import` task's `image_id` column stays null), so for a task-imported image it
 //!   answers `{"tasks": []}`.
-//! - `POST /v2/images` creates a `queued` record; data arrives through import tasks and
-//!   `POST /v2/images/{id}/import` with `web-download` (`images/import.rs`); there is no
-//!   stage, members, locations or `os_hidden` changes.
+//! - `POST /v2/images` creates a `queued` record; data arrives through import tasks, direct
+//!   upload (`PUT /v2/images/{id}/file`, `images/upload.rs`) and `POST /v2/images/{id}/import`
+//!   with `web-download` (`images/import.rs`); there are no members, locations or
+//!   `os_hidden` changes yet.
 
 use std::convert::Infallible;
 use std::future::Future;
