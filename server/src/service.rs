@@ -153,7 +153,10 @@ impl Recovery {
 ///   had written is deleted; an `active` or `deactivated` image whose data file is missing
 ///   lost committed data (removed from outside, or a disk fault) and its record is dropped,
 ///   since it could never be downloaded again;
-/// - files without an image that has committed data are deleted.
+/// - files without an image that has committed data are deleted;
+/// - stages: partial ones (and data without its completion marker) are deleted; a complete
+///   stage of an `uploading` image is kept, so the image stays `uploading` and importable;
+///   every other stage is deleted (an `uploading` image without one goes back to `queued`).
 ///
 /// Metadata writes refused because the volume is full are left in the returned
 /// [`Recovery`] for [`finish_recovery`]; reads need no room, so the service still starts.
@@ -537,6 +540,54 @@ mod tests {
         assert_eq!(
             state.store.list_ids().unwrap(),
             vec![active.id.clone(), deactivated.id.clone()]
+        );
+    }
+
+    #[test]
+    fn test_recover_complete_stage_kept_uploading_others_removed() {
+        use crate::staging::Staged;
+        let dir = tempfile::tempdir().unwrap();
+        let state = scratch_state(dir.path());
+        let staged = Staged {
+            size: 4,
+            md5_hex: "m".into(),
+            sha512_hex: "s".into(),
+            virtual_size: Some(4),
+            format: "raw".into(),
+            converted: false,
+            staged_at: 1,
+        };
+        let stage = |image: &ImageRecord, sealed: bool| {
+            let path = state.staging.store().path(&image.id).unwrap();
+            std::fs::write(path, b"data").unwrap();
+            if sealed {
+                state.staging.seal(&image.id, &staged).unwrap();
+            }
+        };
+        let mut kept = image(1, ImageStatus::Uploading);
+        kept.forget_data();
+        stage(&kept, true);
+        let cut_short = image(2, ImageStatus::Uploading);
+        stage(&cut_short, false);
+        let importing = image(3, ImageStatus::Importing);
+        stage(&importing, true);
+        for image in [&kept, &cut_short, &importing] {
+            state.meta.put_image(image).unwrap();
+        }
+
+        let recovery = recover(&state).unwrap();
+        assert!(!recovery.has_writes(), "{recovery:?}");
+        let status = |image: &ImageRecord| state.meta.get_image(&image.id).unwrap().unwrap().status;
+        assert_eq!(status(&kept), ImageStatus::Uploading);
+        assert_eq!(status(&cut_short), ImageStatus::Queued);
+        assert_eq!(status(&importing), ImageStatus::Queued);
+        assert_eq!(
+            state.staging.sealed().unwrap(),
+            vec![(kept.id.clone(), staged)]
+        );
+        assert_eq!(
+            state.staging.store().list_ids().unwrap(),
+            vec![kept.id.clone()]
         );
     }
 }
