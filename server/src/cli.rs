@@ -795,6 +795,19 @@ upload_discard_secs = 7
     }
 
     #[test]
+    fn test_serve_staging_ttl_from_file_then_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.toml");
+        std::fs::write(&file, "staging_ttl_secs = 60\n").unwrap();
+        let path = file.to_str().unwrap();
+        assert_eq!(serve_config(&[]).unwrap().staging_ttl_secs, 86_400);
+        let c = serve_config(&["--config", path]).unwrap();
+        assert_eq!(c.staging_ttl_secs, 60);
+        let c = serve_config(&["--config", path, "--staging-ttl-secs", "5"]).unwrap();
+        assert_eq!(c.staging_ttl_secs, 5);
+    }
+
+    #[test]
     fn test_serve_image_quotas_from_file_then_flags() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("quotas.toml");

@@ -117,6 +117,9 @@ fn test_stage_then_glance_direct_import_reaches_active_with_an_api_image_import_
 
     let resp = import_direct(&server, &id);
     assert_eq!(resp.status, 202, "{}", resp.text());
+    // The lock, then the import itself, refuse a second import: Glance's 409s.
+    let second = import_direct(&server, &id);
+    assert_eq!(second.status, 409, "{}", second.text());
     let img = wait_image(&server, &id, "active");
     assert_active_as(&img, &src);
     assert_eq!(img["disk_format"], "qcow2");
@@ -277,6 +280,13 @@ fn test_stage_kill_9_mid_stage_then_restart_leaves_the_image_queued_and_nothing_
         assert!(Instant::now() < deadline, "stage never started");
         thread::sleep(Duration::from_millis(20));
     }
+    // A stage still streaming is not importable.
+    let resp = import_direct(&server, &id);
+    assert_eq!(resp.status, 409);
+    assert_eq!(
+        resp.error_message(),
+        "Image needs to be staged before 'glance-direct' method can be used"
+    );
     server.kill9();
     drop(s);
     server.restart();

@@ -21,7 +21,6 @@ use crate::api::auth::RequestContext;
 use crate::api::body::ApiBody;
 use crate::api::error::ApiError;
 use crate::api::Api;
-use crate::config::ImportMethod;
 
 /// `PUT /v2/images/{id}/stage`.
 ///
@@ -37,9 +36,5 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: std::fmt::Display,
 {
-    let enabled = &api.state.config.enabled_import_methods;
-    if !enabled.contains(&ImportMethod::GlanceDirect) {
-        return Err(ApiError::NotFound);
-    }
     receive(api, ctx, id, request, Destination::Stage).await
 }

@@ -173,6 +173,16 @@ async fn admit(
     announced: Option<u64>,
     dest: Destination,
 ) -> Result<Upload, ApiError> {
+    let config = &api.state.config;
+    // Glance's stage call exists only while glance-direct is enabled (the body is dropped
+    // as any refused body is).
+    if dest == Destination::Stage
+        && !config
+            .enabled_import_methods
+            .contains(&crate::config::ImportMethod::GlanceDirect)
+    {
+        return Err(ApiError::NotFound);
+    }
     let content_type = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -183,7 +193,6 @@ async fn admit(
     }
     let image = super::load(api, ctx, id, dest.action())?;
     check_uploadable(&image, dest)?;
-    let config = &api.state.config;
     if let Some(len) = announced.filter(|len| *len > config.max_virtual_size) {
         return Err(ApiError::ImageTooLarge(format!(
             "the body announces {len} bytes, more than the limit of {} bytes",
