@@ -381,3 +381,41 @@ fn test_stage_glance_clients_image_stage_import_and_create_via_import() {
     assert_active_as(&img, &src);
     assert_nothing_staged(&server);
 }
+
+#[test]
+fn test_stage_openstacksdk_create_image_with_use_import_stages_and_imports() {
+    let dir = scratch();
+    let d = dir.path();
+    let server = Server::start(&[]);
+    let src = image_with_data(d, "sdk.qcow2", "qcow2", "");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/clients/sdk_upload.py");
+    let out = Command::new(venv_bin("python"))
+        .arg(&script)
+        .arg(format!("http://{}", server.addr))
+        .arg(&src)
+        .args(["qcow2", "via-sdk-import"])
+        .arg(d.join("sdk-down.qcow2"))
+        .arg("use_import")
+        .env_remove("OS_CLOUD")
+        .env_remove("OS_AUTH_URL")
+        .output()
+        .expect("running sdk_upload.py");
+    assert!(
+        out.status.success(),
+        "sdk_upload.py use_import failed:\nstdout: {}\nstderr: {}\n{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr),
+        server.log_text()
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let md5 = digest("md5sum", &src);
+    assert_eq!(v["image_status"], "active", "{v}");
+    assert_eq!(v["checksum"], md5.as_str());
+    assert_eq!(v["downloaded_md5"], md5.as_str());
+    assert_eq!(v["hash_value"], digest("sha512sum", &src).as_str());
+    // Through the stage, not a direct upload.
+    let log = server.log_text();
+    assert!(log.contains("stage complete"), "{log}");
+    assert!(log.contains("\"glance-direct\""), "{log}");
+    assert_nothing_staged(&server);
+}
