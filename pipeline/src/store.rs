@@ -200,6 +200,17 @@ pub trait Store: fmt::Debug + Send + Sync {
     /// [`StoreError::Opening`] when the store cannot be listed.
     fn list_ids(&self) -> Result<Vec<String>, StoreError>;
 
+    /// Commits the complete local file `file` as image `id` (a staged `glance-direct`
+    /// import), then removes `file`. The default copies it through an [`Access::Append`]
+    /// writer (what an object store does); a store on the file's volume may move it.
+    ///
+    /// # Errors
+    /// As [`Store::begin`] and [`ImageWriter::commit`]; [`StoreError::Reading`] when `file`
+    /// cannot be read.
+    fn adopt(&self, id: &str, file: &Path) -> Result<(), StoreError> {
+        copy_into(self, id, file)
+    }
+
     /// Removes what writers of an earlier run left behind (a crash); returns how many
     /// leftovers were removed. Call at start-up, before any writer begins: writers of this
     /// run in flight may be removed too. Costs O(leftovers).
@@ -239,6 +250,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         (**self).list_ids()
     }
 
+    fn adopt(&self, id: &str, file: &Path) -> Result<(), StoreError> {
+        (**self).adopt(id, file)
+    }
+
     fn sweep(&self) -> Result<usize, StoreError> {
         (**self).sweep()
     }
@@ -250,6 +265,34 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     fn space(&self) -> &Arc<DiskSpace> {
         (**self).space()
     }
+}
+
+/// Bytes read from an adopted file per append (what [`Store::adopt`]'s default holds).
+const ADOPT_CHUNK: usize = 4 << 20;
+
+/// [`Store::adopt`]'s default: the file's bytes through an append writer, then the file
+/// removed.
+///
+/// # Errors
+/// As [`Store::adopt`].
+pub fn copy_into<S: Store + ?Sized>(store: &S, id: &str, file: &Path) -> Result<(), StoreError> {
+    use std::io::Read;
+    let err = |source| StoreError::Reading {
+        id: id.to_owned(),
+        source,
+    };
+    let mut input = std::fs::File::open(file).map_err(err)?;
+    let mut writer = store.begin(id, Access::Append)?;
+    let mut buf = vec![0u8; ADOPT_CHUNK];
+    loop {
+        let n = input.read(&mut buf).map_err(err)?;
+        let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+            break;
+        };
+        writer.append(chunk)?;
+    }
+    writer.commit()?;
+    std::fs::remove_file(file).map_err(err)
 }
 
 /// An image being written (see the module documentation). Dropping it without

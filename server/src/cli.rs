@@ -184,6 +184,10 @@ struct ServeArgs {
     /// body [default: 60].
     #[arg(long, env = "SLUICE_UPLOAD_DISCARD_SECS", value_name = "SECS")]
     upload_discard_secs: Option<u64>,
+    /// Seconds staged data waits for its `glance-direct` import before it is removed and
+    /// the image returns to `queued` [default: 86400].
+    #[arg(long, env = "SLUICE_STAGING_TTL_SECS", value_name = "SECS")]
+    staging_ttl_secs: Option<u64>,
     /// Default per-project quota: MiB of images (Glance's `image_size_total`); -1 unlimited
     /// [default: -1]. Per-project overrides live in the config file.
     #[arg(
@@ -301,6 +305,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.upload_discard_secs {
             c.upload_discard_secs = v;
+        }
+        if let Some(v) = self.staging_ttl_secs {
+            c.staging_ttl_secs = v;
         }
         let q = &mut c.quotas;
         for (flag, limit) in [
@@ -785,6 +792,19 @@ upload_discard_secs = 7
         assert_eq!((c.upload_discard_bytes, c.upload_discard_secs), (4096, 7));
         let c = serve_config(&[]).unwrap();
         assert_eq!(c.upload_discard_bytes, 1 << 30);
+    }
+
+    #[test]
+    fn test_serve_staging_ttl_from_file_then_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.toml");
+        std::fs::write(&file, "staging_ttl_secs = 60\n").unwrap();
+        let path = file.to_str().unwrap();
+        assert_eq!(serve_config(&[]).unwrap().staging_ttl_secs, 86_400);
+        let c = serve_config(&["--config", path]).unwrap();
+        assert_eq!(c.staging_ttl_secs, 60);
+        let c = serve_config(&["--config", path, "--staging-ttl-secs", "5"]).unwrap();
+        assert_eq!(c.staging_ttl_secs, 5);
     }
 
     #[test]

@@ -36,6 +36,11 @@ pub const DEFAULT_UPLOAD_DISCARD_BYTES: u64 = 1 << 30;
 /// Seconds spent at most reading and dropping a refused upload's body by default: 60, as
 /// long as 1 GiB takes at 150 Mbit/s; a slower client gets the closed connection.
 pub const DEFAULT_UPLOAD_DISCARD_SECS: u64 = 60;
+/// Default time staged data waits for its `glance-direct` import: 24 hours. A client stages
+/// then imports within seconds; a day covers one that stalls between the two (a client
+/// retrying, an operator's pipeline run the next morning) without keeping abandoned stages,
+/// which count against no quota, on the volume for longer. Glance keeps them forever.
+pub const DEFAULT_STAGING_TTL_SECS: u64 = 24 * 60 * 60;
 
 /// Everything `sluice serve` needs.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -108,15 +113,22 @@ pub struct Config {
     /// `GET /v2/info/import`, the `OpenStack-image-import-methods` header and which
     /// `POST /v2/images/{id}/import` methods are accepted ([`DEFAULT_IMPORT_METHODS`]).
     pub enabled_import_methods: Vec<ImportMethod>,
+    /// Seconds staged data (`PUT /v2/images/{id}/stage`) waits for its import before it is
+    /// removed and the image returns to `queued` ([`DEFAULT_STAGING_TTL_SECS`]).
+    pub staging_ttl_secs: u64,
 }
 
-/// The import methods offered unless configured: every method Sluice implements.
-pub const DEFAULT_IMPORT_METHODS: [ImportMethod; 1] = [ImportMethod::WebDownload];
+/// The import methods offered unless configured: every method Sluice implements (in
+/// Glance's default order).
+pub const DEFAULT_IMPORT_METHODS: [ImportMethod; 2] =
+    [ImportMethod::GlanceDirect, ImportMethod::WebDownload];
 
 /// An interoperable import method (`method.name` of `POST /v2/images/{id}/import`).
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum ImportMethod {
+    /// The client stages the data (`PUT /v2/images/{id}/stage`); the import commits it.
+    GlanceDirect,
     /// Sluice pulls `method.uri` through the import policy (SSRF rules).
     WebDownload,
 }
@@ -125,6 +137,7 @@ impl ImportMethod {
     /// Glance's name of the method.
     pub fn as_str(self) -> &'static str {
         match self {
+            ImportMethod::GlanceDirect => "glance-direct",
             ImportMethod::WebDownload => "web-download",
         }
     }
@@ -164,6 +177,7 @@ impl Default for Config {
             quotas: crate::quota::Quotas::default(),
             disk_reserve: Reserve::default(),
             enabled_import_methods: DEFAULT_IMPORT_METHODS.to_vec(),
+            staging_ttl_secs: DEFAULT_STAGING_TTL_SECS,
         }
     }
 }

@@ -23,6 +23,7 @@ use crate::properties::{ImageProperties, PropertyLimits, Visibility};
 use crate::state::AppState;
 
 mod api_image;
+mod glance_direct;
 
 pub use api_image::{cancel_for_deleted, API_IMAGE_IMPORT, LOCK_PROPERTY};
 

@@ -14,4 +14,5 @@ pub mod meta;
 pub mod properties;
 pub mod quota;
 pub mod service;
+pub mod staging;
 pub mod state;

@@ -14,6 +14,7 @@ use crate::executor::Executor;
 use crate::imports::{self, REASON_INTERRUPTED};
 use crate::meta::guarded::GuardedMeta;
 use crate::meta::{Decision, ImageStatus, MetaError, MetaStore, TaskStatus, Timestamp, Transition};
+use crate::staging::StagingArea;
 use crate::state::AppState;
 
 /// How often the data volume's free space is checked in the background: a read-only
@@ -40,12 +41,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         GuardedMeta::open(&config.data_dir.join("meta"), Arc::clone(store.space()))
             .context("opening the metadata store")?,
     );
+    let staging = Arc::new(
+        StagingArea::open(&config.data_dir, config.disk_reserve)
+            .context("opening the staging area")?,
+    );
     let meta: Arc<dyn MetaStore> = guarded.clone();
     let executor = Executor::new(config.queue_capacity, config.per_project_imports);
     let state = AppState {
         config: Arc::new(config),
         meta,
         store,
+        staging,
         executor: executor.clone(),
     };
     let recovery = recover(&state).context("recovering from the previous run")?;
@@ -147,7 +153,10 @@ impl Recovery {
 ///   had written is deleted; an `active` or `deactivated` image whose data file is missing
 ///   lost committed data (removed from outside, or a disk fault) and its record is dropped,
 ///   since it could never be downloaded again;
-/// - files without an image that has committed data are deleted.
+/// - files without an image that has committed data are deleted;
+/// - stages: partial ones (and data without its completion marker) are deleted; a complete
+///   stage of an `uploading` image is kept, so the image stays `uploading` and importable;
+///   every other stage is deleted (an `uploading` image without one goes back to `queued`).
 ///
 /// Metadata writes refused because the volume is full are left in the returned
 /// [`Recovery`] for [`finish_recovery`]; reads need no room, so the service still starts.
@@ -156,6 +165,20 @@ impl Recovery {
 /// When the store or the metadata cannot be read, or a write fails for another reason.
 pub fn recover(state: &AppState) -> anyhow::Result<Recovery> {
     sweep_tmp(state.store.as_ref())?;
+    let cut_short = state.staging.sweep_incomplete()?;
+    if cut_short > 0 {
+        tracing::warn!(
+            stages = cut_short,
+            "removed stages cut short by an interrupted run"
+        );
+    }
+    let sealed: HashSet<String> = state
+        .staging
+        .sealed()?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let mut staged = HashSet::new();
     let mut recovery = Recovery::default();
     // Only unfinished tasks (an index, oldest first), never every task.
     for id in state.meta.unfinished_tasks()? {
@@ -174,6 +197,10 @@ pub fn recover(state: &AppState) -> anyhow::Result<Recovery> {
     state.meta.scan_images(None, &mut |image| {
         match image.status {
             ImageStatus::Queued => {}
+            // A complete stage stays importable across the restart.
+            ImageStatus::Uploading if sealed.contains(&image.id) => {
+                staged.insert(image.id);
+            }
             s if s.is_transient() => recovery.unfinished_images.push(image.id),
             _ if files.contains(&image.id) => {
                 recorded.insert(image.id);
@@ -185,6 +212,10 @@ pub fn recover(state: &AppState) -> anyhow::Result<Recovery> {
     for id in files.difference(&recorded) {
         tracing::warn!(image_id = %id, "removing image data without a committed record");
         state.store.delete(id)?;
+    }
+    for id in sealed.difference(&staged) {
+        tracing::warn!(image_id = %id, "removing staged data of an image that no longer waits for it");
+        state.staging.discard(id)?;
     }
     finish_recovery(state, &mut recovery)?;
     Ok(recovery)
@@ -327,7 +358,8 @@ async fn watch_storage(state: AppState, meta: Arc<GuardedMeta>, mut recovery: Re
     }
 }
 
-/// Deletes tasks whose `expires_at` has passed, every `sweep_interval_secs`.
+/// Deletes tasks whose `expires_at` has passed, and staged data older than
+/// `staging_ttl_secs`, every `sweep_interval_secs`.
 async fn sweep_expired(state: AppState) {
     let period = Duration::from_secs(state.config.sweep_interval_secs.max(1));
     let mut tick = tokio::time::interval(period);
@@ -338,6 +370,15 @@ async fn sweep_expired(state: AppState) {
             Ok(0) => {}
             Ok(n) => tracing::info!(tasks = n, "deleted expired tasks"),
             Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
+        }
+        let s = state.clone();
+        let expired =
+            tokio::task::spawn_blocking(move || crate::staging::expire(&s, imports::now())).await;
+        match expired {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(stages = n, "removed expired staged data"),
+            Ok(Err(e)) => tracing::error!(error = %e, "staging expiry sweep failed"),
+            Err(e) => tracing::error!(error = %e, "staging expiry sweep panicked"),
         }
     }
 }
@@ -438,6 +479,7 @@ mod tests {
             config: Arc::new(config),
             meta: Arc::new(MemoryMeta::new()),
             store: Arc::new(LocalStore::open(dir).unwrap()),
+            staging: Arc::new(StagingArea::open(dir, Default::default()).unwrap()),
         }
     }
 
@@ -506,6 +548,54 @@ mod tests {
         assert_eq!(
             state.store.list_ids().unwrap(),
             vec![active.id.clone(), deactivated.id.clone()]
+        );
+    }
+
+    #[test]
+    fn test_recover_complete_stage_kept_uploading_others_removed() {
+        use crate::staging::Staged;
+        let dir = tempfile::tempdir().unwrap();
+        let state = scratch_state(dir.path());
+        let staged = Staged {
+            size: 4,
+            md5_hex: "m".into(),
+            sha512_hex: "s".into(),
+            virtual_size: Some(4),
+            format: "raw".into(),
+            converted: false,
+            staged_at: 1,
+        };
+        let stage = |image: &ImageRecord, sealed: bool| {
+            let path = state.staging.store().path(&image.id).unwrap();
+            std::fs::write(path, b"data").unwrap();
+            if sealed {
+                state.staging.seal(&image.id, &staged).unwrap();
+            }
+        };
+        let mut kept = image(1, ImageStatus::Uploading);
+        kept.forget_data();
+        stage(&kept, true);
+        let cut_short = image(2, ImageStatus::Uploading);
+        stage(&cut_short, false);
+        let importing = image(3, ImageStatus::Importing);
+        stage(&importing, true);
+        for image in [&kept, &cut_short, &importing] {
+            state.meta.put_image(image).unwrap();
+        }
+
+        let recovery = recover(&state).unwrap();
+        assert!(!recovery.has_writes(), "{recovery:?}");
+        let status = |image: &ImageRecord| state.meta.get_image(&image.id).unwrap().unwrap().status;
+        assert_eq!(status(&kept), ImageStatus::Uploading);
+        assert_eq!(status(&cut_short), ImageStatus::Queued);
+        assert_eq!(status(&importing), ImageStatus::Queued);
+        assert_eq!(
+            state.staging.sealed().unwrap(),
+            vec![(kept.id.clone(), staged)]
+        );
+        assert_eq!(
+            state.staging.store().list_ids().unwrap(),
+            vec![kept.id.clone()]
         );
     }
 }

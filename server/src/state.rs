@@ -7,6 +7,7 @@ use sluice_pipeline::store::Store;
 use crate::config::Config;
 use crate::executor::Executor;
 use crate::meta::MetaStore;
+use crate::staging::StagingArea;
 
 /// Shared service state; cheap to clone.
 #[derive(Clone, Debug)]
@@ -17,6 +18,8 @@ pub struct AppState {
     pub meta: Arc<dyn MetaStore>,
     /// Image data.
     pub store: Arc<dyn Store>,
+    /// Staged data of `glance-direct` imports.
+    pub staging: Arc<StagingArea>,
     /// The import queue and workers.
     pub executor: Executor,
 }

@@ -111,7 +111,7 @@ fn test_create_image_without_id_is_queued_in_glance_shape() {
     // The enabled import methods (the default's; `interop.rs` tests the configured ones).
     assert_eq!(
         resp.header("openstack-image-import-methods"),
-        Some("web-download")
+        Some("glance-direct,web-download")
     );
 
     // Shown, listed (also by status), downloadable as "no data" (204), deleted.

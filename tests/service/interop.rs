@@ -85,12 +85,15 @@ fn wait_import_task(server: &Server, image_id: &str) -> Value {
 fn test_interop_info_and_create_header_follow_enabled_import_methods() {
     let server = Server::start(&[]);
     let info = server.get("/v2/info/import").json();
-    assert_eq!(info["import-methods"]["value"], json!(["web-download"]));
+    assert_eq!(
+        info["import-methods"]["value"],
+        json!(["glance-direct", "web-download"])
+    );
     let resp = server.req("POST", "/v2/images", ADMIN, Some(b"{}"));
     assert_eq!(resp.status, 201);
     assert_eq!(
         resp.header("openstack-image-import-methods"),
-        Some("web-download")
+        Some("glance-direct,web-download")
     );
 
     let dir = scratch();

@@ -16,5 +16,6 @@ mod policy;
 mod quotas;
 mod rejections;
 mod ssrf;
+mod stage;
 mod upload;
 mod upload_clients;

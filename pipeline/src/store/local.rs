@@ -172,6 +172,29 @@ impl Store for LocalStore {
         Ok(ids)
     }
 
+    /// A rename when `file` is on the store's volume (fsynced, then the directory), else
+    /// the default copy.
+    fn adopt(&self, id: &str, file: &Path) -> Result<(), StoreError> {
+        let target = self.path(id)?;
+        if target.exists() {
+            return Err(StoreError::AlreadyExists(id.to_owned()));
+        }
+        let err = |source| StoreError::Committing {
+            id: id.to_owned(),
+            source,
+        };
+        File::open(file).and_then(|f| f.sync_all()).map_err(err)?;
+        match fs::rename(file, &target) {
+            Ok(()) => File::open(&self.images)
+                .and_then(|d| d.sync_all())
+                .map_err(err),
+            Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+                crate::store::copy_into(self, id, file)
+            }
+            Err(e) => Err(err(e)),
+        }
+    }
+
     /// Removes every file in `tmp/` (imports interrupted by a crash).
     fn sweep(&self) -> Result<usize, StoreError> {
         let err = |source| StoreError::Opening {

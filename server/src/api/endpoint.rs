@@ -73,6 +73,11 @@ pub enum Endpoint {
         /// Image id as sent.
         id: String,
     },
+    /// `PUT /v2/images/{id}/stage`: the data of a `glance-direct` import.
+    StageImage {
+        /// Image id as sent.
+        id: String,
+    },
     /// `GET /v2/images/{id}/tasks` (Images API v2.12): the tasks that made the image.
     ImageTasks {
         /// Image id as sent.
@@ -196,6 +201,12 @@ impl Endpoint {
                     id: (*id).to_owned(),
                 }),
                 _ => not_allowed("GET, PUT"),
+            },
+            ["v2", "images", id, "stage"] => match *m {
+                Method::PUT => Ok(Endpoint::StageImage {
+                    id: (*id).to_owned(),
+                }),
+                _ => not_allowed("PUT"),
             },
             ["v2", "images", id, "tasks"] => match *m {
                 Method::GET => Ok(Endpoint::ImageTasks {

@@ -24,6 +24,7 @@ mod create;
 mod import;
 mod list;
 mod patch;
+mod stage;
 mod upload;
 
 pub use create::create;
@@ -31,6 +32,7 @@ pub use import::import;
 pub use list::list;
 
 pub use patch::patch;
+pub use stage::stage;
 pub use upload::upload;
 
 /// Image properties kept out of API output (Glance hides these internal ones).
@@ -208,6 +210,9 @@ pub fn delete(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiB
     // failed removal is an orphan that the store's startup cleanup removes.
     if let Err(e) = api.state.store.delete(id) {
         tracing::warn!(image = %id, "deleting image data failed: {e}");
+    }
+    if let Err(e) = api.state.staging.discard(id) {
+        tracing::warn!(image = %id, "deleting staged data failed: {e}");
     }
     tracing::info!(image = %id, "image deleted");
     Ok(empty_response(StatusCode::NO_CONTENT))

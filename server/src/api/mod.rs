@@ -177,6 +177,7 @@ impl Api {
             Endpoint::DeleteImage { id } => images::delete(self, &ctx, &id),
             Endpoint::DownloadImage { id } => images::download(self, &ctx, &id, &request).await,
             Endpoint::UploadImage { id } => images::upload(self, &ctx, &id, request).await,
+            Endpoint::StageImage { id } => images::stage(self, &ctx, &id, request).await,
             Endpoint::ImageTasks { id } => images::image_tasks(self, &ctx, &id),
             Endpoint::ImageAction { id, deactivate } => {
                 images::set_active(self, &ctx, &id, !deactivate)

@@ -199,7 +199,8 @@ pub fn action_of(endpoint: &Endpoint) -> Option<Action> {
         Endpoint::PatchImage { .. }
         | Endpoint::AddTag { .. }
         | Endpoint::DeleteTag { .. }
-        | Endpoint::ImportImage { .. } => Some(Action::ModifyImage),
+        | Endpoint::ImportImage { .. }
+        | Endpoint::StageImage { .. } => Some(Action::ModifyImage),
         Endpoint::DeleteImage { .. } => Some(Action::DeleteImage),
         Endpoint::ImageAction {
             deactivate: true, ..

@@ -88,6 +88,9 @@ impl Harness {
             config: Arc::new(config),
             meta: Arc::new(MemoryMeta::new()),
             store: Arc::new(store),
+            staging: Arc::new(
+                crate::staging::StagingArea::open(dir.path(), Default::default()).unwrap(),
+            ),
         };
         Harness {
             api: Api::new(state).unwrap(),

@@ -61,6 +61,9 @@ pub(super) async fn run(
     progress: &Progress,
     cancel: watch::Receiver<bool>,
 ) -> Result<Imported, (String, String)> {
+    if super::glance_direct::is_glance_direct(&task.input) {
+        return super::glance_direct::run(state, &task.id, &task.input).await;
+    }
     let invalid = |what: &str| {
         (
             REASON_INVALID_INPUT.to_owned(),
@@ -95,8 +98,9 @@ pub(super) async fn run(
     Ok((image, ingested))
 }
 
-/// The image under this task's lock, now `importing`.
-async fn take(
+/// The image under this task's lock, now `importing` (from `queued`, or `uploading` for a
+/// `glance-direct` import).
+pub(super) async fn take(
     state: &AppState,
     task_id: &str,
     image_id: &str,
@@ -105,7 +109,11 @@ async fn take(
     let taken = meta(state, move |m| {
         m.transition_image(
             &id,
-            &[ImageStatus::Queued, ImageStatus::Importing],
+            &[
+                ImageStatus::Queued,
+                ImageStatus::Uploading,
+                ImageStatus::Importing,
+            ],
             &mut |image| {
                 if !locked_by(image, &task) {
                     return Decision::Keep;

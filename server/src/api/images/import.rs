@@ -21,6 +21,12 @@
 //! races this one finds the image no longer `queued` (409). Glance leaves the image `queued`
 //! until its flow starts; Sluice marks it `importing` at once, which is what a client polls
 //! for anyway.
+//!
+//! `glance-direct` commits a stage ([`super::stage`]): the image must be `uploading` with a
+//! complete stage (409 "Image needs to be staged before 'glance-direct' method can be used",
+//! also while the stage is still streaming). Its lock sets `os_glance_import_task` and
+//! leaves the image `uploading` (as Glance, until the task starts): were the task then
+//! refused (a quota), the lock is dropped and the stage stays importable.
 
 use std::time::Duration;
 
@@ -41,6 +47,8 @@ use crate::meta::{Decision, ImageRecord, ImageStatus, TaskRecord, TaskStatus, Tr
 
 /// Glance's 409 for an import while another holds the image's lock.
 const LOCKED: &str = "Image has active task";
+/// Glance's 409 for a `glance-direct` import of an image without a (complete) stage.
+const NOT_STAGED: &str = "Image needs to be staged before 'glance-direct' method can be used";
 
 /// `POST /v2/images/{id}/import`.
 pub async fn import<B>(
@@ -76,6 +84,11 @@ where
     let disk_format = image.disk_format.clone().unwrap_or_default();
     crate::imports::declared_format(&disk_format).map_err(ApiError::BadRequest)?;
     match method {
+        ImportMethod::GlanceDirect => {
+            if state.staging.staged(&image.id).is_none() {
+                return Err(ApiError::Conflict(NOT_STAGED.into()));
+            }
+        }
         ImportMethod::WebDownload => {
             let policy = crate::imports::import_policy(config);
             match request_body.get("method").and_then(|m| m.get("uri")) {
@@ -111,10 +124,17 @@ where
         user_id: Some(ctx.user_id.clone()),
     };
     state.meta.put_task(&task)?;
-    let locked = lock(api, ctx, id, &task.id, image.properties.get(LOCK_PROPERTY));
+    let locked = lock(
+        api,
+        ctx,
+        id,
+        &task.id,
+        image.properties.get(LOCK_PROPERTY),
+        method,
+    );
     let locked = locked.and_then(|()| {
         crate::quota::submit(state, &task.id, &task.owner)
-            .inspect_err(|_| unlock(api, ctx, id, &task.id))
+            .inspect_err(|_| unlock(api, ctx, id, &task.id, method))
     });
     if let Err(refused) = locked {
         // The client never learns this id: do not leave a task that no worker will run.
@@ -183,6 +203,10 @@ fn check_image(image: &ImageRecord, method: ImportMethod) -> Result<(), ApiError
             ));
         }
         ImportMethod::WebDownload => {}
+        ImportMethod::GlanceDirect if image.status != ImageStatus::Uploading => {
+            return conflict(NOT_STAGED.into());
+        }
+        ImportMethod::GlanceDirect => {}
     }
     if image.container_format.is_none() {
         return conflict("'container_format' needs to be set before import".into());
@@ -205,61 +229,59 @@ fn live_lock(api: &Api, image: &ImageRecord) -> Result<Option<String>, ApiError>
         .map(|t| t.id))
 }
 
-/// Takes the lock: `queued` → `importing` with `os_glance_import_task` = `task_id`, if the
-/// lock is still what was checked (`seen`).
+/// The status an import of `method` starts from, and the one its lock leaves the image in.
+fn lock_statuses(method: ImportMethod) -> (ImageStatus, ImageStatus) {
+    match method {
+        ImportMethod::GlanceDirect => (ImageStatus::Uploading, ImageStatus::Uploading),
+        ImportMethod::WebDownload => (ImageStatus::Queued, ImageStatus::Importing),
+    }
+}
+
+/// Takes the lock: `os_glance_import_task` = `task_id` and `queued` → `importing`
+/// (`glance-direct`: stays `uploading`), if the lock is still what was checked (`seen`).
 fn lock(
     api: &Api,
     ctx: &RequestContext,
     id: &str,
     task_id: &str,
     seen: Option<&String>,
+    method: ImportMethod,
 ) -> Result<(), ApiError> {
     let seen = seen.cloned();
-    let outcome = update(
-        api,
-        ctx,
-        id,
-        Action::ModifyImage,
-        &[ImageStatus::Queued],
-        |image| {
-            if image.properties.get(LOCK_PROPERTY) != seen.as_ref() {
-                return Err(ApiError::Conflict(LOCKED.into()));
-            }
-            image.status = ImageStatus::Importing;
-            image
-                .properties
-                .insert(LOCK_PROPERTY.into(), task_id.to_owned());
-            image.task_id = Some(task_id.to_owned());
-            image.updated_at = now();
-            Ok(Decision::Write)
-        },
-    )?;
+    let (from, locked) = lock_statuses(method);
+    let outcome = update(api, ctx, id, Action::ModifyImage, &[from], |image| {
+        if image.properties.get(LOCK_PROPERTY) != seen.as_ref() {
+            return Err(ApiError::Conflict(LOCKED.into()));
+        }
+        image.status = locked;
+        image
+            .properties
+            .insert(LOCK_PROPERTY.into(), task_id.to_owned());
+        image.task_id = Some(task_id.to_owned());
+        image.updated_at = now();
+        Ok(Decision::Write)
+    })?;
     match outcome {
         Transition::Done(_) => Ok(()),
-        Transition::Refused(image) => check_image(&image, ImportMethod::WebDownload)
-            .and(Err(ApiError::Conflict(LOCKED.into()))),
+        Transition::Refused(image) => {
+            check_image(&image, method).and(Err(ApiError::Conflict(LOCKED.into())))
+        }
         Transition::Kept(_) | Transition::Missing => Err(ApiError::Conflict(LOCKED.into())),
     }
 }
 
 /// Undoes [`lock`] after the task could not be queued.
-fn unlock(api: &Api, ctx: &RequestContext, id: &str, task_id: &str) {
-    let undone = update(
-        api,
-        ctx,
-        id,
-        Action::ModifyImage,
-        &[ImageStatus::Importing],
-        |image| {
-            if image.properties.get(LOCK_PROPERTY).map(String::as_str) != Some(task_id) {
-                return Ok(Decision::Keep);
-            }
-            image.status = ImageStatus::Queued;
-            image.properties.remove(LOCK_PROPERTY);
-            image.updated_at = now();
-            Ok(Decision::Write)
-        },
-    );
+fn unlock(api: &Api, ctx: &RequestContext, id: &str, task_id: &str, method: ImportMethod) {
+    let (from, locked) = lock_statuses(method);
+    let undone = update(api, ctx, id, Action::ModifyImage, &[locked], |image| {
+        if image.properties.get(LOCK_PROPERTY).map(String::as_str) != Some(task_id) {
+            return Ok(Decision::Keep);
+        }
+        image.status = from;
+        image.properties.remove(LOCK_PROPERTY);
+        image.updated_at = now();
+        Ok(Decision::Write)
+    });
     if let Err(e) = undone {
         tracing::warn!(image = %id, "releasing the import lock failed: {e}");
     }

@@ -29,6 +29,10 @@
 //!
 //! The work runs in its own task, so a client that disconnects (hyper then drops the request
 //! handler) still has its image returned to `queued` and its partial data removed.
+//!
+//! `PUT /v2/images/{id}/stage` ([`super::stage`]) is the same request with another
+//! [`Destination`]: the image goes `queued` → `uploading`, the body is converted as the
+//! server's `conversion` says and lands in the staging area, sealed there for the import.
 
 use std::time::Duration;
 
@@ -36,7 +40,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use hyper::body::Body;
-use sluice_formats::{Format, Limits};
+use sluice_formats::{Format, Limits, Target};
 use sluice_pipeline::body::{BodySource, Discarded};
 use sluice_pipeline::ingest::ingest_as;
 use sluice_pipeline::rate::{MinRate, RateGuard};
@@ -52,10 +56,39 @@ use crate::api::{now, Api};
 use crate::imports::{self, OPAQUE_DISK_FORMATS};
 use crate::meta::{Decision, ImageRecord, ImageStatus, Transition};
 use crate::quota::ImportQuota;
+use crate::staging::Staged;
 use crate::state::AppState;
 
 /// The one media type an upload may have (Glance's deserializer).
 const OCTET_STREAM: &str = "application/octet-stream";
+
+/// Where an admitted body goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Destination {
+    /// `PUT …/file`: the image's data, stored as received; `queued` → `saving` → `active`.
+    File,
+    /// `PUT …/stage`: the staging area, converted as the server's `conversion` says;
+    /// `queued` → `uploading`, which it stays until imported.
+    Stage,
+}
+
+impl Destination {
+    /// The status of the image while its body streams (the lock).
+    fn status(self) -> ImageStatus {
+        match self {
+            Destination::File => ImageStatus::Saving,
+            Destination::Stage => ImageStatus::Uploading,
+        }
+    }
+
+    /// The policy the caller must pass (Glance's `stage` checks `modify_image`).
+    fn action(self) -> Action {
+        match self {
+            Destination::File => Action::UploadImage,
+            Destination::Stage => Action::ModifyImage,
+        }
+    }
+}
 
 /// `PUT /v2/images/{id}/file`.
 ///
@@ -66,6 +99,24 @@ pub async fn upload<B>(
     ctx: &RequestContext,
     id: &str,
     request: Request<B>,
+) -> Result<Response<ApiBody>, ApiError>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::fmt::Display,
+{
+    receive(api, ctx, id, request, Destination::File).await
+}
+
+/// Streams the request body of an upload or a stage to `dest` (module documentation).
+///
+/// # Errors
+/// See the module documentation.
+pub(super) async fn receive<B>(
+    api: &Api,
+    ctx: &RequestContext,
+    id: &str,
+    request: Request<B>,
+    dest: Destination,
 ) -> Result<Response<ApiBody>, ApiError>
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
@@ -83,7 +134,7 @@ where
         announced,
         Duration::from_secs(config.request_timeout_secs.max(1)),
     );
-    let upload = match admit(api, ctx, id, &parts.headers, announced).await {
+    let upload = match admit(api, ctx, id, &parts.headers, announced, dest).await {
         Ok(upload) => upload,
         Err(e) => {
             // A client that waits for `100 Continue` has sent nothing and is told at once;
@@ -120,7 +171,18 @@ async fn admit(
     id: &str,
     headers: &http::HeaderMap,
     announced: Option<u64>,
+    dest: Destination,
 ) -> Result<Upload, ApiError> {
+    let config = &api.state.config;
+    // Glance's stage call exists only while glance-direct is enabled (the body is dropped
+    // as any refused body is).
+    if dest == Destination::Stage
+        && !config
+            .enabled_import_methods
+            .contains(&crate::config::ImportMethod::GlanceDirect)
+    {
+        return Err(ApiError::NotFound);
+    }
     let content_type = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -129,9 +191,8 @@ async fn admit(
     if !media_type.eq_ignore_ascii_case(OCTET_STREAM) {
         return Err(ApiError::UploadMediaType(content_type.to_owned()));
     }
-    let image = super::load(api, ctx, id, Action::UploadImage)?;
-    check_uploadable(&image)?;
-    let config = &api.state.config;
+    let image = super::load(api, ctx, id, dest.action())?;
+    check_uploadable(&image, dest)?;
     if let Some(len) = announced.filter(|len| *len > config.max_virtual_size) {
         return Err(ApiError::ImageTooLarge(format!(
             "the body announces {len} bytes, more than the limit of {} bytes",
@@ -140,36 +201,44 @@ async fn admit(
     }
     let (quota, slot) =
         ImportQuota::start_upload(&api.state, &image.id, &image.owner, announced).await?;
-    // The lock: only one request moves the image from `queued` to `saving`.
+    // The lock: only one request moves the image from `queued` to `saving` (`uploading`).
     let locked = super::update(
         api,
         ctx,
         id,
-        Action::UploadImage,
+        dest.action(),
         &[ImageStatus::Queued],
         |image| {
-            check_uploadable(image)?;
-            image.status = ImageStatus::Saving;
+            check_uploadable(image, dest)?;
+            image.status = dest.status();
             image.updated_at = now();
             Ok(Decision::Write)
         },
     )?;
     if let Transition::Refused(image) = locked {
-        return Err(not_queued(&image));
+        return Err(not_queued(&image, dest));
     }
+    let target = match dest {
+        Destination::File => None,
+        Destination::Stage => stage_target(&image, config.conversion),
+    };
     Ok(Upload {
         state: api.state.clone(),
         image_id: image.id.clone(),
         declared: declared_format(&image),
+        dest,
+        target,
         quota,
         slot,
     })
 }
 
-/// The checks Glance's `Image.status` setter makes when an image goes to `saving`.
-fn check_uploadable(image: &ImageRecord) -> Result<(), ApiError> {
+/// The checks Glance's `Image.status` setter makes when an image goes to `saving`. A stage
+/// needs the formats too in Sluice (Glance checks them only at import): the body is
+/// inspected and converted as it arrives.
+fn check_uploadable(image: &ImageRecord, dest: Destination) -> Result<(), ApiError> {
     if image.status != ImageStatus::Queued {
-        return Err(not_queued(image));
+        return Err(not_queued(image, dest));
     }
     let missing: Vec<&str> = [
         ("disk_format", image.disk_format.is_none()),
@@ -190,12 +259,24 @@ fn check_uploadable(image: &ImageRecord) -> Result<(), ApiError> {
     }
 }
 
-/// Glance's 409 for an upload to an image that is not `queued`.
-fn not_queued(image: &ImageRecord) -> ApiError {
+/// Glance's 409 for an upload (a stage) to an image that is not `queued`.
+fn not_queued(image: &ImageRecord, dest: Destination) -> ApiError {
     ApiError::Conflict(format!(
-        "Image status transition from {} to saving is not allowed",
-        image.status
+        "Image status transition from {} to {} is not allowed",
+        image.status,
+        dest.status()
     ))
+}
+
+/// The conversion a stage of `image` gets: the server's `conversion` (as Glance's
+/// `image_conversion` plugin, which runs on staged data), except for opaque formats and
+/// formats Sluice does not know, which are staged as received.
+fn stage_target(image: &ImageRecord, conversion: crate::config::Conversion) -> Option<Target> {
+    let disk_format = image.disk_format.as_deref().unwrap_or("raw");
+    if OPAQUE_DISK_FORMATS.contains(&disk_format) || disk_format.parse::<Format>().is_err() {
+        return None;
+    }
+    conversion.target()
 }
 
 /// The format the inspector holds the upload to: the image's `disk_format`; formats without
@@ -214,6 +295,9 @@ struct Upload {
     state: AppState,
     image_id: String,
     declared: Format,
+    dest: Destination,
+    /// The conversion of a stage.
+    target: Option<Target>,
     quota: ImportQuota,
     slot: crate::executor::UploadSlot,
 }
@@ -242,12 +326,16 @@ impl Upload {
         let (cancel, _timed_out) =
             imports::with_deadline(self.state.executor.shutdown_signal(), timeout);
         let progress = Progress::default();
+        let store = match self.dest {
+            Destination::File => &*self.state.store,
+            Destination::Stage => self.state.staging.store(),
+        };
         let ingested = ingest_as(
             RateGuard::new(&mut source, rate),
             self.declared,
-            None,
+            self.target,
             limits,
-            &self.state.store,
+            store,
             &self.image_id,
             &progress,
             cancel,
@@ -255,6 +343,7 @@ impl Upload {
         )
         .await;
         let outcome = match ingested {
+            Ok(ingested) if self.dest == Destination::Stage => self.seal(ingested).await,
             Ok(ingested) => self.activate(ingested).await,
             Err(e) => {
                 tracing::info!(
@@ -324,11 +413,53 @@ impl Upload {
         }
     }
 
-    /// `saving` → `queued` (Glance's `_restore`); an image deleted meanwhile stays deleted.
-    async fn requeue(&self) {
+    /// Marks the stage complete (the image stays `uploading`, waiting for its import). An
+    /// image deleted meanwhile loses the staged data (410).
+    async fn seal(&mut self, ingested: Ingested) -> Result<(), UploadFailure> {
+        let staged = Staged::of(&ingested, now());
+        let (state, id) = (self.state.clone(), self.image_id.clone());
+        let sealed = tokio::task::spawn_blocking(move || state.staging.seal(&id, &staged))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r);
+        if let Err(e) = sealed {
+            self.remove_data();
+            self.requeue().await;
+            return Err(UploadFailure::Meta(ApiError::Internal(format!(
+                "recording the staged data failed: {e}"
+            ))));
+        }
         let id = self.image_id.clone();
+        let touched = imports::meta(&self.state, move |m| {
+            m.transition_image(&id, &[ImageStatus::Uploading], &mut |image| {
+                image.updated_at = now();
+                Decision::Write
+            })
+        })
+        .await;
+        match touched {
+            Ok(Transition::Done(_)) => {
+                tracing::info!(image_id = %self.image_id, size = ingested.size, converted = ingested.converted, "stage complete");
+                Ok(())
+            }
+            Ok(Transition::Missing | Transition::Refused(_) | Transition::Kept(_)) => {
+                self.remove_data();
+                Err(UploadFailure::Gone)
+            }
+            Err(e) => {
+                self.remove_data();
+                self.requeue().await;
+                Err(UploadFailure::Meta(e.into()))
+            }
+        }
+    }
+
+    /// `saving` (`uploading`) → `queued` (Glance's `_restore`); an image deleted meanwhile
+    /// stays deleted.
+    async fn requeue(&self) {
+        let (id, status) = (self.image_id.clone(), self.dest.status());
         let restored = imports::meta(&self.state, move |m| {
-            m.transition_image(&id, &[ImageStatus::Saving], &mut |image| {
+            m.transition_image(&id, &[status], &mut |image| {
                 image.status = ImageStatus::Queued;
                 image.updated_at = now();
                 Decision::Write
@@ -341,7 +472,11 @@ impl Upload {
     }
 
     fn remove_data(&self) {
-        if let Err(e) = self.state.store.delete(&self.image_id) {
+        let removed = match self.dest {
+            Destination::File => self.state.store.delete(&self.image_id),
+            Destination::Stage => self.state.staging.discard(&self.image_id).map(|_| ()),
+        };
+        if let Err(e) = removed {
             tracing::warn!(image_id = %self.image_id, "removing uploaded data failed: {e}");
         }
     }

@@ -81,6 +81,7 @@ fn test_action_of_writes_need_member_and_reads_reader() {
         (Endpoint::DownloadImage { id: id() }, Action::DownloadImage),
         (Endpoint::PatchImage { id: id() }, Action::ModifyImage),
         (Endpoint::ImportImage { id: id() }, Action::ModifyImage),
+        (Endpoint::StageImage { id: id() }, Action::ModifyImage),
         (
             Endpoint::AddTag {
                 id: id(),

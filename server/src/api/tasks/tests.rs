@@ -641,7 +641,10 @@ async fn test_versions_root_is_300_and_versions_is_200() {
     let versions = h.call(Method::GET, "/versions", b"").await;
     assert_eq!(versions.status, StatusCode::OK);
     let info = h.call(Method::GET, "/v2/info/import", b"").await.json();
-    assert_eq!(info["import-methods"]["value"], json!(["web-download"]));
+    assert_eq!(
+        info["import-methods"]["value"],
+        json!(["glance-direct", "web-download"])
+    );
 }
 
 #[tokio::test]

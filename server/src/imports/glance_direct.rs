@@ -1,0 +1,73 @@
+//! The worker's half of a `glance-direct` import: the stage is already inspected, hashed and
+//! converted ([`crate::api::images::stage`]), so the task only moves it. It takes the image
+//! (`uploading` under its lock) to `importing`, renames the sealed stage into the store's
+//! `images/` and hands what the stage recorded to [`super::api_image::finish`], which makes
+//! the image `active` in one compare-and-swap (or removes the data and returns the image to
+//! `queued`).
+
+use serde_json::Value;
+
+use super::api_image::{take, Imported};
+use super::{REASON_INTERNAL, REASON_INVALID_INPUT};
+use crate::state::AppState;
+
+/// The `method.name` of a `glance-direct` import.
+pub const GLANCE_DIRECT: &str = "glance-direct";
+
+/// Reason code of a `glance-direct` import whose staged data is gone (expired or removed).
+const REASON_NOT_STAGED: &str = "not_staged";
+
+/// Whether `task`'s import request is a `glance-direct` one.
+pub(super) fn is_glance_direct(input: &Value) -> bool {
+    input
+        .pointer("/import_req/method/name")
+        .and_then(Value::as_str)
+        == Some(GLANCE_DIRECT)
+}
+
+/// Commits the stage of the task's image into the store.
+pub(super) async fn run(
+    state: &AppState,
+    task_id: &str,
+    input: &Value,
+) -> Result<Imported, (String, String)> {
+    let image_id = input
+        .get("image_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            (
+                REASON_INVALID_INPUT.to_owned(),
+                "Task input has no image_id".to_owned(),
+            )
+        })?
+        .to_owned();
+    let image = take(state, task_id, &image_id).await?;
+    let Some(staged) = state.staging.staged(&image_id) else {
+        return Err((
+            REASON_NOT_STAGED.to_owned(),
+            format!("image {image_id} has no staged data (expired or removed); stage it again"),
+        ));
+    };
+    let (staging, store, id) = (
+        std::sync::Arc::clone(&state.staging),
+        std::sync::Arc::clone(&state.store),
+        image_id.clone(),
+    );
+    let promoted = tokio::task::spawn_blocking(move || staging.promote(&id, &store))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    match promoted {
+        Ok(()) => {}
+        Err(e) => {
+            if let Err(e) = state.staging.discard(&image_id) {
+                tracing::warn!(image = %image_id, "removing a stage that failed to commit: {e}");
+            }
+            return Err((
+                REASON_INTERNAL.to_owned(),
+                format!("committing the staged data failed: {e}"),
+            ));
+        }
+    }
+    Ok((image, staged.into_ingested()))
+}

@@ -1,0 +1,333 @@
+//! The staging area of `glance-direct` imports: data staged by `PUT /v2/images/{id}/stage`
+//! waits here, already inspected, hashed and converted, until `POST /v2/images/{id}/import`
+//! commits it (a rename into the store's `images/`) or it expires.
+//!
+//! Layout, under `<data_dir>/staging/`: a [`LocalStore`] of its own (`tmp/<id>.part` while a
+//! stage streams, `images/<id>` once its data is on disk) and `sealed/<id>.json`, the marker
+//! of a complete stage: what the stage stored (size, digests, format, virtual size) and when.
+//! The marker is written (fsynced, renamed, directory fsynced) only after the data is
+//! committed, so a marker always names complete data; data without a marker is a stage cut
+//! short and is removed. Recovery after a crash does not sweep `images/` or `sealed/`: a
+//! complete stage stays importable across a restart.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sluice_formats::{Format, Report, Verdict};
+use sluice_pipeline::store::space::Reserve;
+use sluice_pipeline::store::{LocalStore, Store, StoreError};
+use sluice_pipeline::Ingested;
+
+use crate::imports::LOCK_PROPERTY;
+use crate::meta::{Decision, ImageStatus, MetaError, TaskStatus, Timestamp, Transition};
+use crate::state::AppState;
+
+/// Suffix of a marker file.
+const MARKER_SUFFIX: &str = ".json";
+
+/// What a complete stage stored: the fields the image gets when the stage is imported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Staged {
+    /// Bytes staged (the converted output's when converted).
+    pub size: u64,
+    /// MD5 of the staged bytes (Glance `checksum`).
+    pub md5_hex: String,
+    /// SHA-512 of the staged bytes (Glance `os_hash_value`).
+    pub sha512_hex: String,
+    /// The guest-visible size, when known.
+    pub virtual_size: Option<u64>,
+    /// The format of the staged bytes (Sluice's format name).
+    pub format: String,
+    /// Whether the stage converted the data (the server's `conversion` setting).
+    pub converted: bool,
+    /// When the stage completed.
+    pub staged_at: Timestamp,
+}
+
+impl Staged {
+    /// What a stage that ended with `ingested` at `at` stored.
+    pub fn of(ingested: &Ingested, at: Timestamp) -> Staged {
+        Staged {
+            size: ingested.size,
+            md5_hex: ingested.md5_hex.clone(),
+            sha512_hex: ingested.sha512_hex.clone(),
+            virtual_size: ingested.report.virtual_size,
+            format: ingested.format.to_string(),
+            converted: ingested.converted,
+            staged_at: at,
+        }
+    }
+
+    /// The data as the import commits it: an accepted report of the staged format.
+    pub fn into_ingested(self) -> Ingested {
+        let format = self.format.parse().unwrap_or(Format::Raw);
+        Ingested {
+            size: self.size,
+            md5_hex: self.md5_hex,
+            sha512_hex: self.sha512_hex,
+            report: Report {
+                format,
+                formats: vec![format],
+                declared: Some(format),
+                virtual_size: self.virtual_size,
+                verdict: Verdict::Accept,
+                reasons: Vec::new(),
+                bytes_inspected: self.size,
+                complete: true,
+            },
+            format,
+            converted: self.converted,
+        }
+    }
+}
+
+/// The staging area (module documentation).
+#[derive(Debug)]
+pub struct StagingArea {
+    store: LocalStore,
+    sealed: PathBuf,
+}
+
+impl StagingArea {
+    /// Opens (creating when missing) `<data_dir>/staging`, keeping `reserve` free on its
+    /// volume as the image store does.
+    ///
+    /// # Errors
+    /// When the directories cannot be created.
+    pub fn open(data_dir: &Path, reserve: Reserve) -> Result<StagingArea, StoreError> {
+        let root = data_dir.join("staging");
+        let store = LocalStore::open_with_reserve(&root, reserve)?;
+        let sealed = root.join("sealed");
+        fs::create_dir_all(&sealed).map_err(|source| StoreError::Opening {
+            path: sealed.clone(),
+            source,
+        })?;
+        Ok(StagingArea { store, sealed })
+    }
+
+    /// The store a stage streams into (`ingest_as` writes `tmp/<id>.part`, then commits it
+    /// to the staging area's `images/<id>`).
+    pub fn store(&self) -> &LocalStore {
+        &self.store
+    }
+
+    fn marker(&self, id: &str) -> Result<PathBuf, StoreError> {
+        // `path` checks the id, so a marker name is always a plain file name.
+        self.store.path(id)?;
+        Ok(self.sealed.join(format!("{id}{MARKER_SUFFIX}")))
+    }
+
+    /// Marks the committed stage of `id` complete. Blocking (fsyncs).
+    ///
+    /// # Errors
+    /// When the marker cannot be written.
+    pub fn seal(&self, id: &str, staged: &Staged) -> io::Result<()> {
+        let marker = self.marker(id).map_err(io::Error::other)?;
+        let part = self.sealed.join(format!("{id}{MARKER_SUFFIX}.part"));
+        let text = serde_json::to_vec(staged).map_err(io::Error::other)?;
+        let mut file = File::create(&part)?;
+        file.write_all(&text)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&part, &marker)?;
+        File::open(&self.sealed)?.sync_all()
+    }
+
+    /// The complete stage of `id`, if there is one (its marker and its data).
+    pub fn staged(&self, id: &str) -> Option<Staged> {
+        let marker = self.marker(id).ok()?;
+        let text = fs::read(marker).ok()?;
+        let staged: Staged = serde_json::from_slice(&text).ok()?;
+        let data = self.store.path(id).ok()?;
+        data.exists().then_some(staged)
+    }
+
+    /// Removes the stage of `id`, complete or not (marker first, so a crash in between
+    /// leaves data without a marker: a cut-short stage). `Ok(false)` when there was none.
+    ///
+    /// # Errors
+    /// When a file exists but cannot be removed.
+    pub fn discard(&self, id: &str) -> Result<bool, StoreError> {
+        let marker = self.marker(id)?;
+        let had_marker = match fs::remove_file(&marker) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(source) => {
+                return Err(StoreError::Deleting {
+                    id: id.to_owned(),
+                    source,
+                })
+            }
+        };
+        let had_data = self.store.path(id)?.exists();
+        self.store.delete(id)?;
+        Ok(had_data || had_marker)
+    }
+
+    /// Hands the complete stage of `id` to `into` as its committed image
+    /// ([`Store::adopt`]: one rename when `into` is the local store on the same volume), and
+    /// drops its marker. Blocking.
+    ///
+    /// # Errors
+    /// [`StoreError::AlreadyExists`] when `into` has the image; what `adopt` fails with.
+    pub fn promote(&self, id: &str, into: &dyn Store) -> Result<(), StoreError> {
+        into.adopt(id, &self.store.path(id)?)?;
+        if let Err(e) = self.discard(id) {
+            tracing::warn!(image = %id, "removing a promoted stage's marker failed: {e}");
+        }
+        Ok(())
+    }
+
+    /// Every complete stage, sorted by id (for recovery and the expiry sweep).
+    ///
+    /// # Errors
+    /// When the staging area cannot be listed.
+    pub fn sealed(&self) -> Result<Vec<(String, Staged)>, StoreError> {
+        let mut out = Vec::new();
+        for id in self.store.list_ids()? {
+            if let Some(staged) = self.staged(&id) {
+                out.push((id, staged));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes what a crash left: partial stages (`tmp/`), committed data without a marker,
+    /// and markers without data. Returns how many stages were removed.
+    ///
+    /// # Errors
+    /// When the staging area cannot be listed or a file removed.
+    pub fn sweep_incomplete(&self) -> Result<usize, StoreError> {
+        let mut removed = self.store.sweep()?;
+        for id in self.store.list_ids()? {
+            if self.staged(&id).is_none() {
+                self.discard(&id)?;
+                removed = removed.saturating_add(1);
+            }
+        }
+        let err = |source| StoreError::Opening {
+            path: self.sealed.clone(),
+            source,
+        };
+        for entry in fs::read_dir(&self.sealed).map_err(err)? {
+            let path = entry.map_err(err)?.path();
+            let id = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(MARKER_SUFFIX))
+                .map(str::to_owned);
+            let complete = id.as_deref().is_some_and(|id| self.staged(id).is_some());
+            if !complete {
+                fs::remove_file(&path).map_err(err)?;
+                removed = removed.saturating_add(1);
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Removes every complete stage older than `staging_ttl_secs` at `now` whose image waits for
+/// no import, and returns its image (still `uploading`) to `queued`; returns how many were
+/// removed. An image whose lock names a pending or running import keeps its stage: the
+/// import takes it. Blocking.
+///
+/// # Errors
+/// When the staging area cannot be listed or the metadata read or written.
+pub fn expire(state: &AppState, now: Timestamp) -> anyhow::Result<usize> {
+    let ttl = i64::try_from(state.config.staging_ttl_secs).unwrap_or(i64::MAX);
+    let mut removed = 0usize;
+    for (id, staged) in state.staging.sealed()? {
+        if staged.staged_at.saturating_add(ttl) > now {
+            continue;
+        }
+        let Some(image) = state.meta.get_image(&id)? else {
+            state.staging.discard(&id)?;
+            removed = removed.saturating_add(1);
+            continue;
+        };
+        let lock = image.properties.get(LOCK_PROPERTY).cloned();
+        if let Some(task_id) = &lock {
+            let live = state
+                .meta
+                .get_task(task_id)?
+                .is_some_and(|t| matches!(t.status, TaskStatus::Pending | TaskStatus::Processing));
+            if live {
+                continue;
+            }
+        }
+        let requeued = state
+            .meta
+            .transition_image(&id, &[ImageStatus::Uploading], &mut |image| {
+                if image.properties.get(LOCK_PROPERTY) != lock.as_ref() {
+                    return Decision::Keep;
+                }
+                image.status = ImageStatus::Queued;
+                image.properties.remove(LOCK_PROPERTY);
+                image.forget_data();
+                image.updated_at = now;
+                Decision::Write
+            });
+        match requeued {
+            Ok(Transition::Done(_) | Transition::Missing) => {}
+            Ok(Transition::Kept(_)) => continue,
+            // Importing (the import took it meanwhile) or queued by someone else.
+            Ok(Transition::Refused(image)) if image.status == ImageStatus::Importing => continue,
+            Ok(Transition::Refused(_)) => {}
+            Err(MetaError::StorageFull(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        state.staging.discard(&id)?;
+        tracing::info!(image = %id, staged_at = staged.staged_at, "staged data expired: image back to queued");
+        removed = removed.saturating_add(1);
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn staged(at: Timestamp) -> Staged {
+        Staged {
+            size: 4,
+            md5_hex: "m".into(),
+            sha512_hex: "s".into(),
+            virtual_size: Some(4),
+            format: "raw".into(),
+            converted: false,
+            staged_at: at,
+        }
+    }
+
+    #[test]
+    fn test_staging_sealed_stage_survives_sweep_unsealed_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let area = StagingArea::open(dir.path(), Reserve::Bytes(0)).unwrap();
+        let path = |id: &str| area.store().path(id).unwrap();
+        fs::write(path("a"), b"data").unwrap();
+        area.seal("a", &staged(7)).unwrap();
+        fs::write(path("b"), b"cut short").unwrap();
+        fs::write(area.sealed.join("c.json"), b"{}").unwrap();
+        fs::write(area.store().scratch_dir().join("d.part"), b"partial").unwrap();
+
+        assert_eq!(area.sweep_incomplete().unwrap(), 3);
+        assert_eq!(area.sealed().unwrap(), vec![("a".to_owned(), staged(7))]);
+        assert!(!path("b").exists());
+    }
+
+    #[test]
+    fn test_staging_promote_moves_data_and_drops_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let area = StagingArea::open(dir.path(), Reserve::Bytes(0)).unwrap();
+        let images = LocalStore::open_with_reserve(dir.path(), Reserve::Bytes(0)).unwrap();
+        fs::write(area.store().path("a").unwrap(), b"data").unwrap();
+        area.seal("a", &staged(1)).unwrap();
+        area.promote("a", &images).unwrap();
+        assert_eq!(fs::read(images.path("a").unwrap()).unwrap(), b"data");
+        assert_eq!(area.staged("a"), None);
+        assert!(area.sealed().unwrap().is_empty());
+        assert!(!area.discard("a").unwrap());
+    }
+}
