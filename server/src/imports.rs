@@ -305,7 +305,9 @@ async fn pull(
     mut cancel: watch::Receiver<bool>,
 ) -> Result<Ingested, (String, String)> {
     let config = &state.config;
-    let quota = crate::quota::ImportQuota::start(state, &task.id, &task.owner).await?;
+    // An interoperable import fills an image whose record already counts.
+    let adds_image = task.task_type != API_IMAGE_IMPORT;
+    let quota = crate::quota::ImportQuota::start(state, &task.id, &task.owner, adds_image).await?;
     let policy = import_policy(config);
     let http = HttpConfig::default();
     let opened = tokio::select! {

@@ -9,6 +9,7 @@ mod harness;
 mod images_create;
 mod imports;
 mod interop;
+mod interop_quotas;
 mod isolation;
 mod lifecycle;
 mod listing;
