@@ -501,9 +501,11 @@ pub async fn meta<T: Send + 'static>(
         .map_err(|e| MetaError::Backend(format!("metadata call panicked: {e}")))?
 }
 
+/// Writes a status change of `task` through the compare-and-swap
+/// ([`MetaStore::transition_task`]): a task another writer has moved on is not overwritten.
 async fn save(state: &AppState, task: &TaskRecord) -> Result<(), MetaError> {
     let task = task.clone();
-    meta(state, move |m| m.put_task(&task)).await
+    meta(state, move |m| m.transition_task(&task)).await
 }
 
 /// Records a task's final state; on a full volume keeps trying in the background (every

@@ -213,9 +213,11 @@ pub fn finish_recovery(state: &AppState, recovery: &mut Recovery) -> anyhow::Res
                 .to_owned(),
             ttl,
         );
-        match state.meta.put_task(&task) {
+        match state.meta.transition_task(&task) {
             Ok(()) => tracing::warn!(task_id = %id, "failed a task interrupted by a restart"),
             Err(MetaError::StorageFull(_)) => interrupted.push(id),
+            // Another writer finished it meanwhile: its word stands.
+            Err(MetaError::TaskRefused { .. }) => {}
             Err(e) => return Err(e.into()),
         }
     }
