@@ -2,6 +2,7 @@
 //! moves a task only as [`TaskStatus::can_become`] allows and of two racing writers exactly one
 //! wins; [`MetaStore::transition_image_with_task`] writes the image and the task together or
 //! neither; [`MetaStore::commit_import`] refuses a task that is no longer `processing`.
+//! And [`MetaStore::image_tasks`] lists exactly the tasks of one image, by creation.
 
 use std::sync::Barrier;
 

@@ -271,6 +271,10 @@ impl MetaStore for GuardedMeta {
         self.read().rocks.unfinished_tasks()
     }
 
+    fn image_tasks(&self, image_id: &str) -> Result<Vec<TaskRecord>, MetaError> {
+        self.read().rocks.image_tasks(image_id)
+    }
+
     fn scan_images(
         &self,
         owner: Option<&str>,

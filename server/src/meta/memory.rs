@@ -226,6 +226,15 @@ impl MetaStore for MemoryMeta {
         Ok(self.inner()?.images.get(id).cloned())
     }
 
+    fn image_tasks(&self, image_id: &str) -> Result<Vec<TaskRecord>, MetaError> {
+        let ids = query::image_task_ids(self, image_id)?;
+        let inner = self.inner()?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| inner.tasks.get(id).cloned())
+            .collect())
+    }
+
     fn list_images(&self) -> Result<Vec<ImageRecord>, MetaError> {
         Ok(self.inner()?.images.values().cloned().collect())
     }

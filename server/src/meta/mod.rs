@@ -396,6 +396,9 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     fn expired_tasks(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError>;
     /// The ids of `pending` and `processing` tasks, oldest first (start-up recovery).
     fn unfinished_tasks(&self) -> Result<Vec<String>, MetaError>;
+    /// The tasks of image `image_id` ([`index::task_image_id`]), oldest first: one range of
+    /// the tasks-by-image index, so O(tasks of that image).
+    fn image_tasks(&self, image_id: &str) -> Result<Vec<TaskRecord>, MetaError>;
     /// Calls `visit` with every image of `owner` (a range of the owner index), or with every
     /// image when `owner` is `None`, by creation; stops at `visit`'s first error.
     fn scan_images(

@@ -544,6 +544,17 @@ impl MetaStore for RocksMeta {
         query::unfinished_tasks(&self.snapshot())
     }
 
+    fn image_tasks(&self, image_id: &str) -> Result<Vec<TaskRecord>, MetaError> {
+        let mut tasks = Vec::new();
+        for id in query::image_task_ids(&self.snapshot(), image_id)? {
+            // A task deleted since the snapshot is simply not listed.
+            if let Some(task) = self.get(Table::Tasks, &id)? {
+                tasks.push(task);
+            }
+        }
+        Ok(tasks)
+    }
+
     fn scan_images(
         &self,
         owner: Option<&str>,
