@@ -63,9 +63,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let watcher = tokio::spawn(watch_storage(state.clone(), guarded, recovery));
     let sweeper = tokio::spawn(sweep_expired(state.clone()));
 
-    crate::api::serve(listener, state.clone(), shutdown_signal()).await?;
-    tracing::info!("shutting down: cancelling running imports");
-    executor.shutdown();
+    let stop = {
+        let executor = executor.clone();
+        async move {
+            shutdown_signal().await;
+            // Before the connections drain: an upload in flight then stops at once and its
+            // client gets the answer (503, Retry-After) rather than a closed connection.
+            tracing::info!("shutting down: cancelling running imports and uploads");
+            executor.shutdown();
+        }
+    };
+    crate::api::serve(listener, state.clone(), stop).await?;
     sweeper.abort();
     watcher.abort();
     for worker in workers {

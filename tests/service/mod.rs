@@ -19,3 +19,4 @@ mod rejections;
 mod ssrf;
 mod upload;
 mod upload_clients;
+mod upload_stops;
