@@ -306,7 +306,9 @@ async fn pull(
     mut cancel: watch::Receiver<bool>,
 ) -> Result<Ingested, (String, String)> {
     let config = &state.config;
-    let quota = crate::quota::ImportQuota::start(state, &task.id, &task.owner).await?;
+    // An interoperable import fills an image whose record already counts.
+    let adds_image = task.task_type != API_IMAGE_IMPORT;
+    let quota = crate::quota::ImportQuota::start(state, &task.id, &task.owner, adds_image).await?;
     let policy = import_policy(config);
     let http = HttpConfig::default();
     let opened = tokio::select! {
@@ -500,9 +502,11 @@ pub async fn meta<T: Send + 'static>(
         .map_err(|e| MetaError::Backend(format!("metadata call panicked: {e}")))?
 }
 
+/// Writes a status change of `task` through the compare-and-swap
+/// ([`MetaStore::transition_task`]): a task another writer has moved on is not overwritten.
 async fn save(state: &AppState, task: &TaskRecord) -> Result<(), MetaError> {
     let task = task.clone();
-    meta(state, move |m| m.put_task(&task)).await
+    meta(state, move |m| m.transition_task(&task)).await
 }
 
 /// Records a task's final state; on a full volume keeps trying in the background (every

@@ -317,7 +317,9 @@ pub fn check_create(
 
 /// The check when an import starts (usage may have changed since it was queued): its image
 /// must fit beside the project's images and *running* imports (waiting ones are checked when
-/// they start).
+/// they start). An import into an existing image (`adds_image` false: an interoperable
+/// import, whose record is already counted) is not checked against `image_count_total`, as
+/// Glance's `import_image`.
 ///
 /// # Errors
 /// Every resource over its limit.
@@ -326,15 +328,18 @@ pub fn check_start(
     limits: &ProjectLimits,
     stored: &ProjectUsage,
     others: &InFlight,
+    adds_image: bool,
 ) -> Result<(), ProjectOverLimit> {
     let running_others = others.running.saturating_sub(1);
     let mut e = Enforcer::default();
-    e.count(
-        "image_count_total",
-        limits.image_count_total,
-        stored.images.saturating_add(running_others),
-        1,
-    );
+    if adds_image {
+        e.count(
+            "image_count_total",
+            limits.image_count_total,
+            stored.images.saturating_add(running_others),
+            1,
+        );
+    }
     e.bytes(
         limits.image_size_total,
         stored.image_bytes.saturating_add(others.charged),
@@ -379,6 +384,29 @@ pub async fn admit_image(state: &AppState, project: &str) -> Result<(), ApiError
             .saturating_add(in_flight.waiting)
             .saturating_add(in_flight.running),
         1,
+    );
+    e.finish(project)
+        .map_err(|over| ApiError::LimitExceeded(over.glance_message()))
+}
+
+/// `POST /v2/images/{id}/import`: refuses (413, Glance's text) a project whose stored bytes
+/// are over `image_size_total` already (Glance's `enforce_image_size_total`, delta 0, before
+/// the image is even read). The bytes the import will store are charged as they arrive.
+///
+/// # Errors
+/// [`ApiError::LimitExceeded`], or an internal error when the metadata cannot be read.
+pub async fn admit_import(state: &AppState, project: &str) -> Result<(), ApiError> {
+    let limits = state.config.quotas.for_project(project);
+    if limits.image_size_total.get().is_none() {
+        return Ok(());
+    }
+    let stored = stored_usage(state, project, &limits).await?;
+    let in_flight = state.executor.in_flight(project, None);
+    let mut e = Enforcer::default();
+    e.bytes(
+        limits.image_size_total,
+        stored.image_bytes.saturating_add(in_flight.charged),
+        0,
     );
     e.finish(project)
         .map_err(|over| ApiError::LimitExceeded(over.glance_message()))
@@ -439,7 +467,8 @@ pub struct ImportQuota {
 }
 
 impl ImportQuota {
-    /// Checks the project's quotas for task `task_id` (running) and returns its admission.
+    /// Checks the project's quotas for task `task_id` (running) and returns its admission;
+    /// `adds_image` as [`check_start`]'s.
     ///
     /// # Errors
     /// A reason code and message for the task: [`REASON_QUOTA_EXCEEDED`] with Glance's text
@@ -448,6 +477,7 @@ impl ImportQuota {
         state: &AppState,
         task_id: &str,
         project: &str,
+        adds_image: bool,
     ) -> Result<ImportQuota, (String, String)> {
         let limits = state.config.quotas.for_project(project);
         // Read before the images: an import committing in between is counted twice (a
@@ -460,7 +490,7 @@ impl ImportQuota {
             )
         })?;
         let others = state.executor.in_flight(project, Some(task_id));
-        check_start(project, &limits, &stored, &others)
+        check_start(project, &limits, &stored, &others, adds_image)
             .map_err(|over| (REASON_QUOTA_EXCEEDED.to_owned(), over.glance_message()))?;
         Ok(ImportQuota {
             executor: state.executor.clone(),
@@ -622,12 +652,18 @@ mod tests {
             charged: MIB,
             committed: 0,
         };
-        assert!(check_start("p", &limits(2, 3, 1), &usage(1, MIB), &others).is_ok());
-        let over = check_start("p", &limits(1, 2, 1), &usage(1, MIB), &others)
+        assert!(check_start("p", &limits(2, 3, 1), &usage(1, MIB), &others, true).is_ok());
+        let over = check_start("p", &limits(1, 2, 1), &usage(1, MIB), &others, true)
             .unwrap_err()
             .over;
         let names: Vec<&str> = over.iter().map(|o| o.resource).collect();
         assert_eq!(names, ["image_count_total", "image_size_total"]);
+        // An import into an existing image adds no image.
+        let over = check_start("p", &limits(1, 2, 1), &usage(1, MIB), &others, false)
+            .unwrap_err()
+            .over;
+        let names: Vec<&str> = over.iter().map(|o| o.resource).collect();
+        assert_eq!(names, ["image_size_total"]);
     }
 
     #[test]

@@ -69,9 +69,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let watcher = tokio::spawn(watch_storage(state.clone(), guarded, recovery));
     let sweeper = tokio::spawn(sweep_expired(state.clone()));
 
-    crate::api::serve(listener, state.clone(), shutdown_signal()).await?;
-    tracing::info!("shutting down: cancelling running imports");
-    executor.shutdown();
+    let stop = {
+        let executor = executor.clone();
+        async move {
+            shutdown_signal().await;
+            // Before the connections drain: an upload in flight then stops at once and its
+            // client gets the answer (503, Retry-After) rather than a closed connection.
+            tracing::info!("shutting down: cancelling running imports and uploads");
+            executor.shutdown();
+        }
+    };
+    crate::api::serve(listener, state.clone(), stop).await?;
     sweeper.abort();
     watcher.abort();
     for worker in workers {
@@ -244,9 +252,11 @@ pub fn finish_recovery(state: &AppState, recovery: &mut Recovery) -> anyhow::Res
                 .to_owned(),
             ttl,
         );
-        match state.meta.put_task(&task) {
+        match state.meta.transition_task(&task) {
             Ok(()) => tracing::warn!(task_id = %id, "failed a task interrupted by a restart"),
             Err(MetaError::StorageFull(_)) => interrupted.push(id),
+            // Another writer finished it meanwhile: its word stands.
+            Err(MetaError::TaskRefused { .. }) => {}
             Err(e) => return Err(e.into()),
         }
     }

@@ -31,6 +31,9 @@ const REASON_SIZE_CAP: &str = "size_cap";
 
 /// Seconds a client is asked to wait after a 503 for a full import queue.
 const QUEUE_FULL_RETRY_AFTER_SECS: &str = "30";
+/// Seconds a client is asked to wait after a 503 for an upload stopped by a shutdown: a
+/// restart of the service takes a few seconds (recovery reads only unfinished records).
+const SHUTDOWN_RETRY_AFTER_SECS: &str = "10";
 
 /// A failed request. Variant names and fields are the stable API; the texts are Glance's
 /// where Glance has one.
@@ -130,6 +133,9 @@ pub enum ApiError {
     /// 408: the client took longer than `request_timeout_secs` to send its body.
     #[error("request body timed out")]
     RequestTimeout,
+    /// 503 with `Retry-After`: the service is shutting down; the value says what stopped.
+    #[error("shutting down: {0}")]
+    ShuttingDown(String),
     /// 507: the data volume is below its free-space reserve (new imports) or its metadata
     /// floor (every write); the message says how much is free. Glance answers 413 "Image
     /// storage media is full" on upload; 507 does not suggest the request was too large.
@@ -153,6 +159,9 @@ pub enum ApiError {
     /// 415: an upload whose `Content-Type` (the value) is not `application/octet-stream`.
     #[error("unsupported upload media type {0:?}")]
     UploadMediaType(String),
+    /// 408: an upload that did not finish within `import_timeout_secs` (the value).
+    #[error("upload did not finish within {0} s")]
+    UploadTimeout(u64),
 }
 
 /// How webob ends the explanation in a JSON error body.
@@ -354,6 +363,15 @@ impl ApiError {
                 vec![],
                 Trailer::Standard,
             ),
+            E::ShuttingDown(what) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("The service is shutting down: {what}; retry later.").into(),
+                vec![(
+                    RETRY_AFTER,
+                    HeaderValue::from_static(SHUTDOWN_RETRY_AFTER_SECS),
+                )],
+                Trailer::Standard,
+            ),
             E::StorageFull(msg) => (
                 StatusCode::INSUFFICIENT_STORAGE,
                 msg.clone().into(),
@@ -398,10 +416,22 @@ impl ApiError {
                 vec![],
                 Trailer::Standard,
             ),
+            E::UploadTimeout(secs) => (
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "The upload did not finish within {secs} s (import_timeout_secs); nothing \
+                     was stored."
+                )
+                .into(),
+                vec![],
+                Trailer::Standard,
+            ),
         };
         let reason = match self {
             E::ImageTooLarge(_) => Some(REASON_SIZE_CAP.to_owned()),
             E::InvalidImageData { reason, .. } => Some(reason.clone()),
+            E::ShuttingDown(_) => Some(crate::imports::REASON_INTERRUPTED.to_owned()),
+            E::UploadTimeout(_) => Some(crate::imports::REASON_IMPORT_TIMEOUT.to_owned()),
             _ => None,
         };
         ErrorParts {

@@ -161,25 +161,25 @@ pub fn show(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiBod
     Ok(ok_json(&image_json(&load(api, ctx, id, Action::GetImage)?)))
 }
 
-/// `GET /v2/images/{id}/tasks` (Images API v2.12): `{"tasks": [...]}` holding the import task
-/// that created the image (the image's `task_id`), as Glance's raw task rows
-/// ([`tasks::task_row_json`]), unless the caller may not see that task (another project's,
-/// for a public image) or it has expired. An image the caller cannot see is 404.
+/// `GET /v2/images/{id}/tasks` (Images API v2.12): `{"tasks": [...]}` holding every task of
+/// the image (Glance's tasks with that `image_id`: its `api_image_import` tasks, or the
+/// `import` task that created it), oldest first, as Glance's raw task rows
+/// ([`tasks::task_row_json`]), except those the caller may not see (another project's, for a
+/// public image) or that have expired. An image the caller cannot see is 404.
 pub fn image_tasks(
     api: &Api,
     ctx: &RequestContext,
     id: &str,
 ) -> Result<Response<ApiBody>, ApiError> {
     let image = load(api, ctx, id, Action::GetImage)?;
-    let task = match &image.task_id {
-        Some(task_id) => api.state.meta.get_task(task_id)?,
-        None => None,
-    };
     let current = now();
-    let rows: Vec<Value> = task
+    let rows: Vec<Value> = api
+        .state
+        .meta
+        .image_tasks(&image.id)?
+        .into_iter()
         .filter(|t| tasks::visible(ctx, t) && tasks::unexpired(t, current))
         .map(|t| tasks::task_row_json(&t, &image.id))
-        .into_iter()
         .collect();
     Ok(ok_json(&json!({ "tasks": rows })))
 }

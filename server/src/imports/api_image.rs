@@ -170,19 +170,21 @@ pub(super) async fn finish(
         .unwrap_or_default()
         .to_owned();
     let outcome = match outcome {
-        Ok((image, ingested)) => commit(state, &task.id, image, &ingested).await,
+        Ok((image, ingested)) => {
+            let at = now();
+            let mut success = task.clone();
+            success.status = TaskStatus::Success;
+            success.result = Some(json!({ "image_id": image_id }));
+            success.message = String::new();
+            success.reason = None;
+            success.updated_at = at;
+            success.expires_at = Some(at.saturating_add(ttl));
+            commit(state, &success, image, &ingested).await
+        }
         Err(e) => Err(e),
     };
     match outcome {
         Ok(size) => {
-            let at = now();
-            task.status = TaskStatus::Success;
-            task.result = Some(json!({ "image_id": image_id }));
-            task.message = String::new();
-            task.reason = None;
-            task.updated_at = at;
-            task.expires_at = Some(at.saturating_add(ttl));
-            save_final(state, &task).await;
             tracing::info!(task_id = %task.id, image_id, size, "interoperable import succeeded");
             Some(size)
         }
@@ -196,19 +198,22 @@ pub(super) async fn finish(
     }
 }
 
-/// Makes the image `active` with what was stored; on any refusal removes the stored data.
+/// Makes the image `active` with what was stored and the task `success` (`success`), in one
+/// atomic write, so a crash cannot leave an `active` image whose task is then marked
+/// interrupted; on any refusal removes the stored data (and writes neither).
 async fn commit(
     state: &AppState,
-    task_id: &str,
+    success: &TaskRecord,
     image: ImageRecord,
     ingested: &Ingested,
 ) -> Result<u64, (String, String)> {
-    let (task, id) = (task_id.to_owned(), image.id.clone());
+    let (task, id) = (success.id.clone(), image.id.clone());
+    let success = success.clone();
     let (size, converted, format) = (ingested.size, ingested.converted, ingested.format);
     let virtual_size = ingested.report.virtual_size;
     let (md5, sha512) = (ingested.md5_hex.clone(), ingested.sha512_hex.clone());
     let committed = meta(state, move |m| {
-        m.transition_image(&id, &[ImageStatus::Importing], &mut |image| {
+        let change = &mut |image: &mut ImageRecord| {
             if !locked_by(image, &task) {
                 return Decision::Keep;
             }
@@ -226,7 +231,8 @@ async fn commit(
             image.os_hash_value = Some(sha512.clone());
             image.updated_at = now();
             Decision::Write
-        })
+        };
+        m.transition_image_with_task(&id, &[ImageStatus::Importing], change, &success)
     })
     .await;
     let refused = match committed {

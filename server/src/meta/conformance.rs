@@ -336,6 +336,8 @@ pub fn lists(store: &dyn MetaStore) {
     // commit_import indexes both records.
     let mut task = sample_task(&id(900));
     task.owner = PB.to_owned();
+    task.status = TaskStatus::Processing;
+    store.put_task(&task).expect("put processing task");
     task.status = TaskStatus::Success;
     task.expires_at = Some(1_600);
     let mut image = sample_image(&id(901));

@@ -208,6 +208,10 @@ impl MetaStore for GuardedMeta {
         self.guarded(|r| r.delete_task(id))
     }
 
+    fn transition_task(&self, task: &TaskRecord) -> Result<(), MetaError> {
+        self.guarded(|r| r.transition_task(task))
+    }
+
     fn commit_import(&self, task: &TaskRecord, image: &ImageRecord) -> Result<(), MetaError> {
         self.guarded(|r| r.commit_import(task, image))
     }
@@ -227,6 +231,16 @@ impl MetaStore for GuardedMeta {
         change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
     ) -> Result<Transition, MetaError> {
         self.guarded(|r| r.transition_image(id, expected, change))
+    }
+
+    fn transition_image_with_task(
+        &self,
+        id: &str,
+        expected: &[ImageStatus],
+        change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
+        task: &TaskRecord,
+    ) -> Result<Transition, MetaError> {
+        self.guarded(|r| r.transition_image_with_task(id, expected, change, task))
     }
 
     fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError> {
@@ -255,6 +269,10 @@ impl MetaStore for GuardedMeta {
 
     fn unfinished_tasks(&self) -> Result<Vec<String>, MetaError> {
         self.read().rocks.unfinished_tasks()
+    }
+
+    fn image_tasks(&self, image_id: &str) -> Result<Vec<TaskRecord>, MetaError> {
+        self.read().rocks.image_tasks(image_id)
     }
 
     fn scan_images(

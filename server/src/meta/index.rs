@@ -34,7 +34,22 @@ pub fn task_entries(task: &TaskRecord) -> Result<Vec<IndexEntry>, MetaError> {
             Vec::new(),
         ));
     }
+    if let Some(image_id) = task_image_id(task) {
+        entries.push((
+            Index::TasksByImage.key(image_id, task.created_at, &task.id),
+            Vec::new(),
+        ));
+    }
     Ok(entries)
+}
+
+/// The image a task is about (Glance's `tasks.image_id`): an `api_image_import`'s
+/// `input.image_id`, else the image an `import` task made (`result.image_id`).
+pub fn task_image_id(task: &TaskRecord) -> Option<&str> {
+    task.input
+        .get("image_id")
+        .or_else(|| task.result.as_ref().and_then(|r| r.get("image_id")))
+        .and_then(serde_json::Value::as_str)
 }
 
 /// The index entries of `image`.

@@ -23,6 +23,7 @@
 //! | every task                 | `c` | (empty)    | created_at, id    | the task summary |
 //! | tasks by expiry            | `e` | (empty)    | expires_at, id    | (empty)          |
 //! | unfinished tasks           | `u` | (empty)    | created_at, id    | (empty)          |
+//! | tasks by image             | `i` | image id   | created_at, id    | (empty)          |
 //! | images by owner            | `O` | owner      | created_at, id    | (empty)          |
 //! | images by visibility       | `V` | visibility | created_at, id    | (empty)          |
 //! | every image                | `C` | (empty)    | created_at, id    | (empty)          |
@@ -44,7 +45,7 @@ pub const INDEX_PREFIX: &[u8] = b"x/";
 pub const SCHEMA_KEY: &[u8] = b"m/index-version";
 /// The index layout this build writes: bump it when an index's keys or values change, so
 /// that stores written before rebuild their indexes on open.
-pub const INDEX_VERSION: u8 = 1;
+pub const INDEX_VERSION: u8 = 2;
 
 /// Length of a position's timestamp part.
 const TIMESTAMP_LEN: usize = 8;
@@ -110,6 +111,9 @@ pub enum Index {
     TasksByExpiry,
     /// Tasks `pending` or `processing`, by creation.
     TasksUnfinished,
+    /// Tasks of one image (`api_image_import`'s `input.image_id`, or the image an `import`
+    /// task made), by creation.
+    TasksByImage,
     /// Images of one owner by creation.
     ImagesByOwner,
     /// Images of one visibility by creation.
@@ -126,6 +130,7 @@ impl Index {
             Index::TasksByCreation => b'c',
             Index::TasksByExpiry => b'e',
             Index::TasksUnfinished => b'u',
+            Index::TasksByImage => b'i',
             Index::ImagesByOwner => b'O',
             Index::ImagesByVisibility => b'V',
             Index::ImagesByCreation => b'C',

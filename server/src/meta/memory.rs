@@ -8,8 +8,8 @@ use std::sync::{Mutex, MutexGuard};
 use super::index::{self, IndexEntry};
 use super::query::{self, Entries, Entry, IndexSource};
 use super::{
-    plan_transition, Decision, ImageQuery, ImageRecord, ImageStatus, MetaError, MetaStore, SortDir,
-    Step, TaskQuery, TaskRecord, TaskSummary, Timestamp, Transition,
+    check_task_move, plan_transition, Decision, ImageQuery, ImageRecord, ImageStatus, MetaError,
+    MetaStore, SortDir, Step, TaskQuery, TaskRecord, TaskSummary, Timestamp, Transition,
 };
 
 /// Tasks and images keyed by id, and the secondary index entries keyed as in RocksDB
@@ -46,6 +46,36 @@ impl Inner {
         let (stale, fresh) = index::image_change(self.images.get(&image.id), Some(image));
         self.reindex(stale, fresh);
         self.images.insert(image.id.clone(), image.clone());
+    }
+
+    fn transition_image(
+        &mut self,
+        id: &str,
+        expected: &[ImageStatus],
+        change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
+        task: Option<&TaskRecord>,
+    ) -> Result<Transition, MetaError> {
+        if let Some(task) = task {
+            check_task_move(self.tasks.get(&task.id), task)?;
+        }
+        let current = self.images.get(id).cloned();
+        let done = match plan_transition(current, expected, change)? {
+            Step::Answer(answer) => return Ok(answer),
+            Step::Put { new, .. } => {
+                self.put_image(&new);
+                *new
+            }
+            Step::Remove(old) => {
+                self.images.remove(id);
+                let (stale, fresh) = index::image_change(Some(&old), None);
+                self.reindex(stale, fresh);
+                old
+            }
+        };
+        if let Some(task) = task {
+            self.put_task(task)?;
+        }
+        Ok(Transition::Done(done))
     }
 }
 
@@ -144,8 +174,15 @@ impl MetaStore for MemoryMeta {
         Ok(())
     }
 
+    fn transition_task(&self, task: &TaskRecord) -> Result<(), MetaError> {
+        let mut inner = self.inner()?;
+        check_task_move(inner.tasks.get(&task.id), task)?;
+        inner.put_task(task)
+    }
+
     fn commit_import(&self, task: &TaskRecord, image: &ImageRecord) -> Result<(), MetaError> {
         let mut inner = self.inner()?;
+        check_task_move(inner.tasks.get(&task.id), task)?;
         inner.put_task(task)?;
         inner.put_image(image);
         Ok(())
@@ -171,25 +208,31 @@ impl MetaStore for MemoryMeta {
         expected: &[ImageStatus],
         change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
     ) -> Result<Transition, MetaError> {
-        let mut inner = self.inner()?;
-        let current = inner.images.get(id).cloned();
-        match plan_transition(current, expected, change)? {
-            Step::Answer(answer) => Ok(answer),
-            Step::Put { new, .. } => {
-                inner.put_image(&new);
-                Ok(Transition::Done(*new))
-            }
-            Step::Remove(old) => {
-                inner.images.remove(id);
-                let (stale, fresh) = index::image_change(Some(&old), None);
-                inner.reindex(stale, fresh);
-                Ok(Transition::Done(old))
-            }
-        }
+        self.inner()?.transition_image(id, expected, change, None)
+    }
+
+    fn transition_image_with_task(
+        &self,
+        id: &str,
+        expected: &[ImageStatus],
+        change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
+        task: &TaskRecord,
+    ) -> Result<Transition, MetaError> {
+        self.inner()?
+            .transition_image(id, expected, change, Some(task))
     }
 
     fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError> {
         Ok(self.inner()?.images.get(id).cloned())
+    }
+
+    fn image_tasks(&self, image_id: &str) -> Result<Vec<TaskRecord>, MetaError> {
+        let ids = query::image_task_ids(self, image_id)?;
+        let inner = self.inner()?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| inner.tasks.get(id).cloned())
+            .collect())
     }
 
     fn list_images(&self) -> Result<Vec<ImageRecord>, MetaError> {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod codec;
 mod conformance;
+mod conformance_tasks;
 pub mod guarded;
 pub mod index;
 pub mod keys;
@@ -307,6 +308,15 @@ pub enum MetaError {
         /// What was wrong, e.g. "status active cannot become queued".
         detail: String,
     },
+    /// A task status change the stored task does not allow: another writer moved it first
+    /// (a worker and a sweep), or it is gone. Nothing was written.
+    #[error("task {id}: {detail}")]
+    TaskRefused {
+        /// The task.
+        id: String,
+        /// What was refused, e.g. "status failure cannot become success".
+        detail: String,
+    },
 }
 
 /// The metadata store. Implementations are cheap to share (`Arc<dyn MetaStore>`); calls are
@@ -320,8 +330,33 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     fn list_tasks(&self) -> Result<Vec<TaskRecord>, MetaError>;
     /// Removes a task (expiry).
     fn delete_task(&self, id: &str) -> Result<(), MetaError>;
-    /// Writes a task and a new image in one atomic batch (an import's success).
+    /// The compare-and-swap of a task's status: writes `task` if the stored task with its id
+    /// may become `task.status` ([`TaskStatus::can_become`]), atomically with every other
+    /// write of that id, so two writers (a worker and a sweep) cannot overwrite each other.
+    ///
+    /// # Errors
+    /// [`MetaError::TaskRefused`] when the task is missing or its status may not become
+    /// `task.status` (nothing written); a backend, decoding or full-volume error.
+    fn transition_task(&self, task: &TaskRecord) -> Result<(), MetaError>;
+    /// Writes a task and a new image in one atomic batch (an import's success); the task's
+    /// status change is checked as [`MetaStore::transition_task`]'s.
+    ///
+    /// # Errors
+    /// As [`MetaStore::transition_task`].
     fn commit_import(&self, task: &TaskRecord, image: &ImageRecord) -> Result<(), MetaError>;
+    /// [`MetaStore::transition_image`] and [`MetaStore::transition_task`] in one atomic write
+    /// (an interoperable import's end): the task is checked first, then the image; when the
+    /// image's change writes, `task` is written in the same batch, else neither is.
+    ///
+    /// # Errors
+    /// As the two; nothing is written on any error.
+    fn transition_image_with_task(
+        &self,
+        id: &str,
+        expected: &[ImageStatus],
+        change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
+        task: &TaskRecord,
+    ) -> Result<Transition, MetaError>;
     /// Inserts or replaces an image, whatever is stored (imports, recovery, tests). Changes of
     /// existing images go through [`MetaStore::transition_image`].
     fn put_image(&self, image: &ImageRecord) -> Result<(), MetaError>;
@@ -361,6 +396,9 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     fn expired_tasks(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError>;
     /// The ids of `pending` and `processing` tasks, oldest first (start-up recovery).
     fn unfinished_tasks(&self) -> Result<Vec<String>, MetaError>;
+    /// The tasks of image `image_id` ([`index::task_image_id`]), oldest first: one range of
+    /// the tasks-by-image index, so O(tasks of that image).
+    fn image_tasks(&self, image_id: &str) -> Result<Vec<TaskRecord>, MetaError>;
     /// Calls `visit` with every image of `owner` (a range of the owner index), or with every
     /// image when `owner` is `None`, by creation; stops at `visit`'s first error.
     fn scan_images(
@@ -396,6 +434,32 @@ pub(crate) enum Step {
     },
     /// Remove the record.
     Remove(ImageRecord),
+}
+
+/// The part of [`MetaStore::transition_task`] every store shares: whether the stored task
+/// (`current`) may become `task.status`.
+///
+/// # Errors
+/// [`MetaError::TaskRefused`].
+pub(crate) fn check_task_move(
+    current: Option<&TaskRecord>,
+    task: &TaskRecord,
+) -> Result<(), MetaError> {
+    let refused = |detail: String| {
+        Err(MetaError::TaskRefused {
+            id: task.id.clone(),
+            detail,
+        })
+    };
+    match current {
+        None => refused("no such task".to_owned()),
+        Some(old) if !old.status.can_become(task.status) => refused(format!(
+            "status {} cannot become {}",
+            old.status.as_str(),
+            task.status.as_str()
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 /// The part of [`MetaStore::transition_image`] every store shares: the status check, the
@@ -581,6 +645,7 @@ pub fn conformance_suite(store: &dyn MetaStore) {
 
     // Compare-and-swap transitions, creation with a chosen id, racing writers.
     conformance::transitions(store);
+    conformance_tasks::transitions(store);
 
     // The list queries, on the store emptied again.
     for task in store.list_tasks().expect("tasks to clear") {

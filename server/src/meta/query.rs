@@ -379,6 +379,24 @@ pub fn unfinished_tasks(source: &dyn IndexSource) -> Result<Vec<String>, MetaErr
     ids_in(source, Index::TasksUnfinished, start, end, usize::MAX)
 }
 
+/// The ids of the tasks of image `image_id` ([`Index::TasksByImage`]), by creation: reads
+/// only that image's entries.
+///
+/// # Errors
+/// A backend or decoding error.
+pub fn image_task_ids(source: &dyn IndexSource, image_id: &str) -> Result<Vec<String>, MetaError> {
+    let index = Index::TasksByImage;
+    let (start, end) = index.range(image_id, None, None);
+    let mut ids = Vec::new();
+    for entry in source.entries(start, end, SortDir::Asc) {
+        let (key, _) = entry?;
+        ids.push(position_id(
+            index.position_of(image_id, &key).unwrap_or_default(),
+        )?);
+    }
+    Ok(ids)
+}
+
 /// Calls `visit` with every image of `owner`, or every image, by creation.
 ///
 /// # Errors

@@ -40,8 +40,8 @@ use super::index::{self, IndexEntry};
 use super::keys::{self, Table, INDEX_PREFIX, INDEX_VERSION, SCHEMA_KEY};
 use super::query::{self, Entries, IndexSource};
 use super::{
-    plan_transition, Decision, ImageQuery, ImageRecord, ImageStatus, MetaError, MetaStore, SortDir,
-    Step, TaskQuery, TaskRecord, TaskSummary, Timestamp, Transition,
+    check_task_move, plan_transition, Decision, ImageQuery, ImageRecord, ImageStatus, MetaError,
+    MetaStore, SortDir, Step, TaskQuery, TaskRecord, TaskSummary, Timestamp, Transition,
 };
 
 /// File descriptors RocksDB may keep open. A metadata DB holds few SST files; bounding this
@@ -211,6 +211,50 @@ impl RocksMeta {
         let old: Option<TaskRecord> = self.get(Table::Tasks, &task.id)?;
         let entries = index::task_change(old.as_ref(), Some(task))?;
         Self::change(batch, Table::Tasks, &task.id, Some(task), entries)
+    }
+
+    /// [`Self::task_change`] if the stored task may become `task.status` (the caller holds
+    /// the task's write lock).
+    fn task_move(&self, batch: &mut WriteBatch, task: &TaskRecord) -> Result<(), MetaError> {
+        let old: Option<TaskRecord> = self.get(Table::Tasks, &task.id)?;
+        check_task_move(old.as_ref(), task)?;
+        let entries = index::task_change(old.as_ref(), Some(task))?;
+        Self::change(batch, Table::Tasks, &task.id, Some(task), entries)
+    }
+
+    /// [`MetaStore::transition_image`], with `task`'s move in the same batch when given.
+    fn transition(
+        &self,
+        id: &str,
+        expected: &[ImageStatus],
+        change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
+        task: Option<&TaskRecord>,
+    ) -> Result<Transition, MetaError> {
+        let ids: Vec<&str> = std::iter::once(id)
+            .chain(task.map(|t| t.id.as_str()))
+            .collect();
+        let _locked = self.lock(&ids)?;
+        let mut batch = WriteBatch::default();
+        if let Some(task) = task {
+            // Checked first: a refused task leaves the image untouched (the batch is dropped).
+            self.task_move(&mut batch, task)?;
+        }
+        let current = self.get::<ImageRecord>(Table::Images, id)?;
+        let done = match plan_transition(current, expected, change)? {
+            Step::Answer(answer) => return Ok(answer),
+            Step::Put { old, new } => {
+                let entries = index::image_change(Some(&old), Some(&new));
+                Self::change(&mut batch, Table::Images, id, Some(&*new), entries)?;
+                *new
+            }
+            Step::Remove(old) => {
+                let entries = index::image_change(Some(&old), None);
+                Self::change::<ImageRecord>(&mut batch, Table::Images, id, None, entries)?;
+                old
+            }
+        };
+        self.write(&format!("transition of image {id}"), batch)?;
+        Ok(Transition::Done(done))
     }
 
     fn image_change(&self, batch: &mut WriteBatch, image: &ImageRecord) -> Result<(), MetaError> {
@@ -411,10 +455,17 @@ impl MetaStore for RocksMeta {
         self.write(&format!("deletion of task {id}"), batch)
     }
 
+    fn transition_task(&self, task: &TaskRecord) -> Result<(), MetaError> {
+        let _locked = self.lock(&[&task.id])?;
+        let mut batch = WriteBatch::default();
+        self.task_move(&mut batch, task)?;
+        self.write(&format!("task {}", task.id), batch)
+    }
+
     fn commit_import(&self, task: &TaskRecord, image: &ImageRecord) -> Result<(), MetaError> {
         let _locked = self.lock(&[&task.id, &image.id])?;
         let mut batch = WriteBatch::default();
-        self.task_change(&mut batch, task)?;
+        self.task_move(&mut batch, task)?;
         self.image_change(&mut batch, image)?;
         self.write(
             &format!("import of task {} with image {}", task.id, image.id),
@@ -447,24 +498,17 @@ impl MetaStore for RocksMeta {
         expected: &[ImageStatus],
         change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
     ) -> Result<Transition, MetaError> {
-        let _locked = self.lock(&[id])?;
-        let current = self.get::<ImageRecord>(Table::Images, id)?;
-        let mut batch = WriteBatch::default();
-        let done = match plan_transition(current, expected, change)? {
-            Step::Answer(answer) => return Ok(answer),
-            Step::Put { old, new } => {
-                let entries = index::image_change(Some(&old), Some(&new));
-                Self::change(&mut batch, Table::Images, id, Some(&*new), entries)?;
-                *new
-            }
-            Step::Remove(old) => {
-                let entries = index::image_change(Some(&old), None);
-                Self::change::<ImageRecord>(&mut batch, Table::Images, id, None, entries)?;
-                old
-            }
-        };
-        self.write(&format!("transition of image {id}"), batch)?;
-        Ok(Transition::Done(done))
+        self.transition(id, expected, change, None)
+    }
+
+    fn transition_image_with_task(
+        &self,
+        id: &str,
+        expected: &[ImageStatus],
+        change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
+        task: &TaskRecord,
+    ) -> Result<Transition, MetaError> {
+        self.transition(id, expected, change, Some(task))
     }
 
     fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError> {
@@ -498,6 +542,17 @@ impl MetaStore for RocksMeta {
 
     fn unfinished_tasks(&self) -> Result<Vec<String>, MetaError> {
         query::unfinished_tasks(&self.snapshot())
+    }
+
+    fn image_tasks(&self, image_id: &str) -> Result<Vec<TaskRecord>, MetaError> {
+        let mut tasks = Vec::new();
+        for id in query::image_task_ids(&self.snapshot(), image_id)? {
+            // A task deleted since the snapshot is simply not listed.
+            if let Some(task) = self.get(Table::Tasks, &id)? {
+                tasks.push(task);
+            }
+        }
+        Ok(tasks)
     }
 
     fn scan_images(
@@ -536,12 +591,16 @@ mod tests {
     #[test]
     fn test_rocks_meta_reopen_data_survives() {
         let dir = scratch();
-        let task = sample_task("00000000-0000-4000-8000-000000000001");
+        let mut task = sample_task("00000000-0000-4000-8000-000000000001");
+        task.status = crate::meta::TaskStatus::Success;
         let image = sample_image("00000000-0000-4000-8000-0000000000a1");
         let gone = sample_task("00000000-0000-4000-8000-000000000002");
         {
             let store = RocksMeta::open(dir.path()).unwrap();
             store.put_task(&gone).unwrap();
+            let mut processing = task.clone();
+            processing.status = crate::meta::TaskStatus::Processing;
+            store.put_task(&processing).unwrap();
             store.commit_import(&task, &image).unwrap();
             store.delete_task(&gone.id).unwrap();
         }

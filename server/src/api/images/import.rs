@@ -3,7 +3,8 @@
 //! the work ([`crate::imports`]).
 //!
 //! Validation is Glance's, in its order: the body (`method`, `method.name` among the
-//! enabled methods, boolean `all_stores` / `all_stores_must_succeed`: 400); the image
+//! enabled methods, boolean `all_stores` / `all_stores_must_succeed`: 400); the project's
+//! stored bytes against `image_size_total` (413, Glance's `enforce_image_size_total`); the image
 //! (404 when invisible; 409 when `active`, when not `queued` for `web-download`, when
 //! `container_format` or `disk_format` is unset); the `modify_image` policy (403); the import
 //! lock (409 "Image has active task" while another import task of the image is pending or
@@ -73,6 +74,7 @@ where
     .await?;
     let body = parse_json(&bytes)?;
     let (method, request_body) = validate_body(&body, &config.enabled_import_methods)?;
+    crate::quota::admit_import(state, &ctx.project_id).await?;
 
     let image = load(api, ctx, id, Action::GetImage)?;
     check_image(&image, method)?;

@@ -19,7 +19,9 @@
 //! answer: 415 with the inspector's reason code and message for a refused image (Glance's
 //! `InvalidImageData`), 413 for the size cap or a quota, 400 for a body that ends early or a
 //! client that goes away, 408 for a client below the minimum rate, 507 for a full volume,
-//! 410 when the image was deleted meanwhile.
+//! 410 when the image was deleted meanwhile. Stopped by Sluice (Glance has no answer for
+//! these): 408 with reason `import_timeout` past `import_timeout_secs`, 503 with
+//! `Retry-After` and reason `interrupted` when the service shuts down.
 //!
 //! **Refused mid-body.** The answer goes out at once, and the rest of the body is read and
 //! dropped (never inspected, hashed or stored) up to `upload_discard_bytes` and
@@ -34,6 +36,7 @@
 //! [`Destination`]: the image goes `queued` → `uploading`, the body is converted as the
 //! server's `conversion` says and lands in the staging area, sealed there for the import.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -323,7 +326,7 @@ impl Upload {
             ..Limits::default()
         };
         let timeout = Duration::from_secs(config.import_timeout_secs);
-        let (cancel, _timed_out) =
+        let (cancel, timed_out) =
             imports::with_deadline(self.state.executor.shutdown_signal(), timeout);
         let progress = Progress::default();
         let store = match self.dest {
@@ -353,7 +356,12 @@ impl Upload {
                     "upload refused: {e}"
                 );
                 self.requeue().await;
-                Err(UploadFailure::Ingest(e))
+                match e {
+                    IngestError::Cancelled if timed_out.load(Ordering::SeqCst) => {
+                        Err(UploadFailure::Deadline(timeout.as_secs()))
+                    }
+                    e => Err(UploadFailure::Ingest(e)),
+                }
             }
         };
         let still_sending = matches!(&outcome, Err(e) if client_still_sending(e));
@@ -485,6 +493,8 @@ impl Upload {
 /// Why an upload failed after it was admitted.
 #[derive(Debug)]
 enum UploadFailure {
+    /// The upload did not finish within `import_timeout_secs` (the value).
+    Deadline(u64),
     /// The image was deleted during the upload.
     Gone,
     /// The ingest failed.
@@ -509,6 +519,7 @@ fn client_still_sending(e: &UploadFailure) -> bool {
 /// The HTTP answer for a failed upload (module documentation, "Outcomes").
 fn upload_error(image_id: &str, failure: UploadFailure) -> ApiError {
     let e = match failure {
+        UploadFailure::Deadline(secs) => return ApiError::UploadTimeout(secs),
         UploadFailure::Gone => return ApiError::ImageGone(image_id.to_owned()),
         UploadFailure::Meta(e) => return e,
         UploadFailure::Ingest(e) => e,
@@ -531,8 +542,8 @@ fn upload_error(image_id: &str, failure: UploadFailure) -> ApiError {
             "Client disconnected before sending all data to backend: {source}"
         )),
         IngestError::Store(StoreError::StorageFull(full)) => full.into(),
-        IngestError::Cancelled => ApiError::Internal(format!(
-            "upload of image {image_id} cancelled (deadline or shutdown)"
+        IngestError::Cancelled => ApiError::ShuttingDown(format!(
+            "the upload of image {image_id} was stopped and nothing was stored; upload again"
         )),
         other => ApiError::Internal(other.to_string()),
     }
