@@ -23,25 +23,14 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from import_bench import api, create_task, free_port, wait_task  # noqa: E402
+from benchlib import default_sluice, start_sluice, stop, write_sparse_random  # noqa: E402
+from import_bench import create_task, wait_task  # noqa: E402
 
 
 def timed(cmd):
     start = time.monotonic()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return time.monotonic() - start
-
-
-def make_raw(path, data_mib, virtual_mib):
-    """Random data in 64 MiB runs spread evenly over the virtual size (the rest are holes)."""
-    run = 64
-    runs = max(1, data_mib // run)
-    stride = (virtual_mib // runs) << 20
-    with open("/dev/urandom", "rb") as rnd, open(path, "wb") as out:
-        out.truncate(virtual_mib << 20)
-        for i in range(runs):
-            out.seek(i * stride)
-            out.write(rnd.read(run << 20))
 
 
 def glance_sequence(src, fmt, dst):
@@ -58,8 +47,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-mib", type=int, default=2048)
     ap.add_argument("--virtual-mib", type=int, default=4096)
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/sluice/target"))
-    ap.add_argument("--sluice", default=os.path.join(target, "release", "sluice"))
+    ap.add_argument("--sluice", default=default_sluice())
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="sluice-convbench-")
@@ -69,7 +57,7 @@ def main():
         os.makedirs(src)
         raw = os.path.join(work, "data.raw")
         print(f"making {args.data_mib} MiB of data in a {args.virtual_mib} MiB disk ...", flush=True)
-        make_raw(raw, args.data_mib, args.virtual_mib)
+        write_sparse_random(raw, args.data_mib, args.virtual_mib)
         images = {
             "qcow2": (os.path.join(src, "img.qcow2"), ["-O", "qcow2"]),
             "vmdk": (os.path.join(src, "img.vmdk"), ["-O", "vmdk", "-o", "subformat=streamOptimized"]),
@@ -83,19 +71,8 @@ def main():
                                                                 "import_bench.py"), "--serve-files", src],
                                   stdout=subprocess.PIPE, text=True)
         src_port = int(server.stdout.readline())
-        port = free_port()
-        sluice = subprocess.Popen(
-            [args.sluice, "serve", "--bind", f"127.0.0.1:{port}", "--data-dir", os.path.join(work, "data"),
-             "--allow-import-host", f"127.0.0.1:{src_port}", "--conversion", "raw"],
-            stderr=subprocess.DEVNULL)
-        for _ in range(200):
-            try:
-                api(port, "GET", "/versions")
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            sys.exit("sluice did not start")
+        sluice, port = start_sluice(args.sluice, os.path.join(work, "data"), "--allow-import-host",
+                                    f"127.0.0.1:{src_port}", "--conversion", "raw")
 
         print()
         for fmt, (path, _) in images.items():
@@ -116,12 +93,8 @@ def main():
                   f"sluice convert {s:6.2f} s ({q / s:.2f}x qemu-img, target >= 1) | "
                   f"sluice import+convert+hash {imp:6.2f} s ({g / imp:.2f}x Glance, target >= 2)")
     finally:
-        if sluice:
-            sluice.terminate()
-            sluice.wait(timeout=30)
-        if server:
-            server.terminate()
-            server.wait(timeout=30)
+        stop(sluice)
+        stop(server)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -17,21 +17,17 @@ in $TMPDIR.
 import argparse
 import http.client
 import http.server
-import json
 import os
 import shutil
-import socket
 import socketserver
 import subprocess
 import sys
 import tempfile
 import time
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import (api, default_sluice, p99, parallel_hash_rate, start_sluice, stop,  # noqa: E402
+                      verdict, vmhwm_kib, write_random)
 
 
 class FileHandler(http.server.BaseHTTPRequestHandler):
@@ -71,18 +67,6 @@ class ThreadingServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
 
 
-def api(port, method, path, body=None, conn=None):
-    own = conn is None
-    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    headers = {"Content-Type": "application/json"} if body is not None else {}
-    conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
-    resp = conn.getresponse()
-    data = resp.read()
-    if own:
-        conn.close()
-    return resp.status, (json.loads(data) if data else None)
-
-
 def create_task(port, url, fmt, name, output_format=None):
     task_input = {
         "import_from": url,
@@ -109,28 +93,12 @@ def wait_task(port, task_id, timeout=1800):
     sys.exit(f"task {task_id} did not finish in {timeout} s")
 
 
-def vmhwm_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
 ROUNDS = 2
 
 
-def verdict(met):
-    return "ok" if met else "MISSED"
-
-
-def hashing_ceiling(path, size):
+def hashing_ceiling(path):
     """`md5sum` and `sha512sum` in parallel over `path` (page-cached): bytes/s."""
-    start = time.monotonic()
-    procs = [subprocess.Popen([tool, path], stdout=subprocess.DEVNULL) for tool in ("md5sum", "sha512sum")]
-    for p in procs:
-        p.wait()
-    return size / (time.monotonic() - start)
+    return parallel_hash_rate(path, [["md5sum"], ["sha512sum"]])
 
 
 def timed_import(port, url, fmt, name, size, output_format=None):
@@ -147,8 +115,7 @@ def main():
     ap.add_argument("--size-mib", type=int, default=2048, help="image data size (MiB)")
     ap.add_argument("--concurrent-size-mib", type=int, default=512,
                     help="size of each of the 4 concurrent imports (MiB)")
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/sluice/target"))
-    ap.add_argument("--sluice", default=os.path.join(target, "release", "sluice"))
+    ap.add_argument("--sluice", default=default_sluice())
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     ap.add_argument("--serve-files", metavar="DIR", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -170,12 +137,7 @@ def main():
         size = args.size_mib << 20
         raw = os.path.join(srcdir, "big.raw")
         print(f"making a {args.size_mib} MiB raw image of random data ...", flush=True)
-        with open("/dev/urandom", "rb") as rnd, open(raw, "wb") as out:
-            left = size
-            while left:
-                n = min(left, 8 << 20)
-                out.write(rnd.read(n))
-                left -= n
+        write_random(raw, size)
         qcow2 = os.path.join(srcdir, "big.qcow2")
         subprocess.run(["qemu-img", "convert", "-O", "qcow2", raw, qcow2], check=True)
         small = os.path.join(srcdir, "small.raw")
@@ -190,20 +152,8 @@ def main():
                                   stdout=subprocess.PIPE, text=True)
         src_port = int(server.stdout.readline())
 
-        port = free_port()
-        data_dir = os.path.join(work, "data")
-        sluice = subprocess.Popen(
-            [args.sluice, "serve", "--bind", f"127.0.0.1:{port}", "--data-dir", data_dir,
-             "--allow-import-host", f"127.0.0.1:{src_port}", "--workers", "4", "--per-project-imports", "4"],
-            stderr=subprocess.DEVNULL)
-        for _ in range(200):
-            try:
-                api(port, "GET", "/versions")
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            sys.exit("sluice did not start")
+        sluice, port = start_sluice(args.sluice, os.path.join(work, "data"), "--allow-import-host",
+                                    f"127.0.0.1:{src_port}", "--workers", "4", "--per-project-imports", "4")
 
         base = f"http://127.0.0.1:{src_port}"
         # These machines' speed drifts by tens of percent within minutes, so the ceiling and
@@ -212,7 +162,7 @@ def main():
         ceilings, raw_rates, q_rates = [], [], []
         qcow2_size = os.path.getsize(qcow2)
         for r in range(ROUNDS):
-            ceilings.append(hashing_ceiling(raw, size))
+            ceilings.append(hashing_ceiling(raw))
             raw_rates.append(timed_import(port, f"{base}/big.raw", "raw", f"bench-raw-{r}", size))
             q_rates.append(timed_import(port, f"{base}/big.qcow2", "qcow2", f"bench-qcow2-{r}", qcow2_size))
         conv_rate, conv_s = timed_import(port, f"{base}/big.qcow2", "qcow2", "bench-qcow2-to-raw",
@@ -238,8 +188,7 @@ def main():
         if failed:
             sys.exit(f"concurrent import failed: {failed[0].get('message')}")
         rss_mib = vmhwm_kib(sluice.pid) / 1024
-        latencies.sort()
-        p99_ms = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+        p99_ms = p99(latencies) * 1000
 
         mb = 1e6
         print()
@@ -255,12 +204,8 @@ def main():
               f" (target < 128: {verdict(rss_mib < 128)}), GET /v2/tasks/{{id}} p99 {p99_ms:.2f} ms"
               f" over {len(latencies)} requests (target < 10: {verdict(p99_ms < 10)})")
     finally:
-        if sluice:
-            sluice.terminate()
-            sluice.wait(timeout=30)
-        if server:
-            server.terminate()
-            server.wait(timeout=30)
+        stop(sluice)
+        stop(server)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
