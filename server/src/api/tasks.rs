@@ -83,22 +83,7 @@ where
     check_image_properties(ctx, input, &PropertyLimits::of(config))?;
     crate::quota::admit_task(&api.state, &ctx.project_id).await?;
 
-    let created = now();
-    let task = TaskRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        task_type: IMPORT.to_owned(),
-        status: TaskStatus::Pending,
-        input: input.clone(),
-        result: None,
-        owner: ctx.project_id.clone(),
-        message: String::new(),
-        reason: None,
-        created_at: created,
-        updated_at: created,
-        expires_at: None,
-        request_id: Some(ctx.request_id.clone()),
-        user_id: Some(ctx.user_id.clone()),
-    };
+    let task = new_task(ctx, IMPORT, input.clone());
     // Below the free-space reserve the import could only fail: refuse it up front.
     api.state.store.space().check_import(0)?;
     api.state.meta.put_task(&task)?;
@@ -116,6 +101,26 @@ where
         response.headers_mut().insert(LOCATION, value);
     }
     Ok(response)
+}
+
+/// A new `pending` task of `task_type` for the caller, now.
+pub fn new_task(ctx: &RequestContext, task_type: &str, input: Value) -> TaskRecord {
+    let created = now();
+    TaskRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        task_type: task_type.to_owned(),
+        status: TaskStatus::Pending,
+        input,
+        result: None,
+        owner: ctx.project_id.clone(),
+        message: String::new(),
+        reason: None,
+        created_at: created,
+        updated_at: created,
+        expires_at: None,
+        request_id: Some(ctx.request_id.clone()),
+        user_id: Some(ctx.user_id.clone()),
+    }
 }
 
 /// Checks the body's shape and returns its `input`.

@@ -29,22 +29,20 @@
 //! leaves the image `uploading` (as Glance, until the task starts): were the task then
 //! refused (a quota), the lock is dropped and the stage stays importable.
 
-use std::time::Duration;
-
 use http::{Request, Response, StatusCode};
 use hyper::body::Body;
 use serde_json::{json, Map, Value};
 
 use crate::api::auth::RequestContext;
-use crate::api::body::{empty_response, parse_json, read_body, ApiBody};
+use crate::api::body::{empty_response, read_json, ApiBody};
 use crate::api::error::ApiError;
 use crate::api::images::{load, update};
 use crate::api::policy::{self, Action, Target};
-use crate::api::tasks::{check_uri, filtering_refusal, py_repr, UriUse};
+use crate::api::tasks::{self, check_uri, filtering_refusal, py_repr, UriUse};
 use crate::api::{now, Api};
 use crate::config::ImportMethod;
 use crate::imports::{API_IMAGE_IMPORT, LOCK_PROPERTY};
-use crate::meta::{Decision, ImageRecord, ImageStatus, TaskRecord, TaskStatus, Transition};
+use crate::meta::{Decision, ImageRecord, ImageStatus, TaskStatus, Transition};
 
 /// Glance's 409 for an import while another holds the image's lock.
 const LOCKED: &str = "Image has active task";
@@ -65,14 +63,7 @@ where
     let state = &api.state;
     let config = &state.config;
     let (parts, body) = request.into_parts();
-    let bytes = read_body(
-        body,
-        &parts.headers,
-        config.max_request_body,
-        Duration::from_secs(config.request_timeout_secs.max(1)),
-    )
-    .await?;
-    let body = parse_json(&bytes)?;
+    let body = read_json(config, body, &parts.headers).await?;
     let (method, request_body) = validate_body(&body, &config.enabled_import_methods)?;
     crate::quota::admit_import(state, &ctx.project_id).await?;
 
@@ -109,22 +100,11 @@ where
     // Below the free-space reserve the import could only fail: refuse it up front.
     state.store.space().check_import(0)?;
 
-    let created = now();
-    let task = TaskRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        task_type: API_IMAGE_IMPORT.to_owned(),
-        status: TaskStatus::Pending,
-        input: json!({"image_id": image.id, "import_req": request_body, "backend": [null]}),
-        result: None,
-        owner: ctx.project_id.clone(),
-        message: String::new(),
-        reason: None,
-        created_at: created,
-        updated_at: created,
-        expires_at: None,
-        request_id: Some(ctx.request_id.clone()),
-        user_id: Some(ctx.user_id.clone()),
-    };
+    let task = tasks::new_task(
+        ctx,
+        API_IMAGE_IMPORT,
+        json!({"image_id": image.id, "import_req": request_body, "backend": [null]}),
+    );
     state.meta.put_task(&task)?;
     let locked = lock(
         api,
