@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Direct-upload benchmark: `curl -T` into the real `sluice serve` over loopback HTTP
-(`POST /v2/images`, then `PUT /v2/images/{id}/file`).
+(`POST /v2/images`, then `PUT /v2/images/{id}/file`), and glance-direct (`PUT …/stage`, then
+`POST …/import`).
 
 Measured in one run, interleaved, best of ROUNDS on each side:
   * the floor: `openssl md5` and `openssl sha512` in parallel over the very file uploaded
@@ -16,15 +17,19 @@ Measured in one run, interleaved, best of ROUNDS on each side:
     target < 128 MiB) and the p99 latency of GET /v2/images/{id} while they run
     (target < 10 ms).
 
-TODO(glance-direct): once `PUT /v2/images/{id}/stage` exists, add a stage of the same qcow2
-with `--conversion raw` (conversion in the same pass), as a ratio to the same floor over the
-raw output (issue #10 target >= 0.6).
+  * glance-direct into a second server started with `--conversion raw`: `PUT
+    /v2/images/{id}/stage` of the same qcow2 (inspection, conversion to raw and both hashes in
+    the one pass), timed as the stage, then `POST /v2/images/{id}/import` with
+    `glance-direct` until the image is `active`, timed separately as the commit; the stage as
+    a ratio to the floor over the raw output (`qemu-img convert -O raw` of the qcow2, made
+    once before anything is timed), target >= 0.6.
 
 Usage: benches/upload_bench.py [--size-mib 2048] [--concurrent-size-mib 2048] [--sluice PATH]
                                [--keep]
 The sluice binary defaults to $CARGO_TARGET_DIR/release/sluice (build it with
 `cargo build --release --bin sluice`). Needs curl, openssl, qemu-img, ~3x the size in RAM
-for the page cache and ~(3 + 4 concurrent) x the size free in $TMPDIR.
+for the page cache (plus the raw output, twice the size, mostly holes) and ~(4 + 4 concurrent)
+x the size free in $TMPDIR.
 """
 
 import argparse
@@ -56,6 +61,7 @@ def floor_tools(nice):
 
 
 TARGET_RATIO = 0.75
+TARGET_STAGE_RATIO = 0.6
 TARGET_RSS_MIB = 128
 TARGET_P99_MS = 10
 
@@ -68,23 +74,43 @@ def create_image(port, name, disk_format):
     return image["id"]
 
 
-def curl_upload(port, image_id, path):
-    """Starts `curl -T path` into PUT /v2/images/{id}/file."""
+def curl_upload(port, image_id, path, target="file"):
+    """Starts `curl -T path` into PUT /v2/images/{id}/{target} (`file` or `stage`)."""
     return subprocess.Popen(
         ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-T", path,
          "-H", "Content-Type: application/octet-stream",
-         f"http://127.0.0.1:{port}/v2/images/{image_id}/file"],
+         f"http://127.0.0.1:{port}/v2/images/{image_id}/{target}"],
         stdout=subprocess.PIPE, text=True)
 
 
-def finish_upload(port, image_id, curl):
+def finish_upload(port, image_id, curl, then="active"):
+    """Waits for `curl_upload`; the image must answer 204 and be `then` afterwards."""
     out, _ = curl.communicate()
     if curl.returncode != 0 or out.strip() != "204":
         _, image = api(port, "GET", f"/v2/images/{image_id}")
         sys.exit(f"upload of {image_id} failed: curl {curl.returncode}, HTTP {out.strip()}, image {image}")
     _, image = api(port, "GET", f"/v2/images/{image_id}")
-    if image["status"] != "active":
-        sys.exit(f"image {image_id} is {image['status']} after its upload")
+    if image["status"] != then:
+        sys.exit(f"image {image_id} is {image['status']} after its upload, not {then}")
+
+
+def wait_active(port, image_id, timeout=600):
+    """Polls GET /v2/images/{id} until the image is `active`: the image. A glance-direct import
+    that fails returns the image to `queued`; its task's message is then the reason."""
+    deadline = time.monotonic() + timeout
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        while time.monotonic() < deadline:
+            _, image = api(port, "GET", f"/v2/images/{image_id}", conn=conn)
+            if image["status"] == "active":
+                return image
+            if image["status"] not in ("uploading", "importing"):
+                _, tasks = api(port, "GET", f"/v2/images/{image_id}/tasks", conn=conn)
+                sys.exit(f"import of {image_id} left it {image['status']}: {tasks}")
+            time.sleep(0.005)
+    finally:
+        conn.close()
+    sys.exit(f"image {image_id} not active after {timeout} s")
 
 
 def timed_upload(port, pid, path, fmt, name):
@@ -101,6 +127,50 @@ def timed_upload(port, pid, path, fmt, name):
     curl_cpu = (children.ru_utime - children_before.ru_utime) + (children.ru_stime - children_before.ru_stime)
     api(port, "DELETE", f"/v2/images/{image_id}")
     return os.path.getsize(path) / elapsed, elapsed, server, curl_cpu
+
+
+def timed_glance_direct(port, pid, path, name, raw_size):
+    """A glance-direct import of `path` (qcow2) into a server converting to raw: stage, then
+    `POST …/import` until `active`. (stage seconds, commit seconds, server CPU (user, sys)
+    during the stage, curl CPU seconds). Checks the image is the raw output, then deletes it."""
+    image_id = create_image(port, name, "qcow2")
+    server_before = cpu_seconds(pid)
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.monotonic()
+    finish_upload(port, image_id, curl_upload(port, image_id, path, "stage"), then="uploading")
+    staged = time.monotonic()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server = tuple(a - b for a, b in zip(cpu_seconds(pid), server_before))
+    curl_cpu = (children.ru_utime - children_before.ru_utime) + (children.ru_stime - children_before.ru_stime)
+    status, body = api(port, "POST", f"/v2/images/{image_id}/import", {"method": {"name": "glance-direct"}})
+    if status != 202:
+        sys.exit(f"glance-direct import of {image_id}: {status} {body}")
+    image = wait_active(port, image_id)
+    committed = time.monotonic()
+    if image["disk_format"] != "raw" or image["size"] != raw_size:
+        sys.exit(f"image {image_id} is {image['disk_format']} of {image['size']} bytes, "
+                 f"not raw of {raw_size}")
+    api(port, "DELETE", f"/v2/images/{image_id}")
+    return staged - start, committed - staged, server, curl_cpu
+
+
+def report_glance_direct(qcow2, raw_out, floor, niced_floor, stages, commits):
+    """The best stage (by time) with its CPU, against the floors over the raw output, and the
+    best commit."""
+    stage_s, (user, system), curl_cpu = min(stages)
+    raw_size = os.path.getsize(raw_out)
+    rate = raw_size / stage_s
+    ratio = rate / floor
+    label = "glance-direct qcow2->raw"
+    print(f"{label:<26} stage {os.path.getsize(qcow2) / 1e6:5.0f} MB of qcow2 to {raw_size / 1e6:5.0f} MB "
+          f"raw in {stage_s:6.2f} s: {rate / 1e6:6.1f} MB/s of raw output; floor over the raw output "
+          f"{floor / 1e6:6.1f} MB/s, ratio {ratio:.2f} (target >= {TARGET_STAGE_RATIO}: "
+          f"{verdict(ratio >= TARGET_STAGE_RATIO)}); floor at nice {BACKGROUND_NICE} "
+          f"{niced_floor / 1e6:6.1f} MB/s, ratio {rate / niced_floor:.2f}")
+    print(f"{'':<26} CPU: server {user:.2f} s user + {system:.2f} s sys, curl {curl_cpu:.2f} s "
+          f"(of {os.cpu_count()} x {stage_s:.2f} s)")
+    print(f"{'':<26} commit (POST /import glance-direct until active): best {min(commits) * 1000:.1f} ms, "
+          f"worst {max(commits) * 1000:.1f} ms of {len(commits)}")
 
 
 def concurrent_uploads(port, pid, path, n=4):
@@ -158,7 +228,7 @@ def main():
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="sluice-upbench-")
-    sluice = None
+    sluice = converting = None
     try:
         raw = os.path.join(work, "big.raw")
         print(f"making a {args.size_mib} MiB raw image of random data ...", flush=True)
@@ -169,6 +239,10 @@ def main():
         write_sparse_random(sparse, args.size_mib, 2 * args.size_mib)
         subprocess.run(["qemu-img", "convert", "-O", "qcow2", sparse, qcow2], check=True)
         os.remove(sparse)
+        # The floor of the glance-direct stage: the hashes over what it stores, the raw
+        # output, made here once and not timed.
+        raw_out = os.path.join(work, "big.out.raw")
+        subprocess.run(["qemu-img", "convert", "-O", "raw", qcow2, raw_out], check=True)
         small = raw
         if args.concurrent_size_mib != args.size_mib:
             small = os.path.join(work, "small.raw")
@@ -176,21 +250,30 @@ def main():
         # Let the new files reach the disk now, not while the uploads write theirs; then
         # into the page cache, as the floor reads them.
         os.sync()
-        subprocess.run(["cat", raw, qcow2, small], stdout=subprocess.DEVNULL, check=True)
+        subprocess.run(["cat", raw, qcow2, raw_out, small], stdout=subprocess.DEVNULL, check=True)
 
         load_before = os.getloadavg()[0]
         sluice, port = start_sluice(args.sluice, os.path.join(work, "data"))
         pid = sluice.pid
+        converting, conv_port = start_sluice(args.sluice, os.path.join(work, "data-conv"), "--conversion", "raw")
+        raw_out_size = os.path.getsize(raw_out)
 
         # These machines' speed drifts by tens of percent within minutes: floors and uploads
         # are measured interleaved, ROUNDS times each, and the best of each compared.
-        floors = {(fmt, nice): [] for fmt in ("raw", "qcow2") for nice in (0, BACKGROUND_NICE)}
+        floors = {(fmt, nice): [] for fmt in ("raw", "qcow2", "direct") for nice in (0, BACKGROUND_NICE)}
         uploads = {"raw": [], "qcow2": []}
+        stages, commits = [], []
         for r in range(ROUNDS):
             for fmt, path in (("raw", raw), ("qcow2", qcow2)):
                 floors[fmt, 0].append(parallel_hash_rate(path, floor_tools(0)))
                 uploads[fmt].append(timed_upload(port, pid, path, fmt, f"upbench-{fmt}-{r}"))
                 floors[fmt, BACKGROUND_NICE].append(parallel_hash_rate(path, floor_tools(BACKGROUND_NICE)))
+            floors["direct", 0].append(parallel_hash_rate(raw_out, floor_tools(0)))
+            stage_s, commit_s, *cpu = timed_glance_direct(conv_port, converting.pid, qcow2,
+                                                          f"upbench-direct-{r}", raw_out_size)
+            stages.append((stage_s, *cpu))
+            commits.append(commit_s)
+            floors["direct", BACKGROUND_NICE].append(parallel_hash_rate(raw_out, floor_tools(BACKGROUND_NICE)))
         rss_mib, p99_ms, gets, conc_s = concurrent_uploads(port, pid, small)
 
         print()
@@ -200,12 +283,15 @@ def main():
         for fmt, path in (("raw", raw), ("qcow2", qcow2)):
             report(f"PUT /file {fmt} (curl -T)", path, max(floors[fmt, 0]), max(floors[fmt, BACKGROUND_NICE]),
                    max(uploads[fmt]))
+        report_glance_direct(qcow2, raw_out, max(floors["direct", 0]), max(floors["direct", BACKGROUND_NICE]),
+                             stages, commits)
         print(f"4 concurrent {args.concurrent_size_mib} MiB uploads in {conc_s:.1f} s: peak RSS "
               f"{rss_mib:.1f} MiB (target < {TARGET_RSS_MIB}: {verdict(rss_mib < TARGET_RSS_MIB)}), "
               f"GET /v2/images/{{id}} p99 {p99_ms:.2f} ms over {gets} requests "
               f"(target < {TARGET_P99_MS}: {verdict(p99_ms < TARGET_P99_MS)})")
     finally:
         stop(sluice)
+        stop(converting)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
