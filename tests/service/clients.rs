@@ -41,8 +41,23 @@ pub(super) fn venv_bin(name: &str) -> PathBuf {
 /// `glance --os-image-url URL --os-auth-token anything ARGS`, with `HOME` in `home` (the
 /// client caches schemas under `~/.glanceclient` and races with itself creating it).
 pub(super) fn glance(server: &Server, home: &Path, args: &[&str]) -> Output {
+    glance_command(Command::new(venv_bin("glance")), server, home, args)
+}
+
+/// [`glance`] with standard input closed: `image-create-via-import` takes an open
+/// non-terminal stdin for image data (web-download refuses it; glance-direct with `--file`
+/// says "You cannot use both --file and stdin"), and a closed stdin is what a terminal-less
+/// caller (cron) has.
+pub(super) fn glance_without_stdin(server: &Server, home: &Path, args: &[&str]) -> Output {
+    let mut sh = Command::new("sh");
+    sh.args(["-c", "exec \"$0\" \"$@\" <&-"])
+        .arg(venv_bin("glance"));
+    glance_command(sh, server, home, args)
+}
+
+fn glance_command(mut command: Command, server: &Server, home: &Path, args: &[&str]) -> Output {
     let url = format!("http://{}", server.addr);
-    Command::new(venv_bin("glance"))
+    command
         .args(["--os-image-url", &url, "--os-auth-token", "anything"])
         .args(args)
         .env("HOME", home)
@@ -50,6 +65,35 @@ pub(super) fn glance(server: &Server, home: &Path, args: &[&str]) -> Output {
         .env_remove("OS_CLOUD")
         .output()
         .expect("running glance")
+}
+
+/// `tests/clients/sdk_upload.py`: openstacksdk `create_image(NAME, filename=SRC, …)` of a
+/// `disk_format` image, then a download to `down`; `use_import` asks for the interoperable
+/// import instead of an upload. The script prints one JSON object.
+pub(super) fn sdk_upload(
+    server: &Server,
+    src: &Path,
+    disk_format: &str,
+    name: &str,
+    down: &Path,
+    use_import: bool,
+) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/clients/sdk_upload.py");
+    let mut command = Command::new(venv_bin("python"));
+    command
+        .arg(&script)
+        .arg(format!("http://{}", server.addr))
+        .arg(src)
+        .args([disk_format, name])
+        .arg(down);
+    if use_import {
+        command.arg("use_import");
+    }
+    command
+        .env_remove("OS_CLOUD")
+        .env_remove("OS_AUTH_URL")
+        .output()
+        .expect("running sdk_upload.py")
 }
 
 pub(super) fn stdout(out: &Output) -> String {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::clients::{glance_without_stdin, venv_bin};
 use super::harness::{assert_no_files, digest, FileServer, Serve, Server, ADMIN};
 use super::imports::image_with_data;
 use crate::common::{qcow2_backed_by_passwd, read, scratch};
@@ -368,26 +369,6 @@ fn test_interop_kill9_during_web_download_leaves_the_image_queued_and_importable
 
 // ---- the unmodified clients --------------------------------------------------------------
 
-fn venv_bin(name: &str) -> std::path::PathBuf {
-    super::clients::venv_bin(name)
-}
-
-/// `glance ARGS` like [`super::clients::glance`], with standard input closed: glanceclient
-/// takes an open non-terminal stdin for image data, which `web-download` refuses.
-fn glance(server: &Server, home: &Path, args: &[&str]) -> std::process::Output {
-    let url = format!("http://{}", server.addr);
-    Command::new("sh")
-        .args(["-c", "exec \"$0\" \"$@\" <&-"])
-        .arg(venv_bin("glance"))
-        .args(["--os-image-url", &url, "--os-auth-token", "anything"])
-        .args(args)
-        .env("HOME", home)
-        .env_remove("OS_AUTH_URL")
-        .env_remove("OS_CLOUD")
-        .output()
-        .expect("running glance")
-}
-
 fn assert_ok(out: &std::process::Output, what: &str) {
     assert!(
         out.status.success(),
@@ -404,7 +385,7 @@ fn test_interop_glanceclient_image_create_via_import_web_download_reaches_active
     let src = image_with_data(dir.path(), "small.qcow2", "qcow2", "");
     let files = FileServer::start(dir.path());
     let server = Server::start(&[]);
-    let out = glance(
+    let out = glance_without_stdin(
         &server,
         dir.path(),
         &[

@@ -8,13 +8,12 @@
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::clients::{assert_ok, glance, property_table, stdout, venv_bin};
+use super::clients::{assert_ok, glance, glance_without_stdin, property_table, sdk_upload, stdout};
 use super::harness::{assert_no_files, digest, raw_disk, Resp, Server, ADMIN};
 use super::imports::image_with_data;
 use crate::common::{qcow2_backed_by_passwd, qemu_img_convert, read, scratch};
@@ -313,24 +312,6 @@ fn test_stage_complete_survives_kill_9_and_is_imported_after_restart() {
     assert_nothing_staged(&server);
 }
 
-/// `glance ARGS` with standard input closed: `image-create-via-import --import-method
-/// glance-direct --file` refuses to run when stdin is not a terminal ("You cannot use both
-/// --file and stdin"), and a closed stdin is what a terminal-less caller (cron) has.
-fn glance_without_stdin(server: &Server, home: &Path, args: &[&str]) -> Output {
-    let url = format!("http://{}", server.addr);
-    Command::new("sh")
-        .arg("-c")
-        .arg("exec \"$0\" \"$@\" <&-")
-        .arg(venv_bin("glance"))
-        .args(["--os-image-url", &url, "--os-auth-token", "anything"])
-        .args(args)
-        .env("HOME", home)
-        .env_remove("OS_AUTH_URL")
-        .env_remove("OS_CLOUD")
-        .output()
-        .expect("running glance")
-}
-
 #[test]
 fn test_stage_glance_clients_image_stage_import_and_create_via_import() {
     let dir = scratch();
@@ -388,18 +369,14 @@ fn test_stage_openstacksdk_create_image_with_use_import_stages_and_imports() {
     let d = dir.path();
     let server = Server::start(&[]);
     let src = image_with_data(d, "sdk.qcow2", "qcow2", "");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/clients/sdk_upload.py");
-    let out = Command::new(venv_bin("python"))
-        .arg(&script)
-        .arg(format!("http://{}", server.addr))
-        .arg(&src)
-        .args(["qcow2", "via-sdk-import"])
-        .arg(d.join("sdk-down.qcow2"))
-        .arg("use_import")
-        .env_remove("OS_CLOUD")
-        .env_remove("OS_AUTH_URL")
-        .output()
-        .expect("running sdk_upload.py");
+    let out = sdk_upload(
+        &server,
+        &src,
+        "qcow2",
+        "via-sdk-import",
+        &d.join("sdk-down.qcow2"),
+        true,
+    );
     assert!(
         out.status.success(),
         "sdk_upload.py use_import failed:\nstdout: {}\nstderr: {}\n{}",

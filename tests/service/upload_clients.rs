@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use super::clients::{glance, property_table, stdout, venv_bin};
+use super::clients::{glance, property_table, sdk_upload, stdout, venv_bin};
 use super::harness::{digest, raw_disk, Server};
 use super::imports::image_with_data;
 use crate::common::{qcow2_backed_by_passwd, read, scratch};
@@ -139,17 +139,14 @@ fn test_openstacksdk_create_image_without_import_uploads() {
     let d = dir.path();
     let server = Server::start(&[]);
     let src = image_with_data(d, "sdk.qcow2", "qcow2", "");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/clients/sdk_upload.py");
-    let out = Command::new(venv_bin("python"))
-        .arg(&script)
-        .arg(format!("http://{}", server.addr))
-        .arg(&src)
-        .args(["qcow2", "via-sdk-upload"])
-        .arg(d.join("sdk-down.qcow2"))
-        .env_remove("OS_CLOUD")
-        .env_remove("OS_AUTH_URL")
-        .output()
-        .expect("running sdk_upload.py");
+    let out = sdk_upload(
+        &server,
+        &src,
+        "qcow2",
+        "via-sdk-upload",
+        &d.join("sdk-down.qcow2"),
+        false,
+    );
     assert_success(&out, "sdk_upload.py");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let md5 = digest("md5sum", &src);
