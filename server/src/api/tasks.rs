@@ -24,9 +24,11 @@ use crate::api::body::{json_response, read_json, ApiBody};
 use crate::api::error::ApiError;
 use crate::api::policy::{self, Action, Target};
 use crate::api::{format_primitive_time, format_time, now, ok_json, Api};
+use crate::config::Conversion;
 use crate::executor::TaskProgress;
+use crate::imports::{InputError, LegacyImport};
 use crate::meta::{TaskRecord, TaskStatus, TaskSummary, Timestamp};
-use crate::properties::{ImageProperties, PropertyLimits};
+use crate::properties::PropertyLimits;
 
 mod list;
 
@@ -78,9 +80,7 @@ where
     let input = validate_task_body(&body)?;
     let policy = crate::imports::import_policy(config);
     validate_import_from(&policy, input).await?;
-    check_format_agreement(input)?;
-    crate::imports::parse_output_format(input).map_err(ApiError::BadRequest)?;
-    check_image_properties(ctx, input, &PropertyLimits::of(config))?;
+    check_input(ctx, input, &PropertyLimits::of(config), config.conversion)?;
     crate::quota::admit_task(&api.state, &ctx.project_id).await?;
 
     let task = new_task(ctx, IMPORT, input.clone());
@@ -276,41 +276,25 @@ pub fn source_failure(use_: UriUse, e: &SourceError) -> String {
     }
 }
 
-/// Sluice's stricter rule: the declared source format and the image's disk format agree.
-fn check_format_agreement(input: &Value) -> Result<(), ApiError> {
-    let source = input.get("import_from_format").and_then(Value::as_str);
-    let disk = input
-        .get("image_properties")
-        .and_then(|p| p.get("disk_format"))
-        .and_then(Value::as_str);
-    match (source, disk) {
-        (Some(s), Some(d)) if s != d => Err(ApiError::BadRequest(format!(
-            "import_from_format '{s}' does not match image_properties disk_format '{d}'; \
-             Sluice stores images in the format they arrive in."
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// The task's `image_properties`, when given, as an image creation would take them: an
-/// object whose keys and values [`ImageProperties::parse`] accepts and that the caller may
-/// set ([`ImageProperties::authorize`]).
-fn check_image_properties(
+/// The task's `input` parsed as the worker will parse it ([`LegacyImport::parse`]): what it
+/// refuses is a 4xx now, and the `image_properties`, when given, must be ones the caller may
+/// set ([`ImageProperties::authorize`](crate::properties::ImageProperties::authorize)). What
+/// Glance accepts here and fails later (a missing field) is accepted.
+fn check_input(
     ctx: &RequestContext,
     input: &Value,
     limits: &PropertyLimits,
+    conversion: Conversion,
 ) -> Result<(), ApiError> {
-    let props = match input.get("image_properties") {
-        None | Some(Value::Null) => return Ok(()),
-        Some(Value::Object(props)) => props,
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "image_properties must be an object, not {}",
-                py_repr(other)
-            )))
-        }
+    let properties = match LegacyImport::parse(input, limits, conversion) {
+        Ok(legacy) => Some(Box::new(legacy.properties)),
+        Err(InputError::Deferred { properties, .. }) => properties,
+        Err(refused) => return Err(refused.into()),
     };
-    ImageProperties::parse(props, limits)?.authorize(ctx)
+    match properties {
+        Some(properties) => properties.authorize(ctx),
+        None => Ok(()),
+    }
 }
 
 /// `GET /v2/tasks/{id}`.
