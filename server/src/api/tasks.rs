@@ -10,8 +10,6 @@
 //! it should have refused). Missing `import_from_format` or `image_properties` are not
 //! create-time errors: the task fails asynchronously, as in Glance.
 
-use std::time::Duration;
-
 use http::header::LOCATION;
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Body;
@@ -59,9 +57,6 @@ const TASK_SCHEMA_KEYS: [&str; 15] = [
     "self",
     "schema",
 ];
-
-/// How long resolving an `import_from` host name may take at create time.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `POST /v2/tasks`.
 pub async fn create<B>(
@@ -229,32 +224,19 @@ impl UriUse {
     }
 }
 
-/// The import policy's check of `text` (with DNS for names), refused in Glance's words for
-/// `use_` ([`filtering_refusal`]).
+/// The import policy's pre-check of `text` ([`ImportPolicy::precheck`], DNS included),
+/// refused in Glance's words for `use_` ([`filtering_refusal`]).
 ///
 /// # Errors
 /// 400 naming what was refused and why.
 pub async fn check_uri(policy: &ImportPolicy, text: &str, use_: UriUse) -> Result<(), ApiError> {
-    let refused =
-        |why: &dyn std::fmt::Display| ApiError::BadRequest(filtering_refusal(use_, text, why));
-    let url = policy.parse_url(text).map_err(|e| refused(&e))?;
-    // Host names must resolve to an address the policy allows (checked again, with every
-    // redirect, when the import connects; only approved addresses are connected to).
-    if let Some(url::Host::Domain(host)) = url.host() {
-        let port = url.port_or_known_default().unwrap_or(80);
-        let addrs = match tokio::time::timeout(RESOLVE_TIMEOUT, policy.resolve(host, port)).await {
-            Ok(Ok(addrs)) => addrs,
-            Ok(Err(e)) => return Err(refused(&format!("{host} does not resolve ({e})"))),
-            Err(_) => {
-                return Err(refused(&format!(
-                    "resolving {host} took longer than {} s",
-                    RESOLVE_TIMEOUT.as_secs()
-                )))
-            }
-        };
-        policy.approve(host, &addrs).map_err(|e| refused(&e))?;
-    }
-    Ok(())
+    // Checked again, with every redirect, when the import connects; only approved addresses
+    // are connected to.
+    policy
+        .precheck(text)
+        .await
+        .map(drop)
+        .map_err(|e| ApiError::BadRequest(filtering_refusal(use_, text, &e)))
 }
 
 /// Glance's refusal of a URL (`validate_import_uri`: "URI for legacy import task …" or
