@@ -15,7 +15,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Body;
 use serde_json::{json, Map, Value};
 use sluice_pipeline::ssrf::ImportPolicy;
-use sluice_pipeline::SourceError;
+use sluice_pipeline::{Progress, SourceError};
 
 use crate::api::auth::RequestContext;
 use crate::api::body::{json_response, read_json, ApiBody};
@@ -23,7 +23,6 @@ use crate::api::error::ApiError;
 use crate::api::policy::{self, Action, Target};
 use crate::api::{format_primitive_time, format_time, now, ok_json, Api};
 use crate::config::Conversion;
-use crate::executor::TaskProgress;
 use crate::imports::{InputError, LegacyImport};
 use crate::meta::{TaskRecord, TaskStatus, TaskSummary, Timestamp};
 use crate::properties::PropertyLimits;
@@ -291,12 +290,12 @@ pub fn show(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiBod
         TaskStatus::Processing => Some(api.state.executor.progress(&task.id).unwrap_or_default()),
         TaskStatus::Pending | TaskStatus::Success | TaskStatus::Failure => None,
     };
-    Ok(ok_json(&task_json(&task, progress)))
+    Ok(ok_json(&task_json(&task, progress.as_deref())))
 }
 
 /// The full task (POST response and `GET /v2/tasks/{id}`): Glance's keys, plus `progress`
 /// while processing and `reason` on failure.
-pub fn task_json(task: &TaskRecord, progress: Option<TaskProgress>) -> Value {
+pub fn task_json(task: &TaskRecord, progress: Option<&Progress>) -> Value {
     let mut obj = task_stub(&TaskSummary::from(task));
     obj.insert("input".into(), task.input.clone());
     obj.insert("result".into(), task.result.clone().unwrap_or(Value::Null));
@@ -313,7 +312,7 @@ pub fn task_json(task: &TaskRecord, progress: Option<TaskProgress>) -> Value {
     if let Some(p) = progress {
         obj.insert(
             "progress".into(),
-            json!({"bytes_received": p.bytes_received, "bytes_total": p.bytes_total}),
+            json!({"bytes_received": p.received(), "bytes_total": p.total()}),
         );
     }
     insert_reason(&mut obj, task);

@@ -47,7 +47,7 @@ use sluice_pipeline::body::{BodySource, Discarded};
 use sluice_pipeline::ingest::ingest_as;
 use sluice_pipeline::rate::RateGuard;
 use sluice_pipeline::store::StoreError;
-use sluice_pipeline::{IngestError, Ingested, Progress, SourceError};
+use sluice_pipeline::{IngestError, Ingested, SourceError};
 use tokio::sync::oneshot;
 
 use crate::api::auth::RequestContext;
@@ -300,7 +300,6 @@ impl Upload {
         let timeout = Duration::from_secs(config.import_timeout_secs);
         let (cancel, timed_out) =
             imports::with_deadline(self.state.executor.shutdown_signal(), timeout);
-        let progress = Progress::default();
         let store = match self.dest {
             Destination::File => &*self.state.store,
             Destination::Stage => self.state.staging.store(),
@@ -313,7 +312,7 @@ impl Upload {
             RateGuard::new(&mut source, rate),
             ingest,
             store,
-            &progress,
+            self.slot.progress(),
             cancel,
         )
         .await;
