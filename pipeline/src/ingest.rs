@@ -159,7 +159,8 @@ pub fn conversion_for(declared: Format, target: Option<Target>) -> Option<Target
 /// Why an import failed. Nothing is left in the store after any of these.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    /// The import was cancelled (shutdown or task deletion).
+    /// The import's cancel signal turned `true`. Why (a shutdown, a deadline, a deleted
+    /// image) is the caller's to say: the server words it `interrupted` or `cancelled`.
     #[error("the import was cancelled")]
     Cancelled,
     /// A hashing thread stopped unexpectedly (a bug, not the image's fault).

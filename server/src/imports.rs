@@ -28,8 +28,24 @@ pub use request::{min_rate, ImportRequest, ImportSource, InputError, LegacyImpor
 
 /// Reason code of a task whose input cannot be imported.
 pub const REASON_INVALID_INPUT: &str = "invalid_input";
-/// Reason code of a task cut short by a shutdown or crash.
+/// Reason code of an import cut short by the service: a shutdown (SIGTERM/SIGINT, the
+/// import's cancel signal) or a crash (found by recovery at the next start). Nothing is
+/// wrong with the request: asking again works. Its counterpart is [`REASON_CANCELLED`].
+///
+/// The two are kept apart everywhere (tasks of both kinds, uploads, stages):
+///
+/// | code | meaning | written by |
+/// |---|---|---|
+/// | `cancelled` | stopped **on purpose** by a client: the image of an interoperable import was deleted (Glance's only cancel) | `api_image` when the stopped import's image is gone |
+/// | `interrupted` | stopped by the **service**: shutdown, or a crash found at restart | [`ingest_failure`] for a stopped ingest, `service::finish_recovery`, an upload's or stage's 503 |
+///
+/// The pipeline cannot tell them apart (its `IngestError::Cancelled` is only "the cancel
+/// signal turned"): a stop is `interrupted` unless the one who stopped it on purpose (the
+/// image's deletion) is found.
 pub const REASON_INTERRUPTED: &str = "interrupted";
+/// Reason code of an import stopped on purpose: its image was deleted (see
+/// [`REASON_INTERRUPTED`] for the distinction).
+pub const REASON_CANCELLED: &str = "cancelled";
 /// Reason code of a failure on Sluice's side (metadata store).
 pub const REASON_INTERNAL: &str = "internal_error";
 /// Reason code of an import that did not finish within `import_timeout_secs`.
@@ -266,7 +282,7 @@ async fn pull(
     let opened = tokio::select! {
         biased;
         () = cancelled(&mut cancel) => {
-            return Err((REASON_INTERRUPTED.to_owned(), failure_message(&IngestError::Cancelled)));
+            return Err(ingest_failure(&IngestError::Cancelled));
         }
         opened = HttpSource::open(url, &policy, &http) => opened,
     };
@@ -280,7 +296,18 @@ async fn pull(
     let ingest = request.ingest_request(image_id, config, &quota);
     ingest_as(source, ingest, state.store.as_ref(), progress, cancel)
         .await
-        .map_err(|e| (e.reason_code().to_owned(), failure_message(&e)))
+        .map_err(|e| ingest_failure(&e))
+}
+
+/// The task's reason code and message for a failed ingest: the pipeline's code, except that
+/// a stopped ingest is [`REASON_INTERRUPTED`] (the service stopped it; an interoperable
+/// import whose image was deleted rewords it as [`REASON_CANCELLED`]).
+fn ingest_failure(e: &IngestError) -> (String, String) {
+    let reason = match e {
+        IngestError::Cancelled => REASON_INTERRUPTED,
+        other => other.reason_code(),
+    };
+    (reason.to_owned(), failure_message(e))
 }
 
 /// Resolves when `cancel` turns `true`; never when its sender is gone.
@@ -398,5 +425,17 @@ async fn save_final(state: &AppState, task: &TaskRecord) {
             });
         }
         Err(e) => tracing::error!(task_id = %task.id, error = %e, "cannot mark task failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_ingest_failure_stopped_ingest_is_interrupted_not_cancelled() {
+        let (reason, message) = ingest_failure(&IngestError::Cancelled);
+        assert_eq!(reason, REASON_INTERRUPTED);
+        assert!(message.contains("shutting down"), "{message}");
     }
 }

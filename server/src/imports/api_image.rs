@@ -16,8 +16,8 @@ use sluice_pipeline::{Ingested, Progress};
 use tokio::sync::watch;
 
 use super::{
-    fail, meta, now, pull, save_final, ImportRequest, ImportSource, REASON_INTERNAL,
-    REASON_INTERRUPTED, REASON_INVALID_INPUT,
+    fail, meta, now, pull, save_final, ImportRequest, ImportSource, REASON_CANCELLED,
+    REASON_INTERNAL, REASON_INTERRUPTED, REASON_INVALID_INPUT,
 };
 use crate::api::tasks::UriUse;
 use crate::meta::{Decision, ImageRecord, ImageStatus, TaskRecord, TaskStatus, Transition};
@@ -31,8 +31,6 @@ pub const LOCK_PROPERTY: &str = "os_glance_import_task";
 pub const IMPORTING_TO_STORES: &str = "os_glance_importing_to_stores";
 /// Stores an import failed for (Glance's; empty with a single store).
 pub const FAILED_IMPORT: &str = "os_glance_failed_import";
-/// Reason code of an import stopped on purpose: its image was deleted.
-pub const REASON_CANCELLED: &str = "cancelled";
 /// Reason code of an import whose image no longer waits for it (another change won).
 const REASON_IMAGE_CHANGED: &str = "image_changed";
 
