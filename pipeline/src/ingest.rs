@@ -23,7 +23,7 @@
 //! buffers and the chunk part is nearer `(C + 2) × max_chunk`. See [`worst_case_memory`].
 //!
 //! # Conversion
-//! With a target ([`ingest_as`]), the writer lane becomes a *convert lane*: the chunks go to a
+//! With a target ([`IngestRequest::target`]), the writer lane becomes a *convert lane*: the chunks go to a
 //! [`Converter`] on a background thread, whose output is written positionally into the store
 //! writer's local scratch file and hashed there, in output order (the hashers hash the converted bytes, as Glance's
 //! checksum is of the stored file):
@@ -159,7 +159,8 @@ pub fn conversion_for(declared: Format, target: Option<Target>) -> Option<Target
 /// Why an import failed. Nothing is left in the store after any of these.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    /// The import was cancelled (shutdown or task deletion).
+    /// The import's cancel signal turned `true`. Why (a shutdown, a deadline, a deleted
+    /// image) is the caller's to say: the server words it `interrupted` or `cancelled`.
     #[error("the import was cancelled")]
     Cancelled,
     /// A hashing thread stopped unexpectedly (a bug, not the image's fault).
@@ -260,9 +261,64 @@ pub fn rejection_message(report: &Report) -> String {
     }
 }
 
+/// What one import asks of [`ingest_as`], decided by the caller before a byte moves: the
+/// image, how its bytes are checked, what they become and who may stop them. The source, the
+/// store and the live signals (progress, cancel) are passed beside it: they are the run, not
+/// the request.
+#[derive(Clone)]
+pub struct IngestRequest<'a> {
+    /// The id the data is stored under.
+    pub image_id: &'a str,
+    /// The format the inspector holds the bytes to.
+    pub declared: Format,
+    /// The conversion asked for; [`conversion_for`] decides whether it applies.
+    pub target: Option<Target>,
+    /// The inspector's limits; `max_virtual_size` is also the cap on the stored size.
+    pub limits: Limits,
+    /// Told what the import will store as soon as that is known (see [`Admission`]).
+    pub admission: &'a dyn Admission,
+}
+
+impl<'a> IngestRequest<'a> {
+    /// Image `image_id` inspected as `declared` under `limits`, stored as received, with no
+    /// admission control.
+    pub fn new(image_id: &'a str, declared: Format, limits: Limits) -> Self {
+        IngestRequest {
+            image_id,
+            declared,
+            target: None,
+            limits,
+            admission: &Unlimited,
+        }
+    }
+
+    /// The same request, converting to `target` (none: stored as received).
+    #[must_use]
+    pub fn converting(self, target: Option<Target>) -> Self {
+        IngestRequest { target, ..self }
+    }
+
+    /// The same request, charged to `admission` as it goes.
+    #[must_use]
+    pub fn admitted_by(self, admission: &'a dyn Admission) -> Self {
+        IngestRequest { admission, ..self }
+    }
+}
+
+impl std::fmt::Debug for IngestRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestRequest")
+            .field("image_id", &self.image_id)
+            .field("declared", &self.declared)
+            .field("target", &self.target)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Fetches `source` into the store as image `image_id`, inspecting it against `declared`
-/// and hashing it on the way, in one pass, storing it as received: [`ingest_as`] without a
-/// target.
+/// and hashing it on the way, in one pass, storing it as received, with no admission
+/// control: [`ingest_as`] with [`IngestRequest::new`].
 ///
 /// # Errors
 /// See [`IngestError`].
@@ -275,45 +331,38 @@ pub async fn ingest<S: ChunkSource>(
     progress: &Progress,
     cancel: watch::Receiver<bool>,
 ) -> Result<Ingested, IngestError> {
-    ingest_as(
-        source, declared, None, limits, store, image_id, progress, cancel, &Unlimited,
-    )
-    .await
+    let request = IngestRequest::new(image_id, declared, limits);
+    ingest_as(source, request, store, progress, cancel).await
 }
 
-/// Fetches `source` into the store as image `image_id`, inspecting it against `declared`
-/// and hashing it on the way, in one pass; with a `target`, converting it on the way too
-/// (unless [`conversion_for`] says no conversion applies: the image is then stored as
-/// received). A converted image's size and digests are the output's. The image is committed only when the inspector
-/// accepts it and every byte is stored; on any failure the store writer is aborted before this
-/// returns.
+/// Fetches `source` into `store` as image `request.image_id`, inspecting it against
+/// `request.declared` and hashing it on the way, in one pass; with a `request.target`,
+/// converting it on the way too (unless [`conversion_for`] says no conversion applies: the
+/// image is then stored as received). A converted image's size and digests are the output's.
+/// The image is committed only when the inspector accepts it and every byte is stored; on any
+/// failure the store writer is aborted before this returns.
 ///
-/// The stored size is capped at `limits.max_virtual_size` (like Glance's `image_size_cap`):
-/// an announced or received size above it fails with `size_cap`.
+/// The stored size is capped at `request.limits.max_virtual_size` (like Glance's
+/// `image_size_cap`): an announced or received size above it fails with `size_cap`.
 ///
 /// `cancel` turning `true` stops the import with [`IngestError::Cancelled`] (a dropped
 /// sender means "never cancelled").
 ///
-/// `admission` is told what the import will store as soon as that is known (the announced
-/// length before anything is fetched, then the bytes received, and for a conversion to raw
-/// the virtual size from the image's header) and may stop it with
+/// `request.admission` is told what the import will store as soon as that is known (the
+/// announced length before anything is fetched, then the bytes received, and for a
+/// conversion to raw the virtual size from the image's header) and may stop it with
 /// [`IngestError::QuotaExceeded`] (see [`Admission`]).
 ///
 /// # Errors
 /// See [`IngestError`].
-#[allow(clippy::too_many_arguments)]
 pub async fn ingest_as<S: ChunkSource>(
     mut source: S,
-    declared: Format,
-    target: Option<Target>,
-    limits: Limits,
+    request: IngestRequest<'_>,
     store: &dyn Store,
-    image_id: &str,
     progress: &Progress,
     mut cancel: watch::Receiver<bool>,
-    admission: &dyn Admission,
 ) -> Result<Ingested, IngestError> {
-    let cap = limits.max_virtual_size;
+    let cap = request.limits.max_virtual_size;
     progress.set_total(source.content_length());
     if let Some(announced) = source.content_length() {
         if announced > cap {
@@ -324,24 +373,24 @@ pub async fn ingest_as<S: ChunkSource>(
             .into());
         }
     }
-    let conversion = conversion_for(declared, target);
-    let mut charge = Charge::new(admission, conversion == Some(Target::Raw));
+    let conversion = conversion_for(request.declared, request.target);
+    let mut charge = Charge::new(request.admission, conversion == Some(Target::Raw));
     // Refused before anything is fetched or created when the announced length is too much.
     charge.at_least(source.content_length().unwrap_or(0))?;
     if let Some(target) = conversion {
-        return convert_into(
-            source,
-            declared,
-            target,
-            limits,
+        let run = Run {
             store,
-            image_id,
             progress,
             cancel,
-            &mut charge,
-        )
-        .await;
+        };
+        return convert_into(source, &request, target, run, &mut charge).await;
     }
+    let IngestRequest {
+        image_id,
+        declared,
+        limits,
+        ..
+    } = request;
     let part = store.begin(image_id, Access::Append)?;
     let mut inspector = Inspector::new(Some(declared), limits);
     let sums = Checksummer::start();
@@ -392,20 +441,28 @@ pub async fn ingest_as<S: ChunkSource>(
     })
 }
 
+/// Where an import runs and how it is watched: beside its [`IngestRequest`].
+struct Run<'a> {
+    store: &'a dyn Store,
+    progress: &'a Progress,
+    cancel: watch::Receiver<bool>,
+}
+
 /// [`ingest_as`] with a conversion to `target`: the convert lane replaces the writer lane and
 /// feeds the hashers (module documentation, "Conversion").
-#[allow(clippy::too_many_arguments)]
 async fn convert_into<S: ChunkSource>(
     mut source: S,
-    declared: Format,
+    request: &IngestRequest<'_>,
     target: Target,
-    limits: Limits,
-    store: &dyn Store,
-    image_id: &str,
-    progress: &Progress,
-    mut cancel: watch::Receiver<bool>,
+    run: Run<'_>,
     charge: &mut Charge<'_>,
 ) -> Result<Ingested, IngestError> {
+    let (image_id, declared, limits) = (request.image_id, request.declared, request.limits.clone());
+    let Run {
+        store,
+        progress,
+        mut cancel,
+    } = run;
     let cap = limits.max_virtual_size;
     let convert_limits = ConvertLimits {
         max_virtual_size: cap,

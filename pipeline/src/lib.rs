@@ -37,7 +37,7 @@ pub mod source;
 pub mod ssrf;
 pub mod store;
 
-pub use ingest::{ingest, IngestError, Ingested, Progress};
+pub use ingest::{ingest, IngestError, IngestRequest, Ingested, Progress};
 pub use source::{ChunkSource, SourceError, MAX_CHUNK};
 
 /// Streams `reader` through an [`Inspector`] in chunks of `chunk_size` bytes, never seeking,

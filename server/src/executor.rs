@@ -15,29 +15,25 @@
 //!
 //! Imports run on the shared tokio runtime but hash on dedicated threads (see
 //! `sluice_pipeline::hash`), so API requests keep getting runtime time while imports run.
+//!
+//! # What it runs
+//! The executor knows tasks only by id and owner: the workers hand each task to the job
+//! function given to [`Executor::start`] (the server's `imports::run`), with the task's
+//! [`Progress`] and cancel signal. It names neither the service state nor the imports, so
+//! the modules form a DAG: `imports` → `state` → `executor`.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use sluice_pipeline::Progress;
 use tokio::sync::{watch, Notify};
-
-use crate::imports;
-use crate::state::AppState;
 
 /// A task waiting for a worker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Job {
     task_id: String,
     owner: String,
-}
-
-/// Live progress of one running import.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TaskProgress {
-    /// Bytes received from the source so far.
-    pub bytes_received: u64,
-    /// The source's announced length, when it sent one.
-    pub bytes_total: Option<u64>,
 }
 
 /// The queue is full; the client should retry later (HTTP 503).
@@ -159,7 +155,8 @@ struct Inner {
     capacity: usize,
     per_project: usize,
     wake: Notify,
-    progress: Mutex<HashMap<String, Arc<sluice_pipeline::Progress>>>,
+    /// The live counters of each running import and upload.
+    progress: Mutex<HashMap<String, Arc<Progress>>>,
     /// The cancel signal of each running import ([`Executor::cancel`], shutdown).
     cancels: Mutex<HashMap<String, watch::Sender<bool>>>,
     shutdown: watch::Sender<bool>,
@@ -269,22 +266,25 @@ impl Executor {
         Ok(())
     }
 
-    /// Progress of a running import, if it is running.
-    pub fn progress(&self, task_id: &str) -> Option<TaskProgress> {
-        let map = lock(&self.inner.progress);
-        map.get(task_id).map(|p| TaskProgress {
-            bytes_received: p.received(),
-            bytes_total: p.total(),
-        })
+    /// The live counters of a running import (by task id) or upload (by image id).
+    pub fn progress(&self, id: &str) -> Option<Arc<Progress>> {
+        lock(&self.inner.progress).get(id).cloned()
     }
 
-    /// Starts `workers` worker tasks on the current runtime.
-    pub fn start(&self, state: &AppState, workers: usize) -> Vec<tokio::task::JoinHandle<()>> {
+    /// Starts `workers` worker tasks on the current runtime, each running one task at a time
+    /// through `job(task_id, progress, cancel)`, which resolves to the bytes the task stored
+    /// (for the project's quota), if it stored any. `cancel` turns `true` on
+    /// [`cancel`](Self::cancel) and [`shutdown`](Self::shutdown).
+    pub fn start<J, F>(&self, workers: usize, job: J) -> Vec<tokio::task::JoinHandle<()>>
+    where
+        J: Fn(String, Arc<Progress>, watch::Receiver<bool>) -> F + Clone + Send + 'static,
+        F: Future<Output = Option<u64>> + Send + 'static,
+    {
         (0..workers)
             .map(|_| {
                 let exec = self.clone();
-                let state = state.clone();
-                tokio::spawn(async move { exec.worker(state).await })
+                let job = job.clone();
+                tokio::spawn(async move { exec.worker(job).await })
             })
             .collect()
     }
@@ -393,15 +393,23 @@ impl Executor {
                 charged: 0,
             },
         );
+        drop(q);
+        let progress = Arc::new(Progress::default());
+        lock(&self.inner.progress).insert(image_id.to_owned(), Arc::clone(&progress));
         Ok(UploadSlot {
             executor: self.clone(),
             image_id: image_id.to_owned(),
             owner: owner.to_owned(),
             stored: 0,
+            progress,
         })
     }
 
-    async fn worker(self, state: AppState) {
+    async fn worker<J, F>(self, job_fn: J)
+    where
+        J: Fn(String, Arc<Progress>, watch::Receiver<bool>) -> F,
+        F: Future<Output = Option<u64>>,
+    {
         loop {
             if self.is_shutting_down() {
                 return;
@@ -411,7 +419,7 @@ impl Executor {
                 notified.await;
                 continue;
             };
-            let progress = Arc::new(sluice_pipeline::Progress::default());
+            let progress = Arc::new(Progress::default());
             lock(&self.inner.progress).insert(job.task_id.clone(), Arc::clone(&progress));
             let (cancel, cancelled) = watch::channel(false);
             lock(&self.inner.cancels).insert(job.task_id.clone(), cancel);
@@ -419,7 +427,7 @@ impl Executor {
                 // Shutdown began before the signal was registered.
                 self.cancel(&job.task_id);
             }
-            let stored = imports::run(&state, &job.task_id, progress, cancelled).await;
+            let stored = job_fn(job.task_id.clone(), progress, cancelled).await;
             self.finish_job(&job, stored);
         }
     }
@@ -432,9 +440,15 @@ pub struct UploadSlot {
     image_id: String,
     owner: String,
     stored: u64,
+    progress: Arc<Progress>,
 }
 
 impl UploadSlot {
+    /// The upload's live counters, as [`Executor::progress`] shows them.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
     /// The upload stored `bytes`: they count as committed for the project's running imports
     /// once the slot ends (see [`InFlight::committed`]).
     pub fn stored(&mut self, bytes: u64) {
@@ -453,6 +467,8 @@ impl Drop for UploadSlot {
                 q.projects.remove(&self.owner);
             }
         }
+        drop(q);
+        lock(&self.executor.inner.progress).remove(&self.image_id);
     }
 }
 
@@ -483,6 +499,16 @@ mod tests {
         assert_eq!((now.running, now.charged, now.committed), (1, 0, 70));
         drop(other);
         assert_eq!(exec.in_flight("a", None), InFlight::default());
+    }
+
+    #[test]
+    fn test_executor_upload_progress_is_shown_while_the_slot_lives() {
+        let exec = Executor::new(8, 1);
+        let slot = exec.start_upload("img1", "a", None).unwrap();
+        let shown = exec.progress("img1").unwrap();
+        assert!(std::ptr::eq(shown.as_ref(), slot.progress()));
+        drop(slot);
+        assert!(exec.progress("img1").is_none());
     }
 
     #[test]

@@ -5,32 +5,47 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
-use sluice_formats::{Format, Limits};
 use sluice_pipeline::http::{HttpConfig, HttpSource};
 use sluice_pipeline::ingest::ingest_as;
-use sluice_pipeline::rate::{MinRate, RateGuard};
+use sluice_pipeline::rate::RateGuard;
 use sluice_pipeline::ssrf::ImportPolicy;
 use sluice_pipeline::{IngestError, Ingested, Progress};
 use tokio::sync::watch;
 
-use crate::api::tasks::UriUse;
-use crate::config::{Config, Conversion};
+use crate::config::Config;
 use crate::meta::{
     ImageRecord, ImageStatus, MetaError, MetaStore, TaskRecord, TaskStatus, Timestamp,
 };
-use crate::properties::{ImageProperties, PropertyLimits, Visibility};
+use crate::properties::{PropertyLimits, Visibility};
 use crate::state::AppState;
 
 mod api_image;
 mod glance_direct;
+mod request;
 
 pub use api_image::{cancel_for_deleted, API_IMAGE_IMPORT, LOCK_PROPERTY};
+pub use request::{min_rate, ImportRequest, ImportSource, InputError, LegacyImport};
 
 /// Reason code of a task whose input cannot be imported.
 pub const REASON_INVALID_INPUT: &str = "invalid_input";
-/// Reason code of a task cut short by a shutdown or crash.
+/// Reason code of an import cut short by the service: a shutdown (SIGTERM/SIGINT, the
+/// import's cancel signal) or a crash (found by recovery at the next start). Nothing is
+/// wrong with the request: asking again works. Its counterpart is [`REASON_CANCELLED`].
+///
+/// The two are kept apart everywhere (tasks of both kinds, uploads, stages):
+///
+/// | code | meaning | written by |
+/// |---|---|---|
+/// | `cancelled` | stopped **on purpose** by a client: the image of an interoperable import was deleted (Glance's only cancel) | `api_image` when the stopped import's image is gone |
+/// | `interrupted` | stopped by the **service**: shutdown, or a crash found at restart | [`ingest_failure`] for a stopped ingest, `service::finish_recovery`, an upload's or stage's 503 |
+///
+/// The pipeline cannot tell them apart (its `IngestError::Cancelled` is only "the cancel
+/// signal turned"): a stop is `interrupted` unless the one who stopped it on purpose (the
+/// image's deletion) is found.
 pub const REASON_INTERRUPTED: &str = "interrupted";
+/// Reason code of an import stopped on purpose: its image was deleted (see
+/// [`REASON_INTERRUPTED`] for the distinction).
+pub const REASON_CANCELLED: &str = "cancelled";
 /// Reason code of a failure on Sluice's side (metadata store).
 pub const REASON_INTERNAL: &str = "internal_error";
 /// Reason code of an import that did not finish within `import_timeout_secs`.
@@ -39,9 +54,6 @@ pub const REASON_IMPORT_TIMEOUT: &str = "import_timeout";
 pub const REASON_STORAGE_FULL: &str = "storage_full";
 /// Pause between attempts to record a task's final state on a full volume.
 const SAVE_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Glance `disk_format`s that carry no inspectable structure of their own: checked as raw.
-pub(crate) const OPAQUE_DISK_FORMATS: [&str; 3] = ["ami", "ari", "aki"];
 
 /// The current time as a [`Timestamp`].
 pub fn now() -> Timestamp {
@@ -67,34 +79,6 @@ pub fn import_policy(config: &Config) -> ImportPolicy {
         denied_ports: f.denied_ports.clone(),
         nat64_prefixes: f.nat64_prefixes.clone(),
         pinned_hosts: f.resolve.clone(),
-    }
-}
-
-/// What an import task's `input` asks for, validated.
-#[derive(Debug)]
-struct ImportInput {
-    url: String,
-    declared: Format,
-    disk_format: String,
-    properties: ImageProperties,
-    /// Sluice's `output_format`: overrides the server's `conversion` for this task.
-    output_format: Option<Conversion>,
-}
-
-/// The `input` key of Sluice's per-task conversion choice (an additive extension).
-pub const OUTPUT_FORMAT_KEY: &str = "output_format";
-
-/// Parses a task's `input.output_format`: absent or null means the server's setting.
-///
-/// # Errors
-/// A message for the task (or a 400) when it is not one of `raw`, `qcow2`, `none`.
-pub fn parse_output_format(input: &Value) -> Result<Option<Conversion>, String> {
-    match input.get(OUTPUT_FORMAT_KEY) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Conversion::parse(s)
-            .map(Some)
-            .ok_or_else(|| format!("output_format '{s}' is not one of 'raw', 'qcow2', 'none'")),
-        Some(_) => Err("output_format must be a string: 'raw', 'qcow2' or 'none'".to_owned()),
     }
 }
 
@@ -162,9 +146,10 @@ pub async fn run(
         let outcome = deadline_outcome(outcome, &timed_out, timeout);
         return api_image::finish(state, task, outcome).await;
     }
-    let outcome = match parse_input(&task.input, &PropertyLimits::of(&state.config)) {
-        Ok(input) => import(state, &task, input, &progress, cancel).await,
-        Err(message) => Err((REASON_INVALID_INPUT.to_owned(), message)),
+    let limits = PropertyLimits::of(&state.config);
+    let outcome = match LegacyImport::parse(&task.input, &limits, state.config.conversion) {
+        Ok(legacy) => import(state, &task, legacy, &progress, cancel).await,
+        Err(e) => Err((REASON_INVALID_INPUT.to_owned(), e.message())),
     };
     let outcome = deadline_outcome(outcome, &timed_out, timeout);
     match outcome {
@@ -263,48 +248,31 @@ pub(crate) fn with_deadline(
 async fn import(
     state: &AppState,
     task: &TaskRecord,
-    input: ImportInput,
+    legacy: LegacyImport,
     progress: &Progress,
     cancel: watch::Receiver<bool>,
 ) -> Result<ImageRecord, (String, String)> {
     let image_id = uuid::Uuid::new_v4().to_string();
-    let pulled = Pull {
-        url: &input.url,
-        uri_use: UriUse::LegacyTask,
-        declared: input.declared,
-        disk_format: &input.disk_format,
-        output_format: input.output_format,
-        image_id: &image_id,
-    };
-    let ingested = pull(state, task, pulled, progress, cancel).await?;
-    Ok(image_record(task, &image_id, &input, &ingested))
+    let ingested = pull(state, task, &legacy.request, &image_id, progress, cancel).await?;
+    Ok(image_record(task, &image_id, &legacy, &ingested))
 }
 
-/// What one pull from a URL into the store needs to know.
-struct Pull<'a> {
-    /// The source.
-    url: &'a str,
-    /// How a policy refusal of the URL is worded.
-    uri_use: UriUse,
-    /// The format the source is inspected as.
-    declared: Format,
-    /// The image's `disk_format` (opaque formats are never converted).
-    disk_format: &'a str,
-    /// A conversion overriding the server's `conversion` setting.
-    output_format: Option<Conversion>,
-    /// The image id the data is stored under.
-    image_id: &'a str,
-}
-
-/// Pulls `pulled.url` through the pipeline (quota, minimum rate, inspection, conversion,
-/// hashing) into the store under `pulled.image_id`.
+/// Pulls the URL of `request` through the pipeline (quota, minimum rate, inspection,
+/// conversion, hashing) into the store under `image_id`.
 async fn pull(
     state: &AppState,
     task: &TaskRecord,
-    pulled: Pull<'_>,
+    request: &ImportRequest,
+    image_id: &str,
     progress: &Progress,
     mut cancel: watch::Receiver<bool>,
 ) -> Result<Ingested, (String, String)> {
+    let ImportSource::Url { url, uri_use } = &request.source else {
+        return Err((
+            REASON_INVALID_INPUT.to_owned(),
+            "the task's import has no URL to pull".to_owned(),
+        ));
+    };
     let config = &state.config;
     // An interoperable import fills an image whose record already counts.
     let adds_image = task.task_type != API_IMAGE_IMPORT;
@@ -314,61 +282,32 @@ async fn pull(
     let opened = tokio::select! {
         biased;
         () = cancelled(&mut cancel) => {
-            return Err((REASON_INTERRUPTED.to_owned(), failure_message(&IngestError::Cancelled)));
+            return Err(ingest_failure(&IngestError::Cancelled));
         }
-        opened = HttpSource::open(pulled.url, &policy, &http) => opened,
+        opened = HttpSource::open(url, &policy, &http) => opened,
     };
     let source = opened.map_err(|e| {
         (
             "source_error".to_owned(),
-            crate::api::tasks::source_failure(pulled.uri_use, &e),
+            crate::api::tasks::source_failure(*uri_use, &e),
         )
     })?;
-    let source = RateGuard::new(
-        source,
-        MinRate {
-            bytes_per_sec: config.min_rate_bytes_per_sec,
-            window: Duration::from_secs(config.min_rate_window_secs),
-        },
-    );
-    let limits = Limits {
-        max_virtual_size: config.max_virtual_size,
-        ..Limits::default()
-    };
-    // Opaque formats (kernels, ramdisks, AMIs) are stored as they are; `ingest_as` also
-    // leaves ISO and images already in the target alone.
-    let target = if OPAQUE_DISK_FORMATS.contains(&pulled.disk_format) {
-        None
-    } else {
-        pulled.output_format.unwrap_or(config.conversion).target()
-    };
-    ingest_as(
-        source,
-        pulled.declared,
-        target,
-        limits,
-        &state.store,
-        pulled.image_id,
-        progress,
-        cancel,
-        &quota,
-    )
-    .await
-    .map_err(|e| (e.reason_code().to_owned(), failure_message(&e)))
+    let source = RateGuard::new(source, min_rate(config));
+    let ingest = request.ingest_request(image_id, config, &quota);
+    ingest_as(source, ingest, state.store.as_ref(), progress, cancel)
+        .await
+        .map_err(|e| ingest_failure(&e))
 }
 
-/// The format an image of `disk_format` is inspected as: its own, or raw for the opaque
-/// formats (kernels, ramdisks, AMIs).
-///
-/// # Errors
-/// A message when Sluice cannot import that format.
-pub fn declared_format(disk_format: &str) -> Result<Format, String> {
-    if OPAQUE_DISK_FORMATS.contains(&disk_format) {
-        return Ok(Format::Raw);
-    }
-    disk_format
-        .parse::<Format>()
-        .map_err(|_| format!("disk_format '{disk_format}' is not a disk format Sluice can import"))
+/// The task's reason code and message for a failed ingest: the pipeline's code, except that
+/// a stopped ingest is [`REASON_INTERRUPTED`] (the service stopped it; an interoperable
+/// import whose image was deleted rewords it as [`REASON_CANCELLED`]).
+fn ingest_failure(e: &IngestError) -> (String, String) {
+    let reason = match e {
+        IngestError::Cancelled => REASON_INTERRUPTED,
+        other => other.reason_code(),
+    };
+    (reason.to_owned(), failure_message(e))
 }
 
 /// Resolves when `cancel` turns `true`; never when its sender is gone.
@@ -396,63 +335,14 @@ fn failure_message(e: &IngestError) -> String {
     }
 }
 
-/// Parses a task's `input` when the task runs: the fields Glance requires (missing ones fail
-/// the task with Glance's messages) and the image properties, checked again as at create time
-/// (the quotas may have changed since).
-fn parse_input(input: &Value, limits: &PropertyLimits) -> Result<ImportInput, String> {
-    let obj = input
-        .as_object()
-        .ok_or_else(|| "Task input must be an object".to_owned())?;
-    let url = obj
-        .get("import_from")
-        .and_then(Value::as_str)
-        .ok_or_else(|| "Input does not contain 'import_from' field".to_owned())?
-        .to_owned();
-    let from_format = obj
-        .get("import_from_format")
-        .and_then(Value::as_str)
-        .ok_or_else(|| "Input does not contain 'import_from_format' field".to_owned())?
-        .to_ascii_lowercase();
-    let properties = obj
-        .get("image_properties")
-        .ok_or_else(|| "Input does not contain 'image_properties' field".to_owned())?
-        .as_object()
-        .ok_or_else(|| "'image_properties' must be an object".to_owned())?;
-    let properties = ImageProperties::parse(properties, limits).map_err(|e| e.to_string())?;
-    let disk_format = properties
-        .disk_format
-        .clone()
-        .unwrap_or_else(|| from_format.clone());
-    if disk_format != from_format {
-        return Err(format!(
-            "import_from_format '{from_format}' does not match image_properties.disk_format '{disk_format}'"
-        ));
-    }
-    let declared = if OPAQUE_DISK_FORMATS.contains(&from_format.as_str()) {
-        Format::Raw
-    } else {
-        from_format.parse::<Format>().map_err(|_| {
-            format!("import_from_format '{from_format}' is not a disk format Sluice can import")
-        })?
-    };
-    let output_format = parse_output_format(input)?;
-    Ok(ImportInput {
-        url,
-        declared,
-        disk_format,
-        properties,
-        output_format,
-    })
-}
-
 /// Builds the image record from the task's parsed `image_properties` and what was stored.
 fn image_record(
     task: &TaskRecord,
     image_id: &str,
-    input: &ImportInput,
+    legacy: &LegacyImport,
     ingested: &Ingested,
 ) -> ImageRecord {
-    let props = &input.properties;
+    let props = &legacy.properties;
     let at = now();
     ImageRecord {
         id: image_id.to_owned(),
@@ -470,7 +360,7 @@ fn image_record(
         disk_format: Some(if ingested.converted {
             ingested.format.to_string()
         } else {
-            input.disk_format.clone()
+            legacy.request.disk_format.clone()
         }),
         container_format: Some(match &props.container_format {
             Some(requested) if !ingested.converted => requested.clone(),
@@ -542,56 +432,10 @@ async fn save_final(state: &AppState, task: &TaskRecord) {
 mod tests {
     use super::*;
 
-    fn input(v: Value) -> Result<ImportInput, String> {
-        parse_input(&v, &PropertyLimits::of(&Config::default()))
-    }
-
     #[test]
-    fn test_parse_input_missing_fields_name_them_like_glance() {
-        let e =
-            input(serde_json::json!({"import_from": "http://x/y", "import_from_format": "qcow2"}))
-                .unwrap_err();
-        assert_eq!(e, "Input does not contain 'image_properties' field");
-        let e = input(serde_json::json!({"import_from": "http://x/y", "image_properties": {}}))
-            .unwrap_err();
-        assert_eq!(e, "Input does not contain 'import_from_format' field");
-    }
-
-    #[test]
-    fn test_parse_input_format_disagreement_is_refused() {
-        let e = input(serde_json::json!({
-            "import_from": "http://x/y", "import_from_format": "qcow2",
-            "image_properties": {"disk_format": "raw"}
-        }))
-        .unwrap_err();
-        assert!(e.contains("does not match"), "{e}");
-    }
-
-    #[test]
-    fn test_parse_input_opaque_formats_are_checked_as_raw() {
-        let i = input(serde_json::json!({
-            "import_from": "http://x/y", "import_from_format": "ami",
-            "image_properties": {"disk_format": "ami"}
-        }))
-        .unwrap();
-        assert_eq!(i.declared, Format::Raw);
-        assert_eq!(i.disk_format, "ami");
-    }
-
-    #[test]
-    fn test_parse_input_output_format_is_validated() {
-        let base = |v: Value| {
-            serde_json::json!({
-                "import_from": "http://x/y", "import_from_format": "qcow2",
-                "image_properties": {}, "output_format": v
-            })
-        };
-        let i = input(base(Value::from("RAW"))).unwrap();
-        assert_eq!(i.output_format, Some(Conversion::Raw));
-        let i = input(base(Value::Null)).unwrap();
-        assert_eq!(i.output_format, None);
-        let e = input(base(Value::from("vmdk"))).unwrap_err();
-        assert!(e.contains("output_format 'vmdk'"), "{e}");
-        assert!(input(base(Value::from(3))).is_err());
+    fn test_ingest_failure_stopped_ingest_is_interrupted_not_cancelled() {
+        let (reason, message) = ingest_failure(&IngestError::Cancelled);
+        assert_eq!(reason, REASON_INTERRUPTED);
+        assert!(message.contains("shutting down"), "{message}");
     }
 }

@@ -65,7 +65,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         auth = ?state.config.auth.mode,
         "sluice listening"
     );
-    let workers = executor.start(&state, state.config.workers);
+    let workers = executor.start(state.config.workers, {
+        let state = state.clone();
+        move |task_id: String, progress, cancel| {
+            let state = state.clone();
+            async move { imports::run(&state, &task_id, progress, cancel).await }
+        }
+    });
     let watcher = tokio::spawn(watch_storage(state.clone(), guarded, recovery));
     let sweeper = tokio::spawn(sweep_expired(state.clone()));
 

@@ -83,7 +83,7 @@ mod tests {
     use tokio::sync::watch;
 
     use super::*;
-    use crate::ingest::{ingest_as, IngestError, Progress};
+    use crate::ingest::{ingest_as, IngestError, IngestRequest, Progress};
     use crate::source::{ChunkSource, MemorySource, SourceError};
     use crate::store::{LocalStore, Store};
 
@@ -148,14 +148,12 @@ mod tests {
         let source = Unannounced(MemorySource::new(Bytes::from(bytes.clone()), 4096));
         let err = ingest_as(
             source,
-            Format::Qcow2,
-            Some(Target::Raw),
-            Limits::default(),
+            IngestRequest::new("big", Format::Qcow2, Limits::default())
+                .converting(Some(Target::Raw))
+                .admitted_by(&quota),
             &store,
-            "big",
             &progress,
             watch::channel(false).1,
-            &quota,
         )
         .await
         .unwrap_err();
@@ -172,14 +170,10 @@ mod tests {
         let source = MemorySource::new(Bytes::from(bytes.clone()), 4096);
         let done = ingest_as(
             source,
-            Format::Qcow2,
-            None,
-            Limits::default(),
+            IngestRequest::new("small", Format::Qcow2, Limits::default()).admitted_by(&quota),
             &store,
-            "small",
             &Progress::default(),
             watch::channel(false).1,
-            &quota,
         )
         .await
         .unwrap();
@@ -200,14 +194,10 @@ mod tests {
         let source = Unannounced(MemorySource::new(Bytes::from(vec![0u8; 1 << 20]), 65_536));
         let err = ingest_as(
             source,
-            Format::Raw,
-            None,
-            Limits::default(),
+            IngestRequest::new("raw", Format::Raw, Limits::default()).admitted_by(&quota),
             &store,
-            "raw",
             &progress,
             watch::channel(false).1,
-            &quota,
         )
         .await
         .unwrap_err();
@@ -225,14 +215,11 @@ mod tests {
         let progress = Progress::default();
         let err = ingest_as(
             MemorySource::new(Bytes::from(vec![0u8; 1 << 20]), 65_536),
-            Format::Raw,
-            None,
-            Limits::default(),
+            IngestRequest::new("raw", Format::Raw, Limits::default())
+                .admitted_by(&Quota::new(1000)),
             &store,
-            "raw",
             &progress,
             watch::channel(false).1,
-            &Quota::new(1000),
         )
         .await
         .unwrap_err();

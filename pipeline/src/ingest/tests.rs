@@ -57,14 +57,10 @@ async fn run(
 ) -> Result<Ingested, IngestError> {
     ingest_as(
         MemorySource::new(Bytes::from(data), 65_537),
-        declared,
-        target,
-        Limits::default(),
+        IngestRequest::new("img", declared, Limits::default()).converting(target),
         store,
-        "img",
         &Progress::default(),
         never_cancel(),
-        &Unlimited,
     )
     .await
 }

@@ -7,7 +7,8 @@
 //! that resolves to an internal address, or through a redirect. [`ImportPolicy::parse_url`]
 //! checks the text a user gave, [`ImportPolicy::check_url`] a parsed URL (every redirect
 //! hop), and [`ImportPolicy::approve`] the addresses a name resolved to, right before
-//! connecting to one of them.
+//! connecting to one of them. [`ImportPolicy::precheck`] is the check of a URL when an
+//! import is asked for (parse, resolve, approve), before any connection.
 //!
 //! The options mirror Glance's `[import_filtering_opts]` (an allow-list takes precedence over
 //! the matching deny-list; ports default to 80 and 443), with entries that may name a port.
@@ -24,9 +25,11 @@ use std::net::{IpAddr, SocketAddr};
 use url::{Host, Url};
 
 mod entry;
+mod precheck;
 pub mod ranges;
 
 pub use entry::{EntryError, EntryHost, HostEntry, PinnedHost};
+pub use precheck::{PrecheckError, PRECHECK_RESOLVE_TIMEOUT};
 pub use ranges::{AddrClass, Nat64Prefix, Nat64PrefixError, Reach, METADATA_ADDRS};
 
 use entry::{canonical_ip, looks_numeric, normalize_name};

@@ -10,23 +10,22 @@
 //! it should have refused). Missing `import_from_format` or `image_properties` are not
 //! create-time errors: the task fails asynchronously, as in Glance.
 
-use std::time::Duration;
-
 use http::header::LOCATION;
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Body;
 use serde_json::{json, Map, Value};
 use sluice_pipeline::ssrf::ImportPolicy;
-use sluice_pipeline::SourceError;
+use sluice_pipeline::{Progress, SourceError};
 
 use crate::api::auth::RequestContext;
 use crate::api::body::{json_response, read_json, ApiBody};
 use crate::api::error::ApiError;
 use crate::api::policy::{self, Action, Target};
 use crate::api::{format_primitive_time, format_time, now, ok_json, Api};
-use crate::executor::TaskProgress;
+use crate::config::Conversion;
+use crate::imports::{InputError, LegacyImport};
 use crate::meta::{TaskRecord, TaskStatus, TaskSummary, Timestamp};
-use crate::properties::{ImageProperties, PropertyLimits};
+use crate::properties::PropertyLimits;
 
 mod list;
 
@@ -58,9 +57,6 @@ const TASK_SCHEMA_KEYS: [&str; 15] = [
     "schema",
 ];
 
-/// How long resolving an `import_from` host name may take at create time.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// `POST /v2/tasks`.
 pub async fn create<B>(
     api: &Api,
@@ -78,9 +74,7 @@ where
     let input = validate_task_body(&body)?;
     let policy = crate::imports::import_policy(config);
     validate_import_from(&policy, input).await?;
-    check_format_agreement(input)?;
-    crate::imports::parse_output_format(input).map_err(ApiError::BadRequest)?;
-    check_image_properties(ctx, input, &PropertyLimits::of(config))?;
+    check_input(ctx, input, &PropertyLimits::of(config), config.conversion)?;
     crate::quota::admit_task(&api.state, &ctx.project_id).await?;
 
     let task = new_task(ctx, IMPORT, input.clone());
@@ -229,32 +223,19 @@ impl UriUse {
     }
 }
 
-/// The import policy's check of `text` (with DNS for names), refused in Glance's words for
-/// `use_` ([`filtering_refusal`]).
+/// The import policy's pre-check of `text` ([`ImportPolicy::precheck`], DNS included),
+/// refused in Glance's words for `use_` ([`filtering_refusal`]).
 ///
 /// # Errors
 /// 400 naming what was refused and why.
 pub async fn check_uri(policy: &ImportPolicy, text: &str, use_: UriUse) -> Result<(), ApiError> {
-    let refused =
-        |why: &dyn std::fmt::Display| ApiError::BadRequest(filtering_refusal(use_, text, why));
-    let url = policy.parse_url(text).map_err(|e| refused(&e))?;
-    // Host names must resolve to an address the policy allows (checked again, with every
-    // redirect, when the import connects; only approved addresses are connected to).
-    if let Some(url::Host::Domain(host)) = url.host() {
-        let port = url.port_or_known_default().unwrap_or(80);
-        let addrs = match tokio::time::timeout(RESOLVE_TIMEOUT, policy.resolve(host, port)).await {
-            Ok(Ok(addrs)) => addrs,
-            Ok(Err(e)) => return Err(refused(&format!("{host} does not resolve ({e})"))),
-            Err(_) => {
-                return Err(refused(&format!(
-                    "resolving {host} took longer than {} s",
-                    RESOLVE_TIMEOUT.as_secs()
-                )))
-            }
-        };
-        policy.approve(host, &addrs).map_err(|e| refused(&e))?;
-    }
-    Ok(())
+    // Checked again, with every redirect, when the import connects; only approved addresses
+    // are connected to.
+    policy
+        .precheck(text)
+        .await
+        .map(drop)
+        .map_err(|e| ApiError::BadRequest(filtering_refusal(use_, text, &e)))
 }
 
 /// Glance's refusal of a URL (`validate_import_uri`: "URI for legacy import task …" or
@@ -276,41 +257,25 @@ pub fn source_failure(use_: UriUse, e: &SourceError) -> String {
     }
 }
 
-/// Sluice's stricter rule: the declared source format and the image's disk format agree.
-fn check_format_agreement(input: &Value) -> Result<(), ApiError> {
-    let source = input.get("import_from_format").and_then(Value::as_str);
-    let disk = input
-        .get("image_properties")
-        .and_then(|p| p.get("disk_format"))
-        .and_then(Value::as_str);
-    match (source, disk) {
-        (Some(s), Some(d)) if s != d => Err(ApiError::BadRequest(format!(
-            "import_from_format '{s}' does not match image_properties disk_format '{d}'; \
-             Sluice stores images in the format they arrive in."
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// The task's `image_properties`, when given, as an image creation would take them: an
-/// object whose keys and values [`ImageProperties::parse`] accepts and that the caller may
-/// set ([`ImageProperties::authorize`]).
-fn check_image_properties(
+/// The task's `input` parsed as the worker will parse it ([`LegacyImport::parse`]): what it
+/// refuses is a 4xx now, and the `image_properties`, when given, must be ones the caller may
+/// set ([`ImageProperties::authorize`](crate::properties::ImageProperties::authorize)). What
+/// Glance accepts here and fails later (a missing field) is accepted.
+fn check_input(
     ctx: &RequestContext,
     input: &Value,
     limits: &PropertyLimits,
+    conversion: Conversion,
 ) -> Result<(), ApiError> {
-    let props = match input.get("image_properties") {
-        None | Some(Value::Null) => return Ok(()),
-        Some(Value::Object(props)) => props,
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "image_properties must be an object, not {}",
-                py_repr(other)
-            )))
-        }
+    let properties = match LegacyImport::parse(input, limits, conversion) {
+        Ok(legacy) => Some(Box::new(legacy.properties)),
+        Err(InputError::Deferred { properties, .. }) => properties,
+        Err(refused) => return Err(refused.into()),
     };
-    ImageProperties::parse(props, limits)?.authorize(ctx)
+    match properties {
+        Some(properties) => properties.authorize(ctx),
+        None => Ok(()),
+    }
 }
 
 /// `GET /v2/tasks/{id}`.
@@ -325,12 +290,12 @@ pub fn show(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiBod
         TaskStatus::Processing => Some(api.state.executor.progress(&task.id).unwrap_or_default()),
         TaskStatus::Pending | TaskStatus::Success | TaskStatus::Failure => None,
     };
-    Ok(ok_json(&task_json(&task, progress)))
+    Ok(ok_json(&task_json(&task, progress.as_deref())))
 }
 
 /// The full task (POST response and `GET /v2/tasks/{id}`): Glance's keys, plus `progress`
 /// while processing and `reason` on failure.
-pub fn task_json(task: &TaskRecord, progress: Option<TaskProgress>) -> Value {
+pub fn task_json(task: &TaskRecord, progress: Option<&Progress>) -> Value {
     let mut obj = task_stub(&TaskSummary::from(task));
     obj.insert("input".into(), task.input.clone());
     obj.insert("result".into(), task.result.clone().unwrap_or(Value::Null));
@@ -347,7 +312,7 @@ pub fn task_json(task: &TaskRecord, progress: Option<TaskProgress>) -> Value {
     if let Some(p) = progress {
         obj.insert(
             "progress".into(),
-            json!({"bytes_received": p.bytes_received, "bytes_total": p.bytes_total}),
+            json!({"bytes_received": p.received(), "bytes_total": p.total()}),
         );
     }
     insert_reason(&mut obj, task);

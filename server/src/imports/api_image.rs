@@ -16,8 +16,8 @@ use sluice_pipeline::{Ingested, Progress};
 use tokio::sync::watch;
 
 use super::{
-    declared_format, fail, meta, now, pull, save_final, Pull, REASON_INTERNAL, REASON_INTERRUPTED,
-    REASON_INVALID_INPUT,
+    fail, meta, now, pull, save_final, ImportRequest, ImportSource, REASON_CANCELLED,
+    REASON_INTERNAL, REASON_INTERRUPTED, REASON_INVALID_INPUT,
 };
 use crate::api::tasks::UriUse;
 use crate::meta::{Decision, ImageRecord, ImageStatus, TaskRecord, TaskStatus, Transition};
@@ -31,8 +31,6 @@ pub const LOCK_PROPERTY: &str = "os_glance_import_task";
 pub const IMPORTING_TO_STORES: &str = "os_glance_importing_to_stores";
 /// Stores an import failed for (Glance's; empty with a single store).
 pub const FAILED_IMPORT: &str = "os_glance_failed_import";
-/// Reason code of an import stopped on purpose: its image was deleted.
-pub const REASON_CANCELLED: &str = "cancelled";
 /// Reason code of an import whose image no longer waits for it (another change won).
 const REASON_IMAGE_CHANGED: &str = "image_changed";
 
@@ -83,18 +81,14 @@ pub(super) async fn run(
         .ok_or_else(|| invalid("has no import_req.method.uri"))?
         .to_owned();
     let image = take(state, &task.id, &image_id).await?;
-    let disk_format = image.disk_format.clone().unwrap_or_default();
-    let declared =
-        declared_format(&disk_format).map_err(|m| (REASON_INVALID_INPUT.to_owned(), m))?;
-    let pulled = Pull {
-        url: &uri,
+    // Parsed when the import was asked for; parsed again the same way as a check.
+    let source = ImportSource::Url {
+        url: uri,
         uri_use: UriUse::WebDownload,
-        declared,
-        disk_format: &disk_format,
-        output_format: None,
-        image_id: &image_id,
     };
-    let ingested = pull(state, task, pulled, progress, cancel).await?;
+    let request = ImportRequest::for_image(&image, source, state.config.conversion)
+        .map_err(|m| (REASON_INVALID_INPUT.to_owned(), m))?;
+    let ingested = pull(state, task, &request, &image_id, progress, cancel).await?;
     Ok((image, ingested))
 }
 

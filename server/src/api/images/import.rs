@@ -41,7 +41,7 @@ use crate::api::policy::{self, Action, Target};
 use crate::api::tasks::{self, check_uri, filtering_refusal, py_repr, UriUse};
 use crate::api::{now, Api};
 use crate::config::ImportMethod;
-use crate::imports::{API_IMAGE_IMPORT, LOCK_PROPERTY};
+use crate::imports::{ImportRequest, ImportSource, API_IMAGE_IMPORT, LOCK_PROPERTY};
 use crate::meta::{Decision, ImageRecord, ImageStatus, TaskStatus, Transition};
 
 /// Glance's 409 for an import while another holds the image's lock.
@@ -74,8 +74,17 @@ where
     if held.is_some() {
         return Err(ApiError::Conflict(LOCKED.into()));
     }
-    let disk_format = image.disk_format.clone().unwrap_or_default();
-    crate::imports::declared_format(&disk_format).map_err(ApiError::BadRequest)?;
+    let uri = request_body.get("method").and_then(|m| m.get("uri"));
+    let source = match method {
+        ImportMethod::GlanceDirect => ImportSource::Staged,
+        ImportMethod::WebDownload => ImportSource::Url {
+            url: uri.and_then(Value::as_str).unwrap_or_default().to_owned(),
+            uri_use: UriUse::WebDownload,
+        },
+    };
+    // The import's one parse (the task parses it again when it runs): a format Sluice cannot
+    // import is a 400 before anything else is taken.
+    ImportRequest::for_image(&image, source, config.conversion).map_err(ApiError::BadRequest)?;
     match method {
         ImportMethod::GlanceDirect => {
             if state.staging.staged(&image.id).is_none() {
@@ -84,7 +93,7 @@ where
         }
         ImportMethod::WebDownload => {
             let policy = crate::imports::import_policy(config);
-            match request_body.get("method").and_then(|m| m.get("uri")) {
+            match uri {
                 Some(Value::String(uri)) => check_uri(&policy, uri, UriUse::WebDownload).await?,
                 other => {
                     let shown = other.map_or_else(|| "None".to_owned(), py_repr);

@@ -43,12 +43,11 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use hyper::body::Body;
-use sluice_formats::{Format, Limits, Target};
 use sluice_pipeline::body::{BodySource, Discarded};
 use sluice_pipeline::ingest::ingest_as;
-use sluice_pipeline::rate::{MinRate, RateGuard};
+use sluice_pipeline::rate::RateGuard;
 use sluice_pipeline::store::StoreError;
-use sluice_pipeline::{IngestError, Ingested, Progress, SourceError};
+use sluice_pipeline::{IngestError, Ingested, SourceError};
 use tokio::sync::oneshot;
 
 use crate::api::auth::RequestContext;
@@ -56,7 +55,8 @@ use crate::api::body::{empty_response, ApiBody};
 use crate::api::error::ApiError;
 use crate::api::policy::Action;
 use crate::api::{now, Api};
-use crate::imports::{self, OPAQUE_DISK_FORMATS};
+use crate::config::Conversion;
+use crate::imports::{self, ImportRequest, ImportSource};
 use crate::meta::{Decision, ImageRecord, ImageStatus, Transition};
 use crate::quota::ImportQuota;
 use crate::staging::Staged;
@@ -196,6 +196,14 @@ async fn admit(
     }
     let image = super::load(api, ctx, id, dest.action())?;
     check_uploadable(&image, dest)?;
+    // A file is stored as received (as Glance); a stage is converted as the server's
+    // `conversion` says (as Glance's `image_conversion` plugin, which runs on staged data).
+    let conversion = match dest {
+        Destination::File => Conversion::None,
+        Destination::Stage => config.conversion,
+    };
+    let request = ImportRequest::for_image(&image, ImportSource::Body, conversion)
+        .map_err(ApiError::BadRequest)?;
     if let Some(len) = announced.filter(|len| *len > config.max_virtual_size) {
         return Err(ApiError::ImageTooLarge(format!(
             "the body announces {len} bytes, more than the limit of {} bytes",
@@ -221,16 +229,11 @@ async fn admit(
     if let Transition::Refused(image) = locked {
         return Err(not_queued(&image, dest));
     }
-    let target = match dest {
-        Destination::File => None,
-        Destination::Stage => stage_target(&image, config.conversion),
-    };
     Ok(Upload {
         state: api.state.clone(),
         image_id: image.id.clone(),
-        declared: declared_format(&image),
+        request,
         dest,
-        target,
         quota,
         slot,
     })
@@ -271,36 +274,13 @@ fn not_queued(image: &ImageRecord, dest: Destination) -> ApiError {
     ))
 }
 
-/// The conversion a stage of `image` gets: the server's `conversion` (as Glance's
-/// `image_conversion` plugin, which runs on staged data), except for opaque formats and
-/// formats Sluice does not know, which are staged as received.
-fn stage_target(image: &ImageRecord, conversion: crate::config::Conversion) -> Option<Target> {
-    let disk_format = image.disk_format.as_deref().unwrap_or("raw");
-    if OPAQUE_DISK_FORMATS.contains(&disk_format) || disk_format.parse::<Format>().is_err() {
-        return None;
-    }
-    conversion.target()
-}
-
-/// The format the inspector holds the upload to: the image's `disk_format`; formats without
-/// structure of their own (`ami`, `ari`, `aki`) and formats Sluice does not know are checked
-/// as raw (the safety checks still run).
-fn declared_format(image: &ImageRecord) -> Format {
-    let disk_format = image.disk_format.as_deref().unwrap_or("raw");
-    if OPAQUE_DISK_FORMATS.contains(&disk_format) {
-        return Format::Raw;
-    }
-    disk_format.parse().unwrap_or(Format::Raw)
-}
-
 /// One admitted upload, run detached from its request.
 struct Upload {
     state: AppState,
     image_id: String,
-    declared: Format,
+    /// What the body is checked as and becomes.
+    request: ImportRequest,
     dest: Destination,
-    /// The conversion of a stage.
-    target: Option<Target>,
     quota: ImportQuota,
     slot: crate::executor::UploadSlot,
 }
@@ -317,32 +297,23 @@ impl Upload {
         B::Error: std::fmt::Display,
     {
         let config = std::sync::Arc::clone(&self.state.config);
-        let rate = MinRate {
-            bytes_per_sec: config.min_rate_bytes_per_sec,
-            window: Duration::from_secs(config.min_rate_window_secs),
-        };
-        let limits = Limits {
-            max_virtual_size: config.max_virtual_size,
-            ..Limits::default()
-        };
         let timeout = Duration::from_secs(config.import_timeout_secs);
         let (cancel, timed_out) =
             imports::with_deadline(self.state.executor.shutdown_signal(), timeout);
-        let progress = Progress::default();
         let store = match self.dest {
             Destination::File => &*self.state.store,
             Destination::Stage => self.state.staging.store(),
         };
+        let ingest = self
+            .request
+            .ingest_request(&self.image_id, &config, &self.quota);
+        let rate = imports::min_rate(&config);
         let ingested = ingest_as(
             RateGuard::new(&mut source, rate),
-            self.declared,
-            self.target,
-            limits,
+            ingest,
             store,
-            &self.image_id,
-            &progress,
+            self.slot.progress(),
             cancel,
-            &self.quota,
         )
         .await;
         let outcome = match ingested {
