@@ -3,6 +3,7 @@
 
 mod clients;
 mod conversion;
+mod crash;
 mod create_errors;
 mod diskfull;
 mod harness;
