@@ -7,6 +7,7 @@ mod crash;
 mod create_errors;
 mod diskfull;
 mod harness;
+mod hostile;
 mod images_create;
 mod imports;
 mod interop;
