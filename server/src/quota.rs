@@ -6,6 +6,7 @@
 //! | `image_size_total` (MiB) | bytes of the project's images, plus what its running imports will store (announced length, bytes received, and for conversion to raw the virtual size from the header) | at `POST /v2/tasks` (usage over the limit: 413), when the import starts, and as it runs (failure `quota_exceeded`) |
 //! | `image_count_total` | the project's images, plus its imports waiting or running | at `POST /v2/tasks` (413) and when the import starts |
 //! | `image_count_uploading` | the project's imports waiting or running | at `POST /v2/tasks` (413) |
+//! | `image_stage_total` (MiB) | bytes staged for `glance-direct` imports: complete stages until imported, discarded or expired, and stages streaming in ([`crate::staging::StagingArea`]'s ledger) | at `PUT /v2/images/{id}/stage` (announced length: 413) and as the stage's bytes arrive (413) |
 //! | `tasks_waiting` | the project's tasks waiting for a worker | at `POST /v2/tasks` (503, retry later) |
 //!
 //! As in oslo.limit, a resource is over its limit when `usage + delta > limit`, and the
@@ -26,6 +27,8 @@ use crate::executor::{Executor, InFlight, Refused, SubmitCaps, UploadSlot};
 use crate::imports;
 use crate::meta::ProjectUsage;
 use crate::state::AppState;
+
+mod stage;
 
 /// Reason code of a task refused by a quota when it starts or while it runs.
 pub const REASON_QUOTA_EXCEEDED: &str = "quota_exceeded";
@@ -100,6 +103,10 @@ pub struct Quotas {
     /// Imports waiting or running per project (`image_count_uploading`). Default unlimited:
     /// `tasks_waiting` plus `per_project_imports` bound it already.
     pub image_count_uploading: Limit,
+    /// MiB of staged data per project (Glance's `image_stage_total`). Default unlimited, as
+    /// the other sizes: the free-space reserve keeps the volume safe, and stages expire
+    /// after `staging_ttl_secs`.
+    pub image_stage_total: Limit,
     /// Tasks per project waiting for a worker ([`DEFAULT_TASKS_WAITING`]); `queue_capacity`
     /// stays the bound of the shared queue.
     pub tasks_waiting: Limit,
@@ -113,6 +120,7 @@ impl Default for Quotas {
             image_size_total: Limit::UNLIMITED,
             image_count_total: Limit::UNLIMITED,
             image_count_uploading: Limit::UNLIMITED,
+            image_stage_total: Limit::UNLIMITED,
             tasks_waiting: Limit::of(DEFAULT_TASKS_WAITING),
             projects: BTreeMap::new(),
         }
@@ -129,6 +137,8 @@ pub struct QuotaOverrides {
     pub image_count_total: Option<Limit>,
     /// See [`Quotas::image_count_uploading`].
     pub image_count_uploading: Option<Limit>,
+    /// See [`Quotas::image_stage_total`].
+    pub image_stage_total: Option<Limit>,
     /// See [`Quotas::tasks_waiting`].
     pub tasks_waiting: Option<Limit>,
 }
@@ -142,6 +152,8 @@ pub struct ProjectLimits {
     pub image_count_total: Limit,
     /// Imports in flight.
     pub image_count_uploading: Limit,
+    /// MiB staged.
+    pub image_stage_total: Limit,
     /// Tasks waiting.
     pub tasks_waiting: Limit,
 }
@@ -177,6 +189,7 @@ impl Quotas {
             image_count_uploading: o
                 .image_count_uploading
                 .unwrap_or(self.image_count_uploading),
+            image_stage_total: o.image_stage_total.unwrap_or(self.image_stage_total),
             tasks_waiting: o.tasks_waiting.unwrap_or(self.tasks_waiting),
         }
     }
@@ -258,10 +271,16 @@ impl Enforcer {
     /// `image_size_total`: bytes compared exactly against the limit in MiB; shown in MiB
     /// rounded up (so a refusal always reads as over).
     fn bytes(&mut self, limit: Limit, usage: u64, delta: u64) {
+        self.mib("image_size_total", limit, usage, delta);
+    }
+
+    /// A resource counted in MiB (`image_size_total`, `image_stage_total`), as
+    /// [`Enforcer::bytes`].
+    fn mib(&mut self, resource: &'static str, limit: Limit, usage: u64, delta: u64) {
         if let Some(limit) = limit.get() {
             if usage.saturating_add(delta) > limit.saturating_mul(MIB) {
                 self.over.push(OverLimit {
-                    resource: "image_size_total",
+                    resource,
                     limit,
                     usage: usage.div_ceil(MIB),
                     delta: delta.div_ceil(MIB),
@@ -464,6 +483,8 @@ pub struct ImportQuota {
     stored: u64,
     /// …and the executor's committed counter just before they were read.
     committed: u64,
+    /// A stage's `image_stage_total` claim ([`ImportQuota::start_stage`]).
+    stage: Option<stage::StageQuota>,
 }
 
 impl ImportQuota {
@@ -499,6 +520,7 @@ impl ImportQuota {
             limit: limits.image_size_total,
             stored: stored.image_bytes,
             committed,
+            stage: None,
         })
     }
 }
@@ -545,6 +567,7 @@ impl ImportQuota {
             limit: limits.image_size_total,
             stored: stored.image_bytes,
             committed,
+            stage: None,
         };
         Ok((quota, slot))
     }
@@ -552,6 +575,9 @@ impl ImportQuota {
 
 impl Admission for ImportQuota {
     fn charge(&self, bytes: u64) -> Result<(), String> {
+        if let Some(stage) = &self.stage {
+            stage.charge(&self.project, bytes)?;
+        }
         self.executor
             .try_charge(&self.task_id, bytes, |others| {
                 let stored = self
@@ -574,6 +600,7 @@ mod tests {
             image_size_total: Limit::try_from(size_mib).unwrap(),
             image_count_total: Limit::try_from(count).unwrap(),
             image_count_uploading: Limit::try_from(uploading).unwrap(),
+            image_stage_total: Limit::UNLIMITED,
             tasks_waiting: Limit::UNLIMITED,
         }
     }
@@ -683,13 +710,16 @@ mod tests {
     #[test]
     fn test_quota_overrides_replace_defaults_per_key() {
         let quotas: Quotas = toml::from_str(
-            "image_count_total = 10\n\
-             [projects.\"p1\"]\nimage_count_total = -1\nimage_size_total = 5\n",
+            "image_count_total = 10\nimage_stage_total = 3\n\
+             [projects.\"p1\"]\nimage_count_total = -1\nimage_size_total = 5\n\
+             image_stage_total = -1\n",
         )
         .unwrap();
         let p1 = quotas.for_project("p1");
         assert_eq!(p1.image_count_total, Limit::UNLIMITED);
         assert_eq!(p1.image_size_total, Limit::of(5));
+        assert_eq!(p1.image_stage_total, Limit::UNLIMITED);
+        assert_eq!(quotas.for_project("p2").image_stage_total, Limit::of(3));
         assert_eq!(p1.tasks_waiting, Limit::of(DEFAULT_TASKS_WAITING));
         let p2 = quotas.for_project("p2");
         assert_eq!(p2.image_count_total, Limit::of(10));

@@ -20,6 +20,7 @@ mod quotas;
 mod rejections;
 mod ssrf;
 mod stage;
+mod stage_quota;
 mod upload;
 mod upload_clients;
 mod upload_stops;
