@@ -4,7 +4,7 @@
 //! | resource | counts | checked |
 //! |---|---|---|
 //! | `image_size_total` (MiB) | bytes of the project's images, plus what its running imports will store (announced length, bytes received, and for conversion to raw the virtual size from the header) | at `POST /v2/tasks` (usage over the limit: 413), when the import starts, and as it runs (failure `quota_exceeded`) |
-//! | `image_count_total` | the project's images, plus its imports waiting or running | at `POST /v2/tasks` (413) and when the import starts |
+//! | `image_count_total` | the project's images, plus its legacy import tasks not yet final (an interoperable import, an upload or a stage fills an image that counts already) | at `POST /v2/tasks` and `POST /v2/images` (413; check and write under the project's [`Reservation`]) and when a legacy import starts |
 //! | `image_count_uploading` | the project's imports waiting or running | at `POST /v2/tasks` (413) |
 //! | `image_stage_total` (MiB) | bytes staged for `glance-direct` imports: complete stages until imported, discarded or expired, and stages streaming in ([`crate::staging::StagingArea`]'s ledger) | at `PUT /v2/images/{id}/stage` (announced length: 413) and as the stage's bytes arrive (413) |
 //! | `tasks_waiting` | the project's tasks waiting for a worker | at `POST /v2/tasks` (503, retry later) |
@@ -28,7 +28,10 @@ use crate::imports;
 use crate::meta::ProjectUsage;
 use crate::state::AppState;
 
+mod count;
 mod stage;
+
+pub use count::{Admissions, Reservation};
 
 /// Reason code of a task refused by a quota when it starts or while it runs.
 pub const REASON_QUOTA_EXCEEDED: &str = "quota_exceeded";
@@ -301,8 +304,10 @@ impl Enforcer {
     }
 }
 
-/// The check at `POST /v2/tasks`, before the task is stored: one more image and one more
-/// upload must fit; the stored bytes must not be over the limit already (Glance's delta 0).
+/// The check at `POST /v2/tasks`, before the task is stored: one more image (beside the
+/// project's images and the `future_images` its legacy import tasks not yet final will make)
+/// and one more upload must fit; the stored bytes must not be over the limit already
+/// (Glance's delta 0).
 ///
 /// # Errors
 /// Every resource over its limit.
@@ -311,13 +316,14 @@ pub fn check_create(
     limits: &ProjectLimits,
     stored: &ProjectUsage,
     in_flight: &InFlight,
+    future_images: u64,
 ) -> Result<(), ProjectOverLimit> {
     let uploading = in_flight.waiting.saturating_add(in_flight.running);
     let mut e = Enforcer::default();
     e.count(
         "image_count_total",
         limits.image_count_total,
-        stored.images.saturating_add(uploading),
+        stored.images.saturating_add(future_images),
         1,
     );
     e.count(
@@ -335,10 +341,10 @@ pub fn check_create(
 }
 
 /// The check when an import starts (usage may have changed since it was queued): its image
-/// must fit beside the project's images and *running* imports (waiting ones are checked when
-/// they start). An import into an existing image (`adds_image` false: an interoperable
-/// import, whose record is already counted) is not checked against `image_count_total`, as
-/// Glance's `import_image`.
+/// must fit beside the project's images and the images its *running* legacy imports will
+/// make (`running_others`; waiting ones are checked when they start). An import into an
+/// existing image (`adds_image` false: an interoperable import, whose record is already
+/// counted) is not checked against `image_count_total`, as Glance's `import_image`.
 ///
 /// # Errors
 /// Every resource over its limit.
@@ -347,11 +353,10 @@ pub fn check_start(
     limits: &ProjectLimits,
     stored: &ProjectUsage,
     others: &InFlight,
-    adds_image: bool,
+    adds_image: Option<u64>,
 ) -> Result<(), ProjectOverLimit> {
-    let running_others = others.running.saturating_sub(1);
     let mut e = Enforcer::default();
-    if adds_image {
+    if let Some(running_others) = adds_image {
         e.count(
             "image_count_total",
             limits.image_count_total,
@@ -367,45 +372,73 @@ pub fn check_start(
     e.finish(project)
 }
 
+/// The project's reservation when it has an `image_count_total` limit (module `count`).
+async fn reserve(state: &AppState, project: &str, limits: &ProjectLimits) -> Reservation {
+    match limits.image_count_total.get() {
+        Some(_) => state.admissions.reserve(project).await,
+        None => Reservation::none(),
+    }
+}
+
+/// The images the project's legacy import tasks not yet final will make, when
+/// `image_count_total` counts them.
+async fn future_images(
+    state: &AppState,
+    project: &str,
+    limits: &ProjectLimits,
+    asking: Option<&str>,
+) -> Result<count::FutureImages, crate::meta::MetaError> {
+    if limits.image_count_total.get().is_none() {
+        return Ok(count::FutureImages::default());
+    }
+    count::future_images(state, project, asking).await
+}
+
 /// `POST /v2/tasks`: refuses (413, Glance's message) a task the project's quotas do not
-/// allow. Call after validation, before the task is stored.
+/// allow. Call after validation, and keep the returned reservation until the task is stored
+/// and queued (or refused), so that a racing request counts it.
 ///
 /// # Errors
 /// [`ApiError::LimitExceeded`], or an internal error when the metadata cannot be read.
-pub async fn admit_task(state: &AppState, project: &str) -> Result<(), ApiError> {
+pub async fn admit_task(state: &AppState, project: &str) -> Result<Reservation, ApiError> {
     let limits = state.config.quotas.for_project(project);
+    let reservation = reserve(state, project, &limits).await;
+    // Tasks before images: a task committing its image in between is counted twice for a
+    // moment, never missed.
+    let future = future_images(state, project, &limits, None).await?;
     let stored = stored_usage(state, project, &limits).await?;
     let in_flight = state.executor.in_flight(project, None);
-    check_create(project, &limits, &stored, &in_flight)
-        .map_err(|over| ApiError::LimitExceeded(over.glance_message()))
+    check_create(project, &limits, &stored, &in_flight, future.all())
+        .map_err(|over| ApiError::LimitExceeded(over.glance_message()))?;
+    Ok(reservation)
 }
 
 /// `POST /v2/images`: one more image must fit under `image_count_total` (Glance's
-/// `enforce_image_count_total`, delta 1), counting the project's images and its imports in
-/// flight (each will make one).
+/// `enforce_image_count_total`, delta 1), counting the project's images and the images its
+/// legacy import tasks not yet final will make. Keep the returned reservation until the
+/// record is written.
 ///
 /// # Errors
 /// [`ApiError::LimitExceeded`] with Glance's text, or an internal error when the metadata
 /// cannot be read.
-pub async fn admit_image(state: &AppState, project: &str) -> Result<(), ApiError> {
+pub async fn admit_image(state: &AppState, project: &str) -> Result<Reservation, ApiError> {
     let limits = state.config.quotas.for_project(project);
     if limits.image_count_total.get().is_none() {
-        return Ok(());
+        return Ok(Reservation::none());
     }
+    let reservation = reserve(state, project, &limits).await;
+    let future = future_images(state, project, &limits, None).await?;
     let stored = stored_usage(state, project, &limits).await?;
-    let in_flight = state.executor.in_flight(project, None);
     let mut e = Enforcer::default();
     e.count(
         "image_count_total",
         limits.image_count_total,
-        stored
-            .images
-            .saturating_add(in_flight.waiting)
-            .saturating_add(in_flight.running),
+        stored.images.saturating_add(future.all()),
         1,
     );
     e.finish(project)
-        .map_err(|over| ApiError::LimitExceeded(over.glance_message()))
+        .map_err(|over| ApiError::LimitExceeded(over.glance_message()))?;
+    Ok(reservation)
 }
 
 /// `POST /v2/images/{id}/import`: refuses (413, Glance's text) a project whose stored bytes
@@ -501,17 +534,29 @@ impl ImportQuota {
         adds_image: bool,
     ) -> Result<ImportQuota, (String, String)> {
         let limits = state.config.quotas.for_project(project);
-        // Read before the images: an import committing in between is counted twice (a
-        // moment's over-count), never missed.
-        let committed = state.executor.in_flight(project, Some(task_id)).committed;
-        let stored = stored_usage(state, project, &limits).await.map_err(|e| {
+        let unreadable = |e: crate::meta::MetaError| {
             (
                 imports::REASON_INTERNAL.to_owned(),
                 format!("reading the project's usage failed: {e}"),
             )
-        })?;
+        };
+        // Read before the images: an import committing in between is counted twice (a
+        // moment's over-count), never missed.
+        let committed = state.executor.in_flight(project, Some(task_id)).committed;
+        let running_others = match adds_image {
+            true => Some(
+                future_images(state, project, &limits, Some(task_id))
+                    .await
+                    .map_err(unreadable)?
+                    .processing,
+            ),
+            false => None,
+        };
+        let stored = stored_usage(state, project, &limits)
+            .await
+            .map_err(unreadable)?;
         let others = state.executor.in_flight(project, Some(task_id));
-        check_start(project, &limits, &stored, &others, adds_image)
+        check_start(project, &limits, &stored, &others, running_others)
             .map_err(|over| (REASON_QUOTA_EXCEEDED.to_owned(), over.glance_message()))?;
         Ok(ImportQuota {
             executor: state.executor.clone(),
@@ -614,8 +659,14 @@ mod tests {
 
     #[test]
     fn test_quota_messages_are_oslo_limits_and_glances() {
-        let over =
-            check_create("p1", &limits(-1, 1, -1), &usage(1, 5), &InFlight::default()).unwrap_err();
+        let over = check_create(
+            "p1",
+            &limits(-1, 1, -1),
+            &usage(1, 5),
+            &InFlight::default(),
+            0,
+        )
+        .unwrap_err();
         assert_eq!(
             over.to_string(),
             "Project p1 is over a limit for [Resource image_count_total is over limit of 1 due \
@@ -635,7 +686,7 @@ mod tests {
             charged: 3 * MIB,
             committed: 0,
         };
-        let over = check_create("p", &limits(4, 5, 3), &usage(2, 2 * MIB), &in_flight)
+        let over = check_create("p", &limits(4, 5, 3), &usage(2, 2 * MIB), &in_flight, 3)
             .unwrap_err()
             .over;
         let names: Vec<&str> = over.iter().map(|o| o.resource).collect();
@@ -650,7 +701,9 @@ mod tests {
         assert_eq!((over[0].usage, over[0].delta), (5, 1));
         assert_eq!((over[1].usage, over[1].delta), (3, 1));
         assert_eq!((over[2].limit, over[2].usage, over[2].delta), (4, 5, 0));
-        assert!(check_create("p", &limits(5, 6, 4), &usage(2, 2 * MIB), &in_flight).is_ok());
+        assert!(check_create("p", &limits(5, 6, 4), &usage(2, 2 * MIB), &in_flight, 3).is_ok());
+        // Imports into existing images (web-download, uploads) make no image.
+        assert!(check_create("p", &limits(5, 3, 4), &usage(2, 2 * MIB), &in_flight, 0).is_ok());
     }
 
     #[test]
@@ -679,14 +732,14 @@ mod tests {
             charged: MIB,
             committed: 0,
         };
-        assert!(check_start("p", &limits(2, 3, 1), &usage(1, MIB), &others, true).is_ok());
-        let over = check_start("p", &limits(1, 2, 1), &usage(1, MIB), &others, true)
+        assert!(check_start("p", &limits(2, 3, 1), &usage(1, MIB), &others, Some(1)).is_ok());
+        let over = check_start("p", &limits(1, 2, 1), &usage(1, MIB), &others, Some(1))
             .unwrap_err()
             .over;
         let names: Vec<&str> = over.iter().map(|o| o.resource).collect();
         assert_eq!(names, ["image_count_total", "image_size_total"]);
         // An import into an existing image adds no image.
-        let over = check_start("p", &limits(1, 2, 1), &usage(1, MIB), &others, false)
+        let over = check_start("p", &limits(1, 2, 1), &usage(1, MIB), &others, None)
             .unwrap_err()
             .over;
         let names: Vec<&str> = over.iter().map(|o| o.resource).collect();

@@ -53,6 +53,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store,
         staging,
         executor: executor.clone(),
+        admissions: Default::default(),
     };
     let recovery = recover(&state).context("recovering from the previous run")?;
 
@@ -488,6 +489,7 @@ mod tests {
         };
         AppState {
             executor: Executor::new(config.queue_capacity, config.per_project_imports),
+            admissions: Default::default(),
             config: Arc::new(config),
             meta: Arc::new(MemoryMeta::new()),
             store: Arc::new(LocalStore::open(dir).unwrap()),

@@ -16,6 +16,7 @@ mod isolation;
 mod lifecycle;
 mod listing;
 mod policy;
+mod quota_counts;
 mod quotas;
 mod rejections;
 mod ssrf;

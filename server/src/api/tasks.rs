@@ -81,7 +81,8 @@ where
     check_format_agreement(input)?;
     crate::imports::parse_output_format(input).map_err(ApiError::BadRequest)?;
     check_image_properties(ctx, input, &PropertyLimits::of(config))?;
-    crate::quota::admit_task(&api.state, &ctx.project_id).await?;
+    // Held until the task is stored and queued: a racing request counts it.
+    let _reservation = crate::quota::admit_task(&api.state, &ctx.project_id).await?;
 
     let task = new_task(ctx, IMPORT, input.clone());
     // Below the free-space reserve the import could only fail: refuse it up front.
