@@ -197,7 +197,8 @@ struct ServeArgs {
         allow_hyphen_values = true
     )]
     quota_image_size_total: Option<Limit>,
-    /// Default per-project quota: images, imports in flight included (`image_count_total`);
+    /// Default per-project quota: images, legacy import tasks in flight included
+    /// (`image_count_total`);
     /// -1 unlimited [default: -1].
     #[arg(
         long,

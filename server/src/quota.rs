@@ -100,7 +100,7 @@ impl std::str::FromStr for Limit {
 pub struct Quotas {
     /// MiB of images per project (Glance's `image_size_total`). Default unlimited.
     pub image_size_total: Limit,
-    /// Images per project, counting imports in flight (`image_count_total`). Default
+    /// Images per project, counting legacy import tasks in flight (`image_count_total`). Default
     /// unlimited.
     pub image_count_total: Limit,
     /// Imports waiting or running per project (`image_count_uploading`). Default unlimited:
