@@ -197,7 +197,8 @@ struct ServeArgs {
         allow_hyphen_values = true
     )]
     quota_image_size_total: Option<Limit>,
-    /// Default per-project quota: images, imports in flight included (`image_count_total`);
+    /// Default per-project quota: images, legacy import tasks in flight included
+    /// (`image_count_total`);
     /// -1 unlimited [default: -1].
     #[arg(
         long,
@@ -215,6 +216,15 @@ struct ServeArgs {
         allow_hyphen_values = true
     )]
     quota_image_count_uploading: Option<Limit>,
+    /// Default per-project quota: MiB of staged data waiting for its `glance-direct` import
+    /// (Glance's `image_stage_total`); -1 unlimited [default: -1].
+    #[arg(
+        long,
+        env = "SLUICE_QUOTA_IMAGE_STAGE_TOTAL",
+        value_name = "MIB",
+        allow_hyphen_values = true
+    )]
+    quota_image_stage_total: Option<Limit>,
     /// Default per-project cap on tasks waiting for a worker; -1 unlimited [default: 16].
     #[arg(
         long,
@@ -317,6 +327,7 @@ impl ServeArgs {
                 self.quota_image_count_uploading,
                 &mut q.image_count_uploading,
             ),
+            (self.quota_image_stage_total, &mut q.image_stage_total),
             (self.quota_tasks_waiting, &mut q.tasks_waiting),
         ] {
             if let Some(v) = flag {

@@ -4,8 +4,9 @@
 //! | resource | counts | checked |
 //! |---|---|---|
 //! | `image_size_total` (MiB) | bytes of the project's images, plus what its running imports will store (announced length, bytes received, and for conversion to raw the virtual size from the header) | at `POST /v2/tasks` (usage over the limit: 413), when the import starts, and as it runs (failure `quota_exceeded`) |
-//! | `image_count_total` | the project's images, plus its imports waiting or running | at `POST /v2/tasks` (413) and when the import starts |
+//! | `image_count_total` | the project's images, plus its legacy import tasks not yet final (an interoperable import, an upload or a stage fills an image that counts already) | at `POST /v2/tasks` and `POST /v2/images` (413; check and write under the project's [`Reservation`]) and when a legacy import starts |
 //! | `image_count_uploading` | the project's imports waiting or running | at `POST /v2/tasks` (413) |
+//! | `image_stage_total` (MiB) | bytes staged for `glance-direct` imports: complete stages until imported, discarded or expired, and stages streaming in ([`crate::staging::StagingArea`]'s ledger) | at `PUT /v2/images/{id}/stage` (announced length: 413) and as the stage's bytes arrive (413) |
 //! | `tasks_waiting` | the project's tasks waiting for a worker | at `POST /v2/tasks` (503, retry later) |
 //!
 //! As in oslo.limit, a resource is over its limit when `usage + delta > limit`, and the
@@ -26,6 +27,11 @@ use crate::executor::{Executor, InFlight, Refused, SubmitCaps, UploadSlot};
 use crate::imports;
 use crate::meta::ProjectUsage;
 use crate::state::AppState;
+
+mod count;
+mod stage;
+
+pub use count::{Admissions, Reservation};
 
 /// Reason code of a task refused by a quota when it starts or while it runs.
 pub const REASON_QUOTA_EXCEEDED: &str = "quota_exceeded";
@@ -94,12 +100,16 @@ impl std::str::FromStr for Limit {
 pub struct Quotas {
     /// MiB of images per project (Glance's `image_size_total`). Default unlimited.
     pub image_size_total: Limit,
-    /// Images per project, counting imports in flight (`image_count_total`). Default
+    /// Images per project, counting legacy import tasks in flight (`image_count_total`). Default
     /// unlimited.
     pub image_count_total: Limit,
     /// Imports waiting or running per project (`image_count_uploading`). Default unlimited:
     /// `tasks_waiting` plus `per_project_imports` bound it already.
     pub image_count_uploading: Limit,
+    /// MiB of staged data per project (Glance's `image_stage_total`). Default unlimited, as
+    /// the other sizes: the free-space reserve keeps the volume safe, and stages expire
+    /// after `staging_ttl_secs`.
+    pub image_stage_total: Limit,
     /// Tasks per project waiting for a worker ([`DEFAULT_TASKS_WAITING`]); `queue_capacity`
     /// stays the bound of the shared queue.
     pub tasks_waiting: Limit,
@@ -113,6 +123,7 @@ impl Default for Quotas {
             image_size_total: Limit::UNLIMITED,
             image_count_total: Limit::UNLIMITED,
             image_count_uploading: Limit::UNLIMITED,
+            image_stage_total: Limit::UNLIMITED,
             tasks_waiting: Limit::of(DEFAULT_TASKS_WAITING),
             projects: BTreeMap::new(),
         }
@@ -129,6 +140,8 @@ pub struct QuotaOverrides {
     pub image_count_total: Option<Limit>,
     /// See [`Quotas::image_count_uploading`].
     pub image_count_uploading: Option<Limit>,
+    /// See [`Quotas::image_stage_total`].
+    pub image_stage_total: Option<Limit>,
     /// See [`Quotas::tasks_waiting`].
     pub tasks_waiting: Option<Limit>,
 }
@@ -142,6 +155,8 @@ pub struct ProjectLimits {
     pub image_count_total: Limit,
     /// Imports in flight.
     pub image_count_uploading: Limit,
+    /// MiB staged.
+    pub image_stage_total: Limit,
     /// Tasks waiting.
     pub tasks_waiting: Limit,
 }
@@ -177,6 +192,7 @@ impl Quotas {
             image_count_uploading: o
                 .image_count_uploading
                 .unwrap_or(self.image_count_uploading),
+            image_stage_total: o.image_stage_total.unwrap_or(self.image_stage_total),
             tasks_waiting: o.tasks_waiting.unwrap_or(self.tasks_waiting),
         }
     }
@@ -258,10 +274,16 @@ impl Enforcer {
     /// `image_size_total`: bytes compared exactly against the limit in MiB; shown in MiB
     /// rounded up (so a refusal always reads as over).
     fn bytes(&mut self, limit: Limit, usage: u64, delta: u64) {
+        self.mib("image_size_total", limit, usage, delta);
+    }
+
+    /// A resource counted in MiB (`image_size_total`, `image_stage_total`), as
+    /// [`Enforcer::bytes`].
+    fn mib(&mut self, resource: &'static str, limit: Limit, usage: u64, delta: u64) {
         if let Some(limit) = limit.get() {
             if usage.saturating_add(delta) > limit.saturating_mul(MIB) {
                 self.over.push(OverLimit {
-                    resource: "image_size_total",
+                    resource,
                     limit,
                     usage: usage.div_ceil(MIB),
                     delta: delta.div_ceil(MIB),
@@ -282,8 +304,10 @@ impl Enforcer {
     }
 }
 
-/// The check at `POST /v2/tasks`, before the task is stored: one more image and one more
-/// upload must fit; the stored bytes must not be over the limit already (Glance's delta 0).
+/// The check at `POST /v2/tasks`, before the task is stored: one more image (beside the
+/// project's images and the `future_images` its legacy import tasks not yet final will make)
+/// and one more upload must fit; the stored bytes must not be over the limit already
+/// (Glance's delta 0).
 ///
 /// # Errors
 /// Every resource over its limit.
@@ -292,13 +316,14 @@ pub fn check_create(
     limits: &ProjectLimits,
     stored: &ProjectUsage,
     in_flight: &InFlight,
+    future_images: u64,
 ) -> Result<(), ProjectOverLimit> {
     let uploading = in_flight.waiting.saturating_add(in_flight.running);
     let mut e = Enforcer::default();
     e.count(
         "image_count_total",
         limits.image_count_total,
-        stored.images.saturating_add(uploading),
+        stored.images.saturating_add(future_images),
         1,
     );
     e.count(
@@ -316,10 +341,10 @@ pub fn check_create(
 }
 
 /// The check when an import starts (usage may have changed since it was queued): its image
-/// must fit beside the project's images and *running* imports (waiting ones are checked when
-/// they start). An import into an existing image (`adds_image` false: an interoperable
-/// import, whose record is already counted) is not checked against `image_count_total`, as
-/// Glance's `import_image`.
+/// must fit beside the project's images and the images its *running* legacy imports will
+/// make (`running_others`; waiting ones are checked when they start). An import into an
+/// existing image (`adds_image` false: an interoperable import, whose record is already
+/// counted) is not checked against `image_count_total`, as Glance's `import_image`.
 ///
 /// # Errors
 /// Every resource over its limit.
@@ -328,11 +353,10 @@ pub fn check_start(
     limits: &ProjectLimits,
     stored: &ProjectUsage,
     others: &InFlight,
-    adds_image: bool,
+    adds_image: Option<u64>,
 ) -> Result<(), ProjectOverLimit> {
-    let running_others = others.running.saturating_sub(1);
     let mut e = Enforcer::default();
-    if adds_image {
+    if let Some(running_others) = adds_image {
         e.count(
             "image_count_total",
             limits.image_count_total,
@@ -348,45 +372,73 @@ pub fn check_start(
     e.finish(project)
 }
 
+/// The project's reservation when it has an `image_count_total` limit (module `count`).
+async fn reserve(state: &AppState, project: &str, limits: &ProjectLimits) -> Reservation {
+    match limits.image_count_total.get() {
+        Some(_) => state.admissions.reserve(project).await,
+        None => Reservation::none(),
+    }
+}
+
+/// The images the project's legacy import tasks not yet final will make, when
+/// `image_count_total` counts them.
+async fn future_images(
+    state: &AppState,
+    project: &str,
+    limits: &ProjectLimits,
+    asking: Option<&str>,
+) -> Result<count::FutureImages, crate::meta::MetaError> {
+    if limits.image_count_total.get().is_none() {
+        return Ok(count::FutureImages::default());
+    }
+    count::future_images(state, project, asking).await
+}
+
 /// `POST /v2/tasks`: refuses (413, Glance's message) a task the project's quotas do not
-/// allow. Call after validation, before the task is stored.
+/// allow. Call after validation, and keep the returned reservation until the task is stored
+/// and queued (or refused), so that a racing request counts it.
 ///
 /// # Errors
 /// [`ApiError::LimitExceeded`], or an internal error when the metadata cannot be read.
-pub async fn admit_task(state: &AppState, project: &str) -> Result<(), ApiError> {
+pub async fn admit_task(state: &AppState, project: &str) -> Result<Reservation, ApiError> {
     let limits = state.config.quotas.for_project(project);
+    let reservation = reserve(state, project, &limits).await;
+    // Tasks before images: a task committing its image in between is counted twice for a
+    // moment, never missed.
+    let future = future_images(state, project, &limits, None).await?;
     let stored = stored_usage(state, project, &limits).await?;
     let in_flight = state.executor.in_flight(project, None);
-    check_create(project, &limits, &stored, &in_flight)
-        .map_err(|over| ApiError::LimitExceeded(over.glance_message()))
+    check_create(project, &limits, &stored, &in_flight, future.all())
+        .map_err(|over| ApiError::LimitExceeded(over.glance_message()))?;
+    Ok(reservation)
 }
 
 /// `POST /v2/images`: one more image must fit under `image_count_total` (Glance's
-/// `enforce_image_count_total`, delta 1), counting the project's images and its imports in
-/// flight (each will make one).
+/// `enforce_image_count_total`, delta 1), counting the project's images and the images its
+/// legacy import tasks not yet final will make. Keep the returned reservation until the
+/// record is written.
 ///
 /// # Errors
 /// [`ApiError::LimitExceeded`] with Glance's text, or an internal error when the metadata
 /// cannot be read.
-pub async fn admit_image(state: &AppState, project: &str) -> Result<(), ApiError> {
+pub async fn admit_image(state: &AppState, project: &str) -> Result<Reservation, ApiError> {
     let limits = state.config.quotas.for_project(project);
     if limits.image_count_total.get().is_none() {
-        return Ok(());
+        return Ok(Reservation::none());
     }
+    let reservation = reserve(state, project, &limits).await;
+    let future = future_images(state, project, &limits, None).await?;
     let stored = stored_usage(state, project, &limits).await?;
-    let in_flight = state.executor.in_flight(project, None);
     let mut e = Enforcer::default();
     e.count(
         "image_count_total",
         limits.image_count_total,
-        stored
-            .images
-            .saturating_add(in_flight.waiting)
-            .saturating_add(in_flight.running),
+        stored.images.saturating_add(future.all()),
         1,
     );
     e.finish(project)
-        .map_err(|over| ApiError::LimitExceeded(over.glance_message()))
+        .map_err(|over| ApiError::LimitExceeded(over.glance_message()))?;
+    Ok(reservation)
 }
 
 /// `POST /v2/images/{id}/import`: refuses (413, Glance's text) a project whose stored bytes
@@ -464,6 +516,8 @@ pub struct ImportQuota {
     stored: u64,
     /// …and the executor's committed counter just before they were read.
     committed: u64,
+    /// A stage's `image_stage_total` claim ([`ImportQuota::start_stage`]).
+    stage: Option<stage::StageQuota>,
 }
 
 impl ImportQuota {
@@ -480,17 +534,29 @@ impl ImportQuota {
         adds_image: bool,
     ) -> Result<ImportQuota, (String, String)> {
         let limits = state.config.quotas.for_project(project);
-        // Read before the images: an import committing in between is counted twice (a
-        // moment's over-count), never missed.
-        let committed = state.executor.in_flight(project, Some(task_id)).committed;
-        let stored = stored_usage(state, project, &limits).await.map_err(|e| {
+        let unreadable = |e: crate::meta::MetaError| {
             (
                 imports::REASON_INTERNAL.to_owned(),
                 format!("reading the project's usage failed: {e}"),
             )
-        })?;
+        };
+        // Read before the images: an import committing in between is counted twice (a
+        // moment's over-count), never missed.
+        let committed = state.executor.in_flight(project, Some(task_id)).committed;
+        let running_others = match adds_image {
+            true => Some(
+                future_images(state, project, &limits, Some(task_id))
+                    .await
+                    .map_err(unreadable)?
+                    .processing,
+            ),
+            false => None,
+        };
+        let stored = stored_usage(state, project, &limits)
+            .await
+            .map_err(unreadable)?;
         let others = state.executor.in_flight(project, Some(task_id));
-        check_start(project, &limits, &stored, &others, adds_image)
+        check_start(project, &limits, &stored, &others, running_others)
             .map_err(|over| (REASON_QUOTA_EXCEEDED.to_owned(), over.glance_message()))?;
         Ok(ImportQuota {
             executor: state.executor.clone(),
@@ -499,6 +565,7 @@ impl ImportQuota {
             limit: limits.image_size_total,
             stored: stored.image_bytes,
             committed,
+            stage: None,
         })
     }
 }
@@ -545,6 +612,7 @@ impl ImportQuota {
             limit: limits.image_size_total,
             stored: stored.image_bytes,
             committed,
+            stage: None,
         };
         Ok((quota, slot))
     }
@@ -552,6 +620,9 @@ impl ImportQuota {
 
 impl Admission for ImportQuota {
     fn charge(&self, bytes: u64) -> Result<(), String> {
+        if let Some(stage) = &self.stage {
+            stage.charge(&self.project, bytes)?;
+        }
         self.executor
             .try_charge(&self.task_id, bytes, |others| {
                 let stored = self
@@ -566,138 +637,4 @@ impl Admission for ImportQuota {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn limits(size_mib: i64, count: i64, uploading: i64) -> ProjectLimits {
-        ProjectLimits {
-            image_size_total: Limit::try_from(size_mib).unwrap(),
-            image_count_total: Limit::try_from(count).unwrap(),
-            image_count_uploading: Limit::try_from(uploading).unwrap(),
-            tasks_waiting: Limit::UNLIMITED,
-        }
-    }
-
-    fn usage(images: u64, image_bytes: u64) -> ProjectUsage {
-        ProjectUsage {
-            images,
-            image_bytes,
-        }
-    }
-
-    #[test]
-    fn test_quota_messages_are_oslo_limits_and_glances() {
-        let over =
-            check_create("p1", &limits(-1, 1, -1), &usage(1, 5), &InFlight::default()).unwrap_err();
-        assert_eq!(
-            over.to_string(),
-            "Project p1 is over a limit for [Resource image_count_total is over limit of 1 due \
-             to current usage 1 and delta 1]"
-        );
-        assert!(over.glance_message().starts_with(
-            "The request returned a 413 Request Entity Too Large. This generally means that \
-             rate limiting or a quota threshold was breached.\n\nThe response body:\nProject p1"
-        ));
-    }
-
-    #[test]
-    fn test_quota_create_counts_imports_in_flight_and_lists_every_resource_over() {
-        let in_flight = InFlight {
-            waiting: 2,
-            running: 1,
-            charged: 3 * MIB,
-            committed: 0,
-        };
-        let over = check_create("p", &limits(4, 5, 3), &usage(2, 2 * MIB), &in_flight)
-            .unwrap_err()
-            .over;
-        let names: Vec<&str> = over.iter().map(|o| o.resource).collect();
-        assert_eq!(
-            names,
-            [
-                "image_count_total",
-                "image_count_uploading",
-                "image_size_total"
-            ]
-        );
-        assert_eq!((over[0].usage, over[0].delta), (5, 1));
-        assert_eq!((over[1].usage, over[1].delta), (3, 1));
-        assert_eq!((over[2].limit, over[2].usage, over[2].delta), (4, 5, 0));
-        assert!(check_create("p", &limits(5, 6, 4), &usage(2, 2 * MIB), &in_flight).is_ok());
-    }
-
-    #[test]
-    fn test_quota_size_is_exact_in_bytes_and_shown_in_mib_rounded_up() {
-        let mut e = Enforcer::default();
-        e.bytes(Limit::of(1), MIB, 0);
-        assert!(e.finish("p").is_ok(), "at the limit is not over it");
-        let mut e = Enforcer::default();
-        e.bytes(Limit::of(1), MIB / 2, MIB / 2 + 1);
-        let over = e.finish("p").unwrap_err().over;
-        assert_eq!((over[0].usage, over[0].delta), (1, 1));
-        let mut e = Enforcer::default();
-        e.bytes(Limit::of(1024), 0, 1 << 40);
-        assert_eq!(e.finish("p").unwrap_err().over[0].delta, 1 << 20);
-        let mut e = Enforcer::default();
-        e.bytes(Limit::UNLIMITED, u64::MAX, u64::MAX);
-        assert!(e.finish("p").is_ok());
-    }
-
-    #[test]
-    fn test_quota_start_counts_the_import_itself_once() {
-        // The import asking is one of the running ones; its own charge is left out.
-        let others = InFlight {
-            waiting: 5,
-            running: 2,
-            charged: MIB,
-            committed: 0,
-        };
-        assert!(check_start("p", &limits(2, 3, 1), &usage(1, MIB), &others, true).is_ok());
-        let over = check_start("p", &limits(1, 2, 1), &usage(1, MIB), &others, true)
-            .unwrap_err()
-            .over;
-        let names: Vec<&str> = over.iter().map(|o| o.resource).collect();
-        assert_eq!(names, ["image_count_total", "image_size_total"]);
-        // An import into an existing image adds no image.
-        let over = check_start("p", &limits(1, 2, 1), &usage(1, MIB), &others, false)
-            .unwrap_err()
-            .over;
-        let names: Vec<&str> = over.iter().map(|o| o.resource).collect();
-        assert_eq!(names, ["image_size_total"]);
-    }
-
-    #[test]
-    fn test_quota_project_usage_counts_only_the_owners_images() {
-        use crate::meta::{memory::MemoryMeta, sample_image, MetaStore};
-        let meta = MemoryMeta::default();
-        for (id, owner, size) in [("a", "p1", 10), ("b", "p2", 20), ("c", "p1", 30)] {
-            let mut image = sample_image(id);
-            image.owner = owner.to_owned();
-            image.size = Some(size);
-            meta.put_image(&image).unwrap();
-        }
-        assert_eq!(meta.project_usage("p1").unwrap(), usage(2, 40));
-        assert_eq!(meta.project_usage("p3").unwrap(), usage(0, 0));
-    }
-
-    #[test]
-    fn test_quota_overrides_replace_defaults_per_key() {
-        let quotas: Quotas = toml::from_str(
-            "image_count_total = 10\n\
-             [projects.\"p1\"]\nimage_count_total = -1\nimage_size_total = 5\n",
-        )
-        .unwrap();
-        let p1 = quotas.for_project("p1");
-        assert_eq!(p1.image_count_total, Limit::UNLIMITED);
-        assert_eq!(p1.image_size_total, Limit::of(5));
-        assert_eq!(p1.tasks_waiting, Limit::of(DEFAULT_TASKS_WAITING));
-        let p2 = quotas.for_project("p2");
-        assert_eq!(p2.image_count_total, Limit::of(10));
-        assert_eq!(p2.image_size_total, Limit::UNLIMITED);
-        assert!(toml::from_str::<Quotas>("image_count_total = -2\n").is_err());
-        assert!(toml::from_str::<Quotas>("image_count_totl = 1\n").is_err());
-        assert_eq!("-1".parse::<Limit>(), Ok(Limit::UNLIMITED));
-        assert_eq!("7".parse::<Limit>(), Ok(Limit::of(7)));
-        assert!("x".parse::<Limit>().is_err());
-    }
-}
+mod tests;

@@ -1,7 +1,7 @@
 //! `sluice serve`: open the data directory, recover from any crash, start the workers, the
 //! expiry sweeper and the API, and shut all of it down gracefully on SIGTERM/SIGINT.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,6 +53,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store,
         staging,
         executor: executor.clone(),
+        admissions: Default::default(),
     };
     let recovery = recover(&state).context("recovering from the previous run")?;
 
@@ -186,11 +187,11 @@ pub fn recover(state: &AppState) -> anyhow::Result<Recovery> {
             "removed stages cut short by an interrupted run"
         );
     }
-    let sealed: HashSet<String> = state
+    let sealed: HashMap<String, u64> = state
         .staging
         .sealed()?
         .into_iter()
-        .map(|(id, _)| id)
+        .map(|(id, staged)| (id, staged.size))
         .collect();
     let mut staged = HashSet::new();
     let mut recovery = Recovery::default();
@@ -212,7 +213,9 @@ pub fn recover(state: &AppState) -> anyhow::Result<Recovery> {
         match image.status {
             ImageStatus::Queued => {}
             // A complete stage stays importable across the restart.
-            ImageStatus::Uploading if sealed.contains(&image.id) => {
+            ImageStatus::Uploading if sealed.contains_key(&image.id) => {
+                let size = sealed.get(&image.id).copied().unwrap_or(0);
+                state.staging.ledger().enter(&image.id, &image.owner, size);
                 staged.insert(image.id);
             }
             s if s.is_transient() => recovery.unfinished_images.push(image.id),
@@ -227,7 +230,7 @@ pub fn recover(state: &AppState) -> anyhow::Result<Recovery> {
         tracing::warn!(image_id = %id, "removing image data without a committed record");
         state.store.delete(id)?;
     }
-    for id in sealed.difference(&staged) {
+    for id in sealed.keys().filter(|id| !staged.contains(*id)) {
         tracing::warn!(image_id = %id, "removing staged data of an image that no longer waits for it");
         state.staging.discard(id)?;
     }
@@ -492,6 +495,7 @@ mod tests {
         };
         AppState {
             executor: Executor::new(config.queue_capacity, config.per_project_imports),
+            admissions: Default::default(),
             config: Arc::new(config),
             meta: Arc::new(MemoryMeta::new()),
             store: Arc::new(LocalStore::open(dir).unwrap()),

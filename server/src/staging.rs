@@ -9,10 +9,15 @@
 //! committed, so a marker always names complete data; data without a marker is a stage cut
 //! short and is removed. Recovery after a crash does not sweep `images/` or `sealed/`: a
 //! complete stage stays importable across a restart.
+//!
+//! What each project has staged is counted in the area's [`Ledger`] (the usage of Glance's
+//! `image_stage_total`): a stage is claimed when its body is admitted, charged as it arrives,
+//! and stops counting when it is discarded or promoted (or, cut short, when its claim ends).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sluice_formats::{Format, Report, Verdict};
@@ -23,6 +28,10 @@ use sluice_pipeline::Ingested;
 use crate::imports::LOCK_PROPERTY;
 use crate::meta::{Decision, ImageStatus, MetaError, TaskStatus, Timestamp, Transition};
 use crate::state::AppState;
+
+mod ledger;
+
+pub use ledger::{Ledger, StageClaim};
 
 /// Suffix of a marker file.
 const MARKER_SUFFIX: &str = ".json";
@@ -88,6 +97,7 @@ impl Staged {
 pub struct StagingArea {
     store: LocalStore,
     sealed: PathBuf,
+    ledger: Arc<Ledger>,
 }
 
 impl StagingArea {
@@ -104,7 +114,16 @@ impl StagingArea {
             path: sealed.clone(),
             source,
         })?;
-        Ok(StagingArea { store, sealed })
+        Ok(StagingArea {
+            store,
+            sealed,
+            ledger: Arc::default(),
+        })
+    }
+
+    /// What each project has staged (module documentation).
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
     }
 
     /// The store a stage streams into (`ingest_as` writes `tmp/<id>.part`, then commits it
@@ -145,12 +164,14 @@ impl StagingArea {
     }
 
     /// Removes the stage of `id`, complete or not (marker first, so a crash in between
-    /// leaves data without a marker: a cut-short stage). `Ok(false)` when there was none.
+    /// leaves data without a marker: a cut-short stage), and stops counting it.
+    /// `Ok(false)` when there was none.
     ///
     /// # Errors
     /// When a file exists but cannot be removed.
     pub fn discard(&self, id: &str) -> Result<bool, StoreError> {
         let marker = self.marker(id)?;
+        self.ledger.remove(id);
         let had_marker = match fs::remove_file(&marker) {
             Ok(()) => true,
             Err(e) if e.kind() == io::ErrorKind::NotFound => false,

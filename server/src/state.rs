@@ -22,4 +22,6 @@ pub struct AppState {
     pub staging: Arc<StagingArea>,
     /// The import queue and workers.
     pub executor: Executor,
+    /// Per-project reservations of requests that add an image (`image_count_total`).
+    pub admissions: Arc<crate::quota::Admissions>,
 }

@@ -6,5 +6,5 @@ mod iso;
 mod qcow2;
 mod simple;
 mod vhd;
-mod vhdx;
+pub(crate) mod vhdx;
 mod vmdk;

@@ -64,12 +64,14 @@ fn le64(b: &[u8], at: usize) -> u64 {
 }
 
 /// Edits a VHDX image's headers and metadata by field name.
-struct VhdxPatch {
-    bytes: Vec<u8>,
+pub(crate) struct VhdxPatch {
+    /// The image as patched so far.
+    pub(crate) bytes: Vec<u8>,
 }
 
 impl VhdxPatch {
-    fn new(bytes: Vec<u8>) -> Self {
+    /// Patches `bytes`.
+    pub(crate) fn new(bytes: Vec<u8>) -> Self {
         VhdxPatch { bytes }
     }
 
@@ -84,7 +86,7 @@ impl VhdxPatch {
     }
 
     /// Sets the active header's log GUID and recomputes its checksum.
-    fn log_guid(mut self, guid: [u8; 16]) -> Self {
+    pub(crate) fn log_guid(mut self, guid: [u8; 16]) -> Self {
         let at = self.active_header();
         self.bytes[at + HEADER_LOG_GUID..at + HEADER_LOG_GUID + 16].copy_from_slice(&guid);
         self.fix_header_checksum(at);
@@ -141,7 +143,7 @@ impl VhdxPatch {
 }
 
 /// A dynamic VHDX converted from a raw disk with data in several blocks.
-fn dynamic_with_data(dir: &Path) -> Vec<u8> {
+pub(crate) fn dynamic_with_data(dir: &Path) -> Vec<u8> {
     let raw = raw_with_data(dir, "disk.raw", 24 << 20);
     read(&qemu_img_convert(
         &raw,

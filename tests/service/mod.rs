@@ -3,9 +3,11 @@
 
 mod clients;
 mod conversion;
+mod crash;
 mod create_errors;
 mod diskfull;
 mod harness;
+mod hostile;
 mod images_create;
 mod imports;
 mod interop;
@@ -14,10 +16,12 @@ mod isolation;
 mod lifecycle;
 mod listing;
 mod policy;
+mod quota_counts;
 mod quotas;
 mod rejections;
 mod ssrf;
 mod stage;
+mod stage_quota;
 mod upload;
 mod upload_clients;
 mod upload_stops;

@@ -75,7 +75,8 @@ where
     let policy = crate::imports::import_policy(config);
     validate_import_from(&policy, input).await?;
     check_input(ctx, input, &PropertyLimits::of(config), config.conversion)?;
-    crate::quota::admit_task(&api.state, &ctx.project_id).await?;
+    // Held until the task is stored and queued: a racing request counts it.
+    let _reservation = crate::quota::admit_task(&api.state, &ctx.project_id).await?;
 
     let task = new_task(ctx, IMPORT, input.clone());
     // Below the free-space reserve the import could only fail: refuse it up front.

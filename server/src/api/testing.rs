@@ -85,6 +85,7 @@ impl Harness {
         let store = LocalStore::open(dir.path()).unwrap();
         let state = AppState {
             executor: Executor::new(config.queue_capacity, config.per_project_imports),
+            admissions: Default::default(),
             config: Arc::new(config),
             meta: Arc::new(MemoryMeta::new()),
             store: Arc::new(store),

@@ -92,6 +92,8 @@ fn test_serve_quota_and_rate_flags_override_the_file() {
         "-1",
         "--quota-image-count-total",
         "3",
+        "--quota-image-stage-total",
+        "7",
         "--import-timeout-secs",
         "9",
         "--min-rate-bytes-per-sec",
@@ -100,6 +102,7 @@ fn test_serve_quota_and_rate_flags_override_the_file() {
     .unwrap();
     assert_eq!(c.quotas.image_size_total, Limit::UNLIMITED);
     assert_eq!(c.quotas.image_count_total, Limit::of(3));
+    assert_eq!(c.quotas.image_stage_total, Limit::of(7));
     assert_eq!(c.quotas.tasks_waiting, Limit::of(4));
     assert_eq!(
         (

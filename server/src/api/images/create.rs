@@ -50,7 +50,8 @@ where
     };
     let (id, props) = ImageProperties::parse_create(props, &PropertyLimits::of(config))?;
     props.authorize(ctx)?;
-    crate::quota::admit_image(&api.state, &ctx.project_id).await?;
+    // Held until the record is written: a racing request counts it.
+    let _reservation = crate::quota::admit_image(&api.state, &ctx.project_id).await?;
 
     let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let image = queued_image(&id, ctx, props, now());

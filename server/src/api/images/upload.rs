@@ -210,8 +210,14 @@ async fn admit(
             config.max_virtual_size
         )));
     }
-    let (quota, slot) =
-        ImportQuota::start_upload(&api.state, &image.id, &image.owner, announced).await?;
+    let (quota, slot) = match dest {
+        Destination::File => {
+            ImportQuota::start_upload(&api.state, &image.id, &image.owner, announced).await?
+        }
+        Destination::Stage => {
+            ImportQuota::start_stage(&api.state, &image.id, &image.owner, announced).await?
+        }
+    };
     // The lock: only one request moves the image from `queued` to `saving` (`uploading`).
     let locked = super::update(
         api,
@@ -418,6 +424,7 @@ impl Upload {
         .await;
         match touched {
             Ok(Transition::Done(_)) => {
+                self.quota.stage_sealed(ingested.size);
                 tracing::info!(image_id = %self.image_id, size = ingested.size, converted = ingested.converted, "stage complete");
                 Ok(())
             }
