@@ -9,9 +9,8 @@
 
 use bytes::Bytes;
 use openssl::hash::{Hasher, MessageDigest};
-use tokio::sync::mpsc;
-
 use crate::background::{self, Background};
+use crate::lane::{self, LaneSender};
 
 /// Chunks queued per hasher. Memory bound of the queues:
 /// `2 hashers × (HASH_CHANNEL_CAPACITY + 1 in progress) × max chunk size`; the chunks are
@@ -55,13 +54,14 @@ pub struct Checksummer {
 #[derive(Debug)]
 struct Lane {
     name: &'static str,
-    tx: mpsc::Sender<Bytes>,
+    tx: LaneSender,
     handle: Option<Background<Option<String>>>,
 }
 
 impl Lane {
     fn start(name: &'static str, kind: MessageDigest) -> Lane {
-        let (tx, mut rx) = mpsc::channel::<Bytes>(HASH_CHANNEL_CAPACITY);
+        // A hasher that ran dry is woken by the next chunk: it sets the pace.
+        let (tx, mut rx) = lane::channel(HASH_CHANNEL_CAPACITY, 1);
         let handle = background::spawn(name, move || {
             // OpenSSL fails here only on allocation failure or a disabled digest; an empty
             // result is then reported by `finish` as a stopped hasher.
