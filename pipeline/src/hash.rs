@@ -9,6 +9,7 @@
 
 use bytes::Bytes;
 use openssl::hash::{Hasher, MessageDigest};
+
 use crate::background::{self, Background};
 use crate::lane::{self, LaneSender};
 
