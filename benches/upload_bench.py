@@ -12,7 +12,10 @@ Measured in one run, interleaved, best of ROUNDS on each side:
     a 4 GiB virtual disk, as bytes/s and as a ratio to the floor of the same file
     (target >= 0.75), with the CPU seconds the server and curl spent on it (where the time
     goes: on a machine with few cores, curl's reading and sending and the kernel's loopback
-    copy compete with the two hashes for the same cores);
+    copy compete with the two hashes for the same cores), and where the rest goes: CPU
+    seconds per GiB of the hashing threads, the runtime threads (receive), the store writer,
+    curl and the floor, and the idle time of each (N cores x wall = CPU + idle, so the
+    ratio is (floor CPU + floor idle) / (upload CPU + upload idle));
   * 4 concurrent 2 GiB raw uploads: the server's peak RSS during them (VmHWM after a reset,
     target < 128 MiB) and the p99 latency of GET /v2/images/{id} while they run
     (target < 10 ms).
