@@ -12,8 +12,9 @@
 //!
 //! Measured on 2 GiB raw uploads over loopback (`benches/upload_bench.py`, 2 cores): the
 //! runtime threads' context switches went from ~10,500–11,400 to ~6,200–8,600 per GiB and the
-//! store writer's from ~1,300–1,800 to ~750–850; the CPU per GiB and the ratio to the floor
-//! moved within the noise (0.67 → 0.68 in the same conditions). What did not help, measured
+//! store writer's from ~1,300–1,800 to ~750–850, and the idle time of the two cores during
+//! an upload from 0.7–1.1 to 0.55–0.66 s/GiB; the ratio to the floor went from 0.67–0.68 to
+//! 0.67–0.73 (two runs each, same conditions). What did not help, measured
 //! the same way: hash queues of 32 chunks instead of 8, a write queue of 32, hyper reads of
 //! 1–2 MiB instead of 408 KiB (`max_buf_size`), and hashing threads at nice 0.
 
