@@ -6,9 +6,11 @@ memory and CPU figures from /proc."""
 import http.client
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 
@@ -82,13 +84,27 @@ def write_sparse_random(path, data_mib, virtual_mib):
 def parallel_hash_rate(path, tools):
     """The commands in `tools` (argv prefixes, the file appended) run in parallel over the
     page-cached `path`: bytes/s of the slowest."""
+    return parallel_hash_run(path, tools)[0]
+
+
+def parallel_hash_run(path, tools):
+    """`parallel_hash_rate`, and the CPU seconds (user + system) the commands spent:
+    (bytes/s, CPU seconds)."""
     size = os.path.getsize(path)
+    before = children_cpu_seconds()
     start = time.monotonic()
     procs = [subprocess.Popen([*tool, path], stdout=subprocess.DEVNULL) for tool in tools]
     for p in procs:
         if p.wait() != 0:
             sys.exit(f"{' '.join(p.args)} failed")
-    return size / (time.monotonic() - start)
+    elapsed = time.monotonic() - start
+    return size / elapsed, children_cpu_seconds() - before
+
+
+def children_cpu_seconds():
+    """User + system CPU seconds of this process's waited-for children so far."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def vmhwm_kib(pid):
@@ -113,6 +129,59 @@ def cpu_seconds(pid):
         fields = f.read().rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
     return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def thread_cpu(pid):
+    """{tid: (thread name, user + system CPU seconds)} of `pid`'s live threads."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # the thread ended meanwhile
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        out[tid] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+class ThreadCpuSampler:
+    """CPU seconds per thread name of `pid` between `start()` and `stop()`. Threads that start
+    and end in between (an upload's hashing and writing threads) are read every `interval`
+    seconds while they live, so up to `interval` of each one's last CPU time is missed; the
+    process total from `cpu_seconds` has it all."""
+
+    def __init__(self, pid, interval=0.02):
+        self.pid, self.interval = pid, interval
+        self.done = threading.Event()
+        self.base = self.last = {}
+        self.poller = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self):
+        while not self.done.wait(self.interval):
+            self.last = {**self.last, **thread_cpu(self.pid)}
+
+    def start(self):
+        self.base = self.last = thread_cpu(self.pid)
+        self.poller.start()
+        return self
+
+    def stop(self):
+        """{thread name: CPU seconds} since `start()`."""
+        self.done.set()
+        self.poller.join()
+        last = {**self.last, **thread_cpu(self.pid)}
+        by_name = {}
+        for tid, (name, secs) in last.items():
+            spent = secs - self.base.get(tid, (name, 0.0))[1]
+            by_name[name] = by_name.get(name, 0.0) + spent
+        return by_name
 
 
 def p99(samples):

@@ -12,7 +12,10 @@ Measured in one run, interleaved, best of ROUNDS on each side:
     a 4 GiB virtual disk, as bytes/s and as a ratio to the floor of the same file
     (target >= 0.75), with the CPU seconds the server and curl spent on it (where the time
     goes: on a machine with few cores, curl's reading and sending and the kernel's loopback
-    copy compete with the two hashes for the same cores);
+    copy compete with the two hashes for the same cores), and where the rest goes: CPU
+    seconds per GiB of the hashing threads, the runtime threads (receive), the store writer,
+    curl and the floor, and the idle time of each (N cores x wall = CPU + idle, so the
+    ratio is (floor CPU + floor idle) / (upload CPU + upload idle));
   * 4 concurrent 2 GiB raw uploads: the server's peak RSS during them (VmHWM after a reset,
     target < 128 MiB) and the p99 latency of GET /v2/images/{id} while they run
     (target < 10 ms).
@@ -44,9 +47,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import (api, cpu_seconds, default_sluice, p99, parallel_hash_rate,  # noqa: E402
-                      reset_vmhwm, start_sluice, stop, verdict, vmhwm_kib, write_random,
-                      write_sparse_random)
+from benchlib import (ThreadCpuSampler, api, cpu_seconds, default_sluice, p99,  # noqa: E402
+                      parallel_hash_run, reset_vmhwm, start_sluice, stop, verdict, vmhwm_kib,
+                      write_random, write_sparse_random)
 
 ROUNDS = 3
 # The server hashes on threads at nice 10 (`BACKGROUND_NICE`, pipeline/src/background.rs) so
@@ -114,31 +117,36 @@ def wait_active(port, image_id, timeout=600):
 
 
 def timed_upload(port, pid, path, fmt, name):
-    """One upload: (bytes/s, seconds, server CPU (user, sys), curl CPU seconds). The image is
-    deleted afterwards to keep the disk free."""
+    """One upload: (bytes/s, seconds, server CPU (user, sys), curl CPU seconds, server CPU
+    seconds by thread name). The image is deleted afterwards to keep the disk free."""
     image_id = create_image(port, name, fmt)
     server_before = cpu_seconds(pid)
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    threads = ThreadCpuSampler(pid).start()
     start = time.monotonic()
     finish_upload(port, image_id, curl_upload(port, image_id, path))
     elapsed = time.monotonic() - start
+    by_thread = threads.stop()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     server = tuple(a - b for a, b in zip(cpu_seconds(pid), server_before))
     curl_cpu = (children.ru_utime - children_before.ru_utime) + (children.ru_stime - children_before.ru_stime)
     api(port, "DELETE", f"/v2/images/{image_id}")
-    return os.path.getsize(path) / elapsed, elapsed, server, curl_cpu
+    return os.path.getsize(path) / elapsed, elapsed, server, curl_cpu, by_thread
 
 
 def timed_glance_direct(port, pid, path, name, raw_size):
     """A glance-direct import of `path` (qcow2) into a server converting to raw: stage, then
     `POST …/import` until `active`. (stage seconds, commit seconds, server CPU (user, sys)
-    during the stage, curl CPU seconds). Checks the image is the raw output, then deletes it."""
+    during the stage, curl CPU seconds, server CPU seconds by thread name during the stage).
+    Checks the image is the raw output, then deletes it."""
     image_id = create_image(port, name, "qcow2")
     server_before = cpu_seconds(pid)
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    threads = ThreadCpuSampler(pid).start()
     start = time.monotonic()
     finish_upload(port, image_id, curl_upload(port, image_id, path, "stage"), then="uploading")
     staged = time.monotonic()
+    by_thread = threads.stop()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     server = tuple(a - b for a, b in zip(cpu_seconds(pid), server_before))
     curl_cpu = (children.ru_utime - children_before.ru_utime) + (children.ru_stime - children_before.ru_stime)
@@ -151,13 +159,43 @@ def timed_glance_direct(port, pid, path, name, raw_size):
         sys.exit(f"image {image_id} is {image['disk_format']} of {image['size']} bytes, "
                  f"not raw of {raw_size}")
     api(port, "DELETE", f"/v2/images/{image_id}")
-    return staged - start, committed - staged, server, curl_cpu
+    return staged - start, committed - staged, server, curl_cpu, by_thread
+
+
+def cpu_breakdown(label, size, secs, server_cpu, curl_cpu, by_thread, floor):
+    """Prints where an upload's time goes, per GiB, next to the floor's (module docs,
+    "where the rest goes"): with N cores, N x wall time = CPU time + idle time (cores idle
+    or running other processes), for the upload and for the floor alike, so the ratio is
+    (floor CPU + floor idle) / (upload CPU + upload idle) and each difference below is a
+    share of the gap."""
+    floor_rate, floor_cpu = floor
+    ncpu = os.cpu_count()
+    gib = size / 2**30
+    hashing = by_thread.get("md5", 0.0) + by_thread.get("sha512", 0.0)
+    receive = by_thread.get("sluice", 0.0)
+    lane = by_thread.get("sluice-write", 0.0) + by_thread.get("sluice-convert", 0.0)
+    other = max(0.0, server_cpu - hashing - receive - lane)
+    idle = max(0.0, ncpu * secs - server_cpu - curl_cpu)
+    floor_idle = max(0.0, ncpu * size / floor_rate - floor_cpu)
+    upload_total = (server_cpu + curl_cpu + idle) / gib
+    floor_total = (floor_cpu + floor_idle) / gib
+    lane_name = "convert+write" if "sluice-convert" in by_thread else "store writer"
+    print(f"{'':<26} CPU s/GiB: floor {floor_cpu / gib:.2f} (+ {floor_idle / gib:.2f} idle of "
+          f"{ncpu} cores); upload: hashing {hashing / gib:.2f}, receive (runtime threads: "
+          f"socket, HTTP, inspection) {receive / gib:.2f}, {lane_name} {lane / gib:.2f}, "
+          f"other server {other / gib:.2f}, curl {curl_cpu / gib:.2f} (+ {idle / gib:.2f} idle)")
+    print(f"{'':<26} where the rest goes (upload - floor, s/GiB of {ncpu} cores): hashing "
+          f"{(hashing - floor_cpu) / gib:+.2f}, receive {receive / gib:+.2f}, {lane_name} "
+          f"{lane / gib:+.2f}, other {other / gib:+.2f}, curl {curl_cpu / gib:+.2f}, idle "
+          f"{(idle - floor_idle) / gib:+.2f}; ratio = {floor_total:.2f} / {upload_total:.2f} "
+          f"= {floor_total / upload_total:.2f}")
 
 
 def report_glance_direct(qcow2, raw_out, floor, niced_floor, stages, commits):
     """The best stage (by time) with its CPU, against the floors over the raw output, and the
     best commit."""
-    stage_s, (user, system), curl_cpu = min(stages)
+    stage_s, (user, system), curl_cpu, by_thread = min(stages, key=lambda s: s[0])
+    floor, floor_cpu = floor
     raw_size = os.path.getsize(raw_out)
     rate = raw_size / stage_s
     ratio = rate / floor
@@ -169,6 +207,7 @@ def report_glance_direct(qcow2, raw_out, floor, niced_floor, stages, commits):
           f"{niced_floor / 1e6:6.1f} MB/s, ratio {rate / niced_floor:.2f}")
     print(f"{'':<26} CPU: server {user:.2f} s user + {system:.2f} s sys, curl {curl_cpu:.2f} s "
           f"(of {os.cpu_count()} x {stage_s:.2f} s)")
+    cpu_breakdown(label, raw_size, stage_s, user + system, curl_cpu, by_thread, (floor, floor_cpu))
     print(f"{'':<26} commit (POST /import glance-direct until active): best {min(commits) * 1000:.1f} ms, "
           f"worst {max(commits) * 1000:.1f} ms of {len(commits)}")
 
@@ -207,7 +246,8 @@ def concurrent_uploads(port, pid, path, n=4):
 
 
 def report(label, path, floor, niced_floor, best):
-    rate, secs, (user, system), curl_cpu = best
+    rate, secs, (user, system), curl_cpu, by_thread = best
+    floor, floor_cpu = floor
     size = os.path.getsize(path)
     ratio = rate / floor
     print(f"{label:<26} {size / 1e6:5.0f} MB in {secs:6.2f} s: {rate / 1e6:6.1f} MB/s; floor "
@@ -216,6 +256,7 @@ def report(label, path, floor, niced_floor, best):
           f"{niced_floor / 1e6:6.1f} MB/s, ratio {rate / niced_floor:.2f}")
     print(f"{'':<26} CPU: server {user:.2f} s user + {system:.2f} s sys, curl {curl_cpu:.2f} s "
           f"(of {os.cpu_count()} x {secs:.2f} s)")
+    cpu_breakdown(label, size, secs, user + system, curl_cpu, by_thread, (floor, floor_cpu))
 
 
 def main():
@@ -265,15 +306,15 @@ def main():
         stages, commits = [], []
         for r in range(ROUNDS):
             for fmt, path in (("raw", raw), ("qcow2", qcow2)):
-                floors[fmt, 0].append(parallel_hash_rate(path, floor_tools(0)))
+                floors[fmt, 0].append(parallel_hash_run(path, floor_tools(0)))
                 uploads[fmt].append(timed_upload(port, pid, path, fmt, f"upbench-{fmt}-{r}"))
-                floors[fmt, BACKGROUND_NICE].append(parallel_hash_rate(path, floor_tools(BACKGROUND_NICE)))
-            floors["direct", 0].append(parallel_hash_rate(raw_out, floor_tools(0)))
+                floors[fmt, BACKGROUND_NICE].append(parallel_hash_run(path, floor_tools(BACKGROUND_NICE)))
+            floors["direct", 0].append(parallel_hash_run(raw_out, floor_tools(0)))
             stage_s, commit_s, *cpu = timed_glance_direct(conv_port, converting.pid, qcow2,
                                                           f"upbench-direct-{r}", raw_out_size)
             stages.append((stage_s, *cpu))
             commits.append(commit_s)
-            floors["direct", BACKGROUND_NICE].append(parallel_hash_rate(raw_out, floor_tools(BACKGROUND_NICE)))
+            floors["direct", BACKGROUND_NICE].append(parallel_hash_run(raw_out, floor_tools(BACKGROUND_NICE)))
         rss_mib, p99_ms, gets, conc_s = concurrent_uploads(port, pid, small)
 
         print()
@@ -281,9 +322,9 @@ def main():
               f"over the same file; load average {load_before:.2f} before, "
               f"{os.getloadavg()[0]:.2f} after")
         for fmt, path in (("raw", raw), ("qcow2", qcow2)):
-            report(f"PUT /file {fmt} (curl -T)", path, max(floors[fmt, 0]), max(floors[fmt, BACKGROUND_NICE]),
-                   max(uploads[fmt]))
-        report_glance_direct(qcow2, raw_out, max(floors["direct", 0]), max(floors["direct", BACKGROUND_NICE]),
+            report(f"PUT /file {fmt} (curl -T)", path, max(floors[fmt, 0]), max(floors[fmt, BACKGROUND_NICE])[0],
+                   max(uploads[fmt], key=lambda u: u[0]))
+        report_glance_direct(qcow2, raw_out, max(floors["direct", 0]), max(floors["direct", BACKGROUND_NICE])[0],
                              stages, commits)
         print(f"4 concurrent {args.concurrent_size_mib} MiB uploads in {conc_s:.1f} s: peak RSS "
               f"{rss_mib:.1f} MiB (target < {TARGET_RSS_MIB}: {verdict(rss_mib < TARGET_RSS_MIB)}), "

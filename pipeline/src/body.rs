@@ -32,7 +32,7 @@ use crate::http::HTTP_MAX_CHUNK;
 use crate::source::{ChunkSource, SourceError};
 
 /// Largest chunk handed to the pipeline: the same bound as the pull source's
-/// ([`HTTP_MAX_CHUNK`]), so the memory formula of [`crate::ingest`] holds for uploads too.
+/// ([`HTTP_MAX_CHUNK`]), so the memory formula of [`crate::ingest`](mod@crate::ingest) holds for uploads too.
 pub const BODY_MAX_CHUNK: usize = HTTP_MAX_CHUNK;
 
 /// Largest chunk while the start of the body goes by: the inspectors decide on headers at

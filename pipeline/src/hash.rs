@@ -2,16 +2,17 @@
 //! runtime, one blocking thread per digest so the two run in parallel.
 //!
 //! Each digest is the slowest per-byte step of an import, so each gets its own thread and is
-//! fed through a bounded channel: a slow hasher back-pressures the sender instead of buffering
-//! the image. The digests are OpenSSL's: on this machine kind md5 runs at 752 MB/s and sha512
+//! fed through a bounded queue (`crate::lane`, which wakes the sender only when the
+//! queue is half empty): a slow hasher back-pressures the sender instead of buffering the
+//! image. The digests are OpenSSL's: on this machine kind md5 runs at 752 MB/s and sha512
 //! at 807 MB/s per core, against 638 and 605 for the RustCrypto crates
 //! (`shared/reference/machine-notes.md`), and sha512 sets the import's ceiling.
 
 use bytes::Bytes;
 use openssl::hash::{Hasher, MessageDigest};
-use tokio::sync::mpsc;
 
 use crate::background::{self, Background};
+use crate::lane::{self, LaneSender};
 
 /// Chunks queued per hasher. Memory bound of the queues:
 /// `2 hashers × (HASH_CHANNEL_CAPACITY + 1 in progress) × max chunk size`; the chunks are
@@ -55,13 +56,14 @@ pub struct Checksummer {
 #[derive(Debug)]
 struct Lane {
     name: &'static str,
-    tx: mpsc::Sender<Bytes>,
+    tx: LaneSender,
     handle: Option<Background<Option<String>>>,
 }
 
 impl Lane {
     fn start(name: &'static str, kind: MessageDigest) -> Lane {
-        let (tx, mut rx) = mpsc::channel::<Bytes>(HASH_CHANNEL_CAPACITY);
+        // A hasher that ran dry is woken by the next chunk: it sets the pace.
+        let (tx, mut rx) = lane::channel(HASH_CHANNEL_CAPACITY, 1);
         let handle = background::spawn(name, move || {
             // OpenSSL fails here only on allocation failure or a disabled digest; an empty
             // result is then reported by `finish` as a stopped hasher.

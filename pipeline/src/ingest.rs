@@ -47,15 +47,15 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use sluice_formats::{
     ConvertError, ConvertLimits, Converter, Format, Inspector, Limits, Reason, ReasonCode, Report,
     SinkError, Target, INSPECTOR_FIXED_BOUND,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::background;
 use crate::hash::{Checksummer, HASH_CHANNEL_CAPACITY};
+use crate::lane::{self, LaneReceiver, LaneSender, LANE_WAKE_BATCH};
 use crate::source::{ChunkSource, SourceError};
 use crate::store::{Access, ImageWriter, Store, StoreError};
 
@@ -394,7 +394,7 @@ pub async fn ingest_as<S: ChunkSource>(
     let part = store.begin(image_id, Access::Append)?;
     let mut inspector = Inspector::new(Some(declared), limits);
     let sums = Checksummer::start();
-    let (write_tx, write_rx) = mpsc::channel::<Bytes>(WRITE_CHANNEL_CAPACITY);
+    let (write_tx, write_rx) = lane::channel(WRITE_CHANNEL_CAPACITY, LANE_WAKE_BATCH);
     let writer = background::spawn("sluice-write", move || write_lane(part, write_rx))
         .map_err(|_| StoreError::WriterStopped)?;
 
@@ -483,7 +483,7 @@ async fn convert_into<S: ChunkSource>(
         Arc::clone(&abort),
     )?;
     let mut inspector = Inspector::new(Some(declared), limits);
-    let (chunk_tx, chunk_rx) = mpsc::channel::<Bytes>(WRITE_CHANNEL_CAPACITY);
+    let (chunk_tx, chunk_rx) = lane::channel(WRITE_CHANNEL_CAPACITY, LANE_WAKE_BATCH);
     let lane = background::spawn("sluice-convert", move || convert_lane(conv, sink, chunk_rx))
         .map_err(|_| StoreError::WriterStopped)?;
 
@@ -563,7 +563,7 @@ async fn convert_into<S: ChunkSource>(
 fn convert_lane(
     mut conv: Converter,
     mut sink: HashingSink,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: LaneReceiver,
 ) -> Result<(Converter, HashingSink), LaneError> {
     while let Some(chunk) = rx.blocking_recv() {
         if let Err(e) = conv.feed(&chunk, &mut sink) {
@@ -599,7 +599,7 @@ async fn pump<S: ChunkSource>(
     source: &mut S,
     inspector: &mut Inspector,
     sums: Option<&Checksummer>,
-    write_tx: &mpsc::Sender<Bytes>,
+    write_tx: &LaneSender,
     progress: &Progress,
     cap: u64,
     charge: &mut Charge<'_>,
@@ -633,7 +633,7 @@ async fn pump<S: ChunkSource>(
 /// the channel closed, which fails the sender's next `send`.
 fn write_lane(
     mut writer: Box<dyn ImageWriter>,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: LaneReceiver,
 ) -> Result<Box<dyn ImageWriter>, StoreError> {
     while let Some(chunk) = rx.blocking_recv() {
         writer.append(&chunk)?;

@@ -32,6 +32,7 @@ pub mod convert;
 pub mod hash;
 pub mod http;
 pub mod ingest;
+mod lane;
 pub mod rate;
 pub mod source;
 pub mod ssrf;

@@ -1,6 +1,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use bytes::Bytes;
 use md5::{Digest, Md5};
 use sha2::Sha512;
 
