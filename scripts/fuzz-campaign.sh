@@ -13,6 +13,9 @@
 #   --targets "…"  subset of targets (default: every target in fuzz/Cargo.toml)
 #   --resume       skip targets whose recorded campaign time is already >= N minutes
 #   --no-merge     leave fuzz/corpus/ untouched
+# Environment: SLUICE_FUZZ_TIMEOUT  seconds one input may take (default 60). libFuzzer counts
+#   wall time, so a campaign run at low priority on a busy machine needs room; every timeout
+#   input is re-run at the end and its time printed, to tell a slow input from a starved one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -37,6 +40,7 @@ done
 max_checked_in_bytes=$((256 * 1024))
 # Restarts after crashes per target: a target that crashes this often needs a fix first.
 max_restarts=20
+timeout="${SLUICE_FUZZ_TIMEOUT:-60}"
 
 campaign_dir="${SLUICE_FUZZ_CAMPAIGN_DIR:-$HOME/.cache/sluice/fuzz-campaign}"
 target_dir="${SLUICE_FUZZ_TARGET_DIR:-$CARGO_TARGET_DIR/fuzz-asan}"
@@ -72,7 +76,7 @@ recorded_seconds() {
 merge_corpus() {
     local t="$1" bin="$2" min="$3"
     rm -rf "$min" && mkdir -p "$min"
-    "$bin" -merge=1 -timeout=10 -rss_limit_mb=2048 "$min" "fuzz/corpus/$t" \
+    "$bin" -merge=1 -timeout="$timeout" -rss_limit_mb=2048 "$min" "fuzz/corpus/$t" \
         "$campaign_dir/corpus/$t" >"$campaign_dir/logs/$t.merge.log" 2>&1
     local known
     known="$(find "fuzz/corpus/$t" -type f ! -name 'cmin-*' -exec sha1sum {} + | cut -d' ' -f1)"
@@ -108,7 +112,7 @@ for t in "${targets[@]}"; do
         log="$campaign_dir/logs/$t.$restarts.log"
         # New inputs go to the campaign corpus (first directory); seeds are read only.
         if "$bin" -artifact_prefix="$campaign_dir/artifacts/$t/" -max_total_time="$left" \
-            -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+            -timeout="$timeout" -rss_limit_mb=2048 -print_final_stats=1 \
             "$campaign_dir/corpus/$t" "fuzz/corpus/$t" >"$log" 2>&1; then
             status=ok
         else
@@ -144,4 +148,12 @@ done
 printf '%-16s %6s %12s %8s %7s %7s %7s %8s\n' target seconds executions exec/s cov ft \
     crashes corpus+
 printf '%s\n' "${summary[@]}"
+# A timeout input that runs fast now was starved of CPU, not slow: say which.
+for f in "$campaign_dir"/artifacts/*/timeout-*; do
+    [[ -f "$f" ]] || continue
+    t="$(basename "$(dirname "$f")")"
+    s0=$(date +%s%N)
+    "$bin_dir/$t" -timeout="$timeout" "$f" >/dev/null 2>&1 || true
+    echo "fuzz-campaign: $f re-runs in $((($(date +%s%N) - s0) / 1000000)) ms" >&2
+done
 echo "fuzz-campaign: every run is recorded in $results; crash inputs in $campaign_dir/artifacts/" >&2
