@@ -452,8 +452,7 @@ mod tests {
         meta.put_task(&task(9_001, TaskStatus::Pending, None))
             .unwrap();
         assert!(matches!(sweep_expired_once(&meta, 106), Ok(n) if n == due as usize));
-        let left: Vec<String> = meta
-            .list_tasks()
+        let left: Vec<String> = crate::meta::testing::all_tasks(&meta)
             .unwrap()
             .into_iter()
             .map(|t| t.id)
