@@ -187,6 +187,10 @@ impl std::fmt::Display for ImageStatus {
     }
 }
 
+/// The image property holding the import lock: the id of the import task (Glance's). Set
+/// and cleared by the image's transitions, with its status.
+pub const LOCK_PROPERTY: &str = "os_glance_import_task";
+
 /// A stored image (version 2 of its encoding, `codec.rs`). Fields that describe data are
 /// `None` until data is committed (Glance's nulls for a `queued` image).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
