@@ -23,7 +23,7 @@ mod api_image;
 mod glance_direct;
 mod request;
 
-pub use api_image::{cancel_for_deleted, API_IMAGE_IMPORT, LOCK_PROPERTY};
+pub use api_image::{cancel_for_deleted, API_IMAGE_IMPORT};
 pub use request::{min_rate, ImportRequest, ImportSource, InputError, LegacyImport};
 
 /// Reason code of a task whose input cannot be imported.

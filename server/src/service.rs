@@ -390,9 +390,10 @@ async fn sweep_expired(state: AppState) {
             Ok(n) => tracing::info!(tasks = n, "deleted expired tasks"),
             Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
         }
-        let s = state.clone();
+        let (staging, meta) = (Arc::clone(&state.staging), Arc::clone(&state.meta));
+        let ttl = state.config.staging_ttl_secs;
         let expired =
-            tokio::task::spawn_blocking(move || crate::staging::expire(&s, imports::now())).await;
+            tokio::task::spawn_blocking(move || staging.expire(&*meta, ttl, imports::now())).await;
         match expired {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => tracing::info!(stages = n, "removed expired staged data"),
@@ -452,8 +453,7 @@ mod tests {
         meta.put_task(&task(9_001, TaskStatus::Pending, None))
             .unwrap();
         assert!(matches!(sweep_expired_once(&meta, 106), Ok(n) if n == due as usize));
-        let left: Vec<String> = meta
-            .list_tasks()
+        let left: Vec<String> = crate::meta::testing::all_tasks(&meta)
             .unwrap()
             .into_iter()
             .map(|t| t.id)

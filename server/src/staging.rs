@@ -25,9 +25,9 @@ use sluice_pipeline::store::space::Reserve;
 use sluice_pipeline::store::{LocalStore, Store, StoreError};
 use sluice_pipeline::Ingested;
 
-use crate::imports::LOCK_PROPERTY;
-use crate::meta::{Decision, ImageStatus, MetaError, TaskStatus, Timestamp, Transition};
-use crate::state::AppState;
+use crate::meta::{
+    Decision, ImageStatus, MetaError, MetaStore, TaskStatus, Timestamp, Transition, LOCK_PROPERTY,
+};
 
 mod ledger;
 
@@ -247,63 +247,79 @@ impl StagingArea {
         }
         Ok(removed)
     }
-}
 
-/// Removes every complete stage older than `staging_ttl_secs` at `now` whose image waits for
-/// no import, and returns its image (still `uploading`) to `queued`; returns how many were
-/// removed. An image whose lock names a pending or running import keeps its stage: the
-/// import takes it. Blocking.
-///
-/// # Errors
-/// When the staging area cannot be listed or the metadata read or written.
-pub fn expire(state: &AppState, now: Timestamp) -> anyhow::Result<usize> {
-    let ttl = i64::try_from(state.config.staging_ttl_secs).unwrap_or(i64::MAX);
-    let mut removed = 0usize;
-    for (id, staged) in state.staging.sealed()? {
-        if staged.staged_at.saturating_add(ttl) > now {
-            continue;
-        }
-        let Some(image) = state.meta.get_image(&id)? else {
-            state.staging.discard(&id)?;
-            removed = removed.saturating_add(1);
-            continue;
-        };
-        let lock = image.properties.get(LOCK_PROPERTY).cloned();
-        if let Some(task_id) = &lock {
-            let live = state
-                .meta
-                .get_task(task_id)?
-                .is_some_and(|t| matches!(t.status, TaskStatus::Pending | TaskStatus::Processing));
-            if live {
+    /// Removes every complete stage older than `ttl_secs` at `now` whose image (in `meta`)
+    /// waits for no import, and returns its image (still `uploading`) to `queued`; returns
+    /// how many were removed. An image whose lock names a pending or running import keeps
+    /// its stage: the import takes it. Blocking.
+    ///
+    /// # Errors
+    /// When the staging area cannot be listed or the metadata read or written.
+    pub fn expire(
+        &self,
+        meta: &dyn MetaStore,
+        ttl_secs: u64,
+        now: Timestamp,
+    ) -> anyhow::Result<usize> {
+        let ttl = i64::try_from(ttl_secs).unwrap_or(i64::MAX);
+        let mut removed = 0usize;
+        for (id, staged) in self.sealed()? {
+            if staged.staged_at.saturating_add(ttl) > now {
                 continue;
             }
+            if expire_one(self, meta, &id, now)? {
+                removed = removed.saturating_add(1);
+            }
         }
-        let requeued = state
-            .meta
-            .transition_image(&id, &[ImageStatus::Uploading], &mut |image| {
-                if image.properties.get(LOCK_PROPERTY) != lock.as_ref() {
-                    return Decision::Keep;
-                }
-                image.status = ImageStatus::Queued;
-                image.properties.remove(LOCK_PROPERTY);
-                image.forget_data();
-                image.updated_at = now;
-                Decision::Write
-            });
-        match requeued {
-            Ok(Transition::Done(_) | Transition::Missing) => {}
-            Ok(Transition::Kept(_)) => continue,
-            // Importing (the import took it meanwhile) or queued by someone else.
-            Ok(Transition::Refused(image)) if image.status == ImageStatus::Importing => continue,
-            Ok(Transition::Refused(_)) => {}
-            Err(MetaError::StorageFull(_)) => continue,
-            Err(e) => return Err(e.into()),
-        }
-        state.staging.discard(&id)?;
-        tracing::info!(image = %id, staged_at = staged.staged_at, "staged data expired: image back to queued");
-        removed = removed.saturating_add(1);
+        Ok(removed)
     }
-    Ok(removed)
+}
+
+/// Expires the stage of image `id` unless a live import waits for it; whether it was
+/// removed ([`StagingArea::expire`]).
+fn expire_one(
+    area: &StagingArea,
+    meta: &dyn MetaStore,
+    id: &str,
+    now: Timestamp,
+) -> anyhow::Result<bool> {
+    let Some(image) = meta.get_image(id)? else {
+        area.discard(id)?;
+        return Ok(true);
+    };
+    let lock = image.properties.get(LOCK_PROPERTY).cloned();
+    if let Some(task_id) = &lock {
+        let live = meta
+            .get_task(task_id)?
+            .is_some_and(|t| matches!(t.status, TaskStatus::Pending | TaskStatus::Processing));
+        if live {
+            return Ok(false);
+        }
+    }
+    let requeued = meta.transition_image(id, &[ImageStatus::Uploading], &mut |image| {
+        if image.properties.get(LOCK_PROPERTY) != lock.as_ref() {
+            return Decision::Keep;
+        }
+        image.status = ImageStatus::Queued;
+        image.properties.remove(LOCK_PROPERTY);
+        image.forget_data();
+        image.updated_at = now;
+        Decision::Write
+    });
+    match requeued {
+        Ok(Transition::Done(_) | Transition::Missing) => {}
+        Ok(Transition::Kept(_)) => return Ok(false),
+        // Importing (the import took it meanwhile) or queued by someone else.
+        Ok(Transition::Refused(image)) if image.status == ImageStatus::Importing => {
+            return Ok(false)
+        }
+        Ok(Transition::Refused(_)) => {}
+        Err(MetaError::StorageFull(_)) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    area.discard(id)?;
+    tracing::info!(image = %id, "staged data expired: image back to queued");
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -350,5 +366,38 @@ mod tests {
         assert_eq!(area.staged("a"), None);
         assert!(area.sealed().unwrap().is_empty());
         assert!(!area.discard("a").unwrap());
+    }
+
+    #[test]
+    fn test_staging_expire_requeues_old_stages_unless_an_import_waits() {
+        use crate::meta::{memory::MemoryMeta, sample_image, sample_task};
+        let dir = tempfile::tempdir().unwrap();
+        let area = StagingArea::open(dir.path(), Reserve::Bytes(0)).unwrap();
+        let meta = MemoryMeta::new();
+        let task = sample_task("t");
+        meta.put_task(&task).unwrap();
+        for (id, lock) in [("old", None), ("waited", Some("t")), ("young", None)] {
+            let mut image = sample_image(id);
+            image.status = ImageStatus::Uploading;
+            if let Some(task_id) = lock {
+                image
+                    .properties
+                    .insert(LOCK_PROPERTY.into(), task_id.into());
+            }
+            meta.put_image(&image).unwrap();
+        }
+        for (id, at) in [("old", 10), ("waited", 10), ("young", 95), ("orphan", 10)] {
+            fs::write(area.store().path(id).unwrap(), b"data").unwrap();
+            area.seal(id, &staged(at)).unwrap();
+        }
+
+        assert_eq!(area.expire(&meta, 60, 100).unwrap(), 2);
+        let mut left: Vec<String> = area.sealed().unwrap().into_iter().map(|s| s.0).collect();
+        left.sort();
+        assert_eq!(left, ["waited", "young"]);
+        let old = meta.get_image("old").unwrap().unwrap();
+        assert_eq!((old.status, old.updated_at), (ImageStatus::Queued, 100));
+        let waited = meta.get_image("waited").unwrap().unwrap();
+        assert_eq!(waited.status, ImageStatus::Uploading);
     }
 }

@@ -1,7 +1,9 @@
 //! The convert lane's output: a [`ConvertSink`] that writes the converted image positionally
 //! into the local scratch file of the import's [`Access::Positional`](crate::store::Access)
 //! store writer (through [`FileSink`]: zero blocks stay holes, spill goes to an unnamed file in
-//! the store's scratch directory) and hashes the output *in order* as it is produced.
+//! the store's scratch directory) and hashes the output *in order* as it is produced. Output
+//! and spill alike are checked against the store's reserve once per `SPACE_CHECK_INTERVAL`
+//! (1 MiB): a conversion that would fill the volume fails with `storage_full`.
 //!
 //! # In-order hashing
 //! The sink keeps a hash position `pos` (every output byte before it has been fed to the md5
@@ -33,6 +35,7 @@ use tokio::runtime::Handle;
 
 use crate::convert::FileSink;
 use crate::hash::{Checksummer, Digests, HashError};
+use crate::store::space::SPACE_CHECK_INTERVAL;
 use crate::store::{Access, ImageWriter, StoreError};
 
 /// Largest piece of output handed to the hash lanes at once (also the zero buffer's size and
@@ -99,6 +102,9 @@ pub(crate) struct HashingSink {
     hash_failed: Option<HashError>,
     /// Set when the store refused a write (the sink error then means [`LaneError::Store`]).
     store_failed: Option<StoreError>,
+    /// Spill bytes (the end of the spill file) that may be written before the store's
+    /// reserve is checked again: spill takes room on the store's volume as output does.
+    spill_checked_upto: u64,
 }
 
 impl HashingSink {
@@ -140,6 +146,7 @@ impl HashingSink {
             abort,
             hash_failed: None,
             store_failed: None,
+            spill_checked_upto: 0,
         })
     }
 
@@ -349,6 +356,21 @@ impl ConvertSink for HashingSink {
 
     fn spill_write(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError> {
         self.check_abort()?;
+        let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+        let end = offset.saturating_add(len);
+        if end > self.spill_checked_upto {
+            // `new` made sure the writer has a scratch file.
+            let Some(part) = self.writer.scratch() else {
+                return Err(SinkError("the store writer has no scratch file".into()));
+            };
+            // Room for this write and the next interval's, as `PartFile::check_space` asks.
+            if let Err(e) = part.check_room(len.saturating_add(SPACE_CHECK_INTERVAL)) {
+                let message = e.to_string();
+                self.store_failed = Some(e);
+                return Err(SinkError(message));
+            }
+            self.spill_checked_upto = end.saturating_add(SPACE_CHECK_INTERVAL);
+        }
         self.file.spill_write(offset, data)
     }
 

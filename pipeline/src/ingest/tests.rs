@@ -236,3 +236,38 @@ async fn test_hashing_sink_write_before_hash_position_falls_back_to_second_read(
     assert_eq!(digests.md5_hex, hex(&Md5::digest(&want)));
     assert_eq!(digests.sha512_hex, hex(&Sha512::digest(&want)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_hashing_sink_spill_below_the_reserve_is_storage_full() {
+    const MIB: usize = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let reserve = 64 << 20;
+    let free = Arc::new(AtomicU64::new(1 << 30));
+    let store = LocalStore::open_with_fake_free(
+        dir.path(),
+        crate::store::space::Reserve::Bytes(reserve),
+        Arc::clone(&free),
+    )
+    .unwrap();
+    let part = store.begin("s", Access::Positional).unwrap();
+    let runtime = tokio::runtime::Handle::current();
+    let tmp = store.scratch_dir().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let abort = Arc::new(AtomicBool::new(false));
+        let mut sink = HashingSink::new(part, &tmp, 16 << 20, true, runtime, abort).unwrap();
+        let data = vec![7u8; MIB];
+        sink.spill_write(0, &data).unwrap();
+        // The volume fills up (someone else wrote): free space is now the reserve.
+        free.store(reserve, Ordering::Relaxed);
+        // Within the MiB after the last check: not checked again.
+        sink.spill_write(1 << 20, &data[..MIB / 2]).unwrap();
+        // Past it: checked, refused as the output's writes are.
+        let err = sink.spill_write(3 << 19, &data).unwrap_err();
+        assert!(matches!(
+            sink.lane_error(ConvertError::Sink(err)),
+            LaneError::Store(StoreError::StorageFull(_))
+        ));
+    })
+    .await
+    .unwrap();
+}

@@ -62,6 +62,21 @@ impl LocalStore {
         })
     }
 
+    /// Tests: [`LocalStore::open_with_reserve`] on a volume whose free space is `free`
+    /// ([`DiskSpace::with_fake_free`]).
+    #[cfg(test)]
+    pub(crate) fn open_with_fake_free(
+        dir: &Path,
+        reserve: Reserve,
+        free: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Result<Self, StoreError> {
+        let store = Self::open_with_reserve(dir, reserve)?;
+        Ok(LocalStore {
+            space: Arc::new(DiskSpace::with_fake_free(dir, reserve, free)),
+            ..store
+        })
+    }
+
     /// Starts writing image `id` to `tmp/<id>.part`: [`Store::begin`] without the box.
     ///
     /// # Errors
@@ -369,6 +384,17 @@ impl PartFile {
         self.space.check_import(ahead)?;
         self.space_checked_upto = next.saturating_add(SPACE_CHECK_INTERVAL);
         Ok(())
+    }
+
+    /// Refuses `bytes` more written on the part file's volume beside it (a conversion's spill
+    /// file in the store's scratch directory) when they could take free space below the
+    /// reserve. The caller checks once per [`SPACE_CHECK_INTERVAL`] bytes, asking room until
+    /// its next check, as [`PartFile::check_space`] does for the part file.
+    ///
+    /// # Errors
+    /// [`StoreError::StorageFull`].
+    pub fn check_room(&self, bytes: u64) -> Result<(), StoreError> {
+        Ok(self.space.check_import(bytes)?)
     }
 
     /// Records `len` more bytes written (by [`PartFile::write_all`] or through a

@@ -184,6 +184,9 @@ pub struct DiskSpace {
     path: PathBuf,
     reserve: Reserve,
     last: AtomicU8,
+    /// Tests: the free bytes [`DiskSpace::probe`] reports instead of `statvfs`'s.
+    #[cfg(test)]
+    fake_free: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl DiskSpace {
@@ -193,6 +196,22 @@ impl DiskSpace {
             path: path.as_ref().to_path_buf(),
             reserve,
             last: AtomicU8::new(StorageState::Ok.to_u8()),
+            #[cfg(test)]
+            fake_free: None,
+        }
+    }
+
+    /// Tests: checks against `reserve` as if the volume had `free` bytes free (of 1 TiB),
+    /// whatever `statvfs` says; the test changes `free` to fill or empty the volume.
+    #[cfg(test)]
+    pub(crate) fn with_fake_free(
+        path: &Path,
+        reserve: Reserve,
+        free: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
+        DiskSpace {
+            fake_free: Some(free),
+            ..DiskSpace::new(path, reserve)
         }
     }
 
@@ -206,6 +225,13 @@ impl DiskSpace {
     /// # Errors
     /// When `statvfs` fails on the directory.
     pub fn probe(&self) -> io::Result<Space> {
+        #[cfg(test)]
+        if let Some(free) = &self.fake_free {
+            return Ok(Space {
+                free: free.load(Ordering::Relaxed),
+                total: 1 << 40,
+            });
+        }
         let st = rustix::fs::statvfs(&self.path)?;
         Ok(Space {
             free: st.f_bavail.saturating_mul(st.f_frsize),

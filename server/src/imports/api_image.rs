@@ -20,13 +20,13 @@ use super::{
     REASON_INTERNAL, REASON_INTERRUPTED, REASON_INVALID_INPUT,
 };
 use crate::api::tasks::UriUse;
-use crate::meta::{Decision, ImageRecord, ImageStatus, TaskRecord, TaskStatus, Transition};
+use crate::meta::{
+    Decision, ImageRecord, ImageStatus, TaskRecord, TaskStatus, Transition, LOCK_PROPERTY,
+};
 use crate::state::AppState;
 
 /// The task type of an interoperable import.
 pub const API_IMAGE_IMPORT: &str = "api_image_import";
-/// The image property holding the import lock: the id of the import task (Glance's).
-pub const LOCK_PROPERTY: &str = "os_glance_import_task";
 /// Stores an import is writing to (Glance's; empty with a single store).
 pub const IMPORTING_TO_STORES: &str = "os_glance_importing_to_stores";
 /// Stores an import failed for (Glance's; empty with a single store).

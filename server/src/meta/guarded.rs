@@ -200,10 +200,6 @@ impl MetaStore for GuardedMeta {
         self.read().rocks.get_task(id)
     }
 
-    fn list_tasks(&self) -> Result<Vec<TaskRecord>, MetaError> {
-        self.read().rocks.list_tasks()
-    }
-
     fn delete_task(&self, id: &str) -> Result<(), MetaError> {
         self.guarded(|r| r.delete_task(id))
     }
@@ -245,10 +241,6 @@ impl MetaStore for GuardedMeta {
 
     fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError> {
         self.read().rocks.get_image(id)
-    }
-
-    fn list_images(&self) -> Result<Vec<ImageRecord>, MetaError> {
-        self.read().rocks.list_images()
     }
 
     fn delete_image(&self, id: &str) -> Result<(), MetaError> {
@@ -325,7 +317,7 @@ mod tests {
         assert!(!meta.is_writable());
         assert!(!meta.try_writable());
         assert!(matches!(meta.get_task(&task.id), Ok(Some(t)) if t == task));
-        assert!(matches!(meta.list_tasks(), Ok(ts) if ts.len() == 1));
+        assert!(matches!(crate::meta::testing::all_tasks(&meta), Ok(ts) if ts.len() == 1));
         let other = sample_task("00000000-0000-4000-8000-000000000007");
         assert!(matches!(
             meta.put_task(&other),

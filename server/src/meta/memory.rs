@@ -161,10 +161,6 @@ impl MetaStore for MemoryMeta {
         Ok(self.inner()?.tasks.get(id).cloned())
     }
 
-    fn list_tasks(&self) -> Result<Vec<TaskRecord>, MetaError> {
-        Ok(self.inner()?.tasks.values().cloned().collect())
-    }
-
     fn delete_task(&self, id: &str) -> Result<(), MetaError> {
         let mut inner = self.inner()?;
         if let Some(old) = inner.tasks.remove(id) {
@@ -233,10 +229,6 @@ impl MetaStore for MemoryMeta {
             .iter()
             .filter_map(|id| inner.tasks.get(id).cloned())
             .collect())
-    }
-
-    fn list_images(&self) -> Result<Vec<ImageRecord>, MetaError> {
-        Ok(self.inner()?.images.values().cloned().collect())
     }
 
     fn delete_image(&self, id: &str) -> Result<(), MetaError> {

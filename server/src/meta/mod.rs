@@ -18,6 +18,7 @@ pub mod keys;
 pub mod memory;
 pub mod query;
 pub mod rocks;
+pub mod testing;
 
 pub use query::{ImageColumn, ImageQuery, ImageRange, SortDir, TaskColumn, TaskQuery, TaskSummary};
 
@@ -186,6 +187,10 @@ impl std::fmt::Display for ImageStatus {
     }
 }
 
+/// The image property holding the import lock: the id of the import task (Glance's). Set
+/// and cleared by the image's transitions, with its status.
+pub const LOCK_PROPERTY: &str = "os_glance_import_task";
+
 /// A stored image (version 2 of its encoding, `codec.rs`). Fields that describe data are
 /// `None` until data is committed (Glance's nulls for a `queued` image).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -326,8 +331,6 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     fn put_task(&self, task: &TaskRecord) -> Result<(), MetaError>;
     /// Reads a task.
     fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, MetaError>;
-    /// All tasks, ordered by id.
-    fn list_tasks(&self) -> Result<Vec<TaskRecord>, MetaError>;
     /// Removes a task (expiry).
     fn delete_task(&self, id: &str) -> Result<(), MetaError>;
     /// The compare-and-swap of a task's status: writes `task` if the stored task with its id
@@ -382,8 +385,6 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     ) -> Result<Transition, MetaError>;
     /// Reads an image.
     fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError>;
-    /// All images, ordered by id.
-    fn list_images(&self) -> Result<Vec<ImageRecord>, MetaError>;
     /// Removes an image record.
     fn delete_image(&self, id: &str) -> Result<(), MetaError>;
 
@@ -530,8 +531,11 @@ pub fn conformance_suite(store: &dyn MetaStore) {
     const D: &str = "e9f1b2c4-0000-4000-8000-00000000000d";
 
     // An empty store: nothing listed, missing ids read as None, deleting them is Ok.
-    assert_eq!(store.list_tasks().expect("list empty tasks"), vec![]);
-    assert_eq!(store.list_images().expect("list empty images"), vec![]);
+    assert_eq!(testing::all_tasks(store).expect("list empty tasks"), vec![]);
+    assert_eq!(
+        testing::all_images(store).expect("list empty images"),
+        vec![]
+    );
     assert_eq!(store.get_task(A).expect("get missing task"), None);
     assert_eq!(store.get_image(A).expect("get missing image"), None);
     store.delete_task(A).expect("delete missing task");
@@ -556,28 +560,26 @@ pub fn conformance_suite(store: &dyn MetaStore) {
     for id in [D, A, C] {
         store.put_task(&sample_task(id)).expect("put more tasks");
     }
-    let ids: Vec<String> = store
-        .list_tasks()
+    let ids: Vec<String> = testing::all_tasks(store)
         .expect("list tasks")
         .into_iter()
         .map(|t| t.id)
         .collect();
     assert_eq!(ids, [A, B, C, D]);
     assert_eq!(
-        store.list_tasks().expect("list tasks").get(1),
+        testing::all_tasks(store).expect("list tasks").get(1),
         Some(&task_b2)
     );
     store.delete_task(C).expect("delete task");
     assert_eq!(store.get_task(C).expect("get deleted task"), None);
-    let ids: Vec<String> = store
-        .list_tasks()
+    let ids: Vec<String> = testing::all_tasks(store)
         .expect("list tasks after delete")
         .into_iter()
         .map(|t| t.id)
         .collect();
     assert_eq!(ids, [A, B, D]);
     assert_eq!(
-        store.list_images().expect("images unaffected by tasks"),
+        testing::all_images(store).expect("images unaffected by tasks"),
         vec![]
     );
 
@@ -603,8 +605,7 @@ pub fn conformance_suite(store: &dyn MetaStore) {
     for id in [B, D, A] {
         store.put_image(&sample_image(id)).expect("put more images");
     }
-    let ids: Vec<String> = store
-        .list_images()
+    let ids: Vec<String> = testing::all_images(store)
         .expect("list images")
         .into_iter()
         .map(|i| i.id)
@@ -640,18 +641,24 @@ pub fn conformance_suite(store: &dyn MetaStore) {
         store.get_image(new_image_id).expect("get committed image"),
         Some(image)
     );
-    assert_eq!(store.list_tasks().expect("list after commit").len(), 3);
-    assert_eq!(store.list_images().expect("list after commit").len(), 4);
+    assert_eq!(
+        testing::all_tasks(store).expect("list after commit").len(),
+        3
+    );
+    assert_eq!(
+        testing::all_images(store).expect("list after commit").len(),
+        4
+    );
 
     // Compare-and-swap transitions, creation with a chosen id, racing writers.
     conformance::transitions(store);
     conformance_tasks::transitions(store);
 
     // The list queries, on the store emptied again.
-    for task in store.list_tasks().expect("tasks to clear") {
+    for task in testing::all_tasks(store).expect("tasks to clear") {
         store.delete_task(&task.id).expect("clear task");
     }
-    for image in store.list_images().expect("images to clear") {
+    for image in testing::all_images(store).expect("images to clear") {
         store.delete_image(&image.id).expect("clear image");
     }
     conformance::lists(store);

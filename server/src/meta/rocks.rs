@@ -292,16 +292,6 @@ impl RocksMeta {
         Ok(())
     }
 
-    /// Every record of `table` in id order.
-    fn scan<T: Record>(&self, table: Table) -> Result<Vec<T>, MetaError> {
-        let mut records = Vec::new();
-        self.for_each(table, |record| {
-            records.push(record);
-            Ok(())
-        })?;
-        Ok(records)
-    }
-
     /// Whether the index layout on disk is this build's.
     ///
     /// # Errors
@@ -442,10 +432,6 @@ impl MetaStore for RocksMeta {
         self.get(Table::Tasks, id)
     }
 
-    fn list_tasks(&self) -> Result<Vec<TaskRecord>, MetaError> {
-        self.scan(Table::Tasks)
-    }
-
     fn delete_task(&self, id: &str) -> Result<(), MetaError> {
         let _locked = self.lock(&[id])?;
         let old: Option<TaskRecord> = self.get(Table::Tasks, id)?;
@@ -513,10 +499,6 @@ impl MetaStore for RocksMeta {
 
     fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError> {
         self.get(Table::Images, id)
-    }
-
-    fn list_images(&self) -> Result<Vec<ImageRecord>, MetaError> {
-        self.scan(Table::Images)
     }
 
     fn delete_image(&self, id: &str) -> Result<(), MetaError> {

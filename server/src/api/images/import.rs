@@ -41,8 +41,8 @@ use crate::api::policy::{self, Action, Target};
 use crate::api::tasks::{self, check_uri, filtering_refusal, py_repr, UriUse};
 use crate::api::{now, Api};
 use crate::config::ImportMethod;
-use crate::imports::{ImportRequest, ImportSource, API_IMAGE_IMPORT, LOCK_PROPERTY};
-use crate::meta::{Decision, ImageRecord, ImageStatus, TaskStatus, Transition};
+use crate::imports::{ImportRequest, ImportSource, API_IMAGE_IMPORT};
+use crate::meta::{Decision, ImageRecord, ImageStatus, TaskStatus, Transition, LOCK_PROPERTY};
 
 /// Glance's 409 for an import while another holds the image's lock.
 const LOCKED: &str = "Image has active task";

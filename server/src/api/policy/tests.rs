@@ -114,7 +114,9 @@ async fn test_reader_create_task_is_403_add_task() {
     let h = Harness::new();
     let reply = h.create_task_as(&reader("p1"), &import_body()).await;
     assert_denied(&reply, "add_task");
-    assert!(h.meta().list_tasks().unwrap().is_empty());
+    assert!(crate::meta::testing::all_tasks(h.meta())
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]
@@ -210,7 +212,9 @@ async fn test_create_task_member_public_visibility_is_403_publicize_image() {
     let h = Harness::new();
     let reply = create_with(&h, &member("p1"), json!({"visibility": "public"})).await;
     assert_denied(&reply, "publicize_image");
-    assert!(h.meta().list_tasks().unwrap().is_empty());
+    assert!(crate::meta::testing::all_tasks(h.meta())
+        .unwrap()
+        .is_empty());
     // Admins may; members may make an image community (communitize_image).
     let reply = create_with(&h, &admin(), json!({"visibility": "public"})).await;
     assert_eq!(reply.status, StatusCode::CREATED);
@@ -251,7 +255,9 @@ async fn test_create_task_read_only_and_reserved_properties_are_403() {
         assert_eq!(reply.status, StatusCode::FORBIDDEN, "{key}");
         assert_eq!(reply.message(), message, "{key}");
     }
-    assert!(h.meta().list_tasks().unwrap().is_empty());
+    assert!(crate::meta::testing::all_tasks(h.meta())
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]
@@ -291,7 +297,9 @@ async fn test_create_task_bad_values_are_400_with_schema_messages() {
     body["input"]["image_properties"] = json!(["x"]);
     let reply = h.create_task_as(&admin(), &body).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
-    assert!(h.meta().list_tasks().unwrap().is_empty());
+    assert!(crate::meta::testing::all_tasks(h.meta())
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]
@@ -401,7 +409,9 @@ async fn test_create_task_refusals_have_patch_status() {
             by_task.message()
         );
     }
-    assert!(h.meta().list_tasks().unwrap().is_empty());
+    assert!(crate::meta::testing::all_tasks(h.meta())
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]

@@ -183,7 +183,9 @@ async fn test_create_task_invalid_bodies_are_400_with_glance_messages() {
             .unwrap()
             .ends_with("<br /><br />\n\n\n"));
     }
-    assert!(h.meta().list_tasks().unwrap().is_empty());
+    assert!(crate::meta::testing::all_tasks(h.meta())
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]
@@ -247,7 +249,7 @@ async fn test_create_task_full_queue_is_503_and_leaves_no_task() {
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.json()["code"], "503 Service Unavailable");
     assert!(reply.header("retry-after").is_some());
-    assert_eq!(h.meta().list_tasks().unwrap().len(), 1);
+    assert_eq!(crate::meta::testing::all_tasks(h.meta()).unwrap().len(), 1);
 }
 
 #[tokio::test]
