@@ -499,3 +499,48 @@ fn test_keystone_openstack_cli_and_sdk_with_clouds_yaml() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
 }
+
+/// `sluice serve` with `args`; it must exit non-zero before listening. Returns its stderr.
+fn refused_at_start(args: &[&str]) -> String {
+    let dir = scratch();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("serve")
+        .args(["--bind", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(args)
+        .env("SLUICE_LOG", "info")
+        .env_remove("SLUICE_KEYSTONE_PASSWORD")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running sluice serve");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "sluice started: {stderr}");
+    assert!(!stderr.contains("listening"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn test_auth_configuration_is_checked_before_listening() {
+    let dir = scratch();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        "[[token]]\ntoken = \"a\"\nproject_id = \"p\"\nuser_id = \"u\"\n\n[[token]]\ntoken = \
+         \"b\"\nproject_id = \"\"\nuser_id = \"u\"\n",
+    )
+    .expect("tokens");
+    let path = tokens.to_str().expect("utf-8");
+    let err = refused_at_start(&["--auth", "token", "--token-file", path]);
+    assert!(err.contains(path) && err.contains("line 7"), "{err}");
+
+    let err = refused_at_start(&["--auth", "keystone"]);
+    assert!(err.contains("auth.keystone.url"), "{err}");
+    let err = refused_at_start(&[
+        "--auth",
+        "keystone",
+        "--keystone-url",
+        "http://127.0.0.1:1/v3",
+    ]);
+    assert!(err.contains("auth.keystone.username"), "{err}");
+}

@@ -427,6 +427,6 @@ mod tests {
             ..AuthConfig::default()
         });
         let err = res.unwrap_err().to_string();
-        assert!(err.contains("line 5"), "{err}");
+        assert!(err.contains("line 6"), "{err}");
     }
 }
