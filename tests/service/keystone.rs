@@ -207,6 +207,38 @@ impl Keystone {
             .to_owned()
     }
 
+    /// Registers `url` as the public `image` endpoint in Keystone's catalog (what
+    /// `openstack service create … image` and `openstack endpoint create … image public URL`
+    /// do).
+    fn register_image_endpoint(&self, url: &str) {
+        let admin = self.token("admin", "admin");
+        let who = [("X-Auth-Token", admin.as_str())];
+        let body = json!({"service": {"type": "image", "name": "sluice"}}).to_string();
+        let resp = http(
+            &self.addr(),
+            "POST",
+            "/v3/services",
+            &who,
+            Some(body.as_bytes()),
+        );
+        assert_eq!(resp.status, 201, "service create: {}", resp.text());
+        let service_id = resp.json()["service"]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        let body = json!({"endpoint": {"service_id": service_id, "interface": "public",
+            "url": url, "region_id": "RegionOne"}})
+        .to_string();
+        let resp = http(
+            &self.addr(),
+            "POST",
+            "/v3/endpoints",
+            &who,
+            Some(body.as_bytes()),
+        );
+        assert_eq!(resp.status, 201, "endpoint create: {}", resp.text());
+    }
+
     /// Revokes `token` (`DELETE /v3/auth/tokens` with an admin token).
     fn revoke(&self, token: &str) {
         let admin = self.token("admin", "admin");
@@ -415,25 +447,31 @@ fn test_keystone_openstack_cli_and_sdk_with_clouds_yaml() {
     let server = sluice(&keystone, dir.path());
     let files = scratch();
     let disk = raw_disk(files.path(), "disk.raw", 1 << 20, 2);
-    // The image endpoint is given by `image_endpoint_override`: the catalog is Keystone's
-    // own (bootstrap registers only identity).
+    // Cloud `ks` names Sluice with `image_endpoint_override`; `ks-catalog` finds it in the
+    // catalog, where it is registered as the `image` service.
+    keystone.register_image_endpoint(&format!("http://{}", server.addr));
+    let auth = format!(
+        "    auth:\n      auth_url: {}/v3\n      username: alpha-member\n      password: \
+         pw-alpha-member\n      project_name: alpha\n      user_domain_name: Default\n      \
+         project_domain_name: Default\n",
+        keystone.url
+    );
     let clouds = dir.path().join("clouds.yaml");
     std::fs::write(
         &clouds,
         format!(
             "clouds:\n  ks:\n    identity_api_version: 3\n    image_endpoint_override: \
-             http://{}\n    auth:\n      auth_url: {}/v3\n      username: alpha-member\n      \
-             password: pw-alpha-member\n      project_name: alpha\n      user_domain_name: \
-             Default\n      project_domain_name: Default\n",
-            server.addr, keystone.url
+             http://{}\n{auth}  ks-catalog:\n    identity_api_version: 3\n    region_name: \
+             RegionOne\n{auth}",
+            server.addr
         ),
     )
     .expect("clouds.yaml");
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).expect("home");
-    let openstack = |args: &[&str]| {
+    let openstack_in = |cloud: &str, args: &[&str]| {
         let out = Command::new(venv_bin("openstack"))
-            .args(["--os-cloud", "ks"])
+            .args(["--os-cloud", cloud])
             .args(args)
             .env("OS_CLIENT_CONFIG_FILE", &clouds)
             .env("HOME", &home)
@@ -449,6 +487,7 @@ fn test_keystone_openstack_cli_and_sdk_with_clouds_yaml() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    let openstack = |args: &[&str]| openstack_in("ks", args);
     let created: Value = serde_json::from_str(&openstack(&[
         "image",
         "create",
