@@ -3,10 +3,11 @@
 //! `~/.cache/sluice/keystone-venv` (or `$SLUICE_KEYSTONE_VENV`).
 //!
 //! The slow part (`db_sync`, key setup, `bootstrap`, projects and users:
-//! `tests/clients/keystone_prepare.sh` and `keystone_users.py`) runs once per test process
-//! into a template directory; each test copies it and starts its own uWSGI, so a test may
-//! stop its Keystone without disturbing the others.
+//! `tests/clients/keystone_prepare.sh` and `keystone_users.py`) runs once into a template
+//! directory beside the venv, reused by later runs; each test copies it and starts its own
+//! uWSGI, so a test may stop its Keystone without disturbing the others.
 
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -54,25 +55,54 @@ fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/clients")
 }
 
-/// The prepared template: its directory and the ids `keystone_users.py` printed.
+/// The prepared template: its directory, the directory it was built in (its
+/// `keystone.conf` names that one) and the ids `keystone_users.py` printed.
 struct Template {
     dir: PathBuf,
+    built_in: String,
     ids: Value,
 }
 
-/// Prepares the template once per test process (timed on stderr).
+/// The template, prepared once per Keystone version, token lifetime and fixture scripts into
+/// `<venv>/../keystone-template/<key>` and reused by later runs (timed on stderr). Test
+/// processes running at once each build their own and the first to rename it in wins.
 fn template() -> &'static Template {
     static TEMPLATE: OnceLock<Template> = OnceLock::new();
     TEMPLATE.get_or_init(|| {
+        let venv = keystone_venv();
+        let version = std::fs::read_dir(venv.join("lib"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|py| {
+                std::fs::read_dir(py.path().join("site-packages"))
+                    .into_iter()
+                    .flatten()
+            })
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with("keystone-") && n.ends_with(".dist-info"))
+            .expect("keystone's dist-info in the venv");
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for script in ["keystone_prepare.sh", "keystone_users.py"] {
+            std::fs::read(clients_dir().join(script))
+                .expect("script")
+                .hash(&mut hasher);
+        }
+        TOKEN_SECS.hash(&mut hasher);
+        let root = venv.with_file_name("keystone-template");
+        let dir = root.join(format!("{version}-{:016x}", hasher.finish()));
+        if let Some(t) = Template::load(&dir) {
+            return t;
+        }
         let started = Instant::now();
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("keystone-template-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let build = root.join(format!("build-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&build);
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
         let out = Command::new(clients_dir().join("keystone_prepare.sh"))
-            .arg(keystone_venv())
-            .arg(&dir)
+            .arg(&venv)
+            .arg(&build)
             .arg(&url)
             .args([ADMIN_PASSWORD, &TOKEN_SECS.to_string()])
             .output()
@@ -82,8 +112,8 @@ fn template() -> &'static Template {
             "keystone_prepare.sh failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut keystone = Keystone::serve(&dir, port);
-        let out = Command::new(keystone_venv().join("bin/python"))
+        let mut keystone = Keystone::serve(&build, port);
+        let out = Command::new(venv.join("bin/python"))
             .arg(clients_dir().join("keystone_users.py"))
             .args([&url, ADMIN_PASSWORD])
             .output()
@@ -94,10 +124,28 @@ fn template() -> &'static Template {
             String::from_utf8_lossy(&out.stderr)
         );
         keystone.stop();
-        let ids = serde_json::from_slice(&out.stdout).expect("keystone_users.py JSON");
+        std::fs::write(build.join("ids.json"), &out.stdout).expect("ids.json");
+        std::fs::write(build.join("built_in"), build.to_str().expect("utf-8")).expect("built_in");
         eprintln!("keystone template prepared in {:?}", started.elapsed());
-        Template { dir, ids }
+        if std::fs::rename(&build, &dir).is_err() {
+            // Another test process got there first: use its template.
+            let _ = std::fs::remove_dir_all(&build);
+        }
+        Template::load(&dir).expect("the keystone template just prepared")
     })
+}
+
+impl Template {
+    /// A complete template in `dir`, if there is one.
+    fn load(dir: &Path) -> Option<Template> {
+        let ids = serde_json::from_slice(&std::fs::read(dir.join("ids.json")).ok()?).ok()?;
+        let built_in = std::fs::read_to_string(dir.join("built_in")).ok()?;
+        Some(Template {
+            dir: dir.to_owned(),
+            built_in,
+            ids,
+        })
+    }
 }
 
 /// One running Keystone (uWSGI, one process, no master: killing it stops everything).
@@ -113,7 +161,7 @@ impl Keystone {
     fn start(dir: &Path) -> Keystone {
         let template = template();
         let conf = std::fs::read_to_string(template.dir.join("keystone.conf")).expect("conf");
-        let from = template.dir.to_str().expect("utf-8");
+        let from = template.built_in.as_str();
         let to = dir.to_str().expect("utf-8");
         for sub in ["fernet-keys", "credential-keys"] {
             std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
