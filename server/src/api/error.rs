@@ -636,6 +636,21 @@ mod tests {
     }
 
     #[test]
+    fn test_error_keystone_401_names_keystone_and_503_asks_to_retry() {
+        let parts = ApiError::KeystoneUnauthorized("http://ks:5000/v3".into()).describe();
+        assert_eq!(parts.status, StatusCode::UNAUTHORIZED);
+        assert!(matches!(parts.headers.first(),
+            Some((name, v)) if name == WWW_AUTHENTICATE && v == "Keystone uri=\"http://ks:5000/v3\""));
+        let parts = ApiError::IdentityUnavailable("down".into()).describe();
+        assert_eq!(parts.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(matches!(parts.headers.first(), Some((name, _)) if name == RETRY_AFTER));
+        assert!(
+            !parts.text().contains("down"),
+            "the detail is logged, not sent"
+        );
+    }
+
+    #[test]
     fn test_error_range_not_satisfiable_names_size() {
         let parts = ApiError::RangeNotSatisfiable(42).describe();
         assert_eq!(parts.status, StatusCode::RANGE_NOT_SATISFIABLE);
