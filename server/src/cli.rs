@@ -25,6 +25,9 @@ const EXIT_REJECT: u8 = 1;
 /// Exit status for a usage or I/O error (clap uses the same for bad arguments).
 const EXIT_ERROR: u8 = 2;
 
+/// The environment variable holding the Keystone service user's password.
+const KEYSTONE_PASSWORD_ENV: &str = "SLUICE_KEYSTONE_PASSWORD";
+
 /// Read size for `inspect`: large enough for full speed, small enough to be irrelevant to RSS.
 const INSPECT_CHUNK: usize = 1 << 20;
 
@@ -148,6 +151,10 @@ struct ServeArgs {
     /// Token file for `--auth token`.
     #[arg(long, env = "SLUICE_TOKEN_FILE", value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// Keystone for `--auth keystone` (`auth.keystone.url`); the service user's password may
+    /// come from `SLUICE_KEYSTONE_PASSWORD` (never a flag: flags show in `ps`).
+    #[arg(long, env = "SLUICE_KEYSTONE_URL", value_name = "URL")]
+    keystone_url: Option<String>,
     /// Allow `--auth none` on a non-loopback address.
     #[arg(long, env = "SLUICE_ALLOW_INSECURE_BIND")]
     allow_insecure_bind: bool,
@@ -297,6 +304,15 @@ impl ServeArgs {
             c.auth.token_file = Some(v);
         }
         c.auth.allow_insecure_bind |= self.allow_insecure_bind;
+        if let Some(v) = self.keystone_url {
+            c.auth.keystone.url = Some(v);
+        }
+        if let Some(v) = std::env::var_os(KEYSTONE_PASSWORD_ENV) {
+            c.auth.keystone.password = Some(
+                v.into_string()
+                    .map_err(|_| anyhow::anyhow!("{KEYSTONE_PASSWORD_ENV} is not valid UTF-8"))?,
+            );
+        }
         if let Some(v) = self.conversion {
             c.conversion = v;
         }

@@ -288,6 +288,9 @@ pub enum AuthMode {
     Proxy,
     /// Static tokens from a file: `X-Auth-Token` maps to a project, user and roles.
     Token,
+    /// `X-Auth-Token` validated with Keystone's `/v3/auth/tokens` (`auth.keystone`), as
+    /// keystonemiddleware's `auth_token` does.
+    Keystone,
 }
 
 /// Authentication settings.
@@ -301,6 +304,67 @@ pub struct AuthConfig {
     pub token_file: Option<PathBuf>,
     /// Allow `none` mode on a non-loopback address (dangerous).
     pub allow_insecure_bind: bool,
+    /// For `keystone` mode: where Keystone is and Sluice's service credentials.
+    pub keystone: KeystoneConfig,
+}
+
+/// Default seconds a validated token is trusted before Keystone is asked again
+/// (keystonemiddleware's `token_cache_time`): also how long a revoked token may still work.
+pub const DEFAULT_KEYSTONE_CACHE_SECS: u64 = 300;
+
+/// Default number of validated tokens kept: bounds the cache's memory (an entry is well
+/// under 1 KiB) while holding every token a busy cloud presents within the cache time.
+pub const DEFAULT_KEYSTONE_CACHE_SIZE: usize = 10_000;
+
+/// Default seconds one call to Keystone may take (connect to last body byte); a hung
+/// Keystone then costs a caller this long and a 503, never an open door.
+pub const DEFAULT_KEYSTONE_TIMEOUT_SECS: u64 = 10;
+
+/// `[auth.keystone]`: keystonemiddleware's `[keystone_authtoken]` essentials.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeystoneConfig {
+    /// Keystone's URL (`auth_url`), e.g. `http://keystone:5000/v3` (`/v3` optional).
+    pub url: Option<String>,
+    /// The URI clients are sent to in `WWW-Authenticate: Keystone uri="…"`
+    /// (`www_authenticate_uri`); defaults to `url`.
+    pub public_url: Option<String>,
+    /// Sluice's service user.
+    pub username: String,
+    /// Its password (or `password_file`, or `SLUICE_KEYSTONE_PASSWORD`).
+    pub password: Option<String>,
+    /// A file whose first line is the password.
+    pub password_file: Option<PathBuf>,
+    /// The service user's domain (by name).
+    pub user_domain_name: String,
+    /// The project the service token is scoped to.
+    pub project_name: String,
+    /// That project's domain (by name).
+    pub project_domain_name: String,
+    /// Seconds a validated token is cached ([`DEFAULT_KEYSTONE_CACHE_SECS`]).
+    pub cache_secs: u64,
+    /// Most tokens cached ([`DEFAULT_KEYSTONE_CACHE_SIZE`]).
+    pub cache_size: usize,
+    /// Seconds one call to Keystone may take ([`DEFAULT_KEYSTONE_TIMEOUT_SECS`]).
+    pub timeout_secs: u64,
+}
+
+impl Default for KeystoneConfig {
+    fn default() -> Self {
+        KeystoneConfig {
+            url: None,
+            public_url: None,
+            username: String::new(),
+            password: None,
+            password_file: None,
+            user_domain_name: "Default".into(),
+            project_name: "service".into(),
+            project_domain_name: "Default".into(),
+            cache_secs: DEFAULT_KEYSTONE_CACHE_SECS,
+            cache_size: DEFAULT_KEYSTONE_CACHE_SIZE,
+            timeout_secs: DEFAULT_KEYSTONE_TIMEOUT_SECS,
+        }
+    }
 }
 
 /// The configuration could not be loaded or is inconsistent.

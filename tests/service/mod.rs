@@ -13,6 +13,7 @@ mod imports;
 mod interop;
 mod interop_quotas;
 mod isolation;
+mod keystone;
 mod lifecycle;
 mod listing;
 mod policy;

@@ -10,6 +10,7 @@
 //!   `X-Identity-Status`, when present, must be `Confirmed`.
 //! - `token`: `X-Auth-Token` is looked up in the token file loaded at startup; unknown or
 //!   missing tokens get 401.
+//! - `keystone`: `X-Auth-Token` is validated with Keystone ([`keystone`]).
 //!
 //! Role names are compared case-insensitively (as oslo.policy's role check); what they
 //! allow is [`policy`](crate::api::policy)'s table.
@@ -25,6 +26,8 @@ use serde::Deserialize;
 use crate::api::error::ApiError;
 use crate::api::policy::Role;
 use crate::config::{AuthConfig, AuthMode};
+
+mod keystone;
 
 /// Longest project, user or role name accepted from a header (Glance's `owner` column is
 /// `String(255)`).
@@ -74,9 +77,12 @@ impl RequestContext {
     }
 }
 
-/// The token file could not be loaded.
+/// The auth configuration is incomplete, or the token file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
+    /// `auth.keystone` is incomplete or wrong (the text names the key).
+    #[error("{0}")]
+    Keystone(String),
     /// Token mode without `auth.token_file`.
     #[error("auth mode 'token' needs auth.token_file")]
     MissingTokenFile,
@@ -110,7 +116,8 @@ struct TokenFile {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TokenEntry {
-    token: String,
+    /// Spanned so that errors name the entry's line.
+    token: toml::Spanned<String>,
     project_id: String,
     user_id: String,
     #[serde(default)]
@@ -122,13 +129,16 @@ struct TokenEntry {
 pub struct Authenticator {
     mode: AuthMode,
     tokens: HashMap<String, TokenEntry>,
+    keystone: Option<keystone::Keystone>,
 }
 
 impl Authenticator {
-    /// An authenticator for `config`, loading the token file in token mode.
+    /// An authenticator for `config`, loading the token file in token mode and checking
+    /// `auth.keystone` in keystone mode (without calling Keystone).
     ///
     /// # Errors
-    /// [`AuthError`] when the token file is missing, unreadable or malformed.
+    /// [`AuthError`] when the token file is missing, unreadable or malformed, or
+    /// `auth.keystone` is incomplete.
     pub fn from_config(config: &AuthConfig) -> Result<Self, AuthError> {
         let tokens = match config.mode {
             AuthMode::Token => {
@@ -138,19 +148,38 @@ impl Authenticator {
                     .ok_or(AuthError::MissingTokenFile)?;
                 load_tokens(path)?
             }
-            AuthMode::None | AuthMode::Proxy => HashMap::new(),
+            AuthMode::None | AuthMode::Proxy | AuthMode::Keystone => HashMap::new(),
+        };
+        let keystone = match config.mode {
+            AuthMode::Keystone => Some(keystone::Keystone::new(&config.keystone)?),
+            AuthMode::None | AuthMode::Proxy | AuthMode::Token => None,
         };
         Ok(Authenticator {
             mode: config.mode,
             tokens,
+            keystone,
         })
     }
 
     /// The caller of a request with these headers.
     ///
     /// # Errors
-    /// [`ApiError::Unauthorized`] when the mode's credentials are missing or unknown.
-    pub fn authenticate(
+    /// [`ApiError::Unauthorized`] (or [`ApiError::KeystoneUnauthorized`]) when the mode's
+    /// credentials are missing, unknown, expired or revoked; [`ApiError::IdentityUnavailable`]
+    /// when Keystone cannot be asked.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        request_id: &str,
+    ) -> Result<RequestContext, ApiError> {
+        match &self.keystone {
+            Some(keystone) => keystone.authenticate(headers, request_id).await,
+            None => self.authenticate_locally(headers, request_id),
+        }
+    }
+
+    /// [`Authenticator::authenticate`] for the modes that need no network.
+    fn authenticate_locally(
         &self,
         headers: &HeaderMap,
         request_id: &str,
@@ -182,7 +211,7 @@ impl Authenticator {
                     parse_roles(header(headers, "x-roles")?.ok_or(ApiError::Unauthorized)?)?;
                 Ok(RequestContext::new(project, user, roles, request_id))
             }
-            AuthMode::Token => {
+            AuthMode::Token | AuthMode::Keystone => {
                 let token = header(headers, "x-auth-token")?.ok_or(ApiError::Unauthorized)?;
                 let entry = self.tokens.get(token).ok_or(ApiError::Unauthorized)?;
                 Ok(RequestContext::new(
@@ -209,14 +238,21 @@ fn load_tokens(path: &Path) -> Result<HashMap<String, TokenEntry>, AuthError> {
     let file: TokenFile = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let mut tokens = HashMap::with_capacity(file.token.len());
     for entry in file.token {
-        if entry.token.is_empty() || entry.project_id.is_empty() || entry.user_id.is_empty() {
-            return Err(bad(
-                "every [[token]] needs a non-empty token, project_id and user_id".into(),
-            ));
+        // 1-based line of the entry's `token` key, for messages.
+        let line = text
+            .get(..entry.token.span().start)
+            .map_or(0, |before| before.lines().count().max(1));
+        if entry.token.get_ref().is_empty()
+            || entry.project_id.is_empty()
+            || entry.user_id.is_empty()
+        {
+            return Err(bad(format!(
+                "line {line}: every [[token]] needs a non-empty token, project_id and user_id"
+            )));
         }
         if entry.project_id.len() > MAX_IDENTITY_LEN || entry.user_id.len() > MAX_IDENTITY_LEN {
             return Err(bad(format!(
-                "project_id and user_id are limited to {MAX_IDENTITY_LEN} bytes"
+                "line {line}: project_id and user_id are limited to {MAX_IDENTITY_LEN} bytes"
             )));
         }
         let roles: Vec<String> = entry.roles.iter().map(|r| r.to_ascii_lowercase()).collect();
@@ -228,10 +264,13 @@ fn load_tokens(path: &Path) -> Result<HashMap<String, TokenEntry>, AuthError> {
                  refused"
             );
         }
-        if let Some(dup) = tokens.insert(entry.token.clone(), entry) {
+        if tokens
+            .insert(entry.token.get_ref().clone(), entry.clone())
+            .is_some()
+        {
             return Err(bad(format!(
-                "a token is listed twice (second for project {})",
-                dup.project_id
+                "line {line}: this token is listed twice (here for project {})",
+                entry.project_id
             )));
         }
     }
@@ -294,13 +333,14 @@ mod tests {
         Authenticator {
             mode,
             tokens: HashMap::new(),
+            keystone: None,
         }
     }
 
     #[test]
     fn test_auth_none_without_headers_is_admin() {
         let ctx = authenticator(AuthMode::None)
-            .authenticate(&HeaderMap::new(), "req-1")
+            .authenticate_locally(&HeaderMap::new(), "req-1")
             .unwrap();
         assert_eq!(ctx.project_id, "admin");
         assert!(ctx.is_admin);
@@ -310,7 +350,7 @@ mod tests {
     fn test_auth_none_honours_identity_headers() {
         let h = headers(&[("x-tenant-id", "p1"), ("x-roles", "member")]);
         let ctx = authenticator(AuthMode::None)
-            .authenticate(&h, "req-1")
+            .authenticate_locally(&h, "req-1")
             .unwrap();
         assert_eq!(ctx.project_id, "p1");
         assert!(!ctx.is_admin);
@@ -319,7 +359,7 @@ mod tests {
     #[test]
     fn test_auth_proxy_missing_roles_is_unauthorized() {
         let h = headers(&[("x-project-id", "p1"), ("x-user-id", "u1")]);
-        let res = authenticator(AuthMode::Proxy).authenticate(&h, "req-1");
+        let res = authenticator(AuthMode::Proxy).authenticate_locally(&h, "req-1");
         assert!(matches!(res, Err(ApiError::Unauthorized)));
     }
 
@@ -331,7 +371,7 @@ mod tests {
             ("x-roles", "reader, Admin"),
         ]);
         let ctx = authenticator(AuthMode::Proxy)
-            .authenticate(&h, "req-1")
+            .authenticate_locally(&h, "req-1")
             .unwrap();
         assert!(ctx.is_admin);
         assert_eq!(ctx.roles, vec!["reader".to_owned(), "admin".to_owned()]);
@@ -345,7 +385,7 @@ mod tests {
             ("x-roles", "member"),
             ("x-identity-status", "Invalid"),
         ]);
-        let res = authenticator(AuthMode::Proxy).authenticate(&h, "req-1");
+        let res = authenticator(AuthMode::Proxy).authenticate_locally(&h, "req-1");
         assert!(matches!(res, Err(ApiError::Unauthorized)));
     }
 
@@ -361,17 +401,17 @@ mod tests {
         let auth = Authenticator::from_config(&AuthConfig {
             mode: AuthMode::Token,
             token_file: Some(path),
-            allow_insecure_bind: false,
+            ..AuthConfig::default()
         })
         .unwrap();
         let ctx = auth
-            .authenticate(&headers(&[("x-auth-token", "s3cret")]), "req-1")
+            .authenticate_locally(&headers(&[("x-auth-token", "s3cret")]), "req-1")
             .unwrap();
         assert_eq!(ctx.project_id, "p1");
         assert!(!ctx.is_admin);
-        let res = auth.authenticate(&headers(&[("x-auth-token", "nope")]), "req-1");
+        let res = auth.authenticate_locally(&headers(&[("x-auth-token", "nope")]), "req-1");
         assert!(matches!(res, Err(ApiError::Unauthorized)));
-        let res = auth.authenticate(&HeaderMap::new(), "req-1");
+        let res = auth.authenticate_locally(&HeaderMap::new(), "req-1");
         assert!(matches!(res, Err(ApiError::Unauthorized)));
     }
 
@@ -384,8 +424,9 @@ mod tests {
         let res = Authenticator::from_config(&AuthConfig {
             mode: AuthMode::Token,
             token_file: Some(path),
-            allow_insecure_bind: false,
+            ..AuthConfig::default()
         });
-        assert!(matches!(res, Err(AuthError::ParsingTokenFile { .. })));
+        let err = res.unwrap_err().to_string();
+        assert!(err.contains("line 6"), "{err}");
     }
 }

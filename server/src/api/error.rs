@@ -16,7 +16,7 @@
 
 use std::borrow::Cow;
 
-use http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_RANGE, RETRY_AFTER};
+use http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_RANGE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Method, StatusCode};
 use sluice_pipeline::store::space::SpaceError;
 
@@ -31,6 +31,9 @@ const REASON_SIZE_CAP: &str = "size_cap";
 
 /// Seconds a client is asked to wait after a 503 for a full import queue.
 const QUEUE_FULL_RETRY_AFTER_SECS: &str = "30";
+/// Seconds a client is asked to wait after a 503 because Keystone could not be asked: a
+/// restarting Keystone (uWSGI) answers again within seconds.
+const IDENTITY_RETRY_AFTER_SECS: &str = "5";
 /// Seconds a client is asked to wait after a 503 for an upload stopped by a shutdown: a
 /// restart of the service takes a few seconds (recovery reads only unfinished records).
 const SHUTDOWN_RETRY_AFTER_SECS: &str = "10";
@@ -57,6 +60,11 @@ pub enum ApiError {
     /// 403 with an explanation.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// 503 with `Retry-After`: Keystone could not validate a token (down, timing out, or
+    /// refusing Sluice's service credentials); the value says which, for the log. Never
+    /// answered by letting the request through.
+    #[error("identity service unavailable: {0}")]
+    IdentityUnavailable(String),
     /// 404: the image record exists but its data file does not.
     #[error("no data for image {0}")]
     ImageDataNotFound(String),
@@ -73,6 +81,11 @@ pub enum ApiError {
     /// 500: a bug or a backend failure; the detail is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
+    /// 401 in `keystone` mode: a missing, invalid, expired or revoked token; the value is
+    /// Keystone's public URI for `WWW-Authenticate: Keystone uri="…"`, as keystonemiddleware
+    /// sends it.
+    #[error("keystone authentication required")]
+    KeystoneUnauthorized(String),
     /// 413: a project quota (Glance's unified limits); the value is Glance's whole
     /// `LimitExceeded` text (see `quota::ProjectOverLimit::glance_message`).
     #[error("{0}")]
@@ -231,6 +244,17 @@ impl ApiError {
                 vec![],
                 Trailer::Standard,
             ),
+            E::IdentityUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The identity service (Keystone) cannot validate tokens at the moment; retry \
+                 later."
+                    .into(),
+                vec![(
+                    RETRY_AFTER,
+                    HeaderValue::from_static(IDENTITY_RETRY_AFTER_SECS),
+                )],
+                Trailer::Standard,
+            ),
             E::ImageDataNotFound(id) => (
                 StatusCode::NOT_FOUND,
                 format!("Image data for image {id} not found").into(),
@@ -265,6 +289,14 @@ impl ApiError {
                  operation."
                     .into(),
                 vec![],
+                Trailer::Standard,
+            ),
+            E::KeystoneUnauthorized(uri) => (
+                StatusCode::UNAUTHORIZED,
+                "The request you have made requires authentication.".into(),
+                HeaderValue::try_from(format!("Keystone uri=\"{uri}\""))
+                    .map(|v| vec![(WWW_AUTHENTICATE, v)])
+                    .unwrap_or_default(),
                 Trailer::Standard,
             ),
             E::LimitExceeded(msg) => (
@@ -601,6 +633,21 @@ mod tests {
         assert!(body["message"]
             .as_str()
             .is_some_and(|m| m.ends_with("expires_at property.")));
+    }
+
+    #[test]
+    fn test_error_keystone_401_names_keystone_and_503_asks_to_retry() {
+        let parts = ApiError::KeystoneUnauthorized("http://ks:5000/v3".into()).describe();
+        assert_eq!(parts.status, StatusCode::UNAUTHORIZED);
+        assert!(matches!(parts.headers.first(),
+            Some((name, v)) if name == WWW_AUTHENTICATE && v == "Keystone uri=\"http://ks:5000/v3\""));
+        let parts = ApiError::IdentityUnavailable("down".into()).describe();
+        assert_eq!(parts.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(matches!(parts.headers.first(), Some((name, _)) if name == RETRY_AFTER));
+        assert!(
+            !parts.text().contains("down"),
+            "the detail is logged, not sent"
+        );
     }
 
     #[test]

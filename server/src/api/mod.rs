@@ -146,7 +146,10 @@ impl Api {
         }
         // Authentication comes before routing errors, as keystonemiddleware runs before
         // Glance's router.
-        let ctx = self.auth.authenticate(request.headers(), request_id)?;
+        let ctx = self
+            .auth
+            .authenticate(request.headers(), request_id)
+            .await?;
         let endpoint = endpoint?;
         // Glance's `body_reject`: a body (`Content-Length` above 0, or chunked) on a GET or
         // DELETE is refused before any handler runs.
