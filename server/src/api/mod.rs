@@ -105,7 +105,10 @@ impl Api {
         B: Body<Data = bytes::Bytes> + Send + Unpin + 'static,
         B::Error: std::fmt::Display,
     {
-        let request_id = format!("req-{}", uuid::Uuid::new_v4());
+        let request_id = match request.extensions().get::<crate::observe::RequestId>() {
+            Some(id) => id.0.clone(),
+            None => crate::observe::request_id(request.headers()),
+        };
         let wants_json = error::accepts_json(request.headers());
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
@@ -147,6 +150,7 @@ impl Api {
         // Authentication comes before routing errors, as keystonemiddleware runs before
         // Glance's router.
         let ctx = self.auth.authenticate(request.headers(), request_id)?;
+        tracing::Span::current().record("project", ctx.project_id.as_str());
         let endpoint = endpoint?;
         // Glance's `body_reject`: a body (`Content-Length` above 0, or chunked) on a GET or
         // DELETE is refused before any handler runs.
@@ -267,7 +271,10 @@ pub async fn serve(
                 if let Some(local) = local {
                     request.extensions_mut().insert(local);
                 }
-                async move { Ok::<_, Infallible>(api.handle(request).await) }
+                async move {
+                    let listener = crate::observe::Listener::Api;
+                    Ok::<_, Infallible>(crate::observe::handle(&api, listener, request).await)
+                }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
