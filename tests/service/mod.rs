@@ -15,6 +15,7 @@ mod interop_quotas;
 mod isolation;
 mod lifecycle;
 mod listing;
+mod observe;
 mod policy;
 mod quota_counts;
 mod quotas;

@@ -150,7 +150,7 @@ impl Api {
         // Authentication comes before routing errors, as keystonemiddleware runs before
         // Glance's router.
         let ctx = self.auth.authenticate(request.headers(), request_id)?;
-        tracing::Span::current().record("project", ctx.project_id.as_str());
+        tracing::Span::current().record("project", tracing::field::display(&ctx.project_id));
         let endpoint = endpoint?;
         // Glance's `body_reject`: a body (`Content-Length` above 0, or chunked) on a GET or
         // DELETE is refused before any handler runs.
