@@ -5,6 +5,7 @@ mod clients;
 mod conversion;
 mod crash;
 mod create_errors;
+mod deploy;
 mod diskfull;
 mod harness;
 mod hostile;
