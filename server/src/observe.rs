@@ -141,7 +141,8 @@ where
         Listener::Observe => true,
     };
     let route = match own {
-        Some(path) if serves_own => path,
+        Some(METRICS_PATH) if serves_own => "GET /metrics",
+        Some(_) if serves_own => "GET /healthcheck",
         _ if listener == Listener::Observe => "unmatched",
         _ => route_template(&method, request.uri().path()),
     };
@@ -238,7 +239,7 @@ pub async fn spawn_server(
 /// Counts import task `task_id`, which `imports::run` ran from `started` and which stored
 /// `stored` bytes, in `/metrics` (a task that did not run this time, e.g. one already
 /// final when requeued, is not counted).
-pub fn count_import(
+pub async fn count_import(
     state: &AppState,
     task_id: &str,
     progress: &Progress,
@@ -250,8 +251,13 @@ pub fn count_import(
             .unwrap_or(i64::MAX)
             .saturating_add(1),
     );
-    let task = match state.meta.get_task(task_id) {
-        Ok(Some(task)) if task.updated_at >= ran_since => task,
+    let read = tokio::task::spawn_blocking({
+        let (meta, id) = (Arc::clone(&state.meta), task_id.to_owned());
+        move || meta.get_task(&id)
+    })
+    .await;
+    let task = match read {
+        Ok(Ok(Some(task))) if task.updated_at >= ran_since => task,
         _ => return,
     };
     let success = match task.status {

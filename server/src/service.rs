@@ -74,7 +74,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             async move {
                 let started = std::time::Instant::now();
                 let stored = imports::run(&state, &task_id, Arc::clone(&progress), cancel).await;
-                crate::observe::count_import(&state, &task_id, &progress, stored, started);
+                crate::observe::count_import(&state, &task_id, &progress, stored, started).await;
                 stored
             }
         }

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -47,11 +48,19 @@ fn test_dashboard_queries_name_only_metrics_in_metrics() {
     let task = server.create_task(import_input(&files.url("d.raw"), "raw", "d"));
     let done = server.wait_task(task["id"].as_str().expect("id"));
     assert_eq!(done["status"], "success", "{done}");
-    let text = http(&server.addr, "GET", "/metrics", &[], None).text();
-    let exposed: HashSet<String> = parse_metrics(&text)
-        .into_iter()
-        .map(|(name, _, _)| name)
-        .collect();
+    // The import is counted right after its task turns final: poll briefly.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (text, exposed) = loop {
+        let text = http(&server.addr, "GET", "/metrics", &[], None).text();
+        let exposed: HashSet<String> = parse_metrics(&text)
+            .into_iter()
+            .map(|(name, _, _)| name)
+            .collect();
+        if exposed.contains("sluice_imports_total") || Instant::now() > deadline {
+            break (text, exposed);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     for expr in &exprs {
         let names = metric_names(expr);
         assert!(!names.is_empty(), "a query without a Sluice metric: {expr}");

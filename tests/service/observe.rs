@@ -6,12 +6,16 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use super::clients::venv_bin;
 use super::harness::{http, import_input, member, raw_disk, FileServer, Server};
 use crate::common::scratch;
+
+/// How long after its task turns final an import may take to show in `/metrics`.
+const COUNT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A request id a client chose.
 const CLIENT_ID: &str = "req-0f5e1c9a-2b4d-4e6f-8a1b-3c5d7e9f1a2b";
@@ -98,7 +102,27 @@ fn test_request_id_in_response_and_every_log_line_of_the_request() {
         .to_owned();
     assert!(fresh.starts_with("req-") && fresh.len() == 40, "{fresh}");
 
+    // A handler's own log line carries the id too.
+    let created = server.req(
+        "POST",
+        "/v2/images",
+        &member("p-logs"),
+        Some(br#"{"name": "x", "disk_format": "raw", "container_format": "bare"}"#),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    let image = created.json()["id"].as_str().expect("id").to_owned();
+    let delete_id = "req-7d3c2b1a-0f9e-4d8c-9b7a-6f5e4d3c2b1a";
+    let mut who = member("p-logs");
+    who.push(("X-OpenStack-Request-ID", delete_id));
+    let resp = server.req("DELETE", &format!("/v2/images/{image}"), &who, None);
+    assert_eq!(resp.status, 204, "{}", resp.text());
+
     let log = server.log_text();
+    let deleted = lines_with(&log, "image deleted");
+    assert!(
+        deleted.len() == 1 && deleted[0].contains(delete_id),
+        "{deleted:?}\n{log}"
+    );
     let access = lines_with(&log, CLIENT_ID);
     assert!(
         access.iter().any(|l| l.contains("sluice::access")
@@ -183,16 +207,24 @@ fn test_metrics_parse_and_count_imports_by_outcome_reason_and_bytes() {
         ));
     }
     assert_eq!(reasons[0].0, "success", "{reasons:?}");
-    let resp = http(&server.addr, "GET", "/metrics", &[], None);
-    assert_eq!(resp.status, 200, "{}", resp.text());
-    assert!(
-        resp.header("content-type")
-            .is_some_and(|t| t.starts_with("application/openmetrics-text")),
-        "{:?}",
-        resp.headers
-    );
-    let text = resp.text();
-    let after = parse_metrics(&text);
+    // A task is counted right after its final state is written: poll briefly.
+    let deadline = Instant::now() + COUNT_DEADLINE;
+    let (text, after) = loop {
+        let resp = http(&server.addr, "GET", "/metrics", &[], None);
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert!(
+            resp.header("content-type")
+                .is_some_and(|t| t.starts_with("application/openmetrics-text")),
+            "{:?}",
+            resp.headers
+        );
+        let text = resp.text();
+        let after = parse_metrics(&text);
+        if sample(&after, "sluice_imports_total", &[]) >= 3.0 || Instant::now() > deadline {
+            break (text, after);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(
         sample(
             &after,

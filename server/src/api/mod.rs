@@ -7,7 +7,8 @@
 //! check that it has no body (400 "A body is not expected with this request.", as Glance),
 //! then the role check of the endpoint's action ([`policy`]), then one handler. Every failure is
 //! an [`ApiError`], mapped to HTTP in one place ([`error`]). Every response carries
-//! `x-openstack-request-id: req-<uuid>`.
+//! `x-openstack-request-id: req-<uuid>` (the client's when valid); request spans, the access
+//! log, `/metrics` and `/healthcheck` wrap this in [`crate::observe`].
 //!
 //! Deliberate differences from Glance (compatibility first, extensions additive):
 //! - Members may create import tasks, and readers list and show their project's tasks
