@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::harness::{http, import_input, raw_disk, FileServer, Server};
+use super::harness::{http, import_input, raw_disk, FileServer, Server, ADMIN};
 use super::observe::parse_metrics;
 use crate::common::scratch;
 
@@ -40,7 +40,7 @@ fn test_dashboard_queries_name_only_metrics_in_metrics() {
         .collect();
     assert!(exprs.len() >= 12, "{exprs:?}");
 
-    // One import so that every family has samples (histograms have none before).
+    // One import and one upload so that every family has samples (none has before).
     let dir = scratch();
     raw_disk(dir.path(), "d.raw", 1 << 20, 2);
     let files = FileServer::start(dir.path());
@@ -48,6 +48,18 @@ fn test_dashboard_queries_name_only_metrics_in_metrics() {
     let task = server.create_task(import_input(&files.url("d.raw"), "raw", "d"));
     let done = server.wait_task(task["id"].as_str().expect("id"));
     assert_eq!(done["status"], "success", "{done}");
+    // And one upload.
+    let body = br#"{"name": "up", "disk_format": "raw", "container_format": "bare"}"#;
+    let created = server.req("POST", "/v2/images", ADMIN, Some(body));
+    assert_eq!(created.status, 201, "{}", created.text());
+    let image = created.json()["id"].as_str().expect("id").to_owned();
+    let put = server.req(
+        "PUT",
+        &format!("/v2/images/{image}/file"),
+        &[("Content-Type", "application/octet-stream")],
+        Some(&[1u8; 512]),
+    );
+    assert_eq!(put.status, 204, "{}", put.text());
     // The import is counted right after its task turns final: poll briefly.
     let deadline = Instant::now() + Duration::from_secs(10);
     let (text, exposed) = loop {

@@ -207,6 +207,22 @@ fn test_metrics_parse_and_count_imports_by_outcome_reason_and_bytes() {
         ));
     }
     assert_eq!(reasons[0].0, "success", "{reasons:?}");
+    // One direct upload of 64 KiB.
+    let body = br#"{"name": "up", "disk_format": "raw", "container_format": "bare"}"#;
+    let created = server.req("POST", "/v2/images", &who, Some(body));
+    assert_eq!(created.status, 201, "{}", created.text());
+    let image = created.json()["id"].as_str().expect("id").to_owned();
+    let mut headers = who.clone();
+    headers.push(("Content-Type", "application/octet-stream"));
+    let data = vec![7u8; 65_536];
+    let put = server.req(
+        "PUT",
+        &format!("/v2/images/{image}/file"),
+        &headers,
+        Some(&data),
+    );
+    assert_eq!(put.status, 204, "{}", put.text());
+
     // A task is counted right after its final state is written: poll briefly.
     let deadline = Instant::now() + COUNT_DEADLINE;
     let (text, after) = loop {
@@ -265,6 +281,20 @@ fn test_metrics_parse_and_count_imports_by_outcome_reason_and_bytes() {
             &[("format", "raw"), ("conversion", "none")]
         ),
         2.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&after, "sluice_uploads_total", &[("kind", "file")]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "sluice_upload_stored_bytes_total",
+            &[("kind", "file")]
+        ),
+        65_536.0,
         "{text}"
     );
     assert_eq!(sample(&after, "sluice_import_queue_depth", &[]), 0.0);

@@ -70,6 +70,32 @@ struct FormatLabels {
     conversion: &'static str,
 }
 
+/// What a client sent image data with.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum UploadKind {
+    /// `PUT /v2/images/{id}/file`.
+    File,
+    /// `PUT /v2/images/{id}/stage`.
+    Stage,
+}
+
+impl UploadKind {
+    /// The label value: `file`, `stage`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UploadKind::File => "file",
+            UploadKind::Stage => "stage",
+        }
+    }
+}
+
+/// Label of the upload counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UploadLabels {
+    /// [`UploadKind::as_str`].
+    kind: &'static str,
+}
+
 /// A finished import, as counted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImportOutcome {
@@ -98,6 +124,8 @@ pub struct Metrics {
     import_throughput: Family<FormatLabels, Histogram, fn() -> Histogram>,
     received_bytes: Counter,
     stored_bytes: Counter,
+    uploads: Family<UploadLabels, Counter>,
+    upload_bytes: Family<UploadLabels, Counter>,
     queue_depth: Gauge,
     workers_busy: Gauge,
     workers: Gauge,
@@ -158,6 +186,8 @@ impl Metrics {
             ),
             received_bytes: Counter::default(),
             stored_bytes: Counter::default(),
+            uploads: Family::default(),
+            upload_bytes: Family::default(),
             queue_depth: Gauge::default(),
             workers_busy: Gauge::default(),
             workers: Gauge::default(),
@@ -204,6 +234,16 @@ impl Metrics {
             "sluice_import_stored_bytes",
             "Bytes of images import tasks stored",
             m.stored_bytes.clone(),
+        );
+        r.register(
+            "sluice_uploads",
+            "Uploads (file) and stages (stage) stored, by kind",
+            m.uploads.clone(),
+        );
+        r.register(
+            "sluice_upload_stored_bytes",
+            "Bytes of image data uploads (file) and stages (stage) stored, by kind",
+            m.upload_bytes.clone(),
         );
         r.register(
             "sluice_import_queue_depth",
@@ -261,6 +301,15 @@ impl Metrics {
         self.http_duration
             .get_or_create(&RouteLabels { route })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts an upload or stage that stored `bytes`.
+    pub fn upload_stored(&self, kind: UploadKind, bytes: u64) {
+        let labels = UploadLabels {
+            kind: kind.as_str(),
+        };
+        self.uploads.get_or_create(&labels).inc();
+        self.upload_bytes.get_or_create(&labels).inc_by(bytes);
     }
 
     /// Counts a finished import that ran for `elapsed`.
