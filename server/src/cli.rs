@@ -245,6 +245,13 @@ struct ServeArgs {
     /// [default: 5%, at most 1GiB].
     #[arg(long, env = "SLUICE_DISK_RESERVE", value_name = "SIZE|PERCENT")]
     disk_reserve: Option<Reserve>,
+    /// Log line format on stderr: `text` or `json` (one object per line) [default: text].
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum)]
+    log_format: Option<crate::observe::LogFormat>,
+    /// A separate listen address for `/metrics` and `/healthcheck` (then not served on
+    /// `--bind`) [default: none: both are served on `--bind`].
+    #[arg(long, env = "SLUICE_OBSERVE_BIND", value_name = "ADDR:PORT")]
+    observe_bind: Option<std::net::SocketAddr>,
 }
 
 impl ServeArgs {
@@ -353,6 +360,12 @@ impl ServeArgs {
         if let Some(v) = self.disk_reserve {
             c.disk_reserve = v;
         }
+        if let Some(v) = self.log_format {
+            c.observe.log_format = v;
+        }
+        if let Some(v) = self.observe_bind {
+            c.observe.bind = Some(v);
+        }
         c.validate()?;
         Ok(c)
     }
@@ -406,13 +419,7 @@ pub fn main() -> ExitCode {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.into_config()?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(io::stderr)
-        .init();
+    crate::observe::init_logging(config.observe.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sluice")

@@ -116,6 +116,8 @@ pub struct Config {
     /// Seconds staged data (`PUT /v2/images/{id}/stage`) waits for its import before it is
     /// removed and the image returns to `queued` ([`DEFAULT_STAGING_TTL_SECS`]).
     pub staging_ttl_secs: u64,
+    /// Logs, metrics and health ([`crate::observe::ObserveConfig`]): `[observe]`.
+    pub observe: crate::observe::ObserveConfig,
 }
 
 /// The import methods offered unless configured: every method Sluice implements (in
@@ -178,6 +180,7 @@ impl Default for Config {
             disk_reserve: Reserve::default(),
             enabled_import_methods: DEFAULT_IMPORT_METHODS.to_vec(),
             staging_ttl_secs: DEFAULT_STAGING_TTL_SECS,
+            observe: crate::observe::ObserveConfig::default(),
         }
     }
 }

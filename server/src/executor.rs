@@ -266,6 +266,12 @@ impl Executor {
         Ok(())
     }
 
+    /// Tasks waiting in the queue and imports running now (for `/metrics`).
+    pub fn load(&self) -> (usize, usize) {
+        let q = lock(&self.inner.queue);
+        (q.waiting, q.running.len())
+    }
+
     /// The live counters of a running import (by task id) or upload (by image id).
     pub fn progress(&self, id: &str) -> Option<Arc<Progress>> {
         lock(&self.inner.progress).get(id).cloned()

@@ -11,6 +11,7 @@ pub mod config;
 pub mod executor;
 pub mod imports;
 pub mod meta;
+pub mod observe;
 pub mod properties;
 pub mod quota;
 pub mod service;

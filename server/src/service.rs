@@ -47,6 +47,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         StagingArea::open(&config.data_dir, config.disk_reserve)
             .context("opening the staging area")?,
     );
+    crate::observe::health::watch_meta(Arc::clone(&guarded));
     let meta: Arc<dyn MetaStore> = guarded.clone();
     let executor = Executor::new(config.queue_capacity, config.per_project_imports);
     let state = AppState {
@@ -72,7 +73,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let state = state.clone();
         move |task_id: String, progress, cancel| {
             let state = state.clone();
-            async move { imports::run(&state, &task_id, progress, cancel).await }
+            async move {
+                let started = std::time::Instant::now();
+                let stored = imports::run(&state, &task_id, Arc::clone(&progress), cancel).await;
+                crate::observe::count_import(&state, &task_id, &progress, stored, started).await;
+                stored
+            }
         }
     });
     let watcher = tokio::spawn(watch_storage(state.clone(), guarded, recovery));
@@ -88,7 +94,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             executor.shutdown();
         }
     };
+    let observer = match state.config.observe.bind {
+        Some(addr) => Some(crate::observe::spawn_server(addr, state.clone()).await?),
+        None => None,
+    };
     crate::api::serve(listener, state.clone(), stop).await?;
+    if let Some(observer) = observer {
+        observer.abort();
+    }
     sweeper.abort();
     watcher.abort();
     for worker in workers {

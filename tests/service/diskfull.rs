@@ -376,3 +376,44 @@ fn test_full_volume_task_taken_while_full_becomes_final_once_space_is_freed() {
     let id = import_ok(&server, &files.url("small.raw"), "after");
     assert_intact(&server, &[(id, sha(&small))]);
 }
+
+/// Reserve of the health check test: a quarter of the volume, so the metadata floor (half of
+/// it) leaves room to land between the two.
+const HEALTH_RESERVE: &str = "16MiB";
+
+#[test]
+fn test_healthcheck_503_while_disk_reserve_reached_200_once_freed() {
+    let volume = Volume::new();
+    let server = Server::start_in(
+        &volume.mnt.join("data"),
+        &["--disk-reserve", HEALTH_RESERVE],
+    );
+    let health = || {
+        let resp = super::harness::http(&server.addr, "GET", "/healthcheck", &[], None);
+        (resp.status, resp.text())
+    };
+    assert_eq!(health(), (200, "OK".to_owned()));
+    // Leave 12 MiB: below the 16 MiB reserve, above the 8 MiB metadata floor.
+    let filler = volume.mnt.join("filler");
+    let keep = 12 << 20;
+    let len = volume.avail().saturating_sub(keep);
+    run(
+        "fallocate",
+        &["-l", &len.to_string(), filler.to_str().expect("utf-8")],
+    );
+    wait_until("503 from /healthcheck", &server, || {
+        let (status, text) = health();
+        status == 503 && text.contains("disk reserve reached")
+    });
+    let detail = super::harness::http(&server.addr, "GET", "/healthcheck?detail", &[], None);
+    assert_eq!(detail.status, 503, "{}", detail.text());
+    assert_eq!(
+        detail.json()["storage"]["state"],
+        "low",
+        "{}",
+        detail.text()
+    );
+    std::fs::remove_file(&filler).expect("removing the filler");
+    wait_until("200 from /healthcheck", &server, || health().0 == 200);
+    assert_eq!(health(), (200, "OK".to_owned()));
+}

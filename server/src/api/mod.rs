@@ -7,7 +7,8 @@
 //! check that it has no body (400 "A body is not expected with this request.", as Glance),
 //! then the role check of the endpoint's action ([`policy`]), then one handler. Every failure is
 //! an [`ApiError`], mapped to HTTP in one place ([`error`]). Every response carries
-//! `x-openstack-request-id: req-<uuid>`.
+//! `x-openstack-request-id: req-<uuid>` (the client's when valid); request spans, the access
+//! log, `/metrics` and `/healthcheck` wrap this in [`crate::observe`].
 //!
 //! Deliberate differences from Glance (compatibility first, extensions additive):
 //! - Members may create import tasks, and readers list and show their project's tasks
@@ -105,7 +106,10 @@ impl Api {
         B: Body<Data = bytes::Bytes> + Send + Unpin + 'static,
         B::Error: std::fmt::Display,
     {
-        let request_id = format!("req-{}", uuid::Uuid::new_v4());
+        let request_id = match request.extensions().get::<crate::observe::RequestId>() {
+            Some(id) => id.0.clone(),
+            None => crate::observe::request_id(request.headers()),
+        };
         let wants_json = error::accepts_json(request.headers());
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
@@ -150,6 +154,7 @@ impl Api {
             .auth
             .authenticate(request.headers(), request_id)
             .await?;
+        tracing::Span::current().record("project", tracing::field::display(&ctx.project_id));
         let endpoint = endpoint?;
         // Glance's `body_reject`: a body (`Content-Length` above 0, or chunked) on a GET or
         // DELETE is refused before any handler runs.
@@ -270,7 +275,10 @@ pub async fn serve(
                 if let Some(local) = local {
                     request.extensions_mut().insert(local);
                 }
-                async move { Ok::<_, Infallible>(api.handle(request).await) }
+                async move {
+                    let listener = crate::observe::Listener::Api;
+                    Ok::<_, Infallible>(crate::observe::handle(&api, listener, request).await)
+                }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())

@@ -168,3 +168,37 @@ fn test_human_size_uses_binary_units() {
     assert_eq!(human_size(1 << 30), "1.0 GiB");
     assert_eq!(human_size(3 << 19), "1.5 MiB");
 }
+
+#[test]
+fn test_serve_observe_settings_from_file_then_flags() {
+    use crate::observe::LogFormat;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.toml");
+    std::fs::write(
+        &file,
+        "[observe]\nlog_format = \"json\"\nbind = \"127.0.0.1:9293\"\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let c = serve_config(&[]).unwrap();
+    assert_eq!(
+        (c.observe.log_format, c.observe.bind),
+        (LogFormat::Text, None)
+    );
+    let c = serve_config(&["--config", path]).unwrap();
+    assert_eq!(c.observe.log_format, LogFormat::Json);
+    assert_eq!(c.observe.bind, Some("127.0.0.1:9293".parse().unwrap()));
+    let c = serve_config(&[
+        "--config",
+        path,
+        "--log-format",
+        "text",
+        "--observe-bind",
+        "127.0.0.1:9400",
+    ])
+    .unwrap();
+    assert_eq!(c.observe.log_format, LogFormat::Text);
+    assert_eq!(c.observe.bind, Some("127.0.0.1:9400".parse().unwrap()));
+    std::fs::write(&file, "[observe]\nlog_format = \"xml\"\n").unwrap();
+    assert!(serve_config(&["--config", path]).is_err());
+}

@@ -383,6 +383,8 @@ impl Upload {
         match written {
             Ok(Transition::Done(_)) => {
                 self.slot.stored(ingested.size);
+                crate::observe::global()
+                    .upload_stored(crate::observe::metrics::UploadKind::File, ingested.size);
                 tracing::info!(image_id = %self.image_id, size = ingested.size, "upload stored");
                 Ok(())
             }
@@ -425,6 +427,8 @@ impl Upload {
         match touched {
             Ok(Transition::Done(_)) => {
                 self.quota.stage_sealed(ingested.size);
+                crate::observe::global()
+                    .upload_stored(crate::observe::metrics::UploadKind::Stage, ingested.size);
                 tracing::info!(image_id = %self.image_id, size = ingested.size, converted = ingested.converted, "stage complete");
                 Ok(())
             }
