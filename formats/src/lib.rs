@@ -45,6 +45,7 @@ mod limits;
 mod probe;
 mod report;
 mod stream;
+mod support;
 
 mod gpt;
 mod iso;
@@ -62,6 +63,7 @@ pub use format::{Format, UnknownFormat};
 pub use inspector::{Inspector, Progress, DECISION_STEP, INSPECTOR_FIXED_BOUND};
 pub use limits::{Limits, DEFAULT_MAX_VIRTUAL_SIZE};
 pub use report::{Reason, ReasonCode, Report, Verdict};
+pub use support::is_zero;
 
 /// One fresh probe per recognisable format family, in report order.
 fn probes(limits: &Limits) -> Vec<Box<dyn probe::Probe>> {

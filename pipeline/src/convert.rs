@@ -25,6 +25,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use sluice_formats::is_zero;
 use sluice_formats::{
     ConvertError, ConvertLimits, ConvertSink, Converter, Format, Inspector, Limits, Progress,
     Reason, ReasonCode, Report, SinkError, Target, DECISION_STEP,
@@ -397,14 +398,6 @@ fn same_disk(a: Format, b: Format) -> bool {
 
 fn len64(data: &[u8]) -> u64 {
     u64::try_from(data.len()).unwrap_or(u64::MAX)
-}
-
-fn is_zero(data: &[u8]) -> bool {
-    let mut words = data.chunks_exact(16);
-    let body = words
-        .by_ref()
-        .all(|w| u128::from_ne_bytes(w.try_into().unwrap_or([1; 16])) == 0);
-    body && words.remainder().iter().all(|b| *b == 0)
 }
 
 #[cfg(test)]

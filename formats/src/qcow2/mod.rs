@@ -9,6 +9,7 @@
 //! extension values (≤ 1023 bytes each) and 8 bytes per queued L2 table
 //! (`Limits::max_tracked_tables`), whatever the file size.
 
+mod codec;
 pub(crate) mod convert;
 mod extensions;
 mod header;
