@@ -175,10 +175,67 @@ impl Qcow2Header {
         self.incompatible_features & incompat::EXTENDED_L2 != 0
     }
 
+    /// Whether the image stores its data in an external file (incompatible bit 2 or the
+    /// raw-external autoclear bit).
+    pub(crate) fn data_file_flagged(&self) -> bool {
+        self.incompatible_features & incompat::DATA_FILE != 0
+            || self.autoclear_features & AUTOCLEAR_DATA_FILE_RAW != 0
+    }
+
     /// The guest-visible size as `qemu-img info` reports it: QEMU keeps whole 512-byte sectors
     /// (`total_sectors = size / 512`), so a stored size of 1000 shows as 512.
     pub(crate) fn virtual_size(&self) -> u64 {
         self.size & !511
+    }
+}
+
+/// What captured header bytes hold, decided once for the inspector and the converter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Qcow2Kind {
+    /// No QCOW magic.
+    NotQcow,
+    /// Legacy QCOW version 1 (refused by both; the inspector reads its size).
+    V1,
+    /// A qcow2 v2 or v3 header, parsed (its fields still need [`check`]).
+    Qcow2(Box<Qcow2Header>),
+}
+
+/// Classifies the captured header `b` (all of [`QCOW2_HEADER_CAPTURE`] bytes, or fewer at end
+/// of stream): the magic, the version, and whether the header is whole.
+///
+/// # Errors
+/// A cut-short header (`truncated`, placed at end of stream), version 0 (`corrupt`), a
+/// version above 3 (`unknown_feature`).
+///
+/// [`QCOW2_HEADER_CAPTURE`]: super::limits::QCOW2_HEADER_CAPTURE
+pub(crate) fn classify(b: &[u8]) -> Result<Qcow2Kind, HeaderProblem> {
+    use crate::ReasonCode as R;
+    if !b.starts_with(&QCOW_MAGIC) {
+        return Ok(Qcow2Kind::NotQcow);
+    }
+    let short = || HeaderProblem {
+        code: R::Truncated,
+        at: u64::MAX,
+        message: format!(
+            "qcow2 header is cut short: the stream ends after {} bytes",
+            b.len()
+        ),
+    };
+    match be_u32(b, off::VERSION).ok_or_else(short)? {
+        1 => Ok(Qcow2Kind::V1),
+        2 | 3 => Qcow2Header::parse(b)
+            .map(|h| Qcow2Kind::Qcow2(Box::new(h)))
+            .ok_or_else(short),
+        0 => Err(problem(
+            R::Corrupt,
+            off::VERSION,
+            "qcow2 header has version 0".to_owned(),
+        )),
+        v => Err(problem(
+            R::UnknownFeature,
+            off::VERSION,
+            format!("qcow2 version {v} is newer than the versions 2 and 3 Sluice understands"),
+        )),
     }
 }
 

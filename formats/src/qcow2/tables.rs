@@ -7,10 +7,7 @@ use crate::ReasonCode;
 
 use super::display_name;
 use super::extensions::Qcow2ExtensionWalker;
-use super::header::{
-    self, check, incompat, off, Qcow2Header, Qcow2Layout, AUTOCLEAR_DATA_FILE_RAW,
-    QCOW2_V3_MIN_HEADER_LEN,
-};
+use super::header::{self, check, off, Qcow2Header, Qcow2Layout, QCOW2_V3_MIN_HEADER_LEN};
 use super::limits::{QCOW2_HEADER_CAPTURE, QCOW2_MAX_BACKING_FILE_NAME, QCOW2_MAX_L1_BYTES};
 use super::snapshots::{Qcow2SnapshotWalker, SnapshotEvent};
 use crate::probe::PlacedFindings;
@@ -123,8 +120,7 @@ impl Qcow2Walk {
         let layout = layout?;
         let cs = layout.cluster_size;
 
-        let data_file_flagged = h.incompatible_features & incompat::DATA_FILE != 0
-            || h.autoclear_features & AUTOCLEAR_DATA_FILE_RAW != 0;
+        let data_file_flagged = h.data_file_flagged();
 
         // Extensions run from the end of the header to the backing file name or the end of
         // cluster 0; a v3 header of bad length has no trustworthy start.

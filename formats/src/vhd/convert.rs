@@ -21,7 +21,7 @@
 //! copy and the dynamic header and between the dynamic header and the BAT, at most
 //! `max_spill_bytes` (none for qemu's and Hyper-V's layouts, where they are adjacent).
 
-use super::{
+use super::header::{
     dyn_header, vhd_virtual_size, VhdDiskType, VhdFooter, VHD_BAT_UNALLOCATED,
     VHD_DYN_HEADER_COOKIE, VHD_DYN_HEADER_LEN, VHD_DYN_HEADER_LEN_U64, VHD_FOOTER_LEN,
     VHD_FOOTER_LEN_U64, VHD_MAX_BLOCK_SIZE, VHD_MAX_SECTORS, VHD_MAX_TABLE_ENTRIES,
@@ -455,7 +455,7 @@ impl VhdDynamic {
 #[cfg(test)]
 #[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 mod tests {
-    use super::super::{footer, VHD_FOOTER_COOKIE};
+    use super::super::header::{footer, VHD_FOOTER_COOKIE};
     use super::*;
     use crate::convert::{assert_convert_chunking_invariant, convert_chunked, Target};
     use crate::Format;

@@ -53,10 +53,10 @@ mod spill;
 mod tests;
 mod walk;
 
-use super::header::{self, incompat, Qcow2Header, AUTOCLEAR_DATA_FILE_RAW, QCOW_MAGIC};
+use super::header::{self, Qcow2Header, Qcow2Kind, QCOW_MAGIC};
 use super::limits::QCOW2_HEADER_CAPTURE;
-use crate::stream::{be_u32, Capture};
-use crate::support::converter::{corrupt, truncated};
+use crate::stream::Capture;
+use crate::support::converter::truncated;
 use crate::support::converter::{ConvertError, ConvertLimits, FormatConverter};
 use crate::support::placer::write_nonzero;
 use crate::support::sink::ConvertSink;
@@ -135,7 +135,7 @@ impl FormatConverter for Qcow2Converter {
         match self.walk.as_mut() {
             Some(walk) => walk.finish(len, sink),
             None => Err(truncated(format!(
-                "qcow2 header is cut short: the input ends after {len} bytes"
+                "qcow2 header is cut short: the stream ends after {len} bytes"
             ))),
         }
     }
@@ -148,36 +148,20 @@ fn not_qcow2() -> ConvertError {
     )
 }
 
-/// Checks the header the way the converter needs it (it trusts no inspector) and returns an
-/// error for anything it cannot convert.
-fn check_header(b: &[u8], limits: &ConvertLimits) -> Result<Qcow2Header, ConvertError> {
-    if !b.starts_with(&QCOW_MAGIC) {
-        return Err(not_qcow2());
-    }
-    let short = || {
-        truncated(format!(
-            "qcow2 header is cut short: the input ends after {} bytes",
-            b.len()
-        ))
-    };
-    let version = be_u32(b, header::off::VERSION).ok_or_else(short)?;
-    match version {
-        2 | 3 => {}
-        1 => {
+/// Checks the header with the inspector's checks ([`header::classify`], [`header::check`])
+/// and returns an error for anything it cannot convert: the converter trusts no inspector.
+pub(super) fn check_header(b: &[u8], limits: &ConvertLimits) -> Result<Qcow2Header, ConvertError> {
+    let h = match header::classify(b) {
+        Ok(Qcow2Kind::Qcow2(h)) => *h,
+        Ok(Qcow2Kind::NotQcow) => return Err(not_qcow2()),
+        Ok(Qcow2Kind::V1) => {
             return Err(ConvertError::image(
                 ReasonCode::UnsupportedFormat,
                 "QCOW version 1 images are not converted",
             ))
         }
-        0 => return Err(corrupt("qcow2 header has version 0".to_owned())),
-        v => {
-            return Err(ConvertError::image(
-                ReasonCode::UnknownFeature,
-                format!("qcow2 version {v} is newer than the versions 2 and 3 Sluice converts"),
-            ))
-        }
-    }
-    let h = Qcow2Header::parse(b).ok_or_else(short)?;
+        Err(p) => return Err(ConvertError::image(p.code, p.message)),
+    };
     let (problems, _, _) = header::check(&h);
     if let Some(p) = problems.into_iter().next() {
         return Err(ConvertError::image(p.code, p.message));
@@ -188,9 +172,7 @@ fn check_header(b: &[u8], limits: &ConvertLimits) -> Result<Qcow2Header, Convert
             "qcow2 image references a backing file; it cannot be converted on its own",
         ));
     }
-    if h.incompatible_features & incompat::DATA_FILE != 0
-        || h.autoclear_features & AUTOCLEAR_DATA_FILE_RAW != 0
-    {
+    if h.data_file_flagged() {
         return Err(ConvertError::image(
             ReasonCode::DataFile,
             "qcow2 image stores its data in an external data file",

@@ -10,7 +10,7 @@ use std::io::Write;
 
 use super::*;
 use crate::convert::{assert_convert_chunking_invariant, convert_chunked};
-use crate::qcow2::header::COMPRESSION_ZSTD;
+use crate::qcow2::header::{incompat, COMPRESSION_ZSTD};
 use crate::{Format, Target};
 
 /// Header field offsets used by the builder (see `header::off`).
