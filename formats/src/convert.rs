@@ -44,8 +44,11 @@ impl Converter {
     /// [`ReasonCode::UnsupportedFormat`] for pairs Sluice does not convert.
     pub fn new(from: Format, target: Target, limits: &ConvertLimits) -> Result<Self, ConvertError> {
         let inner: Box<dyn FormatConverter> = match (from, target) {
-            // Partition tables live inside a raw disk: the bytes are the disk.
-            (Format::Raw | Format::Gpt | Format::Mbr, Target::Raw) => Box::new(RawPassthrough),
+            // Partition tables live inside a raw disk, and an ISO's bytes are its disc: the
+            // bytes are the disk (ISO to raw is identity; ISO to qcow2 is not offered).
+            (Format::Raw | Format::Gpt | Format::Mbr | Format::Iso, Target::Raw) => {
+                Box::new(RawPassthrough)
+            }
             (Format::Raw | Format::Gpt | Format::Mbr, Target::Qcow2) => {
                 crate::qcow2::write::converter(limits)?
             }
@@ -173,8 +176,21 @@ mod tests {
     }
 
     #[test]
-    fn test_converter_iso_is_never_converted() {
-        let err = Converter::new(Format::Iso, Target::Raw, &ConvertLimits::default()).unwrap_err();
+    fn test_converter_iso_to_raw_is_identity() {
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        let mut conv = Converter::new(Format::Iso, Target::Raw, &ConvertLimits::default()).unwrap();
+        let mut sink = MemorySink::new(1 << 20);
+        for chunk in data.chunks(4096) {
+            conv.feed(chunk, &mut sink).unwrap();
+        }
+        assert_eq!(conv.finish(&mut sink).unwrap(), 40_000);
+        assert_eq!(sink.output, data);
+    }
+
+    #[test]
+    fn test_converter_iso_to_qcow2_is_unsupported() {
+        let err =
+            Converter::new(Format::Iso, Target::Qcow2, &ConvertLimits::default()).unwrap_err();
         assert!(matches!(
             err,
             ConvertError::Image {
