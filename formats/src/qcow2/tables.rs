@@ -2,12 +2,13 @@
 //! name, the refcount table, the active L1 table, the L2 tables it references, and the
 //! snapshot table; and the furthest byte all of them reference.
 
-use crate::stream::{be_u64, Capture, EntryScanner, TableQueue};
+use crate::stream::{be_u64, u64_of, Capture, EntryScanner, TableQueue};
 use crate::ReasonCode;
 
 use super::display_name;
 use super::extensions::Qcow2ExtensionWalker;
-use super::header::{self, check, off, Qcow2Header, Qcow2Layout, QCOW2_V3_MIN_HEADER_LEN};
+use super::header::QCOW2_V3_MIN_HEADER_LEN;
+use super::header::{self, check, off, OverLimit, Qcow2Header, Qcow2Layout};
 use super::limits::{QCOW2_HEADER_CAPTURE, QCOW2_MAX_BACKING_FILE_NAME, QCOW2_MAX_L1_BYTES};
 use super::snapshots::{Qcow2SnapshotWalker, SnapshotEvent};
 use crate::probe::PlacedFindings;
@@ -103,6 +104,8 @@ pub(crate) struct Qcow2Walk {
     l2_limit_hit: bool,
     max_tracked_tables: usize,
     furthest: Option<(u64, Referrer)>,
+    /// Tables above a limit, waiting for the stream to reach their end (see [`OverLimit`]).
+    over_limit: Vec<OverLimit>,
 }
 
 impl Qcow2Walk {
@@ -156,6 +159,7 @@ impl Qcow2Walk {
             l2_limit_hit: false,
             max_tracked_tables,
             furthest: None,
+            over_limit: tables.over_limit,
         };
         walk.reach(cs, Referrer::HeaderCluster);
         if let Some((offset, entries)) = tables.l1 {
@@ -193,6 +197,7 @@ impl Qcow2Walk {
             || self.l1.as_ref().is_some_and(|(_, s)| !s.is_done(pos))
             || self.snapshots.as_ref().is_some_and(|(_, s)| !s.is_done())
             || l2_pending > 0
+            || !self.over_limit.is_empty()
     }
 
     /// Feeds stream bytes to every walker.
@@ -224,6 +229,19 @@ impl Qcow2Walk {
         self.feed_l1(pos, data, findings);
         self.feed_snapshots(pos, data, findings);
         self.feed_l2(pos, data, findings);
+        let reached = pos.saturating_add(u64_of(data.len()));
+        self.over_limit.retain(|t| {
+            if t.end > reached {
+                return true;
+            }
+            // The file holds the table: consistent, but above the limit.
+            findings.push(
+                ReasonCode::LimitExceeded,
+                t.field,
+                format!("{} exceeds {}", t.what, t.limit),
+            );
+            false
+        });
     }
 
     /// End of stream at `len` bytes: report what is still owed and whether the image is
@@ -231,6 +249,17 @@ impl Qcow2Walk {
     pub(crate) fn finish(&mut self, len: u64, findings: &mut PlacedFindings) {
         if !self.extensions_reported {
             self.report_extensions(findings);
+        }
+        for t in self.over_limit.drain(..) {
+            // The header claims more than the file holds: the header is wrong, not big.
+            findings.push(
+                ReasonCode::Corrupt,
+                t.field,
+                format!(
+                    "{} would end at byte {} but the file ends at {len}",
+                    t.what, t.end
+                ),
+            );
         }
         if let Some(cap) = self.backing_name.take() {
             findings.push(

@@ -361,6 +361,27 @@ fn test_qcow2_version_4_is_unknown_feature_and_version_0_corrupt() {
 }
 
 #[test]
+fn test_qcow2_magic_then_garbage_is_corrupt() {
+    // A deterministic xorshift fill after the magic: what a damaged or forged file holds.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for seed in 0..32u64 {
+        let mut bytes = b"QFI\xfb".to_vec();
+        x ^= seed;
+        while bytes.len() < 64 << 10 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            bytes.extend_from_slice(&x.to_le_bytes());
+        }
+        let report = inspect(&bytes);
+        assert!(
+            report.reasons.first().map(|r| r.code) == Some(ReasonCode::Corrupt),
+            "seed {seed}: {:?}",
+            report.reasons
+        );
+    }
+}
+#[test]
 fn test_qcow2_bad_header_length_is_corrupt() {
     for header_length in [100, 108, 8192] {
         let img = TestImage::new(&TestHeader {
@@ -394,17 +415,31 @@ fn test_qcow2_refcount_order_7_is_corrupt() {
 }
 
 #[test]
-fn test_qcow2_huge_l1_size_is_limit_exceeded_without_allocating() {
+fn test_qcow2_huge_l1_size_beyond_what_the_size_needs_is_corrupt_without_allocating() {
     // Found by reasoning: l1_size u32::MAX is 32 GiB of L1 table; 8 * l1_size overflows u32.
-    // The header check refuses it before any scanner is built.
+    // The header check refuses it before any scanner is built. A 1 MiB disk needs one entry:
+    // the header contradicts itself (corrupt), it is not a big image (limit_exceeded).
     let img = TestImage::new(&TestHeader {
         l1_size: u32::MAX,
         ..TestHeader::default()
     });
     let report = assert_same_in_chunks(&img.bytes);
-    assert!(reason(&report, ReasonCode::LimitExceeded).contains("L1 table"));
+    assert!(reason(&report, ReasonCode::Corrupt).contains("L1 table"));
+    assert!(!report.has_reason(ReasonCode::LimitExceeded));
 }
 
+#[test]
+fn test_qcow2_l1_over_limit_that_the_size_needs_is_limit_exceeded() {
+    // 4 KiB clusters: one L1 entry maps 2 MiB, so 16 TiB needs 8 Mi entries (64 MiB of L1).
+    let img = TestImage::new(&TestHeader {
+        size: 16 << 40,
+        l1_size: 8 << 20,
+        ..TestHeader::default()
+    });
+    let report = assert_same_in_chunks(&img.bytes);
+    assert!(reason(&report, ReasonCode::LimitExceeded).contains("L1 table"));
+    assert!(!report.has_reason(ReasonCode::Corrupt));
+}
 #[test]
 fn test_qcow2_size_u64_max_does_not_overflow() {
     // Found by reasoning: ceil(size / bytes_per_l1_entry) written as (size + n - 1) / n
@@ -440,24 +475,52 @@ fn test_qcow2_l1_offset_in_header_cluster_is_corrupt() {
 }
 
 #[test]
-fn test_qcow2_refcount_table_over_limit_is_limit_exceeded() {
+fn test_qcow2_refcount_table_beyond_the_file_is_corrupt() {
+    // 4096 clusters of 4 KiB: a 16 MiB table in a 24 KiB file.
     let img = TestImage::new(&TestHeader {
         refcount_table_clusters: 4096,
         ..TestHeader::default()
     });
-    assert!(inspect(&img.bytes).has_reason(ReasonCode::LimitExceeded));
+    let report = assert_same_in_chunks(&img.bytes);
+    assert!(reason(&report, ReasonCode::Corrupt).contains("refcount table"));
+    assert!(!report.has_reason(ReasonCode::LimitExceeded));
 }
 
 #[test]
-fn test_qcow2_too_many_snapshots_is_limit_exceeded() {
+fn test_qcow2_refcount_table_over_limit_inside_the_file_is_limit_exceeded() {
+    let mut img = TestImage::new(&TestHeader {
+        refcount_table_clusters: 4096,
+        ..TestHeader::default()
+    });
+    img.write(REFTABLE_AT + (16 << 20), &[0u8; 4096]);
+    let report = inspect(&img.bytes);
+    assert!(reason(&report, ReasonCode::LimitExceeded).contains("refcount table"));
+    assert!(!report.has_reason(ReasonCode::Corrupt));
+}
+#[test]
+fn test_qcow2_snapshot_count_beyond_the_file_is_corrupt() {
     let img = TestImage::new(&TestHeader {
         nb_snapshots: 65_537,
         snapshots_offset: 6 * CS,
         ..TestHeader::default()
     });
-    assert!(inspect(&img.bytes).has_reason(ReasonCode::LimitExceeded));
+    let report = assert_same_in_chunks(&img.bytes);
+    assert!(reason(&report, ReasonCode::Corrupt).contains("snapshot"));
+    assert!(!report.has_reason(ReasonCode::LimitExceeded));
 }
 
+#[test]
+fn test_qcow2_too_many_snapshots_inside_the_file_is_limit_exceeded() {
+    let mut img = TestImage::new(&TestHeader {
+        nb_snapshots: 65_537,
+        snapshots_offset: 6 * CS,
+        ..TestHeader::default()
+    });
+    img.write(6 * CS + 65_537 * 40, &[0u8; 512]);
+    let report = inspect(&img.bytes);
+    assert!(reason(&report, ReasonCode::LimitExceeded).contains("snapshots"));
+    assert!(!report.has_reason(ReasonCode::Corrupt));
+}
 #[test]
 fn test_qcow2_snapshot_extra_data_over_limit_is_corrupt() {
     let mut img = TestImage::new(&TestHeader {
