@@ -9,7 +9,9 @@
 //! extension values (≤ 1023 bytes each) and 8 bytes per queued L2 table
 //! (`Limits::max_tracked_tables`), whatever the file size.
 
+mod clusters;
 mod codec;
+mod compressed;
 pub(crate) mod convert;
 mod extensions;
 mod header;
