@@ -281,15 +281,9 @@ impl VmdkHeader {
                 self.overhead
             ));
         }
-        if self.gd_offset == GD_AT_END {
-            if subformat != VmdkSubformat::StreamOptimized {
-                return Err((
-                    ReasonCode::UnsupportedSubformat,
-                    "VMDK sparse extent without markers keeps its grain directory at the end"
-                        .into(),
-                ));
-            }
-        } else {
+        // With the directory at the end, the footer gives it (checked at end of stream by
+        // `VmdkFooterWalk` or the stream marker walk).
+        if self.gd_offset != GD_AT_END {
             check_directory("grain directory", self.gd_offset, desc_end)?;
         }
         if self.has_rgd() {
@@ -391,10 +385,6 @@ pub(crate) mod tests {
             (|h| h.gtes_per_gt = 1024, ReasonCode::Corrupt),
             (|h| h.check_bytes = *b"\n \n\n", ReasonCode::Corrupt),
             (|h| h.compress = 1, ReasonCode::UnsupportedSubformat),
-            (
-                |h| h.gd_offset = GD_AT_END,
-                ReasonCode::UnsupportedSubformat,
-            ),
             (|h| h.gd_offset = 5, ReasonCode::Corrupt),
             (|h| h.overhead = 3, ReasonCode::Corrupt),
             (

@@ -8,6 +8,7 @@ use crate::{Format, Limits, Reason, ReasonCode};
 use super::descriptor::{
     looks_like_text_descriptor, quote, until_nul, VmdkDescriptor, VMDK_TEXT_PROBE_WINDOW,
 };
+use super::footer::VmdkFooterWalk;
 use super::header::{
     VmdkHeader, VmdkSubformat, GD_AT_END, SECTOR, VMDK3_MAGIC, VMDK4_MAGIC,
     VMDK_MAX_DESCRIPTOR_SECTORS,
@@ -48,6 +49,8 @@ struct VmdkSparse {
     descriptor: Option<(Capture, usize)>,
     tables: Option<VmdkTableWalk>,
     markers: Option<VmdkMarkerWalk>,
+    /// The end-of-stream window of a monolithicSparse image with a footer.
+    footer: Option<VmdkFooterWalk>,
 }
 
 /// Recognises VMDK images and checks them.
@@ -240,6 +243,18 @@ impl VmdkProbe {
             Some((Capture::new(SECTOR, len), declared))
         })
         .flatten();
+        let footer = match subformat {
+            Some(VmdkSubformat::MonolithicSparse) if header.gd_offset == GD_AT_END => {
+                match VmdkFooterWalk::new(&header) {
+                    Ok(walk) => Some(walk),
+                    Err(message) => {
+                        self.findings.push(ReasonCode::LimitExceeded, 0, message);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let (tables, markers) = match subformat {
             Some(s) => {
                 let stream = s == VmdkSubformat::StreamOptimized;
@@ -257,6 +272,7 @@ impl VmdkProbe {
             descriptor,
             tables,
             markers,
+            footer,
         }));
     }
 
@@ -273,6 +289,9 @@ impl VmdkProbe {
         }
         if let Some(markers) = sparse.markers.as_mut() {
             markers.feed(pos, data, &mut self.findings);
+        }
+        if let Some(footer) = sparse.footer.as_mut() {
+            footer.feed(data);
         }
         if descriptor_done {
             self.check_embedded_descriptor();
@@ -387,7 +406,7 @@ impl Probe for VmdkProbe {
         if self.sparse.as_ref().is_some_and(|s| s.descriptor.is_some()) {
             self.check_embedded_descriptor();
         }
-        if let Some(sparse) = self.sparse.as_ref() {
+        if let Some(sparse) = self.sparse.as_mut() {
             let len = tail.stream_len();
             let overhead = sparse.header.overhead.saturating_mul(SECTOR);
             if sparse.subformat.is_some() && len < overhead {
@@ -399,6 +418,9 @@ impl Probe for VmdkProbe {
             }
             if let Some(tables) = &sparse.tables {
                 tables.finish(len, &mut self.findings);
+            }
+            if let Some(footer) = sparse.footer.as_mut() {
+                footer.finish(len, &mut self.findings);
             }
             if let Some(markers) = &sparse.markers {
                 let footer = sparse.header.gd_offset == GD_AT_END;
@@ -427,6 +449,7 @@ impl Probe for VmdkProbe {
             s.descriptor.is_some()
                 || s.tables.as_ref().is_some_and(|t| !t.is_done(pos))
                 || s.markers.as_ref().is_some_and(VmdkMarkerWalk::is_running)
+                || s.footer.is_some()
         })
     }
 

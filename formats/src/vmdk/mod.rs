@@ -10,6 +10,7 @@
 
 pub(crate) mod convert;
 mod descriptor;
+mod footer;
 mod header;
 mod inspect;
 mod sparse;

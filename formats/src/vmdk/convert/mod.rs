@@ -29,7 +29,7 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-use super::header::{VmdkHeader, VmdkSubformat, VMDK4_MAGIC};
+use super::header::{VmdkHeader, VmdkSubformat, GD_AT_END, VMDK4_MAGIC};
 use crate::stream::Capture;
 use crate::support::converter::{corrupt, truncated};
 use crate::support::converter::{ConvertError, ConvertLimits, FormatConverter};
@@ -113,6 +113,15 @@ impl VmdkConverter {
                     "VMDK virtual size of {virtual_size} bytes exceeds the limit of {} bytes",
                     self.limits.max_virtual_size
                 ),
+            ));
+        }
+        if subformat == VmdkSubformat::MonolithicSparse && header.gd_offset == GD_AT_END {
+            // The grain directory is in the footer, after the data it places: converting this
+            // layout needs a second pass over the stored input (not done in one stream).
+            return Err(ConvertError::image(
+                ReasonCode::UnsupportedSubformat,
+                "VMDK monolithicSparse with its grain directory at the end (in a footer) is \
+                 inspected but not converted in one pass",
             ));
         }
         self.virtual_size = virtual_size;
