@@ -17,6 +17,10 @@ pub use crate::support::sink::{ConvertSink, SinkError};
 use crate::support::converter::FormatConverter;
 use crate::{Format, ReasonCode};
 
+/// How many bytes from the end of the input [`Converter::vmdk_footer`] needs: the largest
+/// end-of-stream window the inspector holds for that layout.
+pub const VMDK_FOOTER_TAIL_BYTES: u64 = crate::vmdk::VMDK_MAX_FOOTER_WINDOW;
+
 /// The output format of a conversion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -63,6 +67,25 @@ impl Converter {
                 ))
             }
         };
+        Ok(Converter { inner, pos: 0 })
+    }
+
+    /// A converter to raw for a monolithicSparse VMDK whose grain directory is in a footer
+    /// at the end (`GD_AT_END`): the directory must be known before the data, so the caller
+    /// reads the input twice: `head` is its first 512 bytes, `tail` its last
+    /// `min(len, VMDK_FOOTER_TAIL_BYTES)` bytes, `len` its length; then the whole input is
+    /// fed from the start as usual.
+    ///
+    /// # Errors
+    /// What the inspector refuses in this layout (`corrupt`, `truncated`,
+    /// `limit_exceeded`), or input that is not this layout (`unsupported_subformat`).
+    pub fn vmdk_footer(
+        head: &[u8],
+        tail: &[u8],
+        len: u64,
+        limits: &ConvertLimits,
+    ) -> Result<Self, ConvertError> {
+        let inner = crate::vmdk::convert::footer::converter(head, tail, len, limits)?;
         Ok(Converter { inner, pos: 0 })
     }
 

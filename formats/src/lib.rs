@@ -58,7 +58,9 @@ mod vmdk;
 #[doc(hidden)]
 pub mod fuzzing;
 
-pub use convert::{ConvertError, ConvertLimits, ConvertSink, Converter, SinkError, Target};
+pub use convert::{
+    ConvertError, ConvertLimits, ConvertSink, Converter, SinkError, Target, VMDK_FOOTER_TAIL_BYTES,
+};
 pub use format::{Format, UnknownFormat};
 pub use inspector::{Inspector, Progress, DECISION_STEP, INSPECTOR_FIXED_BOUND};
 pub use limits::{Limits, DEFAULT_MAX_VIRTUAL_SIZE};

@@ -6,7 +6,8 @@
 
 use std::path::Path;
 
-use sluice_formats::{Format, ReasonCode};
+use sluice_formats::convert::MemorySink;
+use sluice_formats::{ConvertLimits, Converter, Format, ReasonCode, VMDK_FOOTER_TAIL_BYTES};
 
 use crate::common::*;
 
@@ -120,6 +121,59 @@ fn test_vmdk_footer_monolithic_sparse_is_accepted_and_qemu_reads_what_was_built(
     assert!(read(&raw) == img.raw, "qemu-img reads another disk");
     let report = assert_accepts_like_qemu(&path, Format::Vmdk, "vmdk");
     assert_eq!(report.virtual_size, Some(CAPACITY * 512));
+}
+
+/// Converts `bytes` with the footer converter (head and tail read up front, then one pass
+/// in `chunk`-byte pieces) and returns the raw output.
+fn convert_footer(bytes: &[u8], chunk: usize) -> Result<Vec<u8>, sluice_formats::ConvertError> {
+    let tail_len = (VMDK_FOOTER_TAIL_BYTES as usize).min(bytes.len());
+    let mut conv = Converter::vmdk_footer(
+        &bytes[..SECTOR],
+        &bytes[bytes.len() - tail_len..],
+        bytes.len() as u64,
+        &ConvertLimits::default(),
+    )?;
+    let mut sink = MemorySink::new(64 << 20);
+    for piece in bytes.chunks(chunk) {
+        conv.feed(piece, &mut sink)?;
+    }
+    let len = conv.finish(&mut sink)?;
+    sink.output.resize(len as usize, 0);
+    Ok(sink.output)
+}
+
+#[test]
+fn test_vmdk_footer_converts_to_what_qemu_img_reads_in_any_chunking() {
+    let dir = scratch();
+    let img = FooterVmdk::build(&GRAINS);
+    let path = img.write(dir.path());
+    let raw = dir.path().join("footer.raw");
+    run(
+        "qemu-img",
+        &["convert", "-f", "vmdk", "-O", "raw", arg(&path), arg(&raw)],
+    );
+    let qemu = read(&raw);
+    for chunk in [1usize, 511, 4096, 65_537, img.bytes.len()] {
+        assert!(
+            convert_footer(&img.bytes, chunk).expect("converting") == qemu,
+            "chunks of {chunk}: output differs from qemu-img's"
+        );
+    }
+}
+
+#[test]
+fn test_vmdk_footer_converter_refuses_a_grain_in_metadata() {
+    let mut img = FooterVmdk::build(&GRAINS);
+    let gt = img.gt as u32;
+    img.put_entry(img.gt, 7, gt);
+    let err = convert_footer(&img.bytes, 4096).expect_err("a grain in its table");
+    assert!(matches!(
+        err,
+        sluice_formats::ConvertError::Image {
+            code: ReasonCode::Corrupt,
+            ..
+        }
+    ));
 }
 
 #[test]

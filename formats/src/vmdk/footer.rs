@@ -93,7 +93,7 @@ impl VmdkFooterWalk {
             bytes: window,
             start,
         };
-        if let Err((code, message)) = check(&self.header, &view, len) {
+        if let Err((code, message)) = check(&self.header, &view, len, None).map(drop) {
             findings.push(code, u64::MAX, message);
         }
     }
@@ -120,7 +120,16 @@ fn corrupt(message: String) -> Problem {
 }
 
 /// The footer, directory, tables and grains of a `GD_AT_END` image of `len` bytes.
-fn check(h: &VmdkHeader, w: &Window<'_>, len: u64) -> Result<(), Problem> {
+///
+/// Returns every allocated grain as `(host offset, guest offset)`, in directory order.
+/// With `collect`, returns every allocated grain as `(host offset, guest offset)` (at most
+/// `collect` of them, else `limit_exceeded`); without, an empty list (inspection holds none).
+fn check(
+    h: &VmdkHeader,
+    w: &Window<'_>,
+    len: u64,
+    collect: Option<usize>,
+) -> Result<Vec<(u64, u64)>, Problem> {
     let footer_at = len
         .checked_sub(FOOTER_LEN)
         .filter(|at| *at >= h.overhead.saturating_mul(SECTOR))
@@ -198,7 +207,7 @@ fn check(h: &VmdkHeader, w: &Window<'_>, len: u64) -> Result<(), Problem> {
             )));
         }
         meta.push((at, end));
-        tables.push(at);
+        tables.push((u64_of(i), at));
     }
     meta.sort_unstable();
     if meta.windows(2).any(|p| matches!(p, [a, b] if b.0 < a.1)) {
@@ -207,7 +216,8 @@ fn check(h: &VmdkHeader, w: &Window<'_>, len: u64) -> Result<(), Problem> {
         ));
     }
     let grain_len = h.grain_size.saturating_mul(SECTOR);
-    for table in tables {
+    let mut grains = Vec::new();
+    for (gd_index, table) in tables {
         let entries = w.get(table, table_len).ok_or_else(|| {
             (
                 ReasonCode::LimitExceeded,
@@ -231,7 +241,50 @@ fn check(h: &VmdkHeader, w: &Window<'_>, len: u64) -> Result<(), Problem> {
                      the image's metadata"
                 )));
             }
+            let grain = gd_index
+                .saturating_mul(u64::from(h.gtes_per_gt))
+                .saturating_add(u64_of(i));
+            if let Some(max) = collect {
+                if grains.len() >= max {
+                    return Err((
+                        ReasonCode::LimitExceeded,
+                        format!("VMDK image has more than {max} grains to place"),
+                    ));
+                }
+                grains.push((at, grain.saturating_mul(grain_len)));
+            }
         }
     }
-    Ok(())
+    Ok(grains)
+}
+
+/// The grains of a footer VMDK of `len` bytes, from its first sector `head` and its last
+/// bytes `tail` (at least what the header needs, at most [`VMDK_MAX_FOOTER_WINDOW`] plus the
+/// footer): `(host offset, guest offset)` sorted by host offset, after every check of the
+/// inspector.
+///
+/// # Errors
+/// Not such a VMDK, or a check failed: the reason code and message.
+pub(crate) fn footer_grains(
+    head: &[u8],
+    tail: &[u8],
+    len: u64,
+    max_grains: usize,
+) -> Result<(VmdkHeader, Vec<(u64, u64)>), Problem> {
+    let h = head
+        .starts_with(VMDK4_MAGIC)
+        .then(|| VmdkHeader::parse(head))
+        .flatten()
+        .ok_or_else(|| corrupt("VMDK sparse extent header is missing or cut short".into()))?;
+    if h.check()? != super::header::VmdkSubformat::MonolithicSparse || h.gd_offset != GD_AT_END {
+        return Err((
+            ReasonCode::UnsupportedSubformat,
+            "VMDK is not monolithicSparse with its grain directory at the end".into(),
+        ));
+    }
+    VmdkFooterWalk::new(&h).map_err(|m| (ReasonCode::LimitExceeded, m))?;
+    let start = len.saturating_sub(u64_of(tail.len()));
+    let mut grains = check(&h, &Window { bytes: tail, start }, len, Some(max_grains))?;
+    grains.sort_unstable();
+    Ok((h, grains))
 }

@@ -24,6 +24,7 @@
 //! the grain directory and its last table, at most `max_spill_bytes` (none for QEMU's and
 //! VMware's layouts, whose directories and tables lie inside `overHead`).
 
+pub(crate) mod footer;
 mod sparse;
 mod stream;
 #[cfg(test)]
