@@ -48,6 +48,7 @@
 //! layouts QEMU writes (L2 tables before their data) that is only the refcount blocks and the
 //! clusters only snapshots use that come before the last active L2 table.
 
+mod entries;
 mod spill;
 #[cfg(test)]
 mod tests;
