@@ -9,115 +9,17 @@
 //! The caller (the pipeline, `sluice convert`, tests) implements [`ConvertSink`]; the
 //! converters only decide what goes where.
 
-use std::fmt;
+pub use crate::support::converter::{ConvertError, ConvertLimits};
+#[doc(hidden)]
+pub use crate::support::sink::MemorySink;
+pub use crate::support::sink::{ConvertSink, SinkError};
 
+use crate::support::converter::FormatConverter;
 use crate::{Format, ReasonCode};
 
-/// Where a converter's output goes.
-pub trait ConvertSink {
-    /// Writes `data` at `offset` of the output image. Regions never written read as zeros.
-    /// Converters write in increasing offsets whenever the input's layout allows, so the
-    /// caller can hash the output as it is produced.
-    ///
-    /// # Errors
-    /// When the output cannot be written.
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError>;
-
-    /// Stores `data` at `offset` of the spill area (bytes whose place is not known yet).
-    ///
-    /// # Errors
-    /// When the spill area cannot be written.
-    fn spill_write(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError>;
-
-    /// Reads `buf.len()` bytes at `offset` of the spill area.
-    ///
-    /// # Errors
-    /// When the spill area cannot be read (or was never written there).
-    fn spill_read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), SinkError>;
-}
-
-/// The caller's sink failed (I/O). Not the image's fault.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct SinkError(pub String);
-
-/// Limits on what one conversion may hold in memory or spill.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConvertLimits {
-    /// Largest spill area in bytes (default 1 GiB); exceeding it fails the conversion with
-    /// [`ReasonCode::LimitExceeded`], never exhausts disk.
-    pub max_spill_bytes: u64,
-    /// Most clusters/grains/blocks whose placement a converter remembers at once (mapping
-    /// entries, 16 bytes each; default 4 Mi → 64 MiB worst case).
-    pub max_tracked_entries: usize,
-    /// Largest virtual size (the inspector's cap).
-    pub max_virtual_size: u64,
-}
-
-impl Default for ConvertLimits {
-    fn default() -> Self {
-        ConvertLimits {
-            max_spill_bytes: 1 << 30,
-            max_tracked_entries: 4 << 20,
-            max_virtual_size: crate::DEFAULT_MAX_VIRTUAL_SIZE,
-        }
-    }
-}
-
-/// A conversion failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ConvertError {
-    /// The image is broken in a way only conversion finds (a cluster pointing into metadata
-    /// or past EOF, undecodable compressed data), or exceeds a limit: `code` is `corrupt`,
-    /// `truncated`, `limit_exceeded`, `unsupported_format`, ...
-    #[error("{message}")]
-    Image {
-        /// Stable reason code (the task's `reason`).
-        code: ReasonCode,
-        /// What is wrong, naming offsets.
-        message: String,
-    },
-    /// The sink failed.
-    #[error("writing the converted image: {0}")]
-    Sink(#[from] SinkError),
-}
-
-impl ConvertError {
-    /// An image error with `code`.
-    pub fn image(code: ReasonCode, message: impl Into<String>) -> Self {
-        ConvertError::Image {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-/// A `corrupt` image error.
-pub(crate) fn corrupt(message: String) -> ConvertError {
-    ConvertError::image(ReasonCode::Corrupt, message)
-}
-
-/// A `truncated` image error.
-pub(crate) fn truncated(message: String) -> ConvertError {
-    ConvertError::image(ReasonCode::Truncated, message)
-}
-
-/// One input format's converter. Fed contiguous pieces of the input (`pos` is the input
-/// offset of `data`); the same chunking invariant as probes: output must not depend on how
-/// the input was split.
-pub(crate) trait FormatConverter: fmt::Debug + Send {
-    /// Consumes input bytes at `pos`, emitting output writes and spills.
-    fn feed(
-        &mut self,
-        pos: u64,
-        data: &[u8],
-        sink: &mut dyn ConvertSink,
-    ) -> Result<(), ConvertError>;
-
-    /// Input ended after `len` bytes: place what is left, check completeness, and return the
-    /// output's length (the raw image's virtual size, or the qcow2 file's size).
-    fn finish(&mut self, len: u64, sink: &mut dyn ConvertSink) -> Result<u64, ConvertError>;
-}
+/// How many bytes from the end of the input [`Converter::vmdk_footer`] needs: the largest
+/// end-of-stream window the inspector holds for that layout.
+pub const VMDK_FOOTER_TAIL_BYTES: u64 = crate::vmdk::VMDK_MAX_FOOTER_WINDOW;
 
 /// The output format of a conversion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,8 +48,11 @@ impl Converter {
     /// [`ReasonCode::UnsupportedFormat`] for pairs Sluice does not convert.
     pub fn new(from: Format, target: Target, limits: &ConvertLimits) -> Result<Self, ConvertError> {
         let inner: Box<dyn FormatConverter> = match (from, target) {
-            // Partition tables live inside a raw disk: the bytes are the disk.
-            (Format::Raw | Format::Gpt | Format::Mbr, Target::Raw) => Box::new(RawPassthrough),
+            // Partition tables live inside a raw disk, and an ISO's bytes are its disc: the
+            // bytes are the disk (ISO to raw is identity; ISO to qcow2 is not offered).
+            (Format::Raw | Format::Gpt | Format::Mbr | Format::Iso, Target::Raw) => {
+                Box::new(RawPassthrough)
+            }
             (Format::Raw | Format::Gpt | Format::Mbr, Target::Qcow2) => {
                 crate::qcow2::write::converter(limits)?
             }
@@ -162,6 +67,25 @@ impl Converter {
                 ))
             }
         };
+        Ok(Converter { inner, pos: 0 })
+    }
+
+    /// A converter to raw for a monolithicSparse VMDK whose grain directory is in a footer
+    /// at the end (`GD_AT_END`): the directory must be known before the data, so the caller
+    /// reads the input twice: `head` is its first 512 bytes, `tail` its last
+    /// `min(len, VMDK_FOOTER_TAIL_BYTES)` bytes, `len` its length; then the whole input is
+    /// fed from the start as usual.
+    ///
+    /// # Errors
+    /// What the inspector refuses in this layout (`corrupt`, `truncated`,
+    /// `limit_exceeded`), or input that is not this layout (`unsupported_subformat`).
+    pub fn vmdk_footer(
+        head: &[u8],
+        tail: &[u8],
+        len: u64,
+        limits: &ConvertLimits,
+    ) -> Result<Self, ConvertError> {
+        let inner = crate::vmdk::convert::footer::converter(head, tail, len, limits)?;
         Ok(Converter { inner, pos: 0 })
     }
 
@@ -205,65 +129,6 @@ impl FormatConverter for RawPassthrough {
 
     fn finish(&mut self, len: u64, _sink: &mut dyn ConvertSink) -> Result<u64, ConvertError> {
         Ok(len)
-    }
-}
-
-/// An in-memory [`ConvertSink`] for tests and fuzzing: the output and spill areas as
-/// vectors, bounded by `max_len` bytes each (writes beyond fail).
-#[doc(hidden)]
-#[derive(Debug, Default)]
-pub struct MemorySink {
-    /// The output written so far (zeros where nothing was written).
-    pub output: Vec<u8>,
-    /// The spill area.
-    pub spill: Vec<u8>,
-    /// Largest output or spill offset accepted.
-    pub max_len: usize,
-}
-
-impl MemorySink {
-    /// A sink accepting up to `max_len` bytes of output and of spill.
-    pub fn new(max_len: usize) -> Self {
-        MemorySink {
-            output: Vec::new(),
-            spill: Vec::new(),
-            max_len,
-        }
-    }
-}
-
-fn put(area: &mut Vec<u8>, max_len: usize, offset: u64, data: &[u8]) -> Result<(), SinkError> {
-    let start = usize::try_from(offset).map_err(|_| SinkError("offset too large".into()))?;
-    let end = start
-        .checked_add(data.len())
-        .filter(|end| *end <= max_len)
-        .ok_or_else(|| SinkError(format!("write at {offset} beyond the test sink's limit")))?;
-    if area.len() < end {
-        area.resize(end, 0);
-    }
-    area.get_mut(start..end)
-        .ok_or_else(|| SinkError("write out of range".into()))?
-        .copy_from_slice(data);
-    Ok(())
-}
-
-impl ConvertSink for MemorySink {
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError> {
-        put(&mut self.output, self.max_len, offset, data)
-    }
-
-    fn spill_write(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError> {
-        put(&mut self.spill, self.max_len, offset, data)
-    }
-
-    fn spill_read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), SinkError> {
-        let start = usize::try_from(offset).map_err(|_| SinkError("offset too large".into()))?;
-        let src = start
-            .checked_add(buf.len())
-            .and_then(|end| self.spill.get(start..end))
-            .ok_or_else(|| SinkError(format!("spill read at {offset} past what was spilled")))?;
-        buf.copy_from_slice(src);
-        Ok(())
     }
 }
 
@@ -334,8 +199,21 @@ mod tests {
     }
 
     #[test]
-    fn test_converter_iso_is_never_converted() {
-        let err = Converter::new(Format::Iso, Target::Raw, &ConvertLimits::default()).unwrap_err();
+    fn test_converter_iso_to_raw_is_identity() {
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        let mut conv = Converter::new(Format::Iso, Target::Raw, &ConvertLimits::default()).unwrap();
+        let mut sink = MemorySink::new(1 << 20);
+        for chunk in data.chunks(4096) {
+            conv.feed(chunk, &mut sink).unwrap();
+        }
+        assert_eq!(conv.finish(&mut sink).unwrap(), 40_000);
+        assert_eq!(sink.output, data);
+    }
+
+    #[test]
+    fn test_converter_iso_to_qcow2_is_unsupported() {
+        let err =
+            Converter::new(Format::Iso, Target::Qcow2, &ConvertLimits::default()).unwrap_err();
         assert!(matches!(
             err,
             ConvertError::Image {

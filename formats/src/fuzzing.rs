@@ -150,11 +150,86 @@ pub fn buf_independent(data: &[u8]) {
     assert_eq!(whole, split, "report depends on chunking (sizes {sizes:?})");
 }
 
+/// Sectors of the fixed prefix [`vmdk_footer`] puts before the fuzzer's bytes: a
+/// monolithicSparse header with its grain directory at the end and a descriptor, padded to
+/// `overHead` (8 sectors, so grains, tables and footer come from the input).
+const VMDK_FOOTER_PREFIX_SECTORS: u64 = 8;
+
+/// The fixed prefix of [`vmdk_footer`]: 2 MiB disk, 64 KiB grains, 512-entry tables.
+pub fn vmdk_footer_prefix() -> Vec<u8> {
+    let mut s = vec![0u8; 512];
+    let mut put = |at: usize, bytes: &[u8]| {
+        if let Some(dst) = at
+            .checked_add(bytes.len())
+            .and_then(|end| s.get_mut(at..end))
+        {
+            dst.copy_from_slice(bytes);
+        }
+    };
+    put(0, b"KDMV");
+    put(4, &1u32.to_le_bytes()); // version
+    put(8, &1u32.to_le_bytes()); // flags: newline test
+    put(12, &4096u64.to_le_bytes()); // capacity (sectors)
+    put(20, &128u64.to_le_bytes()); // grain size (sectors)
+    put(28, &1u64.to_le_bytes()); // descriptor offset
+    put(36, &6u64.to_le_bytes()); // descriptor size
+    put(44, &512u32.to_le_bytes()); // entries per grain table
+    put(56, &u64::MAX.to_le_bytes()); // gdOffset: GD_AT_END
+    put(64, &VMDK_FOOTER_PREFIX_SECTORS.to_le_bytes()); // overHead
+    put(73, b"\n \r\n");
+    s.extend_from_slice(
+        b"# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\n\
+          createType=\"monolithicSparse\"\nRW 4096 SPARSE \"f.vmdk\"\n",
+    );
+    s.resize(512 * 8, 0);
+    s
+}
+
+/// The VMDK footer path: [`vmdk_footer_prefix`] then `data[1..]` as the rest of the file
+/// (grains, tables, directory, footer); `data[0]` picks a chunk size. The report must keep
+/// [`check_report`]'s invariants and not depend on chunking.
+///
+/// # Panics
+/// When a probe panics, an invariant breaks, or chunking changes the report.
+pub fn vmdk_footer(data: &[u8]) {
+    let Some((&control, rest)) = data.split_first() else {
+        return;
+    };
+    let mut image = vmdk_footer_prefix();
+    image.extend_from_slice(rest);
+    let whole = inspect_as(Some(Format::Vmdk), &image);
+    let chunk = usize::from(control).saturating_mul(61).max(1);
+    let split = inspect_chunked(&image, Some(Format::Vmdk), &[chunk, 1, 4096]);
+    assert_eq!(whole, split, "report depends on chunking (chunk {chunk})");
+}
+
 #[cfg(test)]
 #[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use crate::ReasonCode;
+
+    /// The checked-in seed of the `vmdk_footer` target reaches the accept path: a fuzzer
+    /// starting from it explores the footer checks, not the header's refusals.
+    #[test]
+    fn test_vmdk_footer_seed_is_accepted_in_any_chunking() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fuzz/corpus/vmdk_footer/seed-two-grains"
+        );
+        let seed = std::fs::read(path).unwrap();
+        vmdk_footer(&seed);
+        let mut image = vmdk_footer_prefix();
+        image.extend_from_slice(&seed[1..]);
+        let report = inspect_as(Some(Format::Vmdk), &image);
+        assert!(report.is_accepted(), "{:?}", report.reasons);
+        // A grain placed in its own grain table (sector 264) is refused.
+        let mut bad = seed.clone();
+        bad[1 + 256 * 512..][..4].copy_from_slice(&264u32.to_le_bytes());
+        image.truncate(8 * 512);
+        image.extend_from_slice(&bad[1..]);
+        assert!(inspect_as(Some(Format::Vmdk), &image).has_reason(ReasonCode::Corrupt));
+    }
 
     /// Small inputs that reach each probe's first checks: each format's magic at its offset.
     fn probing_inputs() -> Vec<(&'static str, Vec<u8>)> {

@@ -45,6 +45,7 @@ mod limits;
 mod probe;
 mod report;
 mod stream;
+mod support;
 
 mod gpt;
 mod iso;
@@ -57,11 +58,14 @@ mod vmdk;
 #[doc(hidden)]
 pub mod fuzzing;
 
-pub use convert::{ConvertError, ConvertLimits, ConvertSink, Converter, SinkError, Target};
+pub use convert::{
+    ConvertError, ConvertLimits, ConvertSink, Converter, SinkError, Target, VMDK_FOOTER_TAIL_BYTES,
+};
 pub use format::{Format, UnknownFormat};
 pub use inspector::{Inspector, Progress, DECISION_STEP, INSPECTOR_FIXED_BOUND};
 pub use limits::{Limits, DEFAULT_MAX_VIRTUAL_SIZE};
 pub use report::{Reason, ReasonCode, Report, Verdict};
+pub use support::is_zero;
 
 /// One fresh probe per recognisable format family, in report order.
 fn probes(limits: &Limits) -> Vec<Box<dyn probe::Probe>> {

@@ -16,6 +16,10 @@ pub struct Limits {
     /// remembers so it can check them as they stream past. Each costs 8 bytes. Default 1 Mi
     /// (8 MiB), enough for a 1 TiB qcow2 with 4 KiB clusters or any VMDK up to 32 TiB.
     pub max_tracked_tables: usize,
+    /// Whether compressed qcow2 clusters are inflated during inspection, each of which must
+    /// give exactly one cluster (default on; the CPU it costs is measured in README). Off,
+    /// only conversion finds undecodable clusters.
+    pub verify_compressed_clusters: bool,
 }
 
 impl Default for Limits {
@@ -23,6 +27,7 @@ impl Default for Limits {
         Limits {
             max_virtual_size: DEFAULT_MAX_VIRTUAL_SIZE,
             max_tracked_tables: 1 << 20,
+            verify_compressed_clusters: true,
         }
     }
 }

@@ -6,69 +6,82 @@ use serde::Serialize;
 
 use crate::Format;
 
-/// A stable, machine-readable reason for rejecting an image.
-///
-/// The `snake_case` names (`as_str`) are part of Sluice's API: tasks carry them in their
-/// `reason` field and `sluice inspect --json` prints them. Messages are not stable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReasonCode {
-    /// The image references a backing file or parent (qcow2, differencing VHD/VHDX, VMDK delta).
-    BackingFile,
-    /// A compressed or archived wrapper (gzip, xz, zstd, bzip2, zip, tar).
-    Compressed,
-    /// Header fields out of range or metadata tables inconsistent.
-    Corrupt,
-    /// The image needs a replay or repair step before its data can be trusted (VHDX log).
-    Dirty,
-    /// qcow2 external data file.
-    DataFile,
-    /// Less than one 512-byte sector of data.
-    Empty,
-    /// Encrypted content (qcow2 encryption, LUKS).
-    Encrypted,
-    /// A VMDK extent that is not the file itself (host paths, FLAT/VMFS extents).
-    ExternalExtent,
-    /// The detected format differs from the declared one.
-    FormatMismatch,
-    /// Image metadata larger than an inspector limit allows.
-    LimitExceeded,
-    /// Content valid as two formats at once (polyglot).
-    MultipleFormats,
-    /// The virtual size is above the configured cap.
-    SizeCap,
-    /// The file ends before data or metadata it references.
-    Truncated,
-    /// qcow2 incompatible feature bits that Sluice does not understand.
-    UnknownFeature,
-    /// A recognised format that Sluice does not ingest (QCOW v1, QED, VDI).
-    UnsupportedFormat,
-    /// A VMDK createType other than monolithicSparse or streamOptimized.
-    UnsupportedSubformat,
+/// Defines [`ReasonCode`] from one table: variant, stable name, meaning. The variants' docs,
+/// [`ReasonCode::as_str`], [`ReasonCode::meaning`] and [`ReasonCode::ALL`] all come from it,
+/// and README's reason-code table is checked against it (`UPDATE=1` regenerates it).
+macro_rules! reason_codes {
+    ($($variant:ident => $name:literal, $meaning:literal;)*) => {
+        /// A stable, machine-readable reason for rejecting an image.
+        ///
+        /// The `snake_case` names (`as_str`) are part of Sluice's API: tasks carry them in
+        /// their `reason` field and `sluice inspect --json` prints them. Messages are not
+        /// stable.
+        ///
+        /// One rule decides between two codes: header values inconsistent with each other or
+        /// with the file are [`ReasonCode::Corrupt`]; consistent values above a configured
+        /// limit are [`ReasonCode::LimitExceeded`].
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum ReasonCode {
+            $(#[doc = $meaning] $variant,)*
+        }
+
+        impl ReasonCode {
+            /// Every code, in the table's order.
+            pub const ALL: &'static [ReasonCode] = &[$(ReasonCode::$variant,)*];
+
+            /// The stable `snake_case` name.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(ReasonCode::$variant => $name,)*
+                }
+            }
+
+            /// What the code means (README's reason-code table).
+            pub const fn meaning(self) -> &'static str {
+                match self {
+                    $(ReasonCode::$variant => $meaning,)*
+                }
+            }
+        }
+    };
 }
 
-impl ReasonCode {
-    /// The stable `snake_case` name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReasonCode::BackingFile => "backing_file",
-            ReasonCode::Compressed => "compressed",
-            ReasonCode::Corrupt => "corrupt",
-            ReasonCode::DataFile => "data_file",
-            ReasonCode::Dirty => "dirty",
-            ReasonCode::Empty => "empty",
-            ReasonCode::Encrypted => "encrypted",
-            ReasonCode::ExternalExtent => "external_extent",
-            ReasonCode::FormatMismatch => "format_mismatch",
-            ReasonCode::LimitExceeded => "limit_exceeded",
-            ReasonCode::MultipleFormats => "multiple_formats",
-            ReasonCode::SizeCap => "size_cap",
-            ReasonCode::Truncated => "truncated",
-            ReasonCode::UnknownFeature => "unknown_feature",
-            ReasonCode::UnsupportedFormat => "unsupported_format",
-            ReasonCode::UnsupportedSubformat => "unsupported_subformat",
-        }
-    }
+// Variant order is the enum's order (`Ord`: findings at one offset are listed by it).
+reason_codes! {
+    BackingFile => "backing_file",
+        "qcow2 backing file, differencing VHD, VHDX with a parent, VMDK delta (parentCID)";
+    Compressed => "compressed", "a compression or archive wrapper (gzip, xz, zstd, bzip2, zip, tar)";
+    Corrupt => "corrupt",
+        "header values inconsistent with each other or with the file: fields out of range, \
+         tables unaligned, overlapping or outside the file, data placed inside metadata, bad \
+         checksums, compressed data that does not inflate, bad VMDK marker or footer chain, a \
+         format's magic followed by garbage";
+    Dirty => "dirty", "VHDX log that must be replayed first";
+    DataFile => "data_file",
+        "qcow2 external data file (incompatible bit 2, raw-external bit or the extension)";
+    Empty => "empty", "less than one 512-byte sector";
+    Encrypted => "encrypted", "qcow2 encryption, LUKS";
+    ExternalExtent => "external_extent",
+        "a VMDK extent other than the file itself: FLAT/VMFS/ZERO extents, paths, several \
+         extents (CVE-2022-47951)";
+    FormatMismatch => "format_mismatch",
+        "detected ≠ declared; declared `raw` covers gpt/mbr disks, and safety checks still run \
+         on a \"raw\" that is something else (CVE-2024-40767)";
+    LimitExceeded => "limit_exceeded",
+        "consistent metadata larger than a configured or QEMU limit (L1 ≤ 32 MiB, refcount \
+         table ≤ 8 MiB, 65,536 snapshots, spill area, …)";
+    MultipleFormats => "multiple_formats",
+        "valid as two formats at once (e.g. ISO with a qcow2 header in its system area); \
+         ISO+GPT/MBR hybrids and fixed VHDs holding a partitioned disk are fine";
+    SizeCap => "size_cap", "virtual size above the cap (default 1 TiB)";
+    Truncated => "truncated", "the stream ends before data or metadata it references";
+    UnknownFeature => "unknown_feature",
+        "qcow2 incompatible feature bits or versions Sluice does not understand";
+    UnsupportedFormat => "unsupported_format",
+        "recognised but not ingested: QCOW v1, QED, VDI, VMDK3 (COWD)";
+    UnsupportedSubformat => "unsupported_subformat",
+        "VMDK createType missing or not monolithicSparse/streamOptimized";
 }
 
 impl fmt::Display for ReasonCode {
@@ -145,5 +158,52 @@ impl Report {
     /// Whether any reason carries `code`.
     pub fn has_reason(&self, code: ReasonCode) -> bool {
         self.reasons.iter().any(|r| r.code == code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// README's reason-code table, generated from [`ReasonCode::ALL`].
+    fn readme_table() -> String {
+        let mut t = String::from("| code | meaning |\n|---|---|\n");
+        for code in ReasonCode::ALL {
+            t.push_str(&format!("| `{}` | {} |\n", code.as_str(), code.meaning()));
+        }
+        t
+    }
+
+    #[test]
+    fn test_reason_code_names_match_serde() {
+        for code in ReasonCode::ALL {
+            let json = serde_json::to_string(code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+
+    /// The README's table is this crate's table; `UPDATE=1` rewrites it.
+    #[test]
+    fn test_reason_code_readme_table_matches_the_code() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let start = readme
+            .find("| code | meaning |")
+            .expect("README has the reason-code table");
+        let len = readme[start..]
+            .find("\n\n")
+            .expect("the table ends with a blank line")
+            + 1;
+        let table = readme_table();
+        if std::env::var_os("UPDATE").is_some() {
+            let updated = format!("{}{}{}", &readme[..start], table, &readme[start + len..]);
+            std::fs::write(path, updated).unwrap();
+            return;
+        }
+        assert_eq!(
+            &readme[start..start + len],
+            table,
+            "README's reason-code table differs from ReasonCode (UPDATE=1 regenerates it)"
+        );
     }
 }

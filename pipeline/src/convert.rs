@@ -25,6 +25,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use sluice_formats::is_zero;
 use sluice_formats::{
     ConvertError, ConvertLimits, ConvertSink, Converter, Format, Inspector, Limits, Progress,
     Reason, ReasonCode, Report, SinkError, Target, DECISION_STEP,
@@ -350,7 +351,7 @@ impl Run<'_> {
                 (format, conv)
             }
         };
-        if !same_disk(from, report.format) {
+        if !same_disk(from, report.format, self.target) {
             // The whole stream is another format than its first bytes showed.
             Converter::new(report.format, self.target, self.convert_limits)?;
             return Err(ConvertFailure::Image {
@@ -362,6 +363,13 @@ impl Run<'_> {
                 ),
             });
         }
+        // An ISO shows only at 32 KiB: converted as raw from its first bytes, it is named as
+        // what it is.
+        let from = if from == Format::Raw && report.format == Format::Iso {
+            Format::Iso
+        } else {
+            from
+        };
         let output_len = conv.finish(&mut sink)?;
         let spilled = sink.spilled();
         sink.finish(output_len)
@@ -388,23 +396,18 @@ impl Run<'_> {
     }
 }
 
-/// Whether two formats describe the same bytes for conversion: raw, GPT and MBR disks are
-/// all converted as raw.
-fn same_disk(a: Format, b: Format) -> bool {
-    let raw = |f: Format| matches!(f, Format::Raw | Format::Gpt | Format::Mbr);
+/// Whether two formats describe the same bytes for conversion to `target`: raw, GPT and MBR
+/// disks are all converted as raw, and so is an ISO to raw (identity).
+fn same_disk(a: Format, b: Format, target: Target) -> bool {
+    let raw = |f: Format| {
+        matches!(f, Format::Raw | Format::Gpt | Format::Mbr)
+            || (f == Format::Iso && target == Target::Raw)
+    };
     a == b || (raw(a) && raw(b))
 }
 
 fn len64(data: &[u8]) -> u64 {
     u64::try_from(data.len()).unwrap_or(u64::MAX)
-}
-
-fn is_zero(data: &[u8]) -> bool {
-    let mut words = data.chunks_exact(16);
-    let body = words
-        .by_ref()
-        .all(|w| u128::from_ne_bytes(w.try_into().unwrap_or([1; 16])) == 0);
-    body && words.remainder().iter().all(|b| *b == 0)
 }
 
 #[cfg(test)]
@@ -518,30 +521,6 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(&err, ConvertFailure::Refused(r) if r.has_reason(ReasonCode::Compressed)));
-        assert!(!out.exists());
-    }
-
-    #[test]
-    fn test_convert_reader_declared_iso_is_unsupported_after_first_step() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out.raw");
-        let err = convert_reader(
-            &[0u8; 4096][..],
-            Some(Format::Iso),
-            Target::Raw,
-            Limits::default(),
-            &ConvertLimits::default(),
-            &out,
-            4096,
-        )
-        .unwrap_err();
-        assert!(matches!(
-            err,
-            ConvertFailure::Image {
-                code: ReasonCode::UnsupportedFormat,
-                ..
-            }
-        ));
         assert!(!out.exists());
     }
 

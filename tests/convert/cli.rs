@@ -87,6 +87,44 @@ fn test_cli_convert_raw_file_to_raw_is_identical_and_sparse() {
     assert!(on_disk <= 1 << 20, "{on_disk} bytes allocated");
 }
 
+/// An ISO 9660 image of a small directory, made by genisoimage.
+fn genisoimage(dir: &Path) -> std::path::PathBuf {
+    let content = dir.join("content");
+    std::fs::create_dir_all(&content).expect("mkdir");
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(content.join("data.bin"), data).expect("writing the ISO's file");
+    let iso = dir.join("disc.iso");
+    run(
+        "genisoimage",
+        &["-quiet", "-J", "-R", "-o", arg(&iso), arg(&content)],
+    );
+    iso
+}
+
+#[test]
+fn test_cli_convert_iso_to_raw_declared_or_detected_is_identity() {
+    let dir = scratch();
+    let iso = genisoimage(dir.path());
+    for declared in [Some("iso"), None] {
+        let out_path = dir.path().join("out.raw");
+        let mut args = vec!["--json", "--to", "raw"];
+        if let Some(format) = declared {
+            args.extend(["--format", format]);
+        }
+        args.extend([arg(&iso), arg(&out_path)]);
+        let out = sluice_convert(&args, None);
+        assert_eq!(
+            code(&out),
+            EXIT_OK,
+            "declared {declared:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(json(&out)["from"], "iso", "declared {declared:?}");
+        assert!(read(&out_path) == read(&iso), "ISO → raw changed bytes");
+        std::fs::remove_file(&out_path).expect("removing the output");
+    }
+}
+
 #[test]
 fn test_cli_convert_stdin_to_raw_is_identical_with_summary() {
     let dir = scratch();

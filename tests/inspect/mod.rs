@@ -8,3 +8,4 @@ mod simple;
 mod vhd;
 pub(crate) mod vhdx;
 mod vmdk;
+mod vmdk_footer;

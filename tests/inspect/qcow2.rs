@@ -301,6 +301,43 @@ fn test_qcow2_l2_entry_into_header_cluster_is_rejected() {
 }
 
 #[test]
+fn test_qcow2_data_cluster_pointing_into_the_l1_table_is_corrupt() {
+    let dir = scratch();
+    let path = qcow2_with_data(dir.path(), "meta.qcow2", "", &[]);
+    let img = Qcow2Patch::open(&path);
+    let l2 = img.first_l2_table();
+    let l1 = img.get_u64(HDR_L1_TABLE_OFFSET);
+    // The first mapped guest cluster now reads the L1 table as its data.
+    let img = img.set_u64(l2, l1 | (1 << 63));
+    let report = assert_rejects(&img.bytes, Some(Format::Qcow2), ReasonCode::Corrupt);
+    assert!(message(&report, ReasonCode::Corrupt).contains("metadata"));
+}
+
+#[test]
+fn test_qcow2_compressed_cluster_that_does_not_inflate_is_corrupt_without_conversion() {
+    let dir = scratch();
+    let path = qcow2_with_data(dir.path(), "c.qcow2", "", &["-c"]);
+    let img = Qcow2Patch::open(&path);
+    assert_accepts_like_qemu(&path, Format::Qcow2, "qcow2");
+    let l2 = img.first_l2_table();
+    let word = img.get_u64(l2);
+    assert!(
+        word & L2E_COMPRESSED != 0,
+        "qemu-img -c compresses the first cluster"
+    );
+    let cluster_bits = u32::from_be_bytes(
+        img.bytes[HDR_CLUSTER_BITS..HDR_CLUSTER_BITS + 4]
+            .try_into()
+            .expect("4 bytes"),
+    );
+    let host = (word & ((1u64 << (70 - cluster_bits)) - 1)) as usize;
+    let mut img = img;
+    img.bytes[host..host + 64].fill(0xff);
+    let report = assert_rejects(&img.bytes, Some(Format::Qcow2), ReasonCode::Corrupt);
+    assert!(message(&report, ReasonCode::Corrupt).contains("does not inflate"));
+}
+
+#[test]
 fn test_qcow2_cut_in_half_is_truncated() {
     let dir = scratch();
     let path = qcow2_with_data(dir.path(), "t.qcow2", "", &[]);

@@ -4,9 +4,9 @@
 use crate::stream::{be_u32, be_u64};
 
 use super::limits::{
-    QCOW2_MAX_CLUSTER_BITS, QCOW2_MAX_L1_BYTES, QCOW2_MAX_REFCOUNT_ORDER,
-    QCOW2_MAX_REFCOUNT_TABLE_BYTES, QCOW2_MAX_SNAPSHOTS, QCOW2_MIN_CLUSTER_BITS,
-    QCOW2_MIN_EXTENDED_L2_CLUSTER_BITS,
+    QCOW2_MAX_CLUSTER_BITS, QCOW2_MAX_L1_BYTES, QCOW2_MAX_PLAUSIBLE_VERSION,
+    QCOW2_MAX_REFCOUNT_ORDER, QCOW2_MAX_REFCOUNT_TABLE_BYTES, QCOW2_MAX_SNAPSHOTS,
+    QCOW2_MIN_CLUSTER_BITS, QCOW2_MIN_EXTENDED_L2_CLUSTER_BITS,
 };
 
 /// `QFI\xfb`, shared by QCOW v1 and qcow2.
@@ -175,10 +175,74 @@ impl Qcow2Header {
         self.incompatible_features & incompat::EXTENDED_L2 != 0
     }
 
+    /// Whether the image stores its data in an external file (incompatible bit 2 or the
+    /// raw-external autoclear bit).
+    pub(crate) fn data_file_flagged(&self) -> bool {
+        self.incompatible_features & incompat::DATA_FILE != 0
+            || self.autoclear_features & AUTOCLEAR_DATA_FILE_RAW != 0
+    }
+
     /// The guest-visible size as `qemu-img info` reports it: QEMU keeps whole 512-byte sectors
     /// (`total_sectors = size / 512`), so a stored size of 1000 shows as 512.
     pub(crate) fn virtual_size(&self) -> u64 {
         self.size & !511
+    }
+}
+
+/// What captured header bytes hold, decided once for the inspector and the converter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Qcow2Kind {
+    /// No QCOW magic.
+    NotQcow,
+    /// Legacy QCOW version 1 (refused by both; the inspector reads its size).
+    V1,
+    /// A qcow2 v2 or v3 header, parsed (its fields still need [`check`]).
+    Qcow2(Box<Qcow2Header>),
+}
+
+/// Classifies the captured header `b` (all of [`QCOW2_HEADER_CAPTURE`] bytes, or fewer at end
+/// of stream): the magic, the version, and whether the header is whole.
+///
+/// # Errors
+/// A cut-short header (`truncated`, placed at end of stream), version 0 (`corrupt`), a
+/// version above 3 (`unknown_feature`).
+///
+/// [`QCOW2_HEADER_CAPTURE`]: super::limits::QCOW2_HEADER_CAPTURE
+pub(crate) fn classify(b: &[u8]) -> Result<Qcow2Kind, HeaderProblem> {
+    use crate::ReasonCode as R;
+    if !b.starts_with(&QCOW_MAGIC) {
+        return Ok(Qcow2Kind::NotQcow);
+    }
+    let short = || HeaderProblem {
+        code: R::Truncated,
+        at: u64::MAX,
+        message: format!(
+            "qcow2 header is cut short: the stream ends after {} bytes",
+            b.len()
+        ),
+    };
+    match be_u32(b, off::VERSION).ok_or_else(short)? {
+        1 => Ok(Qcow2Kind::V1),
+        2 | 3 => Qcow2Header::parse(b)
+            .map(|h| Qcow2Kind::Qcow2(Box::new(h)))
+            .ok_or_else(short),
+        0 => Err(problem(
+            R::Corrupt,
+            off::VERSION,
+            "qcow2 header has version 0".to_owned(),
+        )),
+        v if v <= QCOW2_MAX_PLAUSIBLE_VERSION => Err(problem(
+            R::UnknownFeature,
+            off::VERSION,
+            format!("qcow2 version {v} is newer than the versions 2 and 3 Sluice understands"),
+        )),
+        v => Err(problem(
+            R::Corrupt,
+            off::VERSION,
+            format!(
+                "qcow2 version {v} is no qcow2 version: the bytes after the magic are not a header"
+            ),
+        )),
     }
 }
 
@@ -370,7 +434,18 @@ pub(crate) fn check(h: &Qcow2Header) -> (Vec<HeaderProblem>, Option<Qcow2Layout>
         .saturating_add(u64::from(
             h.size.checked_rem(bytes_per_l1_entry).unwrap_or(0) != 0,
         ));
-    if l1_bytes > QCOW2_MAX_L1_BYTES {
+    if l1_bytes > QCOW2_MAX_L1_BYTES && needed.saturating_mul(8) <= QCOW2_MAX_L1_BYTES {
+        // Over QEMU's limit, but not because the disk is big: the header contradicts itself.
+        p.push(problem(
+            R::Corrupt,
+            off::L1_SIZE,
+            format!(
+                "qcow2 L1 table has {} entries, beyond QEMU's {QCOW2_MAX_L1_BYTES}-byte limit, \
+                 but the virtual size {} needs only {needed}",
+                h.l1_size, h.size
+            ),
+        ));
+    } else if l1_bytes > QCOW2_MAX_L1_BYTES {
         p.push(problem(
             R::LimitExceeded,
             off::L1_SIZE,
@@ -409,14 +484,15 @@ pub(crate) fn check(h: &Qcow2Header) -> (Vec<HeaderProblem>, Option<Qcow2Layout>
             "qcow2 image has no refcount table (refcount_table_clusters is 0)".to_owned(),
         ));
     } else if rt_bytes > QCOW2_MAX_REFCOUNT_TABLE_BYTES {
-        p.push(problem(
-            R::LimitExceeded,
-            off::REFCOUNT_TABLE_CLUSTERS,
-            format!(
-                "qcow2 refcount table of {} clusters exceeds QEMU's {QCOW2_MAX_REFCOUNT_TABLE_BYTES}-byte limit",
-                h.refcount_table_clusters
+        tables.over_limit.push(OverLimit {
+            field: off::REFCOUNT_TABLE_CLUSTERS as u64,
+            end: h.refcount_table_offset.saturating_add(rt_bytes),
+            what: format!(
+                "qcow2 refcount table of {} clusters at {:#x}",
+                h.refcount_table_clusters, h.refcount_table_offset
             ),
-        ));
+            limit: format!("QEMU's {QCOW2_MAX_REFCOUNT_TABLE_BYTES}-byte limit"),
+        });
     } else if let Some(problem) = table_placement(
         &layout,
         "refcount table",
@@ -431,14 +507,17 @@ pub(crate) fn check(h: &Qcow2Header) -> (Vec<HeaderProblem>, Option<Qcow2Layout>
 
     // Snapshot table: entries are variable-length, at least 40 bytes each.
     if h.nb_snapshots > QCOW2_MAX_SNAPSHOTS {
-        p.push(problem(
-            R::LimitExceeded,
-            off::NB_SNAPSHOTS,
-            format!(
-                "qcow2 image has {} snapshots, above QEMU's limit of {QCOW2_MAX_SNAPSHOTS}",
-                h.nb_snapshots
+        tables.over_limit.push(OverLimit {
+            field: off::NB_SNAPSHOTS as u64,
+            end: h
+                .snapshots_offset
+                .saturating_add(u64::from(h.nb_snapshots).saturating_mul(40)),
+            what: format!(
+                "qcow2 table of {} snapshots at {:#x}",
+                h.nb_snapshots, h.snapshots_offset
             ),
-        ));
+            limit: format!("QEMU's limit of {QCOW2_MAX_SNAPSHOTS} snapshots"),
+        });
     } else if let Some(problem) = table_placement(
         &layout,
         "snapshot table",
@@ -455,14 +534,31 @@ pub(crate) fn check(h: &Qcow2Header) -> (Vec<HeaderProblem>, Option<Qcow2Layout>
 }
 
 /// The tables whose header fields passed their checks: `(offset, entries)`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct TableChecks {
+    /// Tables above a QEMU limit whose verdict waits for the file's length: within the file
+    /// the image is consistent but too big (`limit_exceeded`); past its end the header
+    /// contradicts the file (`corrupt`).
+    pub(crate) over_limit: Vec<OverLimit>,
     /// Active L1 table: offset and entries.
     pub(crate) l1: Option<(u64, u64)>,
     /// Refcount table: offset and entries.
     pub(crate) refcount: Option<(u64, u64)>,
     /// Snapshot table: offset and number of snapshots.
     pub(crate) snapshots: Option<(u64, u32)>,
+}
+
+/// A table above a limit, judged once the stream reaches its end or ends before it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct OverLimit {
+    /// Header offset of the field at fault.
+    pub(crate) field: u64,
+    /// The byte after the table's last byte.
+    pub(crate) end: u64,
+    /// The table, for messages ("qcow2 refcount table of 4096 clusters at 0x1000").
+    pub(crate) what: String,
+    /// The limit it is above, for messages.
+    pub(crate) limit: String,
 }
 
 /// A table must start on a cluster boundary, outside the header cluster when it is not

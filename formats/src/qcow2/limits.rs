@@ -2,6 +2,11 @@
 //! limits (`block/qcow2.h`): an image beyond them does not open in QEMU, so refusing it costs
 //! nothing and keeps the probe's work bounded independently of the file size.
 
+/// Highest version read as a future qcow2 (`unknown_feature`) rather than garbage after the
+/// magic (`corrupt`): QEMU has used versions 1 to 3 in twenty years, so a version above 15 is
+/// not a format QEMU will write but bytes that merely start with `QFI\xfb`.
+pub(crate) const QCOW2_MAX_PLAUSIBLE_VERSION: u32 = 15;
+
 /// Smallest cluster: 512 bytes (QEMU's `MIN_CLUSTER_BITS`).
 pub(crate) const QCOW2_MIN_CLUSTER_BITS: u32 = 9;
 

@@ -2,15 +2,15 @@
 //! name, the refcount table, the active L1 table, the L2 tables it references, and the
 //! snapshot table; and the furthest byte all of them reference.
 
-use crate::stream::{be_u64, Capture, EntryScanner, TableQueue};
+use crate::stream::{be_u64, u64_of, Capture, EntryScanner, TableQueue};
 use crate::ReasonCode;
 
+use super::clusters::ClusterMap;
+use super::compressed::CompressedCheck;
 use super::display_name;
 use super::extensions::Qcow2ExtensionWalker;
-use super::header::{
-    self, check, incompat, off, Qcow2Header, Qcow2Layout, AUTOCLEAR_DATA_FILE_RAW,
-    QCOW2_V3_MIN_HEADER_LEN,
-};
+use super::header::{self, check, off, OverLimit, Qcow2Header, Qcow2Layout};
+use super::header::{COMPRESSION_ZSTD, QCOW2_V3_MIN_HEADER_LEN};
 use super::limits::{QCOW2_HEADER_CAPTURE, QCOW2_MAX_BACKING_FILE_NAME, QCOW2_MAX_L1_BYTES};
 use super::snapshots::{Qcow2SnapshotWalker, SnapshotEvent};
 use crate::probe::PlacedFindings;
@@ -106,6 +106,12 @@ pub(crate) struct Qcow2Walk {
     l2_limit_hit: bool,
     max_tracked_tables: usize,
     furthest: Option<(u64, Referrer)>,
+    /// Which host clusters hold metadata and which data (checked at end of stream).
+    clusters: ClusterMap,
+    /// Compressed clusters inflated as they stream past (when enabled).
+    compressed: Option<CompressedCheck>,
+    /// Tables above a limit, waiting for the stream to reach their end (see [`OverLimit`]).
+    over_limit: Vec<OverLimit>,
 }
 
 impl Qcow2Walk {
@@ -114,6 +120,7 @@ impl Qcow2Walk {
     pub(crate) fn new(
         h: &Qcow2Header,
         max_tracked_tables: usize,
+        verify_compressed: bool,
         findings: &mut PlacedFindings,
     ) -> Option<Self> {
         let (problems, layout, tables) = check(h);
@@ -123,8 +130,7 @@ impl Qcow2Walk {
         let layout = layout?;
         let cs = layout.cluster_size;
 
-        let data_file_flagged = h.incompatible_features & incompat::DATA_FILE != 0
-            || h.autoclear_features & AUTOCLEAR_DATA_FILE_RAW != 0;
+        let data_file_flagged = h.data_file_flagged();
 
         // Extensions run from the end of the header to the backing file name or the end of
         // cluster 0; a v3 header of bad length has no trustworthy start.
@@ -160,8 +166,16 @@ impl Qcow2Walk {
             l2_limit_hit: false,
             max_tracked_tables,
             furthest: None,
+            clusters: ClusterMap::new(layout.cluster_bits),
+            compressed: if verify_compressed {
+                CompressedCheck::new(cs, h.compression_type == COMPRESSION_ZSTD)
+            } else {
+                None
+            },
+            over_limit: tables.over_limit,
         };
         walk.reach(cs, Referrer::HeaderCluster);
+        walk.clusters.mark_meta(0, cs);
         if let Some((offset, entries)) = tables.l1 {
             walk.l1 = EntryScanner::new(offset, entries).map(|s| (offset, s));
             walk.reach_table("L1 table", offset, entries.saturating_mul(8));
@@ -197,6 +211,11 @@ impl Qcow2Walk {
             || self.l1.as_ref().is_some_and(|(_, s)| !s.is_done(pos))
             || self.snapshots.as_ref().is_some_and(|(_, s)| !s.is_done())
             || l2_pending > 0
+            || !self.over_limit.is_empty()
+            || self
+                .compressed
+                .as_ref()
+                .is_some_and(CompressedCheck::is_pending)
     }
 
     /// Feeds stream bytes to every walker.
@@ -228,6 +247,22 @@ impl Qcow2Walk {
         self.feed_l1(pos, data, findings);
         self.feed_snapshots(pos, data, findings);
         self.feed_l2(pos, data, findings);
+        if let Some(check) = &mut self.compressed {
+            check.feed(pos, data, findings);
+        }
+        let reached = pos.saturating_add(u64_of(data.len()));
+        self.over_limit.retain(|t| {
+            if t.end > reached {
+                return true;
+            }
+            // The file holds the table: consistent, but above the limit.
+            findings.push(
+                ReasonCode::LimitExceeded,
+                t.field,
+                format!("{} exceeds {}", t.what, t.limit),
+            );
+            false
+        });
     }
 
     /// End of stream at `len` bytes: report what is still owed and whether the image is
@@ -235,6 +270,30 @@ impl Qcow2Walk {
     pub(crate) fn finish(&mut self, len: u64, findings: &mut PlacedFindings) {
         if !self.extensions_reported {
             self.report_extensions(findings);
+        }
+        if let Some(check) = &mut self.compressed {
+            check.finish(len, findings);
+        }
+        if let Some(cluster) = self.clusters.first_conflict() {
+            findings.push(
+                ReasonCode::Corrupt,
+                cluster,
+                format!(
+                    "qcow2 host cluster at {cluster:#x} holds both metadata and guest data: an \
+                     L2 entry points data into the image's header, tables or refcount blocks"
+                ),
+            );
+        }
+        for t in self.over_limit.drain(..) {
+            // The header claims more than the file holds: the header is wrong, not big.
+            findings.push(
+                ReasonCode::Corrupt,
+                t.field,
+                format!(
+                    "{} would end at byte {} but the file ends at {len}",
+                    t.what, t.end
+                ),
+            );
         }
         if let Some(cap) = self.backing_name.take() {
             findings.push(
@@ -279,6 +338,8 @@ impl Qcow2Walk {
     }
 
     fn reach_table(&mut self, what: &'static str, offset: u64, bytes: u64) {
+        self.clusters
+            .mark_meta(offset, offset.saturating_add(bytes));
         self.reach(
             offset.saturating_add(bytes),
             Referrer::Table { what, offset },
@@ -325,6 +386,7 @@ impl Qcow2Walk {
             refcount,
             layout,
             furthest,
+            clusters,
             ..
         } = self;
         let Some((table, scanner)) = refcount else {
@@ -343,7 +405,9 @@ impl Qcow2Walk {
                     index,
                     offset: block,
                 };
-                reach(furthest, block.saturating_add(layout.cluster_size), who);
+                let end = block.saturating_add(layout.cluster_size);
+                clusters.mark_meta(block, end);
+                reach(furthest, end, who);
             } else {
                 findings.push_with(ReasonCode::Corrupt, at, || {
                     format!(
@@ -361,6 +425,7 @@ impl Qcow2Walk {
             l2,
             l2_limit_hit,
             furthest,
+            clusters,
             layout,
             max_tracked_tables,
             ..
@@ -399,6 +464,7 @@ impl Qcow2Walk {
                 l1_index: index,
                 offset: table,
             };
+            clusters.mark_meta(table, end);
             reach(furthest, end, who);
             if *l2_limit_hit {
                 return;
@@ -425,6 +491,7 @@ impl Qcow2Walk {
             snapshots,
             layout,
             furthest,
+            clusters,
             ..
         } = self;
         let Some((table, walker)) = snapshots else {
@@ -450,7 +517,9 @@ impl Qcow2Walk {
                             snapshot: s.index,
                             offset: s.l1_table_offset,
                         };
-                        reach(furthest, s.l1_table_offset.saturating_add(bytes), who);
+                        let end = s.l1_table_offset.saturating_add(bytes);
+                        clusters.mark_meta(s.l1_table_offset, end);
+                        reach(furthest, end, who);
                     }
                     None => {}
                 }
@@ -460,6 +529,7 @@ impl Qcow2Walk {
                     what: "snapshot table",
                     offset: table,
                 };
+                clusters.mark_meta(table, end);
                 reach(furthest, end, who);
             }
             SnapshotEvent::Bad(at, code, message) => findings.push(code, at, message),
@@ -471,10 +541,36 @@ impl Qcow2Walk {
             l2,
             layout,
             furthest,
+            clusters,
+            compressed,
             ..
         } = self;
         let layout = *layout;
-        let mut note = |end: u64, who: Referrer| reach(furthest, end, who);
+        let entry_size: u64 = if layout.extended_l2 { 16 } else { 8 };
+        let mut note = |start: u64, end: u64, who: Referrer, findings: &mut PlacedFindings| {
+            clusters.mark_data(start, end);
+            reach(furthest, end, who);
+            if let (
+                Referrer::Data {
+                    table,
+                    index,
+                    compressed: true,
+                },
+                Some(check),
+            ) = (who, compressed.as_mut())
+            {
+                // `end` is one past the first byte of the extent's last sector.
+                let at = table.saturating_add(index.saturating_mul(entry_size));
+                let sector_end = end.saturating_sub(1).saturating_add(SECTOR);
+                check.note(
+                    at,
+                    at.saturating_add(entry_size),
+                    start,
+                    sector_end,
+                    findings,
+                );
+            }
+        };
         match l2 {
             L2Queue::Standard(q) => q.feed(pos, data, |table, index, entry| {
                 let word = u64::from_be_bytes(*entry);
@@ -514,7 +610,7 @@ fn check_l2_entry(
     word: u64,
     bitmap: Option<u64>,
     findings: &mut PlacedFindings,
-    note: &mut impl FnMut(u64, Referrer),
+    note: &mut impl FnMut(u64, u64, Referrer, &mut PlacedFindings),
 ) {
     let entry_size: u64 = if bitmap.is_some() { 16 } else { 8 };
     let at = table.saturating_add(index.saturating_mul(entry_size));
@@ -549,12 +645,14 @@ fn check_l2_entry(
             .saturating_mul(SECTOR)
             .saturating_add(1);
         note(
+            host,
             end,
             Referrer::Data {
                 table,
                 index,
                 compressed: true,
             },
+            findings,
         );
         return;
     }
@@ -608,12 +706,14 @@ fn check_l2_entry(
         None => cs,
     };
     note(
+        cluster,
         cluster.saturating_add(used),
         Referrer::Data {
             table,
             index,
             compressed: false,
         },
+        findings,
     );
 }
 

@@ -41,6 +41,8 @@ const DATA_AT: u64 = 5 * CS;
 const IMAGE_LEN: u64 = 6 * CS;
 /// L2 entry bit 63: refcount is exactly one.
 const COPIED: u64 = 1 << 63;
+/// L2 entry bit 62: the cluster is compressed.
+const L2E_COMPRESSED_BIT: u64 = 1 << 62;
 
 impl Default for TestHeader {
     fn default() -> Self {
@@ -361,6 +363,27 @@ fn test_qcow2_version_4_is_unknown_feature_and_version_0_corrupt() {
 }
 
 #[test]
+fn test_qcow2_magic_then_garbage_is_corrupt() {
+    // A deterministic xorshift fill after the magic: what a damaged or forged file holds.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for seed in 0..32u64 {
+        let mut bytes = b"QFI\xfb".to_vec();
+        x ^= seed;
+        while bytes.len() < 64 << 10 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            bytes.extend_from_slice(&x.to_le_bytes());
+        }
+        let report = inspect(&bytes);
+        assert!(
+            report.reasons.first().map(|r| r.code) == Some(ReasonCode::Corrupt),
+            "seed {seed}: {:?}",
+            report.reasons
+        );
+    }
+}
+#[test]
 fn test_qcow2_bad_header_length_is_corrupt() {
     for header_length in [100, 108, 8192] {
         let img = TestImage::new(&TestHeader {
@@ -394,17 +417,31 @@ fn test_qcow2_refcount_order_7_is_corrupt() {
 }
 
 #[test]
-fn test_qcow2_huge_l1_size_is_limit_exceeded_without_allocating() {
+fn test_qcow2_huge_l1_size_beyond_what_the_size_needs_is_corrupt_without_allocating() {
     // Found by reasoning: l1_size u32::MAX is 32 GiB of L1 table; 8 * l1_size overflows u32.
-    // The header check refuses it before any scanner is built.
+    // The header check refuses it before any scanner is built. A 1 MiB disk needs one entry:
+    // the header contradicts itself (corrupt), it is not a big image (limit_exceeded).
     let img = TestImage::new(&TestHeader {
         l1_size: u32::MAX,
         ..TestHeader::default()
     });
     let report = assert_same_in_chunks(&img.bytes);
-    assert!(reason(&report, ReasonCode::LimitExceeded).contains("L1 table"));
+    assert!(reason(&report, ReasonCode::Corrupt).contains("L1 table"));
+    assert!(!report.has_reason(ReasonCode::LimitExceeded));
 }
 
+#[test]
+fn test_qcow2_l1_over_limit_that_the_size_needs_is_limit_exceeded() {
+    // 4 KiB clusters: one L1 entry maps 2 MiB, so 16 TiB needs 8 Mi entries (64 MiB of L1).
+    let img = TestImage::new(&TestHeader {
+        size: 16 << 40,
+        l1_size: 8 << 20,
+        ..TestHeader::default()
+    });
+    let report = assert_same_in_chunks(&img.bytes);
+    assert!(reason(&report, ReasonCode::LimitExceeded).contains("L1 table"));
+    assert!(!report.has_reason(ReasonCode::Corrupt));
+}
 #[test]
 fn test_qcow2_size_u64_max_does_not_overflow() {
     // Found by reasoning: ceil(size / bytes_per_l1_entry) written as (size + n - 1) / n
@@ -440,24 +477,52 @@ fn test_qcow2_l1_offset_in_header_cluster_is_corrupt() {
 }
 
 #[test]
-fn test_qcow2_refcount_table_over_limit_is_limit_exceeded() {
+fn test_qcow2_refcount_table_beyond_the_file_is_corrupt() {
+    // 4096 clusters of 4 KiB: a 16 MiB table in a 24 KiB file.
     let img = TestImage::new(&TestHeader {
         refcount_table_clusters: 4096,
         ..TestHeader::default()
     });
-    assert!(inspect(&img.bytes).has_reason(ReasonCode::LimitExceeded));
+    let report = assert_same_in_chunks(&img.bytes);
+    assert!(reason(&report, ReasonCode::Corrupt).contains("refcount table"));
+    assert!(!report.has_reason(ReasonCode::LimitExceeded));
 }
 
 #[test]
-fn test_qcow2_too_many_snapshots_is_limit_exceeded() {
+fn test_qcow2_refcount_table_over_limit_inside_the_file_is_limit_exceeded() {
+    let mut img = TestImage::new(&TestHeader {
+        refcount_table_clusters: 4096,
+        ..TestHeader::default()
+    });
+    img.write(REFTABLE_AT + (16 << 20), &[0u8; 4096]);
+    let report = inspect(&img.bytes);
+    assert!(reason(&report, ReasonCode::LimitExceeded).contains("refcount table"));
+    assert!(!report.has_reason(ReasonCode::Corrupt));
+}
+#[test]
+fn test_qcow2_snapshot_count_beyond_the_file_is_corrupt() {
     let img = TestImage::new(&TestHeader {
         nb_snapshots: 65_537,
         snapshots_offset: 6 * CS,
         ..TestHeader::default()
     });
-    assert!(inspect(&img.bytes).has_reason(ReasonCode::LimitExceeded));
+    let report = assert_same_in_chunks(&img.bytes);
+    assert!(reason(&report, ReasonCode::Corrupt).contains("snapshot"));
+    assert!(!report.has_reason(ReasonCode::LimitExceeded));
 }
 
+#[test]
+fn test_qcow2_too_many_snapshots_inside_the_file_is_limit_exceeded() {
+    let mut img = TestImage::new(&TestHeader {
+        nb_snapshots: 65_537,
+        snapshots_offset: 6 * CS,
+        ..TestHeader::default()
+    });
+    img.write(6 * CS + 65_537 * 40, &[0u8; 512]);
+    let report = inspect(&img.bytes);
+    assert!(reason(&report, ReasonCode::LimitExceeded).contains("snapshots"));
+    assert!(!report.has_reason(ReasonCode::Corrupt));
+}
 #[test]
 fn test_qcow2_snapshot_extra_data_over_limit_is_corrupt() {
     let mut img = TestImage::new(&TestHeader {
@@ -517,6 +582,123 @@ fn test_qcow2_unaligned_data_cluster_is_corrupt() {
 }
 
 #[test]
+fn test_qcow2_data_cluster_inside_metadata_is_corrupt() {
+    // Found by the issue: L2 entries pointing guest data into the image's own metadata.
+    for target in [REFTABLE_AT, REFBLOCK_AT, L1_AT, L2_AT] {
+        let mut img = TestImage::new(&TestHeader::default());
+        img.put(L2_AT + 8, target | COPIED);
+        let report = assert_same_in_chunks(&img.bytes);
+        assert!(
+            reason(&report, ReasonCode::Corrupt).contains("metadata"),
+            "data at {target:#x}: {:?}",
+            report.reasons
+        );
+    }
+}
+
+#[test]
+fn test_qcow2_data_cluster_inside_snapshot_table_is_corrupt() {
+    let mut img = TestImage::new(&TestHeader {
+        nb_snapshots: 1,
+        snapshots_offset: 6 * CS,
+        ..TestHeader::default()
+    });
+    let mut entry = [0u8; 40];
+    put64(&mut entry, 0, L1_AT);
+    put32(&mut entry, 8, 1);
+    img.write(6 * CS, &entry).write(7 * CS - 8, &[0u8; 8]);
+    img.put(L2_AT + 8, (6 * CS) | COPIED);
+    let report = assert_same_in_chunks(&img.bytes);
+    assert!(reason(&report, ReasonCode::Corrupt).contains("metadata"));
+}
+
+#[test]
+fn test_qcow2_compressed_data_inside_the_l1_table_is_corrupt() {
+    // 4 KiB clusters: x = 62 - 4 = 58 bits of host offset; one 512-byte sector (count 0).
+    let mut img = TestImage::new(&TestHeader::default());
+    img.put(L2_AT + 8, L2E_COMPRESSED_BIT | (L1_AT + 512));
+    let report = assert_same_in_chunks(&img.bytes);
+    assert!(reason(&report, ReasonCode::Corrupt).contains("metadata"));
+}
+
+#[test]
+fn test_qcow2_data_clusters_outside_metadata_are_accepted() {
+    let mut img = TestImage::new(&TestHeader::default());
+    img.put(L2_AT + 8, (6 * CS) | COPIED)
+        .write(7 * CS - 8, &[1u8; 8]);
+    let report = assert_same_in_chunks(&img.bytes);
+    assert!(report.is_accepted(), "{:?}", report.reasons);
+}
+
+/// The L2 entry of compressed data at `host`, `len` bytes long (4 KiB clusters: the host
+/// offset takes bits 0..58, the additional sector count the bits above).
+fn compressed_entry(host: u64, len: u64) -> u64 {
+    let sectors = (host + len - 1) / 512 - host / 512;
+    L2E_COMPRESSED_BIT | (sectors << 58) | host
+}
+
+/// One 4 KiB cluster as raw deflate, the way QEMU compresses it.
+fn deflated_cluster(fill: u8) -> Vec<u8> {
+    use std::io::Write;
+    let cluster: Vec<u8> = (0..CS as usize).map(|i| fill ^ (i % 7) as u8).collect();
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(&cluster).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn test_qcow2_compressed_clusters_that_inflate_are_accepted() {
+    // Two extents packed back to back: the second starts in the first one's last sector.
+    let (a, b) = (deflated_cluster(1), deflated_cluster(2));
+    let mut img = TestImage::new(&TestHeader::default());
+    img.write(DATA_AT, &a).write(DATA_AT + a.len() as u64, &b);
+    img.put(L2_AT, compressed_entry(DATA_AT, a.len() as u64));
+    img.put(
+        L2_AT + 8,
+        compressed_entry(DATA_AT + a.len() as u64, b.len() as u64),
+    );
+    let report = assert_same_in_chunks(&img.bytes);
+    assert!(report.is_accepted(), "{:?}", report.reasons);
+}
+
+#[test]
+fn test_qcow2_compressed_cluster_that_does_not_inflate_is_corrupt() {
+    // Found by the issue: accepted when no conversion was asked for.
+    let good = deflated_cluster(1);
+    for damage in [0usize, 5, good.len() - 1] {
+        let mut bad = good.clone();
+        bad[damage] ^= 0x5a;
+        let mut img = TestImage::new(&TestHeader::default());
+        img.write(DATA_AT, &good)
+            .write(DATA_AT + good.len() as u64, &bad);
+        img.put(L2_AT, compressed_entry(DATA_AT, good.len() as u64));
+        img.put(
+            L2_AT + 8,
+            compressed_entry(DATA_AT + good.len() as u64, bad.len() as u64),
+        );
+        let report = assert_same_in_chunks(&img.bytes);
+        assert!(
+            reason(&report, ReasonCode::Corrupt).contains("does not inflate"),
+            "damage at {damage}: {:?}",
+            report.reasons
+        );
+    }
+}
+
+#[test]
+fn test_qcow2_compressed_check_can_be_turned_off() {
+    let mut img = TestImage::new(&TestHeader::default());
+    img.write(DATA_AT, &[0xffu8; 600]);
+    img.put(L2_AT, compressed_entry(DATA_AT, 600));
+    let limits = Limits {
+        verify_compressed_clusters: false,
+        ..Limits::default()
+    };
+    assert!(inspect_with(&img.bytes, limits).is_accepted());
+    assert!(inspect(&img.bytes).has_reason(ReasonCode::Corrupt));
+}
+
+#[test]
 fn test_qcow2_compressed_cluster_in_header_is_corrupt() {
     let mut img = TestImage::new(&TestHeader::default());
     // Compressed descriptor: bit 62, host offset 0x100.
@@ -536,8 +718,15 @@ fn test_qcow2_compressed_extent_past_end_is_truncated() {
     let report = assert_same_in_chunks(&img.bytes[..cut as usize]);
     let msg = reason(&report, ReasonCode::Truncated);
     assert!(msg.contains("compressed data up to 22017"), "{msg}");
+    // One byte of the last sector is enough to be whole (the zeros there are no deflate
+    // stream, which the compressed-cluster check reports).
     let whole = inspect(&img.bytes[..(cut + 1) as usize]);
-    assert!(whole.is_accepted(), "{:?}", whole.reasons);
+    assert!(
+        !whole.has_reason(ReasonCode::Truncated),
+        "{:?}",
+        whole.reasons
+    );
+    assert!(reason(&whole, ReasonCode::Corrupt).contains("does not inflate"));
 }
 
 #[test]

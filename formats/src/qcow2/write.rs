@@ -27,7 +27,9 @@
 //! an image of the length rounded up to the next 512 (qemu counts raw images in sectors): so
 //! does this writer, and the tail of the last sector reads as zeros.
 
-use crate::convert::{ConvertError, ConvertLimits, ConvertSink, FormatConverter};
+use crate::is_zero;
+use crate::support::converter::{ConvertError, ConvertLimits, FormatConverter};
+use crate::support::sink::ConvertSink;
 use crate::ReasonCode;
 
 /// log2 of the output's cluster size: 64 KiB, qemu-img's default.
@@ -413,15 +415,6 @@ fn qcow2_header(
     Ok(h)
 }
 
-/// Whether every byte is zero (word-wise; the compiler vectorises it).
-fn is_zero(data: &[u8]) -> bool {
-    let mut words = data.chunks_exact(16);
-    let body = words
-        .by_ref()
-        .all(|w| u128::from_ne_bytes(w.try_into().unwrap_or([1; 16])) == 0);
-    body && words.remainder().iter().all(|b| *b == 0)
-}
-
 /// A broken invariant of this writer (never the input's fault).
 fn internal(what: &str) -> ConvertError {
     ConvertError::image(
@@ -646,17 +639,5 @@ mod tests {
         assert!(report.is_accepted(), "{:?}", report.reasons);
         assert!(matches!(report.format, Format::Qcow2));
         assert_eq!(report.virtual_size, Some(300_032));
-    }
-
-    #[test]
-    fn test_qcow2_write_is_zero_checks_every_byte() {
-        let mut v = vec![0u8; 100];
-        assert!(is_zero(&v));
-        v[99] = 1;
-        assert!(!is_zero(&v));
-        v[99] = 0;
-        v[3] = 1;
-        assert!(!is_zero(&v));
-        assert!(is_zero(&[]));
     }
 }

@@ -16,22 +16,23 @@
 //!   limit is hit) depends only on the bytes.
 //!
 //! Memory: 512 bytes held back, a 1024-byte dynamic header, and the
-//! [`Placer`](crate::vmdk::convert::Placer)'s bound: at most `max_tracked_entries` blocks
+//! [`Placer`](crate::support::placer::Placer)'s bound: at most `max_tracked_entries` blocks
 //! pending. Spill: only the bytes where a block may lie before the BAT, between the footer
 //! copy and the dynamic header and between the dynamic header and the BAT, at most
 //! `max_spill_bytes` (none for qemu's and Hyper-V's layouts, where they are adjacent).
 
-use super::{
+use super::header::{
     dyn_header, vhd_virtual_size, VhdDiskType, VhdFooter, VHD_BAT_UNALLOCATED,
     VHD_DYN_HEADER_COOKIE, VHD_DYN_HEADER_LEN, VHD_DYN_HEADER_LEN_U64, VHD_FOOTER_LEN,
     VHD_FOOTER_LEN_U64, VHD_MAX_BLOCK_SIZE, VHD_MAX_SECTORS, VHD_MAX_TABLE_ENTRIES,
     VHD_MIN_BLOCK_SIZE, VHD_SECTOR,
 };
-use crate::convert::{corrupt, truncated};
-use crate::convert::{ConvertError, ConvertLimits, ConvertSink, FormatConverter};
 use crate::stream::u64_of;
 use crate::stream::{be_u32, be_u64, slice_at, Capture, EntryScanner};
-use crate::vmdk::convert::{write_nonzero, Placer};
+use crate::support::converter::{corrupt, truncated};
+use crate::support::converter::{ConvertError, ConvertLimits, FormatConverter};
+use crate::support::placer::{write_nonzero, Placer};
+use crate::support::sink::ConvertSink;
 use crate::ReasonCode;
 
 /// The vhd to raw converter.
@@ -454,7 +455,7 @@ impl VhdDynamic {
 #[cfg(test)]
 #[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 mod tests {
-    use super::super::{footer, VHD_FOOTER_COOKIE};
+    use super::super::header::{footer, VHD_FOOTER_COOKIE};
     use super::*;
     use crate::convert::{assert_convert_chunking_invariant, convert_chunked, Target};
     use crate::Format;

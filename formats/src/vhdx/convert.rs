@@ -29,16 +29,18 @@
 //! before the whole BAT and the metadata region are read, at most `max_spill_bytes` (then
 //! `limit_exceeded`); none for qemu's and Hyper-V's layouts (blocks after all metadata).
 
-use super::{
-    state, VhdxProbe, VhdxState, VHDX_BAT_OFFSET_MASK, VHDX_BAT_STATE_MASK,
-    VHDX_HEADER_SECTION_END, VHDX_SECTORS_PER_BITMAP,
+use super::header::{
+    state, VHDX_BAT_OFFSET_MASK, VHDX_BAT_STATE_MASK, VHDX_HEADER_SECTION_END,
+    VHDX_SECTORS_PER_BITMAP,
 };
-use crate::convert::{corrupt, truncated};
-use crate::convert::{ConvertError, ConvertLimits, ConvertSink, FormatConverter};
+use super::inspect::{VhdxProbe, VhdxState};
 use crate::probe::Probe;
 use crate::stream::u64_of;
 use crate::stream::{le_u32, slice_at, EntryScanner};
-use crate::vmdk::convert::Placer;
+use crate::support::converter::{corrupt, truncated};
+use crate::support::converter::{ConvertError, ConvertLimits, FormatConverter};
+use crate::support::placer::Placer;
+use crate::support::sink::ConvertSink;
 use crate::{Limits, ReasonCode};
 
 /// The vhdx to raw converter.
@@ -400,8 +402,8 @@ impl FormatConverter for VhdxConverter {
 #[cfg(test)]
 #[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 mod tests {
-    use super::super::{
-        header, metadata, region, VHDX_BAT_GUID, VHDX_CRC, VHDX_FILE_PARAMETERS_GUID,
+    use super::super::header::{
+        head, metadata, region, VHDX_BAT_GUID, VHDX_CRC, VHDX_FILE_PARAMETERS_GUID,
         VHDX_HEADER_LEN, VHDX_HEADER_OFFSETS, VHDX_LOGICAL_SECTOR_SIZE_GUID, VHDX_METADATA_GUID,
         VHDX_PAGE83_GUID, VHDX_PHYSICAL_SECTOR_SIZE_GUID, VHDX_REGION_TABLE_OFFSETS,
         VHDX_SIGNATURE, VHDX_TABLE_LEN, VHDX_VIRTUAL_DISK_SIZE_GUID,
@@ -441,9 +443,9 @@ mod tests {
             for (i, at) in VHDX_HEADER_OFFSETS.iter().enumerate() {
                 let h = &mut img[*at as usize..*at as usize + VHDX_HEADER_LEN];
                 h[..4].copy_from_slice(b"head");
-                h[header::SEQUENCE_NUMBER..][..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
-                h[header::VERSION..][..2].copy_from_slice(&1u16.to_le_bytes());
-                seal(h, header::CHECKSUM);
+                h[head::SEQUENCE_NUMBER..][..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+                h[head::VERSION..][..2].copy_from_slice(&1u16.to_le_bytes());
+                seal(h, head::CHECKSUM);
             }
             for at in VHDX_REGION_TABLE_OFFSETS {
                 let t = &mut img[at as usize..at as usize + VHDX_TABLE_LEN];

@@ -44,6 +44,11 @@ pub(crate) const VMDK_MAX_GTES_PER_GT: u64 = 512;
 /// 8 TiB with the smallest grains.
 pub(crate) const VMDK_MAX_GD_ENTRIES: u64 = 32 << 20;
 
+/// Highest version read as a future VMDK (`unsupported_format`) rather than garbage after the
+/// magic (`corrupt`): VMware has used versions 1 to 3 of the sparse extent, so a version above
+/// 15 is not a format VMware will write but bytes that merely start with `KDMV`.
+const VMDK_MAX_PLAUSIBLE_VERSION: u32 = 15;
+
 /// Largest embedded descriptor in sectors: QEMU and oslo.utils read at most 1 MiB − 1 bytes
 /// of descriptor, so 2047 whole sectors.
 pub(crate) const VMDK_MAX_DESCRIPTOR_SECTORS: u64 = ((1 << 20) - 1) / SECTOR;
@@ -181,10 +186,16 @@ impl VmdkHeader {
         match self.version {
             1..=3 => {}
             0 => return corrupt("VMDK sparse extent has version 0".into()),
-            v => {
+            v if v <= VMDK_MAX_PLAUSIBLE_VERSION => {
                 return Err((
                     ReasonCode::UnsupportedFormat,
                     format!("VMDK sparse extent version {v} is not supported (only 1 to 3)"),
+                ))
+            }
+            v => {
+                return corrupt(format!(
+                    "VMDK sparse extent version {v} is no VMDK version: the bytes after the \
+                     magic are not a header"
                 ))
             }
         }
@@ -203,6 +214,19 @@ impl VmdkHeader {
             return corrupt("VMDK sparse extent has no embedded descriptor".into());
         }
         if self.desc_size > VMDK_MAX_DESCRIPTOR_SECTORS {
+            let end = self.descriptor_end_sector();
+            let directories = [
+                (self.gd_offset != GD_AT_END).then_some(self.gd_offset),
+                self.has_rgd().then_some(self.rgd_offset),
+            ];
+            if end > self.overhead || directories.into_iter().flatten().any(|gd| end > gd) {
+                // The header contradicts itself: not a big descriptor but a wrong size.
+                return corrupt(format!(
+                    "VMDK descriptor of {} sectors runs past the metadata area (overHead {} \
+                     sectors) or the grain directories",
+                    self.desc_size, self.overhead
+                ));
+            }
             return Err((
                 ReasonCode::LimitExceeded,
                 format!(
@@ -257,15 +281,9 @@ impl VmdkHeader {
                 self.overhead
             ));
         }
-        if self.gd_offset == GD_AT_END {
-            if subformat != VmdkSubformat::StreamOptimized {
-                return Err((
-                    ReasonCode::UnsupportedSubformat,
-                    "VMDK sparse extent without markers keeps its grain directory at the end"
-                        .into(),
-                ));
-            }
-        } else {
+        // With the directory at the end, the footer gives it (checked at end of stream by
+        // `VmdkFooterWalk` or the stream marker walk).
+        if self.gd_offset != GD_AT_END {
             check_directory("grain directory", self.gd_offset, desc_end)?;
         }
         if self.has_rgd() {
@@ -345,7 +363,21 @@ pub(crate) mod tests {
             (|h| h.version = 4, ReasonCode::UnsupportedFormat),
             (|h| h.version = 0, ReasonCode::Corrupt),
             (|h| h.desc_offset = 2, ReasonCode::Corrupt),
-            (|h| h.desc_size = 4096, ReasonCode::LimitExceeded),
+            // Past the metadata area and the grain directories: inconsistent, not big.
+            (|h| h.desc_size = 4096, ReasonCode::Corrupt),
+            (|h| h.desc_size = u64::MAX, ReasonCode::Corrupt),
+            // Consistent with the layout, but above the limit.
+            (
+                |h| {
+                    h.desc_size = 4096;
+                    h.rgd_offset = 4097;
+                    h.gd_offset = 4114;
+                    h.overhead = 4224;
+                },
+                ReasonCode::LimitExceeded,
+            ),
+            // Garbage after the magic is no future version.
+            (|h| h.version = 0xdead_beef, ReasonCode::Corrupt),
             (|h| h.capacity = 0, ReasonCode::Corrupt),
             (|h| h.capacity = u64::MAX, ReasonCode::Corrupt),
             (|h| h.grain_size = 100, ReasonCode::Corrupt),
@@ -353,10 +385,6 @@ pub(crate) mod tests {
             (|h| h.gtes_per_gt = 1024, ReasonCode::Corrupt),
             (|h| h.check_bytes = *b"\n \n\n", ReasonCode::Corrupt),
             (|h| h.compress = 1, ReasonCode::UnsupportedSubformat),
-            (
-                |h| h.gd_offset = GD_AT_END,
-                ReasonCode::UnsupportedSubformat,
-            ),
             (|h| h.gd_offset = 5, ReasonCode::Corrupt),
             (|h| h.overhead = 3, ReasonCode::Corrupt),
             (

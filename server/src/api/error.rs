@@ -27,7 +27,7 @@ pub const PATCH_MEDIA_TYPES: &str =
     "application/openstack-images-v2.0-json-patch, application/openstack-images-v2.1-json-patch";
 
 /// The reason code of an upload over the image size cap (as a task's).
-const REASON_SIZE_CAP: &str = "size_cap";
+const REASON_SIZE_CAP: &str = sluice_formats::ReasonCode::SizeCap.as_str();
 
 /// Seconds a client is asked to wait after a 503 for a full import queue.
 const QUEUE_FULL_RETRY_AFTER_SECS: &str = "30";
