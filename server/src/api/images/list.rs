@@ -6,18 +6,25 @@
 //!
 //! | caller    | `visibility` | partitions                                  |
 //! |-----------|--------------|---------------------------------------------|
-//! | non-admin | (none)       | own project, `public`                       |
-//! | non-admin | `all`        | own project, `public`, `community`          |
+//! | non-admin | (none)       | own project, `public` (+ `shared`)          |
+//! | non-admin | `all`        | own project, `public`, `community` (+ `shared`) |
 //! | non-admin | `public`, `community` | that visibility                    |
-//! | non-admin | `private`, `shared`   | own project                        |
+//! | non-admin | `shared`     | own project (+ `shared`)                    |
+//! | non-admin | `private`    | own project                                 |
 //! | admin     | (none), `all`| every image                                 |
 //! | admin     | one value    | that visibility                             |
+//!
+//! (+ `shared`): images shared with the caller's project are listed by `member_status`
+//! (`pending`, `accepted`, `rejected` or `all`; default `accepted`, as Glance). The caller's
+//! memberships are one range of the member index; when it has any with that status, the
+//! `shared` partition is read too and the filter keeps only those images.
 //!
 //! The default order (`created_at` then `id`, descending, or both ascending) reads
 //! O(page) entries; other orders read the partitions once with a bounded top-k (see
 //! [`crate::meta::query`]).
 
 use std::cmp::Ordering;
+use std::collections::HashSet;
 
 use http::Response;
 
@@ -31,7 +38,7 @@ use crate::api::listing::{
     column_equals, page_json, param, params, parse_limit, SortDir, SortValue,
 };
 use crate::api::{ok_json, Api};
-use crate::meta::{ImageColumn, ImageQuery, ImageRange, ImageRecord};
+use crate::meta::{ImageColumn, ImageQuery, ImageRange, ImageRecord, MemberStatus};
 
 /// Image sort keys (Glance's `SUPPORTED_SORT_KEYS`).
 const SORT_KEYS: [&str; 8] = [
@@ -55,6 +62,8 @@ struct ImageListRequest {
     /// The `visibility` filter (`None`: everything visible except others' community images).
     visibility: Option<String>,
     hidden: bool,
+    /// The `member_status` filter (`None`: `all`).
+    member_status: Option<MemberStatus>,
 }
 
 /// One image list filter.
@@ -139,9 +148,19 @@ impl ImageListRequest {
         let mut filters = Vec::new();
         let mut visibility = None;
         let mut hidden = false;
+        let mut member_status = Some(MemberStatus::Accepted);
         for (key, value) in query {
             match key.as_str() {
-                "limit" | "marker" | "sort" | "sort_key" | "sort_dir" | "member_status" => {}
+                "limit" | "marker" | "sort" | "sort_key" | "sort_dir" => {}
+                "member_status" => {
+                    member_status = match value.as_str() {
+                        "all" => None,
+                        v => Some(
+                            MemberStatus::parse(v)
+                                .ok_or_else(|| bad(format!("Invalid status: {v}")))?,
+                        ),
+                    };
+                }
                 "changes-since" => {
                     return Err(bad(
                         "The 'changes-since' filter is no longer available on v2.".into(),
@@ -188,11 +207,14 @@ impl ImageListRequest {
             filters,
             visibility,
             hidden,
+            member_status,
         })
     }
 
-    fn matches(&self, ctx: &RequestContext, image: &ImageRecord) -> bool {
-        if self.hidden || !visible(ctx, image) {
+    /// `shared`: the images shared with the caller's project with the `member_status` asked.
+    fn matches(&self, ctx: &RequestContext, shared: &HashSet<String>, image: &ImageRecord) -> bool {
+        let shared_with_caller = image.visibility == "shared" && shared.contains(&image.id);
+        if self.hidden || !(visible(ctx, image) || shared_with_caller) {
             return false;
         }
         let visibility_ok = match self.visibility.as_deref() {
@@ -402,9 +424,13 @@ fn image_column<'i>(image: &'i ImageRecord, column: &str) -> SortValue<'i> {
 
 /// The index partitions holding every image `ctx` may list with this `visibility` filter
 /// (the table in the module docs).
-fn ranges<'c>(ctx: &'c RequestContext, visibility: Option<&'c str>) -> Vec<ImageRange<'c>> {
+fn ranges<'c>(
+    ctx: &'c RequestContext,
+    visibility: Option<&'c str>,
+    shared_with_caller: bool,
+) -> Vec<ImageRange<'c>> {
     let own = ImageRange::Owner(&ctx.project_id);
-    match (ctx.is_admin, visibility) {
+    let mut ranges = match (ctx.is_admin, visibility) {
         (true, None | Some("all")) => vec![ImageRange::All],
         (true, Some(v)) => vec![ImageRange::Visibility(v)],
         (false, None) => vec![own, ImageRange::Visibility("public")],
@@ -415,7 +441,29 @@ fn ranges<'c>(ctx: &'c RequestContext, visibility: Option<&'c str>) -> Vec<Image
         ],
         (false, Some(v @ ("public" | "community"))) => vec![ImageRange::Visibility(v)],
         (false, Some(_)) => vec![own],
+    };
+    if shared_with_caller && !ctx.is_admin && matches!(visibility, None | Some("all" | "shared")) {
+        ranges.push(ImageRange::Visibility("shared"));
     }
+    ranges
+}
+
+/// The ids of the images shared with the caller's project whose member status is `status`
+/// (`None`: any); none for admins, who see every image anyway.
+fn shared_with(
+    meta: &dyn crate::meta::MetaStore,
+    ctx: &RequestContext,
+    status: Option<MemberStatus>,
+) -> Result<HashSet<String>, ApiError> {
+    if ctx.is_admin {
+        return Ok(HashSet::new());
+    }
+    Ok(meta
+        .member_images(&ctx.project_id)?
+        .into_iter()
+        .filter(|m| status.is_none_or(|s| m.status == s))
+        .map(|m| m.image_id)
+        .collect())
 }
 
 /// `GET /v2/images`.
@@ -429,16 +477,17 @@ pub async fn list(
     let meta = api.state.meta.clone();
     let ctx = ctx.clone();
     let page = tokio::task::spawn_blocking(move || -> Result<Vec<ImageRecord>, ApiError> {
+        let shared = shared_with(meta.as_ref(), &ctx, req.member_status)?;
         let marker = match &req.marker {
             Some(id) => Some(
                 meta.get_image(id)?
-                    .filter(|i| visible(&ctx, i))
+                    .filter(|i| visible(&ctx, i) || shared.contains(&i.id))
                     .ok_or_else(|| ApiError::BadRequest(format!("No image found with ID {id}")))?,
             ),
             None => None,
         };
-        let filter = |image: &ImageRecord| req.matches(&ctx, image);
-        let ranges = ranges(&ctx, req.visibility.as_deref());
+        let filter = |image: &ImageRecord| req.matches(&ctx, &shared, image);
+        let ranges = ranges(&ctx, req.visibility.as_deref(), !shared.is_empty());
         let query = ImageQuery {
             ranges: &ranges,
             sort: &req.sort,
