@@ -222,5 +222,16 @@ pub fn conformance(store: &dyn super::MetaStore) {
     store.delete_image(I2).expect("delete image");
     assert_eq!(store.image_members(I2).expect("gone"), vec![]);
     assert_eq!(store.member_images("b").expect("index gone"), vec![]);
-    assert!(store.delete_member(I1, "bb").expect("clean up"));
+    // So does a transition that deletes the image (the API's DELETE).
+    store
+        .put_image(&super::sample_image(I1))
+        .expect("put image");
+    let deleted = store
+        .transition_image(I1, &super::ImageStatus::ALL, &mut |_| {
+            super::Decision::Delete
+        })
+        .expect("delete by transition");
+    assert!(matches!(deleted, super::Transition::Done(_)));
+    assert_eq!(store.image_members(I1).expect("gone"), vec![]);
+    assert_eq!(store.member_images("bb").expect("index gone"), vec![]);
 }

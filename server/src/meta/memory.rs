@@ -33,6 +33,18 @@ struct Inner {
 }
 
 impl Inner {
+    fn remove_image_members(&mut self, image: &str) {
+        let (start, end) = members::image_range(image);
+        let gone: Vec<String> = self
+            .members
+            .range(start..end)
+            .map(|(_, m)| m.member_id.clone())
+            .collect();
+        for member in gone {
+            self.remove_member(image, &member);
+        }
+    }
+
     fn remove_member(&mut self, image: &str, member: &str) -> bool {
         self.member_index
             .remove(&members::member_index_key(image, member));
@@ -82,6 +94,7 @@ impl Inner {
                 self.images.remove(id);
                 let (stale, fresh) = index::image_change(Some(&old), None);
                 self.reindex(stale, fresh);
+                self.remove_image_members(id);
                 old
             }
         };
@@ -258,15 +271,7 @@ impl MetaStore for MemoryMeta {
             let (stale, fresh) = index::image_change(Some(&old), None);
             inner.reindex(stale, fresh);
         }
-        let (start, end) = members::image_range(id);
-        let gone: Vec<String> = inner
-            .members
-            .range(start..end)
-            .map(|(_, m)| m.member_id.clone())
-            .collect();
-        for member in gone {
-            inner.remove_member(id, &member);
-        }
+        inner.remove_image_members(id);
         Ok(())
     }
 

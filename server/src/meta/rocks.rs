@@ -251,6 +251,7 @@ impl RocksMeta {
             Step::Remove(old) => {
                 let entries = index::image_change(Some(&old), None);
                 Self::change::<ImageRecord>(&mut batch, Table::Images, id, None, entries)?;
+                self.delete_image_members(&mut batch, id)?;
                 old
             }
         };

@@ -245,3 +245,6 @@ pub fn delete(
     tracing::info!(image = %id, member, "image unshared");
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,12 +7,12 @@ use super::RocksMeta;
 use crate::meta::members::{self, AddMember, MemberRecord};
 use crate::meta::MetaError;
 
+/// Key-value pairs read from RocksDB.
+type Pairs = Vec<(Box<[u8]>, Box<[u8]>)>;
+
 impl RocksMeta {
     /// The `(key, value)` pairs in `[start, end)`, ascending.
-    fn member_range(
-        &self,
-        (start, end): (Vec<u8>, Vec<u8>),
-    ) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, MetaError> {
+    fn member_range(&self, (start, end): (Vec<u8>, Vec<u8>)) -> Result<Pairs, MetaError> {
         let mut options = ReadOptions::default();
         options.set_iterate_upper_bound(end);
         self.db
