@@ -19,6 +19,7 @@ mod policy;
 mod quota_counts;
 mod quotas;
 mod rejections;
+mod sharing;
 mod ssrf;
 mod stage;
 mod stage_quota;
