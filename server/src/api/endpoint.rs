@@ -392,6 +392,44 @@ mod tests {
     }
 
     #[test]
+    fn test_endpoint_member_and_info_routes_parse() {
+        assert!(matches!(
+            route(Method::POST, "/v2/images/i/members"),
+            Ok(Endpoint::AddMember { id }) if id == "i"
+        ));
+        assert!(matches!(
+            route(Method::PUT, "/v2/images/i/members/p"),
+            Ok(Endpoint::UpdateMember { id, member }) if id == "i" && member == "p"
+        ));
+        assert!(matches!(
+            route(Method::PATCH, "/v2/images/i/members/p"),
+            Err(ApiError::MethodNotAllowed {
+                allow: "GET, PUT, DELETE",
+                ..
+            })
+        ));
+        assert!(matches!(
+            route(Method::DELETE, "/v2/images/i/members"),
+            Err(ApiError::MethodNotAllowed {
+                allow: "GET, POST",
+                ..
+            })
+        ));
+        assert!(matches!(
+            route(Method::GET, "/v2/info/stores"),
+            Ok(Endpoint::StoresInfo)
+        ));
+        assert!(matches!(
+            route(Method::GET, "/v2/info/usage"),
+            Ok(Endpoint::UsageInfo)
+        ));
+        assert!(matches!(
+            route(Method::GET, "/v2/schemas/members"),
+            Ok(Endpoint::MembersSchema)
+        ));
+    }
+
+    #[test]
     fn test_endpoint_task_delete_is_405_without_lookup() {
         assert!(matches!(
             route(Method::DELETE, "/v2/tasks/does-not-exist"),

@@ -11,8 +11,9 @@
 //! but version discovery and the schemas. `none` auth without identity headers is `admin`.
 //!
 //! **The table.** Admins may do everything. Otherwise an action needs a minimum role and,
-//! for an existing resource, a scope: the caller's own project, or an image it can see (its
-//! project's, `public` or `community`). Sluice's one difference: members may create import
+//! for an existing resource, a scope: the caller's own project, an image it can see (its
+//! project's, `public` or `community`, or `shared` with its project: [`Target::SharedWith`]),
+//! or, for `modify_member`, an image shared with its project. Sluice's one difference: members may create import
 //! tasks (Glance's `tasks_api_access` is admin-only), and readers list and show their
 //! project's tasks.
 //!
@@ -261,8 +262,8 @@ pub fn check_role(ctx: &RequestContext, action: Action) -> Result<(), ApiError> 
     }
 }
 
-/// Whether the caller can see an image of `owner` with `visibility` (Glance's visibility
-/// rules without image members: admins see everything).
+/// Whether the caller can see an image of `owner` with `visibility` without being a member
+/// of it (admins see everything; membership is [`Target::SharedWith`]).
 pub fn can_see_image(ctx: &RequestContext, owner: &str, visibility: &str) -> bool {
     ctx.role == Some(Role::Admin)
         || owner == ctx.project_id
