@@ -2,7 +2,10 @@
 //! `--auth token` mode (three projects, one token each): project A uploads a `shared`
 //! image and adds project B (`glance member-create`), B accepts (`member-update`), A lists
 //! the members (`member-list`); B lists, downloads and reads the image but cannot update
-//! or delete it; project C, not a member, does not see it.
+//! or delete it; project C, not a member, does not see it. The same flow with openstacksdk
+//! (`tests/clients/sdk_share.py`: `add_member`, `update_member`, `members`, `stores`).
+//! `openstack image add project` and `image set --accept` resolve projects through
+//! Keystone, so they belong with the Keystone fixture.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -149,4 +152,39 @@ fn test_glanceclient_shares_an_image_member_downloads_but_cannot_change_it() {
     // C is no member: no image, no members.
     assert!(!glance("tok-c", &["image-show", &id]).status.success());
     assert!(!stdout(&glance("tok-c", &["image-list"])).contains(&id));
+}
+
+#[test]
+fn test_openstacksdk_shares_an_image_member_downloads_but_cannot_change_it() {
+    let dir = scratch();
+    let tokens = dir.path().join("tokens.toml");
+    write_tokens(&tokens);
+    let tokens = tokens.to_string_lossy().into_owned();
+    let server = Server::start(&["--auth", "token", "--token-file", &tokens]);
+    let disk = raw_disk(dir.path(), "disk.raw", 2 << 20, 2);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/clients/sdk_share.py");
+    let out = Command::new(venv_bin("python"))
+        .arg(&script)
+        .arg(format!("http://{}", server.addr))
+        .arg(&disk)
+        .args(["tok-a", "tok-b", "project-b"])
+        .env("HOME", dir.path())
+        .env_remove("OS_CLOUD")
+        .env_remove("OS_AUTH_URL")
+        .output()
+        .expect("running sdk_share.py");
+    assert_ok(&out, "sdk_share.py");
+    let got: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("json");
+    assert_eq!(got["stores"], serde_json::json!([["local", true]]));
+    assert_eq!(got["added"], "pending");
+    assert_eq!(got["accepted"], "accepted");
+    assert_eq!(
+        got["members"],
+        serde_json::json!([["project-b", "accepted"]])
+    );
+    assert_eq!(got["member_lists_it"], true);
+    assert_eq!(got["download"], 2 << 20);
+    assert_eq!(got["patch"], 403);
+    assert_eq!(got["delete"], 403);
+    assert_eq!(got["name_after"], "sdk-shared");
 }
