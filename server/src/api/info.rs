@@ -2,7 +2,8 @@
 //! Horizon make.
 //!
 //! **Stores.** Sluice has one store, the local data directory: Glance's shape for it is one
-//! store, id `local`, marked the default (`{"stores": [{"id", "description", "default"}]}`).
+//! store, id `local`, marked the default (`{"stores": [{"id", "description", "default"}]}`,
+//! `default` being the string `"true"`, as Glance's `info.get_stores` sends it).
 //!
 //! **Usage.** Glance's unified-limits usage (Images API 2.13) for the caller's project:
 //! `{"usage": {<resource>: {"limit", "usage"}}}` for `image_size_total` (MiB, rounded up),
@@ -30,7 +31,7 @@ pub fn stores(api: &Api) -> Response<ApiBody> {
         api.state.config.data_dir.join("images").display()
     );
     ok_json(&json!({
-        "stores": [{"id": STORE_ID, "description": description, "default": true}]
+        "stores": [{"id": STORE_ID, "description": description, "default": "true"}]
     }))
 }
 

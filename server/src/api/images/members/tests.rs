@@ -251,7 +251,7 @@ async fn test_info_stores_and_usage_have_glance_shapes() {
     assert_eq!(stores.status, StatusCode::OK);
     let stores = stores.json();
     assert_eq!(stores["stores"][0]["id"], "local");
-    assert_eq!(stores["stores"][0]["default"], true);
+    assert_eq!(stores["stores"][0]["default"], "true");
     let usage = h
         .call_as(Method::GET, "/v2/info/usage", &member(OWNER), b"")
         .await;
