@@ -6,18 +6,19 @@
 //!
 //! | caller    | `visibility` | partitions                                  |
 //! |-----------|--------------|---------------------------------------------|
-//! | non-admin | (none)       | own project, `public` (+ `shared`)          |
-//! | non-admin | `all`        | own project, `public`, `community` (+ `shared`) |
+//! | non-admin | (none)       | own project, `public` (+ memberships)       |
+//! | non-admin | `all`        | own project, `public`, `community` (+ memberships) |
 //! | non-admin | `public`, `community` | that visibility                    |
-//! | non-admin | `shared`     | own project (+ `shared`)                    |
+//! | non-admin | `shared`     | own project (+ memberships)                 |
 //! | non-admin | `private`    | own project                                 |
 //! | admin     | (none), `all`| every image                                 |
 //! | admin     | one value    | that visibility                             |
 //!
-//! (+ `shared`): images shared with the caller's project are listed by `member_status`
+//! (+ memberships): images shared with the caller's project are listed by `member_status`
 //! (`pending`, `accepted`, `rejected` or `all`; default `accepted`, as Glance). The caller's
-//! memberships are one range of the member index; when it has any with that status, the
-//! `shared` partition is read too and the filter keeps only those images.
+//! memberships are one range of the member index; their images (in none of the partitions
+//! read: another project's, `shared`) are read by id, filtered, and merged into the page in
+//! the list's order: O(page + memberships), never the whole `shared` partition.
 //!
 //! The default order (`created_at` then `id`, descending, or both ascending) reads
 //! O(page) entries; other orders read the partitions once with a bounded top-k (see
@@ -424,13 +425,9 @@ fn image_column<'i>(image: &'i ImageRecord, column: &str) -> SortValue<'i> {
 
 /// The index partitions holding every image `ctx` may list with this `visibility` filter
 /// (the table in the module docs).
-fn ranges<'c>(
-    ctx: &'c RequestContext,
-    visibility: Option<&'c str>,
-    shared_with_caller: bool,
-) -> Vec<ImageRange<'c>> {
+fn ranges<'c>(ctx: &'c RequestContext, visibility: Option<&'c str>) -> Vec<ImageRange<'c>> {
     let own = ImageRange::Owner(&ctx.project_id);
-    let mut ranges = match (ctx.is_admin, visibility) {
+    match (ctx.is_admin, visibility) {
         (true, None | Some("all")) => vec![ImageRange::All],
         (true, Some(v)) => vec![ImageRange::Visibility(v)],
         (false, None) => vec![own, ImageRange::Visibility("public")],
@@ -441,21 +438,19 @@ fn ranges<'c>(
         ],
         (false, Some(v @ ("public" | "community"))) => vec![ImageRange::Visibility(v)],
         (false, Some(_)) => vec![own],
-    };
-    if shared_with_caller && !ctx.is_admin && matches!(visibility, None | Some("all" | "shared")) {
-        ranges.push(ImageRange::Visibility("shared"));
     }
-    ranges
 }
 
 /// The ids of the images shared with the caller's project whose member status is `status`
-/// (`None`: any); none for admins, who see every image anyway.
+/// (`None`: any); none for admins, who see every image anyway, and none for a `visibility`
+/// filter that excludes `shared` images.
 fn shared_with(
     meta: &dyn crate::meta::MetaStore,
     ctx: &RequestContext,
     status: Option<MemberStatus>,
+    visibility: Option<&str>,
 ) -> Result<HashSet<String>, ApiError> {
-    if ctx.is_admin {
+    if ctx.is_admin || !matches!(visibility, None | Some("all" | "shared")) {
         return Ok(HashSet::new());
     }
     Ok(meta
@@ -477,7 +472,8 @@ pub async fn list(
     let meta = api.state.meta.clone();
     let ctx = ctx.clone();
     let page = tokio::task::spawn_blocking(move || -> Result<Vec<ImageRecord>, ApiError> {
-        let shared = shared_with(meta.as_ref(), &ctx, req.member_status)?;
+        let visibility = req.visibility.as_deref();
+        let shared = shared_with(meta.as_ref(), &ctx, req.member_status, visibility)?;
         let marker = match &req.marker {
             Some(id) => Some(
                 meta.get_image(id)?
@@ -487,7 +483,7 @@ pub async fn list(
             None => None,
         };
         let filter = |image: &ImageRecord| req.matches(&ctx, &shared, image);
-        let ranges = ranges(&ctx, req.visibility.as_deref(), !shared.is_empty());
+        let ranges = ranges(&ctx, visibility);
         let query = ImageQuery {
             ranges: &ranges,
             sort: &req.sort,
@@ -495,7 +491,25 @@ pub async fn list(
             limit: req.limit,
             filter: &filter,
         };
-        Ok(meta.list_image_page(&query)?)
+        let mut page = meta.list_image_page(&query)?;
+        if shared.is_empty() {
+            return Ok(page);
+        }
+        // The images shared with the caller: another project's, so in no partition read.
+        for id in &shared {
+            let Some(image) = meta.get_image(id)? else {
+                continue;
+            };
+            let after_marker = marker
+                .as_ref()
+                .is_none_or(|m| query.compare(&image, m).is_gt());
+            if image.owner != ctx.project_id && after_marker && filter(&image) {
+                page.push(image);
+            }
+        }
+        page.sort_by(|a, b| query.compare(a, b));
+        page.truncate(req.limit);
+        Ok(page)
     })
     .await
     .map_err(|e| ApiError::Internal(format!("image list worker: {e}")))??;

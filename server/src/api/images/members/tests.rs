@@ -277,3 +277,29 @@ async fn test_info_stores_and_usage_have_glance_shapes() {
         assert_eq!(schema.json()["name"], name);
     }
 }
+
+#[tokio::test]
+async fn test_members_shared_images_page_in_order_with_own_images() {
+    let h = Harness::new();
+    // Two images shared with OTHER (created at t=1 and t=3) and one of OTHER's own (t=2).
+    for (n, at) in [(11, 1), (13, 3)] {
+        let id = uuid_n(n);
+        h.insert_image(&image_record(&id, OWNER, "shared", 4, at), None);
+        post_member(&h, &id, &member(OWNER), OTHER).await;
+        put_status(&h, &id, &member(OTHER), OTHER, "accepted").await;
+    }
+    h.insert_image(&image_record(&uuid_n(12), OTHER, "own", 4, 2), None);
+    let mut seen = Vec::new();
+    let mut query = "?limit=1".to_owned();
+    for _ in 0..4 {
+        let page = list_ids(&h, &member(OTHER), &query).await;
+        let Some(last) = page.last() else { break };
+        query = format!("?limit=1&marker={last}");
+        seen.extend(page);
+    }
+    assert_eq!(seen, [uuid_n(13), uuid_n(12), uuid_n(11)]);
+    assert_eq!(
+        list_ids(&h, &member(OTHER), "?sort=name:asc").await,
+        [uuid_n(12), uuid_n(13), uuid_n(11)]
+    );
+}
