@@ -91,6 +91,9 @@ struct ServeArgs {
     /// Most extra properties on one image (Glance's `image_property_quota`) [default: 128].
     #[arg(long, env = "SLUICE_IMAGE_PROPERTY_QUOTA", value_name = "N")]
     image_property_quota: Option<usize>,
+    /// Most members of one image (Glance's `image_member_quota`) [default: 128].
+    #[arg(long, env = "SLUICE_IMAGE_MEMBER_QUOTA", value_name = "N")]
+    image_member_quota: Option<usize>,
     /// Allow imports from this host: a name (that name only), an IP address (whatever name
     /// resolves to it), either with an optional `:PORT` (`127.0.0.1:8000`, `[::1]:8080`,
     /// `images.lab:8443`; without one, the allowed ports). Link-local and metadata addresses
@@ -300,6 +303,9 @@ impl ServeArgs {
         replace_if_given(&mut c.import.resolve, self.import_resolve);
         if let Some(v) = self.image_tag_quota {
             c.image_tag_quota = v;
+        }
+        if let Some(v) = self.image_member_quota {
+            c.image_member_quota = v;
         }
         if let Some(v) = self.image_property_quota {
             c.image_property_quota = v;

@@ -26,6 +26,10 @@ pub const DEFAULT_IMAGE_TAG_QUOTA: usize = 128;
 /// default), for the same reason.
 pub const DEFAULT_IMAGE_PROPERTY_QUOTA: usize = 128;
 
+/// Most members (projects an image is shared with) of one image unless configured
+/// (Glance's `image_member_quota` default): bounds what a member list returns.
+pub const DEFAULT_IMAGE_MEMBER_QUOTA: usize = 128;
+
 /// Bytes of a refused upload's remaining body read and dropped by default before the
 /// connection closes: 1 GiB. python-glanceclient and openstacksdk send the whole body before
 /// reading the answer, and report a broken pipe instead of it when the connection closes
@@ -76,6 +80,8 @@ pub struct Config {
     pub image_tag_quota: usize,
     /// Most extra properties on one image (Glance's `image_property_quota`); more is 413.
     pub image_property_quota: usize,
+    /// Most members of one image (Glance's `image_member_quota`); more is 413.
+    pub image_member_quota: usize,
     /// Where `import_from` may point.
     pub import: ImportFilter,
     /// Who callers are.
@@ -167,6 +173,7 @@ impl Default for Config {
             request_timeout_secs: 30,
             image_tag_quota: DEFAULT_IMAGE_TAG_QUOTA,
             image_property_quota: DEFAULT_IMAGE_PROPERTY_QUOTA,
+            image_member_quota: DEFAULT_IMAGE_MEMBER_QUOTA,
             import: ImportFilter::default(),
             auth: AuthConfig::default(),
             public_url: None,

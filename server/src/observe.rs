@@ -330,6 +330,15 @@ pub fn route_template(method: &Method, path: &str) -> &'static str {
         Endpoint::ImportImage { .. } => "POST /v2/images/{id}/import",
         Endpoint::AddTag { .. } => "PUT /v2/images/{id}/tags/{tag}",
         Endpoint::DeleteTag { .. } => "DELETE /v2/images/{id}/tags/{tag}",
+        Endpoint::StoresInfo => "GET /v2/info/stores",
+        Endpoint::UsageInfo => "GET /v2/info/usage",
+        Endpoint::MemberSchema => "GET /v2/schemas/member",
+        Endpoint::MembersSchema => "GET /v2/schemas/members",
+        Endpoint::ListMembers { .. } => "GET /v2/images/{id}/members",
+        Endpoint::AddMember { .. } => "POST /v2/images/{id}/members",
+        Endpoint::GetMember { .. } => "GET /v2/images/{id}/members/{member}",
+        Endpoint::UpdateMember { .. } => "PUT /v2/images/{id}/members/{member}",
+        Endpoint::DeleteMember { .. } => "DELETE /v2/images/{id}/members/{member}",
     }
 }
 

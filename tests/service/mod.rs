@@ -22,6 +22,7 @@ mod policy;
 mod quota_counts;
 mod quotas;
 mod rejections;
+mod sharing;
 mod ssrf;
 mod stage;
 mod stage_quota;

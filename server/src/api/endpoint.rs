@@ -115,6 +115,45 @@ pub enum Endpoint {
     ImagesSchema,
     /// `GET /v2/info/import`.
     ImportInfo,
+    /// `GET /v2/info/stores`.
+    StoresInfo,
+    /// `GET /v2/info/usage`.
+    UsageInfo,
+    /// `GET /v2/schemas/member`.
+    MemberSchema,
+    /// `GET /v2/schemas/members`.
+    MembersSchema,
+    /// `GET /v2/images/{id}/members`.
+    ListMembers {
+        /// Image id as sent.
+        id: String,
+    },
+    /// `POST /v2/images/{id}/members`.
+    AddMember {
+        /// Image id as sent.
+        id: String,
+    },
+    /// `GET /v2/images/{id}/members/{member}`.
+    GetMember {
+        /// Image id as sent.
+        id: String,
+        /// Member (project) id as sent.
+        member: String,
+    },
+    /// `PUT /v2/images/{id}/members/{member}`: the member's status.
+    UpdateMember {
+        /// Image id as sent.
+        id: String,
+        /// Member (project) id as sent.
+        member: String,
+    },
+    /// `DELETE /v2/images/{id}/members/{member}`.
+    DeleteMember {
+        /// Image id as sent.
+        id: String,
+        /// Member (project) id as sent.
+        member: String,
+    },
 }
 
 impl Endpoint {
@@ -166,6 +205,8 @@ impl Endpoint {
                     "tasks" => Endpoint::TasksSchema,
                     "image" => Endpoint::ImageSchema,
                     "images" => Endpoint::ImagesSchema,
+                    "member" => Endpoint::MemberSchema,
+                    "members" => Endpoint::MembersSchema,
                     _ => return Err(ApiError::NotFound),
                 };
                 match *m {
@@ -173,8 +214,12 @@ impl Endpoint {
                     _ => not_allowed("GET"),
                 }
             }
-            ["v2", "info", "import"] => match *m {
-                Method::GET => Ok(Endpoint::ImportInfo),
+            ["v2", "info", name @ ("import" | "stores" | "usage")] => match *m {
+                Method::GET => Ok(match *name {
+                    "import" => Endpoint::ImportInfo,
+                    "stores" => Endpoint::StoresInfo,
+                    _ => Endpoint::UsageInfo,
+                }),
                 _ => not_allowed("GET"),
             },
             ["v2", "images"] => match *m {
@@ -234,6 +279,23 @@ impl Endpoint {
                 }),
                 _ => not_allowed("POST"),
             },
+            ["v2", "images", id, "members"] => {
+                let id = (*id).to_owned();
+                match *m {
+                    Method::GET => Ok(Endpoint::ListMembers { id }),
+                    Method::POST => Ok(Endpoint::AddMember { id }),
+                    _ => not_allowed("GET, POST"),
+                }
+            }
+            ["v2", "images", id, "members", member] => {
+                let (id, member) = ((*id).to_owned(), (*member).to_owned());
+                match *m {
+                    Method::GET => Ok(Endpoint::GetMember { id, member }),
+                    Method::PUT => Ok(Endpoint::UpdateMember { id, member }),
+                    Method::DELETE => Ok(Endpoint::DeleteMember { id, member }),
+                    _ => not_allowed("GET, PUT, DELETE"),
+                }
+            }
             ["v2", "images", id, "tags", tag] => {
                 let (id, tag) = ((*id).to_owned(), (*tag).to_owned());
                 match *m {
@@ -326,6 +388,44 @@ mod tests {
         assert!(matches!(
             Endpoint::from_request(&Method::GET, "/v2/tasks", Some("limit=2&status=success")),
             Ok(Endpoint::ListTasks { query }) if query.len() == 2
+        ));
+    }
+
+    #[test]
+    fn test_endpoint_member_and_info_routes_parse() {
+        assert!(matches!(
+            route(Method::POST, "/v2/images/i/members"),
+            Ok(Endpoint::AddMember { id }) if id == "i"
+        ));
+        assert!(matches!(
+            route(Method::PUT, "/v2/images/i/members/p"),
+            Ok(Endpoint::UpdateMember { id, member }) if id == "i" && member == "p"
+        ));
+        assert!(matches!(
+            route(Method::PATCH, "/v2/images/i/members/p"),
+            Err(ApiError::MethodNotAllowed {
+                allow: "GET, PUT, DELETE",
+                ..
+            })
+        ));
+        assert!(matches!(
+            route(Method::DELETE, "/v2/images/i/members"),
+            Err(ApiError::MethodNotAllowed {
+                allow: "GET, POST",
+                ..
+            })
+        ));
+        assert!(matches!(
+            route(Method::GET, "/v2/info/stores"),
+            Ok(Endpoint::StoresInfo)
+        ));
+        assert!(matches!(
+            route(Method::GET, "/v2/info/usage"),
+            Ok(Endpoint::UsageInfo)
+        ));
+        assert!(matches!(
+            route(Method::GET, "/v2/schemas/members"),
+            Ok(Endpoint::MembersSchema)
         ));
     }
 

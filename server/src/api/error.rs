@@ -102,6 +102,15 @@ pub enum ApiError {
     /// 400: the body is not JSON.
     #[error("malformed JSON")]
     MalformedJson,
+    /// 404: the project is not a member of the image (or the caller may not see that it
+    /// is).
+    #[error("{member} is not a member of image {image}")]
+    MemberNotFound {
+        /// The image.
+        image: String,
+        /// The member (project) id asked for.
+        member: String,
+    },
     /// 405 for a method the resource does not support; `allow` lists the ones it does.
     #[error("method {method} not allowed")]
     MethodNotAllowed {
@@ -314,6 +323,12 @@ impl ApiError {
             E::MalformedJson => (
                 StatusCode::BAD_REQUEST,
                 "Malformed JSON in request body.".into(),
+                vec![],
+                Trailer::Standard,
+            ),
+            E::MemberNotFound { image, member } => (
+                StatusCode::NOT_FOUND,
+                format!("{member} not found in the member list of the image {image}.").into(),
                 vec![],
                 Trailer::Standard,
             ),

@@ -2,10 +2,10 @@
 //! `Range`s), `PATCH` (both JSON-patch media types, in [`patch`]), tags, delete, and the
 //! image's tasks.
 //!
-//! Who may do what is [`policy`]'s table. Visibility (Glance's rules without image members):
-//! admins see every image; others see their project's images plus `public` and `community`
-//! ones. An image the caller cannot see is 404 for every action; an image the caller sees
-//! but may not act on is 403.
+//! Who may do what is [`policy`]'s table. Visibility: admins see every image; others see
+//! their project's images, `public` and `community` ones, and `shared` ones their project is
+//! a member of ([`members`]). An image the caller cannot see is 404 for every action; an
+//! image the caller sees but may not act on is 403.
 
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use crate::api::auth::RequestContext;
 use crate::api::body::{empty_response, ApiBody, FileBody};
 use crate::api::error::ApiError;
-use crate::api::policy::{self, Action, Target};
+use crate::api::policy::{self, Action};
 use crate::api::{format_time, now, ok_json, tasks, Api};
 use crate::meta::{Decision, ImageRecord, ImageStatus, Transition};
 use crate::properties::{self, PropertyLimits, VISIBILITIES};
@@ -23,6 +23,7 @@ use crate::properties::{self, PropertyLimits, VISIBILITIES};
 mod create;
 mod import;
 mod list;
+pub mod members;
 mod patch;
 mod stage;
 mod upload;
@@ -56,7 +57,8 @@ pub(crate) fn load(
         .meta
         .get_image(id)?
         .ok_or_else(|| ApiError::ImageNotFound(id.to_owned()))?;
-    policy::authorize(ctx, action, Target::Image(&image))?;
+    let member = members::is_member(api, ctx, id)?;
+    policy::authorize(ctx, action, members::target(ctx, &image, member))?;
     Ok(image)
 }
 
@@ -78,10 +80,12 @@ pub(crate) fn update(
     expected: &[ImageStatus],
     change: impl FnOnce(&mut ImageRecord) -> Result<Decision, ApiError>,
 ) -> Result<Transition, ApiError> {
+    let member = members::is_member(api, ctx, id)?;
     let mut change = Some(change);
     let mut refused = None;
     let mut step = |image: &mut ImageRecord| {
-        let decided = policy::authorize(ctx, action, Target::Image(image)).and_then(|()| {
+        let target = members::target(ctx, image, member);
+        let decided = policy::authorize(ctx, action, target).and_then(|()| {
             // The store calls this at most once.
             change.take().map_or(Ok(Decision::Keep), |f| f(image))
         });
@@ -98,7 +102,7 @@ pub(crate) fn update(
         Transition::Missing => Err(ApiError::ImageNotFound(id.to_owned())),
         Transition::Refused(image) => {
             // Seen by a caller that may not see it: still 404, whatever its status.
-            policy::authorize(ctx, action, Target::Image(&image))?;
+            policy::authorize(ctx, action, members::target(ctx, &image, member))?;
             Ok(Transition::Refused(image))
         }
         other => Ok(other),

@@ -60,6 +60,7 @@ pub mod body;
 pub mod endpoint;
 pub mod error;
 pub mod images;
+pub mod info;
 pub mod isotime;
 pub mod listing;
 pub mod policy;
@@ -193,6 +194,19 @@ impl Api {
             Endpoint::ImportImage { id } => images::import(self, &ctx, &id, request).await,
             Endpoint::AddTag { id, tag } => images::add_tag(self, &ctx, &id, &tag),
             Endpoint::DeleteTag { id, tag } => images::delete_tag(self, &ctx, &id, &tag),
+            Endpoint::ListMembers { id } => images::members::list(self, &ctx, &id),
+            Endpoint::AddMember { id } => images::members::create(self, &ctx, &id, request).await,
+            Endpoint::GetMember { id, member } => images::members::show(self, &ctx, &id, &member),
+            Endpoint::UpdateMember { id, member } => {
+                images::members::update(self, &ctx, &id, &member, request).await
+            }
+            Endpoint::DeleteMember { id, member } => {
+                images::members::delete(self, &ctx, &id, &member)
+            }
+            Endpoint::MemberSchema => Ok(schemas::member_schema()),
+            Endpoint::MembersSchema => Ok(schemas::members_schema()),
+            Endpoint::StoresInfo => Ok(info::stores(self)),
+            Endpoint::UsageInfo => info::usage(self, &ctx).await,
         }
     }
 

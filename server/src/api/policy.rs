@@ -11,8 +11,9 @@
 //! but version discovery and the schemas. `none` auth without identity headers is `admin`.
 //!
 //! **The table.** Admins may do everything. Otherwise an action needs a minimum role and,
-//! for an existing resource, a scope: the caller's own project, or an image it can see (its
-//! project's, `public` or `community`). Sluice's one difference: members may create import
+//! for an existing resource, a scope: the caller's own project, an image it can see (its
+//! project's, `public` or `community`, or `shared` with its project: [`Target::SharedWith`]),
+//! or, for `modify_member`, an image shared with its project. Sluice's one difference: members may create import
 //! tasks (Glance's `tasks_api_access` is admin-only), and readers list and show their
 //! project's tasks.
 //!
@@ -64,6 +65,8 @@ pub enum Action {
     /// Create an image owned by the target project (`add_image`; the task path's
     /// `image_properties.owner`).
     AddImage,
+    /// `POST /v2/images/{id}/members` (`add_member`): the image's owner shares it.
+    AddMember,
     /// `POST /v2/tasks` (`add_task`).
     AddTask,
     /// Change an image's owner (Glance hard-codes this to admins).
@@ -74,18 +77,26 @@ pub enum Action {
     Deactivate,
     /// `DELETE /v2/images/{id}` (`delete_image`).
     DeleteImage,
+    /// `DELETE /v2/images/{id}/members/{member}` (`delete_member`): the owner unshares.
+    DeleteMember,
     /// `GET /v2/images/{id}/file` (`download_image`).
     DownloadImage,
     /// `GET /v2/images/{id}` and its tasks (`get_image`).
     GetImage,
     /// `GET /v2/images` (`get_images`).
     GetImages,
+    /// `GET /v2/images/{id}/members/{member}` (`get_member`).
+    GetMember,
+    /// `GET /v2/images/{id}/members` (`get_members`).
+    GetMembers,
     /// `GET /v2/tasks/{id}` (`get_task`).
     GetTask,
     /// `GET /v2/tasks` (`get_tasks`).
     GetTasks,
     /// `PATCH /v2/images/{id}` and the tag calls (`modify_image`).
     ModifyImage,
+    /// `PUT /v2/images/{id}/members/{member}` (`modify_member`): a member answers.
+    ModifyMember,
     /// Make an image `public` (`publicize_image`).
     PublicizeImage,
     /// `POST /v2/images/{id}/actions/reactivate` (`reactivate`).
@@ -102,8 +113,11 @@ enum Scope {
     Any,
     /// Resources of the caller's project.
     OwnProject,
-    /// Images the caller can see: its project's, `public` and `community` ones.
+    /// Images the caller can see: its project's, `public` and `community` ones, and
+    /// `shared` ones its project is a member of.
     VisibleImage,
+    /// Images shared with the caller's project (it answers for its own membership).
+    SharedWithCaller,
     /// Nowhere: admins only.
     AdminOnly,
 }
@@ -113,17 +127,22 @@ impl Action {
     pub fn name(self) -> &'static str {
         match self {
             Action::AddImage => "add_image",
+            Action::AddMember => "add_member",
             Action::AddTask => "add_task",
             Action::ChangeImageOwner => "change_image_owner",
             Action::CommunitizeImage => "communitize_image",
             Action::Deactivate => "deactivate",
             Action::DeleteImage => "delete_image",
+            Action::DeleteMember => "delete_member",
             Action::DownloadImage => "download_image",
             Action::GetImage => "get_image",
             Action::GetImages => "get_images",
+            Action::GetMember => "get_member",
+            Action::GetMembers => "get_members",
             Action::GetTask => "get_task",
             Action::GetTasks => "get_tasks",
             Action::ModifyImage => "modify_image",
+            Action::ModifyMember => "modify_member",
             Action::PublicizeImage => "publicize_image",
             Action::Reactivate => "reactivate",
             Action::UploadImage => "upload_image",
@@ -134,14 +153,19 @@ impl Action {
     fn rule(self) -> (Role, Scope) {
         match self {
             Action::GetImages | Action::GetTasks => (Role::Reader, Scope::Any),
-            Action::GetImage => (Role::Reader, Scope::VisibleImage),
+            Action::GetImage | Action::GetMember | Action::GetMembers => {
+                (Role::Reader, Scope::VisibleImage)
+            }
+            Action::ModifyMember => (Role::Member, Scope::SharedWithCaller),
             Action::GetTask => (Role::Reader, Scope::OwnProject),
             Action::DownloadImage => (Role::Member, Scope::VisibleImage),
             Action::AddTask => (Role::Member, Scope::Any),
             Action::AddImage
+            | Action::AddMember
             | Action::CommunitizeImage
             | Action::Deactivate
             | Action::DeleteImage
+            | Action::DeleteMember
             | Action::ModifyImage
             | Action::Reactivate
             | Action::UploadImage => (Role::Member, Scope::OwnProject),
@@ -171,8 +195,12 @@ pub enum Target<'a> {
         /// The project that would own it.
         owner: &'a str,
     },
-    /// An existing image.
+    /// An existing image the caller's project is not a member of.
     Image(&'a ImageRecord),
+    /// An existing `shared` image of another project that the caller's project is a member
+    /// of (whatever its member status: Glance shows such an image by id even when pending
+    /// or rejected).
+    SharedWith(&'a ImageRecord),
     /// An existing task.
     Task(&'a TaskRecord),
 }
@@ -187,7 +215,16 @@ pub fn action_of(endpoint: &Endpoint) -> Option<Action> {
         | Endpoint::TasksSchema
         | Endpoint::ImageSchema
         | Endpoint::ImagesSchema
-        | Endpoint::ImportInfo => None,
+        | Endpoint::ImportInfo
+        | Endpoint::StoresInfo
+        | Endpoint::UsageInfo
+        | Endpoint::MemberSchema
+        | Endpoint::MembersSchema => None,
+        Endpoint::ListMembers { .. } => Some(Action::GetMembers),
+        Endpoint::AddMember { .. } => Some(Action::AddMember),
+        Endpoint::GetMember { .. } => Some(Action::GetMember),
+        Endpoint::UpdateMember { .. } => Some(Action::ModifyMember),
+        Endpoint::DeleteMember { .. } => Some(Action::DeleteMember),
         Endpoint::CreateTask => Some(Action::AddTask),
         Endpoint::CreateImage => Some(Action::AddImage),
         Endpoint::ListTasks { .. } => Some(Action::GetTasks),
@@ -225,8 +262,8 @@ pub fn check_role(ctx: &RequestContext, action: Action) -> Result<(), ApiError> 
     }
 }
 
-/// Whether the caller can see an image of `owner` with `visibility` (Glance's visibility
-/// rules without image members: admins see everything).
+/// Whether the caller can see an image of `owner` with `visibility` without being a member
+/// of it (admins see everything; membership is [`Target::SharedWith`]).
 pub fn can_see_image(ctx: &RequestContext, owner: &str, visibility: &str) -> bool {
     ctx.role == Some(Role::Admin)
         || owner == ctx.project_id
@@ -250,13 +287,19 @@ pub fn authorize(ctx: &RequestContext, action: Action, target: Target<'_>) -> Re
         Target::Collection => return Ok(()),
         Target::NewImage { owner } => (owner, None),
         Target::Image(image) => (image.owner.as_str(), Some(image.visibility.as_str())),
+        Target::SharedWith(_) => {
+            return match scope {
+                Scope::Any | Scope::VisibleImage | Scope::SharedWithCaller => Ok(()),
+                Scope::OwnProject | Scope::AdminOnly => Err(action.denied()),
+            }
+        }
         Target::Task(task) => (task.owner.as_str(), None),
     };
     let in_scope = match scope {
         Scope::Any => true,
         Scope::OwnProject => owner == ctx.project_id,
         Scope::VisibleImage => can_see_image(ctx, owner, visibility.unwrap_or("private")),
-        Scope::AdminOnly => false,
+        Scope::SharedWithCaller | Scope::AdminOnly => false,
     };
     if in_scope {
         return Ok(());
@@ -266,7 +309,9 @@ pub fn authorize(ctx: &RequestContext, action: Action, target: Target<'_>) -> Re
             ApiError::ImageNotFound(image.id.clone())
         }
         Target::Task(task) => ApiError::TaskForbidden(task.id.clone()),
-        Target::Collection | Target::NewImage { .. } | Target::Image(_) => action.denied(),
+        Target::Collection | Target::NewImage { .. } | Target::Image(_) | Target::SharedWith(_) => {
+            action.denied()
+        }
     })
 }
 

@@ -143,6 +143,47 @@ pub fn images_schema() -> Response<ApiBody> {
     }))
 }
 
+/// Glance's member schema (`glance/api/v2/image_members.py` `get_schema`).
+fn member_schema_value() -> Value {
+    json!({
+        "name": "member",
+        "properties": {
+            "created_at": {"type": "string", "description": "Date and time of image member creation"},
+            "image_id": {
+                "type": "string",
+                "description": "An identifier for the image",
+                "pattern": "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$"
+            },
+            "member_id": {"type": "string", "description": "An identifier for the image member (tenantId)"},
+            "schema": {"type": "string", "readOnly": true},
+            "status": {
+                "type": "string",
+                "description": "The status of this image member",
+                "enum": ["pending", "accepted", "rejected"]
+            },
+            "updated_at": {"type": "string", "description": "Date and time of last modification of image member"}
+        },
+        "additionalProperties": false
+    })
+}
+
+/// `GET /v2/schemas/member`.
+pub fn member_schema() -> Response<ApiBody> {
+    ok_json(&member_schema_value())
+}
+
+/// `GET /v2/schemas/members`: Glance's collection schema around the member schema.
+pub fn members_schema() -> Response<ApiBody> {
+    ok_json(&json!({
+        "name": "members",
+        "properties": {
+            "members": {"type": "array", "items": member_schema_value()},
+            "schema": {"type": "string"}
+        },
+        "links": [{"rel": "describedby", "href": "{schema}"}]
+    }))
+}
+
 /// The interoperable import methods offered (Glance's `enabled_import_methods`), the one list
 /// behind `GET /v2/info/import` and the `OpenStack-image-import-methods` header of
 /// `POST /v2/images`, in the configured order without repeats.

@@ -163,6 +163,19 @@ fn test_serve_image_quotas_from_file_then_flags() {
 }
 
 #[test]
+fn test_serve_image_member_quota_from_file_then_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("members.toml");
+    std::fs::write(&file, "image_member_quota = 3\n").unwrap();
+    let file = file.to_str().unwrap();
+    assert_eq!(serve_config(&[]).unwrap().image_member_quota, 128);
+    let c = serve_config(&["--config", file]).unwrap();
+    assert_eq!(c.image_member_quota, 3);
+    let c = serve_config(&["--config", file, "--image-member-quota", "9"]).unwrap();
+    assert_eq!(c.image_member_quota, 9);
+}
+
+#[test]
 fn test_human_size_uses_binary_units() {
     assert_eq!(human_size(512), "512.0 B");
     assert_eq!(human_size(1 << 30), "1.0 GiB");

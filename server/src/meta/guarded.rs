@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use sluice_pipeline::store::space::DiskSpace;
 
+use super::members::{AddMember, MemberRecord};
 use super::rocks::RocksMeta;
 use super::{
     Decision, ImageQuery, ImageRecord, ImageStatus, MetaError, MetaStore, TaskQuery, TaskRecord,
@@ -245,6 +246,30 @@ impl MetaStore for GuardedMeta {
 
     fn delete_image(&self, id: &str) -> Result<(), MetaError> {
         self.guarded(|r| r.delete_image(id))
+    }
+
+    fn add_member(&self, member: &MemberRecord, max: usize) -> Result<AddMember, MetaError> {
+        self.guarded(|r| r.add_member(member, max))
+    }
+
+    fn update_member(&self, member: &MemberRecord) -> Result<bool, MetaError> {
+        self.guarded(|r| r.update_member(member))
+    }
+
+    fn get_member(&self, image: &str, member: &str) -> Result<Option<MemberRecord>, MetaError> {
+        self.read().rocks.get_member(image, member)
+    }
+
+    fn image_members(&self, image: &str) -> Result<Vec<MemberRecord>, MetaError> {
+        self.read().rocks.image_members(image)
+    }
+
+    fn member_images(&self, member: &str) -> Result<Vec<MemberRecord>, MetaError> {
+        self.read().rocks.member_images(member)
+    }
+
+    fn delete_member(&self, image: &str, member: &str) -> Result<bool, MetaError> {
+        self.guarded(|r| r.delete_member(image, member))
     }
 
     fn list_task_page(&self, query: &TaskQuery<'_>) -> Result<Vec<TaskSummary>, MetaError> {

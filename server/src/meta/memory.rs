@@ -1,11 +1,12 @@
 //! An in-memory [`MetaStore`] for tests: records and index entries in ordered maps behind one
 //! mutex, nothing persisted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
 use super::index::{self, IndexEntry};
+use super::members::{self, AddMember, MemberRecord};
 use super::query::{self, Entries, Entry, IndexSource};
 use super::{
     check_task_move, plan_transition, Decision, ImageQuery, ImageRecord, ImageStatus, MetaError,
@@ -25,9 +26,33 @@ struct Inner {
     tasks: BTreeMap<String, TaskRecord>,
     images: BTreeMap<String, ImageRecord>,
     index: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Member records by [`members::member_key`].
+    members: BTreeMap<Vec<u8>, MemberRecord>,
+    /// The member index ([`members::member_index_key`]).
+    member_index: BTreeSet<Vec<u8>>,
 }
 
 impl Inner {
+    fn remove_image_members(&mut self, image: &str) {
+        let (start, end) = members::image_range(image);
+        let gone: Vec<String> = self
+            .members
+            .range(start..end)
+            .map(|(_, m)| m.member_id.clone())
+            .collect();
+        for member in gone {
+            self.remove_member(image, &member);
+        }
+    }
+
+    fn remove_member(&mut self, image: &str, member: &str) -> bool {
+        self.member_index
+            .remove(&members::member_index_key(image, member));
+        self.members
+            .remove(&members::member_key(image, member))
+            .is_some()
+    }
+
     fn reindex(&mut self, stale: Vec<Vec<u8>>, fresh: Vec<IndexEntry>) {
         for key in stale {
             self.index.remove(&key);
@@ -69,6 +94,7 @@ impl Inner {
                 self.images.remove(id);
                 let (stale, fresh) = index::image_change(Some(&old), None);
                 self.reindex(stale, fresh);
+                self.remove_image_members(id);
                 old
             }
         };
@@ -237,7 +263,78 @@ impl MetaStore for MemoryMeta {
             let (stale, fresh) = index::image_change(Some(&old), None);
             inner.reindex(stale, fresh);
         }
+        inner.remove_image_members(id);
         Ok(())
+    }
+
+    fn add_member(&self, member: &MemberRecord, max: usize) -> Result<AddMember, MetaError> {
+        let mut inner = self.inner()?;
+        let key = members::member_key(&member.image_id, &member.member_id);
+        if inner.members.contains_key(&key) {
+            return Ok(AddMember::Duplicate);
+        }
+        let (start, end) = members::image_range(&member.image_id);
+        if inner.members.range(start..end).count() >= max {
+            return Ok(AddMember::Full(max));
+        }
+        inner.members.insert(key, member.clone());
+        inner.member_index.insert(members::member_index_key(
+            &member.image_id,
+            &member.member_id,
+        ));
+        Ok(AddMember::Added)
+    }
+
+    fn update_member(&self, member: &MemberRecord) -> Result<bool, MetaError> {
+        let mut inner = self.inner()?;
+        let key = members::member_key(&member.image_id, &member.member_id);
+        Ok(match inner.members.get_mut(&key) {
+            Some(old) => {
+                old.clone_from(member);
+                true
+            }
+            None => false,
+        })
+    }
+
+    fn get_member(&self, image: &str, member: &str) -> Result<Option<MemberRecord>, MetaError> {
+        let key = members::member_key(image, member);
+        Ok(self.inner()?.members.get(&key).cloned())
+    }
+
+    fn image_members(&self, image: &str) -> Result<Vec<MemberRecord>, MetaError> {
+        let (start, end) = members::image_range(image);
+        Ok(self
+            .inner()?
+            .members
+            .range(start..end)
+            .map(|(_, m)| m.clone())
+            .collect())
+    }
+
+    fn member_images(&self, member: &str) -> Result<Vec<MemberRecord>, MetaError> {
+        let inner = self.inner()?;
+        let (start, end) = members::member_range(member);
+        inner
+            .member_index
+            .range(start..end)
+            .map(|key| {
+                let image = members::image_of_index_key(member, key)?;
+                inner
+                    .members
+                    .get(&members::member_key(&image, member))
+                    .cloned()
+                    .ok_or_else(|| MetaError::Decoding {
+                        what: "member index entry",
+                        key: String::from_utf8_lossy(key).into_owned(),
+                        detail: "no member record".to_owned(),
+                    })
+            })
+            .collect()
+    }
+
+    fn delete_member(&self, image: &str, member: &str) -> Result<bool, MetaError> {
+        Ok(self.inner()?.remove_member(image, member))
     }
 
     fn list_task_page(&self, query: &TaskQuery<'_>) -> Result<Vec<TaskSummary>, MetaError> {

@@ -15,11 +15,13 @@ mod conformance_tasks;
 pub mod guarded;
 pub mod index;
 pub mod keys;
+pub mod members;
 pub mod memory;
 pub mod query;
 pub mod rocks;
 pub mod testing;
 
+pub use members::{AddMember, MemberRecord, MemberStatus};
 pub use query::{ImageColumn, ImageQuery, ImageRange, SortDir, TaskColumn, TaskQuery, TaskSummary};
 
 /// Seconds since the Unix epoch (UTC). Rendered as `YYYY-MM-DDTHH:MM:SSZ` by the API.
@@ -407,6 +409,37 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
         owner: Option<&str>,
         visit: &mut dyn FnMut(ImageRecord) -> Result<(), MetaError>,
     ) -> Result<(), MetaError>;
+    /// Adds `member` unless its project already is a member of the image or the image has
+    /// `max` members already; atomic with the other member writes of the image.
+    ///
+    /// # Errors
+    /// A backend error ([`MetaError::StorageFull`] on a full volume).
+    fn add_member(&self, member: &MemberRecord, max: usize) -> Result<AddMember, MetaError>;
+    /// Overwrites an existing member (its status); `false` when there is no such member.
+    ///
+    /// # Errors
+    /// A backend error.
+    fn update_member(&self, member: &MemberRecord) -> Result<bool, MetaError>;
+    /// Member `member` of image `image`, if any.
+    ///
+    /// # Errors
+    /// A backend error, or a record that does not decode.
+    fn get_member(&self, image: &str, member: &str) -> Result<Option<MemberRecord>, MetaError>;
+    /// The members of `image`, by member id (one key range).
+    ///
+    /// # Errors
+    /// A backend error, or a record that does not decode.
+    fn image_members(&self, image: &str) -> Result<Vec<MemberRecord>, MetaError>;
+    /// The memberships of project `member`, by image id (one key range of the member index).
+    ///
+    /// # Errors
+    /// A backend error, or a record that does not decode.
+    fn member_images(&self, member: &str) -> Result<Vec<MemberRecord>, MetaError>;
+    /// Removes a member and its index entry; `false` when there was none.
+    ///
+    /// # Errors
+    /// A backend error.
+    fn delete_member(&self, image: &str, member: &str) -> Result<bool, MetaError>;
     /// What the images owned by `owner` hold: a range of the owner index
     /// ([`MetaStore::scan_images`]).
     fn project_usage(&self, owner: &str) -> Result<ProjectUsage, MetaError> {
@@ -662,6 +695,9 @@ pub fn conformance_suite(store: &dyn MetaStore) {
         store.delete_image(&image.id).expect("clear image");
     }
     conformance::lists(store);
+
+    // Image members, and their removal with their image.
+    members::conformance(store);
 }
 
 /// A plausible pending import task with id `id` (for tests and [`conformance_suite`]).

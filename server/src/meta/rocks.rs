@@ -38,6 +38,7 @@ use rocksdb::{
 use super::codec::{self, Record};
 use super::index::{self, IndexEntry};
 use super::keys::{self, Table, INDEX_PREFIX, INDEX_VERSION, SCHEMA_KEY};
+use super::members::{AddMember, MemberRecord};
 use super::query::{self, Entries, IndexSource};
 use super::{
     check_task_move, plan_transition, Decision, ImageQuery, ImageRecord, ImageStatus, MetaError,
@@ -250,6 +251,7 @@ impl RocksMeta {
             Step::Remove(old) => {
                 let entries = index::image_change(Some(&old), None);
                 Self::change::<ImageRecord>(&mut batch, Table::Images, id, None, entries)?;
+                self.delete_image_members(&mut batch, id)?;
                 old
             }
         };
@@ -507,7 +509,32 @@ impl MetaStore for RocksMeta {
         let entries = index::image_change(old.as_ref(), None);
         let mut batch = WriteBatch::default();
         Self::change::<ImageRecord>(&mut batch, Table::Images, id, None, entries)?;
+        self.delete_image_members(&mut batch, id)?;
         self.write(&format!("deletion of image {id}"), batch)
+    }
+
+    fn add_member(&self, member: &MemberRecord, max: usize) -> Result<AddMember, MetaError> {
+        self.add_member_impl(member, max)
+    }
+
+    fn update_member(&self, member: &MemberRecord) -> Result<bool, MetaError> {
+        self.update_member_impl(member)
+    }
+
+    fn get_member(&self, image: &str, member: &str) -> Result<Option<MemberRecord>, MetaError> {
+        self.get_member_impl(image, member)
+    }
+
+    fn image_members(&self, image: &str) -> Result<Vec<MemberRecord>, MetaError> {
+        self.image_members_impl(image)
+    }
+
+    fn member_images(&self, member: &str) -> Result<Vec<MemberRecord>, MetaError> {
+        self.member_images_impl(member)
+    }
+
+    fn delete_member(&self, image: &str, member: &str) -> Result<bool, MetaError> {
+        self.delete_member_impl(image, member)
     }
 
     fn list_task_page(&self, query: &TaskQuery<'_>) -> Result<Vec<TaskSummary>, MetaError> {
@@ -545,6 +572,8 @@ impl MetaStore for RocksMeta {
         query::scan_images(&self.snapshot(), owner, visit)
     }
 }
+
+mod members;
 
 #[cfg(test)]
 mod tests;

@@ -6,18 +6,26 @@
 //!
 //! | caller    | `visibility` | partitions                                  |
 //! |-----------|--------------|---------------------------------------------|
-//! | non-admin | (none)       | own project, `public`                       |
-//! | non-admin | `all`        | own project, `public`, `community`          |
+//! | non-admin | (none)       | own project, `public` (+ memberships)       |
+//! | non-admin | `all`        | own project, `public`, `community` (+ memberships) |
 //! | non-admin | `public`, `community` | that visibility                    |
-//! | non-admin | `private`, `shared`   | own project                        |
+//! | non-admin | `shared`     | own project (+ memberships)                 |
+//! | non-admin | `private`    | own project                                 |
 //! | admin     | (none), `all`| every image                                 |
 //! | admin     | one value    | that visibility                             |
+//!
+//! (+ memberships): images shared with the caller's project are listed by `member_status`
+//! (`pending`, `accepted`, `rejected` or `all`; default `accepted`, as Glance). The caller's
+//! memberships are one range of the member index; their images (in none of the partitions
+//! read: another project's, `shared`) are read by id, filtered, and merged into the page in
+//! the list's order: O(page + memberships), never the whole `shared` partition.
 //!
 //! The default order (`created_at` then `id`, descending, or both ascending) reads
 //! O(page) entries; other orders read the partitions once with a bounded top-k (see
 //! [`crate::meta::query`]).
 
 use std::cmp::Ordering;
+use std::collections::HashSet;
 
 use http::Response;
 
@@ -31,7 +39,7 @@ use crate::api::listing::{
     column_equals, page_json, param, params, parse_limit, SortDir, SortValue,
 };
 use crate::api::{ok_json, Api};
-use crate::meta::{ImageColumn, ImageQuery, ImageRange, ImageRecord};
+use crate::meta::{ImageColumn, ImageQuery, ImageRange, ImageRecord, MemberStatus};
 
 /// Image sort keys (Glance's `SUPPORTED_SORT_KEYS`).
 const SORT_KEYS: [&str; 8] = [
@@ -55,6 +63,8 @@ struct ImageListRequest {
     /// The `visibility` filter (`None`: everything visible except others' community images).
     visibility: Option<String>,
     hidden: bool,
+    /// The `member_status` filter (`None`: `all`).
+    member_status: Option<MemberStatus>,
 }
 
 /// One image list filter.
@@ -139,9 +149,19 @@ impl ImageListRequest {
         let mut filters = Vec::new();
         let mut visibility = None;
         let mut hidden = false;
+        let mut member_status = Some(MemberStatus::Accepted);
         for (key, value) in query {
             match key.as_str() {
-                "limit" | "marker" | "sort" | "sort_key" | "sort_dir" | "member_status" => {}
+                "limit" | "marker" | "sort" | "sort_key" | "sort_dir" => {}
+                "member_status" => {
+                    member_status = match value.as_str() {
+                        "all" => None,
+                        v => Some(
+                            MemberStatus::parse(v)
+                                .ok_or_else(|| bad(format!("Invalid status: {v}")))?,
+                        ),
+                    };
+                }
                 "changes-since" => {
                     return Err(bad(
                         "The 'changes-since' filter is no longer available on v2.".into(),
@@ -188,11 +208,14 @@ impl ImageListRequest {
             filters,
             visibility,
             hidden,
+            member_status,
         })
     }
 
-    fn matches(&self, ctx: &RequestContext, image: &ImageRecord) -> bool {
-        if self.hidden || !visible(ctx, image) {
+    /// `shared`: the images shared with the caller's project with the `member_status` asked.
+    fn matches(&self, ctx: &RequestContext, shared: &HashSet<String>, image: &ImageRecord) -> bool {
+        let shared_with_caller = image.visibility == "shared" && shared.contains(&image.id);
+        if self.hidden || !(visible(ctx, image) || shared_with_caller) {
             return false;
         }
         let visibility_ok = match self.visibility.as_deref() {
@@ -418,6 +441,26 @@ fn ranges<'c>(ctx: &'c RequestContext, visibility: Option<&'c str>) -> Vec<Image
     }
 }
 
+/// The ids of the images shared with the caller's project whose member status is `status`
+/// (`None`: any); none for admins, who see every image anyway, and none for a `visibility`
+/// filter that excludes `shared` images.
+fn shared_with(
+    meta: &dyn crate::meta::MetaStore,
+    ctx: &RequestContext,
+    status: Option<MemberStatus>,
+    visibility: Option<&str>,
+) -> Result<HashSet<String>, ApiError> {
+    if ctx.is_admin || !matches!(visibility, None | Some("all" | "shared")) {
+        return Ok(HashSet::new());
+    }
+    Ok(meta
+        .member_images(&ctx.project_id)?
+        .into_iter()
+        .filter(|m| status.is_none_or(|s| m.status == s))
+        .map(|m| m.image_id)
+        .collect())
+}
+
 /// `GET /v2/images`.
 pub async fn list(
     api: &Api,
@@ -429,16 +472,18 @@ pub async fn list(
     let meta = api.state.meta.clone();
     let ctx = ctx.clone();
     let page = tokio::task::spawn_blocking(move || -> Result<Vec<ImageRecord>, ApiError> {
+        let visibility = req.visibility.as_deref();
+        let shared = shared_with(meta.as_ref(), &ctx, req.member_status, visibility)?;
         let marker = match &req.marker {
             Some(id) => Some(
                 meta.get_image(id)?
-                    .filter(|i| visible(&ctx, i))
+                    .filter(|i| visible(&ctx, i) || shared.contains(&i.id))
                     .ok_or_else(|| ApiError::BadRequest(format!("No image found with ID {id}")))?,
             ),
             None => None,
         };
-        let filter = |image: &ImageRecord| req.matches(&ctx, image);
-        let ranges = ranges(&ctx, req.visibility.as_deref());
+        let filter = |image: &ImageRecord| req.matches(&ctx, &shared, image);
+        let ranges = ranges(&ctx, visibility);
         let query = ImageQuery {
             ranges: &ranges,
             sort: &req.sort,
@@ -446,7 +491,25 @@ pub async fn list(
             limit: req.limit,
             filter: &filter,
         };
-        Ok(meta.list_image_page(&query)?)
+        let mut page = meta.list_image_page(&query)?;
+        if shared.is_empty() {
+            return Ok(page);
+        }
+        // The images shared with the caller: another project's, so in no partition read.
+        for id in &shared {
+            let Some(image) = meta.get_image(id)? else {
+                continue;
+            };
+            let after_marker = marker
+                .as_ref()
+                .is_none_or(|m| query.compare(&image, m).is_gt());
+            if image.owner != ctx.project_id && after_marker && filter(&image) {
+                page.push(image);
+            }
+        }
+        page.sort_by(|a, b| query.compare(a, b));
+        page.truncate(req.limit);
+        Ok(page)
     })
     .await
     .map_err(|e| ApiError::Internal(format!("image list worker: {e}")))??;

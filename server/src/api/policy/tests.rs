@@ -97,6 +97,29 @@ fn test_action_of_writes_need_member_and_reads_reader() {
             Action::ModifyImage,
         ),
         (Endpoint::DeleteImage { id: id() }, Action::DeleteImage),
+        (Endpoint::ListMembers { id: id() }, Action::GetMembers),
+        (Endpoint::AddMember { id: id() }, Action::AddMember),
+        (
+            Endpoint::GetMember {
+                id: id(),
+                member: id(),
+            },
+            Action::GetMember,
+        ),
+        (
+            Endpoint::UpdateMember {
+                id: id(),
+                member: id(),
+            },
+            Action::ModifyMember,
+        ),
+        (
+            Endpoint::DeleteMember {
+                id: id(),
+                member: id(),
+            },
+            Action::DeleteMember,
+        ),
     ] {
         assert_eq!(action_of(&endpoint), Some(action), "{endpoint:?}");
     }
@@ -104,6 +127,10 @@ fn test_action_of_writes_need_member_and_reads_reader() {
         Endpoint::Versions,
         Endpoint::ImageSchema,
         Endpoint::ImportInfo,
+        Endpoint::StoresInfo,
+        Endpoint::UsageInfo,
+        Endpoint::MemberSchema,
+        Endpoint::MembersSchema,
     ] {
         assert_eq!(action_of(&endpoint), None, "{endpoint:?}");
     }
