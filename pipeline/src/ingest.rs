@@ -142,6 +142,10 @@ pub struct Ingested {
     pub format: Format,
     /// Whether the image was converted (`size` and the digests are then the output's).
     pub converted: bool,
+    /// The compression wrapper removed in the stream (`gzip`, `xz`, `zstd`, `bzip2`; see
+    /// [`crate::unwrap`]): `size`, the digests and the report are then the decompressed
+    /// image's.
+    pub unwrapped: Option<&'static str>,
 }
 
 /// The conversion [`ingest_as`] performs for an image declared `declared` when asked for
@@ -214,6 +218,7 @@ impl IngestError {
                 .map(|r| r.code.as_str())
                 .unwrap_or("rejected"),
             IngestError::Source(SourceError::ContentTooLarge { .. }) => "size_cap",
+            IngestError::Source(SourceError::Unwrap(e)) => e.reason_code(),
             // A stalled source is the slowest one: the same code whichever guard trips first
             // (the HTTP idle timeout or the minimum rate, both 60 s by default).
             IngestError::Source(SourceError::TooSlow { .. } | SourceError::IdleTimeout { .. }) => {
@@ -328,6 +333,7 @@ pub async fn ingest_as<S: ChunkSource>(
     let mut charge = Charge::new(admission, conversion == Some(Target::Raw));
     // Refused before anything is fetched or created when the announced length is too much.
     charge.at_least(source.content_length().unwrap_or(0))?;
+    let unwrapped = source.unwrapped();
     if let Some(target) = conversion {
         return convert_into(
             source,
@@ -340,7 +346,11 @@ pub async fn ingest_as<S: ChunkSource>(
             cancel,
             &mut charge,
         )
-        .await;
+        .await
+        .map(|ingested| Ingested {
+            unwrapped,
+            ..ingested
+        });
     }
     let part = store.begin(image_id, Access::Append)?;
     let mut inspector = Inspector::new(Some(declared), limits);
@@ -389,6 +399,7 @@ pub async fn ingest_as<S: ChunkSource>(
         report,
         format,
         converted: false,
+        unwrapped,
     })
 }
 
@@ -496,6 +507,7 @@ async fn convert_into<S: ChunkSource>(
             Target::Qcow2 => Format::Qcow2,
         },
         converted: true,
+        unwrapped: None,
     })
 }
 

@@ -36,6 +36,7 @@ pub mod rate;
 pub mod source;
 pub mod ssrf;
 pub mod store;
+pub mod unwrap;
 
 pub use ingest::{ingest, IngestError, Ingested, Progress};
 pub use source::{ChunkSource, SourceError, MAX_CHUNK};
