@@ -174,20 +174,25 @@ impl UnwrapError {
     /// The stable reason code: `corrupt` (corrupt or truncated), `compressed` (nested),
     /// `limit_exceeded` (decoder memory), `size_cap`, or `internal_error`.
     pub fn reason_code(&self) -> &'static str {
+        self.reason().map_or("internal_error", ReasonCode::as_str)
+    }
+
+    /// The inspector's reason code for this failure; `None` for [`UnwrapError::Stopped`].
+    pub fn reason(&self) -> Option<ReasonCode> {
         match self {
             UnwrapError::Corrupt { .. } | UnwrapError::Truncated { .. } => {
-                ReasonCode::Corrupt.as_str()
+                Some(ReasonCode::Corrupt)
             }
-            UnwrapError::DecoderMemory { .. } => ReasonCode::LimitExceeded.as_str(),
-            UnwrapError::Nested { .. } => ReasonCode::Compressed.as_str(),
-            UnwrapError::Stopped(_) => "internal_error",
-            UnwrapError::TooLarge { .. } => ReasonCode::SizeCap.as_str(),
+            UnwrapError::DecoderMemory { .. } => Some(ReasonCode::LimitExceeded),
+            UnwrapError::Nested { .. } => Some(ReasonCode::Compressed),
+            UnwrapError::Stopped(_) => None,
+            UnwrapError::TooLarge { .. } => Some(ReasonCode::SizeCap),
         }
     }
 
     /// Whether the image is at fault (everything but [`UnwrapError::Stopped`]).
     pub fn is_image_fault(&self) -> bool {
-        !matches!(self, UnwrapError::Stopped(_))
+        self.reason().is_some()
     }
 }
 
@@ -323,8 +328,12 @@ pub fn unwrap_reader<'a>(
     let Some(wrapper) = wrapper else {
         return Ok((Box::new(whole), None));
     };
-    let dec = Decompressor::new(wrapper, BufReader::with_capacity(READER_BUFFER, whole), limit)
-        .map_err(io::Error::other)?;
+    let dec = Decompressor::new(
+        wrapper,
+        BufReader::with_capacity(READER_BUFFER, whole),
+        limit,
+    )
+    .map_err(io::Error::other)?;
     Ok((
         Box::new(UnwrapRead {
             dec,

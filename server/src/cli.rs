@@ -14,6 +14,7 @@ use sluice_pipeline::convert::{convert_reader, ConvertFailure, ConvertOutcome};
 use sluice_pipeline::inspect_reader;
 use sluice_pipeline::ssrf::{HostEntry, Nat64Prefix, PinnedHost};
 use sluice_pipeline::store::space::Reserve;
+use sluice_pipeline::unwrap::{unwrap_reader, Wrapper};
 
 use crate::config::{AuthMode, Config, ConfigError, Conversion, ImportMethod};
 use crate::quota::Limit;
@@ -405,12 +406,22 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<Verdict> {
         max_virtual_size: args.max_virtual_size,
         ..Limits::default()
     };
+    // A compressed image is inspected as what it decompresses to (README, "Compressed images").
+    let (reader, unwrapped) = unwrap_reader(reader, args.max_virtual_size)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", args.path.display()))?;
     let report = inspect_reader(reader, args.declared, limits, INSPECT_CHUNK)?;
     let mut out = io::stdout().lock();
     if args.json {
-        serde_json::to_writer(&mut out, &report)?;
+        let mut value = serde_json::to_value(&report)?;
+        if let Some(wrapper) = unwrapped {
+            value["unwrapped"] = wrapper.as_str().into();
+        }
+        serde_json::to_writer(&mut out, &value)?;
         writeln!(out)?;
     } else {
+        if let Some(wrapper) = unwrapped {
+            writeln!(out, "unwrapped:     {wrapper}")?;
+        }
         write_human(&mut out, &report)?;
     }
     out.flush()?;
@@ -492,6 +503,13 @@ fn convert(args: &ConvertArgs) -> ExitCode {
         max_virtual_size: args.max_virtual_size,
         ..ConvertLimits::default()
     };
+    let (reader, unwrapped) = match unwrap_reader(reader, args.max_virtual_size) {
+        Ok(opened) => opened,
+        Err(e) => {
+            eprintln!("sluice convert: reading {}: {e}", args.input.display());
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
     let result = convert_reader(
         reader,
         args.declared,
@@ -510,9 +528,9 @@ fn convert(args: &ConvertArgs) -> ExitCode {
         }
     };
     let printed = if args.json {
-        write_convert_json(args, &result)
+        write_convert_json(args, &result, unwrapped)
     } else {
-        write_convert_human(args, &result)
+        write_convert_human(args, &result, unwrapped)
     };
     match printed {
         Ok(()) => ExitCode::from(status),
@@ -550,8 +568,9 @@ fn target_name(target: Target) -> &'static str {
 fn write_convert_json(
     args: &ConvertArgs,
     result: &Result<ConvertOutcome, ConvertFailure>,
+    unwrapped: Option<Wrapper>,
 ) -> io::Result<()> {
-    let value = match result {
+    let mut value = match result {
         Ok(done) => serde_json::json!({
             "converted": true,
             "from": done.from,
@@ -573,6 +592,9 @@ fn write_convert_json(
             },
         }),
     };
+    if let Some(wrapper) = unwrapped {
+        value["unwrapped"] = wrapper.as_str().into();
+    }
     let mut out = io::stdout().lock();
     serde_json::to_writer(&mut out, &value)?;
     writeln!(out)?;
@@ -582,8 +604,12 @@ fn write_convert_json(
 fn write_convert_human(
     args: &ConvertArgs,
     result: &Result<ConvertOutcome, ConvertFailure>,
+    unwrapped: Option<Wrapper>,
 ) -> io::Result<()> {
     let mut out = io::stdout().lock();
+    if let Some(wrapper) = unwrapped {
+        writeln!(out, "unwrapped:     {wrapper}")?;
+    }
     match result {
         Ok(done) => {
             writeln!(

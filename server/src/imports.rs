@@ -11,6 +11,7 @@ use sluice_pipeline::http::{HttpConfig, HttpSource};
 use sluice_pipeline::ingest::ingest_as;
 use sluice_pipeline::rate::{MinRate, RateGuard};
 use sluice_pipeline::ssrf::ImportPolicy;
+use sluice_pipeline::unwrap::Unwrapped;
 use sluice_pipeline::{IngestError, Ingested, Progress};
 use tokio::sync::watch;
 
@@ -168,10 +169,15 @@ pub async fn run(
     };
     let outcome = deadline_outcome(outcome, &timed_out, timeout);
     match outcome {
-        Ok(image) => {
+        Ok((image, unwrapped)) => {
             let at = now();
             task.status = TaskStatus::Success;
-            task.result = Some(serde_json::json!({ "image_id": image.id }));
+            let mut result = serde_json::json!({ "image_id": image.id });
+            if let Some(wrapper) = unwrapped {
+                // Sluice's addition: the compression removed in the stream.
+                result["unwrapped"] = wrapper.into();
+            }
+            task.result = Some(result);
             task.message = String::new();
             task.reason = None;
             task.updated_at = at;
@@ -259,14 +265,15 @@ pub(crate) fn with_deadline(
     (rx, timed_out)
 }
 
-/// Pulls, inspects, hashes and stores the image; returns its record (not yet written).
+/// Pulls, inspects, hashes and stores the image; returns its record (not yet written) and
+/// the compression wrapper removed, if any.
 async fn import(
     state: &AppState,
     task: &TaskRecord,
     input: ImportInput,
     progress: &Progress,
     cancel: watch::Receiver<bool>,
-) -> Result<ImageRecord, (String, String)> {
+) -> Result<(ImageRecord, Option<&'static str>), (String, String)> {
     let image_id = uuid::Uuid::new_v4().to_string();
     let pulled = Pull {
         url: &input.url,
@@ -275,9 +282,20 @@ async fn import(
         disk_format: &input.disk_format,
         output_format: input.output_format,
         image_id: &image_id,
+        unwrap: unwraps(input.properties.container_format.as_deref()),
     };
     let ingested = pull(state, task, pulled, progress, cancel).await?;
-    Ok(image_record(task, &image_id, &input, &ingested))
+    Ok((
+        image_record(task, &image_id, &input, &ingested),
+        ingested.unwrapped,
+    ))
+}
+
+/// Whether an image of `container_format` has a compressed source decompressed in the stream:
+/// every container but `compressed`, which Glance's decompression plugin leaves compressed
+/// (stored as it is; Sluice's inspector then refuses it as `compressed`).
+pub(crate) fn unwraps(container_format: Option<&str>) -> bool {
+    container_format != Some("compressed")
 }
 
 /// What one pull from a URL into the store needs to know.
@@ -294,6 +312,8 @@ struct Pull<'a> {
     output_format: Option<Conversion>,
     /// The image id the data is stored under.
     image_id: &'a str,
+    /// Whether a compressed source is decompressed in the stream ([`unwraps`]).
+    unwrap: bool,
 }
 
 /// Pulls `pulled.url` through the pipeline (quota, minimum rate, inspection, conversion,
@@ -335,6 +355,16 @@ async fn pull(
         max_virtual_size: config.max_virtual_size,
         ..Limits::default()
     };
+    let opened = if pulled.unwrap {
+        tokio::select! {
+            biased;
+            () = cancelled(&mut cancel) => Err(IngestError::Cancelled),
+            r = Unwrapped::open(source, limits.max_virtual_size) => r.map_err(IngestError::Source),
+        }
+    } else {
+        Ok(Unwrapped::passthrough(source))
+    };
+    let source = opened.map_err(|e| (e.reason_code().to_owned(), failure_message(&e)))?;
     // Opaque formats (kernels, ramdisks, AMIs) are stored as they are; `ingest_as` also
     // leaves ISO and images already in the target alone.
     let target = if OPAQUE_DISK_FORMATS.contains(&pulled.disk_format) {

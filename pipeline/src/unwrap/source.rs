@@ -113,6 +113,17 @@ impl<S: ChunkSource> Unwrapped<S> {
         })
     }
 
+    /// `inner` passed through untouched, whatever it holds (a `compressed` container is
+    /// stored as it is, so its wrapper is the inspector's business).
+    pub fn passthrough(inner: S) -> Self {
+        Unwrapped {
+            inner,
+            mode: Mode::Plain {
+                head: VecDeque::new(),
+            },
+        }
+    }
+
     /// The wrapper being decompressed, if any.
     pub fn wrapper(&self) -> Option<Wrapper> {
         match &self.mode {

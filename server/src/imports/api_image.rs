@@ -93,6 +93,7 @@ pub(super) async fn run(
         disk_format: &disk_format,
         output_format: None,
         image_id: &image_id,
+        unwrap: super::unwraps(image.container_format.as_deref()),
     };
     let ingested = pull(state, task, pulled, progress, cancel).await?;
     Ok((image, ingested))
@@ -175,6 +176,10 @@ pub(super) async fn finish(
             let mut success = task.clone();
             success.status = TaskStatus::Success;
             success.result = Some(json!({ "image_id": image_id }));
+            if let (Some(result), Some(wrapper)) = (success.result.as_mut(), ingested.unwrapped) {
+                // Sluice's addition: the compression removed in the stream.
+                result["unwrapped"] = wrapper.into();
+            }
             success.message = String::new();
             success.reason = None;
             success.updated_at = at;

@@ -48,6 +48,7 @@ use sluice_pipeline::body::{BodySource, Discarded};
 use sluice_pipeline::ingest::ingest_as;
 use sluice_pipeline::rate::{MinRate, RateGuard};
 use sluice_pipeline::store::StoreError;
+use sluice_pipeline::unwrap::Unwrapped;
 use sluice_pipeline::{IngestError, Ingested, Progress, SourceError};
 use tokio::sync::oneshot;
 
@@ -229,6 +230,7 @@ async fn admit(
         state: api.state.clone(),
         image_id: image.id.clone(),
         declared: declared_format(&image),
+        unwrap: crate::imports::unwraps(image.container_format.as_deref()),
         dest,
         target,
         quota,
@@ -298,6 +300,8 @@ struct Upload {
     state: AppState,
     image_id: String,
     declared: Format,
+    /// Whether a compressed body is decompressed in the stream.
+    unwrap: bool,
     dest: Destination,
     /// The conversion of a stage.
     target: Option<Target>,
@@ -333,18 +337,30 @@ impl Upload {
             Destination::File => &*self.state.store,
             Destination::Stage => self.state.staging.store(),
         };
-        let ingested = ingest_as(
-            RateGuard::new(&mut source, rate),
-            self.declared,
-            self.target,
-            limits,
-            store,
-            &self.image_id,
-            &progress,
-            cancel,
-            &self.quota,
-        )
-        .await;
+        let body = RateGuard::new(&mut source, rate);
+        let opened = if self.unwrap {
+            Unwrapped::open(body, limits.max_virtual_size).await
+        } else {
+            Ok(Unwrapped::passthrough(body))
+        };
+        let ingested = match opened {
+            Ok(body) => {
+                ingest_as(
+                    body,
+                    self.declared,
+                    self.target,
+                    limits,
+                    store,
+                    &self.image_id,
+                    &progress,
+                    cancel,
+                    &self.quota,
+                )
+                .await
+            }
+            // Reading the head of the body failed: the same failure as inside the ingest.
+            Err(e) => Err(IngestError::Source(e)),
+        };
         let outcome = match ingested {
             Ok(ingested) if self.dest == Destination::Stage => self.seal(ingested).await,
             Ok(ingested) => self.activate(ingested).await,
@@ -537,6 +553,15 @@ fn upload_error(image_id: &str, failure: UploadFailure) -> ApiError {
         IngestError::QuotaExceeded(message) => ApiError::LimitExceeded(message),
         IngestError::Source(SourceError::TooSlow { .. } | SourceError::IdleTimeout { .. }) => {
             ApiError::RequestTimeout
+        }
+        IngestError::Source(SourceError::Unwrap(e)) if reason == "size_cap" => {
+            ApiError::ImageTooLarge(e.to_string())
+        }
+        IngestError::Source(SourceError::Unwrap(e)) if e.is_image_fault() => {
+            ApiError::InvalidImageData {
+                reason,
+                message: e.to_string(),
+            }
         }
         IngestError::Source(source) => ApiError::BadRequest(format!(
             "Client disconnected before sending all data to backend: {source}"
