@@ -29,6 +29,8 @@ use sluice_formats::{Format, Inspector, Limits, Reason, ReasonCode, Report, Verd
 mod background;
 pub mod body;
 pub mod convert;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hash;
 pub mod http;
 pub mod ingest;

@@ -18,6 +18,7 @@ mod quotas;
 mod rejections;
 mod ssrf;
 mod stage;
+mod unwrap;
 mod upload;
 mod upload_clients;
 mod upload_stops;
