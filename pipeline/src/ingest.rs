@@ -146,6 +146,8 @@ pub struct Ingested {
     /// [`crate::unwrap`]): `size`, the digests and the report are then the decompressed
     /// image's.
     pub unwrapped: Option<&'static str>,
+    /// Image properties found while unwrapping (an OVA descriptor's facts).
+    pub properties: Vec<(String, String)>,
 }
 
 /// The conversion [`ingest_as`] performs for an image declared `declared` when asked for
@@ -364,6 +366,7 @@ pub async fn ingest_as<S: ChunkSource>(
         () = cancelled(&mut cancel) => Err(IngestError::Cancelled),
         r = pump(&mut source, &mut inspector, Some(&sums), &write_tx, progress, cap, &mut charge) => r,
     };
+    let properties = source.source_properties();
     // Close the socket before waiting for the consumers to drain.
     drop(source);
     drop(write_tx);
@@ -400,6 +403,7 @@ pub async fn ingest_as<S: ChunkSource>(
         format,
         converted: false,
         unwrapped,
+        properties,
     })
 }
 
@@ -446,6 +450,7 @@ async fn convert_into<S: ChunkSource>(
         () = cancelled(&mut cancel) => Err(IngestError::Cancelled),
         r = pump(&mut source, &mut inspector, None, &chunk_tx, progress, cap, charge) => r,
     };
+    let properties = source.source_properties();
     drop(source);
     drop(chunk_tx);
     if pumped.is_err() {
@@ -508,6 +513,7 @@ async fn convert_into<S: ChunkSource>(
         },
         converted: true,
         unwrapped: None,
+        properties,
     })
 }
 

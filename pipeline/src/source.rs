@@ -187,6 +187,11 @@ pub trait ChunkSource: Send {
     fn unwrapped(&self) -> Option<&'static str> {
         None
     }
+
+    /// Image properties the source found in the stream (an OVA descriptor's facts).
+    fn source_properties(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// A borrowed source is a source: the caller keeps it after the ingest (an upload's body is
@@ -202,6 +207,10 @@ impl<S: ChunkSource + ?Sized> ChunkSource for &mut S {
 
     fn unwrapped(&self) -> Option<&'static str> {
         (**self).unwrapped()
+    }
+
+    fn source_properties(&self) -> Vec<(String, String)> {
+        (**self).source_properties()
     }
 }
 

@@ -35,9 +35,13 @@ use std::io::{self, BufRead, BufReader, Read};
 use bytes::{Bytes, BytesMut};
 use sluice_formats::ReasonCode;
 
+mod ova;
 mod source;
+mod tar;
 
+pub use ova::{MAX_DESCRIPTOR, MAX_MANIFEST};
 pub use source::Unwrapped;
+pub use tar::MAX_EXTENSION;
 
 /// Bytes at the head of a stream that decide whether it is wrapped (bzip2 needs its `BZh`
 /// level digit and the 6-byte block magic after it).
@@ -149,9 +153,17 @@ pub enum UnwrapError {
         /// The wrapper outside.
         outer: Wrapper,
     },
-    /// The decompressor thread stopped without a result (a bug).
-    #[error("the {0} decompressor stopped unexpectedly")]
-    Stopped(Wrapper),
+    /// An OVA refused: not a one-disk OVA Sluice reads, or broken (the message says how).
+    #[error("{message}")]
+    Ova {
+        /// Stable reason code.
+        code: ReasonCode,
+        /// What is wrong, naming the OVA member or descriptor part.
+        message: String,
+    },
+    /// The unwrapping thread stopped without a result (a bug).
+    #[error("the {0} unwrapping thread stopped unexpectedly")]
+    Stopped(&'static str),
     /// The decompressed stream passed the image size limit.
     #[error("{wrapper} stream decompresses to more than {limit} bytes, the image size limit")]
     TooLarge {
@@ -185,6 +197,7 @@ impl UnwrapError {
             }
             UnwrapError::DecoderMemory { .. } => Some(ReasonCode::LimitExceeded),
             UnwrapError::Nested { .. } => Some(ReasonCode::Compressed),
+            UnwrapError::Ova { code, .. } => Some(*code),
             UnwrapError::Stopped(_) => None,
             UnwrapError::TooLarge { .. } => Some(ReasonCode::SizeCap),
         }

@@ -11,7 +11,6 @@ use sluice_pipeline::http::{HttpConfig, HttpSource};
 use sluice_pipeline::ingest::ingest_as;
 use sluice_pipeline::rate::{MinRate, RateGuard};
 use sluice_pipeline::ssrf::ImportPolicy;
-use sluice_pipeline::unwrap::Unwrapped;
 use sluice_pipeline::{IngestError, Ingested, Progress};
 use tokio::sync::watch;
 
@@ -22,6 +21,7 @@ use crate::meta::{
 };
 use crate::properties::{ImageProperties, PropertyLimits, Visibility};
 use crate::state::AppState;
+use crate::unwrapping::Unwrapping;
 
 mod api_image;
 mod glance_direct;
@@ -282,20 +282,13 @@ async fn import(
         disk_format: &input.disk_format,
         output_format: input.output_format,
         image_id: &image_id,
-        unwrap: unwraps(input.properties.container_format.as_deref()),
+        unwrap: Unwrapping::of(input.properties.container_format.as_deref()),
     };
     let ingested = pull(state, task, pulled, progress, cancel).await?;
     Ok((
         image_record(task, &image_id, &input, &ingested),
         ingested.unwrapped,
     ))
-}
-
-/// Whether an image of `container_format` has a compressed source decompressed in the stream:
-/// every container but `compressed`, which Glance's decompression plugin leaves compressed
-/// (stored as it is; Sluice's inspector then refuses it as `compressed`).
-pub(crate) fn unwraps(container_format: Option<&str>) -> bool {
-    container_format != Some("compressed")
 }
 
 /// What one pull from a URL into the store needs to know.
@@ -312,8 +305,8 @@ struct Pull<'a> {
     output_format: Option<Conversion>,
     /// The image id the data is stored under.
     image_id: &'a str,
-    /// Whether a compressed source is decompressed in the stream ([`unwraps`]).
-    unwrap: bool,
+    /// What is unwrapped in the stream (by the image's `container_format`).
+    unwrap: Unwrapping,
 }
 
 /// Pulls `pulled.url` through the pipeline (quota, minimum rate, inspection, conversion,
@@ -355,14 +348,12 @@ async fn pull(
         max_virtual_size: config.max_virtual_size,
         ..Limits::default()
     };
-    let opened = if pulled.unwrap {
-        tokio::select! {
-            biased;
-            () = cancelled(&mut cancel) => Err(IngestError::Cancelled),
-            r = Unwrapped::open(source, limits.max_virtual_size) => r.map_err(IngestError::Source),
+    let opened = tokio::select! {
+        biased;
+        () = cancelled(&mut cancel) => Err(IngestError::Cancelled),
+        r = pulled.unwrap.open(source, limits.max_virtual_size, pulled.declared) => {
+            r.map_err(IngestError::Source)
         }
-    } else {
-        Ok(Unwrapped::passthrough(source))
     };
     let source = opened.map_err(|e| (e.reason_code().to_owned(), failure_message(&e)))?;
     // Opaque formats (kernels, ramdisks, AMIs) are stored as they are; `ingest_as` also
@@ -484,7 +475,7 @@ fn image_record(
 ) -> ImageRecord {
     let props = &input.properties;
     let at = now();
-    ImageRecord {
+    let mut record = ImageRecord {
         id: image_id.to_owned(),
         name: props.name.clone(),
         status: ImageStatus::Active,
@@ -518,7 +509,9 @@ fn image_record(
         created_at: at,
         updated_at: at,
         task_id: Some(task.id.clone()),
-    }
+    };
+    crate::unwrapping::apply(&mut record, ingested);
+    record
 }
 
 /// Runs a metadata call off the async runtime (RocksDB writes fsync).

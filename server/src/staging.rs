@@ -81,6 +81,7 @@ impl Staged {
             converted: self.converted,
             // A staged image was unwrapped when it was staged; the record does not keep how.
             unwrapped: None,
+            properties: Vec::new(),
         }
     }
 }

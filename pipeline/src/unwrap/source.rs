@@ -7,6 +7,9 @@ use std::io::{self, BufRead, Read};
 use bytes::{Buf, Bytes};
 use tokio::sync::mpsc;
 
+use sluice_formats::Format;
+
+use super::ova::{read_ova, OvaEvent};
 use super::{detect, Decompressor, UnwrapError, Wrapper, MAGIC_LEN};
 use crate::background;
 use crate::source::{ChunkSource, SourceError};
@@ -18,19 +21,41 @@ pub const INPUT_CHANNEL_CAPACITY: usize = 2;
 /// how far ahead of the ingest's size cap and quota the thread can run.
 pub const OUTPUT_CHANNEL_CAPACITY: usize = 2;
 
-/// What the decompressor thread sends: data, then exactly one end or failure.
+/// What the unwrapping thread sends: facts (OVA) and data, then exactly one end or failure.
 enum Out {
     Data(Bytes),
     End,
+    Facts(Vec<(String, String)>),
     Failed(UnwrapError),
 }
 
+/// What is unwrapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Compressed(Wrapper),
+    Ova,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Compressed(w) => w.as_str(),
+            Kind::Ova => "ova",
+        }
+    }
+}
+
 /// A source whose stream is decompressed when it starts with a gzip, xz, zstd or bzip2 magic
-/// (see the module docs of [`crate::unwrap`]), and passed through otherwise.
+/// (see the module docs of [`crate::unwrap`]), or read as an OVA ([`Unwrapped::open_ova`]),
+/// and passed through otherwise.
 #[derive(Debug)]
 pub struct Unwrapped<S> {
     inner: S,
     mode: Mode,
+    /// Image properties found while unwrapping (an OVA's descriptor facts).
+    facts: Vec<(String, String)>,
+    /// What was unwrapped, kept after the end.
+    kind: Option<Kind>,
 }
 
 #[derive(Debug)]
@@ -45,7 +70,7 @@ enum Mode {
 
 #[derive(Debug)]
 struct Lanes {
-    wrapper: Wrapper,
+    kind: Kind,
     /// Compressed chunks read from the source, not yet handed to the thread.
     pending: VecDeque<Bytes>,
     /// `None` once the source ended and everything was handed over (the thread sees EOF).
@@ -59,6 +84,7 @@ impl std::fmt::Debug for Out {
         match self {
             Out::Data(b) => write!(f, "Data({} bytes)", b.len()),
             Out::End => f.write_str("End"),
+            Out::Facts(facts) => write!(f, "Facts({facts:?})"),
             Out::Failed(e) => write!(f, "Failed({e})"),
         }
     }
@@ -90,26 +116,74 @@ impl<S: ChunkSource> Unwrapped<S> {
             return Ok(Unwrapped {
                 inner,
                 mode: Mode::Plain { head },
+                facts: Vec::new(),
+                kind: None,
             });
         };
+        let kind = Kind::Compressed(wrapper);
+        Self::start(inner, kind, head, source_done, move |input, output| {
+            decompress(wrapper, input, output, limit);
+        })
+    }
+
+    /// Reads `inner` as an OVA (module docs of [`super::ova`]): the one disk it holds is the
+    /// stream, failing with `size_cap` past `limit` bytes; its descriptor must not contradict
+    /// `declared`; its facts are [`ChunkSource::source_properties`] once the stream ends.
+    ///
+    /// # Errors
+    /// [`SourceError::ReadingChunk`] when the thread cannot start.
+    pub fn open_ova(inner: S, limit: u64, declared: Option<Format>) -> Result<Self, SourceError> {
+        Self::start(
+            inner,
+            Kind::Ova,
+            VecDeque::new(),
+            false,
+            move |input, output| {
+                let reader = ChannelReader {
+                    rx: input,
+                    current: Bytes::new(),
+                };
+                let read = read_ova(reader, declared, limit, &mut |event| {
+                    let out = match event {
+                        OvaEvent::Facts(facts) => Out::Facts(facts),
+                        OvaEvent::Data(piece) => Out::Data(piece),
+                    };
+                    output.blocking_send(out).is_ok()
+                });
+                let _ = output.blocking_send(match read {
+                    Ok(()) => Out::End,
+                    Err(e) => Out::Failed(e),
+                });
+            },
+        )
+    }
+
+    /// Starts the unwrapping thread `run` (input: compressed chunks, starting with `head`).
+    fn start(
+        inner: S,
+        kind: Kind,
+        head: VecDeque<Bytes>,
+        source_done: bool,
+        run: impl FnOnce(mpsc::Receiver<Bytes>, &mpsc::Sender<Out>) + Send + 'static,
+    ) -> Result<Self, SourceError> {
         let (to_thread, input) = mpsc::channel::<Bytes>(INPUT_CHANNEL_CAPACITY);
         let (output, from_thread) = mpsc::channel::<Out>(OUTPUT_CHANNEL_CAPACITY);
         // The thread reports through `output`; its join handle is not needed.
         drop(
-            background::spawn("sluice-unwrap", move || {
-                decompress(wrapper, input, &output, limit);
-            })
-            .map_err(|source| SourceError::ReadingChunk { offset: 0, source })?,
+            background::spawn("sluice-unwrap", move || run(input, &output))
+                .map_err(|source| SourceError::ReadingChunk { offset: 0, source })?,
         );
         Ok(Unwrapped {
             inner,
             mode: Mode::Wrapped(Box::new(Lanes {
-                wrapper,
+                kind,
                 pending: head,
                 to_thread: Some(to_thread),
                 source_done,
                 from_thread,
             })),
+            facts: Vec::new(),
+            kind: Some(kind),
         })
     }
 
@@ -121,22 +195,56 @@ impl<S: ChunkSource> Unwrapped<S> {
             mode: Mode::Plain {
                 head: VecDeque::new(),
             },
+            facts: Vec::new(),
+            kind: None,
         }
     }
 
     /// The wrapper being decompressed, if any.
     pub fn wrapper(&self) -> Option<Wrapper> {
-        match &self.mode {
-            Mode::Wrapped(lanes) => Some(lanes.wrapper),
-            Mode::Plain { .. } | Mode::Done => None,
+        match self.kind {
+            Some(Kind::Compressed(w)) => Some(w),
+            Some(Kind::Ova) | None => None,
         }
     }
 
     async fn next_wrapped(&mut self) -> Result<Option<Bytes>, SourceError> {
-        let Mode::Wrapped(lanes) = &mut self.mode else {
-            return Ok(None);
-        };
-        let out = loop {
+        loop {
+            let (out, name) = {
+                let Mode::Wrapped(lanes) = &mut self.mode else {
+                    return Ok(None);
+                };
+                (
+                    Self::next_out(lanes, &mut self.inner).await?,
+                    lanes.kind.name(),
+                )
+            };
+            return match out {
+                Some(Out::Data(piece)) => Ok(Some(piece)),
+                Some(Out::Facts(facts)) => {
+                    self.facts = facts;
+                    continue;
+                }
+                Some(Out::End) => {
+                    self.mode = Mode::Done;
+                    Ok(None)
+                }
+                Some(Out::Failed(e)) => {
+                    self.mode = Mode::Done;
+                    Err(SourceError::Unwrap(e))
+                }
+                None => {
+                    self.mode = Mode::Done;
+                    Err(SourceError::Unwrap(UnwrapError::Stopped(name)))
+                }
+            };
+        }
+    }
+
+    /// The thread's next message, feeding it the source's chunks meanwhile; `None` when the
+    /// thread is gone.
+    async fn next_out(lanes: &mut Lanes, inner: &mut S) -> Result<Option<Out>, SourceError> {
+        loop {
             if let Some(chunk) = lanes.pending.pop_front() {
                 let Some(tx) = lanes.to_thread.clone() else {
                     continue;
@@ -147,7 +255,7 @@ impl<S: ChunkSource> Unwrapped<S> {
                     biased;
                     out = lanes.from_thread.recv() => {
                         lanes.pending.push_front(chunk);
-                        break out;
+                        return Ok(out);
                     }
                     permit = tx.reserve() => match permit {
                         Ok(permit) => permit.send(chunk),
@@ -164,32 +272,16 @@ impl<S: ChunkSource> Unwrapped<S> {
             if lanes.source_done {
                 // Everything is handed over: EOF for the thread, then drain its output.
                 lanes.to_thread = None;
-                break lanes.from_thread.recv().await;
+                return Ok(lanes.from_thread.recv().await);
             }
             match lanes.from_thread.try_recv() {
-                Ok(out) => break Some(out),
-                Err(mpsc::error::TryRecvError::Disconnected) => break None,
+                Ok(out) => return Ok(Some(out)),
+                Err(mpsc::error::TryRecvError::Disconnected) => return Ok(None),
                 Err(mpsc::error::TryRecvError::Empty) => {}
             }
-            match self.inner.next_chunk().await? {
+            match inner.next_chunk().await? {
                 Some(chunk) => lanes.pending.push_back(chunk),
                 None => lanes.source_done = true,
-            }
-        };
-        let wrapper = lanes.wrapper;
-        match out {
-            Some(Out::Data(piece)) => Ok(Some(piece)),
-            Some(Out::End) => {
-                self.mode = Mode::Done;
-                Ok(None)
-            }
-            Some(Out::Failed(e)) => {
-                self.mode = Mode::Done;
-                Err(SourceError::Unwrap(e))
-            }
-            None => {
-                self.mode = Mode::Done;
-                Err(SourceError::Unwrap(UnwrapError::Stopped(wrapper)))
             }
         }
     }
@@ -216,7 +308,11 @@ impl<S: ChunkSource> ChunkSource for Unwrapped<S> {
     }
 
     fn unwrapped(&self) -> Option<&'static str> {
-        self.wrapper().map(Wrapper::as_str)
+        self.kind.map(Kind::name)
+    }
+
+    fn source_properties(&self) -> Vec<(String, String)> {
+        self.facts.clone()
     }
 }
 

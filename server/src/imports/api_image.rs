@@ -93,7 +93,7 @@ pub(super) async fn run(
         disk_format: &disk_format,
         output_format: None,
         image_id: &image_id,
-        unwrap: super::unwraps(image.container_format.as_deref()),
+        unwrap: crate::unwrapping::Unwrapping::of(image.container_format.as_deref()),
     };
     let ingested = pull(state, task, pulled, progress, cancel).await?;
     Ok((image, ingested))
@@ -217,6 +217,7 @@ async fn commit(
     let (size, converted, format) = (ingested.size, ingested.converted, ingested.format);
     let virtual_size = ingested.report.virtual_size;
     let (md5, sha512) = (ingested.md5_hex.clone(), ingested.sha512_hex.clone());
+    let unwrapped = ingested.clone();
     let committed = meta(state, move |m| {
         let change = &mut |image: &mut ImageRecord| {
             if !locked_by(image, &task) {
@@ -224,6 +225,7 @@ async fn commit(
             }
             image.status = ImageStatus::Active;
             image.properties.remove(LOCK_PROPERTY);
+            crate::unwrapping::apply(image, &unwrapped);
             if converted {
                 // A converted image is a bare disk in the target format (as Glance's).
                 image.disk_format = Some(format.to_string());

@@ -48,7 +48,6 @@ use sluice_pipeline::body::{BodySource, Discarded};
 use sluice_pipeline::ingest::ingest_as;
 use sluice_pipeline::rate::{MinRate, RateGuard};
 use sluice_pipeline::store::StoreError;
-use sluice_pipeline::unwrap::Unwrapped;
 use sluice_pipeline::{IngestError, Ingested, Progress, SourceError};
 use tokio::sync::oneshot;
 
@@ -62,6 +61,7 @@ use crate::meta::{Decision, ImageRecord, ImageStatus, Transition};
 use crate::quota::ImportQuota;
 use crate::staging::Staged;
 use crate::state::AppState;
+use crate::unwrapping::Unwrapping;
 
 /// The one media type an upload may have (Glance's deserializer).
 const OCTET_STREAM: &str = "application/octet-stream";
@@ -230,7 +230,7 @@ async fn admit(
         state: api.state.clone(),
         image_id: image.id.clone(),
         declared: declared_format(&image),
-        unwrap: crate::imports::unwraps(image.container_format.as_deref()),
+        unwrap: Unwrapping::of(image.container_format.as_deref()),
         dest,
         target,
         quota,
@@ -300,8 +300,8 @@ struct Upload {
     state: AppState,
     image_id: String,
     declared: Format,
-    /// Whether a compressed body is decompressed in the stream.
-    unwrap: bool,
+    /// What is unwrapped in the stream (by the image's `container_format`).
+    unwrap: Unwrapping,
     dest: Destination,
     /// The conversion of a stage.
     target: Option<Target>,
@@ -338,11 +338,10 @@ impl Upload {
             Destination::Stage => self.state.staging.store(),
         };
         let body = RateGuard::new(&mut source, rate);
-        let opened = if self.unwrap {
-            Unwrapped::open(body, limits.max_virtual_size).await
-        } else {
-            Ok(Unwrapped::passthrough(body))
-        };
+        let opened = self
+            .unwrap
+            .open(body, limits.max_virtual_size, self.declared)
+            .await;
         let ingested = match opened {
             Ok(body) => {
                 ingest_as(
@@ -415,6 +414,7 @@ impl Upload {
                 image.os_hash_value = Some(data.sha512_hex.clone());
                 image.status = ImageStatus::Active;
                 image.updated_at = now();
+                crate::unwrapping::apply(image, &data);
                 Decision::Write
             })
         })
