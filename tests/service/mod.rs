@@ -13,6 +13,7 @@ mod interop_quotas;
 mod isolation;
 mod lifecycle;
 mod listing;
+mod ova;
 mod policy;
 mod quotas;
 mod rejections;
