@@ -5,6 +5,7 @@ use std::io::Read;
 
 use sluice_formats::{Inspector, Limits};
 
+use crate::unwrap::ova::{read_ova, OvaEvent};
 use crate::unwrap::unwrap_reader;
 
 /// Decompressed bytes one fuzz input may produce: enough for every path of the decoders,
@@ -32,5 +33,21 @@ pub fn unwrap_inspect(data: &[u8]) {
             }
         }
     }
+    let _ = inspector.finish();
+}
+
+/// Reads `data` as an OVA (tar + OVF descriptor + one disk) and inspects the disk: must end
+/// with the archive or an error, never panic, never yield more than the limit.
+pub fn ova_inspect(data: &[u8]) {
+    let mut inspector = Inspector::new(None, Limits::default());
+    let mut total = 0u64;
+    let _ = read_ova(data, None, FUZZ_OUTPUT_LIMIT, &mut |event| {
+        if let OvaEvent::Data(piece) = event {
+            total = total.saturating_add(u64::try_from(piece.len()).unwrap_or(u64::MAX));
+            assert!(total <= FUZZ_OUTPUT_LIMIT, "OVA disk past the limit");
+            let _ = inspector.feed(&piece);
+        }
+        true
+    });
     let _ = inspector.finish();
 }

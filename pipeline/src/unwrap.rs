@@ -35,10 +35,12 @@ use std::io::{self, BufRead, BufReader, Read};
 use bytes::{Bytes, BytesMut};
 use sluice_formats::ReasonCode;
 
-mod ova;
+mod blocking;
+pub(crate) mod ova;
 mod source;
 mod tar;
 
+pub use blocking::{looks_like_ova, with_unwrapped, Unwrapped as UnwrappedReader};
 pub use ova::{MAX_DESCRIPTOR, MAX_MANIFEST};
 pub use source::Unwrapped;
 pub use tar::MAX_EXTENSION;

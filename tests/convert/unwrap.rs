@@ -159,3 +159,60 @@ fn test_inspect_zstd_bomb_stops_at_the_size_cap() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(first_code(&json(&out)), "size_cap");
 }
+
+#[test]
+fn test_convert_and_inspect_an_ova_use_its_disk() {
+    let dir = scratch();
+    let d = dir.path();
+    let raw = raw_with_data(d, "src.raw", 8 << 20);
+    let vmdk = qemu_img_convert(
+        &raw,
+        &d.join("disk1.vmdk"),
+        "vmdk",
+        "subformat=streamOptimized",
+    );
+    let reference = qemu_img_convert(&vmdk, &d.join("ref.raw"), "raw", "");
+    let ovf = "<?xml version=\"1.0\"?>\n<Envelope xmlns=\"http://schemas.dmtf.org/ovf/envelope/1\" \
+        xmlns:ovf=\"http://schemas.dmtf.org/ovf/envelope/1\" xmlns:vmw=\"http://www.vmware.com/schema/ovf\">\
+        <References><File ovf:id=\"f1\" ovf:href=\"disk1.vmdk\"/></References>\
+        <DiskSection><Info>d</Info><Disk ovf:diskId=\"d1\" ovf:fileRef=\"f1\" ovf:capacity=\"8\" \
+        ovf:format=\"http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized\"/></DiskSection>\
+        <VirtualSystem ovf:id=\"vm\"><Info>vm</Info><OperatingSystemSection ovf:id=\"101\" vmw:osType=\"otherLinux64Guest\">\
+        <Info>os</Info></OperatingSystemSection></VirtualSystem></Envelope>\n";
+    std::fs::write(d.join("vm.ovf"), ovf).unwrap();
+    let ova = d.join("vm.ova");
+    let script = format!(
+        "import tarfile\nwith tarfile.open({:?}, 'w', format=tarfile.USTAR_FORMAT) as t:\n    t.add({:?}, arcname='vm.ovf')\n    t.add({:?}, arcname='disk1.vmdk')\n",
+        ova.to_str().unwrap(),
+        d.join("vm.ovf").to_str().unwrap(),
+        vmdk.to_str().unwrap()
+    );
+    run("python3", &["-c", &script]);
+    let out_path = d.join("out.raw");
+    let o = out_path.to_str().unwrap();
+    let out = sluice(
+        &["convert", "--json", "--to", "raw", ova.to_str().unwrap(), o],
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v = json(&out);
+    assert_eq!(v["unwrapped"], "ova");
+    assert_eq!(v["properties"]["ovf_os_type"], "otherLinux64Guest");
+    assert!(
+        read(&out_path) == read(&reference),
+        "not qemu-img's raw of the VMDK"
+    );
+    let out = sluice(&["convert", "--to", "raw", "-", o], Some(&ova));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(read(&out_path) == read(&reference), "from stdin");
+    let out = sluice(&["inspect", "--json", "--format", "vmdk", "-"], Some(&ova));
+    assert_eq!(out.status.code(), Some(0));
+    let v = json(&out);
+    assert_eq!(v["format"], "vmdk");
+    assert_eq!(v["properties"]["ovf_os_id"], "101");
+}
