@@ -3,6 +3,7 @@
 mod cli;
 mod qcow2;
 mod roundtrip;
+mod sparse;
 mod unwrap;
 mod vhd;
 mod vhdx;

@@ -17,6 +17,7 @@ mod ova;
 mod policy;
 mod quotas;
 mod rejections;
+mod sparse;
 mod ssrf;
 mod stage;
 mod unwrap;
