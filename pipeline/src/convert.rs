@@ -220,16 +220,22 @@ impl ConvertFailure {
         match self {
             ConvertFailure::Refused(report) => report.reasons.clone(),
             ConvertFailure::Image { code, message } => vec![Reason::new(*code, message.clone())],
+            ConvertFailure::Source(SourceError::Unwrap(e)) => e
+                .reason()
+                .map(|code| Reason::new(code, e.to_string()))
+                .into_iter()
+                .collect(),
             ConvertFailure::Source(_) | ConvertFailure::Output(_) => Vec::new(),
         }
     }
 
     /// Whether the image is at fault (refused or broken), rather than I/O or usage.
     pub fn is_image_fault(&self) -> bool {
-        matches!(
-            self,
-            ConvertFailure::Refused(_) | ConvertFailure::Image { .. }
-        )
+        match self {
+            ConvertFailure::Refused(_) | ConvertFailure::Image { .. } => true,
+            ConvertFailure::Source(SourceError::Unwrap(e)) => e.is_image_fault(),
+            ConvertFailure::Source(_) | ConvertFailure::Output(_) => false,
+        }
     }
 }
 

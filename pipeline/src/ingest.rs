@@ -142,6 +142,12 @@ pub struct Ingested {
     pub format: Format,
     /// Whether the image was converted (`size` and the digests are then the output's).
     pub converted: bool,
+    /// The compression wrapper removed in the stream (`gzip`, `xz`, `zstd`, `bzip2`; see
+    /// [`crate::unwrap`]): `size`, the digests and the report are then the decompressed
+    /// image's.
+    pub unwrapped: Option<&'static str>,
+    /// Image properties found while unwrapping (an OVA descriptor's facts).
+    pub properties: Vec<(String, String)>,
 }
 
 /// The conversion [`ingest_as`] performs for an image declared `declared` when asked for
@@ -215,6 +221,7 @@ impl IngestError {
                 .map(|r| r.code.as_str())
                 .unwrap_or("rejected"),
             IngestError::Source(SourceError::ContentTooLarge { .. }) => "size_cap",
+            IngestError::Source(SourceError::Unwrap(e)) => e.reason_code(),
             // A stalled source is the slowest one: the same code whichever guard trips first
             // (the HTTP idle timeout or the minimum rate, both 60 s by default).
             IngestError::Source(SourceError::TooSlow { .. } | SourceError::IdleTimeout { .. }) => {
@@ -377,13 +384,19 @@ pub async fn ingest_as<S: ChunkSource>(
     let mut charge = Charge::new(request.admission, conversion == Some(Target::Raw));
     // Refused before anything is fetched or created when the announced length is too much.
     charge.at_least(source.content_length().unwrap_or(0))?;
+    let unwrapped = source.unwrapped();
     if let Some(target) = conversion {
         let run = Run {
             store,
             progress,
             cancel,
         };
-        return convert_into(source, &request, target, run, &mut charge).await;
+        return convert_into(source, &request, target, run, &mut charge)
+            .await
+            .map(|ingested| Ingested {
+                unwrapped,
+                ..ingested
+            });
     }
     let IngestRequest {
         image_id,
@@ -403,6 +416,7 @@ pub async fn ingest_as<S: ChunkSource>(
         () = cancelled(&mut cancel) => Err(IngestError::Cancelled),
         r = pump(&mut source, &mut inspector, Some(&sums), &write_tx, progress, cap, &mut charge) => r,
     };
+    let properties = source.source_properties();
     // Close the socket before waiting for the consumers to drain.
     drop(source);
     drop(write_tx);
@@ -438,6 +452,8 @@ pub async fn ingest_as<S: ChunkSource>(
         report,
         format,
         converted: false,
+        unwrapped,
+        properties,
     })
 }
 
@@ -492,6 +508,7 @@ async fn convert_into<S: ChunkSource>(
         () = cancelled(&mut cancel) => Err(IngestError::Cancelled),
         r = pump(&mut source, &mut inspector, None, &chunk_tx, progress, cap, charge) => r,
     };
+    let properties = source.source_properties();
     drop(source);
     drop(chunk_tx);
     if pumped.is_err() {
@@ -553,6 +570,8 @@ async fn convert_into<S: ChunkSource>(
             Target::Qcow2 => Format::Qcow2,
         },
         converted: true,
+        unwrapped: None,
+        properties,
     })
 }
 

@@ -24,11 +24,13 @@
 
 use std::io::Read;
 
-use sluice_formats::{Format, Inspector, Limits, Report};
+use sluice_formats::{Format, Inspector, Limits, Reason, ReasonCode, Report, Verdict};
 
 mod background;
 pub mod body;
 pub mod convert;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hash;
 pub mod http;
 pub mod ingest;
@@ -37,6 +39,7 @@ pub mod rate;
 pub mod source;
 pub mod ssrf;
 pub mod store;
+pub mod unwrap;
 
 pub use ingest::{ingest, IngestError, IngestRequest, Ingested, Progress};
 pub use source::{ChunkSource, SourceError, MAX_CHUNK};
@@ -59,9 +62,27 @@ pub fn inspect_reader(
     }
     let mut inspector = Inspector::new(declared, limits);
     let mut buf = vec![0u8; chunk_size];
-    while let Some(chunk) = source::read_chunk(&mut reader, &mut buf, inspector.position())? {
-        if let sluice_formats::Progress::Rejected(_) = inspector.feed(chunk) {
-            break;
+    loop {
+        match source::read_chunk(&mut reader, &mut buf, inspector.position()) {
+            Ok(Some(chunk)) => {
+                if let sluice_formats::Progress::Rejected(_) = inspector.feed(chunk) {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            // A broken compressed stream (an `unwrap::unwrap_reader`) is the image's fault.
+            Err(SourceError::Unwrap(e)) if e.is_image_fault() => {
+                let mut report = inspector.finish();
+                report.verdict = Verdict::Reject;
+                report.complete = false;
+                // What was not decompressed is not an empty image.
+                report.reasons.retain(|r| r.code != ReasonCode::Empty);
+                if let Some(code) = e.reason() {
+                    report.reasons.insert(0, Reason::new(code, e.to_string()));
+                }
+                return Ok(report);
+            }
+            Err(e) => return Err(e),
         }
     }
     Ok(inspector.finish())

@@ -142,6 +142,9 @@ pub enum SourceError {
         /// Bytes received before the failed window.
         offset: u64,
     },
+    /// Decompressing a wrapped stream failed (corrupt, truncated, nested, too large).
+    #[error(transparent)]
+    Unwrap(crate::unwrap::UnwrapError),
 }
 
 /// Reads the next chunk of a blocking reader into `buf` (retrying interrupted reads):
@@ -159,7 +162,13 @@ pub(crate) fn read_chunk<'a>(
             Ok(0) => return Ok(None),
             Ok(n) => return Ok(buf.get(..n)),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(source) => return Err(SourceError::ReadingChunk { offset, source }),
+            // A decompressing reader's verdict on the stream is not an I/O failure.
+            Err(e) => {
+                return Err(match e.downcast::<crate::unwrap::UnwrapError>() {
+                    Ok(e) => SourceError::Unwrap(e),
+                    Err(source) => SourceError::ReadingChunk { offset, source },
+                })
+            }
         }
     }
 }
@@ -172,6 +181,17 @@ pub trait ChunkSource: Send {
 
     /// The length the source announced (HTTP Content-Length), if any.
     fn content_length(&self) -> Option<u64>;
+
+    /// The compression wrapper this source removes (`gzip`, `xz`, ...; see
+    /// [`crate::unwrap::Unwrapped`]), if any.
+    fn unwrapped(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Image properties the source found in the stream (an OVA descriptor's facts).
+    fn source_properties(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// A borrowed source is a source: the caller keeps it after the ingest (an upload's body is
@@ -183,6 +203,14 @@ impl<S: ChunkSource + ?Sized> ChunkSource for &mut S {
 
     fn content_length(&self) -> Option<u64> {
         (**self).content_length()
+    }
+
+    fn unwrapped(&self) -> Option<&'static str> {
+        (**self).unwrapped()
+    }
+
+    fn source_properties(&self) -> Vec<(String, String)> {
+        (**self).source_properties()
     }
 }
 

@@ -14,6 +14,7 @@ use sluice_pipeline::convert::{convert_reader, ConvertFailure, ConvertOutcome};
 use sluice_pipeline::inspect_reader;
 use sluice_pipeline::ssrf::{HostEntry, Nat64Prefix, PinnedHost};
 use sluice_pipeline::store::space::Reserve;
+use sluice_pipeline::unwrap::{with_unwrapped, UnwrappedReader};
 
 use crate::config::{AuthMode, Config, ConfigError, Conversion, ImportMethod};
 use crate::quota::Limit;
@@ -434,8 +435,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn inspect(args: &InspectArgs) -> anyhow::Result<Verdict> {
-    let reader: Box<dyn Read> = if args.path.as_os_str() == "-" {
-        Box::new(io::stdin().lock())
+    let reader: Box<dyn Read + Send> = if args.path.as_os_str() == "-" {
+        Box::new(io::stdin())
     } else {
         let file = File::open(&args.path)
             .map_err(|e| anyhow::anyhow!("opening {}: {e}", args.path.display()))?;
@@ -445,12 +446,21 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<Verdict> {
         max_virtual_size: args.max_virtual_size,
         ..Limits::default()
     };
-    let report = inspect_reader(reader, args.declared, limits, INSPECT_CHUNK)?;
+    // A compressed image or an OVA is inspected as the image inside (README, "Compressed
+    // images and OVA").
+    let (report, unwrapped) = with_unwrapped(reader, args.declared, args.max_virtual_size, |r| {
+        inspect_reader(r, args.declared, limits, INSPECT_CHUNK)
+    })
+    .map_err(|e| anyhow::anyhow!("reading {}: {e}", args.path.display()))?;
+    let report = report?;
     let mut out = io::stdout().lock();
     if args.json {
-        serde_json::to_writer(&mut out, &report)?;
+        let mut value = serde_json::to_value(&report)?;
+        add_unwrapped(&mut value, &unwrapped);
+        serde_json::to_writer(&mut out, &value)?;
         writeln!(out)?;
     } else {
+        write_unwrapped(&mut out, &unwrapped)?;
         write_human(&mut out, &report)?;
     }
     out.flush()?;
@@ -512,8 +522,8 @@ fn convert(args: &ConvertArgs) -> ExitCode {
         );
         return ExitCode::from(EXIT_ERROR);
     }
-    let reader: Box<dyn Read> = if args.input.as_os_str() == "-" {
-        Box::new(io::stdin().lock())
+    let reader: Box<dyn Read + Send> = if args.input.as_os_str() == "-" {
+        Box::new(io::stdin())
     } else {
         match File::open(&args.input) {
             Ok(file) => Box::new(file),
@@ -532,15 +542,24 @@ fn convert(args: &ConvertArgs) -> ExitCode {
         max_virtual_size: args.max_virtual_size,
         ..ConvertLimits::default()
     };
-    let result = convert_reader(
-        reader,
-        args.declared,
-        args.to.into(),
-        limits,
-        &convert_limits,
-        &args.output,
-        CONVERT_CHUNK,
-    );
+    let converted = with_unwrapped(reader, args.declared, args.max_virtual_size, |r| {
+        convert_reader(
+            r,
+            args.declared,
+            args.to.into(),
+            limits,
+            &convert_limits,
+            &args.output,
+            CONVERT_CHUNK,
+        )
+    });
+    let (result, unwrapped) = match converted {
+        Ok(converted) => converted,
+        Err(e) => {
+            eprintln!("sluice convert: reading {}: {e}", args.input.display());
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
     let status = match &result {
         Ok(_) => EXIT_ACCEPT,
         Err(failure) if failure.is_image_fault() => EXIT_REJECT,
@@ -550,9 +569,9 @@ fn convert(args: &ConvertArgs) -> ExitCode {
         }
     };
     let printed = if args.json {
-        write_convert_json(args, &result)
+        write_convert_json(args, &result, &unwrapped)
     } else {
-        write_convert_human(args, &result)
+        write_convert_human(args, &result, &unwrapped)
     };
     match printed {
         Ok(()) => ExitCode::from(status),
@@ -590,8 +609,9 @@ fn target_name(target: Target) -> &'static str {
 fn write_convert_json(
     args: &ConvertArgs,
     result: &Result<ConvertOutcome, ConvertFailure>,
+    unwrapped: &UnwrappedReader,
 ) -> io::Result<()> {
-    let value = match result {
+    let mut value = match result {
         Ok(done) => serde_json::json!({
             "converted": true,
             "from": done.from,
@@ -613,6 +633,7 @@ fn write_convert_json(
             },
         }),
     };
+    add_unwrapped(&mut value, unwrapped);
     let mut out = io::stdout().lock();
     serde_json::to_writer(&mut out, &value)?;
     writeln!(out)?;
@@ -622,8 +643,10 @@ fn write_convert_json(
 fn write_convert_human(
     args: &ConvertArgs,
     result: &Result<ConvertOutcome, ConvertFailure>,
+    unwrapped: &UnwrappedReader,
 ) -> io::Result<()> {
     let mut out = io::stdout().lock();
+    write_unwrapped(&mut out, unwrapped)?;
     match result {
         Ok(done) => {
             writeln!(
@@ -651,6 +674,32 @@ fn write_convert_human(
         }
     }
     out.flush()
+}
+
+/// Adds what was unwrapped to a JSON summary: `"unwrapped"` (the wrapper or `ova`) and, for
+/// an OVA, `"properties"` (the descriptor's facts).
+fn add_unwrapped(value: &mut serde_json::Value, unwrapped: &UnwrappedReader) {
+    if let Some(name) = unwrapped.name {
+        value["unwrapped"] = name.into();
+    }
+    if !unwrapped.properties.is_empty() {
+        value["properties"] = unwrapped
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
+}
+
+fn write_unwrapped(out: &mut impl Write, unwrapped: &UnwrappedReader) -> io::Result<()> {
+    if let Some(name) = unwrapped.name {
+        writeln!(out, "unwrapped:     {name}")?;
+    }
+    for (key, value) in &unwrapped.properties {
+        writeln!(out, "property:      {key}={value}")?;
+    }
+    Ok(())
 }
 
 fn write_human(out: &mut impl Write, report: &Report) -> io::Result<()> {

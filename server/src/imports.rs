@@ -153,10 +153,15 @@ pub async fn run(
     };
     let outcome = deadline_outcome(outcome, &timed_out, timeout);
     match outcome {
-        Ok(image) => {
+        Ok((image, unwrapped)) => {
             let at = now();
             task.status = TaskStatus::Success;
-            task.result = Some(serde_json::json!({ "image_id": image.id }));
+            let mut result = serde_json::json!({ "image_id": image.id });
+            if let Some(wrapper) = unwrapped {
+                // Sluice's addition: the compression removed in the stream.
+                result["unwrapped"] = wrapper.into();
+            }
+            task.result = Some(result);
             task.message = String::new();
             task.reason = None;
             task.updated_at = at;
@@ -244,21 +249,25 @@ pub(crate) fn with_deadline(
     (rx, timed_out)
 }
 
-/// Pulls, inspects, hashes and stores the image; returns its record (not yet written).
+/// Pulls, inspects, hashes and stores the image; returns its record (not yet written) and
+/// the compression wrapper removed, if any.
 async fn import(
     state: &AppState,
     task: &TaskRecord,
     legacy: LegacyImport,
     progress: &Progress,
     cancel: watch::Receiver<bool>,
-) -> Result<ImageRecord, (String, String)> {
+) -> Result<(ImageRecord, Option<&'static str>), (String, String)> {
     let image_id = uuid::Uuid::new_v4().to_string();
     let ingested = pull(state, task, &legacy.request, &image_id, progress, cancel).await?;
-    Ok(image_record(task, &image_id, &legacy, &ingested))
+    Ok((
+        image_record(task, &image_id, &legacy, &ingested),
+        ingested.unwrapped,
+    ))
 }
 
-/// Pulls the URL of `request` through the pipeline (quota, minimum rate, inspection,
-/// conversion, hashing) into the store under `image_id`.
+/// Pulls the URL of `request` through the pipeline (quota, minimum rate, unwrapping,
+/// inspection, conversion, hashing) into the store under `image_id`.
 async fn pull(
     state: &AppState,
     task: &TaskRecord,
@@ -294,6 +303,14 @@ async fn pull(
     })?;
     let source = RateGuard::new(source, min_rate(config));
     let ingest = request.ingest_request(image_id, config, &quota);
+    let opened = tokio::select! {
+        biased;
+        () = cancelled(&mut cancel) => Err(IngestError::Cancelled),
+        r = request.unwrap.open(source, ingest.limits.max_virtual_size, ingest.declared) => {
+            r.map_err(IngestError::Source)
+        }
+    };
+    let source = opened.map_err(|e| ingest_failure(&e))?;
     ingest_as(source, ingest, state.store.as_ref(), progress, cancel)
         .await
         .map_err(|e| ingest_failure(&e))
@@ -344,7 +361,7 @@ fn image_record(
 ) -> ImageRecord {
     let props = &legacy.properties;
     let at = now();
-    ImageRecord {
+    let mut record = ImageRecord {
         id: image_id.to_owned(),
         name: props.name.clone(),
         status: ImageStatus::Active,
@@ -378,7 +395,9 @@ fn image_record(
         created_at: at,
         updated_at: at,
         task_id: Some(task.id.clone()),
-    }
+    };
+    crate::unwrapping::apply(&mut record, ingested);
+    record
 }
 
 /// Runs a metadata call off the async runtime (RocksDB writes fsync).

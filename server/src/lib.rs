@@ -17,3 +17,4 @@ pub mod quota;
 pub mod service;
 pub mod staging;
 pub mod state;
+pub mod unwrapping;

@@ -88,6 +88,9 @@ impl Staged {
             },
             format,
             converted: self.converted,
+            // A staged image was unwrapped when it was staged; the record does not keep how.
+            unwrapped: None,
+            properties: Vec::new(),
         }
     }
 }

@@ -3,6 +3,8 @@
 mod cli;
 mod qcow2;
 mod roundtrip;
+mod sparse;
+mod unwrap;
 mod vhd;
 mod vhdx;
 mod vmdk;

@@ -195,12 +195,15 @@ fn test_import_qcow2_cluster_bits_30_fails_with_corrupt() {
 }
 
 #[test]
-fn test_import_gzip_of_qcow2_fails_with_compressed() {
+fn test_import_gzip_of_gzip_of_qcow2_fails_with_compressed() {
+    // One gzip layer is unwrapped (see `service::unwrap`); a nested one is refused.
     let dir = scratch();
     let path = image_with_data(dir.path(), "disk.qcow2", "qcow2", "");
     run("gzip", &["-k", "-n", path.to_str().expect("utf-8")]);
-    let task = import_failure(dir.path(), "disk.qcow2.gz", "qcow2", &[]);
-    assert_failed(&task, "compressed", &["gzip"]);
+    let gz = dir.path().join("disk.qcow2.gz").display().to_string();
+    run("sh", &["-c", &format!("gzip -c -n {gz} > {gz}.gz")]);
+    let task = import_failure(dir.path(), "disk.qcow2.gz.gz", "qcow2", &[]);
+    assert_failed(&task, "compressed", &["gzip", "nested"]);
 }
 
 #[test]

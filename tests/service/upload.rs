@@ -147,11 +147,14 @@ fn test_upload_every_inspector_rejection_class_is_415_with_its_reason() {
     let opts = format!("data_file={},data_file_raw=on", df.display());
     let with_df = crate::common::qemu_img_create(d, "df.qcow2", "qcow2", &opts, "16M");
     assert_refused(&server, &read(&with_df), "qcow2", "data_file", &[]);
+    // One gzip layer is unwrapped (see `service::unwrap`); a nested one is refused.
     let gz = d.join("q.qcow2");
     run("gzip", &["-k", "-n", gz.to_str().expect("utf-8")]);
+    let once = d.join("q.qcow2.gz").display().to_string();
+    run("sh", &["-c", &format!("gzip -c -n {once} > {once}.gz")]);
     assert_refused(
         &server,
-        &read(&d.join("q.qcow2.gz")),
+        &read(&d.join("q.qcow2.gz.gz")),
         "qcow2",
         "compressed",
         &["gzip"],

@@ -169,6 +169,10 @@ pub(super) async fn finish(
             let mut success = task.clone();
             success.status = TaskStatus::Success;
             success.result = Some(json!({ "image_id": image_id }));
+            if let (Some(result), Some(wrapper)) = (success.result.as_mut(), ingested.unwrapped) {
+                // Sluice's addition: the compression removed in the stream.
+                result["unwrapped"] = wrapper.into();
+            }
             success.message = String::new();
             success.reason = None;
             success.updated_at = at;
@@ -206,6 +210,7 @@ async fn commit(
     let (size, converted, format) = (ingested.size, ingested.converted, ingested.format);
     let virtual_size = ingested.report.virtual_size;
     let (md5, sha512) = (ingested.md5_hex.clone(), ingested.sha512_hex.clone());
+    let unwrapped = ingested.clone();
     let committed = meta(state, move |m| {
         let change = &mut |image: &mut ImageRecord| {
             if !locked_by(image, &task) {
@@ -213,6 +218,7 @@ async fn commit(
             }
             image.status = ImageStatus::Active;
             image.properties.remove(LOCK_PROPERTY);
+            crate::unwrapping::apply(image, &unwrapped);
             if converted {
                 // A converted image is a bare disk in the target format (as Glance's).
                 image.disk_format = Some(format.to_string());

@@ -24,6 +24,7 @@ use crate::api::tasks::{py_repr, UriUse};
 use crate::config::{Config, Conversion};
 use crate::meta::ImageRecord;
 use crate::properties::{ImageProperties, PropertyError, PropertyLimits};
+use crate::unwrapping::Unwrapping;
 
 /// Glance `disk_format`s that carry no inspectable structure of their own: checked as raw,
 /// never converted.
@@ -60,6 +61,8 @@ pub struct ImportRequest {
     pub declared: Format,
     /// The conversion on the way (`None`: stored as received).
     pub target: Option<Target>,
+    /// What is unwrapped in the stream (by the image's `container_format`).
+    pub unwrap: Unwrapping,
 }
 
 impl ImportRequest {
@@ -91,6 +94,7 @@ impl ImportRequest {
             disk_format,
             declared,
             target,
+            unwrap: Unwrapping::of(image.container_format.as_deref()),
         })
     }
 
@@ -295,6 +299,7 @@ impl LegacyImport {
                 disk_format: from_format,
                 declared,
                 target,
+                unwrap: Unwrapping::of(properties.container_format.as_deref()),
             },
             properties,
         })

@@ -314,14 +314,17 @@ impl Upload {
             .request
             .ingest_request(&self.image_id, &config, &self.quota);
         let rate = imports::min_rate(&config);
-        let ingested = ingest_as(
-            RateGuard::new(&mut source, rate),
-            ingest,
-            store,
-            self.slot.progress(),
-            cancel,
-        )
-        .await;
+        let body = RateGuard::new(&mut source, rate);
+        let opened = self
+            .request
+            .unwrap
+            .open(body, ingest.limits.max_virtual_size, ingest.declared)
+            .await;
+        let ingested = match opened {
+            Ok(body) => ingest_as(body, ingest, store, self.slot.progress(), cancel).await,
+            // Reading the head of the body failed: the same failure as inside the ingest.
+            Err(e) => Err(IngestError::Source(e)),
+        };
         let outcome = match ingested {
             Ok(ingested) if self.dest == Destination::Stage => self.seal(ingested).await,
             Ok(ingested) => self.activate(ingested).await,
@@ -376,6 +379,7 @@ impl Upload {
                 image.os_hash_value = Some(data.sha512_hex.clone());
                 image.status = ImageStatus::Active;
                 image.updated_at = now();
+                crate::unwrapping::apply(image, &data);
                 Decision::Write
             })
         })
@@ -519,6 +523,15 @@ fn upload_error(image_id: &str, failure: UploadFailure) -> ApiError {
         IngestError::QuotaExceeded(message) => ApiError::LimitExceeded(message),
         IngestError::Source(SourceError::TooSlow { .. } | SourceError::IdleTimeout { .. }) => {
             ApiError::RequestTimeout
+        }
+        IngestError::Source(SourceError::Unwrap(e)) if reason == "size_cap" => {
+            ApiError::ImageTooLarge(e.to_string())
+        }
+        IngestError::Source(SourceError::Unwrap(e)) if e.is_image_fault() => {
+            ApiError::InvalidImageData {
+                reason,
+                message: e.to_string(),
+            }
         }
         IngestError::Source(source) => ApiError::BadRequest(format!(
             "Client disconnected before sending all data to backend: {source}"
