@@ -13,7 +13,8 @@
 #   --targets "…"  subset of targets (default: every target in fuzz/Cargo.toml)
 #   --resume       skip targets whose recorded campaign time is already >= N minutes
 #   --no-merge     leave fuzz/corpus/ untouched
-# Environment: SLUICE_FUZZ_TIMEOUT  seconds one input may take (default 60). libFuzzer counts
+# Environment: SLUICE_FUZZ_CORPUS_BUDGET_KIB  what one target adds to fuzz/corpus (default 512).
+#   SLUICE_FUZZ_TIMEOUT  seconds one input may take (default 60). libFuzzer counts
 #   wall time, so a campaign run at low priority on a busy machine needs room; every timeout
 #   input is re-run at the end and its time printed, to tell a slow input from a starved one.
 set -euo pipefail
@@ -36,8 +37,9 @@ done
 [[ "$minutes" =~ ^[0-9]+$ ]] && ((minutes > 0)) || {
     echo "fuzz-campaign: --minutes must be a positive integer" >&2; exit 2; }
 
-# Size of one corpus file kept in the repository; larger finds stay in the campaign dir.
-max_checked_in_bytes=$((256 * 1024))
+# What one target's campaign adds to the repository (smallest inputs first): the corpus
+# stays small enough to check in; the whole one stays in the campaign directory.
+budget_bytes=$((${SLUICE_FUZZ_CORPUS_BUDGET_KIB:-512} * 1024))
 # Restarts after crashes per target: a target that crashes this often needs a fix first.
 max_restarts=20
 timeout="${SLUICE_FUZZ_TIMEOUT:-60}"
@@ -72,7 +74,9 @@ recorded_seconds() {
 
 # Folds the campaign corpus of one target into fuzz/corpus/<target>/ as cmin-<sha1> files:
 # a libFuzzer merge (keeps only inputs that add coverage) over the checked-in seeds first,
-# so nothing that a seed or regression input already covers is added.
+# so nothing that a seed or regression input already covers is added; then the smallest of
+# those inputs up to the per-target budget (the whole merged corpus stays in the campaign
+# directory, where the next campaign starts from it).
 merge_corpus() {
     local t="$1" bin="$2" min="$3"
     rm -rf "$min" && mkdir -p "$min"
@@ -81,15 +85,15 @@ merge_corpus() {
     local known
     known="$(find "fuzz/corpus/$t" -type f ! -name 'cmin-*' -exec sha1sum {} + | cut -d' ' -f1)"
     find "fuzz/corpus/$t" -name 'cmin-*' -delete
-    local added=0 f sum
-    for f in "$min"/*; do
-        [[ -f "$f" ]] || continue
+    local added=0 total=0 size f sum
+    while read -r size f; do
         sum="$(sha1sum "$f" | cut -d' ' -f1)"
         grep -qx "$sum" <<< "$known" && continue
-        (($(stat -c %s "$f") <= max_checked_in_bytes)) || continue
+        ((total + size <= budget_bytes)) || break
         cp "$f" "fuzz/corpus/$t/cmin-$sum"
+        total=$((total + size))
         added=$((added + 1))
-    done
+    done < <(find "$min" -type f -printf '%s %p\n' | sort -n)
     echo "$added"
 }
 

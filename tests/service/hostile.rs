@@ -84,7 +84,10 @@ fn hostile_images(d: &Path) -> Vec<Hostile> {
             .try_into()
             .expect("8 bytes"),
     );
+    // One gzip layer is unwrapped (`service::unwrap`); a nested one is refused.
     let gz = d.join("q.qcow2");
+    run("gzip", &["-k", "-n", gz.to_str().expect("utf-8")]);
+    let gz = d.join("q.qcow2.gz");
     run("gzip", &["-k", "-n", gz.to_str().expect("utf-8")]);
     let vhdx_dir = d.join("vhdx");
     std::fs::create_dir_all(&vhdx_dir).expect("mkdir");
@@ -191,9 +194,9 @@ fn hostile_images(d: &Path) -> Vec<Hostile> {
         hostile(
             "compressed",
             "qcow2",
-            read(&d.join("q.qcow2.gz")),
+            read(&d.join("q.qcow2.gz.gz")),
             "compressed",
-            "gzip",
+            "nested",
         ),
         hostile("empty", "raw", Vec::new(), "empty", "0 bytes"),
         hostile(
