@@ -217,6 +217,8 @@ fn test_full_volume_kill9_restart_serves_reads_refuses_writes_recovers() {
     let room = volume.avail();
     let fits = (room.saturating_sub(16 << 20)) & !0xffff;
     let big = raw_disk(files_dir.path(), "big.raw", fits, 8);
+    // Dense: all-zero blocks of a raw image are stored as holes and would take no room.
+    crate::common::write_pattern(&big, 0, usize::try_from(fits).expect("fits in memory"));
     kept.push((import_ok(&server, &files.url("big.raw"), "big"), sha(&big)));
     let (status, task) = post(
         &server,

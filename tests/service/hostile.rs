@@ -25,7 +25,13 @@ const CAP: u64 = 512 << 20;
 /// qcow2 header fields (`docs/interop/qcow2.rst`), big-endian: `cluster_bits` (u32),
 /// `l1_size` (u32), incompatible feature bits (u64, v3).
 const QCOW2_CLUSTER_BITS: usize = 20;
-const QCOW2_L1_SIZE: usize = 36;
+/// `nb_snapshots` (u32) and `snapshots_offset` (u64).
+const QCOW2_NB_SNAPSHOTS: usize = 60;
+const QCOW2_SNAPSHOTS_OFFSET: usize = 64;
+/// One more snapshot than QEMU's limit (`QCOW_MAX_SNAPSHOTS`).
+const QCOW2_TOO_MANY_SNAPSHOTS: u32 = 65_537;
+/// The smallest snapshot table entry (no id, name or extra data).
+const QCOW2_SNAPSHOT_ENTRY_MIN: usize = 40;
 const QCOW2_INCOMPATIBLE_FEATURES: usize = 72;
 /// Incompatible feature bit 5: the first bit no QEMU defines.
 const QCOW2_INCOMPAT_FIRST_UNKNOWN: u64 = 1 << 5;
@@ -68,6 +74,23 @@ fn patched(mut bytes: Vec<u8>, at: usize, value: &[u8]) -> Vec<u8> {
     bytes
 }
 
+/// `image` (64 KiB clusters) with a table of one snapshot more than QEMU allows appended,
+/// all of it inside the file: consistent, but above the limit (an inconsistent header, such
+/// as a table past the end of the file, is `corrupt`).
+fn too_many_snapshots(mut image: Vec<u8>) -> Vec<u8> {
+    let table_at = image.len().next_multiple_of(1 << 16);
+    image.resize(table_at, 0);
+    let count = usize::try_from(QCOW2_TOO_MANY_SNAPSHOTS).expect("usize");
+    image.resize(table_at + count * QCOW2_SNAPSHOT_ENTRY_MIN + 512, 0);
+    let image = patched(
+        image,
+        QCOW2_NB_SNAPSHOTS,
+        &QCOW2_TOO_MANY_SNAPSHOTS.to_be_bytes(),
+    );
+    let offset = u64::try_from(table_at).expect("u64");
+    patched(image, QCOW2_SNAPSHOTS_OFFSET, &offset.to_be_bytes())
+}
+
 /// The table: every reason code of the inspector, made by real tools and patched at named
 /// offsets (the generators of `tests/inspect` and `tests/service/rejections.rs`).
 fn hostile_images(d: &Path) -> Vec<Hostile> {
@@ -87,8 +110,8 @@ fn hostile_images(d: &Path) -> Vec<Hostile> {
     // One gzip layer is unwrapped (`service::unwrap`); a nested one is refused.
     let gz = d.join("q.qcow2");
     run("gzip", &["-k", "-n", gz.to_str().expect("utf-8")]);
-    let gz = d.join("q.qcow2.gz");
-    run("gzip", &["-k", "-n", gz.to_str().expect("utf-8")]);
+    let once = d.join("q.qcow2.gz").display().to_string();
+    run("sh", &["-c", &format!("gzip -c -n {once} > {once}.gz")]);
     let vhdx_dir = d.join("vhdx");
     std::fs::create_dir_all(&vhdx_dir).expect("mkdir");
     let dirty = VhdxPatch::new(dynamic_with_data(&vhdx_dir))
@@ -202,9 +225,9 @@ fn hostile_images(d: &Path) -> Vec<Hostile> {
         hostile(
             "limit_exceeded",
             "qcow2",
-            patched(small, QCOW2_L1_SIZE, &u32::MAX.to_be_bytes()),
+            too_many_snapshots(small),
             "limit_exceeded",
-            "L1 table",
+            "snapshots",
         ),
         hostile("dirty", "vhdx", dirty, "dirty", "log must be replayed"),
     ]
