@@ -17,6 +17,7 @@ mod keystone;
 mod lifecycle;
 mod listing;
 mod policy;
+mod progress;
 mod quota_counts;
 mod quotas;
 mod rejections;
