@@ -4,9 +4,13 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 use super::clients::{stdout, venv_bin};
-use super::harness::{import_input, FileServer, Server};
+use super::harness::{import_input, raw_disk, FileServer, Serve, Server};
 use super::upload_clients::openstack;
 use crate::common::scratch;
 
@@ -92,4 +96,74 @@ fn test_openstack_cli_task_show_prints_the_reason_first() {
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("task JSON");
     let message = shown["message"].as_str().expect("message");
     assert!(message.starts_with("source_error: "), "{shown}");
+}
+
+/// Size of the trickled image: at one byte a millisecond it runs far longer than the test.
+const SLOW_IMAGE_SIZE: u64 = 256 * 1024;
+
+/// Polls task `id` until `done` accepts its body (or a deadline passes); returns the body.
+fn poll_task(server: &Server, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let task = server.get(&format!("/v2/tasks/{id}")).json();
+        if done(&task) {
+            return task;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting: {task}");
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A running import shows bytes in and out, a rate and an ETA (its source announces its
+/// length and trickles); with one worker busy, the tasks behind it show their queue places.
+#[test]
+fn test_running_task_shows_rate_and_eta_and_pending_ones_their_place() {
+    let dir = scratch();
+    raw_disk(dir.path(), "slow.raw", SLOW_IMAGE_SIZE, 2);
+    raw_disk(dir.path(), "next.raw", 64 * 1024, 1);
+    let files = FileServer::start(dir.path());
+    files.set("slow.raw", Serve::Trickle(Duration::from_millis(1)));
+    let server = Server::start(&["--workers", "1", "--min-rate-bytes-per-sec", "0"]);
+    let slow = server.create_task(import_input(&files.url("slow.raw"), "raw", "slow"));
+    let slow_id = slow["id"].as_str().expect("id");
+    // Two seconds of data at least, so that the rate is measured over a real span.
+    let started = Instant::now();
+    let running = poll_task(&server, slow_id, |t| {
+        t["status"] == "processing"
+            && t["progress"]["bytes_received"].as_u64() > Some(0)
+            && started.elapsed() > Duration::from_secs(2)
+    });
+    let p = &running["progress"];
+    assert_eq!(p["bytes_total"], SLOW_IMAGE_SIZE, "{running}");
+    let received = p["bytes_received"].as_u64().expect("bytes_received");
+    assert!(received < SLOW_IMAGE_SIZE, "{running}");
+    assert!(p["bytes_stored"].as_u64() <= Some(received), "{running}");
+    let rate = p["rate_bytes_per_sec"].as_u64().expect("rate");
+    assert!(rate > 0, "{running}");
+    let eta = p["eta_secs"].as_u64().expect("eta");
+    assert_eq!(
+        eta,
+        (SLOW_IMAGE_SIZE - received).div_ceil(rate),
+        "{running}"
+    );
+    assert_eq!(p["queue_position"], Value::Null, "{running}");
+
+    let ids: Vec<String> = (0..2)
+        .map(|n| {
+            let task = server.create_task(import_input(&files.url("next.raw"), "raw", "next"));
+            assert_eq!(task["status"], "pending", "{n}: {task}");
+            task["id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    for (place, id) in ids.iter().enumerate() {
+        let task = server.get(&format!("/v2/tasks/{id}")).json();
+        assert_eq!(task["status"], "pending", "{task}");
+        assert_eq!(task["progress"]["queue_position"], place + 1, "{task}");
+        assert_eq!(task["progress"]["queue_waiting"], 2, "{task}");
+        assert_eq!(
+            task["progress"]["rate_bytes_per_sec"],
+            Value::Null,
+            "{task}"
+        );
+    }
 }

@@ -13,7 +13,7 @@
 use http::header::LOCATION;
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Body;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use sluice_pipeline::ssrf::ImportPolicy;
 use sluice_pipeline::{Progress, SourceError};
 
@@ -28,6 +28,7 @@ use crate::meta::{TaskRecord, TaskStatus, TaskSummary, Timestamp};
 use crate::properties::PropertyLimits;
 
 mod list;
+mod progress;
 
 pub use list::list;
 
@@ -287,11 +288,18 @@ pub fn show(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiBod
         .get_task(id)?
         .ok_or_else(|| ApiError::TaskNotFound(id.to_owned()))?;
     policy::authorize(ctx, Action::GetTask, Target::Task(&task))?;
+    let executor = &api.state.executor;
     let progress = match task.status {
-        TaskStatus::Processing => Some(api.state.executor.progress(&task.id).unwrap_or_default()),
+        TaskStatus::Processing => Some(executor.progress(&task.id).unwrap_or_default()),
         TaskStatus::Pending | TaskStatus::Success | TaskStatus::Failure => None,
     };
-    Ok(ok_json(&task_json(&task, progress.as_deref())))
+    let mut body = task_json(&task, progress.as_deref());
+    if task.status == TaskStatus::Pending {
+        if let Some(place) = executor.queue_position(&task.id) {
+            body["progress"] = progress::queued_json(place);
+        }
+    }
+    Ok(ok_json(&body))
 }
 
 /// The full task (POST response and `GET /v2/tasks/{id}`): Glance's keys, plus `progress`
@@ -311,10 +319,7 @@ pub fn task_json(task: &TaskRecord, progress: Option<&Progress>) -> Value {
         obj.insert("user_id".into(), Value::String(user_id.clone()));
     }
     if let Some(p) = progress {
-        obj.insert(
-            "progress".into(),
-            json!({"bytes_received": p.received(), "bytes_total": p.total()}),
-        );
+        obj.insert("progress".into(), progress::running_json(p));
     }
     insert_reason(&mut obj, task);
     Value::Object(obj)
