@@ -7,10 +7,10 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::clients::{stdout, venv_bin};
-use super::harness::{import_input, raw_disk, FileServer, Serve, Server};
+use super::harness::{import_input, raw_disk, FileServer, Serve, Server, ADMIN};
 use super::upload_clients::openstack;
 use crate::common::scratch;
 
@@ -166,4 +166,46 @@ fn test_running_task_shows_rate_and_eta_and_pending_ones_their_place() {
             "{task}"
         );
     }
+}
+
+/// An interoperable import (web-download) shows the same progress on the image's task row
+/// (`GET /v2/images/{id}/tasks`), where clients find the task of an image.
+#[test]
+fn test_web_download_image_task_row_shows_rate_while_importing() {
+    let dir = scratch();
+    raw_disk(dir.path(), "slow.raw", SLOW_IMAGE_SIZE, 2);
+    let files = FileServer::start(dir.path());
+    files.set("slow.raw", Serve::Trickle(Duration::from_millis(1)));
+    let server = Server::start(&["--min-rate-bytes-per-sec", "0"]);
+    let body = json!({"name": "slow", "disk_format": "raw", "container_format": "bare"});
+    let created = server.req(
+        "POST",
+        "/v2/images",
+        ADMIN,
+        Some(body.to_string().as_bytes()),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    let image_id = created.json()["id"].as_str().expect("id").to_owned();
+    let import = json!({"method": {"name": "web-download", "uri": files.url("slow.raw")}});
+    let path = format!("/v2/images/{image_id}/import");
+    let resp = server.req("POST", &path, ADMIN, Some(import.to_string().as_bytes()));
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(30);
+    let row = loop {
+        let rows = server.get(&format!("/v2/images/{image_id}/tasks")).json();
+        let row = rows["tasks"][0].clone();
+        if row["status"] == "processing"
+            && row["progress"]["bytes_received"].as_u64() > Some(0)
+            && started.elapsed() > Duration::from_secs(2)
+        {
+            break row;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting: {rows}");
+        thread::sleep(Duration::from_millis(200));
+    };
+    let p = &row["progress"];
+    assert_eq!(p["bytes_total"], SLOW_IMAGE_SIZE, "{row}");
+    assert!(p["rate_bytes_per_sec"].as_u64() > Some(0), "{row}");
+    assert!(p["eta_secs"].as_u64() > Some(0), "{row}");
 }

@@ -6,10 +6,25 @@
 use serde_json::{json, Value};
 use sluice_pipeline::Progress;
 
+use crate::api::Api;
 use crate::executor::QueuePosition;
+use crate::meta::{TaskRecord, TaskStatus};
+
+/// The live `progress` of `task` while it waits (its queue place) or runs (its counters);
+/// `None` once it is final, or while pending but not queued (being requeued at start).
+pub(super) fn live_json(api: &Api, task: &TaskRecord) -> Option<Value> {
+    let executor = &api.state.executor;
+    match task.status {
+        TaskStatus::Processing => Some(running_json(
+            &executor.progress(&task.id).unwrap_or_default(),
+        )),
+        TaskStatus::Pending => executor.queue_position(&task.id).map(queued_json),
+        TaskStatus::Success | TaskStatus::Failure => None,
+    }
+}
 
 /// The `progress` of a running task.
-pub(super) fn running_json(p: &Progress) -> Value {
+fn running_json(p: &Progress) -> Value {
     let s = p.snapshot();
     json!({
         "bytes_received": s.received,
@@ -23,7 +38,7 @@ pub(super) fn running_json(p: &Progress) -> Value {
 }
 
 /// The `progress` of a waiting task.
-pub(super) fn queued_json(place: QueuePosition) -> Value {
+fn queued_json(place: QueuePosition) -> Value {
     json!({
         "bytes_received": 0,
         "bytes_total": null,
