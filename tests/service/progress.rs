@@ -27,7 +27,7 @@ fn test_failed_task_message_begins_with_reason_code_and_advice() {
     assert_eq!(done["reason"], "source_error", "{done}");
     let message = done["message"].as_str().expect("message");
     assert!(message.starts_with("source_error: "), "{message}");
-    assert!(message.contains("check that the URL"), "{message}");
+    assert!(message.contains("check that the URL is right"), "{message}");
 }
 
 /// openstacksdk's failed task carries the reason code and the advice in `Task.message` (its
@@ -71,7 +71,7 @@ fn test_openstacksdk_failed_task_message_names_the_reason() {
     assert_eq!(v["task_status"], "failure", "{v}");
     let message = v["task_message"].as_str().expect("task_message");
     assert!(message.starts_with("source_error: "), "{message}");
-    assert!(message.contains("check that the URL"), "{message}");
+    assert!(message.contains("check that the URL is right"), "{message}");
 }
 
 /// `openstack image task show` prints the message with the reason code first.

@@ -36,8 +36,8 @@ fn advice(reason: &str) -> &'static str {
         }
         "size_cap" => "the image is larger than the service accepts: ask the operator",
         "source_error" => {
-            "check that the URL is right and reachable from the service, then create the task \
-             again"
+            "check that the URL is right (no typo, a host and address the import rules allow) \
+             and reachable from the service, then create the task again"
         }
         "source_too_slow" => {
             "the source sent data too slowly: use a faster or nearer source, then create the \
