@@ -1,7 +1,6 @@
 //! Command-line interface: argument parsing and the subcommands.
 
-use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +16,8 @@ use sluice_pipeline::store::space::Reserve;
 
 use crate::config::{AuthMode, Config, ConfigError, Conversion, ImportMethod};
 use crate::quota::Limit;
+
+mod meter;
 
 /// Exit status for an accepted image.
 const EXIT_ACCEPT: u8 = 0;
@@ -421,18 +422,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn inspect(args: &InspectArgs) -> anyhow::Result<Verdict> {
-    let reader: Box<dyn Read> = if args.path.as_os_str() == "-" {
-        Box::new(io::stdin().lock())
-    } else {
-        let file = File::open(&args.path)
-            .map_err(|e| anyhow::anyhow!("opening {}: {e}", args.path.display()))?;
-        Box::new(file)
-    };
+    let (reader, bar) = meter::open(&args.path, args.json)
+        .map_err(|e| anyhow::anyhow!("opening {}: {e}", args.path.display()))?;
     let limits = Limits {
         max_virtual_size: args.max_virtual_size,
         ..Limits::default()
     };
-    let report = inspect_reader(reader, args.declared, limits, INSPECT_CHUNK)?;
+    let report = inspect_reader(reader, args.declared, limits, INSPECT_CHUNK);
+    meter::finish(&bar);
+    let report = report?;
     let mut out = io::stdout().lock();
     if args.json {
         serde_json::to_writer(&mut out, &report)?;
@@ -499,15 +497,11 @@ fn convert(args: &ConvertArgs) -> ExitCode {
         );
         return ExitCode::from(EXIT_ERROR);
     }
-    let reader: Box<dyn Read> = if args.input.as_os_str() == "-" {
-        Box::new(io::stdin().lock())
-    } else {
-        match File::open(&args.input) {
-            Ok(file) => Box::new(file),
-            Err(e) => {
-                eprintln!("sluice convert: opening {}: {e}", args.input.display());
-                return ExitCode::from(EXIT_ERROR);
-            }
+    let (reader, bar) = match meter::open(&args.input, args.json) {
+        Ok(opened) => opened,
+        Err(e) => {
+            eprintln!("sluice convert: opening {}: {e}", args.input.display());
+            return ExitCode::from(EXIT_ERROR);
         }
     };
     let limits = Limits {
@@ -528,6 +522,7 @@ fn convert(args: &ConvertArgs) -> ExitCode {
         &args.output,
         CONVERT_CHUNK,
     );
+    meter::finish(&bar);
     let status = match &result {
         Ok(_) => EXIT_ACCEPT,
         Err(failure) if failure.is_image_fault() => EXIT_REJECT,
