@@ -56,6 +56,7 @@ use tokio::sync::watch;
 use crate::background;
 use crate::hash::{Checksummer, HASH_CHANNEL_CAPACITY};
 use crate::lane::{self, LaneReceiver, LaneSender, LANE_WAKE_BATCH};
+pub use crate::progress::Progress;
 use crate::source::{ChunkSource, SourceError};
 use crate::store::{Access, ImageWriter, Store, StoreError};
 
@@ -85,45 +86,6 @@ pub fn worst_case_memory(max_chunk: usize, limits: &Limits) -> usize {
         .saturating_add(INSPECTOR_FIXED_BOUND)
         .saturating_add(limits.max_tracked_tables.saturating_mul(8))
         .saturating_add(crate::store::DIRECT_WRITE_SIZE)
-}
-
-/// Live counters of one import, shared with whoever reports progress.
-#[derive(Debug)]
-pub struct Progress {
-    received: AtomicU64,
-    /// `u64::MAX`: unknown.
-    total: AtomicU64,
-}
-
-impl Default for Progress {
-    fn default() -> Self {
-        Progress {
-            received: AtomicU64::new(0),
-            total: AtomicU64::new(u64::MAX),
-        }
-    }
-}
-
-impl Progress {
-    /// Bytes received from the source so far.
-    pub fn received(&self) -> u64 {
-        self.received.load(Ordering::Relaxed)
-    }
-
-    /// The length the source announced, when it did.
-    pub fn total(&self) -> Option<u64> {
-        let t = self.total.load(Ordering::Relaxed);
-        (t != u64::MAX).then_some(t)
-    }
-
-    fn set_total(&self, total: Option<u64>) {
-        self.total
-            .store(total.unwrap_or(u64::MAX), Ordering::Relaxed);
-    }
-
-    fn set_received(&self, n: u64) {
-        self.received.store(n, Ordering::Relaxed);
-    }
 }
 
 /// A committed image.
@@ -408,7 +370,8 @@ pub async fn ingest_as<S: ChunkSource>(
     let mut inspector = Inspector::new(Some(declared), limits);
     let sums = Checksummer::start();
     let (write_tx, write_rx) = lane::channel(WRITE_CHANNEL_CAPACITY, LANE_WAKE_BATCH);
-    let writer = background::spawn("sluice-write", move || write_lane(part, write_rx))
+    let stored = progress.stored_counter();
+    let writer = background::spawn("sluice-write", move || write_lane(part, write_rx, &stored))
         .map_err(|_| StoreError::WriterStopped)?;
 
     let pumped = tokio::select! {
@@ -497,7 +460,8 @@ async fn convert_into<S: ChunkSource>(
         in_order,
         tokio::runtime::Handle::current(),
         Arc::clone(&abort),
-    )?;
+    )?
+    .counting_into(progress.stored_counter());
     let mut inspector = Inspector::new(Some(declared), limits);
     let (chunk_tx, chunk_rx) = lane::channel(WRITE_CHANNEL_CAPACITY, LANE_WAKE_BATCH);
     let lane = background::spawn("sluice-convert", move || convert_lane(conv, sink, chunk_rx))
@@ -653,9 +617,12 @@ async fn pump<S: ChunkSource>(
 fn write_lane(
     mut writer: Box<dyn ImageWriter>,
     mut rx: LaneReceiver,
+    stored: &AtomicU64,
 ) -> Result<Box<dyn ImageWriter>, StoreError> {
     while let Some(chunk) = rx.blocking_recv() {
         writer.append(&chunk)?;
+        let n = u64::try_from(chunk.len()).unwrap_or(u64::MAX);
+        stored.fetch_add(n, Ordering::Relaxed);
     }
     Ok(writer)
 }

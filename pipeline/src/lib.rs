@@ -35,6 +35,7 @@ pub mod hash;
 pub mod http;
 pub mod ingest;
 mod lane;
+pub mod progress;
 pub mod rate;
 pub mod source;
 pub mod ssrf;

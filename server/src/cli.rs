@@ -1,7 +1,6 @@
 //! Command-line interface: argument parsing and the subcommands.
 
-use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +17,8 @@ use sluice_pipeline::unwrap::{with_unwrapped, UnwrappedReader};
 
 use crate::config::{AuthMode, Config, ConfigError, Conversion, ImportMethod};
 use crate::quota::Limit;
+
+mod meter;
 
 /// Exit status for an accepted image.
 const EXIT_ACCEPT: u8 = 0;
@@ -435,23 +436,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn inspect(args: &InspectArgs) -> anyhow::Result<Verdict> {
-    let reader: Box<dyn Read + Send> = if args.path.as_os_str() == "-" {
-        Box::new(io::stdin())
-    } else {
-        let file = File::open(&args.path)
-            .map_err(|e| anyhow::anyhow!("opening {}: {e}", args.path.display()))?;
-        Box::new(file)
-    };
+    let (reader, bar) = meter::open(&args.path, args.json)
+        .map_err(|e| anyhow::anyhow!("opening {}: {e}", args.path.display()))?;
     let limits = Limits {
         max_virtual_size: args.max_virtual_size,
         ..Limits::default()
     };
     // A compressed image or an OVA is inspected as the image inside (README, "Compressed
     // images and OVA").
-    let (report, unwrapped) = with_unwrapped(reader, args.declared, args.max_virtual_size, |r| {
+    let unwrapped = with_unwrapped(reader, args.declared, args.max_virtual_size, |r| {
         inspect_reader(r, args.declared, limits, INSPECT_CHUNK)
-    })
-    .map_err(|e| anyhow::anyhow!("reading {}: {e}", args.path.display()))?;
+    });
+    meter::finish(&bar);
+    let (report, unwrapped) =
+        unwrapped.map_err(|e| anyhow::anyhow!("reading {}: {e}", args.path.display()))?;
     let report = report?;
     let mut out = io::stdout().lock();
     if args.json {
@@ -522,15 +520,11 @@ fn convert(args: &ConvertArgs) -> ExitCode {
         );
         return ExitCode::from(EXIT_ERROR);
     }
-    let reader: Box<dyn Read + Send> = if args.input.as_os_str() == "-" {
-        Box::new(io::stdin())
-    } else {
-        match File::open(&args.input) {
-            Ok(file) => Box::new(file),
-            Err(e) => {
-                eprintln!("sluice convert: opening {}: {e}", args.input.display());
-                return ExitCode::from(EXIT_ERROR);
-            }
+    let (reader, bar) = match meter::open(&args.input, args.json) {
+        Ok(opened) => opened,
+        Err(e) => {
+            eprintln!("sluice convert: opening {}: {e}", args.input.display());
+            return ExitCode::from(EXIT_ERROR);
         }
     };
     let limits = Limits {
@@ -553,6 +547,7 @@ fn convert(args: &ConvertArgs) -> ExitCode {
             CONVERT_CHUNK,
         )
     });
+    meter::finish(&bar);
     let (result, unwrapped) = match converted {
         Ok(converted) => converted,
         Err(e) => {

@@ -29,6 +29,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use sluice_pipeline::Progress;
 use tokio::sync::{watch, Notify};
 
+mod position;
+
+pub use position::QueuePosition;
+
 /// A task waiting for a worker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Job {

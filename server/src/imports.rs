@@ -19,6 +19,7 @@ use crate::meta::{
 use crate::properties::{PropertyLimits, Visibility};
 use crate::state::AppState;
 
+mod advice;
 mod api_image;
 mod glance_direct;
 mod request;
@@ -82,11 +83,12 @@ pub fn import_policy(config: &Config) -> ImportPolicy {
     }
 }
 
-/// Marks a task failed (`reason`, `message`), with its expiry.
+/// Marks a task failed (`reason`, `message`), with its expiry. The stored message starts
+/// with the reason code and ends with what to do ([`advice::task_message`]).
 pub fn fail(task: &mut TaskRecord, reason: &str, message: String, ttl_secs: i64) {
     let at = now();
     task.status = TaskStatus::Failure;
-    task.message = message;
+    task.message = advice::task_message(reason, &message);
     task.reason = Some(reason.to_owned());
     task.result = None;
     task.updated_at = at;

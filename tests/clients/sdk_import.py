@@ -3,19 +3,23 @@ Keystone would: an image endpoint override and either the `admin_token` or the `
 plugin. Creates an import task, waits for it, fetches the image record and downloads the data,
 checking the checksums openstacksdk reports against the bytes received.
 
-usage: sdk_import.py MODE ENDPOINT IMPORT_FROM NAME OUTPUT_FILE
-Prints one JSON object on stdout; exits non-zero on any failure.
+usage: sdk_import.py MODE ENDPOINT IMPORT_FROM NAME OUTPUT_FILE [expect_failure]
+Prints one JSON object on stdout; exits non-zero on any failure. With `expect_failure`, the
+task must fail: the object holds the text of the error openstacksdk raised and the failed
+task's `message` as openstacksdk reads it (`Task.message`, what a user looks at next: the
+error itself names only the status).
 """
 
 import hashlib
 import json
 import sys
 
-from openstack import connection
+from openstack import connection, exceptions
 
 
 def main():
     mode, endpoint, import_from, name, output = sys.argv[1:6]
+    expect_failure = sys.argv[6:7] == ["expect_failure"]
     if mode == "admin_token":
         auth = {"endpoint": endpoint, "token": "anything"}
     elif mode == "none":
@@ -41,9 +45,27 @@ def main():
         },
     )
     created_status = task.status
-    task = conn.image.wait_for_task(
-        task, status="success", failures=["failure"], interval=0.1, wait=60
-    )
+    try:
+        task = conn.image.wait_for_task(
+            task, status="success", failures=["failure"], interval=0.1, wait=60
+        )
+    except exceptions.ResourceFailure as e:
+        if not expect_failure:
+            raise
+        failed = conn.image.get_task(task.id)
+        print(
+            json.dumps(
+                {
+                    "created_status": created_status,
+                    "sdk_error": str(e),
+                    "task_status": failed.status,
+                    "task_message": failed.message,
+                }
+            )
+        )
+        return
+    if expect_failure:
+        raise SystemExit(f"task {task.id} succeeded; a failure was expected")
     image = conn.image.get_image(task.result["image_id"])
     conn.image.download_image(image, output=output)
     with open(output, "rb") as f:

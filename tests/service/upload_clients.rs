@@ -12,7 +12,7 @@ use super::imports::image_with_data;
 use crate::common::{qcow2_backed_by_passwd, read, scratch};
 
 /// `openstack --os-auth-type none --os-endpoint URL ARGS`, with `HOME` in `home`.
-fn openstack(server: &Server, home: &Path, args: &[&str]) -> Output {
+pub(super) fn openstack(server: &Server, home: &Path, args: &[&str]) -> Output {
     let url = format!("http://{}", server.addr);
     Command::new(venv_bin("openstack"))
         .args(["--os-auth-type", "none", "--os-endpoint", &url])

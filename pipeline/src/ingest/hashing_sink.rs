@@ -25,7 +25,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -105,6 +105,8 @@ pub(crate) struct HashingSink {
     /// Spill bytes (the end of the spill file) that may be written before the store's
     /// reserve is checked again: spill takes room on the store's volume as output does.
     spill_checked_upto: u64,
+    /// Bytes written to the store, for progress reports ([`HashingSink::counting_into`]).
+    stored: Option<Arc<AtomicU64>>,
 }
 
 impl HashingSink {
@@ -147,7 +149,15 @@ impl HashingSink {
             hash_failed: None,
             store_failed: None,
             spill_checked_upto: 0,
+            stored: None,
         })
+    }
+
+    /// The sink, adding the bytes it writes to the store to `stored` (a progress counter;
+    /// a rewritten range counts again).
+    pub(crate) fn counting_into(mut self, stored: Arc<AtomicU64>) -> Self {
+        self.stored = Some(stored);
+        self
     }
 
     /// Whether the output is still being hashed in order.
@@ -351,6 +361,9 @@ impl ConvertSink for HashingSink {
         }
         self.file.write_at(offset, data)?;
         part.wrote(len);
+        if let Some(stored) = &self.stored {
+            stored.fetch_add(len, Ordering::Relaxed);
+        }
         self.hash_write(offset, data)
     }
 

@@ -271,3 +271,35 @@ async fn test_hashing_sink_spill_below_the_reserve_is_storage_full() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn test_ingest_as_progress_counts_bytes_in_and_bytes_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).unwrap();
+    let disk = sparse_disk(4 << 20);
+    for (id, target) in [("as-is", None), ("converted", Some(Target::Qcow2))] {
+        let progress = Progress::default();
+        let done = ingest_as(
+            MemorySource::new(Bytes::from(disk.clone()), 65_537),
+            IngestRequest::new(id, Format::Raw, Limits::default()).converting(target),
+            &store,
+            &progress,
+            never_cancel(),
+        )
+        .await
+        .unwrap();
+        let seen = progress.snapshot();
+        assert_eq!(seen.received, disk.len() as u64, "{id}");
+        assert_eq!(seen.total, Some(disk.len() as u64), "{id}");
+        // What went out: the image as received, or the converter's output (its writes; the
+        // file may be longer where nothing was written).
+        if target.is_none() {
+            assert_eq!(seen.stored, done.size, "{id}");
+        } else {
+            assert!(
+                seen.stored > 0 && seen.stored <= done.size,
+                "{id}: {seen:?} {done:?}"
+            );
+        }
+    }
+}

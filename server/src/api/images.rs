@@ -183,7 +183,7 @@ pub fn image_tasks(
         .image_tasks(&image.id)?
         .into_iter()
         .filter(|t| tasks::visible(ctx, t) && tasks::unexpired(t, current))
-        .map(|t| tasks::task_row_json(&t, &image.id))
+        .map(|t| tasks::image_task_row(api, &t, &image.id))
         .collect();
     Ok(ok_json(&json!({ "tasks": rows })))
 }

@@ -54,12 +54,20 @@ fn sluice_task_properties() -> [(&'static str, Value); 2] {
         (
             "progress",
             json!({
-                "description": "Sluice: bytes received so far and the source's announced length \
-                                (null when unknown); present only while the task is processing",
+                "description": "Sluice: while processing, bytes received from the source, \
+                                its announced length, bytes stored, the rate over the last \
+                                seconds and the ETA (null when unknown); while pending, the \
+                                task's place in the queue (1: next) and the tasks waiting; \
+                                absent otherwise (GET /v2/tasks/{id} only)",
                 "type": ["null", "object"],
                 "properties": {
                     "bytes_received": {"type": "integer", "minimum": 0},
-                    "bytes_total": {"type": ["null", "integer"], "minimum": 0}
+                    "bytes_total": {"type": ["null", "integer"], "minimum": 0},
+                    "bytes_stored": {"type": "integer", "minimum": 0},
+                    "rate_bytes_per_sec": {"type": ["null", "integer"], "minimum": 0},
+                    "eta_secs": {"type": ["null", "integer"], "minimum": 0},
+                    "queue_position": {"type": ["null", "integer"], "minimum": 1},
+                    "queue_waiting": {"type": ["null", "integer"], "minimum": 0}
                 }
             }),
         ),

@@ -13,9 +13,9 @@
 use http::header::LOCATION;
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Body;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use sluice_pipeline::ssrf::ImportPolicy;
-use sluice_pipeline::{Progress, SourceError};
+use sluice_pipeline::SourceError;
 
 use crate::api::auth::RequestContext;
 use crate::api::body::{json_response, read_json, ApiBody};
@@ -28,6 +28,7 @@ use crate::meta::{TaskRecord, TaskStatus, TaskSummary, Timestamp};
 use crate::properties::PropertyLimits;
 
 mod list;
+mod progress;
 
 pub use list::list;
 
@@ -90,7 +91,7 @@ where
         return Err(refused);
     }
     tracing::info!(task = %task.id, owner = %task.owner, "import task created");
-    let mut response = json_response(StatusCode::CREATED, &task_json(&task, None));
+    let mut response = json_response(StatusCode::CREATED, &task_json(&task));
     let location = format!("{base_url}/v2/tasks/{}", task.id);
     if let Ok(value) = HeaderValue::try_from(location) {
         response.headers_mut().insert(LOCATION, value);
@@ -287,16 +288,26 @@ pub fn show(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiBod
         .get_task(id)?
         .ok_or_else(|| ApiError::TaskNotFound(id.to_owned()))?;
     policy::authorize(ctx, Action::GetTask, Target::Task(&task))?;
-    let progress = match task.status {
-        TaskStatus::Processing => Some(api.state.executor.progress(&task.id).unwrap_or_default()),
-        TaskStatus::Pending | TaskStatus::Success | TaskStatus::Failure => None,
-    };
-    Ok(ok_json(&task_json(&task, progress.as_deref())))
+    let mut body = task_json(&task);
+    if let Some(live) = progress::live_json(api, &task) {
+        body["progress"] = live;
+    }
+    Ok(ok_json(&body))
 }
 
-/// The full task (POST response and `GET /v2/tasks/{id}`): Glance's keys, plus `progress`
-/// while processing and `reason` on failure.
-pub fn task_json(task: &TaskRecord, progress: Option<&Progress>) -> Value {
+/// A row of `GET /v2/images/{id}/tasks` ([`task_row_json`]) with the task's live `progress`
+/// while it waits or runs (as `GET /v2/tasks/{id}` shows it).
+pub fn image_task_row(api: &Api, task: &TaskRecord, image_id: &str) -> Value {
+    let mut row = task_row_json(task, image_id);
+    if let Some(live) = progress::live_json(api, task) {
+        row["progress"] = live;
+    }
+    row
+}
+
+/// The full task (POST response and `GET /v2/tasks/{id}`, which adds the live `progress`):
+/// Glance's keys, plus `reason` on failure.
+pub fn task_json(task: &TaskRecord) -> Value {
     let mut obj = task_stub(&TaskSummary::from(task));
     obj.insert("input".into(), task.input.clone());
     obj.insert("result".into(), task.result.clone().unwrap_or(Value::Null));
@@ -309,12 +320,6 @@ pub fn task_json(task: &TaskRecord, progress: Option<&Progress>) -> Value {
     }
     if let Some(user_id) = &task.user_id {
         obj.insert("user_id".into(), Value::String(user_id.clone()));
-    }
-    if let Some(p) = progress {
-        obj.insert(
-            "progress".into(),
-            json!({"bytes_received": p.received(), "bytes_total": p.total()}),
-        );
     }
     insert_reason(&mut obj, task);
     Value::Object(obj)
