@@ -299,3 +299,23 @@ pub fn qcow2_backed_by_passwd(dir: &Path, name: &str, size: Option<&str>) -> Pat
     run("qemu-img", &args);
     path
 }
+
+/// The compressors Sluice unwraps (the tool, and the extension it writes).
+pub const WRAPPERS: [(&str, &str); 4] = [
+    ("gzip", "gz"),
+    ("xz", "xz"),
+    ("zstd", "zst"),
+    ("bzip2", "bz2"),
+];
+
+/// `src` compressed by `tool` into `src.EXT` (the original kept).
+pub fn wrap(src: &Path, tool: &str, ext: &str) -> PathBuf {
+    let out = PathBuf::from(format!("{}.{ext}", src.display()));
+    let cmd = format!(
+        "{tool} -c -q {} > {}",
+        src.to_str().expect("utf-8"),
+        out.to_str().expect("utf-8")
+    );
+    run("sh", &["-c", &cmd]);
+    out
+}

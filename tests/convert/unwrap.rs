@@ -5,30 +5,12 @@
 //! stops at `--max-virtual-size` with `size_cap`.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-use crate::common::{qemu_img_convert, raw_with_data, read, run, scratch};
-
-const WRAPPERS: [(&str, &str); 4] = [
-    ("gzip", "gz"),
-    ("xz", "xz"),
-    ("zstd", "zst"),
-    ("bzip2", "bz2"),
-];
-
-fn wrap(src: &Path, tool: &str, ext: &str) -> PathBuf {
-    let out = PathBuf::from(format!("{}.{ext}", src.display()));
-    let cmd = format!(
-        "{tool} -c -q {} > {}",
-        src.to_str().expect("utf-8"),
-        out.to_str().expect("utf-8")
-    );
-    run("sh", &["-c", &cmd]);
-    out
-}
+use crate::common::{qemu_img_convert, raw_with_data, read, run, scratch, wrap, WRAPPERS};
 
 fn sluice(args: &[&str], stdin: Option<&Path>) -> Output {
     let input = match stdin {

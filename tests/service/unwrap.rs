@@ -4,33 +4,13 @@
 //! bomb, truncated and corrupt streams of each compressor and nested wrappers refused with
 //! nothing stored.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{json, Value};
 
 use super::harness::{assert_no_files, digest, import_input, FileServer, Server, ADMIN};
 use super::imports::image_with_data;
-use crate::common::{qemu_img_convert, read, run, scratch};
-
-/// The wrappers and the tool writing each.
-const WRAPPERS: [(&str, &str); 4] = [
-    ("gzip", "gz"),
-    ("xz", "xz"),
-    ("zstd", "zst"),
-    ("bzip2", "bz2"),
-];
-
-/// `src` compressed by `tool` into `src.EXT` (the original kept).
-fn wrap(src: &Path, tool: &str, ext: &str) -> PathBuf {
-    let out = PathBuf::from(format!("{}.{ext}", src.display()));
-    let cmd = format!(
-        "{tool} -c -q {} > {}",
-        src.to_str().expect("utf-8"),
-        out.to_str().expect("utf-8")
-    );
-    run("sh", &["-c", &cmd]);
-    out
-}
+use crate::common::{qemu_img_convert, read, run, scratch, wrap, WRAPPERS};
 
 /// Runs an import task of `name` declared `fmt` and returns the finished task.
 fn import(server: &Server, files: &FileServer, name: &str, fmt: &str) -> Value {
