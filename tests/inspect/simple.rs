@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use sluice_formats::{Format, ReasonCode, DECISION_STEP};
 
 use crate::common::{
-    assert_rejects, qemu_img_convert, qemu_img_create, qemu_info, raw_with_data, read, run, scratch,
+    assert_chunking_invariant, assert_rejects, qemu_img_convert, qemu_img_create, qemu_info,
+    raw_with_data, read, run, scratch, sluice_inspect_stdin,
 };
 
 /// Creates `fmt` with qemu-img and checks it is refused as `unsupported_format` with
@@ -112,7 +113,7 @@ fn assert_wrapper_rejected_early(wrapped: &Path, format: Format) {
         "{format} output is too small"
     );
     for declared in [None, Some(Format::Qcow2), Some(Format::Raw)] {
-        let report = assert_rejects(&bytes, declared, ReasonCode::Compressed);
+        let report = inspector_refuses_wrapper(&bytes, declared);
         assert!(
             matches!(report.format, f if f == format),
             "{:?}",
@@ -124,6 +125,35 @@ fn assert_wrapper_rejected_early(wrapped: &Path, format: Format) {
         );
         assert!(report.bytes_inspected <= DECISION_STEP);
     }
+    match format {
+        Format::Gzip | Format::Xz | Format::Zstd | Format::Bzip2 => cli_unwraps(&bytes, "qcow2"),
+        // Zip and plain tar are not unwrapped: refused by the CLI too.
+        _ => {
+            assert_rejects(&bytes, None, ReasonCode::Compressed);
+        }
+    }
+}
+
+/// The inspector (`sluice-formats`) refuses a wrapper as `compressed`, in every chunking: a
+/// wrapper found inside an image stays refused.
+fn inspector_refuses_wrapper(bytes: &[u8], declared: Option<Format>) -> sluice_formats::Report {
+    let report = assert_chunking_invariant(bytes, declared);
+    assert!(
+        report.has_reason(ReasonCode::Compressed),
+        "expected compressed, got {:?} (format {})",
+        report.reasons,
+        report.format
+    );
+    report
+}
+
+/// `sluice inspect` unwraps one layer and inspects the image inside (README, "Compressed
+/// images and OVA").
+fn cli_unwraps(bytes: &[u8], inner: &str) {
+    let (status, json) = sluice_inspect_stdin(bytes, &[]);
+    assert_eq!(status, 0, "{json}");
+    assert_eq!(json["format"], inner, "{json}");
+    assert!(json["unwrapped"].is_string(), "{json}");
 }
 
 #[test]
@@ -183,9 +213,10 @@ fn test_gzip_of_raw_image_is_compressed() {
     let gz = dir.path().join("small.raw.gz");
     std::fs::write(&gz, gzip(&bytes, dir.path())).expect("write");
     let wrapped = read(&gz);
-    let report = assert_rejects(&wrapped, Some(Format::Raw), ReasonCode::Compressed);
+    let report = inspector_refuses_wrapper(&wrapped, Some(Format::Raw));
     assert!(matches!(report.format, Format::Gzip));
     assert_eq!(report.complete, wrapped.len() as u64 <= DECISION_STEP);
+    cli_unwraps(&wrapped, "raw");
 }
 
 /// `gzip -c` of `bytes`, through a file in `dir`.
