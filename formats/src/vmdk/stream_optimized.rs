@@ -347,8 +347,9 @@ pub(crate) mod tests {
     use super::super::header::tests::{encode, qemu_sparse_header};
     use super::*;
 
-    /// A tiny VMware-style stream: header, overHead 4, one grain, GT, GD, footer, EOS.
-    pub(crate) fn tiny_stream() -> (VmdkHeader, Vec<u8>) {
+    /// The header of [`tiny_stream`]: streamOptimized, 128 sectors, overHead 4, grain
+    /// directory at the end.
+    pub(crate) fn tiny_stream_header() -> VmdkHeader {
         let mut h = qemu_sparse_header();
         h.flags = 0x3_0001;
         h.compress = 1;
@@ -358,6 +359,12 @@ pub(crate) mod tests {
         h.overhead = 4;
         h.rgd_offset = 0;
         h.gd_offset = GD_AT_END;
+        h
+    }
+
+    /// A tiny VMware-style stream: header, overHead 4, one grain, GT, GD, footer, EOS.
+    pub(crate) fn tiny_stream() -> (VmdkHeader, Vec<u8>) {
+        let h = tiny_stream_header();
         let mut img = encode(&h);
         img.resize(4 * 512, 0);
         let marker = |n: u64, t: u32| {

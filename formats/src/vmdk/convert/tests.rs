@@ -4,7 +4,6 @@
 
 use super::*;
 use crate::convert::{convert_chunked, Target};
-use crate::vmdk::header::GD_AT_END;
 use crate::Format;
 
 /// The tiny VMware-style stream of the probe's tests, with a real deflated grain.
@@ -22,16 +21,9 @@ fn deflate(data: &[u8], level: flate2::Compression) -> Vec<u8> {
 
 /// [`tiny_stream`] with `compressed` as the grain's compressed bytes, whatever they are.
 fn tiny_stream_compressed(compressed: &[u8]) -> Vec<u8> {
-    use super::super::header::tests::{encode, qemu_sparse_header};
-    let mut h = qemu_sparse_header();
-    h.flags = 0x3_0001;
-    h.compress = 1;
-    h.version = 3;
-    h.capacity = 128;
-    h.desc_size = 1;
-    h.overhead = 4;
-    h.rgd_offset = 0;
-    h.gd_offset = GD_AT_END;
+    use super::super::header::tests::encode;
+    use super::super::stream_optimized::tests::tiny_stream_header;
+    let h = tiny_stream_header();
     let mut img = encode(&h);
     img.resize(4 * 512, 0);
     let mut m = vec![0u8; 12];
