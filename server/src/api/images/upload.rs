@@ -32,7 +32,7 @@
 //! The work runs in its own task, so a client that disconnects (hyper then drops the request
 //! handler) still has its image returned to `queued` and its partial data removed.
 //!
-//! `PUT /v2/images/{id}/stage` ([`super::stage`]) is the same request with another
+//! `PUT /v2/images/{id}/stage` ([`stage`](mod@super::stage)) is the same request with another
 //! [`Destination`]: the image goes `queued` → `uploading`, the body is converted as the
 //! server's `conversion` says and lands in the staging area, sealed there for the import.
 
