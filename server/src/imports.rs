@@ -13,9 +13,7 @@ use sluice_pipeline::{IngestError, Ingested, Progress};
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::meta::{
-    ImageRecord, ImageStatus, MetaError, MetaStore, TaskRecord, TaskStatus, Timestamp,
-};
+use crate::meta::{ImageRecord, ImageStatus, MetaError, TaskRecord, TaskStatus, Timestamp};
 use crate::properties::{PropertyLimits, Visibility};
 use crate::state::AppState;
 
@@ -108,13 +106,7 @@ pub async fn run(
     cancel: watch::Receiver<bool>,
 ) -> Option<u64> {
     let ttl = state.config.task_ttl();
-    let Some(mut task) = meta(state, {
-        let id = task_id.to_owned();
-        move |m| m.get_task(&id)
-    })
-    .await
-    .ok()
-    .flatten() else {
+    let Some(mut task) = state.meta.get_task(task_id).await.ok().flatten() else {
         tracing::warn!(task_id, "queued task vanished before it ran");
         return None;
     };
@@ -168,11 +160,7 @@ pub async fn run(
             task.reason = None;
             task.updated_at = at;
             task.expires_at = Some(at.saturating_add(ttl));
-            let committed = meta(state, {
-                let (task, image) = (task.clone(), image.clone());
-                move |m| m.commit_import(&task, &image)
-            })
-            .await;
+            let committed = state.meta.commit_import(&task, &image).await;
             match committed {
                 Ok(()) => {
                     tracing::info!(task_id, image_id = %image.id, size = ?image.size, "import succeeded");
@@ -402,22 +390,10 @@ fn image_record(
     record
 }
 
-/// Runs a metadata call off the async runtime (RocksDB writes fsync).
-pub async fn meta<T: Send + 'static>(
-    state: &AppState,
-    f: impl FnOnce(&dyn MetaStore) -> Result<T, MetaError> + Send + 'static,
-) -> Result<T, MetaError> {
-    let store = Arc::clone(&state.meta);
-    tokio::task::spawn_blocking(move || f(store.as_ref()))
-        .await
-        .map_err(|e| MetaError::Backend(format!("metadata call panicked: {e}")))?
-}
-
 /// Writes a status change of `task` through the compare-and-swap
-/// ([`MetaStore::transition_task`]): a task another writer has moved on is not overwritten.
+/// ([`crate::meta::MetaStore::transition_task`]): a task another writer has moved on is not overwritten.
 async fn save(state: &AppState, task: &TaskRecord) -> Result<(), MetaError> {
-    let task = task.clone();
-    meta(state, move |m| m.transition_task(&task)).await
+    state.meta.transition_task(task).await
 }
 
 /// Records a task's final state; on a full volume keeps trying in the background (every

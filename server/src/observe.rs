@@ -156,7 +156,7 @@ where
                 };
                 crate::api::error_response(&err, true)
             }
-            Some(METRICS_PATH) if serves_own => metrics::response(&api.state),
+            Some(METRICS_PATH) if serves_own => metrics::response(&api.state).await,
             Some(_) if serves_own => health::response(api, &request, &id).await,
             _ if listener == Listener::Observe => {
                 crate::api::error_response(&crate::api::ApiError::NotFound, true)
@@ -251,13 +251,8 @@ pub async fn count_import(
             .unwrap_or(i64::MAX)
             .saturating_add(1),
     );
-    let read = tokio::task::spawn_blocking({
-        let (meta, id) = (Arc::clone(&state.meta), task_id.to_owned());
-        move || meta.get_task(&id)
-    })
-    .await;
-    let task = match read {
-        Ok(Ok(Some(task))) if task.updated_at >= ran_since => task,
+    let task = match state.meta.get_task(task_id).await {
+        Ok(Some(task)) if task.updated_at >= ran_since => task,
         _ => return,
     };
     let success = match task.status {

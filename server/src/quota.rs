@@ -178,8 +178,7 @@ async fn stored_usage(
     if !limits.counts_stored() {
         return Ok(ProjectUsage::default());
     }
-    let project = project.to_owned();
-    imports::meta(state, move |m| m.project_usage(&project)).await
+    state.meta.project_usage(project).await
 }
 
 impl Quotas {

@@ -58,7 +58,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         executor: executor.clone(),
         admissions: Default::default(),
     };
-    let recovery = recover(&state).context("recovering from the previous run")?;
+    let recovery = recover(&state)
+        .await
+        .context("recovering from the previous run")?;
 
     let listener = tokio::net::TcpListener::bind(state.config.bind)
         .await
@@ -193,7 +195,7 @@ impl Recovery {
 ///
 /// # Errors
 /// When the store or the metadata cannot be read, or a write fails for another reason.
-pub fn recover(state: &AppState) -> anyhow::Result<Recovery> {
+pub async fn recover(state: &AppState) -> anyhow::Result<Recovery> {
     sweep_tmp(state.store.as_ref())?;
     let cut_short = state.staging.sweep_incomplete()?;
     if cut_short > 0 {
@@ -211,8 +213,8 @@ pub fn recover(state: &AppState) -> anyhow::Result<Recovery> {
     let mut staged = HashSet::new();
     let mut recovery = Recovery::default();
     // Only unfinished tasks (an index, oldest first), never every task.
-    for id in state.meta.unfinished_tasks()? {
-        let Some(task) = state.meta.get_task(&id)? else {
+    for id in state.meta.unfinished_tasks().await? {
+        let Some(task) = state.meta.get_task(&id).await? else {
             continue;
         };
         match task.status {
@@ -224,23 +226,26 @@ pub fn recover(state: &AppState) -> anyhow::Result<Recovery> {
     // One image record at a time; only ids are kept.
     let files: HashSet<String> = state.store.list_ids()?.into_iter().collect();
     let mut recorded = HashSet::new();
-    state.meta.scan_images(None, &mut |image| {
-        match image.status {
-            ImageStatus::Queued => {}
-            // A complete stage stays importable across the restart.
-            ImageStatus::Uploading if sealed.contains_key(&image.id) => {
-                let size = sealed.get(&image.id).copied().unwrap_or(0);
-                state.staging.ledger().enter(&image.id, &image.owner, size);
-                staged.insert(image.id);
+    state
+        .meta
+        .scan_images(None, &mut |image| {
+            match image.status {
+                ImageStatus::Queued => {}
+                // A complete stage stays importable across the restart.
+                ImageStatus::Uploading if sealed.contains_key(&image.id) => {
+                    let size = sealed.get(&image.id).copied().unwrap_or(0);
+                    state.staging.ledger().enter(&image.id, &image.owner, size);
+                    staged.insert(image.id);
+                }
+                s if s.is_transient() => recovery.unfinished_images.push(image.id),
+                _ if files.contains(&image.id) => {
+                    recorded.insert(image.id);
+                }
+                _ => recovery.dataless.push(image.id),
             }
-            s if s.is_transient() => recovery.unfinished_images.push(image.id),
-            _ if files.contains(&image.id) => {
-                recorded.insert(image.id);
-            }
-            _ => recovery.dataless.push(image.id),
-        }
-        Ok(())
-    })?;
+            Ok(())
+        })
+        .await?;
     for id in files.difference(&recorded) {
         tracing::warn!(image_id = %id, "removing image data without a committed record");
         state.store.delete(id)?;
@@ -249,7 +254,7 @@ pub fn recover(state: &AppState) -> anyhow::Result<Recovery> {
         tracing::warn!(image_id = %id, "removing staged data of an image that no longer waits for it");
         state.staging.discard(id)?;
     }
-    finish_recovery(state, &mut recovery)?;
+    finish_recovery(state, &mut recovery).await?;
     Ok(recovery)
 }
 
@@ -258,11 +263,11 @@ pub fn recover(state: &AppState) -> anyhow::Result<Recovery> {
 ///
 /// # Errors
 /// When a write fails for a reason other than a full volume.
-pub fn finish_recovery(state: &AppState, recovery: &mut Recovery) -> anyhow::Result<()> {
+pub async fn finish_recovery(state: &AppState, recovery: &mut Recovery) -> anyhow::Result<()> {
     let ttl = state.config.task_ttl();
     let mut interrupted = Vec::new();
     for id in std::mem::take(&mut recovery.interrupted) {
-        let Some(mut task) = state.meta.get_task(&id)? else {
+        let Some(mut task) = state.meta.get_task(&id).await? else {
             continue;
         };
         if task.status != TaskStatus::Processing {
@@ -276,7 +281,7 @@ pub fn finish_recovery(state: &AppState, recovery: &mut Recovery) -> anyhow::Res
                 .to_owned(),
             ttl,
         );
-        match state.meta.transition_task(&task) {
+        match state.meta.transition_task(&task).await {
             Ok(()) => tracing::warn!(task_id = %id, "failed a task interrupted by a restart"),
             Err(MetaError::StorageFull(_)) => interrupted.push(id),
             // Another writer finished it meanwhile: its word stands.
@@ -287,7 +292,7 @@ pub fn finish_recovery(state: &AppState, recovery: &mut Recovery) -> anyhow::Res
     recovery.interrupted = interrupted;
     let mut dataless = Vec::new();
     for id in std::mem::take(&mut recovery.dataless) {
-        match state.meta.delete_image(&id) {
+        match state.meta.delete_image(&id).await {
             Ok(()) => {
                 tracing::error!(image_id = %id, "image data missing: removed its record")
             }
@@ -298,7 +303,7 @@ pub fn finish_recovery(state: &AppState, recovery: &mut Recovery) -> anyhow::Res
     recovery.dataless = dataless;
     let mut unfinished = Vec::new();
     for id in std::mem::take(&mut recovery.unfinished_images) {
-        match requeue_image(state.meta.as_ref(), &id) {
+        match requeue_image(state.meta.as_ref(), &id).await {
             Ok(Transition::Done(image)) => {
                 tracing::warn!(image_id = %id, "image back to queued: its data was still arriving when the service stopped");
                 debug_assert_eq!(image.status, ImageStatus::Queued);
@@ -325,7 +330,7 @@ pub fn finish_recovery(state: &AppState, recovery: &mut Recovery) -> anyhow::Res
 ///
 /// # Errors
 /// A metadata error.
-fn requeue_image(meta: &dyn MetaStore, id: &str) -> Result<Transition, MetaError> {
+async fn requeue_image(meta: &dyn MetaStore, id: &str) -> Result<Transition, MetaError> {
     let at = imports::now();
     meta.transition_image(
         id,
@@ -341,6 +346,7 @@ fn requeue_image(meta: &dyn MetaStore, id: &str) -> Result<Transition, MetaError
             Decision::Write
         },
     )
+    .await
 }
 
 /// Every [`STORAGE_POLL_INTERVAL`]: reads the data volume's free space (logging changes of
@@ -361,27 +367,12 @@ async fn watch_storage(state: AppState, meta: Arc<GuardedMeta>, mut recovery: Re
             continue;
         }
         if recovery.has_writes() {
-            let s = state.clone();
-            let mut r = std::mem::take(&mut recovery);
-            recovery = match tokio::task::spawn_blocking(move || {
-                let result = finish_recovery(&s, &mut r);
-                (r, result)
-            })
-            .await
-            {
-                Ok((r, Ok(()))) => r,
-                Ok((r, Err(e))) => {
-                    tracing::error!(error = %e, "finishing recovery failed");
-                    r
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "finishing recovery panicked");
-                    Recovery::default()
-                }
-            };
+            if let Err(e) = finish_recovery(&state, &mut recovery).await {
+                tracing::error!(error = %e, "finishing recovery failed");
+            }
         }
         for task_id in std::mem::take(&mut recovery.pending) {
-            match state.meta.get_task(&task_id) {
+            match state.meta.get_task(&task_id).await {
                 Ok(Some(task)) if task.status == TaskStatus::Pending => {
                     let _ = state.executor.submit(&task.id, &task.owner);
                 }
@@ -399,21 +390,20 @@ async fn sweep_expired(state: AppState) {
     let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
-        let swept = imports::meta(&state, |m| sweep_expired_once(m, imports::now())).await;
+        let swept = sweep_expired_once(state.meta.as_ref(), imports::now()).await;
         match swept {
             Ok(0) => {}
             Ok(n) => tracing::info!(tasks = n, "deleted expired tasks"),
             Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
         }
-        let (staging, meta) = (Arc::clone(&state.staging), Arc::clone(&state.meta));
         let ttl = state.config.staging_ttl_secs;
-        let expired =
-            tokio::task::spawn_blocking(move || staging.expire(&*meta, ttl, imports::now())).await;
+        let expired = (state.staging)
+            .expire(state.meta.as_ref(), ttl, imports::now())
+            .await;
         match expired {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(stages = n, "removed expired staged data"),
-            Ok(Err(e)) => tracing::error!(error = %e, "staging expiry sweep failed"),
-            Err(e) => tracing::error!(error = %e, "staging expiry sweep panicked"),
+            Ok(0) => {}
+            Ok(n) => tracing::info!(stages = n, "removed expired staged data"),
+            Err(e) => tracing::error!(error = %e, "staging expiry sweep failed"),
         }
     }
 }
@@ -427,12 +417,12 @@ const SWEEP_BATCH: usize = 1000;
 ///
 /// # Errors
 /// The first metadata error (the tasks deleted before it stay deleted).
-pub fn sweep_expired_once(meta: &dyn MetaStore, now: Timestamp) -> Result<usize, MetaError> {
+pub async fn sweep_expired_once(meta: &dyn MetaStore, now: Timestamp) -> Result<usize, MetaError> {
     let mut deleted = 0usize;
     loop {
-        let due = meta.expired_tasks(now, SWEEP_BATCH)?;
+        let due = meta.expired_tasks(now, SWEEP_BATCH).await?;
         for id in &due {
-            meta.delete_task(id)?;
+            meta.delete_task(id).await?;
             deleted = deleted.saturating_add(1);
         }
         if due.len() < SWEEP_BATCH {
@@ -455,20 +445,24 @@ mod tests {
         task
     }
 
-    #[test]
-    fn test_sweep_expired_once_deletes_due_tasks_in_batches() {
+    #[tokio::test]
+    async fn test_sweep_expired_once_deletes_due_tasks_in_batches() {
         let meta = MemoryMeta::new();
         let due = u32::try_from(SWEEP_BATCH).unwrap() * 2 + 5;
         for n in 0..due {
             meta.put_task(&task(n, TaskStatus::Failure, Some(100 + i64::from(n % 7))))
+                .await
                 .unwrap();
         }
         meta.put_task(&task(9_000, TaskStatus::Success, Some(107)))
+            .await
             .unwrap();
         meta.put_task(&task(9_001, TaskStatus::Pending, None))
+            .await
             .unwrap();
-        assert!(matches!(sweep_expired_once(&meta, 106), Ok(n) if n == due as usize));
+        assert!(matches!(sweep_expired_once(&meta, 106).await, Ok(n) if n == due as usize));
         let left: Vec<String> = crate::meta::testing::all_tasks(&meta)
+            .await
             .unwrap()
             .into_iter()
             .map(|t| t.id)
@@ -480,14 +474,14 @@ mod tests {
                 "00000000-0000-4000-8000-000000009001"
             ]
         );
-        assert!(matches!(sweep_expired_once(&meta, 107), Ok(1)));
-        assert!(matches!(sweep_expired_once(&meta, 107), Ok(0)));
+        assert!(matches!(sweep_expired_once(&meta, 107).await, Ok(1)));
+        assert!(matches!(sweep_expired_once(&meta, 107).await, Ok(0)));
     }
 
     /// The sweeper reads only expired tasks: another task whose record cannot be decoded
     /// (today's full scan stopped at it, so nothing ever expired again) is not read.
-    #[test]
-    fn test_sweep_expired_once_skips_unexpired_records() {
+    #[tokio::test]
+    async fn test_sweep_expired_once_skips_unexpired_records() {
         let dir = tempfile::tempdir().unwrap();
         let meta = RocksMeta::open(dir.path()).unwrap();
         meta.put_task(&task(1, TaskStatus::Failure, Some(100)))
@@ -495,7 +489,7 @@ mod tests {
         let broken = task(2, TaskStatus::Failure, Some(500));
         meta.put_task(&broken).unwrap();
         meta.corrupt_for_tests(&broken.id);
-        assert!(matches!(sweep_expired_once(&meta, 200), Ok(1)));
+        assert!(matches!(sweep_expired_once(&meta, 200).await, Ok(1)));
         assert!(matches!(
             meta.get_task(&task(1, TaskStatus::Failure, None).id),
             Ok(None)
@@ -534,8 +528,8 @@ mod tests {
         image
     }
 
-    #[test]
-    fn test_recover_images_by_status_queued_kept_unfinished_requeued_lost_dropped() {
+    #[tokio::test]
+    async fn test_recover_images_by_status_queued_kept_unfinished_requeued_lost_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let state = scratch_state(dir.path());
         let mut queued = image(1, ImageStatus::Queued);
@@ -562,32 +556,32 @@ mod tests {
             &deactivated,
             &lost,
         ] {
-            state.meta.put_image(image).unwrap();
+            state.meta.put_image(image).await.unwrap();
         }
         let orphan = "00000000-0000-4000-8000-000000000099";
         commit_data(&state, orphan, b"x");
 
-        let recovery = recover(&state).unwrap();
+        let recovery = recover(&state).await.unwrap();
         assert!(!recovery.has_writes(), "{recovery:?}");
-        let get = |image: &ImageRecord| state.meta.get_image(&image.id).unwrap();
-        assert_eq!(get(&queued), Some(queued.clone()));
+        let get = async |image: &ImageRecord| state.meta.get_image(&image.id).await.unwrap();
+        assert_eq!(get(&queued).await, Some(queued.clone()));
         for unfinished in [&saving, &importing, &uploading] {
-            let now = get(unfinished).unwrap();
+            let now = get(unfinished).await.unwrap();
             assert_eq!(now.status, ImageStatus::Queued, "{}", unfinished.id);
             assert_eq!((now.size, now.checksum.as_deref()), (None, None));
             assert_eq!(now.name, unfinished.name);
         }
-        assert_eq!(get(&active), Some(active.clone()));
-        assert_eq!(get(&deactivated), Some(deactivated.clone()));
-        assert_eq!(get(&lost), None);
+        assert_eq!(get(&active).await, Some(active.clone()));
+        assert_eq!(get(&deactivated).await, Some(deactivated.clone()));
+        assert_eq!(get(&lost).await, None);
         assert_eq!(
             state.store.list_ids().unwrap(),
             vec![active.id.clone(), deactivated.id.clone()]
         );
     }
 
-    #[test]
-    fn test_recover_complete_stage_kept_uploading_others_removed() {
+    #[tokio::test]
+    async fn test_recover_complete_stage_kept_uploading_others_removed() {
         use crate::staging::Staged;
         let dir = tempfile::tempdir().unwrap();
         let state = scratch_state(dir.path());
@@ -615,15 +609,23 @@ mod tests {
         let importing = image(3, ImageStatus::Importing);
         stage(&importing, true);
         for image in [&kept, &cut_short, &importing] {
-            state.meta.put_image(image).unwrap();
+            state.meta.put_image(image).await.unwrap();
         }
 
-        let recovery = recover(&state).unwrap();
+        let recovery = recover(&state).await.unwrap();
         assert!(!recovery.has_writes(), "{recovery:?}");
-        let status = |image: &ImageRecord| state.meta.get_image(&image.id).unwrap().unwrap().status;
-        assert_eq!(status(&kept), ImageStatus::Uploading);
-        assert_eq!(status(&cut_short), ImageStatus::Queued);
-        assert_eq!(status(&importing), ImageStatus::Queued);
+        let status = async |image: &ImageRecord| {
+            state
+                .meta
+                .get_image(&image.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status
+        };
+        assert_eq!(status(&kept).await, ImageStatus::Uploading);
+        assert_eq!(status(&cut_short).await, ImageStatus::Queued);
+        assert_eq!(status(&importing).await, ImageStatus::Queued);
         assert_eq!(
             state.staging.sealed().unwrap(),
             vec![(kept.id.clone(), staged)]

@@ -254,11 +254,12 @@ impl StagingArea {
     /// Removes every complete stage older than `ttl_secs` at `now` whose image (in `meta`)
     /// waits for no import, and returns its image (still `uploading`) to `queued`; returns
     /// how many were removed. An image whose lock names a pending or running import keeps
-    /// its stage: the import takes it. Blocking.
+    /// its stage: the import takes it. Its file operations (a listing of the area, unlinks)
+    /// run inline: the area holds a few entries, and the sweeper is a background task.
     ///
     /// # Errors
     /// When the staging area cannot be listed or the metadata read or written.
-    pub fn expire(
+    pub async fn expire(
         &self,
         meta: &dyn MetaStore,
         ttl_secs: u64,
@@ -270,7 +271,7 @@ impl StagingArea {
             if staged.staged_at.saturating_add(ttl) > now {
                 continue;
             }
-            if expire_one(self, meta, &id, now)? {
+            if expire_one(self, meta, &id, now).await? {
                 removed = removed.saturating_add(1);
             }
         }
@@ -280,35 +281,38 @@ impl StagingArea {
 
 /// Expires the stage of image `id` unless a live import waits for it; whether it was
 /// removed ([`StagingArea::expire`]).
-fn expire_one(
+async fn expire_one(
     area: &StagingArea,
     meta: &dyn MetaStore,
     id: &str,
     now: Timestamp,
 ) -> anyhow::Result<bool> {
-    let Some(image) = meta.get_image(id)? else {
+    let Some(image) = meta.get_image(id).await? else {
         area.discard(id)?;
         return Ok(true);
     };
     let lock = image.properties.get(LOCK_PROPERTY).cloned();
     if let Some(task_id) = &lock {
         let live = meta
-            .get_task(task_id)?
+            .get_task(task_id)
+            .await?
             .is_some_and(|t| matches!(t.status, TaskStatus::Pending | TaskStatus::Processing));
         if live {
             return Ok(false);
         }
     }
-    let requeued = meta.transition_image(id, &[ImageStatus::Uploading], &mut |image| {
-        if image.properties.get(LOCK_PROPERTY) != lock.as_ref() {
-            return Decision::Keep;
-        }
-        image.status = ImageStatus::Queued;
-        image.properties.remove(LOCK_PROPERTY);
-        image.forget_data();
-        image.updated_at = now;
-        Decision::Write
-    });
+    let requeued = meta
+        .transition_image(id, &[ImageStatus::Uploading], &mut |image| {
+            if image.properties.get(LOCK_PROPERTY) != lock.as_ref() {
+                return Decision::Keep;
+            }
+            image.status = ImageStatus::Queued;
+            image.properties.remove(LOCK_PROPERTY);
+            image.forget_data();
+            image.updated_at = now;
+            Decision::Write
+        })
+        .await;
     match requeued {
         Ok(Transition::Done(_) | Transition::Missing) => {}
         Ok(Transition::Kept(_)) => return Ok(false),
@@ -371,14 +375,14 @@ mod tests {
         assert!(!area.discard("a").unwrap());
     }
 
-    #[test]
-    fn test_staging_expire_requeues_old_stages_unless_an_import_waits() {
+    #[tokio::test]
+    async fn test_staging_expire_requeues_old_stages_unless_an_import_waits() {
         use crate::meta::{memory::MemoryMeta, sample_image, sample_task};
         let dir = tempfile::tempdir().unwrap();
         let area = StagingArea::open(dir.path(), Reserve::Bytes(0)).unwrap();
         let meta = MemoryMeta::new();
         let task = sample_task("t");
-        meta.put_task(&task).unwrap();
+        meta.put_task(&task).await.unwrap();
         for (id, lock) in [("old", None), ("waited", Some("t")), ("young", None)] {
             let mut image = sample_image(id);
             image.status = ImageStatus::Uploading;
@@ -387,20 +391,20 @@ mod tests {
                     .properties
                     .insert(LOCK_PROPERTY.into(), task_id.into());
             }
-            meta.put_image(&image).unwrap();
+            meta.put_image(&image).await.unwrap();
         }
         for (id, at) in [("old", 10), ("waited", 10), ("young", 95), ("orphan", 10)] {
             fs::write(area.store().path(id).unwrap(), b"data").unwrap();
             area.seal(id, &staged(at)).unwrap();
         }
 
-        assert_eq!(area.expire(&meta, 60, 100).unwrap(), 2);
+        assert_eq!(area.expire(&meta, 60, 100).await.unwrap(), 2);
         let mut left: Vec<String> = area.sealed().unwrap().into_iter().map(|s| s.0).collect();
         left.sort();
         assert_eq!(left, ["waited", "young"]);
-        let old = meta.get_image("old").unwrap().unwrap();
+        let old = meta.get_image("old").await.unwrap().unwrap();
         assert_eq!((old.status, old.updated_at), (ImageStatus::Queued, 100));
-        let waited = meta.get_image("waited").unwrap().unwrap();
+        let waited = meta.get_image("waited").await.unwrap().unwrap();
         assert_eq!(waited.status, ImageStatus::Uploading);
     }
 }

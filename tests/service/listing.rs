@@ -269,7 +269,7 @@ fn test_image_list_sort_by_name_orders_both_syntaxes() {
 /// through the API would take minutes), each with `property_bytes` of image properties.
 fn seed_tasks(server: &mut Server, project: &str, count: u32, property_bytes: usize) {
     use sluice_server::meta::rocks::RocksMeta;
-    use sluice_server::meta::{MetaStore, TaskStatus};
+    use sluice_server::meta::TaskStatus;
 
     server.kill9();
     let meta = RocksMeta::open(&server.data_dir.join("meta")).expect("opening the meta store");

@@ -46,7 +46,7 @@ fn visible(ctx: &RequestContext, image: &ImageRecord) -> bool {
 
 /// The image, if the caller may perform `action` on it ([`policy::authorize`]: 404 when it
 /// cannot see the image, 403 when it sees it but may not act on it).
-pub(crate) fn load(
+pub(crate) async fn load(
     api: &Api,
     ctx: &RequestContext,
     id: &str,
@@ -55,9 +55,10 @@ pub(crate) fn load(
     let image = api
         .state
         .meta
-        .get_image(id)?
+        .get_image(id)
+        .await?
         .ok_or_else(|| ApiError::ImageNotFound(id.to_owned()))?;
-    let member = members::is_member(api, ctx, id)?;
+    let member = members::is_member(api, ctx, id).await?;
     policy::authorize(ctx, action, members::target(ctx, &image, member))?;
     Ok(image)
 }
@@ -72,15 +73,15 @@ pub(crate) fn load(
 /// 404 when there is no such image (or the caller cannot see it), 403 from the policy,
 /// `change`'s error, or a metadata error. A status not `expected` is not an error: it comes
 /// back as [`Transition::Refused`] for the caller to word.
-pub(crate) fn update(
+pub(crate) async fn update(
     api: &Api,
     ctx: &RequestContext,
     id: &str,
     action: Action,
     expected: &[ImageStatus],
-    change: impl FnOnce(&mut ImageRecord) -> Result<Decision, ApiError>,
+    change: impl FnOnce(&mut ImageRecord) -> Result<Decision, ApiError> + Send,
 ) -> Result<Transition, ApiError> {
-    let member = members::is_member(api, ctx, id)?;
+    let member = members::is_member(api, ctx, id).await?;
     let mut change = Some(change);
     let mut refused = None;
     let mut step = |image: &mut ImageRecord| {
@@ -94,7 +95,11 @@ pub(crate) fn update(
             Decision::Keep
         })
     };
-    let outcome = api.state.meta.transition_image(id, expected, &mut step)?;
+    let outcome = api
+        .state
+        .meta
+        .transition_image(id, expected, &mut step)
+        .await?;
     if let Some(e) = refused {
         return Err(e);
     }
@@ -161,8 +166,14 @@ pub fn image_json(image: &ImageRecord) -> Value {
 }
 
 /// `GET /v2/images/{id}`.
-pub fn show(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiBody>, ApiError> {
-    Ok(ok_json(&image_json(&load(api, ctx, id, Action::GetImage)?)))
+pub async fn show(
+    api: &Api,
+    ctx: &RequestContext,
+    id: &str,
+) -> Result<Response<ApiBody>, ApiError> {
+    Ok(ok_json(&image_json(
+        &load(api, ctx, id, Action::GetImage).await?,
+    )))
 }
 
 /// `GET /v2/images/{id}/tasks` (Images API v2.12): `{"tasks": [...]}` holding every task of
@@ -170,17 +181,18 @@ pub fn show(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiBod
 /// `import` task that created it), oldest first, as Glance's raw task rows
 /// ([`tasks::task_row_json`]), except those the caller may not see (another project's, for a
 /// public image) or that have expired. An image the caller cannot see is 404.
-pub fn image_tasks(
+pub async fn image_tasks(
     api: &Api,
     ctx: &RequestContext,
     id: &str,
 ) -> Result<Response<ApiBody>, ApiError> {
-    let image = load(api, ctx, id, Action::GetImage)?;
+    let image = load(api, ctx, id, Action::GetImage).await?;
     let current = now();
     let rows: Vec<Value> = api
         .state
         .meta
-        .image_tasks(&image.id)?
+        .image_tasks(&image.id)
+        .await?
         .into_iter()
         .filter(|t| tasks::visible(ctx, t) && tasks::unexpired(t, current))
         .map(|t| tasks::image_task_row(api, &t, &image.id))
@@ -190,7 +202,11 @@ pub fn image_tasks(
 
 /// `DELETE /v2/images/{id}`: removes the record (in any status, as Glance: an upload or
 /// import in flight then finds it gone and removes what it wrote), then the file.
-pub fn delete(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiBody>, ApiError> {
+pub async fn delete(
+    api: &Api,
+    ctx: &RequestContext,
+    id: &str,
+) -> Result<Response<ApiBody>, ApiError> {
     let deleted = update(
         api,
         ctx,
@@ -205,7 +221,8 @@ pub fn delete(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiB
             }
             Ok(Decision::Delete)
         },
-    )?;
+    )
+    .await?;
     if let Transition::Done(image) = &deleted {
         // Glance's only cancel: an import in flight stops and removes what it wrote.
         crate::imports::cancel_for_deleted(&api.state, image);
@@ -227,7 +244,7 @@ pub fn delete(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiB
 /// the image already has is a no-op (204); any other status is 403 "Not allowed to
 /// deactivate image in status 'queued'". The check and the change are one
 /// compare-and-swap, so the race Glance answers with 409 cannot happen.
-pub fn set_active(
+pub async fn set_active(
     api: &Api,
     ctx: &RequestContext,
     id: &str,
@@ -252,13 +269,14 @@ pub fn set_active(
         image.status = to;
         image.updated_at = now();
         Ok(Decision::Write)
-    })?;
+    })
+    .await?;
     tracing::info!(image = %id, "image {verb}d");
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
 /// `PUT /v2/images/{id}/tags/{tag}`: idempotent.
-pub fn add_tag(
+pub async fn add_tag(
     api: &Api,
     ctx: &RequestContext,
     id: &str,
@@ -281,12 +299,13 @@ pub fn add_tag(
             image.updated_at = now();
             Ok(Decision::Write)
         },
-    )?;
+    )
+    .await?;
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
 /// `DELETE /v2/images/{id}/tags/{tag}`.
-pub fn delete_tag(
+pub async fn delete_tag(
     api: &Api,
     ctx: &RequestContext,
     id: &str,
@@ -307,7 +326,8 @@ pub fn delete_tag(
             image.updated_at = now();
             Ok(Decision::Write)
         },
-    )?;
+    )
+    .await?;
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
@@ -411,7 +431,7 @@ pub async fn download<B>(
     id: &str,
     request: &Request<B>,
 ) -> Result<Response<ApiBody>, ApiError> {
-    let image = load(api, ctx, id, Action::DownloadImage)?;
+    let image = load(api, ctx, id, Action::DownloadImage).await?;
     if image.status == ImageStatus::Deactivated && !ctx.is_admin {
         return Err(ApiError::Forbidden(
             "The requested image has been deactivated. Image data download is forbidden.".into(),

@@ -18,7 +18,6 @@ use crate::api::auth::RequestContext;
 use crate::api::body::ApiBody;
 use crate::api::error::ApiError;
 use crate::api::{ok_json, Api};
-use crate::imports;
 use crate::quota::{Limit, MIB};
 
 /// The id of Sluice's one store.
@@ -54,10 +53,7 @@ pub async fn usage(api: &Api, ctx: &RequestContext) -> Result<Response<ApiBody>,
     let state = &api.state;
     let project = ctx.project_id.clone();
     let limits = state.config.quotas.for_project(&project);
-    let stored = {
-        let project = project.clone();
-        imports::meta(state, move |m| m.project_usage(&project)).await?
-    };
+    let stored = state.meta.project_usage(&project).await?;
     let in_flight = state.executor.in_flight(&project, None);
     let staged = state.staging.ledger().usage(&project);
     let bytes = stored.image_bytes.saturating_add(in_flight.charged);

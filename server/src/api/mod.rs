@@ -173,7 +173,7 @@ impl Api {
             Endpoint::Root | Endpoint::Versions => Err(ApiError::NotFound),
             Endpoint::CreateTask => tasks::create(self, &ctx, request).await,
             Endpoint::ListTasks { query } => tasks::list(self, &ctx, query).await,
-            Endpoint::GetTask { id } => tasks::show(self, &ctx, &id),
+            Endpoint::GetTask { id } => tasks::show(self, &ctx, &id).await,
             Endpoint::TaskSchema => Ok(schemas::task_schema()),
             Endpoint::TasksSchema => Ok(schemas::tasks_schema()),
             Endpoint::ImageSchema => Ok(schemas::image_schema()),
@@ -181,27 +181,29 @@ impl Api {
             Endpoint::ImportInfo => Ok(schemas::import_info(&self.state.config)),
             Endpoint::CreateImage => images::create(self, &ctx, request).await,
             Endpoint::ListImages { query } => images::list(self, &ctx, query).await,
-            Endpoint::GetImage { id } => images::show(self, &ctx, &id),
+            Endpoint::GetImage { id } => images::show(self, &ctx, &id).await,
             Endpoint::PatchImage { id } => images::patch(self, &ctx, &id, request).await,
-            Endpoint::DeleteImage { id } => images::delete(self, &ctx, &id),
+            Endpoint::DeleteImage { id } => images::delete(self, &ctx, &id).await,
             Endpoint::DownloadImage { id } => images::download(self, &ctx, &id, &request).await,
             Endpoint::UploadImage { id } => images::upload(self, &ctx, &id, request).await,
             Endpoint::StageImage { id } => images::stage(self, &ctx, &id, request).await,
-            Endpoint::ImageTasks { id } => images::image_tasks(self, &ctx, &id),
+            Endpoint::ImageTasks { id } => images::image_tasks(self, &ctx, &id).await,
             Endpoint::ImageAction { id, deactivate } => {
-                images::set_active(self, &ctx, &id, !deactivate)
+                images::set_active(self, &ctx, &id, !deactivate).await
             }
             Endpoint::ImportImage { id } => images::import(self, &ctx, &id, request).await,
-            Endpoint::AddTag { id, tag } => images::add_tag(self, &ctx, &id, &tag),
-            Endpoint::DeleteTag { id, tag } => images::delete_tag(self, &ctx, &id, &tag),
-            Endpoint::ListMembers { id } => images::members::list(self, &ctx, &id),
+            Endpoint::AddTag { id, tag } => images::add_tag(self, &ctx, &id, &tag).await,
+            Endpoint::DeleteTag { id, tag } => images::delete_tag(self, &ctx, &id, &tag).await,
+            Endpoint::ListMembers { id } => images::members::list(self, &ctx, &id).await,
             Endpoint::AddMember { id } => images::members::create(self, &ctx, &id, request).await,
-            Endpoint::GetMember { id, member } => images::members::show(self, &ctx, &id, &member),
+            Endpoint::GetMember { id, member } => {
+                images::members::show(self, &ctx, &id, &member).await
+            }
             Endpoint::UpdateMember { id, member } => {
                 images::members::update(self, &ctx, &id, &member, request).await
             }
             Endpoint::DeleteMember { id, member } => {
-                images::members::delete(self, &ctx, &id, &member)
+                images::members::delete(self, &ctx, &id, &member).await
             }
             Endpoint::MemberSchema => Ok(schemas::member_schema()),
             Endpoint::MembersSchema => Ok(schemas::members_schema()),

@@ -82,10 +82,10 @@ where
     let task = new_task(ctx, IMPORT, input.clone());
     // Below the free-space reserve the import could only fail: refuse it up front.
     api.state.store.space().check_import(0)?;
-    api.state.meta.put_task(&task)?;
+    api.state.meta.put_task(&task).await?;
     if let Err(refused) = crate::quota::submit(&api.state, &task.id, &task.owner) {
         // The client never learns this id: do not leave a task that no worker will run.
-        if let Err(e) = api.state.meta.delete_task(&task.id) {
+        if let Err(e) = api.state.meta.delete_task(&task.id).await {
             tracing::warn!(task = %task.id, "removing a refused task failed: {e}");
         }
         return Err(refused);
@@ -281,11 +281,16 @@ fn check_input(
 }
 
 /// `GET /v2/tasks/{id}`.
-pub fn show(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiBody>, ApiError> {
+pub async fn show(
+    api: &Api,
+    ctx: &RequestContext,
+    id: &str,
+) -> Result<Response<ApiBody>, ApiError> {
     let task = api
         .state
         .meta
-        .get_task(id)?
+        .get_task(id)
+        .await?
         .ok_or_else(|| ApiError::TaskNotFound(id.to_owned()))?;
     policy::authorize(ctx, Action::GetTask, Target::Task(&task))?;
     let mut body = task_json(&task);

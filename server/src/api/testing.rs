@@ -155,8 +155,8 @@ impl Harness {
     }
 
     /// Stores an image record and, when `data` is given, its data (replacing both).
-    pub fn insert_image(&self, image: &ImageRecord, data: Option<&[u8]>) {
-        self.meta().put_image(image).unwrap();
+    pub async fn insert_image(&self, image: &ImageRecord, data: Option<&[u8]>) {
+        self.meta().put_image(image).await.unwrap();
         if let Some(data) = data {
             let store = &self.api.state.store;
             // The store never replaces committed data: delete it first.

@@ -16,8 +16,8 @@ use sluice_pipeline::{Ingested, Progress};
 use tokio::sync::watch;
 
 use super::{
-    fail, meta, now, pull, save_final, ImportRequest, ImportSource, REASON_CANCELLED,
-    REASON_INTERNAL, REASON_INTERRUPTED, REASON_INVALID_INPUT,
+    fail, now, pull, save_final, ImportRequest, ImportSource, REASON_CANCELLED, REASON_INTERNAL,
+    REASON_INTERRUPTED, REASON_INVALID_INPUT,
 };
 use crate::api::tasks::UriUse;
 use crate::meta::{
@@ -99,17 +99,17 @@ pub(super) async fn take(
     task_id: &str,
     image_id: &str,
 ) -> Result<ImageRecord, (String, String)> {
-    let (task, id) = (task_id.to_owned(), image_id.to_owned());
-    let taken = meta(state, move |m| {
-        m.transition_image(
-            &id,
+    let taken = state
+        .meta
+        .transition_image(
+            image_id,
             &[
                 ImageStatus::Queued,
                 ImageStatus::Uploading,
                 ImageStatus::Importing,
             ],
             &mut |image| {
-                if !locked_by(image, &task) {
+                if !locked_by(image, task_id) {
                     return Decision::Keep;
                 }
                 image.status = ImageStatus::Importing;
@@ -121,14 +121,13 @@ pub(super) async fn take(
                 Decision::Write
             },
         )
-    })
-    .await
-    .map_err(|e| {
-        (
-            REASON_INTERNAL.to_owned(),
-            format!("reading the image failed: {e}"),
-        )
-    })?;
+        .await
+        .map_err(|e| {
+            (
+                REASON_INTERNAL.to_owned(),
+                format!("reading the image failed: {e}"),
+            )
+        })?;
     match taken {
         Transition::Done(image) => Ok(image),
         Transition::Missing => Err(deleted(image_id)),
@@ -205,36 +204,31 @@ async fn commit(
     image: ImageRecord,
     ingested: &Ingested,
 ) -> Result<u64, (String, String)> {
-    let (task, id) = (success.id.clone(), image.id.clone());
-    let success = success.clone();
     let (size, converted, format) = (ingested.size, ingested.converted, ingested.format);
-    let virtual_size = ingested.report.virtual_size;
-    let (md5, sha512) = (ingested.md5_hex.clone(), ingested.sha512_hex.clone());
-    let unwrapped = ingested.clone();
-    let committed = meta(state, move |m| {
-        let change = &mut |image: &mut ImageRecord| {
-            if !locked_by(image, &task) {
-                return Decision::Keep;
-            }
-            image.status = ImageStatus::Active;
-            image.properties.remove(LOCK_PROPERTY);
-            crate::unwrapping::apply(image, &unwrapped);
-            if converted {
-                // A converted image is a bare disk in the target format (as Glance's).
-                image.disk_format = Some(format.to_string());
-                image.container_format = Some("bare".to_owned());
-            }
-            image.size = Some(size);
-            image.virtual_size = virtual_size;
-            image.checksum = Some(md5.clone());
-            image.os_hash_algo = Some("sha512".to_owned());
-            image.os_hash_value = Some(sha512.clone());
-            image.updated_at = now();
-            Decision::Write
-        };
-        m.transition_image_with_task(&id, &[ImageStatus::Importing], change, &success)
-    })
-    .await;
+    let change = &mut |record: &mut ImageRecord| {
+        if !locked_by(record, &success.id) {
+            return Decision::Keep;
+        }
+        record.status = ImageStatus::Active;
+        record.properties.remove(LOCK_PROPERTY);
+        crate::unwrapping::apply(record, ingested);
+        if converted {
+            // A converted image is a bare disk in the target format (as Glance's).
+            record.disk_format = Some(format.to_string());
+            record.container_format = Some("bare".to_owned());
+        }
+        record.size = Some(size);
+        record.virtual_size = ingested.report.virtual_size;
+        record.checksum = Some(ingested.md5_hex.clone());
+        record.os_hash_algo = Some("sha512".to_owned());
+        record.os_hash_value = Some(ingested.sha512_hex.clone());
+        record.updated_at = now();
+        Decision::Write
+    };
+    let committed = state
+        .meta
+        .transition_image_with_task(&image.id, &[ImageStatus::Importing], change, success)
+        .await;
     let refused = match committed {
         Ok(Transition::Done(_)) => return Ok(size),
         Ok(Transition::Missing) => deleted(&image.id),
@@ -263,13 +257,13 @@ async fn requeue(
     reason: String,
     message: String,
 ) -> (String, String) {
-    let (task, id) = (task_id.to_owned(), image_id.to_owned());
-    let requeued = meta(state, move |m| {
-        m.transition_image(
-            &id,
+    let requeued = state
+        .meta
+        .transition_image(
+            image_id,
             &[ImageStatus::Queued, ImageStatus::Importing],
             &mut |image| {
-                if !locked_by(image, &task) {
+                if !locked_by(image, task_id) {
                     return Decision::Keep;
                 }
                 image.status = ImageStatus::Queued;
@@ -283,8 +277,7 @@ async fn requeue(
                 Decision::Write
             },
         )
-    })
-    .await;
+        .await;
     let stopped = reason == REASON_CANCELLED || reason == REASON_INTERRUPTED;
     match requeued {
         Ok(Transition::Missing) if stopped => deleted(image_id),

@@ -92,7 +92,7 @@ fn images() -> Vec<ImageRecord> {
         .collect()
 }
 
-fn check_task_pages(store: &dyn MetaStore, all: &[TaskRecord]) {
+async fn check_task_pages(store: &dyn MetaStore, all: &[TaskRecord]) {
     let any = |_: &TaskSummary| true;
     let failed = |t: &TaskSummary| t.status == TaskStatus::Failure;
     for owner in [Some(PA), Some(PB), Some("nobody"), None] {
@@ -103,7 +103,7 @@ fn check_task_pages(store: &dyn MetaStore, all: &[TaskRecord]) {
         ] {
             for dir in [SortDir::Desc, SortDir::Asc] {
                 for (limit, filter) in [
-                    (2, &any as &dyn Fn(&TaskSummary) -> bool),
+                    (2, &any as &(dyn Fn(&TaskSummary) -> bool + Sync)),
                     (5, &failed),
                     (100, &any),
                 ] {
@@ -118,7 +118,7 @@ fn check_task_pages(store: &dyn MetaStore, all: &[TaskRecord]) {
                             limit,
                             filter,
                         };
-                        let page = store.list_task_page(&query).expect("task page");
+                        let page = store.list_task_page(&query).await.expect("task page");
                         let want = expected_tasks(all, &query);
                         assert_eq!(
                             page, want,
@@ -141,10 +141,10 @@ fn check_task_pages(store: &dyn MetaStore, all: &[TaskRecord]) {
         limit: 0,
         filter: &any,
     };
-    assert_eq!(store.list_task_page(&none).expect("limit 0"), vec![]);
+    assert_eq!(store.list_task_page(&none).await.expect("limit 0"), vec![]);
 }
 
-fn check_image_pages(store: &dyn MetaStore, all: &[ImageRecord]) {
+async fn check_image_pages(store: &dyn MetaStore, all: &[ImageRecord]) {
     use ImageColumn::{CreatedAt, Id, Name, Size};
     use SortDir::{Asc, Desc};
     let any = |_: &ImageRecord| true;
@@ -169,7 +169,7 @@ fn check_image_pages(store: &dyn MetaStore, all: &[ImageRecord]) {
     for ranges in scopes {
         for sort in sorts {
             for (limit, filter) in [
-                (3, &any as &dyn Fn(&ImageRecord) -> bool),
+                (3, &any as &(dyn Fn(&ImageRecord) -> bool + Sync)),
                 (2, &sized),
                 (100, &any),
             ] {
@@ -182,7 +182,7 @@ fn check_image_pages(store: &dyn MetaStore, all: &[ImageRecord]) {
                         limit,
                         filter,
                     };
-                    let page = store.list_image_page(&query).expect("image page");
+                    let page = store.list_image_page(&query).await.expect("image page");
                     let want = expected_images(all, &query);
                     let ids =
                         |v: &[ImageRecord]| v.iter().map(|i| i.id.clone()).collect::<Vec<_>>();
@@ -203,13 +203,14 @@ fn check_image_pages(store: &dyn MetaStore, all: &[ImageRecord]) {
     }
 }
 
-fn scanned(store: &dyn MetaStore, owner: Option<&str>) -> Vec<String> {
+async fn scanned(store: &dyn MetaStore, owner: Option<&str>) -> Vec<String> {
     let mut ids = Vec::new();
     store
         .scan_images(owner, &mut |image| {
             ids.push(image.id);
             Ok(())
         })
+        .await
         .expect("scan images");
     ids
 }
@@ -224,17 +225,17 @@ fn sorted_ids<'r>(ids: impl Iterator<Item = &'r String>) -> Vec<String> {
 ///
 /// # Panics
 /// When the store misbehaves.
-pub fn lists(store: &dyn MetaStore) {
+pub async fn lists(store: &dyn MetaStore) {
     let mut all_tasks = tasks();
     for task in &all_tasks {
-        store.put_task(task).expect("put task");
+        store.put_task(task).await.expect("put task");
     }
     let mut all_images = images();
     for image in &all_images {
-        store.put_image(image).expect("put image");
+        store.put_image(image).await.expect("put image");
     }
-    check_task_pages(store, &all_tasks);
-    check_image_pages(store, &all_images);
+    check_task_pages(store, &all_tasks).await;
+    check_image_pages(store, &all_images).await;
 
     // Expiry and unfinished tasks.
     let expiring = |now: i64, all: &[TaskRecord]| -> Vec<String> {
@@ -246,21 +247,28 @@ pub fn lists(store: &dyn MetaStore) {
         due.into_iter().map(|t| t.id.clone()).collect()
     };
     assert_eq!(
-        store.expired_tasks(1_999, 10).expect("none due"),
+        store.expired_tasks(1_999, 10).await.expect("none due"),
         Vec::<String>::new()
     );
     assert_eq!(
-        store.expired_tasks(2_008, 10).expect("due"),
+        store.expired_tasks(2_008, 10).await.expect("due"),
         expiring(2_008, &all_tasks)
     );
-    assert_eq!(store.expired_tasks(9_999, 2).expect("at most 2").len(), 2);
+    assert_eq!(
+        store
+            .expired_tasks(9_999, 2)
+            .await
+            .expect("at most 2")
+            .len(),
+        2
+    );
     let unfinished = |all: &[TaskRecord]| -> Vec<String> {
         let mut open: Vec<&TaskRecord> = all.iter().filter(|t| !t.status.is_final()).collect();
         open.sort_by_key(|t| (t.created_at, t.id.clone()));
         open.into_iter().map(|t| t.id.clone()).collect()
     };
     assert_eq!(
-        store.unfinished_tasks().expect("unfinished"),
+        store.unfinished_tasks().await.expect("unfinished"),
         unfinished(&all_tasks)
     );
 
@@ -270,29 +278,29 @@ pub fn lists(store: &dyn MetaStore) {
         task.created_at += 3;
         task.status = TaskStatus::Failure;
         task.expires_at = Some(1_500);
-        store.put_task(task).expect("replace task");
+        store.put_task(task).await.expect("replace task");
     }
-    check_task_pages(store, &all_tasks);
+    check_task_pages(store, &all_tasks).await;
     assert_eq!(
-        store.expired_tasks(1_500, 20).expect("moved expiry"),
+        store.expired_tasks(1_500, 20).await.expect("moved expiry"),
         expiring(1_500, &all_tasks)
     );
     assert_eq!(
-        store.unfinished_tasks().expect("after replace"),
+        store.unfinished_tasks().await.expect("after replace"),
         unfinished(&all_tasks)
     );
 
     // Deleting removes a task from every list.
     for gone in all_tasks.drain(..5) {
-        store.delete_task(&gone.id).expect("delete task");
+        store.delete_task(&gone.id).await.expect("delete task");
     }
-    check_task_pages(store, &all_tasks);
+    check_task_pages(store, &all_tasks).await;
     assert_eq!(
-        store.expired_tasks(9_999, 20).expect("after delete"),
+        store.expired_tasks(9_999, 20).await.expect("after delete"),
         expiring(9_999, &all_tasks)
     );
     assert_eq!(
-        store.unfinished_tasks().expect("after delete"),
+        store.unfinished_tasks().await.expect("after delete"),
         unfinished(&all_tasks)
     );
 
@@ -301,11 +309,11 @@ pub fn lists(store: &dyn MetaStore) {
         sorted_ids(all.iter().filter(|i| i.owner == owner).map(|i| &i.id))
     };
     assert_eq!(
-        sorted_ids(scanned(store, Some(PA)).iter()),
+        sorted_ids(scanned(store, Some(PA)).await.iter()),
         of(PA, &all_images)
     );
     assert_eq!(
-        sorted_ids(scanned(store, None).iter()),
+        sorted_ids(scanned(store, None).await.iter()),
         sorted_ids(all_images.iter().map(|i| &i.id))
     );
     for image in all_images.iter_mut().take(5) {
@@ -317,19 +325,19 @@ pub fn lists(store: &dyn MetaStore) {
         .to_owned();
         image.owner = if image.owner == PA { PB } else { PA }.to_owned();
         image.created_at -= 1;
-        store.put_image(image).expect("replace image");
+        store.put_image(image).await.expect("replace image");
     }
-    check_image_pages(store, &all_images);
+    check_image_pages(store, &all_images).await;
     assert_eq!(
-        sorted_ids(scanned(store, Some(PB)).iter()),
+        sorted_ids(scanned(store, Some(PB)).await.iter()),
         of(PB, &all_images)
     );
     for gone in all_images.drain(3..7) {
-        store.delete_image(&gone.id).expect("delete image");
+        store.delete_image(&gone.id).await.expect("delete image");
     }
-    check_image_pages(store, &all_images);
+    check_image_pages(store, &all_images).await;
     assert_eq!(
-        sorted_ids(scanned(store, None).iter()),
+        sorted_ids(scanned(store, None).await.iter()),
         sorted_ids(all_images.iter().map(|i| &i.id))
     );
 
@@ -337,25 +345,28 @@ pub fn lists(store: &dyn MetaStore) {
     let mut task = sample_task(&id(900));
     task.owner = PB.to_owned();
     task.status = TaskStatus::Processing;
-    store.put_task(&task).expect("put processing task");
+    store.put_task(&task).await.expect("put processing task");
     task.status = TaskStatus::Success;
     task.expires_at = Some(1_600);
     let mut image = sample_image(&id(901));
     image.owner = PB.to_owned();
     image.visibility = "community".to_owned();
-    store.commit_import(&task, &image).expect("commit import");
+    store
+        .commit_import(&task, &image)
+        .await
+        .expect("commit import");
     all_tasks.push(task);
     all_images.push(image);
-    check_task_pages(store, &all_tasks);
-    check_image_pages(store, &all_images);
+    check_task_pages(store, &all_tasks).await;
+    check_image_pages(store, &all_images).await;
     assert_eq!(
-        store.expired_tasks(1_600, 20).expect("committed"),
+        store.expired_tasks(1_600, 20).await.expect("committed"),
         expiring(1_600, &all_tasks)
     );
 }
 
 /// The transitions' part of [`super::conformance_suite`] (see there).
-pub(super) fn transitions(store: &dyn MetaStore) {
+pub(super) async fn transitions(store: &dyn MetaStore) {
     const Q: &str = "a1a1a1a1-0000-4000-8000-00000000000a";
     let mut queued = sample_image(Q);
     queued.status = ImageStatus::Queued;
@@ -367,12 +378,12 @@ pub(super) fn transitions(store: &dyn MetaStore) {
     ) = (None, None, None, None);
 
     // insert_image: only when the id is free.
-    assert!(store.insert_image(&queued).expect("insert new image"));
+    assert!(store.insert_image(&queued).await.expect("insert new image"));
     let mut other = queued.clone();
     other.name = Some("another".to_owned());
-    assert!(!store.insert_image(&other).expect("insert taken id"));
+    assert!(!store.insert_image(&other).await.expect("insert taken id"));
     assert_eq!(
-        store.get_image(Q).expect("get inserted"),
+        store.get_image(Q).await.expect("get inserted"),
         Some(queued.clone())
     );
 
@@ -387,12 +398,14 @@ pub(super) fn transitions(store: &dyn MetaStore) {
     assert_eq!(
         store
             .transition_image(missing, &ImageStatus::ALL, &mut to_saving)
+            .await
             .expect("transition of a missing image"),
         Transition::Missing
     );
     assert_eq!(
         store
             .transition_image(Q, &[ImageStatus::Active], &mut to_saving)
+            .await
             .expect("refused transition"),
         Transition::Refused(queued.clone())
     );
@@ -402,9 +415,13 @@ pub(super) fn transitions(store: &dyn MetaStore) {
             image.name = Some("not written".to_owned());
             Decision::Keep
         })
+        .await
         .expect("kept transition");
     assert_eq!(kept, Transition::Kept(queued.clone()));
-    assert_eq!(store.get_image(Q).expect("get kept"), Some(queued.clone()));
+    assert_eq!(
+        store.get_image(Q).await.expect("get kept"),
+        Some(queued.clone())
+    );
 
     // A forbidden status change or a changed id is an error, and nothing is written.
     let mut deactivate = |image: &mut ImageRecord| {
@@ -415,19 +432,23 @@ pub(super) fn transitions(store: &dyn MetaStore) {
         image.id = missing.to_owned();
         Decision::Write
     };
-    let invalid: [&mut dyn FnMut(&mut ImageRecord) -> Decision; 2] = [&mut deactivate, &mut rename];
+    let invalid: [&mut (dyn FnMut(&mut ImageRecord) -> Decision + Send); 2] =
+        [&mut deactivate, &mut rename];
     for change in invalid {
         assert!(matches!(
-            store.transition_image(Q, &[ImageStatus::Queued], change),
+            store.transition_image(Q, &[ImageStatus::Queued], change).await,
             Err(MetaError::InvalidChange { ref id, .. }) if id == Q
         ));
     }
     assert_eq!(
-        store.get_image(Q).expect("get after invalid"),
+        store.get_image(Q).await.expect("get after invalid"),
         Some(queued.clone())
     );
     assert_eq!(
-        store.get_image(missing).expect("no image under new id"),
+        store
+            .get_image(missing)
+            .await
+            .expect("no image under new id"),
         None
     );
 
@@ -438,16 +459,17 @@ pub(super) fn transitions(store: &dyn MetaStore) {
             image.visibility = "public".to_owned();
             Decision::Write
         })
+        .await
         .expect("transition");
     let Transition::Done(saving) = done else {
         panic!("queued → saving not done: {done:?}");
     };
     assert_eq!(saving.status, ImageStatus::Saving);
     assert_eq!(
-        store.get_image(Q).expect("get saving"),
+        store.get_image(Q).await.expect("get saving"),
         Some(saving.clone())
     );
-    let public = |store: &dyn MetaStore| -> Vec<String> {
+    async fn public(store: &dyn MetaStore) -> Vec<String> {
         let any = |_: &ImageRecord| true;
         store
             .list_image_page(&ImageQuery {
@@ -460,38 +482,45 @@ pub(super) fn transitions(store: &dyn MetaStore) {
                 limit: 10,
                 filter: &any,
             })
+            .await
             .expect("public page")
             .into_iter()
             .map(|i| i.id)
             .collect()
-    };
-    assert_eq!(public(store), [Q]);
+    }
+    assert_eq!(public(store).await, [Q]);
 
     // A delete removes the record and its entries.
     let deleted = store
         .transition_image(Q, &ImageStatus::ALL, &mut |_| Decision::Delete)
+        .await
         .expect("delete transition");
     assert_eq!(deleted, Transition::Done(saving));
-    assert_eq!(store.get_image(Q).expect("get deleted"), None);
-    assert!(public(store).is_empty());
+    assert_eq!(store.get_image(Q).await.expect("get deleted"), None);
+    assert!(public(store).await.is_empty());
 
     // Two threads racing queued → saving on one image: exactly one wins, every time.
     for n in 0..20u32 {
         let id = format!("b2b2b2b2-0000-4000-8000-{n:012}");
         let mut image = queued.clone();
         image.id.clone_from(&id);
-        assert!(store.insert_image(&image).expect("insert racer"));
+        assert!(store.insert_image(&image).await.expect("insert racer"));
         let barrier = Barrier::new(2);
+        let handle = tokio::runtime::Handle::current();
         let outcomes: Vec<Transition> = std::thread::scope(|s| {
             let racers: Vec<_> = (0..2)
                 .map(|_| {
                     s.spawn(|| {
                         barrier.wait();
-                        store
-                            .transition_image(&id, &[ImageStatus::Queued], &mut |image| {
-                                image.status = ImageStatus::Saving;
-                                Decision::Write
-                            })
+                        handle
+                            .block_on(store.transition_image(
+                                &id,
+                                &[ImageStatus::Queued],
+                                &mut |image| {
+                                    image.status = ImageStatus::Saving;
+                                    Decision::Write
+                                },
+                            ))
                             .expect("racing transition")
                     })
                 })
@@ -510,6 +539,6 @@ pub(super) fn transitions(store: &dyn MetaStore) {
             .filter(|o| matches!(o, Transition::Refused(i) if i.status == ImageStatus::Saving))
             .count();
         assert_eq!((won, lost), (1, 1), "{outcomes:?}");
-        store.delete_image(&id).expect("clear racer");
+        store.delete_image(&id).await.expect("clear racer");
     }
 }

@@ -16,29 +16,30 @@ const U: &str = "b2b2b2b2-0000-4000-8000-00000000000b";
 const I: &str = "b2b2b2b2-0000-4000-8000-0000000000aa";
 
 /// See the module docs. Leaves its records in the store.
-pub(super) fn transitions(store: &dyn MetaStore) {
+pub(super) async fn transitions(store: &dyn MetaStore) {
     // A missing task is refused; pending → processing → success; no way back.
     let pending = sample_task(T);
     assert!(matches!(
-        store.transition_task(&pending),
+        store.transition_task(&pending).await,
         Err(MetaError::TaskRefused { ref id, .. }) if id == T
     ));
-    store.put_task(&pending).expect("put pending task");
+    store.put_task(&pending).await.expect("put pending task");
     let mut processing = pending.clone();
     processing.status = TaskStatus::Processing;
     store
         .transition_task(&processing)
+        .await
         .expect("pending becomes processing");
     assert!(matches!(
-        store.transition_task(&pending),
+        store.transition_task(&pending).await,
         Err(MetaError::TaskRefused { ref id, .. }) if id == T
     ));
     assert!(matches!(
-        store.transition_task(&processing),
+        store.transition_task(&processing).await,
         Err(MetaError::TaskRefused { .. })
     ));
     assert_eq!(
-        store.get_task(T).expect("get task"),
+        store.get_task(T).await.expect("get task"),
         Some(processing.clone())
     );
 
@@ -50,14 +51,15 @@ pub(super) fn transitions(store: &dyn MetaStore) {
     failure.status = TaskStatus::Failure;
     failure.message = "swept".to_owned();
     let barrier = Barrier::new(2);
+    let handle = tokio::runtime::Handle::current();
     let won: Vec<bool> = std::thread::scope(|s| {
         let racers: Vec<_> = [&success, &failure]
             .into_iter()
             .map(|task| {
-                let barrier = &barrier;
+                let (barrier, handle) = (&barrier, &handle);
                 s.spawn(move || {
                     barrier.wait();
-                    store.transition_task(task).is_ok()
+                    handle.block_on(store.transition_task(task)).is_ok()
                 })
             })
             .collect();
@@ -73,7 +75,7 @@ pub(super) fn transitions(store: &dyn MetaStore) {
         &failure
     };
     assert_eq!(
-        store.get_task(T).expect("get raced task"),
+        store.get_task(T).await.expect("get raced task"),
         Some(winner.clone())
     );
 
@@ -82,18 +84,21 @@ pub(super) fn transitions(store: &dyn MetaStore) {
     let mut again = winner.clone();
     again.status = TaskStatus::Success;
     assert!(matches!(
-        store.commit_import(&again, &sample_image(new_image)),
+        store.commit_import(&again, &sample_image(new_image)).await,
         Err(MetaError::TaskRefused { .. })
     ));
-    assert_eq!(store.get_image(new_image).expect("get uncommitted"), None);
+    assert_eq!(
+        store.get_image(new_image).await.expect("get uncommitted"),
+        None
+    );
 
     // transition_image_with_task: both written, or neither.
     let mut queued = sample_image(I);
     queued.status = ImageStatus::Importing;
-    store.put_image(&queued).expect("put importing image");
+    store.put_image(&queued).await.expect("put importing image");
     let mut task = sample_task(U);
     task.status = TaskStatus::Processing;
-    store.put_task(&task).expect("put processing task");
+    store.put_task(&task).await.expect("put processing task");
     let mut activate = |image: &mut ImageRecord| {
         image.status = ImageStatus::Active;
         Decision::Write
@@ -102,27 +107,39 @@ pub(super) fn transitions(store: &dyn MetaStore) {
     done.status = TaskStatus::Success;
     // The image refuses: the task is not written either.
     assert!(matches!(
-        store.transition_image_with_task(I, &[ImageStatus::Queued], &mut activate, &done),
+        store
+            .transition_image_with_task(I, &[ImageStatus::Queued], &mut activate, &done)
+            .await,
         Ok(Transition::Refused(_))
     ));
-    assert_eq!(store.get_task(U).expect("get task"), Some(task.clone()));
+    assert_eq!(
+        store.get_task(U).await.expect("get task"),
+        Some(task.clone())
+    );
     // The task refuses (it is still pending): the image is not written either.
     let mut stale = task.clone();
     stale.status = TaskStatus::Pending;
     assert!(matches!(
-        store.transition_image_with_task(I, &[ImageStatus::Importing], &mut activate, &stale),
+        store
+            .transition_image_with_task(I, &[ImageStatus::Importing], &mut activate, &stale)
+            .await,
         Err(MetaError::TaskRefused { .. })
     ));
-    assert_eq!(store.get_image(I).expect("get image"), Some(queued.clone()));
+    assert_eq!(
+        store.get_image(I).await.expect("get image"),
+        Some(queued.clone())
+    );
     // Both move.
     let moved = store
         .transition_image_with_task(I, &[ImageStatus::Importing], &mut activate, &done)
+        .await
         .expect("image and task together");
     assert!(matches!(moved, Transition::Done(ref i) if i.status == ImageStatus::Active));
-    assert_eq!(store.get_task(U).expect("get done task"), Some(done));
+    assert_eq!(store.get_task(U).await.expect("get done task"), Some(done));
     assert_eq!(
         store
             .get_image(I)
+            .await
             .expect("get active image")
             .map(|i| i.status),
         Some(ImageStatus::Active)

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use sluice_pipeline::store::space::DiskSpace;
 
 use super::members::{AddMember, MemberRecord};
-use super::rocks::RocksMeta;
+use super::rocks::{blocking, RocksMeta};
 use super::{
     Decision, ImageQuery, ImageRecord, ImageStatus, MetaError, MetaStore, TaskQuery, TaskRecord,
     TaskSummary, Timestamp, Transition,
@@ -165,7 +165,7 @@ impl GuardedMeta {
             )));
         }
         let h = self.read();
-        match f(&h.rocks) {
+        match blocking(|| f(&h.rocks)) {
             Err(MetaError::StorageFull(why)) => {
                 drop(h);
                 let mut h = self.write();
@@ -192,112 +192,117 @@ impl GuardedMeta {
     }
 }
 
+#[async_trait::async_trait]
 impl MetaStore for GuardedMeta {
-    fn put_task(&self, task: &TaskRecord) -> Result<(), MetaError> {
+    async fn put_task(&self, task: &TaskRecord) -> Result<(), MetaError> {
         self.guarded(|r| r.put_task(task))
     }
 
-    fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, MetaError> {
+    async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, MetaError> {
         self.read().rocks.get_task(id)
     }
 
-    fn delete_task(&self, id: &str) -> Result<(), MetaError> {
+    async fn delete_task(&self, id: &str) -> Result<(), MetaError> {
         self.guarded(|r| r.delete_task(id))
     }
 
-    fn transition_task(&self, task: &TaskRecord) -> Result<(), MetaError> {
+    async fn transition_task(&self, task: &TaskRecord) -> Result<(), MetaError> {
         self.guarded(|r| r.transition_task(task))
     }
 
-    fn commit_import(&self, task: &TaskRecord, image: &ImageRecord) -> Result<(), MetaError> {
+    async fn commit_import(&self, task: &TaskRecord, image: &ImageRecord) -> Result<(), MetaError> {
         self.guarded(|r| r.commit_import(task, image))
     }
 
-    fn put_image(&self, image: &ImageRecord) -> Result<(), MetaError> {
+    async fn put_image(&self, image: &ImageRecord) -> Result<(), MetaError> {
         self.guarded(|r| r.put_image(image))
     }
 
-    fn insert_image(&self, image: &ImageRecord) -> Result<bool, MetaError> {
+    async fn insert_image(&self, image: &ImageRecord) -> Result<bool, MetaError> {
         self.guarded(|r| r.insert_image(image))
     }
 
-    fn transition_image(
+    async fn transition_image(
         &self,
         id: &str,
         expected: &[ImageStatus],
-        change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
+        change: &mut (dyn for<'r> FnMut(&'r mut ImageRecord) -> Decision + Send),
     ) -> Result<Transition, MetaError> {
         self.guarded(|r| r.transition_image(id, expected, change))
     }
 
-    fn transition_image_with_task(
+    async fn transition_image_with_task(
         &self,
         id: &str,
         expected: &[ImageStatus],
-        change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
+        change: &mut (dyn for<'r> FnMut(&'r mut ImageRecord) -> Decision + Send),
         task: &TaskRecord,
     ) -> Result<Transition, MetaError> {
         self.guarded(|r| r.transition_image_with_task(id, expected, change, task))
     }
 
-    fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError> {
+    async fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError> {
         self.read().rocks.get_image(id)
     }
 
-    fn delete_image(&self, id: &str) -> Result<(), MetaError> {
+    async fn delete_image(&self, id: &str) -> Result<(), MetaError> {
         self.guarded(|r| r.delete_image(id))
     }
 
-    fn add_member(&self, member: &MemberRecord, max: usize) -> Result<AddMember, MetaError> {
+    async fn add_member(&self, member: &MemberRecord, max: usize) -> Result<AddMember, MetaError> {
         self.guarded(|r| r.add_member(member, max))
     }
 
-    fn update_member(&self, member: &MemberRecord) -> Result<bool, MetaError> {
+    async fn update_member(&self, member: &MemberRecord) -> Result<bool, MetaError> {
         self.guarded(|r| r.update_member(member))
     }
 
-    fn get_member(&self, image: &str, member: &str) -> Result<Option<MemberRecord>, MetaError> {
+    async fn get_member(
+        &self,
+        image: &str,
+        member: &str,
+    ) -> Result<Option<MemberRecord>, MetaError> {
         self.read().rocks.get_member(image, member)
     }
 
-    fn image_members(&self, image: &str) -> Result<Vec<MemberRecord>, MetaError> {
-        self.read().rocks.image_members(image)
+    async fn image_members(&self, image: &str) -> Result<Vec<MemberRecord>, MetaError> {
+        blocking(|| self.read().rocks.image_members(image))
     }
 
-    fn member_images(&self, member: &str) -> Result<Vec<MemberRecord>, MetaError> {
-        self.read().rocks.member_images(member)
+    async fn member_images(&self, member: &str) -> Result<Vec<MemberRecord>, MetaError> {
+        blocking(|| self.read().rocks.member_images(member))
     }
 
-    fn delete_member(&self, image: &str, member: &str) -> Result<bool, MetaError> {
+    async fn delete_member(&self, image: &str, member: &str) -> Result<bool, MetaError> {
         self.guarded(|r| r.delete_member(image, member))
     }
 
-    fn list_task_page(&self, query: &TaskQuery<'_>) -> Result<Vec<TaskSummary>, MetaError> {
-        self.read().rocks.list_task_page(query)
+    async fn list_task_page(&self, query: &TaskQuery<'_>) -> Result<Vec<TaskSummary>, MetaError> {
+        blocking(|| self.read().rocks.list_task_page(query))
     }
 
-    fn list_image_page(&self, query: &ImageQuery<'_>) -> Result<Vec<ImageRecord>, MetaError> {
-        self.read().rocks.list_image_page(query)
+    async fn list_image_page(&self, query: &ImageQuery<'_>) -> Result<Vec<ImageRecord>, MetaError> {
+        blocking(|| self.read().rocks.list_image_page(query))
     }
 
-    fn expired_tasks(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
-        self.read().rocks.expired_tasks(now, max)
+    async fn expired_tasks(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
+        blocking(|| self.read().rocks.expired_tasks(now, max))
     }
 
-    fn unfinished_tasks(&self) -> Result<Vec<String>, MetaError> {
-        self.read().rocks.unfinished_tasks()
+    async fn unfinished_tasks(&self) -> Result<Vec<String>, MetaError> {
+        blocking(|| self.read().rocks.unfinished_tasks())
     }
 
-    fn image_tasks(&self, image_id: &str) -> Result<Vec<TaskRecord>, MetaError> {
-        self.read().rocks.image_tasks(image_id)
+    async fn image_tasks(&self, image_id: &str) -> Result<Vec<TaskRecord>, MetaError> {
+        blocking(|| self.read().rocks.image_tasks(image_id))
     }
 
-    fn scan_images(
+    async fn scan_images(
         &self,
         owner: Option<&str>,
-        visit: &mut dyn FnMut(ImageRecord) -> Result<(), MetaError>,
+        visit: &mut (dyn FnMut(ImageRecord) -> Result<(), MetaError> + Send),
     ) -> Result<(), MetaError> {
-        self.read().rocks.scan_images(owner, visit)
+        blocking(|| self.read().rocks.scan_images(owner, visit))
     }
 }
 
@@ -311,16 +316,16 @@ mod tests {
         Arc::new(DiskSpace::new(dir, reserve))
     }
 
-    #[test]
-    fn test_guarded_meta_with_room_conformance_suite_passes() {
+    #[tokio::test]
+    async fn test_guarded_meta_with_room_conformance_suite_passes() {
         let dir = tempfile::tempdir().unwrap();
         let meta = GuardedMeta::open(dir.path(), space(dir.path(), Reserve::Bytes(0))).unwrap();
         assert!(meta.is_writable());
-        conformance_suite(&meta);
+        conformance_suite(&meta).await;
     }
 
-    #[test]
-    fn test_guarded_meta_full_volume_read_only_reads_served_writes_storage_full() {
+    #[tokio::test]
+    async fn test_guarded_meta_full_volume_read_only_reads_served_writes_storage_full() {
         let dir = tempfile::tempdir().unwrap();
         let task = sample_task("00000000-0000-4000-8000-000000000006");
         RocksMeta::open(dir.path())
@@ -341,15 +346,15 @@ mod tests {
             GuardedMeta::open(dir.path(), space(dir.path(), Reserve::Bytes(u64::MAX))).unwrap();
         assert!(!meta.is_writable());
         assert!(!meta.try_writable());
-        assert!(matches!(meta.get_task(&task.id), Ok(Some(t)) if t == task));
-        assert!(matches!(crate::meta::testing::all_tasks(&meta), Ok(ts) if ts.len() == 1));
+        assert!(matches!(meta.get_task(&task.id).await, Ok(Some(t)) if t == task));
+        assert!(matches!(crate::meta::testing::all_tasks(&meta).await, Ok(ts) if ts.len() == 1));
         let other = sample_task("00000000-0000-4000-8000-000000000007");
         assert!(matches!(
-            meta.put_task(&other),
+            meta.put_task(&other).await,
             Err(MetaError::StorageFull(ref m)) if m.starts_with("Image storage media is full")
         ));
         assert!(matches!(
-            meta.delete_task(&task.id),
+            meta.delete_task(&task.id).await,
             Err(MetaError::StorageFull(_))
         ));
         assert_eq!(files(), before, "a read-only open writes nothing");

@@ -158,7 +158,7 @@ pub fn decode(key: &[u8], bytes: &[u8]) -> Result<MemberRecord, MetaError> {
 }
 
 /// The part of the conformance suite about members.
-pub fn conformance(store: &dyn super::MetaStore) {
+pub async fn conformance(store: &dyn super::MetaStore) {
     const I1: &str = "11111111-0000-4000-8000-000000000001";
     const I2: &str = "22222222-0000-4000-8000-000000000002";
     let member = |image: &str, project: &str| MemberRecord {
@@ -168,70 +168,86 @@ pub fn conformance(store: &dyn super::MetaStore) {
         created_at: 1_700_000_000,
         updated_at: 1_700_000_000,
     };
-    assert_eq!(store.get_member(I1, "b").expect("get missing"), None);
-    assert_eq!(store.image_members(I1).expect("no members"), vec![]);
+    assert_eq!(store.get_member(I1, "b").await.expect("get missing"), None);
+    assert_eq!(store.image_members(I1).await.expect("no members"), vec![]);
     let b1 = member(I1, "b");
-    assert_eq!(store.add_member(&b1, 2).expect("add"), AddMember::Added);
-    assert_eq!(store.add_member(&b1, 2).expect("dup"), AddMember::Duplicate);
-    // A project id that is a prefix of another stays apart from it.
     assert_eq!(
-        store.add_member(&member(I1, "bb"), 2).expect("add bb"),
+        store.add_member(&b1, 2).await.expect("add"),
         AddMember::Added
     );
     assert_eq!(
-        store.add_member(&member(I1, "c"), 2).expect("full"),
+        store.add_member(&b1, 2).await.expect("dup"),
+        AddMember::Duplicate
+    );
+    // A project id that is a prefix of another stays apart from it.
+    assert_eq!(
+        store
+            .add_member(&member(I1, "bb"), 2)
+            .await
+            .expect("add bb"),
+        AddMember::Added
+    );
+    assert_eq!(
+        store.add_member(&member(I1, "c"), 2).await.expect("full"),
         AddMember::Full(2)
     );
     assert_eq!(
-        store.add_member(&member(I2, "b"), 2).expect("add I2"),
+        store.add_member(&member(I2, "b"), 2).await.expect("add I2"),
         AddMember::Added
     );
     let ids = |v: Vec<MemberRecord>| -> Vec<(String, String)> {
         v.into_iter().map(|m| (m.image_id, m.member_id)).collect()
     };
     assert_eq!(
-        ids(store.image_members(I1).expect("members")),
+        ids(store.image_members(I1).await.expect("members")),
         [(I1.into(), "b".into()), (I1.into(), "bb".into())]
     );
     assert_eq!(
-        ids(store.member_images("b").expect("shared with b")),
+        ids(store.member_images("b").await.expect("shared with b")),
         [(I1.into(), "b".into()), (I2.into(), "b".into())]
     );
     assert_eq!(
-        ids(store.member_images("bb").expect("shared with bb")),
+        ids(store.member_images("bb").await.expect("shared with bb")),
         [(I1.into(), "bb".into())]
     );
     let mut accepted = b1.clone();
     accepted.status = MemberStatus::Accepted;
     accepted.updated_at = 1_700_000_009;
-    assert!(store.update_member(&accepted).expect("update"));
+    assert!(store.update_member(&accepted).await.expect("update"));
     assert!(!store
         .update_member(&member(I2, "zz"))
+        .await
         .expect("update missing"));
-    assert_eq!(store.get_member(I1, "b").expect("get"), Some(accepted));
-    assert!(store.delete_member(I1, "b").expect("delete"));
-    assert!(!store.delete_member(I1, "b").expect("delete again"));
     assert_eq!(
-        ids(store.member_images("b").expect("after delete")),
+        store.get_member(I1, "b").await.expect("get"),
+        Some(accepted)
+    );
+    assert!(store.delete_member(I1, "b").await.expect("delete"));
+    assert!(!store.delete_member(I1, "b").await.expect("delete again"));
+    assert_eq!(
+        ids(store.member_images("b").await.expect("after delete")),
         [(I2.into(), "b".into())]
     );
     // Deleting an image deletes its members, index entries included.
     store
         .put_image(&super::sample_image(I2))
+        .await
         .expect("put image");
-    store.delete_image(I2).expect("delete image");
-    assert_eq!(store.image_members(I2).expect("gone"), vec![]);
-    assert_eq!(store.member_images("b").expect("index gone"), vec![]);
+    store.delete_image(I2).await.expect("delete image");
+    assert_eq!(store.image_members(I2).await.expect("gone"), vec![]);
+    assert_eq!(store.member_images("b").await.expect("index gone"), vec![]);
     // So does a transition that deletes the image (the API's DELETE).
     store
         .put_image(&super::sample_image(I1))
+        .await
         .expect("put image");
     let deleted = store
         .transition_image(I1, &super::ImageStatus::ALL, &mut |_| {
             super::Decision::Delete
         })
+        .await
         .expect("delete by transition");
     assert!(matches!(deleted, super::Transition::Done(_)));
-    assert_eq!(store.image_members(I1).expect("gone"), vec![]);
-    assert_eq!(store.member_images("bb").expect("index gone"), vec![]);
+    assert_eq!(store.image_members(I1).await.expect("gone"), vec![]);
+    assert_eq!(store.member_images("bb").await.expect("index gone"), vec![]);
 }

@@ -77,7 +77,7 @@ impl Inner {
         &mut self,
         id: &str,
         expected: &[ImageStatus],
-        change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
+        change: &mut (dyn for<'r> FnMut(&'r mut ImageRecord) -> Decision + Send),
         task: Option<&TaskRecord>,
     ) -> Result<Transition, MetaError> {
         if let Some(task) = task {
@@ -130,7 +130,7 @@ impl IndexSource for MemoryMeta {
     }
 
     fn image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError> {
-        self.get_image(id)
+        Ok(self.inner()?.images.get(id).cloned())
     }
 }
 
@@ -178,16 +178,17 @@ impl Iterator for MemoryEntries<'_> {
     }
 }
 
+#[async_trait::async_trait]
 impl MetaStore for MemoryMeta {
-    fn put_task(&self, task: &TaskRecord) -> Result<(), MetaError> {
+    async fn put_task(&self, task: &TaskRecord) -> Result<(), MetaError> {
         self.inner()?.put_task(task)
     }
 
-    fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, MetaError> {
+    async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, MetaError> {
         Ok(self.inner()?.tasks.get(id).cloned())
     }
 
-    fn delete_task(&self, id: &str) -> Result<(), MetaError> {
+    async fn delete_task(&self, id: &str) -> Result<(), MetaError> {
         let mut inner = self.inner()?;
         if let Some(old) = inner.tasks.remove(id) {
             let (stale, fresh) = index::task_change(Some(&old), None)?;
@@ -196,13 +197,13 @@ impl MetaStore for MemoryMeta {
         Ok(())
     }
 
-    fn transition_task(&self, task: &TaskRecord) -> Result<(), MetaError> {
+    async fn transition_task(&self, task: &TaskRecord) -> Result<(), MetaError> {
         let mut inner = self.inner()?;
         check_task_move(inner.tasks.get(&task.id), task)?;
         inner.put_task(task)
     }
 
-    fn commit_import(&self, task: &TaskRecord, image: &ImageRecord) -> Result<(), MetaError> {
+    async fn commit_import(&self, task: &TaskRecord, image: &ImageRecord) -> Result<(), MetaError> {
         let mut inner = self.inner()?;
         check_task_move(inner.tasks.get(&task.id), task)?;
         inner.put_task(task)?;
@@ -210,12 +211,12 @@ impl MetaStore for MemoryMeta {
         Ok(())
     }
 
-    fn put_image(&self, image: &ImageRecord) -> Result<(), MetaError> {
+    async fn put_image(&self, image: &ImageRecord) -> Result<(), MetaError> {
         self.inner()?.put_image(image);
         Ok(())
     }
 
-    fn insert_image(&self, image: &ImageRecord) -> Result<bool, MetaError> {
+    async fn insert_image(&self, image: &ImageRecord) -> Result<bool, MetaError> {
         let mut inner = self.inner()?;
         if inner.images.contains_key(&image.id) {
             return Ok(false);
@@ -224,31 +225,31 @@ impl MetaStore for MemoryMeta {
         Ok(true)
     }
 
-    fn transition_image(
+    async fn transition_image(
         &self,
         id: &str,
         expected: &[ImageStatus],
-        change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
+        change: &mut (dyn for<'r> FnMut(&'r mut ImageRecord) -> Decision + Send),
     ) -> Result<Transition, MetaError> {
         self.inner()?.transition_image(id, expected, change, None)
     }
 
-    fn transition_image_with_task(
+    async fn transition_image_with_task(
         &self,
         id: &str,
         expected: &[ImageStatus],
-        change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
+        change: &mut (dyn for<'r> FnMut(&'r mut ImageRecord) -> Decision + Send),
         task: &TaskRecord,
     ) -> Result<Transition, MetaError> {
         self.inner()?
             .transition_image(id, expected, change, Some(task))
     }
 
-    fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError> {
+    async fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError> {
         Ok(self.inner()?.images.get(id).cloned())
     }
 
-    fn image_tasks(&self, image_id: &str) -> Result<Vec<TaskRecord>, MetaError> {
+    async fn image_tasks(&self, image_id: &str) -> Result<Vec<TaskRecord>, MetaError> {
         let ids = query::image_task_ids(self, image_id)?;
         let inner = self.inner()?;
         Ok(ids
@@ -257,7 +258,7 @@ impl MetaStore for MemoryMeta {
             .collect())
     }
 
-    fn delete_image(&self, id: &str) -> Result<(), MetaError> {
+    async fn delete_image(&self, id: &str) -> Result<(), MetaError> {
         let mut inner = self.inner()?;
         if let Some(old) = inner.images.remove(id) {
             let (stale, fresh) = index::image_change(Some(&old), None);
@@ -267,7 +268,7 @@ impl MetaStore for MemoryMeta {
         Ok(())
     }
 
-    fn add_member(&self, member: &MemberRecord, max: usize) -> Result<AddMember, MetaError> {
+    async fn add_member(&self, member: &MemberRecord, max: usize) -> Result<AddMember, MetaError> {
         let mut inner = self.inner()?;
         let key = members::member_key(&member.image_id, &member.member_id);
         if inner.members.contains_key(&key) {
@@ -285,7 +286,7 @@ impl MetaStore for MemoryMeta {
         Ok(AddMember::Added)
     }
 
-    fn update_member(&self, member: &MemberRecord) -> Result<bool, MetaError> {
+    async fn update_member(&self, member: &MemberRecord) -> Result<bool, MetaError> {
         let mut inner = self.inner()?;
         let key = members::member_key(&member.image_id, &member.member_id);
         Ok(match inner.members.get_mut(&key) {
@@ -297,12 +298,16 @@ impl MetaStore for MemoryMeta {
         })
     }
 
-    fn get_member(&self, image: &str, member: &str) -> Result<Option<MemberRecord>, MetaError> {
+    async fn get_member(
+        &self,
+        image: &str,
+        member: &str,
+    ) -> Result<Option<MemberRecord>, MetaError> {
         let key = members::member_key(image, member);
         Ok(self.inner()?.members.get(&key).cloned())
     }
 
-    fn image_members(&self, image: &str) -> Result<Vec<MemberRecord>, MetaError> {
+    async fn image_members(&self, image: &str) -> Result<Vec<MemberRecord>, MetaError> {
         let (start, end) = members::image_range(image);
         Ok(self
             .inner()?
@@ -312,7 +317,7 @@ impl MetaStore for MemoryMeta {
             .collect())
     }
 
-    fn member_images(&self, member: &str) -> Result<Vec<MemberRecord>, MetaError> {
+    async fn member_images(&self, member: &str) -> Result<Vec<MemberRecord>, MetaError> {
         let inner = self.inner()?;
         let (start, end) = members::member_range(member);
         inner
@@ -333,30 +338,30 @@ impl MetaStore for MemoryMeta {
             .collect()
     }
 
-    fn delete_member(&self, image: &str, member: &str) -> Result<bool, MetaError> {
+    async fn delete_member(&self, image: &str, member: &str) -> Result<bool, MetaError> {
         Ok(self.inner()?.remove_member(image, member))
     }
 
-    fn list_task_page(&self, query: &TaskQuery<'_>) -> Result<Vec<TaskSummary>, MetaError> {
+    async fn list_task_page(&self, query: &TaskQuery<'_>) -> Result<Vec<TaskSummary>, MetaError> {
         query::task_page(self, query)
     }
 
-    fn list_image_page(&self, query: &ImageQuery<'_>) -> Result<Vec<ImageRecord>, MetaError> {
+    async fn list_image_page(&self, query: &ImageQuery<'_>) -> Result<Vec<ImageRecord>, MetaError> {
         query::image_page(self, query)
     }
 
-    fn expired_tasks(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
+    async fn expired_tasks(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
         query::expired_tasks(self, now, max)
     }
 
-    fn unfinished_tasks(&self) -> Result<Vec<String>, MetaError> {
+    async fn unfinished_tasks(&self) -> Result<Vec<String>, MetaError> {
         query::unfinished_tasks(self)
     }
 
-    fn scan_images(
+    async fn scan_images(
         &self,
         owner: Option<&str>,
-        visit: &mut dyn FnMut(ImageRecord) -> Result<(), MetaError>,
+        visit: &mut (dyn FnMut(ImageRecord) -> Result<(), MetaError> + Send),
     ) -> Result<(), MetaError> {
         query::scan_images(self, owner, visit)
     }
@@ -367,8 +372,8 @@ mod tests {
     use super::*;
     use crate::meta::conformance_suite;
 
-    #[test]
-    fn test_memory_meta_conformance_suite_passes() {
-        conformance_suite(&MemoryMeta::new());
+    #[tokio::test]
+    async fn test_memory_meta_conformance_suite_passes() {
+        conformance_suite(&MemoryMeta::new()).await;
     }
 }

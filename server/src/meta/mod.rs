@@ -326,15 +326,18 @@ pub enum MetaError {
     },
 }
 
-/// The metadata store. Implementations are cheap to share (`Arc<dyn MetaStore>`); calls are
-/// blocking and short (callers on the async runtime use `spawn_blocking` for scans).
+/// The metadata store. Implementations are cheap to share (`Arc<dyn MetaStore>`); every call
+/// is async (a network round trip for PostgreSQL; the embedded stores run theirs inline, see
+/// `rocks/store.rs`). Closures passed in (`transition_image`'s change, `scan_images`'s visit)
+/// are synchronous and run inside the call, between its read and its write.
+#[async_trait::async_trait]
 pub trait MetaStore: Send + Sync + std::fmt::Debug {
     /// Inserts or replaces a task (one atomic write).
-    fn put_task(&self, task: &TaskRecord) -> Result<(), MetaError>;
+    async fn put_task(&self, task: &TaskRecord) -> Result<(), MetaError>;
     /// Reads a task.
-    fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, MetaError>;
+    async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, MetaError>;
     /// Removes a task (expiry).
-    fn delete_task(&self, id: &str) -> Result<(), MetaError>;
+    async fn delete_task(&self, id: &str) -> Result<(), MetaError>;
     /// The compare-and-swap of a task's status: writes `task` if the stored task with its id
     /// may become `task.status` ([`TaskStatus::can_become`]), atomically with every other
     /// write of that id, so two writers (a worker and a sweep) cannot overwrite each other.
@@ -342,33 +345,33 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// [`MetaError::TaskRefused`] when the task is missing or its status may not become
     /// `task.status` (nothing written); a backend, decoding or full-volume error.
-    fn transition_task(&self, task: &TaskRecord) -> Result<(), MetaError>;
+    async fn transition_task(&self, task: &TaskRecord) -> Result<(), MetaError>;
     /// Writes a task and a new image in one atomic batch (an import's success); the task's
     /// status change is checked as [`MetaStore::transition_task`]'s.
     ///
     /// # Errors
     /// As [`MetaStore::transition_task`].
-    fn commit_import(&self, task: &TaskRecord, image: &ImageRecord) -> Result<(), MetaError>;
+    async fn commit_import(&self, task: &TaskRecord, image: &ImageRecord) -> Result<(), MetaError>;
     /// [`MetaStore::transition_image`] and [`MetaStore::transition_task`] in one atomic write
     /// (an interoperable import's end): the task is checked first, then the image; when the
     /// image's change writes, `task` is written in the same batch, else neither is.
     ///
     /// # Errors
     /// As the two; nothing is written on any error.
-    fn transition_image_with_task(
+    async fn transition_image_with_task(
         &self,
         id: &str,
         expected: &[ImageStatus],
-        change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
+        change: &mut (dyn for<'r> FnMut(&'r mut ImageRecord) -> Decision + Send),
         task: &TaskRecord,
     ) -> Result<Transition, MetaError>;
     /// Inserts or replaces an image, whatever is stored (imports, recovery, tests). Changes of
     /// existing images go through [`MetaStore::transition_image`].
-    fn put_image(&self, image: &ImageRecord) -> Result<(), MetaError>;
+    async fn put_image(&self, image: &ImageRecord) -> Result<(), MetaError>;
     /// Inserts `image` unless an image with its id exists (`POST /v2/images` with a
     /// caller-chosen id); returns whether it was inserted. Atomic with every other write of
     /// that id.
-    fn insert_image(&self, image: &ImageRecord) -> Result<bool, MetaError>;
+    async fn insert_image(&self, image: &ImageRecord) -> Result<bool, MetaError>;
     /// The one compare-and-swap of an image: atomically reads image `id`, checks that its
     /// status is one of `expected`, lets `change` edit a copy and decide, and writes (or
     /// removes) the record with its index entries. Writers of one id are serialised, so two
@@ -379,76 +382,81 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     /// [`MetaError::InvalidChange`] when `change` moved the status where
     /// [`ImageStatus::can_become`] forbids, or changed the id (nothing written); a backend,
     /// decoding or full-volume error.
-    fn transition_image(
+    async fn transition_image(
         &self,
         id: &str,
         expected: &[ImageStatus],
-        change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
+        change: &mut (dyn for<'r> FnMut(&'r mut ImageRecord) -> Decision + Send),
     ) -> Result<Transition, MetaError>;
     /// Reads an image.
-    fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError>;
+    async fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError>;
     /// Removes an image record.
-    fn delete_image(&self, id: &str) -> Result<(), MetaError>;
+    async fn delete_image(&self, id: &str) -> Result<(), MetaError>;
 
     /// One page of tasks, from the indexes ([`query`] says what it costs).
-    fn list_task_page(&self, query: &TaskQuery<'_>) -> Result<Vec<TaskSummary>, MetaError>;
+    async fn list_task_page(&self, query: &TaskQuery<'_>) -> Result<Vec<TaskSummary>, MetaError>;
     /// One page of images, from the indexes ([`query`] says what it costs).
-    fn list_image_page(&self, query: &ImageQuery<'_>) -> Result<Vec<ImageRecord>, MetaError>;
+    async fn list_image_page(&self, query: &ImageQuery<'_>) -> Result<Vec<ImageRecord>, MetaError>;
     /// The ids of tasks whose `expires_at` is at or before `now`, soonest first, at most
     /// `max` (reads only those entries of the expiry index).
-    fn expired_tasks(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError>;
+    async fn expired_tasks(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError>;
     /// The ids of `pending` and `processing` tasks, oldest first (start-up recovery).
-    fn unfinished_tasks(&self) -> Result<Vec<String>, MetaError>;
+    async fn unfinished_tasks(&self) -> Result<Vec<String>, MetaError>;
     /// The tasks of image `image_id` ([`index::task_image_id`]), oldest first: one range of
     /// the tasks-by-image index, so O(tasks of that image).
-    fn image_tasks(&self, image_id: &str) -> Result<Vec<TaskRecord>, MetaError>;
+    async fn image_tasks(&self, image_id: &str) -> Result<Vec<TaskRecord>, MetaError>;
     /// Calls `visit` with every image of `owner` (a range of the owner index), or with every
     /// image when `owner` is `None`, by creation; stops at `visit`'s first error.
-    fn scan_images(
+    async fn scan_images(
         &self,
         owner: Option<&str>,
-        visit: &mut dyn FnMut(ImageRecord) -> Result<(), MetaError>,
+        visit: &mut (dyn FnMut(ImageRecord) -> Result<(), MetaError> + Send),
     ) -> Result<(), MetaError>;
     /// Adds `member` unless its project already is a member of the image or the image has
     /// `max` members already; atomic with the other member writes of the image.
     ///
     /// # Errors
     /// A backend error ([`MetaError::StorageFull`] on a full volume).
-    fn add_member(&self, member: &MemberRecord, max: usize) -> Result<AddMember, MetaError>;
+    async fn add_member(&self, member: &MemberRecord, max: usize) -> Result<AddMember, MetaError>;
     /// Overwrites an existing member (its status); `false` when there is no such member.
     ///
     /// # Errors
     /// A backend error.
-    fn update_member(&self, member: &MemberRecord) -> Result<bool, MetaError>;
+    async fn update_member(&self, member: &MemberRecord) -> Result<bool, MetaError>;
     /// Member `member` of image `image`, if any.
     ///
     /// # Errors
     /// A backend error, or a record that does not decode.
-    fn get_member(&self, image: &str, member: &str) -> Result<Option<MemberRecord>, MetaError>;
+    async fn get_member(
+        &self,
+        image: &str,
+        member: &str,
+    ) -> Result<Option<MemberRecord>, MetaError>;
     /// The members of `image`, by member id (one key range).
     ///
     /// # Errors
     /// A backend error, or a record that does not decode.
-    fn image_members(&self, image: &str) -> Result<Vec<MemberRecord>, MetaError>;
+    async fn image_members(&self, image: &str) -> Result<Vec<MemberRecord>, MetaError>;
     /// The memberships of project `member`, by image id (one key range of the member index).
     ///
     /// # Errors
     /// A backend error, or a record that does not decode.
-    fn member_images(&self, member: &str) -> Result<Vec<MemberRecord>, MetaError>;
+    async fn member_images(&self, member: &str) -> Result<Vec<MemberRecord>, MetaError>;
     /// Removes a member and its index entry; `false` when there was none.
     ///
     /// # Errors
     /// A backend error.
-    fn delete_member(&self, image: &str, member: &str) -> Result<bool, MetaError>;
+    async fn delete_member(&self, image: &str, member: &str) -> Result<bool, MetaError>;
     /// What the images owned by `owner` hold: a range of the owner index
     /// ([`MetaStore::scan_images`]).
-    fn project_usage(&self, owner: &str) -> Result<ProjectUsage, MetaError> {
+    async fn project_usage(&self, owner: &str) -> Result<ProjectUsage, MetaError> {
         let mut usage = ProjectUsage::default();
         self.scan_images(Some(owner), &mut |image| {
             usage.images = usage.images.saturating_add(1);
             usage.image_bytes = usage.image_bytes.saturating_add(image.size.unwrap_or(0));
             Ok(())
-        })?;
+        })
+        .await?;
         Ok(usage)
     }
 }
@@ -504,7 +512,7 @@ pub(crate) fn check_task_move(
 pub(crate) fn plan_transition(
     current: Option<ImageRecord>,
     expected: &[ImageStatus],
-    change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
+    change: &mut (dyn for<'r> FnMut(&'r mut ImageRecord) -> Decision + Send),
 ) -> Result<Step, MetaError> {
     let Some(old) = current else {
         return Ok(Step::Answer(Transition::Missing));
@@ -557,70 +565,83 @@ pub(crate) fn plan_transition(
 ///
 /// # Panics
 /// When the store misbehaves (this is a test suite).
-pub fn conformance_suite(store: &dyn MetaStore) {
+pub async fn conformance_suite(store: &dyn MetaStore) {
     const A: &str = "3f0a7c1e-0000-4000-8000-00000000000a";
     const B: &str = "7b2d9e4f-0000-4000-8000-00000000000b";
     const C: &str = "c5e8a1b3-0000-4000-8000-00000000000c";
     const D: &str = "e9f1b2c4-0000-4000-8000-00000000000d";
 
     // An empty store: nothing listed, missing ids read as None, deleting them is Ok.
-    assert_eq!(testing::all_tasks(store).expect("list empty tasks"), vec![]);
     assert_eq!(
-        testing::all_images(store).expect("list empty images"),
+        testing::all_tasks(store).await.expect("list empty tasks"),
         vec![]
     );
-    assert_eq!(store.get_task(A).expect("get missing task"), None);
-    assert_eq!(store.get_image(A).expect("get missing image"), None);
-    store.delete_task(A).expect("delete missing task");
-    store.delete_image(A).expect("delete missing image");
+    assert_eq!(
+        testing::all_images(store).await.expect("list empty images"),
+        vec![]
+    );
+    assert_eq!(store.get_task(A).await.expect("get missing task"), None);
+    assert_eq!(store.get_image(A).await.expect("get missing image"), None);
+    store.delete_task(A).await.expect("delete missing task");
+    store.delete_image(A).await.expect("delete missing image");
 
     // Tasks: put/get, overwrite, order, delete.
     let task_b = sample_task(B);
-    store.put_task(&task_b).expect("put task");
-    assert_eq!(store.get_task(B).expect("get task"), Some(task_b.clone()));
-    assert_eq!(store.get_task(A).expect("get other task"), None);
+    store.put_task(&task_b).await.expect("put task");
+    assert_eq!(
+        store.get_task(B).await.expect("get task"),
+        Some(task_b.clone())
+    );
+    assert_eq!(store.get_task(A).await.expect("get other task"), None);
     let mut task_b2 = task_b.clone();
     task_b2.status = TaskStatus::Failure;
     task_b2.message = "qcow2 image references backing file '/etc/passwd'".to_owned();
     task_b2.reason = Some("backing_file".to_owned());
     task_b2.updated_at = task_b.updated_at.saturating_add(7);
     task_b2.expires_at = Some(task_b2.updated_at.saturating_add(3600));
-    store.put_task(&task_b2).expect("overwrite task");
+    store.put_task(&task_b2).await.expect("overwrite task");
     assert_eq!(
-        store.get_task(B).expect("get overwritten task"),
+        store.get_task(B).await.expect("get overwritten task"),
         Some(task_b2.clone())
     );
     for id in [D, A, C] {
-        store.put_task(&sample_task(id)).expect("put more tasks");
+        store
+            .put_task(&sample_task(id))
+            .await
+            .expect("put more tasks");
     }
     let ids: Vec<String> = testing::all_tasks(store)
+        .await
         .expect("list tasks")
         .into_iter()
         .map(|t| t.id)
         .collect();
     assert_eq!(ids, [A, B, C, D]);
     assert_eq!(
-        testing::all_tasks(store).expect("list tasks").get(1),
+        testing::all_tasks(store).await.expect("list tasks").get(1),
         Some(&task_b2)
     );
-    store.delete_task(C).expect("delete task");
-    assert_eq!(store.get_task(C).expect("get deleted task"), None);
+    store.delete_task(C).await.expect("delete task");
+    assert_eq!(store.get_task(C).await.expect("get deleted task"), None);
     let ids: Vec<String> = testing::all_tasks(store)
+        .await
         .expect("list tasks after delete")
         .into_iter()
         .map(|t| t.id)
         .collect();
     assert_eq!(ids, [A, B, D]);
     assert_eq!(
-        testing::all_images(store).expect("images unaffected by tasks"),
+        testing::all_images(store)
+            .await
+            .expect("images unaffected by tasks"),
         vec![]
     );
 
     // Images: put/get, overwrite, order, delete; a task and an image may share an id.
     let image_c = sample_image(C);
-    store.put_image(&image_c).expect("put image");
+    store.put_image(&image_c).await.expect("put image");
     assert_eq!(
-        store.get_image(C).expect("get image"),
+        store.get_image(C).await.expect("get image"),
         Some(image_c.clone())
     );
     let mut image_c2 = image_c.clone();
@@ -630,32 +651,39 @@ pub fn conformance_suite(store: &dyn MetaStore) {
     image_c2
         .properties
         .insert("hw_disk_bus".to_owned(), "virtio".to_owned());
-    store.put_image(&image_c2).expect("overwrite image");
+    store.put_image(&image_c2).await.expect("overwrite image");
     assert_eq!(
-        store.get_image(C).expect("get overwritten image"),
+        store.get_image(C).await.expect("get overwritten image"),
         Some(image_c2.clone())
     );
     for id in [B, D, A] {
-        store.put_image(&sample_image(id)).expect("put more images");
+        store
+            .put_image(&sample_image(id))
+            .await
+            .expect("put more images");
     }
     let ids: Vec<String> = testing::all_images(store)
+        .await
         .expect("list images")
         .into_iter()
         .map(|i| i.id)
         .collect();
     assert_eq!(ids, [A, B, C, D]);
-    store.delete_image(A).expect("delete image");
-    assert_eq!(store.get_image(A).expect("get deleted image"), None);
+    store.delete_image(A).await.expect("delete image");
+    assert_eq!(store.get_image(A).await.expect("get deleted image"), None);
     assert_eq!(
-        store.get_task(A).expect("task with image's id kept"),
+        store.get_task(A).await.expect("task with image's id kept"),
         Some(sample_task(A))
     );
-    store.delete_image(A).expect("delete image twice");
+    store.delete_image(A).await.expect("delete image twice");
 
     // commit_import writes the task (replacing the processing one) and the new image.
     let mut processing = sample_task(D);
     processing.status = TaskStatus::Processing;
-    store.put_task(&processing).expect("put processing task");
+    store
+        .put_task(&processing)
+        .await
+        .expect("put processing task");
     let new_image_id = "f0f0f0f0-0000-4000-8000-0000000000ff";
     let mut success = processing.clone();
     success.status = TaskStatus::Success;
@@ -665,39 +693,49 @@ pub fn conformance_suite(store: &dyn MetaStore) {
     image.task_id = Some(D.to_owned());
     store
         .commit_import(&success, &image)
+        .await
         .expect("commit import");
     assert_eq!(
-        store.get_task(D).expect("get committed task"),
+        store.get_task(D).await.expect("get committed task"),
         Some(success)
     );
     assert_eq!(
-        store.get_image(new_image_id).expect("get committed image"),
+        store
+            .get_image(new_image_id)
+            .await
+            .expect("get committed image"),
         Some(image)
     );
     assert_eq!(
-        testing::all_tasks(store).expect("list after commit").len(),
+        testing::all_tasks(store)
+            .await
+            .expect("list after commit")
+            .len(),
         3
     );
     assert_eq!(
-        testing::all_images(store).expect("list after commit").len(),
+        testing::all_images(store)
+            .await
+            .expect("list after commit")
+            .len(),
         4
     );
 
     // Compare-and-swap transitions, creation with a chosen id, racing writers.
-    conformance::transitions(store);
-    conformance_tasks::transitions(store);
+    conformance::transitions(store).await;
+    conformance_tasks::transitions(store).await;
 
     // The list queries, on the store emptied again.
-    for task in testing::all_tasks(store).expect("tasks to clear") {
-        store.delete_task(&task.id).expect("clear task");
+    for task in testing::all_tasks(store).await.expect("tasks to clear") {
+        store.delete_task(&task.id).await.expect("clear task");
     }
-    for image in testing::all_images(store).expect("images to clear") {
-        store.delete_image(&image.id).expect("clear image");
+    for image in testing::all_images(store).await.expect("images to clear") {
+        store.delete_image(&image.id).await.expect("clear image");
     }
-    conformance::lists(store);
+    conformance::lists(store).await;
 
     // Image members, and their removal with their image.
-    members::conformance(store);
+    members::conformance(store).await;
 }
 
 /// A plausible pending import task with id `id` (for tests and [`conformance_suite`]).

@@ -220,7 +220,7 @@ pub struct TaskQuery<'q> {
     /// Most tasks returned.
     pub limit: usize,
     /// Which tasks of the partition to return (expiry, column filters).
-    pub filter: &'q dyn Fn(&TaskSummary) -> bool,
+    pub filter: &'q (dyn Fn(&TaskSummary) -> bool + Sync),
 }
 
 impl TaskQuery<'_> {
@@ -257,7 +257,7 @@ pub struct ImageQuery<'q> {
     /// Most images returned.
     pub limit: usize,
     /// Which images of the partitions to return (visibility rules, filters).
-    pub filter: &'q dyn Fn(&ImageRecord) -> bool,
+    pub filter: &'q (dyn Fn(&ImageRecord) -> bool + Sync),
 }
 
 impl ImageQuery<'_> {

@@ -1,7 +1,7 @@
-//! The embedded [`MetaStore`]: one RocksDB database in a directory. No RocksDB type leaves
+//! The embedded [`super::MetaStore`]: one RocksDB database in a directory. No RocksDB type leaves
 //! this module; its errors become [`MetaError::Backend`] naming the operation.
 //!
-//! Durability: every write (a single put or delete, or [`MetaStore::commit_import`]'s task and
+//! Durability: every write (a single put or delete, or [`super::MetaStore::commit_import`]'s task and
 //! image together) is one `WriteBatch` written with `WriteOptions::set_sync(true)`, so the
 //! WAL is fsynced before the call returns and a crash after `Ok` never loses it. Metadata
 //! writes are a handful per import, so the fsync per write costs nothing that matters.
@@ -42,7 +42,7 @@ use super::members::{AddMember, MemberRecord};
 use super::query::{self, Entries, IndexSource};
 use super::{
     check_task_move, plan_transition, Decision, ImageQuery, ImageRecord, ImageStatus, MetaError,
-    MetaStore, SortDir, Step, TaskQuery, TaskRecord, TaskSummary, Timestamp, Transition,
+    SortDir, Step, TaskQuery, TaskRecord, TaskSummary, Timestamp, Transition,
 };
 
 /// File descriptors RocksDB may keep open. A metadata DB holds few SST files; bounding this
@@ -223,12 +223,12 @@ impl RocksMeta {
         Self::change(batch, Table::Tasks, &task.id, Some(task), entries)
     }
 
-    /// [`MetaStore::transition_image`], with `task`'s move in the same batch when given.
+    /// [`super::MetaStore::transition_image`], with `task`'s move in the same batch when given.
     fn transition(
         &self,
         id: &str,
         expected: &[ImageStatus],
-        change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
+        change: &mut (dyn FnMut(&mut ImageRecord) -> Decision + Send),
         task: Option<&TaskRecord>,
     ) -> Result<Transition, MetaError> {
         let ids: Vec<&str> = std::iter::once(id)
@@ -412,6 +412,19 @@ fn rocks_error(doing: &str, e: rocksdb::Error) -> MetaError {
 }
 
 /// [`rocks_error`] on RocksDB's message.
+/// Runs `f`, which may block for a while (a write's fsync, a scan of an index range), without
+/// stalling the other tasks of a runtime worker: on the multi-threaded runtime through
+/// [`tokio::task::block_in_place`] (the worker's queue moves to another thread; no `'static`
+/// bound, so borrowed queries and closures need no copies), elsewhere (a current-thread
+/// runtime, as in unit tests, or no runtime) directly. Point reads skip this: they take a few
+/// microseconds from the block cache, less than the hand-off.
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 fn classify_error(doing: &str, text: String) -> MetaError {
     if text.contains(ENOSPC_TEXT) {
         MetaError::StorageFull(format!(
@@ -422,19 +435,24 @@ fn classify_error(doing: &str, text: String) -> MetaError {
     }
 }
 
-impl MetaStore for RocksMeta {
-    fn put_task(&self, task: &TaskRecord) -> Result<(), MetaError> {
+/// The store's operations as blocking calls, one per [`super::MetaStore`] method and documented
+/// there; `store.rs` implements the async trait with them, and [`super::guarded`] wraps them.
+impl RocksMeta {
+    /// [`super::MetaStore::put_task`], blocking.
+    pub fn put_task(&self, task: &TaskRecord) -> Result<(), MetaError> {
         let _locked = self.lock(&[&task.id])?;
         let mut batch = WriteBatch::default();
         self.task_change(&mut batch, task)?;
         self.write(&format!("task {}", task.id), batch)
     }
 
-    fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, MetaError> {
+    /// [`super::MetaStore::get_task`], blocking.
+    pub fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, MetaError> {
         self.get(Table::Tasks, id)
     }
 
-    fn delete_task(&self, id: &str) -> Result<(), MetaError> {
+    /// [`super::MetaStore::delete_task`], blocking.
+    pub fn delete_task(&self, id: &str) -> Result<(), MetaError> {
         let _locked = self.lock(&[id])?;
         let old: Option<TaskRecord> = self.get(Table::Tasks, id)?;
         let entries = index::task_change(old.as_ref(), None)?;
@@ -443,14 +461,16 @@ impl MetaStore for RocksMeta {
         self.write(&format!("deletion of task {id}"), batch)
     }
 
-    fn transition_task(&self, task: &TaskRecord) -> Result<(), MetaError> {
+    /// [`super::MetaStore::transition_task`], blocking.
+    pub fn transition_task(&self, task: &TaskRecord) -> Result<(), MetaError> {
         let _locked = self.lock(&[&task.id])?;
         let mut batch = WriteBatch::default();
         self.task_move(&mut batch, task)?;
         self.write(&format!("task {}", task.id), batch)
     }
 
-    fn commit_import(&self, task: &TaskRecord, image: &ImageRecord) -> Result<(), MetaError> {
+    /// [`super::MetaStore::commit_import`], blocking.
+    pub fn commit_import(&self, task: &TaskRecord, image: &ImageRecord) -> Result<(), MetaError> {
         let _locked = self.lock(&[&task.id, &image.id])?;
         let mut batch = WriteBatch::default();
         self.task_move(&mut batch, task)?;
@@ -461,14 +481,16 @@ impl MetaStore for RocksMeta {
         )
     }
 
-    fn put_image(&self, image: &ImageRecord) -> Result<(), MetaError> {
+    /// [`super::MetaStore::put_image`], blocking.
+    pub fn put_image(&self, image: &ImageRecord) -> Result<(), MetaError> {
         let _locked = self.lock(&[&image.id])?;
         let mut batch = WriteBatch::default();
         self.image_change(&mut batch, image)?;
         self.write(&format!("image {}", image.id), batch)
     }
 
-    fn insert_image(&self, image: &ImageRecord) -> Result<bool, MetaError> {
+    /// [`super::MetaStore::insert_image`], blocking.
+    pub fn insert_image(&self, image: &ImageRecord) -> Result<bool, MetaError> {
         let _locked = self.lock(&[&image.id])?;
         if self.get::<ImageRecord>(Table::Images, &image.id)?.is_some() {
             return Ok(false);
@@ -480,30 +502,34 @@ impl MetaStore for RocksMeta {
         Ok(true)
     }
 
-    fn transition_image(
+    /// [`super::MetaStore::transition_image`], blocking.
+    pub fn transition_image(
         &self,
         id: &str,
         expected: &[ImageStatus],
-        change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
+        change: &mut (dyn FnMut(&mut ImageRecord) -> Decision + Send),
     ) -> Result<Transition, MetaError> {
         self.transition(id, expected, change, None)
     }
 
-    fn transition_image_with_task(
+    /// [`super::MetaStore::transition_image_with_task`], blocking.
+    pub fn transition_image_with_task(
         &self,
         id: &str,
         expected: &[ImageStatus],
-        change: &mut dyn FnMut(&mut ImageRecord) -> Decision,
+        change: &mut (dyn FnMut(&mut ImageRecord) -> Decision + Send),
         task: &TaskRecord,
     ) -> Result<Transition, MetaError> {
         self.transition(id, expected, change, Some(task))
     }
 
-    fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError> {
+    /// [`super::MetaStore::get_image`], blocking.
+    pub fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError> {
         self.get(Table::Images, id)
     }
 
-    fn delete_image(&self, id: &str) -> Result<(), MetaError> {
+    /// [`super::MetaStore::delete_image`], blocking.
+    pub fn delete_image(&self, id: &str) -> Result<(), MetaError> {
         let _locked = self.lock(&[id])?;
         let old: Option<ImageRecord> = self.get(Table::Images, id)?;
         let entries = index::image_change(old.as_ref(), None);
@@ -513,47 +539,58 @@ impl MetaStore for RocksMeta {
         self.write(&format!("deletion of image {id}"), batch)
     }
 
-    fn add_member(&self, member: &MemberRecord, max: usize) -> Result<AddMember, MetaError> {
+    /// [`super::MetaStore::add_member`], blocking.
+    pub fn add_member(&self, member: &MemberRecord, max: usize) -> Result<AddMember, MetaError> {
         self.add_member_impl(member, max)
     }
 
-    fn update_member(&self, member: &MemberRecord) -> Result<bool, MetaError> {
+    /// [`super::MetaStore::update_member`], blocking.
+    pub fn update_member(&self, member: &MemberRecord) -> Result<bool, MetaError> {
         self.update_member_impl(member)
     }
 
-    fn get_member(&self, image: &str, member: &str) -> Result<Option<MemberRecord>, MetaError> {
+    /// [`super::MetaStore::get_member`], blocking.
+    pub fn get_member(&self, image: &str, member: &str) -> Result<Option<MemberRecord>, MetaError> {
         self.get_member_impl(image, member)
     }
 
-    fn image_members(&self, image: &str) -> Result<Vec<MemberRecord>, MetaError> {
+    /// [`super::MetaStore::image_members`], blocking.
+    pub fn image_members(&self, image: &str) -> Result<Vec<MemberRecord>, MetaError> {
         self.image_members_impl(image)
     }
 
-    fn member_images(&self, member: &str) -> Result<Vec<MemberRecord>, MetaError> {
+    /// [`super::MetaStore::member_images`], blocking.
+    pub fn member_images(&self, member: &str) -> Result<Vec<MemberRecord>, MetaError> {
         self.member_images_impl(member)
     }
 
-    fn delete_member(&self, image: &str, member: &str) -> Result<bool, MetaError> {
+    /// [`super::MetaStore::delete_member`], blocking.
+    pub fn delete_member(&self, image: &str, member: &str) -> Result<bool, MetaError> {
         self.delete_member_impl(image, member)
     }
 
-    fn list_task_page(&self, query: &TaskQuery<'_>) -> Result<Vec<TaskSummary>, MetaError> {
+    /// [`super::MetaStore::list_task_page`], blocking.
+    pub fn list_task_page(&self, query: &TaskQuery<'_>) -> Result<Vec<TaskSummary>, MetaError> {
         query::task_page(&self.snapshot(), query)
     }
 
-    fn list_image_page(&self, query: &ImageQuery<'_>) -> Result<Vec<ImageRecord>, MetaError> {
+    /// [`super::MetaStore::list_image_page`], blocking.
+    pub fn list_image_page(&self, query: &ImageQuery<'_>) -> Result<Vec<ImageRecord>, MetaError> {
         query::image_page(&self.snapshot(), query)
     }
 
-    fn expired_tasks(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
+    /// [`super::MetaStore::expired_tasks`], blocking.
+    pub fn expired_tasks(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
         query::expired_tasks(&self.snapshot(), now, max)
     }
 
-    fn unfinished_tasks(&self) -> Result<Vec<String>, MetaError> {
+    /// [`super::MetaStore::unfinished_tasks`], blocking.
+    pub fn unfinished_tasks(&self) -> Result<Vec<String>, MetaError> {
         query::unfinished_tasks(&self.snapshot())
     }
 
-    fn image_tasks(&self, image_id: &str) -> Result<Vec<TaskRecord>, MetaError> {
+    /// [`super::MetaStore::image_tasks`], blocking.
+    pub fn image_tasks(&self, image_id: &str) -> Result<Vec<TaskRecord>, MetaError> {
         let mut tasks = Vec::new();
         for id in query::image_task_ids(&self.snapshot(), image_id)? {
             // A task deleted since the snapshot is simply not listed.
@@ -564,16 +601,18 @@ impl MetaStore for RocksMeta {
         Ok(tasks)
     }
 
-    fn scan_images(
+    /// [`super::MetaStore::scan_images`], blocking.
+    pub fn scan_images(
         &self,
         owner: Option<&str>,
-        visit: &mut dyn FnMut(ImageRecord) -> Result<(), MetaError>,
+        visit: &mut (dyn FnMut(ImageRecord) -> Result<(), MetaError> + Send),
     ) -> Result<(), MetaError> {
         query::scan_images(&self.snapshot(), owner, visit)
     }
 }
 
 mod members;
+mod store;
 
 #[cfg(test)]
 mod tests;

@@ -15,21 +15,23 @@ const PAGE: usize = 64;
 ///
 /// # Errors
 /// The first error of a page or a read.
-pub fn all_tasks(store: &dyn MetaStore) -> Result<Vec<TaskRecord>, MetaError> {
+pub async fn all_tasks(store: &dyn MetaStore) -> Result<Vec<TaskRecord>, MetaError> {
     let any = |_: &TaskSummary| true;
     let mut tasks = Vec::new();
     let mut after: Option<TaskSummary> = None;
     loop {
-        let page = store.list_task_page(&TaskQuery {
-            owner: None,
-            sort: TaskColumn::Id,
-            dir: SortDir::Asc,
-            after: after.as_ref(),
-            limit: PAGE,
-            filter: &any,
-        })?;
+        let page = store
+            .list_task_page(&TaskQuery {
+                owner: None,
+                sort: TaskColumn::Id,
+                dir: SortDir::Asc,
+                after: after.as_ref(),
+                limit: PAGE,
+                filter: &any,
+            })
+            .await?;
         for summary in &page {
-            tasks.extend(store.get_task(&summary.id)?);
+            tasks.extend(store.get_task(&summary.id).await?);
         }
         match page.into_iter().last() {
             Some(last) => after = Some(last),
@@ -42,17 +44,19 @@ pub fn all_tasks(store: &dyn MetaStore) -> Result<Vec<TaskRecord>, MetaError> {
 ///
 /// # Errors
 /// The first error of a page.
-pub fn all_images(store: &dyn MetaStore) -> Result<Vec<ImageRecord>, MetaError> {
+pub async fn all_images(store: &dyn MetaStore) -> Result<Vec<ImageRecord>, MetaError> {
     let any = |_: &ImageRecord| true;
     let mut images: Vec<ImageRecord> = Vec::new();
     loop {
-        let page = store.list_image_page(&ImageQuery {
-            ranges: &[ImageRange::All],
-            sort: &[(ImageColumn::Id, SortDir::Asc)],
-            after: images.last(),
-            limit: PAGE,
-            filter: &any,
-        })?;
+        let page = store
+            .list_image_page(&ImageQuery {
+                ranges: &[ImageRange::All],
+                sort: &[(ImageColumn::Id, SortDir::Asc)],
+                after: images.last(),
+                limit: PAGE,
+                filter: &any,
+            })
+            .await?;
         if page.is_empty() {
             return Ok(images);
         }

@@ -38,8 +38,8 @@ pub struct MetaHealth {
 }
 
 /// Reads from the metadata store now.
-pub fn meta_health(state: &AppState) -> MetaHealth {
-    let read = state.meta.get_task(PROBE_TASK_ID);
+pub async fn meta_health(state: &AppState) -> MetaHealth {
+    let read = state.meta.get_task(PROBE_TASK_ID).await;
     let readable = read.is_ok();
     let writable = readable && GUARDED.get().is_none_or(|g| g.is_writable());
     MetaHealth {
@@ -54,7 +54,7 @@ pub async fn response<B>(api: &Api, request: &Request<B>, request_id: &str) -> R
     let state = &api.state;
     let space = state.store.space();
     let storage = space.state();
-    let meta = meta_health(state);
+    let meta = meta_health(state).await;
     let mut reasons = Vec::new();
     if storage != StorageState::Ok {
         reasons.push((

@@ -347,7 +347,7 @@ impl Metrics {
     }
 
     /// The exposition, with the gauges of state read from `state` now.
-    pub fn encode(&self, state: &AppState) -> String {
+    pub async fn encode(&self, state: &AppState) -> String {
         let (waiting, running) = state.executor.load();
         self.queue_depth.set(gauge_value(waiting));
         self.workers_busy.set(gauge_value(running));
@@ -368,7 +368,7 @@ impl Metrics {
                 .get_or_create(&StateLabels { state: s.as_str() })
                 .set(i64::from(s == current));
         }
-        let meta = super::health::meta_health(state);
+        let meta = super::health::meta_health(state).await;
         self.meta_up.set(i64::from(meta.readable));
         self.meta_writable.set(i64::from(meta.writable));
         let mut text = String::new();
@@ -401,8 +401,8 @@ pub fn format_label(declared: Option<&str>) -> &'static str {
 }
 
 /// `GET /metrics`.
-pub fn response(state: &AppState) -> Response<ApiBody> {
-    let text = global().encode(state);
+pub async fn response(state: &AppState) -> Response<ApiBody> {
+    let text = global().encode(state).await;
     let mut response = crate::api::body::text_response(StatusCode::OK, text);
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,

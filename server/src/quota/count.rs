@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::imports::{self, API_IMAGE_IMPORT};
+use crate::imports::API_IMAGE_IMPORT;
 use crate::meta::{MetaError, TaskStatus};
 use crate::state::AppState;
 
@@ -105,26 +105,23 @@ pub async fn future_images(
     project: &str,
     asking: Option<&str>,
 ) -> Result<FutureImages, MetaError> {
-    let (project, asking) = (project.to_owned(), asking.map(str::to_owned));
-    imports::meta(state, move |m| {
-        let mut future = FutureImages::default();
-        for id in m.unfinished_tasks()? {
-            if Some(&id) == asking.as_ref() {
-                continue;
-            }
-            let Some(task) = m.get_task(&id)? else {
-                continue;
-            };
-            if task.owner != project || task.task_type == API_IMAGE_IMPORT {
-                continue;
-            }
-            match task.status {
-                TaskStatus::Pending => future.pending = future.pending.saturating_add(1),
-                TaskStatus::Processing => future.processing = future.processing.saturating_add(1),
-                TaskStatus::Success | TaskStatus::Failure => {}
-            }
+    let m = state.meta.as_ref();
+    let mut future = FutureImages::default();
+    for id in m.unfinished_tasks().await? {
+        if Some(id.as_str()) == asking {
+            continue;
         }
-        Ok(future)
-    })
-    .await
+        let Some(task) = m.get_task(&id).await? else {
+            continue;
+        };
+        if task.owner != project || task.task_type == API_IMAGE_IMPORT {
+            continue;
+        }
+        match task.status {
+            TaskStatus::Pending => future.pending = future.pending.saturating_add(1),
+            TaskStatus::Processing => future.processing = future.processing.saturating_add(1),
+            TaskStatus::Success | TaskStatus::Failure => {}
+        }
+    }
+    Ok(future)
 }

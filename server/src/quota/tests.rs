@@ -106,18 +106,18 @@ fn test_quota_start_counts_the_import_itself_once() {
     assert_eq!(names, ["image_size_total"]);
 }
 
-#[test]
-fn test_quota_project_usage_counts_only_the_owners_images() {
+#[tokio::test]
+async fn test_quota_project_usage_counts_only_the_owners_images() {
     use crate::meta::{memory::MemoryMeta, sample_image, MetaStore};
     let meta = MemoryMeta::default();
     for (id, owner, size) in [("a", "p1", 10), ("b", "p2", 20), ("c", "p1", 30)] {
         let mut image = sample_image(id);
         image.owner = owner.to_owned();
         image.size = Some(size);
-        meta.put_image(&image).unwrap();
+        meta.put_image(&image).await.unwrap();
     }
-    assert_eq!(meta.project_usage("p1").unwrap(), usage(2, 40));
-    assert_eq!(meta.project_usage("p3").unwrap(), usage(0, 0));
+    assert_eq!(meta.project_usage("p1").await.unwrap(), usage(2, 40));
+    assert_eq!(meta.project_usage("p3").await.unwrap(), usage(0, 0));
 }
 
 #[test]

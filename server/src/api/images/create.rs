@@ -55,13 +55,7 @@ where
 
     let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let image = queued_image(&id, ctx, props, now());
-    let meta = api.state.meta.clone();
-    let inserted = {
-        let image = image.clone();
-        tokio::task::spawn_blocking(move || meta.insert_image(&image))
-            .await
-            .map_err(|e| ApiError::Internal(format!("image create worker: {e}")))??
-    };
+    let inserted = api.state.meta.insert_image(&image).await?;
     if !inserted {
         return Err(ApiError::Conflict(format!("Image ID {id} already exists!")));
     }

@@ -67,10 +67,10 @@ where
     let (method, request_body) = validate_body(&body, &config.enabled_import_methods)?;
     crate::quota::admit_import(state, &ctx.project_id).await?;
 
-    let image = load(api, ctx, id, Action::GetImage)?;
+    let image = load(api, ctx, id, Action::GetImage).await?;
     check_image(&image, method)?;
     policy::authorize(ctx, Action::ModifyImage, Target::Image(&image))?;
-    let held = live_lock(api, &image)?;
+    let held = live_lock(api, &image).await?;
     if held.is_some() {
         return Err(ApiError::Conflict(LOCKED.into()));
     }
@@ -114,7 +114,7 @@ where
         API_IMAGE_IMPORT,
         json!({"image_id": image.id, "import_req": request_body, "backend": [null]}),
     );
-    state.meta.put_task(&task)?;
+    state.meta.put_task(&task).await?;
     let locked = lock(
         api,
         ctx,
@@ -123,13 +123,16 @@ where
         image.properties.get(LOCK_PROPERTY),
         method,
     );
-    let locked = locked.and_then(|()| {
-        crate::quota::submit(state, &task.id, &task.owner)
-            .inspect_err(|_| unlock(api, ctx, id, &task.id, method))
-    });
+    let mut locked = locked.await;
+    if locked.is_ok() {
+        locked = crate::quota::submit(state, &task.id, &task.owner);
+        if locked.is_err() {
+            unlock(api, ctx, id, &task.id, method).await;
+        }
+    }
     if let Err(refused) = locked {
         // The client never learns this id: do not leave a task that no worker will run.
-        if let Err(e) = state.meta.delete_task(&task.id) {
+        if let Err(e) = state.meta.delete_task(&task.id).await {
             tracing::warn!(task = %task.id, "removing a refused task failed: {e}");
         }
         return Err(refused);
@@ -210,11 +213,11 @@ fn check_image(image: &ImageRecord, method: ImportMethod) -> Result<(), ApiError
 
 /// The task holding the image's import lock, if it is still pending or processing (a lock
 /// left by a finished or expired task is stale: Glance breaks it too).
-fn live_lock(api: &Api, image: &ImageRecord) -> Result<Option<String>, ApiError> {
+async fn live_lock(api: &Api, image: &ImageRecord) -> Result<Option<String>, ApiError> {
     let Some(task_id) = image.properties.get(LOCK_PROPERTY) else {
         return Ok(None);
     };
-    let task = api.state.meta.get_task(task_id)?;
+    let task = api.state.meta.get_task(task_id).await?;
     Ok(task
         .filter(|t| matches!(t.status, TaskStatus::Pending | TaskStatus::Processing))
         .map(|t| t.id))
@@ -230,7 +233,7 @@ fn lock_statuses(method: ImportMethod) -> (ImageStatus, ImageStatus) {
 
 /// Takes the lock: `os_glance_import_task` = `task_id` and `queued` → `importing`
 /// (`glance-direct`: stays `uploading`), if the lock is still what was checked (`seen`).
-fn lock(
+async fn lock(
     api: &Api,
     ctx: &RequestContext,
     id: &str,
@@ -251,7 +254,8 @@ fn lock(
         image.task_id = Some(task_id.to_owned());
         image.updated_at = now();
         Ok(Decision::Write)
-    })?;
+    })
+    .await?;
     match outcome {
         Transition::Done(_) => Ok(()),
         Transition::Refused(image) => {
@@ -262,7 +266,7 @@ fn lock(
 }
 
 /// Undoes [`lock`] after the task could not be queued.
-fn unlock(api: &Api, ctx: &RequestContext, id: &str, task_id: &str, method: ImportMethod) {
+async fn unlock(api: &Api, ctx: &RequestContext, id: &str, task_id: &str, method: ImportMethod) {
     let (from, locked) = lock_statuses(method);
     let undone = update(api, ctx, id, Action::ModifyImage, &[locked], |image| {
         if image.properties.get(LOCK_PROPERTY).map(String::as_str) != Some(task_id) {
@@ -272,7 +276,8 @@ fn unlock(api: &Api, ctx: &RequestContext, id: &str, task_id: &str, method: Impo
         image.properties.remove(LOCK_PROPERTY);
         image.updated_at = now();
         Ok(Decision::Write)
-    });
+    })
+    .await;
     if let Err(e) = undone {
         tracing::warn!(image = %id, "releasing the import lock failed: {e}");
     }

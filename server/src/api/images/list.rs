@@ -444,7 +444,7 @@ fn ranges<'c>(ctx: &'c RequestContext, visibility: Option<&'c str>) -> Vec<Image
 /// The ids of the images shared with the caller's project whose member status is `status`
 /// (`None`: any); none for admins, who see every image anyway, and none for a `visibility`
 /// filter that excludes `shared` images.
-fn shared_with(
+async fn shared_with(
     meta: &dyn crate::meta::MetaStore,
     ctx: &RequestContext,
     status: Option<MemberStatus>,
@@ -454,7 +454,8 @@ fn shared_with(
         return Ok(HashSet::new());
     }
     Ok(meta
-        .member_images(&ctx.project_id)?
+        .member_images(&ctx.project_id)
+        .await?
         .into_iter()
         .filter(|m| status.is_none_or(|s| m.status == s))
         .map(|m| m.image_id)
@@ -469,52 +470,57 @@ pub async fn list(
 ) -> Result<Response<ApiBody>, ApiError> {
     let req = ImageListRequest::parse(&query)?;
     let limit = req.limit;
-    let meta = api.state.meta.clone();
-    let ctx = ctx.clone();
-    let page = tokio::task::spawn_blocking(move || -> Result<Vec<ImageRecord>, ApiError> {
-        let visibility = req.visibility.as_deref();
-        let shared = shared_with(meta.as_ref(), &ctx, req.member_status, visibility)?;
-        let marker = match &req.marker {
-            Some(id) => Some(
-                meta.get_image(id)?
-                    .filter(|i| visible(&ctx, i) || shared.contains(&i.id))
-                    .ok_or_else(|| ApiError::BadRequest(format!("No image found with ID {id}")))?,
-            ),
-            None => None,
-        };
-        let filter = |image: &ImageRecord| req.matches(&ctx, &shared, image);
-        let ranges = ranges(&ctx, visibility);
-        let query = ImageQuery {
-            ranges: &ranges,
-            sort: &req.sort,
-            after: marker.as_ref(),
-            limit: req.limit,
-            filter: &filter,
-        };
-        let mut page = meta.list_image_page(&query)?;
-        if shared.is_empty() {
-            return Ok(page);
-        }
-        // The images shared with the caller: another project's, so in no partition read.
-        for id in &shared {
-            let Some(image) = meta.get_image(id)? else {
-                continue;
-            };
-            let after_marker = marker
-                .as_ref()
-                .is_none_or(|m| query.compare(&image, m).is_gt());
-            if image.owner != ctx.project_id && after_marker && filter(&image) {
-                page.push(image);
-            }
-        }
-        page.sort_by(|a, b| query.compare(a, b));
-        page.truncate(req.limit);
-        Ok(page)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("image list worker: {e}")))??;
+    let page = page(api.state.meta.as_ref(), ctx, &req).await?;
 
     let items = page.iter().map(image_json).collect();
     let last_id = page.last().map(|i| i.id.as_str());
     Ok(ok_json(&page_json("images", items, &query, limit, last_id)))
+}
+
+/// One page of `GET /v2/images`: the caller's partitions from the store, plus the images shared
+/// with the caller's project.
+async fn page(
+    meta: &dyn crate::meta::MetaStore,
+    ctx: &RequestContext,
+    req: &ImageListRequest,
+) -> Result<Vec<ImageRecord>, ApiError> {
+    let visibility = req.visibility.as_deref();
+    let shared = shared_with(meta, ctx, req.member_status, visibility).await?;
+    let marker = match &req.marker {
+        Some(id) => Some(
+            meta.get_image(id)
+                .await?
+                .filter(|i| visible(ctx, i) || shared.contains(&i.id))
+                .ok_or_else(|| ApiError::BadRequest(format!("No image found with ID {id}")))?,
+        ),
+        None => None,
+    };
+    let filter = |image: &ImageRecord| req.matches(ctx, &shared, image);
+    let ranges = ranges(ctx, visibility);
+    let query = ImageQuery {
+        ranges: &ranges,
+        sort: &req.sort,
+        after: marker.as_ref(),
+        limit: req.limit,
+        filter: &filter,
+    };
+    let mut page = meta.list_image_page(&query).await?;
+    if shared.is_empty() {
+        return Ok(page);
+    }
+    // The images shared with the caller: another project's, so in no partition read.
+    for id in &shared {
+        let Some(image) = meta.get_image(id).await? else {
+            continue;
+        };
+        let after_marker = marker
+            .as_ref()
+            .is_none_or(|m| query.compare(&image, m).is_gt());
+        if image.owner != ctx.project_id && after_marker && filter(&image) {
+            page.push(image);
+        }
+    }
+    page.sort_by(|a, b| query.compare(a, b));
+    page.truncate(req.limit);
+    Ok(page)
 }

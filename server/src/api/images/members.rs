@@ -27,11 +27,16 @@ use crate::meta::{AddMember, ImageRecord, MemberRecord, MemberStatus};
 ///
 /// # Errors
 /// A metadata error.
-pub(crate) fn is_member(api: &Api, ctx: &RequestContext, id: &str) -> Result<bool, ApiError> {
+pub(crate) async fn is_member(api: &Api, ctx: &RequestContext, id: &str) -> Result<bool, ApiError> {
     if ctx.is_admin {
         return Ok(false);
     }
-    Ok(api.state.meta.get_member(id, &ctx.project_id)?.is_some())
+    Ok(api
+        .state
+        .meta
+        .get_member(id, &ctx.project_id)
+        .await?
+        .is_some())
 }
 
 /// The policy target of `image` for a caller whose project is (`member`) or is not a member.
@@ -56,13 +61,13 @@ fn member_json(member: &MemberRecord) -> Value {
 }
 
 /// The image, when the caller may perform `action` on its members and it is `shared`.
-fn shared_image(
+async fn shared_image(
     api: &Api,
     ctx: &RequestContext,
     id: &str,
     action: Action,
 ) -> Result<ImageRecord, ApiError> {
-    let image = load(api, ctx, id, action)?;
+    let image = load(api, ctx, id, action).await?;
     if image.visibility != "shared" {
         return Err(ApiError::Forbidden(format!(
             "Error fetching members of image {id}: Only shared images have members."
@@ -81,12 +86,17 @@ fn sees_member(ctx: &RequestContext, image: &ImageRecord, member: &str) -> bool 
 ///
 /// # Errors
 /// 404 for an image the caller cannot see, 403 for a non-shared image, a metadata error.
-pub fn list(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiBody>, ApiError> {
-    let image = shared_image(api, ctx, id, Action::GetMembers)?;
+pub async fn list(
+    api: &Api,
+    ctx: &RequestContext,
+    id: &str,
+) -> Result<Response<ApiBody>, ApiError> {
+    let image = shared_image(api, ctx, id, Action::GetMembers).await?;
     let members: Vec<Value> = api
         .state
         .meta
-        .image_members(id)?
+        .image_members(id)
+        .await?
         .iter()
         .filter(|m| sees_member(ctx, &image, &m.member_id))
         .map(member_json)
@@ -101,17 +111,18 @@ pub fn list(api: &Api, ctx: &RequestContext, id: &str) -> Result<Response<ApiBod
 /// # Errors
 /// 404 for an image the caller cannot see or a member it does not see, 403 for a
 /// non-shared image, a metadata error.
-pub fn show(
+pub async fn show(
     api: &Api,
     ctx: &RequestContext,
     id: &str,
     member: &str,
 ) -> Result<Response<ApiBody>, ApiError> {
-    let image = shared_image(api, ctx, id, Action::GetMember)?;
+    let image = shared_image(api, ctx, id, Action::GetMember).await?;
     let record = api
         .state
         .meta
-        .get_member(id, member)?
+        .get_member(id, member)
+        .await?
         .filter(|_| sees_member(ctx, &image, member))
         .ok_or_else(|| not_found(id, member))?;
     Ok(ok_json(&member_json(&record)))
@@ -156,7 +167,7 @@ where
         Some(Some(Value::String(m))) if !m.is_empty() => m.clone(),
         Some(Some(_)) => return Err(ApiError::BadRequest("Member can't be empty".into())),
     };
-    shared_image(api, ctx, id, Action::AddMember)?;
+    shared_image(api, ctx, id, Action::AddMember).await?;
     let at = now();
     let member = MemberRecord {
         image_id: id.to_owned(),
@@ -166,7 +177,7 @@ where
         updated_at: at,
     };
     let limit = api.state.config.image_member_quota;
-    match api.state.meta.add_member(&member, limit)? {
+    match api.state.meta.add_member(&member, limit).await? {
         AddMember::Added => {
             tracing::info!(image = %id, member = %member_id, "image shared");
             Ok(ok_json(&member_json(&member)))
@@ -211,16 +222,17 @@ where
                 )
             })?,
     };
-    let image = shared_image(api, ctx, id, Action::ModifyMember)?;
+    let image = shared_image(api, ctx, id, Action::ModifyMember).await?;
     let mut record = api
         .state
         .meta
-        .get_member(id, member)?
+        .get_member(id, member)
+        .await?
         .filter(|_| sees_member(ctx, &image, member))
         .ok_or_else(|| not_found(id, member))?;
     record.status = status;
     record.updated_at = now();
-    if !api.state.meta.update_member(&record)? {
+    if !api.state.meta.update_member(&record).await? {
         return Err(not_found(id, member));
     }
     tracing::info!(image = %id, member, status = status.as_str(), "image member status");
@@ -232,14 +244,14 @@ where
 /// # Errors
 /// 404/403 as the policy says (owner only), 403 for a non-shared image, 404 for an unknown
 /// member.
-pub fn delete(
+pub async fn delete(
     api: &Api,
     ctx: &RequestContext,
     id: &str,
     member: &str,
 ) -> Result<Response<ApiBody>, ApiError> {
-    shared_image(api, ctx, id, Action::DeleteMember)?;
-    if !api.state.meta.delete_member(id, member)? {
+    shared_image(api, ctx, id, Action::DeleteMember).await?;
+    if !api.state.meta.delete_member(id, member).await? {
         return Err(not_found(id, member));
     }
     tracing::info!(image = %id, member, "image unshared");

@@ -80,7 +80,8 @@ where
             image.updated_at = now();
             Ok(Decision::Write)
         },
-    )?;
+    )
+    .await?;
     match outcome {
         Transition::Done(image) | Transition::Kept(image) | Transition::Refused(image) => {
             Ok(ok_json(&image_json(&image)))

@@ -59,7 +59,7 @@ fn key_set(value: &Value) -> BTreeSet<&str> {
 
 /// An image of `owner` (visibility `visibility`) imported by a successful task that expires at
 /// `expires_at`; returns (image id, task id).
-fn imported(
+async fn imported(
     h: &Harness,
     n: u32,
     owner: &str,
@@ -71,10 +71,10 @@ fn imported(
     task.updated_at = 1_795_541_305;
     task.expires_at = Some(expires_at);
     task.result = Some(json!({ "image_id": image_id }));
-    h.meta().put_task(&task).unwrap();
+    h.meta().put_task(&task).await.unwrap();
     let mut image = image_record(&image_id, owner, "imported", 1, 1_795_541_305);
     image.visibility = visibility.into();
     image.task_id = Some(task_id.clone());
-    h.insert_image(&image, None);
+    h.insert_image(&image, None).await;
     (image_id, task_id)
 }

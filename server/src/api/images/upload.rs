@@ -194,7 +194,7 @@ async fn admit(
     if !media_type.eq_ignore_ascii_case(OCTET_STREAM) {
         return Err(ApiError::UploadMediaType(content_type.to_owned()));
     }
-    let image = super::load(api, ctx, id, dest.action())?;
+    let image = super::load(api, ctx, id, dest.action()).await?;
     check_uploadable(&image, dest)?;
     // A file is stored as received (as Glance); a stage is converted as the server's
     // `conversion` says (as Glance's `image_conversion` plugin, which runs on staged data).
@@ -231,7 +231,8 @@ async fn admit(
             image.updated_at = now();
             Ok(Decision::Write)
         },
-    )?;
+    )
+    .await?;
     if let Transition::Refused(image) = locked {
         return Err(not_queued(&image, dest));
     }
@@ -368,10 +369,11 @@ impl Upload {
     /// Records the stored data: `saving` → `active`. An image deleted meanwhile loses the
     /// data just stored (410).
     async fn activate(&mut self, ingested: Ingested) -> Result<(), UploadFailure> {
-        let id = self.image_id.clone();
-        let data = ingested.clone();
-        let written = imports::meta(&self.state, move |m| {
-            m.transition_image(&id, &[ImageStatus::Saving], &mut |image| {
+        let data = &ingested;
+        let written = self
+            .state
+            .meta
+            .transition_image(&self.image_id, &[ImageStatus::Saving], &mut |image| {
                 image.size = Some(data.size);
                 image.virtual_size = data.report.virtual_size;
                 image.checksum = Some(data.md5_hex.clone());
@@ -379,11 +381,10 @@ impl Upload {
                 image.os_hash_value = Some(data.sha512_hex.clone());
                 image.status = ImageStatus::Active;
                 image.updated_at = now();
-                crate::unwrapping::apply(image, &data);
+                crate::unwrapping::apply(image, data);
                 Decision::Write
             })
-        })
-        .await;
+            .await;
         match written {
             Ok(Transition::Done(_)) => {
                 self.slot.stored(ingested.size);
@@ -420,14 +421,14 @@ impl Upload {
                 "recording the staged data failed: {e}"
             ))));
         }
-        let id = self.image_id.clone();
-        let touched = imports::meta(&self.state, move |m| {
-            m.transition_image(&id, &[ImageStatus::Uploading], &mut |image| {
+        let touched = self
+            .state
+            .meta
+            .transition_image(&self.image_id, &[ImageStatus::Uploading], &mut |image| {
                 image.updated_at = now();
                 Decision::Write
             })
-        })
-        .await;
+            .await;
         match touched {
             Ok(Transition::Done(_)) => {
                 self.quota.stage_sealed(ingested.size);
@@ -451,15 +452,15 @@ impl Upload {
     /// `saving` (`uploading`) → `queued` (Glance's `_restore`); an image deleted meanwhile
     /// stays deleted.
     async fn requeue(&self) {
-        let (id, status) = (self.image_id.clone(), self.dest.status());
-        let restored = imports::meta(&self.state, move |m| {
-            m.transition_image(&id, &[status], &mut |image| {
+        let restored = self
+            .state
+            .meta
+            .transition_image(&self.image_id, &[self.dest.status()], &mut |image| {
                 image.status = ImageStatus::Queued;
                 image.updated_at = now();
                 Decision::Write
             })
-        })
-        .await;
+            .await;
         if let Err(e) = restored {
             tracing::error!(image_id = %self.image_id, error = %e, "cannot return the image to queued");
         }

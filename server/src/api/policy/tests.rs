@@ -142,6 +142,7 @@ async fn test_reader_create_task_is_403_add_task() {
     let reply = h.create_task_as(&reader("p1"), &import_body()).await;
     assert_denied(&reply, "add_task");
     assert!(crate::meta::testing::all_tasks(h.meta())
+        .await
         .unwrap()
         .is_empty());
 }
@@ -152,7 +153,7 @@ async fn test_reader_patch_tags_and_delete_own_image_are_403() {
     let id = uuid_n(1);
     let mut image = image_record(&id, "p1", "x", 1, 1);
     image.tags = vec!["old".into()];
-    h.insert_image(&image, Some(b"x"));
+    h.insert_image(&image, Some(b"x")).await;
     let who = reader("p1");
     let reply = patch(
         &h,
@@ -177,7 +178,7 @@ async fn test_reader_patch_tags_and_delete_own_image_are_403() {
         &h.call_as(Method::DELETE, &path, &who, b"").await,
         "delete_image",
     );
-    assert_eq!(h.meta().get_image(&id).unwrap().unwrap(), image);
+    assert_eq!(h.meta().get_image(&id).await.unwrap().unwrap(), image);
     // Reading stays allowed; downloading needs member, as Glance's download_image.
     let reply = h.call_as(Method::GET, &path, &who, b"").await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -191,7 +192,8 @@ async fn test_reader_patch_tags_and_delete_own_image_are_403() {
 async fn test_caller_without_known_role_is_403_everywhere() {
     let h = Harness::new();
     let id = uuid_n(1);
-    h.insert_image(&image_record(&id, "p1", "x", 1, 1), None);
+    h.insert_image(&image_record(&id, "p1", "x", 1, 1), None)
+        .await;
     let who = with_roles("p1", "_member_, observer");
     for (method, path, policy) in [
         (Method::GET, "/v2/tasks".to_owned(), "get_tasks"),
@@ -209,7 +211,8 @@ async fn test_roles_imply_keystone_defaults() {
     // admin ⊃ member ⊃ reader: `member` alone reads and writes in its project.
     let h = Harness::new();
     let id = uuid_n(1);
-    h.insert_image(&image_record(&id, "p1", "x", 1, 1), None);
+    h.insert_image(&image_record(&id, "p1", "x", 1, 1), None)
+        .await;
     let who = with_roles("p1", "Member");
     let reply = h.call_as(Method::GET, "/v2/images", &who, b"").await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -240,6 +243,7 @@ async fn test_create_task_member_public_visibility_is_403_publicize_image() {
     let reply = create_with(&h, &member("p1"), json!({"visibility": "public"})).await;
     assert_denied(&reply, "publicize_image");
     assert!(crate::meta::testing::all_tasks(h.meta())
+        .await
         .unwrap()
         .is_empty());
     // Admins may; members may make an image community (communitize_image).
@@ -283,6 +287,7 @@ async fn test_create_task_read_only_and_reserved_properties_are_403() {
         assert_eq!(reply.message(), message, "{key}");
     }
     assert!(crate::meta::testing::all_tasks(h.meta())
+        .await
         .unwrap()
         .is_empty());
 }
@@ -325,6 +330,7 @@ async fn test_create_task_bad_values_are_400_with_schema_messages() {
     let reply = h.create_task_as(&admin(), &body).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert!(crate::meta::testing::all_tasks(h.meta())
+        .await
         .unwrap()
         .is_empty());
 }
@@ -368,7 +374,7 @@ async fn test_configured_quotas_apply_to_tasks_patch_and_tags() {
     let mut image = image_record(&id, "p1", "x", 1, 1);
     image.tags = vec!["a".into()];
     image.properties.insert("os_distro".into(), "x".into());
-    h.insert_image(&image, None);
+    h.insert_image(&image, None).await;
     let reply = h
         .call(Method::PUT, &format!("/v2/images/{id}/tags/b"), b"")
         .await;
@@ -401,7 +407,8 @@ async fn test_create_task_refusals_have_patch_status() {
     // Whatever PATCH refuses for a value, POST /v2/tasks refuses with the same status.
     let h = Harness::new();
     let id = uuid_n(1);
-    h.insert_image(&image_record(&id, "p1", "x", 1, 1), None);
+    h.insert_image(&image_record(&id, "p1", "x", 1, 1), None)
+        .await;
     let long = "n".repeat(256);
     for (key, value) in [
         ("visibility", json!("public")),
@@ -437,6 +444,7 @@ async fn test_create_task_refusals_have_patch_status() {
         );
     }
     assert!(crate::meta::testing::all_tasks(h.meta())
+        .await
         .unwrap()
         .is_empty());
 }

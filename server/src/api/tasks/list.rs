@@ -100,46 +100,49 @@ pub async fn list(
 ) -> Result<Response<ApiBody>, ApiError> {
     let req = TaskListRequest::parse(&query)?;
     let limit = req.limit;
-    let meta = api.state.meta.clone();
-    let ctx = ctx.clone();
-    let page = tokio::task::spawn_blocking(move || -> Result<Vec<TaskSummary>, ApiError> {
-        let marker = match &req.marker {
-            Some(id) => {
-                let task = meta.get_task(id)?.ok_or_else(|| {
-                    ApiError::BadRequest(format!("Invalid marker. Task {id} could not be found."))
-                })?;
-                if !visible(&ctx, &task) {
-                    return Err(ApiError::TaskForbidden(id.clone()));
-                }
-                Some(TaskSummary::from(&task))
-            }
-            None => None,
-        };
-        let current = now();
-        let filter = |t: &TaskSummary| {
-            (ctx.is_admin || t.owner == ctx.project_id)
-                && t.expires_at.is_none_or(|e| e > current)
-                && req
-                    .filters
-                    .iter()
-                    .all(|(k, v)| column_equals(task_column(t, k), v))
-        };
-        let query = TaskQuery {
-            owner: (!ctx.is_admin).then_some(ctx.project_id.as_str()),
-            sort: req.sort_key,
-            dir: req.sort_dir,
-            after: marker.as_ref(),
-            limit: req.limit,
-            filter: &filter,
-        };
-        Ok(meta.list_task_page(&query)?)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("task list worker: {e}")))??;
+    let page = page(api.state.meta.as_ref(), ctx, &req).await?;
 
     let items = page.iter().map(|t| Value::Object(task_stub(t))).collect();
     let last_id = page.last().map(|t| t.id.as_str());
     Ok(ok_json(&page_json("tasks", items, &query, limit, last_id)))
+}
+
+/// One page of `GET /v2/tasks` from the store.
+async fn page(
+    meta: &dyn crate::meta::MetaStore,
+    ctx: &RequestContext,
+    req: &TaskListRequest,
+) -> Result<Vec<TaskSummary>, ApiError> {
+    let marker = match &req.marker {
+        Some(id) => {
+            let task = meta.get_task(id).await?.ok_or_else(|| {
+                ApiError::BadRequest(format!("Invalid marker. Task {id} could not be found."))
+            })?;
+            if !visible(ctx, &task) {
+                return Err(ApiError::TaskForbidden(id.clone()));
+            }
+            Some(TaskSummary::from(&task))
+        }
+        None => None,
+    };
+    let current = now();
+    let filter = |t: &TaskSummary| {
+        (ctx.is_admin || t.owner == ctx.project_id)
+            && t.expires_at.is_none_or(|e| e > current)
+            && req
+                .filters
+                .iter()
+                .all(|(k, v)| column_equals(task_column(t, k), v))
+    };
+    let query = TaskQuery {
+        owner: (!ctx.is_admin).then_some(ctx.project_id.as_str()),
+        sort: req.sort_key,
+        dir: req.sort_dir,
+        after: marker.as_ref(),
+        limit: req.limit,
+        filter: &filter,
+    };
+    meta.list_task_page(&query).await.map_err(ApiError::from)
 }
 
 /// A task column's value for sorting and filtering. Timestamps compare as numbers; as

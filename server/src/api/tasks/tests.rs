@@ -69,7 +69,7 @@ async fn test_create_task_valid_import_is_201_pending() {
         reply.header("x-openstack-request-id"),
         task["request_id"].as_str()
     );
-    let stored = h.meta().get_task(id).unwrap().unwrap();
+    let stored = h.meta().get_task(id).await.unwrap().unwrap();
     assert!(matches!(stored.status, TaskStatus::Pending));
 }
 
@@ -184,6 +184,7 @@ async fn test_create_task_invalid_bodies_are_400_with_glance_messages() {
             .ends_with("<br /><br />\n\n\n"));
     }
     assert!(crate::meta::testing::all_tasks(h.meta())
+        .await
         .unwrap()
         .is_empty());
 }
@@ -249,7 +250,13 @@ async fn test_create_task_full_queue_is_503_and_leaves_no_task() {
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.json()["code"], "503 Service Unavailable");
     assert!(reply.header("retry-after").is_some());
-    assert_eq!(crate::meta::testing::all_tasks(h.meta()).unwrap().len(), 1);
+    assert_eq!(
+        crate::meta::testing::all_tasks(h.meta())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -425,6 +432,7 @@ async fn test_list_tasks_paging_follows_next_links() {
                 TaskStatus::Pending,
                 1000 + i64::from(n),
             ))
+            .await
             .unwrap();
     }
     // 44-list-limit-2: newest first, `next` while pages are full.
@@ -488,17 +496,19 @@ async fn test_list_tasks_filters_and_sort_by_owner() {
     let mut done = task_record(&uuid_n(1), "pb", TaskStatus::Success, 10);
     done.expires_at = Some(i64::MAX / 2);
     done.result = Some(json!({"image_id": uuid_n(50)}));
-    h.meta().put_task(&done).unwrap();
+    h.meta().put_task(&done).await.unwrap();
     h.meta()
         .put_task(&task_record(&uuid_n(2), "pa", TaskStatus::Pending, 20))
+        .await
         .unwrap();
     h.meta()
         .put_task(&task_record(&uuid_n(3), "pc", TaskStatus::Failure, 30))
+        .await
         .unwrap();
     // An expired task is hidden from lists.
     let mut expired = task_record(&uuid_n(4), "pa", TaskStatus::Failure, 5);
     expired.expires_at = Some(6);
-    h.meta().put_task(&expired).unwrap();
+    h.meta().put_task(&expired).await.unwrap();
 
     // 45-list-filter-success.
     let reply = h
@@ -542,7 +552,7 @@ async fn test_get_task_additive_fields_by_status() {
     failed.reason = Some("backing_file".into());
     failed.message = "qcow2 image references backing file '/etc/passwd'".into();
     failed.expires_at = Some(20);
-    h.meta().put_task(&failed).unwrap();
+    h.meta().put_task(&failed).await.unwrap();
     h.meta()
         .put_task(&task_record(
             &uuid_n(2),
@@ -550,11 +560,12 @@ async fn test_get_task_additive_fields_by_status() {
             TaskStatus::Processing,
             10,
         ))
+        .await
         .unwrap();
     let mut ok = task_record(&uuid_n(3), ADMIN_PROJECT, TaskStatus::Success, 10);
     ok.result = Some(json!({"image_id": uuid_n(9)}));
     ok.expires_at = Some(20);
-    h.meta().put_task(&ok).unwrap();
+    h.meta().put_task(&ok).await.unwrap();
 
     let failed = h
         .call(Method::GET, &format!("/v2/tasks/{}", uuid_n(1)), b"")

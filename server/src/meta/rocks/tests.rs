@@ -6,10 +6,10 @@ fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
-#[test]
-fn test_rocks_meta_conformance_suite_passes() {
+#[tokio::test]
+async fn test_rocks_meta_conformance_suite_passes() {
     let dir = scratch();
-    conformance_suite(&RocksMeta::open(dir.path()).unwrap());
+    conformance_suite(&RocksMeta::open(dir.path()).unwrap()).await;
 }
 
 #[test]
@@ -21,8 +21,8 @@ fn test_rocks_meta_open_missing_dir_created() {
     assert!(path.join("CURRENT").is_file());
 }
 
-#[test]
-fn test_rocks_meta_reopen_data_survives() {
+#[tokio::test]
+async fn test_rocks_meta_reopen_data_survives() {
     let dir = scratch();
     let mut task = sample_task("00000000-0000-4000-8000-000000000001");
     task.status = crate::meta::TaskStatus::Success;
@@ -41,7 +41,7 @@ fn test_rocks_meta_reopen_data_survives() {
     assert!(matches!(store.get_task(&task.id), Ok(Some(t)) if t == task));
     assert!(matches!(store.get_image(&image.id), Ok(Some(i)) if i == image));
     assert!(matches!(store.get_task(&gone.id), Ok(None)));
-    assert!(matches!(all_tasks(&store), Ok(ts) if ts == vec![task.clone()]));
+    assert!(matches!(all_tasks(&store).await, Ok(ts) if ts == vec![task.clone()]));
 }
 
 #[test]
@@ -97,8 +97,8 @@ fn test_rocks_classify_error_enospc_is_storage_full() {
     assert!(matches!(e, MetaError::Backend(_)));
 }
 
-#[test]
-fn test_rocks_meta_corrupt_task_value_decoding_error() {
+#[tokio::test]
+async fn test_rocks_meta_corrupt_task_value_decoding_error() {
     let dir = scratch();
     let store = RocksMeta::open(dir.path()).unwrap();
     let id = "00000000-0000-4000-8000-000000000003";
@@ -116,7 +116,7 @@ fn test_rocks_meta_corrupt_task_value_decoding_error() {
         Err(MetaError::Decoding { what: "task", ref key, .. }) if key == id
     ));
     // The image table is untouched by the corrupt task.
-    assert!(matches!(all_images(&store), Ok(is) if is.is_empty()));
+    assert!(matches!(all_images(&store).await, Ok(is) if is.is_empty()));
 }
 
 #[test]

@@ -55,19 +55,20 @@ async fn list_ids(h: &Harness, who: &[(&str, &str)], query: &str) -> Vec<String>
         .collect()
 }
 
-fn shared_image(h: &Harness, n: u32) -> String {
+async fn shared_image(h: &Harness, n: u32) -> String {
     let id = uuid_n(n);
     h.insert_image(
         &image_record(&id, OWNER, "shared", 4, 1_700_000_000),
         Some(b"data"),
-    );
+    )
+    .await;
     id
 }
 
 #[tokio::test]
 async fn test_members_owner_shares_member_accepts_and_lists() {
     let h = Harness::new();
-    let id = shared_image(&h, 1);
+    let id = shared_image(&h, 1).await;
     let reply = post_member(&h, &id, &member(OWNER), OTHER).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.message());
     let body = reply.json();
@@ -135,7 +136,7 @@ async fn test_members_owner_shares_member_accepts_and_lists() {
 #[tokio::test]
 async fn test_members_member_reads_and_downloads_but_cannot_change() {
     let h = Harness::new();
-    let id = shared_image(&h, 2);
+    let id = shared_image(&h, 2).await;
     post_member(&h, &id, &member(OWNER), OTHER).await;
     let file = h
         .call_as(
@@ -206,10 +207,10 @@ async fn test_members_member_reads_and_downloads_but_cannot_change() {
 #[tokio::test]
 async fn test_members_refusals_as_glance() {
     let h = Harness::with_config(|c| c.image_member_quota = 1);
-    let id = shared_image(&h, 3);
+    let id = shared_image(&h, 3).await;
     let mut private = image_record(&uuid_n(4), OWNER, "private", 4, 1_700_000_000);
     private.visibility = "private".into();
-    h.insert_image(&private, None);
+    h.insert_image(&private, None).await;
     let not_shared = post_member(&h, &private.id, &member(OWNER), OTHER).await;
     assert_eq!(not_shared.status, StatusCode::FORBIDDEN);
     assert!(
@@ -236,7 +237,7 @@ async fn test_members_refusals_as_glance() {
         .call_as(Method::DELETE, &format!("/v2/images/{id}"), &admin(), b"")
         .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
-    assert!(h.meta().member_images(OTHER).unwrap().is_empty());
+    assert!(h.meta().member_images(OTHER).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -244,7 +245,7 @@ async fn test_info_stores_and_usage_have_glance_shapes() {
     let h = Harness::with_config(|c| {
         c.quotas.image_count_total = crate::quota::Limit::of(5);
     });
-    shared_image(&h, 5);
+    shared_image(&h, 5).await;
     let stores = h
         .call_as(Method::GET, "/v2/info/stores", &member(OWNER), b"")
         .await;
@@ -284,11 +285,13 @@ async fn test_members_shared_images_page_in_order_with_own_images() {
     // Two images shared with OTHER (created at t=1 and t=3) and one of OTHER's own (t=2).
     for (n, at) in [(11, 1), (13, 3)] {
         let id = uuid_n(n);
-        h.insert_image(&image_record(&id, OWNER, "shared", 4, at), None);
+        h.insert_image(&image_record(&id, OWNER, "shared", 4, at), None)
+            .await;
         post_member(&h, &id, &member(OWNER), OTHER).await;
         put_status(&h, &id, &member(OTHER), OTHER, "accepted").await;
     }
-    h.insert_image(&image_record(&uuid_n(12), OTHER, "own", 4, 2), None);
+    h.insert_image(&image_record(&uuid_n(12), OTHER, "own", 4, 2), None)
+        .await;
     let mut seen = Vec::new();
     let mut query = "?limit=1".to_owned();
     for _ in 0..4 {

@@ -9,7 +9,7 @@ async fn test_delete_image_removes_record_then_file() {
     let h = Harness::new();
     let mut protected = image_record(&uuid_n(1), ADMIN_PROJECT, "p", 3, 1);
     protected.protected = true;
-    h.insert_image(&protected, Some(b"abc"));
+    h.insert_image(&protected, Some(b"abc")).await;
     let reply = h
         .call(Method::DELETE, &format!("/v2/images/{}", uuid_n(1)), b"")
         .await;
@@ -22,13 +22,14 @@ async fn test_delete_image_removes_record_then_file() {
     h.insert_image(
         &image_record(&uuid_n(2), ADMIN_PROJECT, "d", 3, 1),
         Some(b"abc"),
-    );
+    )
+    .await;
     assert!(h.has_data(&uuid_n(2)));
     let reply = h
         .call(Method::DELETE, &format!("/v2/images/{}", uuid_n(2)), b"")
         .await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
-    assert!(h.meta().get_image(&uuid_n(2)).unwrap().is_none());
+    assert!(h.meta().get_image(&uuid_n(2)).await.unwrap().is_none());
     assert!(!h.has_data(&uuid_n(2)));
     let reply = h
         .call(Method::GET, &format!("/v2/images/{}", uuid_n(2)), b"")

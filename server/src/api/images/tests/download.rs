@@ -12,7 +12,8 @@ async fn test_download_image_whole_and_ranges() {
     let data: Vec<u8> = (0..FILE_CHUNK * 2 + 7).map(|i| (i % 251) as u8).collect();
     let size = data.len() as u64;
     let id = uuid_n(1);
-    h.insert_image(&image_record(&id, ADMIN_PROJECT, "x", size, 1), Some(&data));
+    h.insert_image(&image_record(&id, ADMIN_PROJECT, "x", size, 1), Some(&data))
+        .await;
     let path = format!("/v2/images/{id}/file");
 
     let whole = h.call(Method::GET, &path, b"").await;
@@ -85,14 +86,15 @@ async fn test_download_image_whole_and_ranges() {
 #[tokio::test]
 async fn test_download_image_missing_data_is_404() {
     let h = Harness::new();
-    h.insert_image(&image_record(&uuid_n(1), ADMIN_PROJECT, "x", 3, 1), None);
+    h.insert_image(&image_record(&uuid_n(1), ADMIN_PROJECT, "x", 3, 1), None)
+        .await;
     let reply = h
         .call(Method::GET, &format!("/v2/images/{}/file", uuid_n(1)), b"")
         .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     let mut queued = image_record(&uuid_n(2), ADMIN_PROJECT, "q", 0, 1);
     queued.status = crate::meta::ImageStatus::Queued;
-    h.insert_image(&queued, None);
+    h.insert_image(&queued, None).await;
     let reply = h
         .call(Method::GET, &format!("/v2/images/{}/file", uuid_n(2)), b"")
         .await;

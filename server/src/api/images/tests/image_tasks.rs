@@ -12,7 +12,7 @@ use super::{imported, key_set};
 #[tokio::test]
 async fn test_image_tasks_import_task_is_glance_db_row() {
     let h = Harness::new();
-    let (image_id, task_id) = imported(&h, 1, ADMIN_PROJECT, "private", i64::MAX / 2);
+    let (image_id, task_id) = imported(&h, 1, ADMIN_PROJECT, "private", i64::MAX / 2).await;
     let reply = h
         .call(Method::GET, &format!("/v2/images/{image_id}/tasks"), b"")
         .await;
@@ -69,7 +69,7 @@ async fn test_image_tasks_import_task_is_glance_db_row() {
 #[tokio::test]
 async fn test_image_tasks_image_caller_cannot_see_is_404() {
     let h = Harness::new();
-    let (image_id, _) = imported(&h, 1, "pa", "private", i64::MAX / 2);
+    let (image_id, _) = imported(&h, 1, "pa", "private", i64::MAX / 2).await;
     for (id, who) in [(image_id.as_str(), member("pb")), (&uuid_n(9), admin())] {
         let reply = h
             .call_as(Method::GET, &format!("/v2/images/{id}/tasks"), &who, b"")
@@ -91,7 +91,7 @@ async fn test_image_tasks_image_caller_cannot_see_is_404() {
 #[tokio::test]
 async fn test_image_tasks_public_image_other_projects_task_hidden() {
     let h = Harness::new();
-    let (image_id, _) = imported(&h, 1, "pa", "public", i64::MAX / 2);
+    let (image_id, _) = imported(&h, 1, "pa", "public", i64::MAX / 2).await;
     let reply = h
         .call_as(
             Method::GET,
@@ -107,9 +107,9 @@ async fn test_image_tasks_public_image_other_projects_task_hidden() {
 #[tokio::test]
 async fn test_image_tasks_expired_or_swept_task_not_listed() {
     let h = Harness::new();
-    let (expired, _) = imported(&h, 1, ADMIN_PROJECT, "private", crate::api::now() - 1);
-    let (swept, swept_task) = imported(&h, 2, ADMIN_PROJECT, "private", i64::MAX / 2);
-    h.meta().delete_task(&swept_task).unwrap();
+    let (expired, _) = imported(&h, 1, ADMIN_PROJECT, "private", crate::api::now() - 1).await;
+    let (swept, swept_task) = imported(&h, 2, ADMIN_PROJECT, "private", i64::MAX / 2).await;
+    h.meta().delete_task(&swept_task).await.unwrap();
     for id in [expired, swept] {
         let reply = h
             .call(Method::GET, &format!("/v2/images/{id}/tasks"), b"")
@@ -122,7 +122,7 @@ async fn test_image_tasks_expired_or_swept_task_not_listed() {
 #[tokio::test]
 async fn test_image_tasks_post_is_405_allow_get() {
     let h = Harness::new();
-    let (image_id, _) = imported(&h, 1, ADMIN_PROJECT, "private", i64::MAX / 2);
+    let (image_id, _) = imported(&h, 1, ADMIN_PROJECT, "private", i64::MAX / 2).await;
     let reply = h
         .call(Method::POST, &format!("/v2/images/{image_id}/tasks"), b"")
         .await;

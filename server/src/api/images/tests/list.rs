@@ -17,7 +17,7 @@ async fn test_list_images_sort_paging_and_filters() {
             image.tags = vec!["gold".into()];
             image.properties.insert("os_distro".into(), "debian".into());
         }
-        h.insert_image(&image, None);
+        h.insert_image(&image, None).await;
     }
     let h = &h;
     let get =
@@ -87,7 +87,7 @@ async fn test_list_images_sort_paging_and_filters() {
 
 /// Images created at 17:28:20, :21 and :22 on 2026-11-24 (ids 1, 2, 3); image 1 was updated
 /// at 17:30:00.
-fn timed_images() -> Harness {
+async fn timed_images() -> Harness {
     let h = Harness::new();
     for n in 1..=3u32 {
         let created = 1_795_541_299 + i64::from(n);
@@ -95,14 +95,14 @@ fn timed_images() -> Harness {
         if n == 1 {
             image.updated_at = 1_795_541_400;
         }
-        h.insert_image(&image, None);
+        h.insert_image(&image, None).await;
     }
     h
 }
 
 #[tokio::test]
 async fn test_list_images_time_filters_each_operator() {
-    let h = timed_images();
+    let h = timed_images().await;
     let at = "2026-11-24T17:28:21Z";
     for (query, want) in [
         (format!("created_at=gt:{at}"), vec![3]),
@@ -137,7 +137,7 @@ async fn test_list_images_time_filters_each_operator() {
 
 #[tokio::test]
 async fn test_list_images_time_filter_bad_operator_or_time_is_400() {
-    let h = timed_images();
+    let h = timed_images().await;
     for (query, message) in [
         (
             "created_at=like:2026-11-24T17:28:21Z",
@@ -201,7 +201,7 @@ async fn test_list_images_member_each_visibility_filter() {
     for (n, owner, visibility) in specs {
         let mut image = image_record(&uuid_n(n), owner, visibility, 1, i64::from(n));
         image.visibility = visibility.into();
-        h.insert_image(&image, None);
+        h.insert_image(&image, None).await;
     }
     let list = |query: &'static str| {
         let h = &h;

@@ -12,7 +12,7 @@ async fn test_patch_image_v21_and_v20_operations() {
     let h = Harness::new();
     let mut image = image_record(&uuid_n(1), ADMIN_PROJECT, "old", 1, 1);
     image.properties.insert("gone".into(), "x".into());
-    h.insert_image(&image, None);
+    h.insert_image(&image, None).await;
     let reply = patch(
         &h,
         &uuid_n(1),
@@ -41,7 +41,7 @@ async fn test_patch_image_v21_and_v20_operations() {
     assert_eq!(body["protected"], true);
     assert_eq!(body["visibility"], "community");
     assert_eq!(body["a/b~c"], "escaped");
-    let stored = h.meta().get_image(&uuid_n(1)).unwrap().unwrap();
+    let stored = h.meta().get_image(&uuid_n(1)).await.unwrap().unwrap();
     assert_eq!(stored.name.as_deref(), Some("new"));
 
     let reply = patch(
@@ -76,7 +76,7 @@ async fn test_patch_queued_image_formats_replaced_status_kept() {
     let mut queued = image_record(&id, "pa", "q", 0, 1);
     queued.status = crate::meta::ImageStatus::Queued;
     (queued.size, queued.disk_format, queued.container_format) = (None, None, None);
-    h.insert_image(&queued, None);
+    h.insert_image(&queued, None).await;
     let ops = json!([
         {"op": "replace", "path": "/disk_format", "value": "qcow2"},
         {"op": "replace", "path": "/container_format", "value": "bare"}
@@ -98,9 +98,9 @@ async fn test_patch_queued_image_formats_replaced_status_kept() {
             &Value::Null
         )
     );
-    let mut saving = h.meta().get_image(&id).unwrap().unwrap();
+    let mut saving = h.meta().get_image(&id).await.unwrap().unwrap();
     saving.status = crate::meta::ImageStatus::Saving;
-    h.meta().put_image(&saving).unwrap();
+    h.meta().put_image(&saving).await.unwrap();
     let rename = json!([{"op": "replace", "path": "/name", "value": "renamed"}]);
     let reply = patch(&h, &id, V21, &member("pa"), &rename).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.message());
@@ -112,7 +112,8 @@ async fn test_patch_queued_image_formats_replaced_status_kept() {
 #[tokio::test]
 async fn test_patch_image_refusals() {
     let h = Harness::new();
-    h.insert_image(&image_record(&uuid_n(1), "pa", "x", 1, 1), None);
+    h.insert_image(&image_record(&uuid_n(1), "pa", "x", 1, 1), None)
+        .await;
     let id = uuid_n(1);
     let cases: Vec<(Value, StatusCode, &str)> = vec![
         (json!([{"op": "replace", "path": "/size", "value": 1}]), StatusCode::FORBIDDEN, "Attribute 'size' is read-only."),
@@ -141,7 +142,7 @@ async fn test_patch_image_refusals() {
         assert_eq!(reply.message(), message, "{ops}");
     }
     // Nothing was changed by the refused patches.
-    let stored = h.meta().get_image(&id).unwrap().unwrap();
+    let stored = h.meta().get_image(&id).await.unwrap().unwrap();
     assert_eq!(stored, image_record(&id, "pa", "x", 1, 1));
 
     let reply = patch(&h, &id, "application/json", &member("pa"), &json!([])).await;

@@ -24,7 +24,7 @@ async fn test_get_image_has_glance_fields_and_flat_properties() {
         .properties
         .insert("os_glance_stage_host".into(), "hidden".into());
     image.tags = vec!["t1".into(), "t2".into()];
-    h.insert_image(&image, None);
+    h.insert_image(&image, None).await;
     let reply = h
         .call(Method::GET, &format!("/v2/images/{}", uuid_n(1)), b"")
         .await;
@@ -73,13 +73,14 @@ async fn test_get_image_has_glance_fields_and_flat_properties() {
 #[tokio::test]
 async fn test_images_visibility_between_projects() {
     let h = Harness::new();
-    h.insert_image(&image_record(&uuid_n(1), "pa", "private", 1, 1), None);
+    h.insert_image(&image_record(&uuid_n(1), "pa", "private", 1, 1), None)
+        .await;
     let mut public = image_record(&uuid_n(2), "pa", "public", 1, 2);
     public.visibility = "public".into();
-    h.insert_image(&public, None);
+    h.insert_image(&public, None).await;
     let mut community = image_record(&uuid_n(3), "pa", "community", 1, 3);
     community.visibility = "community".into();
-    h.insert_image(&community, None);
+    h.insert_image(&community, None).await;
 
     let hidden = h
         .call_as(
@@ -161,10 +162,10 @@ async fn test_images_visibility_between_projects() {
 #[tokio::test]
 async fn test_get_and_delete_with_body_are_400_and_change_nothing() {
     let h = Harness::new();
-    let (image_id, task_id) = imported(&h, 1, ADMIN_PROJECT, "private", i64::MAX / 2);
-    let mut image = h.meta().get_image(&image_id).unwrap().unwrap();
+    let (image_id, task_id) = imported(&h, 1, ADMIN_PROJECT, "private", i64::MAX / 2).await;
+    let mut image = h.meta().get_image(&image_id).await.unwrap().unwrap();
     image.tags = vec!["gold".into()];
-    h.insert_image(&image, Some(b"data"));
+    h.insert_image(&image, Some(b"data")).await;
     for (method, path) in [
         (Method::GET, "/v2/images".to_owned()),
         (Method::GET, format!("/v2/images/{image_id}")),
@@ -192,7 +193,7 @@ async fn test_get_and_delete_with_body_are_400_and_change_nothing() {
         );
         if method == Method::DELETE {
             // Undo the successful bodiless delete for the next round.
-            h.insert_image(&image, Some(b"data"));
+            h.insert_image(&image, Some(b"data")).await;
         }
     }
     // Refused before routing concerns of its own: an unknown path stays 404, a wrong

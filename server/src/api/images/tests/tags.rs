@@ -9,7 +9,8 @@ use crate::api::testing::{image_record, uuid_n, Harness, ADMIN_PROJECT};
 async fn test_image_tags_put_and_delete() {
     let h = Harness::new();
     let id = uuid_n(1);
-    h.insert_image(&image_record(&id, ADMIN_PROJECT, "x", 1, 1), None);
+    h.insert_image(&image_record(&id, ADMIN_PROJECT, "x", 1, 1), None)
+        .await;
     for _ in 0..2 {
         let reply = h
             .call(
