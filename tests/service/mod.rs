@@ -15,6 +15,7 @@ mod interop;
 mod interop_quotas;
 mod isolation;
 mod keystone;
+mod keystone_sharing;
 mod lifecycle;
 mod listing;
 mod observe;
