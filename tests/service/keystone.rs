@@ -25,7 +25,7 @@ const ADMIN_PASSWORD: &str = "pw-admin";
 
 /// Keystone's token lifetime in these tests (`[token] expiration`): short, so that the
 /// expiry test waits little and Sluice's service token is renewed during a run.
-const TOKEN_SECS: u64 = 30;
+pub(super) const TOKEN_SECS: u64 = 30;
 
 /// Sluice's token cache time in these tests: short, so that revocation shows quickly.
 const CACHE_SECS: u64 = 2;
@@ -334,6 +334,11 @@ impl Drop for Keystone {
 
 /// `sluice serve` in keystone mode against `keystone`.
 pub(super) fn sluice(keystone: &Keystone, dir: &Path) -> Server {
+    sluice_with(keystone, dir, &[])
+}
+
+/// [`sluice`] with more arguments.
+pub(super) fn sluice_with(keystone: &Keystone, dir: &Path, extra: &[&str]) -> Server {
     let config = dir.join("sluice.toml");
     std::fs::write(
         &config,
@@ -345,7 +350,9 @@ pub(super) fn sluice(keystone: &Keystone, dir: &Path) -> Server {
         ),
     )
     .expect("sluice.toml");
-    Server::start(&["--config", config.to_str().expect("utf-8")])
+    let mut args = vec!["--config", config.to_str().expect("utf-8")];
+    args.extend_from_slice(extra);
+    Server::start(&args)
 }
 
 pub(super) fn as_token(token: &str) -> [(&'static str, &str); 1] {
