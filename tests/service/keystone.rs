@@ -662,4 +662,42 @@ fn test_auth_configuration_is_checked_before_listening() {
         "http://127.0.0.1:1/v3",
     ]);
     assert!(err.contains("auth.keystone.username"), "{err}");
+
+    // In a config file: the error names the file and the key's line (or its table's), and a
+    // URL's credentials are not echoed.
+    let config = dir.path().join("sluice.toml");
+    let path = config.to_str().expect("utf-8");
+    std::fs::write(
+        &config,
+        "[auth]\nmode = \"keystone\"\n\n[auth.keystone]\nurl = \"ftp://sluice:s3cret@keystone/v3\"\n",
+    )
+    .expect("config");
+    let err = refused_at_start(&["--config", path]);
+    assert!(err.contains(&format!("{path} line 5")), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+    std::fs::write(
+        &config,
+        "[auth]\nmode = \"keystone\"\n\n[auth.keystone]\nurl = \"http://127.0.0.1:1/v3\"\n\
+         password = \"pw\"\ntimeout_secs = 0\n",
+    )
+    .expect("config");
+    let err = refused_at_start(&["--config", path]);
+    assert!(
+        err.contains("auth.keystone.username")
+            && err.contains(&format!(
+                "not set in {path}, whose [auth.keystone] is at line 4"
+            )),
+        "{err}"
+    );
+    std::fs::write(
+        &config,
+        "[auth]\nmode = \"keystone\"\n\n[auth.keystone]\nurl = \"http://127.0.0.1:1/v3\"\n\
+         username = \"sluice\"\npassword = \"pw\"\ntimeout_secs = 0\n",
+    )
+    .expect("config");
+    let err = refused_at_start(&["--config", path]);
+    assert!(
+        err.contains("auth.keystone.timeout_secs") && err.contains(&format!("{path} line 8")),
+        "{err}"
+    );
 }

@@ -24,6 +24,7 @@ mod policy;
 mod progress;
 mod quota_counts;
 mod quotas;
+mod redaction;
 mod rejections;
 mod sharing;
 mod sparse;
