@@ -237,7 +237,11 @@ impl ApiError {
             ),
             E::BodyTooLarge(limit) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("The request body is larger than the limit of {limit} bytes.").into(),
+                format!(
+                    "The request body is larger than the limit of {limit} bytes \
+                     (max_request_body)."
+                )
+                .into(),
                 vec![],
                 Trailer::Standard,
             ),
@@ -288,7 +292,11 @@ impl ApiError {
             ),
             E::ImageTooLarge(msg) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("The provided image is too large ({REASON_SIZE_CAP}): {msg}").into(),
+                format!(
+                    "The provided image is too large ({REASON_SIZE_CAP}): {msg} (the limit is \
+                     max_virtual_size)"
+                )
+                .into(),
                 vec![],
                 Trailer::Standard,
             ),
@@ -362,8 +370,8 @@ impl ApiError {
             E::ProjectQueueFull { project, waiting } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "Project {project} has {waiting} tasks waiting, its limit (tasks_waiting); \
-                     retry later."
+                    "Project {project} has {waiting} tasks waiting, its limit \
+                     (quotas.tasks_waiting); retry later."
                 )
                 .into(),
                 vec![(
@@ -374,7 +382,11 @@ impl ApiError {
             ),
             E::QueueFull(waiting) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("The import queue is full ({waiting} tasks waiting); retry later.").into(),
+                format!(
+                    "The import queue is full ({waiting} tasks waiting, its limit \
+                     queue_capacity); retry later."
+                )
+                .into(),
                 vec![(
                     RETRY_AFTER,
                     HeaderValue::from_static(QUEUE_FULL_RETRY_AFTER_SECS),
@@ -585,6 +597,39 @@ mod tests {
                 "title": "Not Found",
             })
         );
+    }
+
+    #[test]
+    fn test_error_limit_refusals_name_limit_value_and_key() {
+        for (err, says) in [
+            (
+                ApiError::BodyTooLarge(65_536),
+                ["65536 bytes", "max_request_body"],
+            ),
+            (
+                ApiError::ImageTooLarge("the body announces 9 bytes, more than 8".into()),
+                ["more than 8", "max_virtual_size"],
+            ),
+            (
+                ApiError::QueueFull(256),
+                ["256 tasks waiting", "queue_capacity"],
+            ),
+            (
+                ApiError::ProjectQueueFull {
+                    project: "p1".into(),
+                    waiting: 16,
+                },
+                ["16 tasks waiting", "quotas.tasks_waiting"],
+            ),
+        ] {
+            let message = err.body()["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            for said in says {
+                assert!(message.contains(said), "{message:?} does not say {said:?}");
+            }
+        }
     }
 
     #[test]
