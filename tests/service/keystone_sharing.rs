@@ -43,7 +43,7 @@ fn ok(out: Output, what: &str, server: &Server) -> String {
 }
 
 #[test]
-fn test_keystone_share_accept_member_list_and_member_limits() {
+fn test_keystone_share_accept_member_list_download_but_no_writes() {
     let dir = scratch();
     let keystone = Keystone::start(&dir.path().join("keystone"));
     let server = sluice(&keystone, dir.path());

@@ -152,9 +152,10 @@ pub enum ApiError {
     /// 416: the `Range` cannot be served from an image of this many bytes.
     #[error("range not satisfiable for {0} bytes")]
     RangeNotSatisfiable(u64),
-    /// 408: the client took longer than `request_timeout_secs` to send its body.
-    #[error("request body timed out")]
-    RequestTimeout,
+    /// 408: the client sent its body too slowly; the value says which limit (its value and
+    /// config key) it missed.
+    #[error("request body timed out: {0}")]
+    RequestTimeout(String),
     /// 503 with `Retry-After`: the service is shutting down; the value says what stopped.
     #[error("shutting down: {0}")]
     ShuttingDown(String),
@@ -416,9 +417,9 @@ impl ApiError {
                     .unwrap_or_default(),
                 Trailer::Standard,
             ),
-            E::RequestTimeout => (
+            E::RequestTimeout(why) => (
                 StatusCode::REQUEST_TIMEOUT,
-                "The client did not send the request body in time.".into(),
+                format!("The client did not send the request body in time: {why}.").into(),
                 vec![],
                 Trailer::Standard,
             ),
@@ -613,6 +614,10 @@ mod tests {
             (
                 ApiError::QueueFull(256),
                 ["256 tasks waiting", "queue_capacity"],
+            ),
+            (
+                ApiError::RequestTimeout("not within 60 s (request_timeout_secs)".into()),
+                ["60 s", "request_timeout_secs"],
             ),
             (
                 ApiError::ProjectQueueFull {
