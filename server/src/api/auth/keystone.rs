@@ -117,6 +117,21 @@ impl Keystone {
                     .into(),
             ));
         }
+        if let Some(public) = &config.public_url {
+            // Sent in every 401's `WWW-Authenticate`: never with credentials.
+            let has_credentials = url::Url::parse(public).map_or(public.contains('@'), |u| {
+                !u.username().is_empty() || u.password().is_some()
+            });
+            if has_credentials {
+                return Err(bad(
+                    "public_url",
+                    Some(public),
+                    "auth.keystone.public_url must not carry credentials (it is sent to \
+                     every client in WWW-Authenticate)"
+                        .into(),
+                ));
+            }
+        }
         let base = url.trim_end_matches('/');
         let base = base.strip_suffix("/v3").unwrap_or(base);
         let tokens_url: Uri = format!("{base}/v3/auth/tokens")
@@ -451,6 +466,13 @@ mod tests {
         let mut c = config();
         c.url = Some("ftp://x/".into());
         assert!(Keystone::new(&c).is_err());
+        let mut c = config();
+        c.public_url = Some("https://u:s3cret@keystone.example/v3".into());
+        let err = Keystone::new(&c).unwrap_err().to_string();
+        assert!(
+            err.contains("auth.keystone.public_url") && !err.contains("s3cret"),
+            "{err}"
+        );
         let k = Keystone::new(&config()).unwrap();
         assert_eq!(k.tokens_url, "http://127.0.0.1:5000/v3/auth/tokens");
         assert!(!format!("{k:?}").contains("pw"));
