@@ -28,6 +28,7 @@ use crate::api::policy::Role;
 use crate::config::{AuthConfig, AuthMode};
 
 mod keystone;
+mod origin;
 
 /// Longest project, user or role name accepted from a header (Glance's `owner` column is
 /// `String(255)`).

@@ -242,11 +242,12 @@ pub async fn check_uri(policy: &ImportPolicy, text: &str, use_: UriUse) -> Resul
 
 /// Glance's refusal of a URL (`validate_import_uri`: "URI for legacy import task …" or
 /// "URI for web-download …"), followed by what was refused and why, so that a user can tell
-/// a typo from a policy.
+/// a typo from a policy. The URL is shown without credentials ([`sluice_pipeline::redact`]).
 pub fn filtering_refusal(use_: UriUse, url: &str, why: &dyn std::fmt::Display) -> String {
     format!(
-        "URI for {} does not pass filtering: {url}: {why}",
-        use_.subject()
+        "URI for {} does not pass filtering: {}: {why}",
+        use_.subject(),
+        sluice_pipeline::redact::url(url)
     )
 }
 

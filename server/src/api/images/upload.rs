@@ -523,7 +523,9 @@ fn upload_error(image_id: &str, failure: UploadFailure) -> ApiError {
         }
         IngestError::QuotaExceeded(message) => ApiError::LimitExceeded(message),
         IngestError::Source(SourceError::TooSlow { .. } | SourceError::IdleTimeout { .. }) => {
-            ApiError::RequestTimeout
+            ApiError::RequestTimeout(format!(
+                "{e} (min_rate_bytes_per_sec, min_rate_window_secs)"
+            ))
         }
         IngestError::Source(SourceError::Unwrap(e)) if reason == "size_cap" => {
             ApiError::ImageTooLarge(e.to_string())
