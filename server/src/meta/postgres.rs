@@ -306,10 +306,14 @@ impl MetaStore for PgMeta {
     }
 
     async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, MetaError> {
-        let row = self
-            .client()
-            .await?
-            .query_opt("SELECT id, record FROM tasks WHERE id = $1", &[&id])
+        let client = self.client().await?;
+        // Prepared once per connection: a status poll is one round trip.
+        let statement = client
+            .prepare_cached("SELECT id, record FROM tasks WHERE id = $1")
+            .await
+            .map_err(|e| pg_error("preparing a task read", &e))?;
+        let row = client
+            .query_opt(&statement, &[&id])
             .await
             .map_err(|e| pg_error(&format!("reading task {id}"), &e))?;
         row.map(|r| decode("task", &r, "record")).transpose()
@@ -391,10 +395,13 @@ impl MetaStore for PgMeta {
     }
 
     async fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError> {
-        let row = self
-            .client()
-            .await?
-            .query_opt("SELECT id, record FROM images WHERE id = $1", &[&id])
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT id, record FROM images WHERE id = $1")
+            .await
+            .map_err(|e| pg_error("preparing an image read", &e))?;
+        let row = client
+            .query_opt(&statement, &[&id])
             .await
             .map_err(|e| pg_error(&format!("reading image {id}"), &e))?;
         row.map(|r| decode("image", &r, "record")).transpose()
