@@ -15,7 +15,7 @@ use sluice_pipeline::ssrf::{HostEntry, Nat64Prefix, PinnedHost};
 use sluice_pipeline::store::space::Reserve;
 use sluice_pipeline::unwrap::{with_unwrapped, UnwrappedReader};
 
-use crate::config::{AuthMode, Config, ConfigError, Conversion, ImportMethod};
+use crate::config::{AuthMode, Config, ConfigError, Conversion, ImportMethod, MetaKind};
 use crate::quota::Limit;
 
 mod meter;
@@ -160,6 +160,21 @@ struct ServeArgs {
     /// come from `SLUICE_KEYSTONE_PASSWORD` (never a flag: flags show in `ps`).
     #[arg(long, env = "SLUICE_KEYSTONE_URL", value_name = "URL")]
     keystone_url: Option<String>,
+    /// The metadata store (`meta.kind`) [default: rocksdb].
+    #[arg(long, env = "SLUICE_META", value_enum)]
+    meta: Option<MetaKind>,
+    /// PostgreSQL for `--meta postgres` (`meta.postgres.url`); it holds a password, so prefer
+    /// the environment variable (flags show in `ps`).
+    #[arg(
+        long,
+        env = "SLUICE_META_POSTGRES_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    meta_postgres_url: Option<String>,
+    /// Most PostgreSQL connections of this node (`meta.postgres.pool_size`).
+    #[arg(long, env = "SLUICE_META_POSTGRES_POOL_SIZE", value_name = "N")]
+    meta_postgres_pool_size: Option<usize>,
     /// Allow `--auth none` on a non-loopback address.
     #[arg(long, env = "SLUICE_ALLOW_INSECURE_BIND")]
     allow_insecure_bind: bool,
@@ -321,6 +336,15 @@ impl ServeArgs {
         c.auth.allow_insecure_bind |= self.allow_insecure_bind;
         if let Some(v) = self.keystone_url {
             c.auth.keystone.url = Some(v);
+        }
+        if let Some(v) = self.meta {
+            c.meta.kind = v;
+        }
+        if let Some(v) = self.meta_postgres_url {
+            c.meta.postgres.url = Some(v);
+        }
+        if let Some(v) = self.meta_postgres_pool_size {
+            c.meta.postgres.pool_size = v;
         }
         if let Some(v) = std::env::var_os(KEYSTONE_PASSWORD_ENV) {
             c.auth.keystone.password = Some(

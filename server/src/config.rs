@@ -10,6 +10,9 @@ use sluice_formats::DEFAULT_MAX_VIRTUAL_SIZE;
 use sluice_pipeline::ssrf::{HostEntry, Nat64Prefix, PinnedHost, GLANCE_ALLOWED_PORTS};
 use sluice_pipeline::store::space::Reserve;
 
+pub mod meta;
+pub use meta::{MetaConfig, MetaKind};
+
 /// Hours a finished task stays visible when no TTL is configured (Glance's
 /// `[task] task_time_to_live` default).
 pub const DEFAULT_TASK_TTL_HOURS: u64 = 48;
@@ -86,6 +89,8 @@ pub struct Config {
     pub import: ImportFilter,
     /// Who callers are.
     pub auth: AuthConfig,
+    /// Where metadata lives (`[meta]`).
+    pub meta: MetaConfig,
     /// Base URL for `Location` headers and version links (default: `http://` and the
     /// address the request arrived on; never the request's `Host`).
     pub public_url: Option<String>,
@@ -176,6 +181,7 @@ impl Default for Config {
             image_member_quota: DEFAULT_IMAGE_MEMBER_QUOTA,
             import: ImportFilter::default(),
             auth: AuthConfig::default(),
+            meta: MetaConfig::default(),
             public_url: None,
             conversion: Conversion::None,
             import_timeout_secs: DEFAULT_IMPORT_TIMEOUT_SECS,
@@ -456,6 +462,7 @@ impl Config {
                 "auth mode 'token' needs auth.token_file".into(),
             ));
         }
+        self.meta.validate()?;
         self.check_task_ttl()
     }
 

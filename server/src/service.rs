@@ -9,10 +9,11 @@ use anyhow::Context;
 use sluice_pipeline::store::space::StorageState;
 use sluice_pipeline::store::{LocalStore, Store};
 
-use crate::config::Config;
+use crate::config::{Config, MetaKind};
 use crate::executor::Executor;
 use crate::imports::{self, REASON_INTERRUPTED};
 use crate::meta::guarded::GuardedMeta;
+use crate::meta::postgres::PgMeta;
 use crate::meta::{Decision, ImageStatus, MetaError, MetaStore, TaskStatus, Timestamp, Transition};
 use crate::staging::StagingArea;
 use crate::state::AppState;
@@ -39,16 +40,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Partial imports go first: on a full volume they are the room that opening the
     // metadata store read-write needs.
     sweep_tmp(store.as_ref())?;
-    let guarded = Arc::new(
-        GuardedMeta::open(&config.data_dir.join("meta"), Arc::clone(store.space()))
-            .context("opening the metadata store")?,
-    );
+    let (meta, guarded) = open_meta(&config, &store).await?;
     let staging = Arc::new(
         StagingArea::open(&config.data_dir, config.disk_reserve)
             .context("opening the staging area")?,
     );
-    crate::observe::health::watch_meta(Arc::clone(&guarded));
-    let meta: Arc<dyn MetaStore> = guarded.clone();
+    if let Some(guarded) = &guarded {
+        crate::observe::health::watch_meta(Arc::clone(guarded));
+    }
     let executor = Executor::new(config.queue_capacity, config.per_project_imports);
     let state = AppState {
         config: Arc::new(config),
@@ -135,6 +134,35 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// Opens the configured metadata store (`[meta] kind`): RocksDB under the data volume's
+/// free-space guard (returned too, for the storage watcher and the health check), or
+/// PostgreSQL, migrated.
+///
+/// # Errors
+/// When the store cannot be opened.
+async fn open_meta(
+    config: &Config,
+    store: &Arc<dyn Store>,
+) -> anyhow::Result<(Arc<dyn MetaStore>, Option<Arc<GuardedMeta>>)> {
+    match config.meta.kind {
+        MetaKind::Rocksdb => {
+            let guarded = Arc::new(
+                GuardedMeta::open(&config.data_dir.join("meta"), Arc::clone(store.space()))
+                    .context("opening the metadata store")?,
+            );
+            Ok((guarded.clone(), Some(guarded)))
+        }
+        MetaKind::Postgres => {
+            let pg = &config.meta.postgres;
+            let url = pg.url.as_deref().unwrap_or_default();
+            let meta = PgMeta::open(url, pg.pool_size)
+                .await
+                .context("opening the metadata store (PostgreSQL)")?;
+            Ok((Arc::new(meta), None))
+        }
     }
 }
 
@@ -353,13 +381,13 @@ async fn requeue_image(meta: &dyn MetaStore, id: &str) -> Result<Transition, Met
 /// state), makes the metadata store writable again once there is room, then finishes
 /// recovery and queues the pending tasks again (in creation order) — right away when the
 /// service starts with room.
-async fn watch_storage(state: AppState, meta: Arc<GuardedMeta>, mut recovery: Recovery) {
+async fn watch_storage(state: AppState, meta: Option<Arc<GuardedMeta>>, mut recovery: Recovery) {
     let mut tick = tokio::time::interval(STORAGE_POLL_INTERVAL);
     loop {
         tick.tick().await;
         let writable = tokio::task::spawn_blocking({
-            let (space, meta) = (Arc::clone(state.store.space()), Arc::clone(&meta));
-            move || space.state() != StorageState::Full && meta.try_writable()
+            let (space, meta) = (Arc::clone(state.store.space()), meta.clone());
+            move || space.state() != StorageState::Full && meta.is_none_or(|m| m.try_writable())
         })
         .await
         .unwrap_or(false);

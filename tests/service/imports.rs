@@ -45,7 +45,7 @@ fn keys(v: &Value) -> BTreeSet<String> {
 }
 
 /// Imports `name` (declared `fmt`) and checks everything a client can see; returns the image.
-fn assert_import_ok(
+pub(super) fn assert_import_ok(
     server: &Server,
     files: &FileServer,
     dir: &Path,

@@ -21,6 +21,7 @@ mod listing;
 mod observe;
 mod ova;
 mod policy;
+mod postgres;
 mod progress;
 mod quota_counts;
 mod quotas;

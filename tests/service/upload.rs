@@ -58,7 +58,7 @@ fn wait_queued(server: &Server, id: &str) -> Value {
 }
 
 /// Uploads `path` to a fresh image declared `fmt` and checks what a client sees.
-fn assert_upload_ok(server: &Server, path: &Path, fmt: &str) {
+pub(super) fn assert_upload_ok(server: &Server, path: &Path, fmt: &str) {
     let id = create_image(server, ADMIN, fmt, "bare");
     let data = read(path);
     let resp = put_file(server, &id, ADMIN, &data);

@@ -1,7 +1,8 @@
 //! Task and image metadata behind a trait with no RocksDB types in its signatures.
 //!
-//! Two implementations: [`rocks::RocksMeta`] (the embedded default) and
-//! [`memory::MemoryMeta`] (tests); both pass [`conformance_suite`].
+//! Three implementations: [`rocks::RocksMeta`] (the embedded default),
+//! [`postgres::PgMeta`] (shared by the nodes of a cluster) and [`memory::MemoryMeta`]
+//! (tests); all pass [`conformance_suite`].
 //! Every state change of an import is one atomic write: [`MetaStore::put_task`] alone, or
 //! [`MetaStore::commit_import`] for the task and its new image together.
 
@@ -17,9 +18,11 @@ pub mod index;
 pub mod keys;
 pub mod members;
 pub mod memory;
+pub mod postgres;
 pub mod query;
 pub mod rocks;
 pub mod testing;
+pub mod testing_pg;
 
 pub use members::{AddMember, MemberRecord, MemberStatus};
 pub use query::{ImageColumn, ImageQuery, ImageRange, SortDir, TaskColumn, TaskQuery, TaskSummary};

@@ -1,0 +1,101 @@
+//! The PostgreSQL schema and its migrations, applied in order at start under an advisory lock.
+//!
+//! What lists filter or sort by, and what the compare-and-swaps lock, are columns with the
+//! indexes of `query.rs`'s partitions (a project's, a visibility's, everything, each in
+//! `(created_at, id)` order); the rest of a record is its serde JSON in a `json` column
+//! (the exact text, so a task's `input` comes back as the client sent it). Text columns use
+//! the `C` collation: byte order, as RocksDB's keys and Rust's `str::cmp`.
+
+use tokio_postgres::Client;
+
+use super::{pg_error, MetaError};
+
+/// `pg_advisory_xact_lock` key serialising migrations across nodes starting together
+/// (`b"sluicemg"` as a big-endian integer: unlikely to meet another application's key).
+const MIGRATION_LOCK: i64 = 0x736c_7569_6365_6d67;
+
+/// The migrations; `MIGRATIONS[n]` takes the schema from version `n` to `n + 1`. Never edit
+/// one that has shipped: append.
+pub(super) const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE tasks (
+    id text COLLATE "C" PRIMARY KEY,
+    owner text COLLATE "C" NOT NULL,
+    status text COLLATE "C" NOT NULL,
+    created_at bigint NOT NULL,
+    expires_at bigint,
+    image_id text COLLATE "C",
+    summary jsonb NOT NULL,
+    record json NOT NULL
+);
+CREATE INDEX tasks_by_creation ON tasks (created_at, id);
+CREATE INDEX tasks_by_owner ON tasks (owner, created_at, id);
+CREATE INDEX tasks_by_expiry ON tasks (expires_at, id) WHERE expires_at IS NOT NULL;
+CREATE INDEX tasks_unfinished ON tasks (created_at, id)
+    WHERE status IN ('pending', 'processing');
+CREATE INDEX tasks_by_image ON tasks (image_id, created_at, id) WHERE image_id IS NOT NULL;
+CREATE TABLE images (
+    id text COLLATE "C" PRIMARY KEY,
+    owner text COLLATE "C" NOT NULL,
+    visibility text COLLATE "C" NOT NULL,
+    created_at bigint NOT NULL,
+    record json NOT NULL
+);
+CREATE INDEX images_by_creation ON images (created_at, id);
+CREATE INDEX images_by_owner ON images (owner, created_at, id);
+CREATE INDEX images_by_visibility ON images (visibility, created_at, id);
+CREATE TABLE members (
+    image_id text COLLATE "C" NOT NULL,
+    member_id text COLLATE "C" NOT NULL,
+    record json NOT NULL,
+    PRIMARY KEY (image_id, member_id)
+);
+CREATE INDEX members_by_member ON members (member_id, image_id);
+"#];
+
+/// Brings the database's schema to the latest version: in one transaction holding
+/// [`MIGRATION_LOCK`], so that of several nodes starting together one migrates and the others
+/// then find the schema current. Idempotent.
+///
+/// # Errors
+/// [`MetaError::Backend`] when the database refuses, or holds a schema newer than this build.
+pub(super) async fn migrate(client: &mut Client) -> Result<(), MetaError> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| pg_error("starting the migration", &e))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(|e| pg_error("taking the migration lock", &e))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL);
+         INSERT INTO schema_version SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM schema_version);",
+    )
+    .await
+    .map_err(|e| pg_error("creating schema_version", &e))?;
+    let row = tx
+        .query_one("SELECT version FROM schema_version", &[])
+        .await
+        .map_err(|e| pg_error("reading schema_version", &e))?;
+    let current: i32 = row.get(0);
+    let current = usize::try_from(current).unwrap_or(usize::MAX);
+    if current > MIGRATIONS.len() {
+        return Err(MetaError::Backend(format!(
+            "the database's schema is version {current}, newer than this Sluice's ({}): \
+             upgrade Sluice",
+            MIGRATIONS.len()
+        )));
+    }
+    for (n, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| pg_error(&format!("applying migration {}", n.saturating_add(1)), &e))?;
+        tracing::info!(version = n.saturating_add(1), "metadata schema migrated");
+    }
+    let latest = i32::try_from(MIGRATIONS.len()).unwrap_or(i32::MAX);
+    tx.execute("UPDATE schema_version SET version = $1", &[&latest])
+        .await
+        .map_err(|e| pg_error("writing schema_version", &e))?;
+    tx.commit()
+        .await
+        .map_err(|e| pg_error("committing the migration", &e))
+}
