@@ -445,6 +445,7 @@ async fn convert_into<S: ChunkSource>(
     let cap = limits.max_virtual_size;
     let convert_limits = ConvertLimits {
         max_virtual_size: cap,
+        vmdk_max_footer_window: limits.vmdk_max_footer_window,
         ..ConvertLimits::default()
     };
     // An unsupported pair fails before anything is fetched or created.

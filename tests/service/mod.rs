@@ -16,6 +16,7 @@ mod interop_quotas;
 mod isolation;
 mod keystone;
 mod lifecycle;
+mod limits;
 mod listing;
 mod observe;
 mod ova;

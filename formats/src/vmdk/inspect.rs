@@ -57,6 +57,8 @@ struct VmdkSparse {
 #[derive(Debug)]
 pub(crate) struct VmdkProbe {
     max_tracked_tables: usize,
+    /// `Limits::vmdk_max_footer_window`.
+    max_footer_window: u64,
     head: Capture,
     head_done: bool,
     text: Vec<u8>,
@@ -72,6 +74,7 @@ impl VmdkProbe {
     pub(crate) fn new(limits: &Limits) -> Self {
         VmdkProbe {
             max_tracked_tables: limits.max_tracked_tables,
+            max_footer_window: limits.vmdk_max_footer_window,
             head: Capture::new(0, HEADER_LEN),
             head_done: false,
             text: Vec::new(),
@@ -245,7 +248,7 @@ impl VmdkProbe {
         .flatten();
         let footer = match subformat {
             Some(VmdkSubformat::MonolithicSparse) if header.gd_offset == GD_AT_END => {
-                match VmdkFooterWalk::new(&header) {
+                match VmdkFooterWalk::new(&header, self.max_footer_window) {
                     Ok(walk) => Some(walk),
                     Err(message) => {
                         self.findings.push(ReasonCode::LimitExceeded, 0, message);

@@ -18,5 +18,4 @@ mod stream_optimized;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use footer::VMDK_MAX_FOOTER_WINDOW;
 pub(crate) use inspect::VmdkProbe;

@@ -20,14 +20,7 @@ use openssl::sha::{Sha1, Sha256};
 use sluice_formats::{Format, ReasonCode};
 
 use super::tar::{corrupt, TarReader};
-use super::{Decompressor, UnwrapError, Wrapper, OUTPUT_CHUNK};
-
-/// Largest OVF descriptor read: VMware's and VirtualBox's are 5–50 KiB; 1 MiB is ample and
-/// bounds what is parsed in memory.
-pub const MAX_DESCRIPTOR: u64 = 1 << 20;
-
-/// Largest manifest read (one line per member, ~100 bytes each).
-pub const MAX_MANIFEST: u64 = 64 << 10;
+use super::{Decompressor, UnwrapError, UnwrapLimits, Wrapper, OUTPUT_CHUNK};
 
 /// Bytes accepted after the tar end-of-archive marker: tar pads its output to a record
 /// (GNU tar's default: 10 KiB); 1 MiB covers any record size in use.
@@ -314,10 +307,11 @@ fn hex(bytes: &[u8]) -> String {
 pub(crate) fn read_ova(
     input: impl BufRead,
     declared: Option<Format>,
-    limit: u64,
+    limits: &UnwrapLimits,
     emit: &mut dyn FnMut(OvaEvent) -> bool,
 ) -> Result<(), UnwrapError> {
-    let mut tar = TarReader::new(input);
+    let limit = limits.max_output;
+    let mut tar = TarReader::new(input, limits.tar_max_extension);
     let first = tar
         .next_member()?
         .ok_or_else(|| corrupt("OVA is an empty tar archive"))?;
@@ -328,12 +322,12 @@ pub(crate) fn read_ova(
             first.name
         )));
     }
-    if first.size > MAX_DESCRIPTOR {
+    if first.size > limits.ova_max_descriptor {
         return Err(refuse(
             ReasonCode::LimitExceeded,
             format!(
-                "OVF descriptor of {} bytes is above the limit of {MAX_DESCRIPTOR}",
-                first.size
+                "OVF descriptor of {} bytes is above the limit of {} (limits.ova_max_descriptor)",
+                first.size, limits.ova_max_descriptor
             ),
         ));
     }
@@ -358,7 +352,18 @@ pub(crate) fn read_ova(
     }
     let mut expected: Option<Expected> = None;
     let mut disk_done = false;
+    let mut members = 1u64;
     while let Some(member) = tar.next_member()? {
+        members = members.saturating_add(1);
+        if members > limits.ova_max_members {
+            return Err(refuse(
+                ReasonCode::LimitExceeded,
+                format!(
+                    "OVA holds more than {} members (limits.ova_max_members)",
+                    limits.ova_max_members
+                ),
+            ));
+        }
         check_name(&member.name)?;
         let name = plain(&member.name);
         if name == plain(&ovf.href) {
@@ -380,7 +385,7 @@ pub(crate) fn read_ova(
                 hasher,
             };
             let stopped = if ovf.gzip {
-                let mut dec = Decompressor::new(Wrapper::Gzip, &mut member_data, limit)?;
+                let mut dec = Decompressor::new(Wrapper::Gzip, &mut member_data, limits)?;
                 pump(|| dec.next_piece(), emit)?
             } else {
                 let mut produced = 0u64;
@@ -423,12 +428,13 @@ pub(crate) fn read_ova(
             }
             disk_done = true;
         } else if name.to_ascii_lowercase().ends_with(".mf") && !disk_done && member.is_file() {
-            if member.size > MAX_MANIFEST {
+            if member.size > limits.ova_max_manifest {
                 return Err(refuse(
                     ReasonCode::LimitExceeded,
                     format!(
-                        "OVA manifest of {} bytes is above the limit of {MAX_MANIFEST}",
-                        member.size
+                        "OVA manifest of {} bytes is above the limit of {} \
+                         (limits.ova_max_manifest)",
+                        member.size, limits.ova_max_manifest
                     ),
                 ));
             }

@@ -6,11 +6,12 @@
 //! start: this layout costs a second read of a local copy.
 //!
 //! Memory: the header sector; at the end the tail window (at most
-//! [`VMDK_MAX_FOOTER_WINDOW`] bytes) while the footer is checked, then one
+//! `ConvertLimits::vmdk_max_footer_window` bytes) while the footer is checked, then one
 //! [`SPOOL_READ_LEN`] buffer plus the footer converter's bound (16 bytes per grain).
 //! Spill: the whole input, at most `max_spill_bytes` (checked before each write).
 
-use super::super::footer::VMDK_MAX_FOOTER_WINDOW;
+use super::super::footer::window_need;
+use super::super::header::VmdkHeader;
 use crate::stream::{u64_of, usize_of};
 use crate::support::converter::{ConvertError, ConvertLimits};
 use crate::support::sink::ConvertSink;
@@ -100,7 +101,9 @@ impl VmdkFooterSpool {
     ) -> Result<(), ConvertError> {
         self.spool_head(sink)?;
         let len = len.min(self.spooled);
-        let tail_len = len.min(VMDK_MAX_FOOTER_WINDOW);
+        // The window the header needs (the footer converter refuses one above the limit).
+        let need = VmdkHeader::parse(&self.head).map_or(0, |h| window_need(&h));
+        let tail_len = len.min(need.min(self.limits.vmdk_max_footer_window));
         let mut tail = vec![0u8; usize_of(tail_len)];
         sink.spill_read(len.saturating_sub(tail_len), &mut tail)?;
         let mut inner = super::footer::converter(&self.head, &tail, len, &self.limits)?;

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use sluice_formats::Format;
 
 use crate::source::{ChunkSource, MemorySource, SourceError};
-use crate::unwrap::{UnwrapError, Unwrapped};
+use crate::unwrap::{UnwrapError, UnwrapLimits, Unwrapped};
 
 const VMDK_URI: &str = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized";
 
@@ -118,8 +118,12 @@ struct Unwrapped_ {
 }
 
 async fn read(ova: Vec<u8>, declared: Option<Format>, limit: u64, chunk: usize) -> Unwrapped_ {
-    let mut src =
-        Unwrapped::open_ova(MemorySource::new(Bytes::from(ova), chunk), limit, declared).unwrap();
+    let mut src = Unwrapped::open_ova(
+        MemorySource::new(Bytes::from(ova), chunk),
+        UnwrapLimits::capped(limit),
+        declared,
+    )
+    .unwrap();
     let mut out = Vec::new();
     let data = loop {
         match src.next_chunk().await {
