@@ -53,6 +53,12 @@ pub struct Staged {
     pub converted: bool,
     /// When the stage completed.
     pub staged_at: Timestamp,
+    /// What the stage unwrapped (`ova`, `gzip`, ...; markers of older stages have none).
+    #[serde(default)]
+    pub unwrapped: Option<String>,
+    /// Properties the unwrapping found (an OVA's OVF facts), applied at import.
+    #[serde(default)]
+    pub properties: Vec<(String, String)>,
 }
 
 impl Staged {
@@ -66,6 +72,8 @@ impl Staged {
             format: ingested.format.to_string(),
             converted: ingested.converted,
             staged_at: at,
+            unwrapped: ingested.unwrapped.map(str::to_owned),
+            properties: ingested.properties.clone(),
         }
     }
 
@@ -88,11 +96,18 @@ impl Staged {
             },
             format,
             converted: self.converted,
-            // A staged image was unwrapped when it was staged; the record does not keep how.
-            unwrapped: None,
-            properties: Vec::new(),
+            // Unwrapped when it was staged: the import applies what that found.
+            unwrapped: self.unwrapped.as_deref().and_then(unwrapped_name),
+            properties: self.properties,
         }
     }
+}
+
+/// The static name of what a stage unwrapped, as [`Ingested::unwrapped`] holds it.
+fn unwrapped_name(name: &str) -> Option<&'static str> {
+    ["ova", "gzip", "xz", "zstd", "bzip2"]
+        .into_iter()
+        .find(|known| *known == name)
 }
 
 /// The staging area (module documentation).
