@@ -2,7 +2,7 @@
 //! or the streamOptimized marker chain, as they stream past.
 
 use crate::probe::{Detection, PlacedFindings, Probe};
-use crate::stream::{le_u32, Capture, Tail};
+use crate::stream::{Capture, Tail};
 use crate::{Format, Limits, Reason, ReasonCode};
 
 use super::descriptor::{
@@ -204,13 +204,18 @@ impl VmdkProbe {
         let bytes = self.head.bytes();
         if bytes.starts_with(VMDK3_MAGIC) {
             self.detection = Detection::Yes(Format::Vmdk);
-            self.virtual_size = le_u32(bytes, 12).and_then(|s| u64::from(s).checked_mul(SECTOR));
-            self.findings.push(
-                ReasonCode::UnsupportedFormat,
-                0,
-                "legacy VMDK3 (COWD) sparse extents are not ingested; convert to \
-                 streamOptimized or qcow2 first",
-            );
+            match super::cowd::check(bytes) {
+                Ok(size) => {
+                    self.virtual_size = Some(size);
+                    self.findings.push(
+                        ReasonCode::UnsupportedFormat,
+                        0,
+                        "legacy VMDK3 (COWD) sparse extents are not ingested; convert to \
+                         streamOptimized or qcow2 first",
+                    );
+                }
+                Err((code, message)) => self.findings.push(code, 0, message),
+            }
             return;
         }
         if !bytes.starts_with(VMDK4_MAGIC) {

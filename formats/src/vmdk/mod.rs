@@ -9,6 +9,7 @@
 //! directory → grain tables → grains, and for streamOptimized the marker chain and footer.
 
 pub(crate) mod convert;
+mod cowd;
 mod descriptor;
 mod footer;
 mod header;
