@@ -353,7 +353,26 @@ mod tests {
             format: "raw".into(),
             converted: false,
             staged_at: at,
+            unwrapped: None,
+            properties: Vec::new(),
         }
+    }
+
+    #[test]
+    fn test_staged_marker_keeps_the_unwrapping_and_reads_older_markers() {
+        let ova = Staged {
+            unwrapped: Some("ova".into()),
+            properties: vec![("ovf_cpus".into(), "2".into())],
+            ..staged(1)
+        };
+        let back: Staged = serde_json::from_str(&serde_json::to_string(&ova).unwrap()).unwrap();
+        let ingested = back.into_ingested();
+        assert_eq!(ingested.unwrapped, Some("ova"));
+        assert_eq!(ingested.properties, vec![("ovf_cpus".into(), "2".into())]);
+        let older = r#"{"size":4,"md5_hex":"m","sha512_hex":"s","virtual_size":4,
+            "format":"raw","converted":false,"staged_at":1}"#;
+        let older: Staged = serde_json::from_str(older).unwrap();
+        assert_eq!(older, staged(1));
     }
 
     #[test]

@@ -56,3 +56,12 @@ fn test_limits_vmdk_max_footer_window_flag_refuses_a_footer_vmdk_naming_the_key(
         "limits.vmdk_max_footer_window",
     );
 }
+
+#[test]
+fn test_limits_max_spill_bytes_flag_bounds_the_spool_of_a_footer_vmdk_conversion() {
+    let dir = scratch();
+    FooterVmdk::build(&GRAINS).write(dir.path());
+    let files = FileServer::start(dir.path());
+    let server = Server::start(&["--conversion", "raw", "--max-spill-bytes", "65536"]);
+    assert_refused_naming(&server, &files, "footer.vmdk", "vmdk", "max_spill_bytes");
+}

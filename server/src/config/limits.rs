@@ -5,7 +5,8 @@
 
 use serde::Deserialize;
 use sluice_formats::{
-    Limits, QCOW2_MAX_BITMAP_CLUSTERS, QCOW2_MAX_PENDING_COMPRESSED, VMDK_MAX_FOOTER_WINDOW,
+    ConvertLimits, Limits, QCOW2_MAX_BITMAP_CLUSTERS, QCOW2_MAX_PENDING_COMPRESSED,
+    VMDK_MAX_FOOTER_WINDOW,
 };
 use sluice_pipeline::unwrap::{
     UnwrapLimits, MAX_DECODER_MEMORY, MAX_DESCRIPTOR, MAX_EXTENSION, MAX_MANIFEST, MAX_OVA_MEMBERS,
@@ -36,6 +37,9 @@ pub struct LimitsConfig {
     pub ova_max_members: u64,
     /// Largest tar extension header (pax, GNU long name), in bytes ([`MAX_EXTENSION`]).
     pub tar_max_extension: u64,
+    /// Largest spill area of one conversion on import, in bytes (`ConvertLimits`' default,
+    /// 1 GiB): data placed late, and the whole input of a footer VMDK.
+    pub max_spill_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -50,6 +54,7 @@ impl Default for LimitsConfig {
             ova_max_manifest: MAX_MANIFEST,
             ova_max_members: MAX_OVA_MEMBERS,
             tar_max_extension: MAX_EXTENSION,
+            max_spill_bytes: ConvertLimits::default().max_spill_bytes,
         }
     }
 }
@@ -110,6 +115,9 @@ pub struct LimitsArgs {
     /// `limits.tar_max_extension` [default: 64 KiB].
     #[arg(long, env = "SLUICE_TAR_MAX_EXTENSION", value_name = "BYTES")]
     tar_max_extension: Option<u64>,
+    /// `limits.max_spill_bytes` [default: 1 GiB].
+    #[arg(long, env = "SLUICE_MAX_SPILL_BYTES", value_name = "BYTES")]
+    max_spill_bytes: Option<u64>,
 }
 
 impl LimitsArgs {
@@ -141,6 +149,7 @@ impl LimitsArgs {
         set(self.ova_max_manifest, &mut limits.ova_max_manifest);
         set(self.ova_max_members, &mut limits.ova_max_members);
         set(self.tar_max_extension, &mut limits.tar_max_extension);
+        set(self.max_spill_bytes, &mut limits.max_spill_bytes);
     }
 }
 

@@ -109,6 +109,7 @@ impl ImportRequest {
         let limits = config.limits.format_limits(config.max_virtual_size);
         IngestRequest::new(image_id, self.declared, limits)
             .converting(self.target)
+            .spilling(config.limits.max_spill_bytes)
             .admitted_by(admission)
     }
 }
