@@ -17,9 +17,10 @@ pub use crate::support::sink::{ConvertSink, SinkError};
 use crate::support::converter::FormatConverter;
 use crate::{Format, ReasonCode};
 
-/// How many bytes from the end of the input [`Converter::vmdk_footer`] needs: the largest
-/// end-of-stream window the inspector holds for that layout.
-pub const VMDK_FOOTER_TAIL_BYTES: u64 = crate::vmdk::VMDK_MAX_FOOTER_WINDOW;
+/// How many bytes from the end of the input [`Converter::vmdk_footer`] needs with the default
+/// limits: the largest end-of-stream window the inspector holds for that layout
+/// ([`ConvertLimits::vmdk_max_footer_window`] otherwise).
+pub const VMDK_FOOTER_TAIL_BYTES: u64 = crate::VMDK_MAX_FOOTER_WINDOW;
 
 /// The output format of a conversion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -63,7 +63,10 @@ pub use convert::{
 };
 pub use format::{Format, UnknownFormat};
 pub use inspector::{Inspector, Progress, DECISION_STEP, INSPECTOR_FIXED_BOUND};
-pub use limits::{Limits, DEFAULT_MAX_VIRTUAL_SIZE};
+pub use limits::{
+    Limits, DEFAULT_MAX_VIRTUAL_SIZE, QCOW2_MAX_BITMAP_CLUSTERS, QCOW2_MAX_PENDING_COMPRESSED,
+    VMDK_MAX_FOOTER_WINDOW,
+};
 pub use report::{Reason, ReasonCode, Report, Verdict};
 pub use support::is_zero;
 

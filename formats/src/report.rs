@@ -79,7 +79,7 @@ reason_codes! {
     UnknownFeature => "unknown_feature",
         "qcow2 incompatible feature bits or versions Sluice does not understand";
     UnsupportedFormat => "unsupported_format",
-        "recognised but not ingested: QCOW v1, QED, VDI, VMDK3 (COWD)";
+        "recognised but not ingested: QCOW v1, QED, VDI, VMDK3 (COWD) whose header is consistent";
     UnsupportedSubformat => "unsupported_subformat",
         "VMDK createType missing or not monolithicSparse/streamOptimized";
 }

@@ -6,7 +6,7 @@ use std::io::Read;
 use sluice_formats::{Inspector, Limits};
 
 use crate::unwrap::ova::{read_ova, OvaEvent};
-use crate::unwrap::unwrap_reader;
+use crate::unwrap::{unwrap_reader, UnwrapLimits};
 
 /// Decompressed bytes one fuzz input may produce: enough for every path of the decoders,
 /// small enough that a bomb-shaped input ends well within libFuzzer's time and memory.
@@ -15,7 +15,8 @@ const FUZZ_OUTPUT_LIMIT: u64 = 16 << 20;
 /// Unwraps `data` (any of the four wrappers, or none) and inspects what comes out: must end
 /// with the end of the stream or an error, never panic, never yield more than the limit.
 pub fn unwrap_inspect(data: &[u8]) {
-    let Ok((mut reader, _wrapper)) = unwrap_reader(data, FUZZ_OUTPUT_LIMIT) else {
+    let Ok((mut reader, _wrapper)) = unwrap_reader(data, &UnwrapLimits::capped(FUZZ_OUTPUT_LIMIT))
+    else {
         return;
     };
     let mut inspector = Inspector::new(None, Limits::default());
@@ -41,13 +42,18 @@ pub fn unwrap_inspect(data: &[u8]) {
 pub fn ova_inspect(data: &[u8]) {
     let mut inspector = Inspector::new(None, Limits::default());
     let mut total = 0u64;
-    let _ = read_ova(data, None, FUZZ_OUTPUT_LIMIT, &mut |event| {
-        if let OvaEvent::Data(piece) = event {
-            total = total.saturating_add(u64::try_from(piece.len()).unwrap_or(u64::MAX));
-            assert!(total <= FUZZ_OUTPUT_LIMIT, "OVA disk past the limit");
-            let _ = inspector.feed(&piece);
-        }
-        true
-    });
+    let _ = read_ova(
+        data,
+        None,
+        &UnwrapLimits::capped(FUZZ_OUTPUT_LIMIT),
+        &mut |event| {
+            if let OvaEvent::Data(piece) = event {
+                total = total.saturating_add(u64::try_from(piece.len()).unwrap_or(u64::MAX));
+                assert!(total <= FUZZ_OUTPUT_LIMIT, "OVA disk past the limit");
+                let _ = inspector.feed(&piece);
+            }
+            true
+        },
+    );
     let _ = inspector.finish();
 }

@@ -244,6 +244,9 @@ pub struct IngestRequest<'a> {
     pub target: Option<Target>,
     /// The inspector's limits; `max_virtual_size` is also the cap on the stored size.
     pub limits: Limits,
+    /// A conversion's spill area bound ([`ConvertLimits::max_spill_bytes`]; a footer VMDK
+    /// spools its whole input there).
+    pub max_spill_bytes: u64,
     /// Told what the import will store as soon as that is known (see [`Admission`]).
     pub admission: &'a dyn Admission,
 }
@@ -257,7 +260,17 @@ impl<'a> IngestRequest<'a> {
             declared,
             target: None,
             limits,
+            max_spill_bytes: ConvertLimits::default().max_spill_bytes,
             admission: &Unlimited,
+        }
+    }
+
+    /// The same request, with a conversion's spill area bounded at `max_spill_bytes`.
+    #[must_use]
+    pub fn spilling(self, max_spill_bytes: u64) -> Self {
+        IngestRequest {
+            max_spill_bytes,
+            ..self
         }
     }
 
@@ -445,6 +458,8 @@ async fn convert_into<S: ChunkSource>(
     let cap = limits.max_virtual_size;
     let convert_limits = ConvertLimits {
         max_virtual_size: cap,
+        vmdk_max_footer_window: limits.vmdk_max_footer_window,
+        max_spill_bytes: request.max_spill_bytes,
         ..ConvertLimits::default()
     };
     // An unsupported pair fails before anything is fetched or created.

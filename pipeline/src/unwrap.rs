@@ -36,14 +36,16 @@ use bytes::{Bytes, BytesMut};
 use sluice_formats::ReasonCode;
 
 mod blocking;
+mod limits;
 pub(crate) mod ova;
 mod source;
 mod tar;
 
 pub use blocking::{looks_like_ova, with_unwrapped, Unwrapped as UnwrappedReader};
-pub use ova::{MAX_DESCRIPTOR, MAX_MANIFEST};
+pub use limits::{
+    UnwrapLimits, MAX_DECODER_MEMORY, MAX_DESCRIPTOR, MAX_EXTENSION, MAX_MANIFEST, MAX_OVA_MEMBERS,
+};
 pub use source::Unwrapped;
-pub use tar::MAX_EXTENSION;
 
 /// Bytes at the head of a stream that decide whether it is wrapped (bzip2 needs its `BZh`
 /// level digit and the 6-byte block magic after it).
@@ -52,15 +54,6 @@ pub const MAGIC_LEN: usize = 10;
 /// Largest piece of decompressed output handed on at once: the HTTP source's largest chunk
 /// ([`HTTP_MAX_CHUNK`](crate::http::HTTP_MAX_CHUNK)), so the ingest's memory formula holds.
 pub const OUTPUT_CHUNK: usize = 512 << 10;
-
-/// Decoder memory an xz or zstd stream may ask for (xz dictionary, zstd window): 128 MiB
-/// covers every `xz` preset (`-9`: 64 MiB dictionary, 65 MiB to decode) and is zstd's own
-/// default window limit (2^27, what `zstd -d` accepts without `--memory`); larger custom
-/// settings are refused as `limit_exceeded` rather than allocated.
-pub const MAX_DECODER_MEMORY: u64 = 128 << 20;
-
-/// `log2(MAX_DECODER_MEMORY)`, the zstd window log limit.
-const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 
 /// Read-ahead of the CLI's compressed input (the service's input arrives in chunks).
 const READER_BUFFER: usize = 1 << 20;
@@ -135,7 +128,10 @@ pub enum UnwrapError {
         detail: String,
     },
     /// The stream asks for more decoder memory than [`MAX_DECODER_MEMORY`].
-    #[error("{wrapper} stream needs more than {limit} bytes of decoder memory: {detail}")]
+    #[error(
+        "{wrapper} stream needs more than {limit} bytes of decoder memory \
+         (limits.max_decoder_memory): {detail}"
+    )]
     DecoderMemory {
         /// The wrapper.
         wrapper: Wrapper,
@@ -211,14 +207,18 @@ impl UnwrapError {
     }
 }
 
-/// The decoder of `wrapper` over `input`, with the memory limits above.
-fn decoder<'a>(wrapper: Wrapper, input: impl BufRead + 'a) -> io::Result<Box<dyn Read + 'a>> {
+/// The decoder of `wrapper` over `input`, within `limits.max_decoder_memory`.
+fn decoder<'a>(
+    wrapper: Wrapper,
+    input: impl BufRead + 'a,
+    limits: &UnwrapLimits,
+) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match wrapper {
         Wrapper::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(input)),
         Wrapper::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
         Wrapper::Xz => {
             let stream = liblzma::stream::Stream::new_stream_decoder(
-                MAX_DECODER_MEMORY,
+                limits.max_decoder_memory,
                 liblzma::stream::CONCATENATED,
             )
             .map_err(io::Error::other)?;
@@ -226,7 +226,7 @@ fn decoder<'a>(wrapper: Wrapper, input: impl BufRead + 'a) -> io::Result<Box<dyn
         }
         Wrapper::Zstd => {
             let mut d = zstd::stream::read::Decoder::with_buffer(input)?;
-            d.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+            d.window_log_max(limits.zstd_window_log_max())?;
             Box::new(d)
         }
     })
@@ -239,16 +239,18 @@ pub(crate) struct Decompressor<'a> {
     decoder: Box<dyn Read + 'a>,
     produced: u64,
     limit: u64,
+    max_decoder_memory: u64,
 }
 
 impl<'a> Decompressor<'a> {
-    /// Decompresses `input` as `wrapper`, failing once the output passes `limit` bytes.
+    /// Decompresses `input` as `wrapper`, failing once the output passes
+    /// `limits.max_output` bytes.
     pub(crate) fn new(
         wrapper: Wrapper,
         input: impl BufRead + 'a,
-        limit: u64,
+        limits: &UnwrapLimits,
     ) -> Result<Self, UnwrapError> {
-        let decoder = decoder(wrapper, input).map_err(|e| UnwrapError::Corrupt {
+        let decoder = decoder(wrapper, input, limits).map_err(|e| UnwrapError::Corrupt {
             wrapper,
             offset: 0,
             detail: e.to_string(),
@@ -257,7 +259,8 @@ impl<'a> Decompressor<'a> {
             wrapper,
             decoder,
             produced: 0,
-            limit,
+            limit: limits.max_output,
+            max_decoder_memory: limits.max_decoder_memory,
         })
     }
 
@@ -310,7 +313,7 @@ impl<'a> Decompressor<'a> {
         } else if detail.to_ascii_lowercase().contains("memory") {
             UnwrapError::DecoderMemory {
                 wrapper,
-                limit: MAX_DECODER_MEMORY,
+                limit: self.max_decoder_memory,
                 detail,
             }
         } else {
@@ -323,7 +326,8 @@ impl<'a> Decompressor<'a> {
     }
 }
 
-/// `reader` with any wrapper at its head decompressed (output failing past `limit` bytes with
+/// `reader` with any wrapper at its head decompressed (output failing past
+/// `limits.max_output` bytes with
 /// [`UnwrapError::TooLarge`]), and the wrapper found. Errors of the decompression are
 /// `io::Error`s carrying an [`UnwrapError`] (`io::Error::downcast` recovers it; the
 /// CLI's chunk reader turns it into [`SourceError::Unwrap`](crate::SourceError::Unwrap)).
@@ -332,7 +336,7 @@ impl<'a> Decompressor<'a> {
 /// When reading the head fails, or the decoder cannot be set up.
 pub fn unwrap_reader<'a>(
     mut reader: impl Read + 'a,
-    limit: u64,
+    limits: &UnwrapLimits,
 ) -> io::Result<(Box<dyn Read + 'a>, Option<Wrapper>)> {
     let mut head = Vec::with_capacity(MAGIC_LEN);
     (&mut reader)
@@ -346,7 +350,7 @@ pub fn unwrap_reader<'a>(
     let dec = Decompressor::new(
         wrapper,
         BufReader::with_capacity(READER_BUFFER, whole),
-        limit,
+        limits,
     )
     .map_err(io::Error::other)?;
     Ok((

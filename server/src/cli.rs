@@ -13,7 +13,7 @@ use sluice_pipeline::convert::{convert_reader, ConvertFailure, ConvertOutcome};
 use sluice_pipeline::inspect_reader;
 use sluice_pipeline::ssrf::{HostEntry, Nat64Prefix, PinnedHost};
 use sluice_pipeline::store::space::Reserve;
-use sluice_pipeline::unwrap::{with_unwrapped, UnwrappedReader};
+use sluice_pipeline::unwrap::{with_unwrapped, UnwrapLimits, UnwrappedReader};
 
 use crate::config::{AuthMode, Config, ConfigError, Conversion, ImportMethod, MetaKind};
 use crate::quota::Limit;
@@ -272,6 +272,9 @@ struct ServeArgs {
     /// `--bind`) [default: none: both are served on `--bind`].
     #[arg(long, env = "SLUICE_OBSERVE_BIND", value_name = "ADDR:PORT")]
     observe_bind: Option<std::net::SocketAddr>,
+    /// The `[limits]` keys.
+    #[command(flatten)]
+    limits: crate::config::LimitsArgs,
 }
 
 impl ServeArgs {
@@ -398,6 +401,7 @@ impl ServeArgs {
         if let Some(v) = self.observe_bind {
             c.observe.bind = Some(v);
         }
+        self.limits.apply(&mut c.limits);
         c.validate()?;
         Ok(c)
     }
@@ -468,9 +472,12 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<Verdict> {
     };
     // A compressed image or an OVA is inspected as the image inside (README, "Compressed
     // images and OVA").
-    let unwrapped = with_unwrapped(reader, args.declared, args.max_virtual_size, |r| {
-        inspect_reader(r, args.declared, limits, INSPECT_CHUNK)
-    });
+    let unwrapped = with_unwrapped(
+        reader,
+        args.declared,
+        UnwrapLimits::capped(args.max_virtual_size),
+        |r| inspect_reader(r, args.declared, limits, INSPECT_CHUNK),
+    );
     meter::finish(&bar);
     let (report, unwrapped) =
         unwrapped.map_err(|e| anyhow::anyhow!("reading {}: {e}", args.path.display()))?;
@@ -560,17 +567,22 @@ fn convert(args: &ConvertArgs) -> ExitCode {
         max_virtual_size: args.max_virtual_size,
         ..ConvertLimits::default()
     };
-    let converted = with_unwrapped(reader, args.declared, args.max_virtual_size, |r| {
-        convert_reader(
-            r,
-            args.declared,
-            args.to.into(),
-            limits,
-            &convert_limits,
-            &args.output,
-            CONVERT_CHUNK,
-        )
-    });
+    let converted = with_unwrapped(
+        reader,
+        args.declared,
+        UnwrapLimits::capped(args.max_virtual_size),
+        |r| {
+            convert_reader(
+                r,
+                args.declared,
+                args.to.into(),
+                limits,
+                &convert_limits,
+                &args.output,
+                CONVERT_CHUNK,
+            )
+        },
+    );
     meter::finish(&bar);
     let (result, unwrapped) = match converted {
         Ok(converted) => converted,

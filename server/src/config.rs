@@ -10,7 +10,9 @@ use sluice_formats::DEFAULT_MAX_VIRTUAL_SIZE;
 use sluice_pipeline::ssrf::{HostEntry, Nat64Prefix, PinnedHost, GLANCE_ALLOWED_PORTS};
 use sluice_pipeline::store::space::Reserve;
 
+mod limits;
 pub mod meta;
+pub use limits::{LimitsArgs, LimitsConfig};
 pub use meta::{MetaConfig, MetaKind};
 
 /// Hours a finished task stays visible when no TTL is configured (Glance's
@@ -129,6 +131,8 @@ pub struct Config {
     pub staging_ttl_secs: u64,
     /// Logs, metrics and health ([`crate::observe::ObserveConfig`]): `[observe]`.
     pub observe: crate::observe::ObserveConfig,
+    /// Parser and unwrapping limits ([`LimitsConfig`]): `[limits]`.
+    pub limits: LimitsConfig,
 }
 
 /// The import methods offered unless configured: every method Sluice implements (in
@@ -194,6 +198,7 @@ impl Default for Config {
             enabled_import_methods: DEFAULT_IMPORT_METHODS.to_vec(),
             staging_ttl_secs: DEFAULT_STAGING_TTL_SECS,
             observe: crate::observe::ObserveConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }

@@ -296,7 +296,11 @@ async fn pull(
     let opened = tokio::select! {
         biased;
         () = cancelled(&mut cancel) => Err(IngestError::Cancelled),
-        r = request.unwrap.open(source, ingest.limits.max_virtual_size, ingest.declared) => {
+        r = request.unwrap.open(
+            source,
+            config.limits.unwrap_limits(ingest.limits.max_virtual_size),
+            ingest.declared,
+        ) => {
             r.map_err(IngestError::Source)
         }
     };

@@ -621,6 +621,8 @@ mod tests {
             format: "raw".into(),
             converted: false,
             staged_at: 1,
+            unwrapped: None,
+            properties: Vec::new(),
         };
         let stage = |image: &ImageRecord, sealed: bool| {
             let path = state.staging.store().path(&image.id).unwrap();

@@ -53,6 +53,12 @@ pub struct Staged {
     pub converted: bool,
     /// When the stage completed.
     pub staged_at: Timestamp,
+    /// What the stage unwrapped (`ova`, `gzip`, ...; markers of older stages have none).
+    #[serde(default)]
+    pub unwrapped: Option<String>,
+    /// Properties the unwrapping found (an OVA's OVF facts), applied at import.
+    #[serde(default)]
+    pub properties: Vec<(String, String)>,
 }
 
 impl Staged {
@@ -66,6 +72,8 @@ impl Staged {
             format: ingested.format.to_string(),
             converted: ingested.converted,
             staged_at: at,
+            unwrapped: ingested.unwrapped.map(str::to_owned),
+            properties: ingested.properties.clone(),
         }
     }
 
@@ -88,11 +96,18 @@ impl Staged {
             },
             format,
             converted: self.converted,
-            // A staged image was unwrapped when it was staged; the record does not keep how.
-            unwrapped: None,
-            properties: Vec::new(),
+            // Unwrapped when it was staged: the import applies what that found.
+            unwrapped: self.unwrapped.as_deref().and_then(unwrapped_name),
+            properties: self.properties,
         }
     }
+}
+
+/// The static name of what a stage unwrapped, as [`Ingested::unwrapped`] holds it.
+fn unwrapped_name(name: &str) -> Option<&'static str> {
+    ["ova", "gzip", "xz", "zstd", "bzip2"]
+        .into_iter()
+        .find(|known| *known == name)
 }
 
 /// The staging area (module documentation).
@@ -342,7 +357,26 @@ mod tests {
             format: "raw".into(),
             converted: false,
             staged_at: at,
+            unwrapped: None,
+            properties: Vec::new(),
         }
+    }
+
+    #[test]
+    fn test_staged_marker_keeps_the_unwrapping_and_reads_older_markers() {
+        let ova = Staged {
+            unwrapped: Some("ova".into()),
+            properties: vec![("ovf_cpus".into(), "2".into())],
+            ..staged(1)
+        };
+        let back: Staged = serde_json::from_str(&serde_json::to_string(&ova).unwrap()).unwrap();
+        let ingested = back.into_ingested();
+        assert_eq!(ingested.unwrapped, Some("ova"));
+        assert_eq!(ingested.properties, vec![("ovf_cpus".into(), "2".into())]);
+        let older = r#"{"size":4,"md5_hex":"m","sha512_hex":"s","virtual_size":4,
+            "format":"raw","converted":false,"staged_at":1}"#;
+        let older: Staged = serde_json::from_str(older).unwrap();
+        assert_eq!(older, staged(1));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! "Compressed images and OVA"), and what unwrapping adds to the image record.
 
 use sluice_formats::Format;
-use sluice_pipeline::unwrap::Unwrapped;
+use sluice_pipeline::unwrap::{UnwrapLimits, Unwrapped};
 use sluice_pipeline::{ChunkSource, Ingested, SourceError};
 
 use crate::meta::ImageRecord;
@@ -29,21 +29,21 @@ impl Unwrapping {
         }
     }
 
-    /// Puts the unwrapping in front of `source`, whose image is declared `declared` and
-    /// capped at `limit` bytes (reads the head of a source that may be compressed).
+    /// Puts the unwrapping in front of `source`, whose image is declared `declared`, under
+    /// `limits` (reads the head of a source that may be compressed).
     ///
     /// # Errors
     /// The source's errors while its head is read.
     pub async fn open<S: ChunkSource>(
         self,
         source: S,
-        limit: u64,
+        limits: UnwrapLimits,
         declared: Format,
     ) -> Result<Unwrapped<S>, SourceError> {
         match self {
             Unwrapping::Passthrough => Ok(Unwrapped::passthrough(source)),
-            Unwrapping::Compressed => Unwrapped::open(source, limit).await,
-            Unwrapping::Ova => Unwrapped::open_ova(source, limit, Some(declared)),
+            Unwrapping::Compressed => Unwrapped::open(source, limits).await,
+            Unwrapping::Ova => Unwrapped::open_ova(source, limits, Some(declared)),
         }
     }
 }

@@ -8,4 +8,4 @@ mod simple;
 mod vhd;
 pub(crate) mod vhdx;
 mod vmdk;
-mod vmdk_footer;
+pub(crate) mod vmdk_footer;

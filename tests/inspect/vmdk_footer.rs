@@ -7,7 +7,9 @@
 use std::path::Path;
 
 use sluice_formats::convert::MemorySink;
-use sluice_formats::{ConvertLimits, Converter, Format, ReasonCode, VMDK_FOOTER_TAIL_BYTES};
+use sluice_formats::{
+    ConvertLimits, Converter, Format, ReasonCode, Target, VMDK_FOOTER_TAIL_BYTES,
+};
 
 use crate::common::*;
 
@@ -23,13 +25,13 @@ const OVERHEAD: u64 = 128;
 const CAPACITY: u64 = 4096;
 
 /// A footer VMDK: `grains` (guest grain index, fill byte) stored in order after `overHead`.
-struct FooterVmdk {
-    bytes: Vec<u8>,
+pub(crate) struct FooterVmdk {
+    pub(crate) bytes: Vec<u8>,
     /// Sector of the grain table and of the grain directory.
-    gt: u64,
-    gd: u64,
+    pub(crate) gt: u64,
+    pub(crate) gd: u64,
     /// The raw disk it holds.
-    raw: Vec<u8>,
+    pub(crate) raw: Vec<u8>,
 }
 
 /// A `KDMV` header sector (flags: newline detection; no redundant directory).
@@ -59,7 +61,7 @@ fn marker(sectors: u64, kind: u32) -> Vec<u8> {
 }
 
 impl FooterVmdk {
-    fn build(grains: &[(u64, u8)]) -> Self {
+    pub(crate) fn build(grains: &[(u64, u8)]) -> Self {
         let mut bytes = header(GD_AT_END);
         let descriptor = format!(
             "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\n\
@@ -92,12 +94,12 @@ impl FooterVmdk {
     }
 
     /// Writes a little-endian u32 at sector `sector`, entry `index`.
-    fn put_entry(&mut self, sector: u64, index: usize, value: u32) {
+    pub(crate) fn put_entry(&mut self, sector: u64, index: usize, value: u32) {
         let at = sector as usize * SECTOR + index * 4;
         self.bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
     }
 
-    fn write(&self, dir: &Path) -> std::path::PathBuf {
+    pub(crate) fn write(&self, dir: &Path) -> std::path::PathBuf {
         let path = dir.join("footer.vmdk");
         std::fs::write(&path, &self.bytes).expect("writing the footer VMDK");
         path
@@ -105,7 +107,7 @@ impl FooterVmdk {
 }
 
 /// The three grains the accepted image holds: first, middle, last.
-const GRAINS: [(u64, u8); 3] = [(0, 0x11), (5, 0x55), (31, 0xf1)];
+pub(crate) const GRAINS: [(u64, u8); 3] = [(0, 0x11), (5, 0x55), (31, 0xf1)];
 
 #[test]
 fn test_vmdk_footer_monolithic_sparse_is_accepted_and_qemu_reads_what_was_built() {
@@ -209,6 +211,112 @@ fn test_vmdk_footer_missing_is_corrupt() {
     let img = FooterVmdk::build(&GRAINS);
     let cut = &img.bytes[..img.bytes.len() - SECTOR];
     assert_rejects(cut, Some(Format::Vmdk), ReasonCode::Corrupt);
+}
+
+/// Converts `bytes` with the converter every VMDK gets (`Converter::new`), which spools this
+/// layout to its spill area and converts it from there at the end, in `chunk`-byte pieces.
+fn convert_spooled(
+    bytes: &[u8],
+    chunk: usize,
+    limits: &ConvertLimits,
+) -> Result<Vec<u8>, sluice_formats::ConvertError> {
+    let mut conv = Converter::new(Format::Vmdk, Target::Raw, limits)?;
+    let mut sink = MemorySink::new(64 << 20);
+    for piece in bytes.chunks(chunk) {
+        conv.feed(piece, &mut sink)?;
+    }
+    let len = conv.finish(&mut sink)?;
+    sink.output.resize(len as usize, 0);
+    Ok(sink.output)
+}
+
+#[test]
+fn test_vmdk_footer_plain_converter_spools_and_converts_like_qemu_img() {
+    let dir = scratch();
+    let img = FooterVmdk::build(&GRAINS);
+    let path = img.write(dir.path());
+    let raw = dir.path().join("footer.raw");
+    run(
+        "qemu-img",
+        &["convert", "-f", "vmdk", "-O", "raw", arg(&path), arg(&raw)],
+    );
+    let qemu = read(&raw);
+    for chunk in [1usize, 511, 4096, 65_537, img.bytes.len()] {
+        let out = convert_spooled(&img.bytes, chunk, &ConvertLimits::default());
+        assert!(
+            out.as_ref().is_ok_and(|out| *out == qemu),
+            "chunks of {chunk}: {:?}",
+            out.map(|o| o.len())
+        );
+    }
+}
+
+#[test]
+fn test_vmdk_footer_plain_converter_spool_past_the_spill_limit_is_limit_exceeded() {
+    let img = FooterVmdk::build(&GRAINS);
+    let limits = ConvertLimits {
+        max_spill_bytes: img.bytes.len() as u64 - 1,
+        ..ConvertLimits::default()
+    };
+    let err = convert_spooled(&img.bytes, 4096, &limits).expect_err("spool over the limit");
+    assert!(
+        matches!(
+            &err,
+            sluice_formats::ConvertError::Image { code: ReasonCode::LimitExceeded, message }
+                if message.contains("max_spill_bytes")
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn test_vmdk_footer_plain_converter_refuses_a_grain_in_metadata_at_the_end() {
+    let mut img = FooterVmdk::build(&GRAINS);
+    let gt = img.gt as u32;
+    img.put_entry(img.gt, 7, gt);
+    let err = convert_spooled(&img.bytes, 4096, &ConvertLimits::default())
+        .expect_err("a grain in its table");
+    assert!(
+        matches!(
+            err,
+            sluice_formats::ConvertError::Image {
+                code: ReasonCode::Corrupt,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn test_vmdk_footer_sluice_convert_gives_what_qemu_img_gives() {
+    let dir = scratch();
+    let img = FooterVmdk::build(&GRAINS);
+    let path = img.write(dir.path());
+    let qemu = dir.path().join("footer.qemu.raw");
+    run(
+        "qemu-img",
+        &["convert", "-f", "vmdk", "-O", "raw", arg(&path), arg(&qemu)],
+    );
+    for declared in [&["--format", "vmdk"][..], &[]] {
+        let out = dir.path().join("footer.sluice.raw");
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("convert")
+            .args(declared)
+            .args(["--to", "raw", arg(&path), arg(&out)])
+            .output()
+            .expect("running sluice");
+        assert!(
+            status.status.success(),
+            "{declared:?}: {}{}",
+            String::from_utf8_lossy(&status.stdout),
+            String::from_utf8_lossy(&status.stderr)
+        );
+        assert!(
+            read(&out) == read(&qemu),
+            "{declared:?}: output differs from qemu-img's"
+        );
+    }
 }
 
 fn arg(path: &Path) -> &str {

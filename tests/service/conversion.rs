@@ -12,6 +12,7 @@ use super::harness::{
 };
 use super::imports::image_with_data;
 use crate::common::{qemu_info, read, run, scratch, write_pattern};
+use crate::inspect::vmdk_footer::{FooterVmdk, GRAINS};
 
 /// Virtual size of the raw test disk converted to qcow2: 32 MiB.
 const RAW_VIRTUAL: u64 = 32 << 20;
@@ -149,6 +150,31 @@ fn test_conversion_raw_vmdk_stream_optimized_stores_qemu_img_raw_and_its_hashes(
         "subformat=streamOptimized",
     );
     assert_converted_to_raw(dir.path(), "stream.vmdk", "vmdk");
+}
+
+#[test]
+fn test_conversion_raw_vmdk_footer_stores_qemu_img_raw_and_its_hashes() {
+    let dir = scratch();
+    FooterVmdk::build(&GRAINS).write(dir.path());
+    assert_converted_to_raw(dir.path(), "footer.vmdk", "vmdk");
+}
+
+#[test]
+fn test_conversion_raw_vmdk_footer_grain_in_metadata_fails_with_corrupt_leaving_nothing() {
+    let dir = scratch();
+    let mut img = FooterVmdk::build(&GRAINS);
+    let gt = img.gt as u32;
+    img.put_entry(img.gt, 7, gt);
+    img.write(dir.path());
+    let files = FileServer::start(dir.path());
+    let server = Server::start(&["--conversion", "raw"]);
+    let task = server.create_task(import_input(&files.url("footer.vmdk"), "vmdk", "f"));
+    let done = server.wait_task(task["id"].as_str().expect("id"));
+    assert_eq!(done["status"], "failure", "{done}");
+    assert_eq!(done["reason"], "corrupt", "{done}");
+    assert_eq!(done["result"], Value::Null);
+    assert_no_images(&server);
+    assert_no_files(&server);
 }
 
 #[test]

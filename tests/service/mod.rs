@@ -17,6 +17,7 @@ mod isolation;
 mod keystone;
 mod keystone_sharing;
 mod lifecycle;
+mod limits;
 mod listing;
 mod observe;
 mod ova;

@@ -212,3 +212,57 @@ fn test_import_hostile_ovas_are_refused_with_nothing_stored() {
     }
     assert_no_files(&server);
 }
+
+#[test]
+fn test_stage_of_an_ova_keeps_the_ovf_facts_for_its_glance_direct_import() {
+    let dir = scratch();
+    let d = dir.path();
+    let vmdk = image_with_data(d, "disk1.vmdk", "vmdk", "subformat=streamOptimized");
+    std::fs::write(d.join("vm.ovf"), descriptor(&["disk1.vmdk"], "")).unwrap();
+    make_ova(
+        d,
+        "vm.ova",
+        &[("vm.ovf", "vm.ovf"), ("disk1.vmdk", "disk1.vmdk")],
+    );
+    let server = Server::start(&[]);
+    let body = json!({"name": "staged", "disk_format": "vmdk", "container_format": "ova"});
+    let resp = server.req(
+        "POST",
+        "/v2/images",
+        ADMIN,
+        Some(body.to_string().as_bytes()),
+    );
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    let id = resp.json()["id"].as_str().unwrap().to_owned();
+    let mut headers = ADMIN.to_vec();
+    headers.push(("Content-Type", "application/octet-stream"));
+    let resp = server.req(
+        "PUT",
+        &format!("/v2/images/{id}/stage"),
+        &headers,
+        Some(&read(&d.join("vm.ova"))),
+    );
+    assert_eq!(resp.status, 204, "{}", resp.text());
+    let body = json!({"method": {"name": "glance-direct"}});
+    let resp = server.req(
+        "POST",
+        &format!("/v2/images/{id}/import"),
+        ADMIN,
+        Some(body.to_string().as_bytes()),
+    );
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let image = loop {
+        let image = server.get(&format!("/v2/images/{id}")).json();
+        if image["status"] == "active" {
+            break image;
+        }
+        assert!(std::time::Instant::now() < deadline, "{image}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(image["checksum"], digest("md5sum", &vmdk));
+    assert_eq!(image["container_format"], "bare", "{image}");
+    assert_eq!(image["ovf_os_type"], "ubuntu64Guest", "{image}");
+    assert_eq!(image["ovf_cpus"], "2", "{image}");
+    assert_eq!(image["ovf_memory_mib"], "2048", "{image}");
+}

@@ -9,15 +9,12 @@
 //! at the end does not depend on chunking.
 //!
 //! Memory: 2 bits per host cluster up to the highest one referenced, at most
-//! [`QCOW2_MAX_BITMAP_CLUSTERS`] clusters (2 × 8 MiB). A 1 TiB image with QEMU's default
+//! `Limits::qcow2_max_bitmap_clusters` clusters (default
+//! [`QCOW2_MAX_BITMAP_CLUSTERS`](crate::QCOW2_MAX_BITMAP_CLUSTERS), 2 × 8 MiB). Clusters
+//! beyond are not checked (by default, with 512-byte clusters, past 32 GiB of file). A 1 TiB image with QEMU's default
 //! 64 KiB clusters has 16 Mi clusters: 2 × 2 MiB = 4 MiB.
 
 use crate::stream::{u64_of, usize_of};
-
-/// Most host clusters tracked: 64 Mi (two 8 MiB bitmaps), the clusters of a 4 TiB file with
-/// 64 KiB clusters. Clusters beyond are not checked (with 512-byte clusters, past 32 GiB of
-/// file): the bound keeps a hostile reference from costing more than 16 MiB.
-pub(crate) const QCOW2_MAX_BITMAP_CLUSTERS: u64 = 1 << 26;
 
 /// The two bitmaps (see the module documentation).
 #[derive(Debug, Default)]
@@ -25,28 +22,31 @@ pub(crate) struct ClusterMap {
     cluster_bits: u32,
     meta: Vec<u64>,
     data: Vec<u64>,
+    /// Most clusters tracked (at least 1).
+    max_clusters: u64,
 }
 
 impl ClusterMap {
-    /// An empty map for clusters of `2^cluster_bits` bytes.
-    pub(crate) fn new(cluster_bits: u32) -> Self {
+    /// An empty map for clusters of `2^cluster_bits` bytes, tracking at most `max_clusters`.
+    pub(crate) fn new(cluster_bits: u32, max_clusters: u64) -> Self {
         ClusterMap {
             cluster_bits,
             meta: Vec::new(),
             data: Vec::new(),
+            max_clusters: max_clusters.max(1),
         }
     }
 
     /// Host bytes `[start, end)` hold metadata.
     pub(crate) fn mark_meta(&mut self, start: u64, end: u64) {
-        let bits = self.cluster_bits;
-        mark(&mut self.meta, bits, start, end);
+        let (bits, max) = (self.cluster_bits, self.max_clusters);
+        mark(&mut self.meta, bits, max, start, end);
     }
 
     /// Host bytes `[start, end)` hold guest data.
     pub(crate) fn mark_data(&mut self, start: u64, end: u64) {
-        let bits = self.cluster_bits;
-        mark(&mut self.data, bits, start, end);
+        let (bits, max) = (self.cluster_bits, self.max_clusters);
+        mark(&mut self.data, bits, max, start, end);
     }
 
     /// The host offset of the first cluster that holds both.
@@ -75,12 +75,12 @@ impl ClusterMap {
 }
 
 /// Sets the bits of the clusters overlapping `[start, end)`, clipped to the bound.
-fn mark(bits: &mut Vec<u64>, cluster_bits: u32, start: u64, end: u64) {
+fn mark(bits: &mut Vec<u64>, cluster_bits: u32, max_clusters: u64, start: u64, end: u64) {
     if end <= start {
         return;
     }
     let first = start >> cluster_bits;
-    let last = (end.saturating_sub(1) >> cluster_bits).min(QCOW2_MAX_BITMAP_CLUSTERS - 1);
+    let last = (end.saturating_sub(1) >> cluster_bits).min(max_clusters.saturating_sub(1));
     if first > last {
         return;
     }
@@ -98,10 +98,11 @@ fn mark(bits: &mut Vec<u64>, cluster_bits: u32, start: u64, end: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::QCOW2_MAX_BITMAP_CLUSTERS;
 
     #[test]
     fn test_cluster_map_finds_the_first_cluster_in_both() {
-        let mut m = ClusterMap::new(16);
+        let mut m = ClusterMap::new(16, QCOW2_MAX_BITMAP_CLUSTERS);
         m.mark_meta(0, 1 << 16);
         m.mark_data(3 << 16, 4 << 16);
         assert_eq!(m.first_conflict(), None);
@@ -113,7 +114,7 @@ mod tests {
 
     #[test]
     fn test_cluster_map_is_bounded_whatever_the_offsets() {
-        let mut m = ClusterMap::new(9);
+        let mut m = ClusterMap::new(9, QCOW2_MAX_BITMAP_CLUSTERS);
         m.mark_data(u64::MAX - 1024, u64::MAX);
         m.mark_meta(0, u64::MAX);
         assert!(m.memory() <= 2 * (QCOW2_MAX_BITMAP_CLUSTERS as usize / 8) + 64);
@@ -126,7 +127,7 @@ mod tests {
     /// The figure README quotes: a 1 TiB image with 64 KiB clusters, every cluster used.
     #[test]
     fn test_cluster_map_memory_for_a_1_tib_image_is_4_mib() {
-        let mut m = ClusterMap::new(16);
+        let mut m = ClusterMap::new(16, QCOW2_MAX_BITMAP_CLUSTERS);
         m.mark_meta((1 << 40) - (2 << 16), (1 << 40) - (1 << 16));
         m.mark_data((1 << 40) - (1 << 16), 1 << 40);
         assert_eq!(m.memory(), 4 << 20);

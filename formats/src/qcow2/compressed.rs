@@ -7,7 +7,8 @@
 //! checks them. The verdict depends only on the bytes: an extent is tracked when the stream has
 //! passed its entry's end, whatever the chunking, and its finding is placed at its offset.
 //!
-//! Memory: at most [`QCOW2_MAX_PENDING_COMPRESSED`] extents ahead of the stream (a B-tree
+//! Memory: at most `Limits::qcow2_max_pending_compressed` (default
+//! [`QCOW2_MAX_PENDING_COMPRESSED`](crate::QCOW2_MAX_PENDING_COMPRESSED)) extents ahead of the stream (a B-tree
 //! entry of 16 bytes each, about 32 bytes with overhead: ≤ 8 MiB), one cluster of output, and
 //! a window holding the extents being collected (at most 2 clusters and a sector, the largest
 //! extent, plus what one chunk adds). CPU: every distinct extent is inflated once into one
@@ -21,11 +22,6 @@ use crate::probe::PlacedFindings;
 use crate::stream::{u64_of, usize_of};
 use crate::ReasonCode;
 
-/// Most compressed extents remembered ahead of the stream: 256 Ki (≤ 8 MiB). QEMU writes
-/// each L2 table before its data, so it has at most one table's entries ahead (32 Ki with
-/// 2 MiB clusters); more is `limit_exceeded`.
-pub(crate) const QCOW2_MAX_PENDING_COMPRESSED: usize = 256 << 10;
-
 /// The compressed-cluster check of one image (see the module documentation).
 pub(crate) struct CompressedCheck {
     codec: Codec,
@@ -38,6 +34,8 @@ pub(crate) struct CompressedCheck {
     /// The decompressed cluster.
     out: Vec<u8>,
     limit_hit: bool,
+    /// Most extents pending (`Limits::qcow2_max_pending_compressed`).
+    max_pending: usize,
 }
 
 impl std::fmt::Debug for CompressedCheck {
@@ -52,7 +50,8 @@ impl std::fmt::Debug for CompressedCheck {
 impl CompressedCheck {
     /// A check for clusters of `cluster_size` bytes compressed with zstd (`zstd`) or deflate;
     /// `None` when the decoder cannot be made.
-    pub(crate) fn new(cluster_size: u64, zstd: bool) -> Option<Self> {
+    /// At most `max_pending` extents are remembered ahead of the stream.
+    pub(crate) fn new(cluster_size: u64, zstd: bool, max_pending: usize) -> Option<Self> {
         Some(CompressedCheck {
             codec: Codec::new(zstd).ok()?,
             cluster_size: usize::try_from(cluster_size).ok()?,
@@ -61,6 +60,7 @@ impl CompressedCheck {
             window_start: 0,
             out: Vec::new(),
             limit_hit: false,
+            max_pending,
         })
     }
 
@@ -81,13 +81,13 @@ impl CompressedCheck {
         if start < entry_end || end <= start || self.limit_hit {
             return;
         }
-        if self.pending.len() >= QCOW2_MAX_PENDING_COMPRESSED && !self.pending.contains_key(&start)
-        {
+        if self.pending.len() >= self.max_pending && !self.pending.contains_key(&start) {
             self.limit_hit = true;
             findings.push_with(ReasonCode::LimitExceeded, at, || {
                 format!(
-                    "qcow2 image names more than {QCOW2_MAX_PENDING_COMPRESSED} compressed \
-                     clusters ahead of the stream"
+                    "qcow2 image names more than {} compressed clusters ahead of the stream \
+                     (limits.qcow2_max_pending_compressed)",
+                    self.max_pending
                 )
             });
             return;

@@ -11,8 +11,7 @@ use super::tables::Qcow2Walk;
 /// Recognises qcow2 and QCOW v1 images and checks them for unsafe or inconsistent metadata.
 #[derive(Debug)]
 pub(crate) struct Qcow2Probe {
-    max_tracked_tables: usize,
-    verify_compressed: bool,
+    limits: Limits,
     header: Capture,
     state: State,
     virtual_size: Option<u64>,
@@ -38,8 +37,7 @@ impl Qcow2Probe {
     /// A probe bounded by `limits`.
     pub(crate) fn new(limits: &Limits) -> Self {
         Qcow2Probe {
-            max_tracked_tables: limits.max_tracked_tables,
-            verify_compressed: limits.verify_compressed_clusters,
+            limits: limits.clone(),
             header: Capture::new(0, QCOW2_HEADER_CAPTURE),
             state: State::Pending,
             virtual_size: None,
@@ -59,12 +57,7 @@ impl Qcow2Probe {
             Ok(Qcow2Kind::NotQcow) => self.state = State::No,
             Ok(Qcow2Kind::V1) => self.decide_v1(b),
             Ok(Qcow2Kind::Qcow2(h)) => {
-                let walk = Qcow2Walk::new(
-                    &h,
-                    self.max_tracked_tables,
-                    self.verify_compressed,
-                    &mut self.findings,
-                );
+                let walk = Qcow2Walk::new(&h, &self.limits, &mut self.findings);
                 self.virtual_size = Some(h.virtual_size());
                 match walk {
                     Some(mut walk) => {

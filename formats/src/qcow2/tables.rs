@@ -3,7 +3,7 @@
 //! snapshot table; and the furthest byte all of them reference.
 
 use crate::stream::{be_u64, u64_of, Capture, EntryScanner, TableQueue};
-use crate::ReasonCode;
+use crate::{Limits, ReasonCode};
 
 use super::clusters::ClusterMap;
 use super::compressed::CompressedCheck;
@@ -119,10 +119,10 @@ impl Qcow2Walk {
     /// cluster size is unusable (nothing can be walked).
     pub(crate) fn new(
         h: &Qcow2Header,
-        max_tracked_tables: usize,
-        verify_compressed: bool,
+        limits: &Limits,
         findings: &mut PlacedFindings,
     ) -> Option<Self> {
+        let max_tracked_tables = limits.max_tracked_tables;
         let (problems, layout, tables) = check(h);
         for p in problems {
             findings.push(p.code, p.at, p.message);
@@ -166,9 +166,13 @@ impl Qcow2Walk {
             l2_limit_hit: false,
             max_tracked_tables,
             furthest: None,
-            clusters: ClusterMap::new(layout.cluster_bits),
-            compressed: if verify_compressed {
-                CompressedCheck::new(cs, h.compression_type == COMPRESSION_ZSTD)
+            clusters: ClusterMap::new(layout.cluster_bits, limits.qcow2_max_bitmap_clusters),
+            compressed: if limits.verify_compressed_clusters {
+                CompressedCheck::new(
+                    cs,
+                    h.compression_type == COMPRESSION_ZSTD,
+                    limits.qcow2_max_pending_compressed,
+                )
             } else {
                 None
             },

@@ -17,6 +17,9 @@ pub struct ConvertLimits {
     pub max_tracked_entries: usize,
     /// Largest virtual size (the inspector's cap).
     pub max_virtual_size: u64,
+    /// Largest end-of-stream window of a footer VMDK (the inspector's
+    /// `Limits::vmdk_max_footer_window`).
+    pub vmdk_max_footer_window: u64,
 }
 
 impl Default for ConvertLimits {
@@ -25,6 +28,7 @@ impl Default for ConvertLimits {
             max_spill_bytes: 1 << 30,
             max_tracked_entries: 4 << 20,
             max_virtual_size: crate::DEFAULT_MAX_VIRTUAL_SIZE,
+            vmdk_max_footer_window: crate::VMDK_MAX_FOOTER_WINDOW,
         }
     }
 }

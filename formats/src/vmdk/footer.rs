@@ -6,12 +6,12 @@
 //! The footer arrives last, after the grain directory and tables it names, so in one pass
 //! the inspector holds the end of the stream: a window of the last bytes, sized from the
 //! header to hold the footer, the directory and every grain table the capacity needs
-//! (bounded by [`VMDK_MAX_FOOTER_WINDOW`]). At end of stream it checks the footer against the
+//! (bounded by `Limits::vmdk_max_footer_window` (default [`VMDK_MAX_FOOTER_WINDOW`](crate::VMDK_MAX_FOOTER_WINDOW))). At end of stream it checks the footer against the
 //! header, the directory and tables inside the file and inside the window, and every grain
 //! outside the metadata (header and descriptor area, directory, tables, footer) and inside the
 //! file.
 //!
-//! Memory: the window, at most [`VMDK_MAX_FOOTER_WINDOW`] bytes, plus 16 bytes per grain
+//! Memory: the window, at most `Limits::vmdk_max_footer_window` (default [`VMDK_MAX_FOOTER_WINDOW`](crate::VMDK_MAX_FOOTER_WINDOW)) bytes, plus 16 bytes per grain
 //! table at end of stream.
 
 use std::collections::VecDeque;
@@ -20,11 +20,6 @@ use super::header::{VmdkHeader, GD_AT_END, SECTOR, VMDK4_MAGIC};
 use crate::probe::PlacedFindings;
 use crate::stream::{le_u32, le_u64, u64_of, usize_of};
 use crate::ReasonCode;
-
-/// Largest end-of-stream window held for a footer VMDK: 16 MiB, the directory and tables of a
-/// 256 GiB disk with VMware's 64 KiB grains (4 bytes per grain). A larger disk in this layout
-/// is `limit_exceeded`; its metadata could not be checked in one pass without holding more.
-pub(crate) const VMDK_MAX_FOOTER_WINDOW: u64 = 16 << 20;
 
 /// The footer marker sector, the footer header sector and the end-of-stream marker sector.
 const FOOTER_LEN: u64 = 3 * SECTOR;
@@ -42,27 +37,35 @@ pub(crate) struct VmdkFooterWalk {
     cap: usize,
 }
 
+/// Bytes from the end of the stream a footer VMDK with `header` needs held: its directory,
+/// every grain table it can name and the footer.
+pub(crate) fn window_need(header: &VmdkHeader) -> u64 {
+    let gd_entries = header.gd_entries().unwrap_or(u64::MAX);
+    let table_bytes = u64::from(header.gtes_per_gt)
+        .saturating_mul(ENTRY)
+        .div_ceil(SECTOR)
+        .saturating_mul(SECTOR);
+    gd_entries
+        .saturating_mul(ENTRY)
+        .div_ceil(SECTOR)
+        .saturating_mul(SECTOR)
+        .saturating_add(gd_entries.saturating_mul(table_bytes))
+        .saturating_add(FOOTER_LEN)
+}
+
 impl VmdkFooterWalk {
     /// A walk for `header` (a `GD_AT_END` sparse header that passed its checks).
     ///
     /// # Errors
-    /// The window the header needs is above [`VMDK_MAX_FOOTER_WINDOW`]: `limit_exceeded`.
-    pub(crate) fn new(header: &VmdkHeader) -> Result<Self, String> {
-        let gd_entries = header.gd_entries().unwrap_or(u64::MAX);
-        let table_bytes = u64::from(header.gtes_per_gt)
-            .saturating_mul(ENTRY)
-            .div_ceil(SECTOR)
-            .saturating_mul(SECTOR);
-        let need = gd_entries
-            .saturating_mul(ENTRY)
-            .div_ceil(SECTOR)
-            .saturating_mul(SECTOR)
-            .saturating_add(gd_entries.saturating_mul(table_bytes))
-            .saturating_add(FOOTER_LEN);
-        if need > VMDK_MAX_FOOTER_WINDOW {
+    /// The window the header needs is above `max_window`
+    /// (`Limits::vmdk_max_footer_window`): `limit_exceeded`.
+    pub(crate) fn new(header: &VmdkHeader, max_window: u64) -> Result<Self, String> {
+        let need = window_need(header);
+        if need > max_window {
             return Err(format!(
                 "VMDK with its grain directory at the end needs {need} bytes of metadata held \
-                 from the end of the stream, above the limit of {VMDK_MAX_FOOTER_WINDOW}"
+                 from the end of the stream, above the limit of {max_window} \
+                 (limits.vmdk_max_footer_window)"
             ));
         }
         Ok(VmdkFooterWalk {
@@ -259,8 +262,7 @@ fn check(
 }
 
 /// The grains of a footer VMDK of `len` bytes, from its first sector `head` and its last
-/// bytes `tail` (at least what the header needs, at most [`VMDK_MAX_FOOTER_WINDOW`] plus the
-/// footer): `(host offset, guest offset)` sorted by host offset, after every check of the
+/// bytes `tail` (at least what the header needs, at most `max_window`): `(host offset, guest offset)` sorted by host offset, after every check of the
 /// inspector.
 ///
 /// # Errors
@@ -270,6 +272,7 @@ pub(crate) fn footer_grains(
     tail: &[u8],
     len: u64,
     max_grains: usize,
+    max_window: u64,
 ) -> Result<(VmdkHeader, Vec<(u64, u64)>), Problem> {
     let h = head
         .starts_with(VMDK4_MAGIC)
@@ -282,7 +285,7 @@ pub(crate) fn footer_grains(
             "VMDK is not monolithicSparse with its grain directory at the end".into(),
         ));
     }
-    VmdkFooterWalk::new(&h).map_err(|m| (ReasonCode::LimitExceeded, m))?;
+    VmdkFooterWalk::new(&h, max_window).map_err(|m| (ReasonCode::LimitExceeded, m))?;
     let start = len.saturating_sub(u64_of(tail.len()));
     let mut grains = check(&h, &Window { bytes: tail, start }, len, Some(max_grains))?;
     grains.sort_unstable();

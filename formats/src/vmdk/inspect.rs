@@ -2,7 +2,7 @@
 //! or the streamOptimized marker chain, as they stream past.
 
 use crate::probe::{Detection, PlacedFindings, Probe};
-use crate::stream::{le_u32, Capture, Tail};
+use crate::stream::{Capture, Tail};
 use crate::{Format, Limits, Reason, ReasonCode};
 
 use super::descriptor::{
@@ -57,6 +57,8 @@ struct VmdkSparse {
 #[derive(Debug)]
 pub(crate) struct VmdkProbe {
     max_tracked_tables: usize,
+    /// `Limits::vmdk_max_footer_window`.
+    max_footer_window: u64,
     head: Capture,
     head_done: bool,
     text: Vec<u8>,
@@ -72,6 +74,7 @@ impl VmdkProbe {
     pub(crate) fn new(limits: &Limits) -> Self {
         VmdkProbe {
             max_tracked_tables: limits.max_tracked_tables,
+            max_footer_window: limits.vmdk_max_footer_window,
             head: Capture::new(0, HEADER_LEN),
             head_done: false,
             text: Vec::new(),
@@ -201,13 +204,18 @@ impl VmdkProbe {
         let bytes = self.head.bytes();
         if bytes.starts_with(VMDK3_MAGIC) {
             self.detection = Detection::Yes(Format::Vmdk);
-            self.virtual_size = le_u32(bytes, 12).and_then(|s| u64::from(s).checked_mul(SECTOR));
-            self.findings.push(
-                ReasonCode::UnsupportedFormat,
-                0,
-                "legacy VMDK3 (COWD) sparse extents are not ingested; convert to \
-                 streamOptimized or qcow2 first",
-            );
+            match super::cowd::check(bytes) {
+                Ok(size) => {
+                    self.virtual_size = Some(size);
+                    self.findings.push(
+                        ReasonCode::UnsupportedFormat,
+                        0,
+                        "legacy VMDK3 (COWD) sparse extents are not ingested; convert to \
+                         streamOptimized or qcow2 first",
+                    );
+                }
+                Err((code, message)) => self.findings.push(code, 0, message),
+            }
             return;
         }
         if !bytes.starts_with(VMDK4_MAGIC) {
@@ -245,7 +253,7 @@ impl VmdkProbe {
         .flatten();
         let footer = match subformat {
             Some(VmdkSubformat::MonolithicSparse) if header.gd_offset == GD_AT_END => {
-                match VmdkFooterWalk::new(&header) {
+                match VmdkFooterWalk::new(&header, self.max_footer_window) {
                     Ok(walk) => Some(walk),
                     Err(message) => {
                         self.findings.push(ReasonCode::LimitExceeded, 0, message);

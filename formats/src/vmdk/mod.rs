@@ -9,6 +9,7 @@
 //! directory → grain tables → grains, and for streamOptimized the marker chain and footer.
 
 pub(crate) mod convert;
+mod cowd;
 mod descriptor;
 mod footer;
 mod header;
@@ -18,5 +19,4 @@ mod stream_optimized;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use footer::VMDK_MAX_FOOTER_WINDOW;
 pub(crate) use inspect::VmdkProbe;

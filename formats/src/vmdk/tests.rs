@@ -94,11 +94,58 @@ fn test_probe_random_bytes_are_not_vmdk() {
     assert!(!p.wants(4096));
 }
 
+/// A consistent legacy VMDK3 (`COWD`) header sector (QEMU's `VMDK3Header`, after the magic),
+/// for a disk of `sectors` sectors with 512-sector grains and 4096-entry tables.
+fn cowd_header(sectors: u32) -> Vec<u8> {
+    let mut s = vec![0u8; 512];
+    s[..4].copy_from_slice(b"COWD");
+    s[4..8].copy_from_slice(&1u32.to_le_bytes()); // version
+    s[8..12].copy_from_slice(&3u32.to_le_bytes()); // flags
+    s[12..16].copy_from_slice(&sectors.to_le_bytes()); // disk_sectors
+    s[16..20].copy_from_slice(&512u32.to_le_bytes()); // granularity (sectors per grain)
+    s[20..24].copy_from_slice(&4u32.to_le_bytes()); // l1dir_offset (sectors)
+    let l1 = sectors.div_ceil(512 * 4096);
+    s[24..28].copy_from_slice(&l1.to_le_bytes()); // l1dir_size (entries)
+    s
+}
+
 #[test]
-fn test_probe_cowd_is_unsupported_format() {
-    let mut img = vec![0u8; 512];
-    img[..4].copy_from_slice(b"COWD");
-    assert!(codes(&probe(&img, 512)).contains(&ReasonCode::UnsupportedFormat));
+fn test_probe_cowd_consistent_header_is_unsupported_format() {
+    let img = cowd_header(1 << 21);
+    let c = codes(&probe(&img, 512));
+    assert!(c.contains(&ReasonCode::UnsupportedFormat), "{c:?}");
+    assert!(!c.contains(&ReasonCode::Corrupt), "{c:?}");
+}
+
+#[test]
+fn test_probe_cowd_magic_followed_by_garbage_is_corrupt() {
+    let mut garbage = vec![0u8; 512];
+    garbage[..4].copy_from_slice(b"COWD");
+    let mut seed = 0x9e37_79b9u32;
+    for b in &mut garbage[4..] {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        *b = (seed >> 24) as u8;
+    }
+    let zeros = {
+        let mut z = vec![0u8; 512];
+        z[..4].copy_from_slice(b"COWD");
+        z
+    };
+    let bad_granularity = {
+        let mut h = cowd_header(1 << 21);
+        h[16..20].copy_from_slice(&3u32.to_le_bytes());
+        h
+    };
+    let short_directory = {
+        let mut h = cowd_header(1 << 24);
+        h[24..28].copy_from_slice(&1u32.to_le_bytes());
+        h
+    };
+    for img in [garbage, zeros, bad_granularity, short_directory] {
+        let c = codes(&probe(&img, 512));
+        assert!(c.contains(&ReasonCode::Corrupt), "{c:?}");
+        assert!(!c.contains(&ReasonCode::UnsupportedFormat), "{c:?}");
+    }
 }
 
 #[test]

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use sluice_formats::Format;
 
 use super::ova::{read_ova, OvaEvent};
-use super::{unwrap_reader, UnwrapError};
+use super::{unwrap_reader, UnwrapError, UnwrapLimits};
 
 /// Bytes peeked to recognise an OVA: one tar header.
 const TAR_HEADER: usize = 512;
@@ -49,7 +49,7 @@ pub fn looks_like_ova(head: &[u8]) -> bool {
 pub fn with_unwrapped<R: Read + Send, T>(
     mut reader: R,
     declared: Option<Format>,
-    limit: u64,
+    limits: UnwrapLimits,
     consume: impl FnOnce(&mut dyn Read) -> T,
 ) -> io::Result<(T, Unwrapped)> {
     let mut head = Vec::with_capacity(TAR_HEADER);
@@ -59,7 +59,7 @@ pub fn with_unwrapped<R: Read + Send, T>(
     let is_ova = looks_like_ova(&head);
     let whole = Cursor::new(head).chain(reader);
     if !is_ova {
-        let (mut unwrapped, wrapper) = unwrap_reader(whole, limit)?;
+        let (mut unwrapped, wrapper) = unwrap_reader(whole, &limits)?;
         let out = consume(&mut unwrapped);
         let name = wrapper.map(|w| w.as_str());
         return Ok((
@@ -75,7 +75,7 @@ pub fn with_unwrapped<R: Read + Send, T>(
         let producer = scope.spawn(move || {
             let mut properties = Vec::new();
             let input = io::BufReader::with_capacity(1 << 20, whole);
-            let read = read_ova(input, declared, limit, &mut |event| match event {
+            let read = read_ova(input, declared, &limits, &mut |event| match event {
                 OvaEvent::Facts(facts) => {
                     properties = facts;
                     true

@@ -1,8 +1,9 @@
 //! OVA: a tar whose first member is an OVF descriptor, read in the stream. The one disk the
 //! descriptor references is passed on (gunzipped when the descriptor says
-//! `ovf:compression="gzip"`) as the image; a manifest (`.mf`) that comes before the disk is
-//! checked against the disk member's SHA-1 or SHA-256; every other member is read past
-//! without being stored.
+//! `ovf:compression="gzip"`) as the image; a manifest (`.mf`) is checked against the disk
+//! member's SHA-1 or SHA-256: as the disk streams when it comes before it, and at the end of
+//! the archive, before the import commits, when it comes after (the disk member is then
+//! hashed with both); every other member is read past without being stored.
 //!
 //! Refused (nothing stored): a first member that is not a `.ovf` descriptor, a descriptor
 //! above [`MAX_DESCRIPTOR`] bytes, with a DTD (entity bombs: `roxmltree` is asked to refuse
@@ -20,14 +21,7 @@ use openssl::sha::{Sha1, Sha256};
 use sluice_formats::{Format, ReasonCode};
 
 use super::tar::{corrupt, TarReader};
-use super::{Decompressor, UnwrapError, Wrapper, OUTPUT_CHUNK};
-
-/// Largest OVF descriptor read: VMware's and VirtualBox's are 5–50 KiB; 1 MiB is ample and
-/// bounds what is parsed in memory.
-pub const MAX_DESCRIPTOR: u64 = 1 << 20;
-
-/// Largest manifest read (one line per member, ~100 bytes each).
-pub const MAX_MANIFEST: u64 = 64 << 10;
+use super::{Decompressor, UnwrapError, UnwrapLimits, Wrapper, OUTPUT_CHUNK};
 
 /// Bytes accepted after the tar end-of-archive marker: tar pads its output to a record
 /// (GNU tar's default: 10 KiB); 1 MiB covers any record size in use.
@@ -268,6 +262,49 @@ struct Hashing<R> {
 enum Hasher {
     Sha1(Sha1),
     Sha256(Sha256),
+    /// No manifest yet: one that comes after the disk may name either.
+    Both(Sha1, Sha256),
+}
+
+/// The disk member's digests, hex: what a manifest is compared with.
+#[derive(Default)]
+struct DiskDigests {
+    sha1: Option<String>,
+    sha256: Option<String>,
+}
+
+impl DiskDigests {
+    fn of(hasher: Option<Hasher>) -> Self {
+        match hasher {
+            Some(Hasher::Sha1(h)) => DiskDigests {
+                sha1: Some(hex(&h.finish())),
+                sha256: None,
+            },
+            Some(Hasher::Sha256(h)) => DiskDigests {
+                sha1: None,
+                sha256: Some(hex(&h.finish())),
+            },
+            Some(Hasher::Both(a, b)) => DiskDigests {
+                sha1: Some(hex(&a.finish())),
+                sha256: Some(hex(&b.finish())),
+            },
+            None => DiskDigests::default(),
+        }
+    }
+
+    /// Compares the manifest's digest of the disk member `name` with the member's.
+    fn check(&self, expected: &Expected, name: &str) -> Result<(), UnwrapError> {
+        let (want, got) = match expected {
+            Expected::Sha1(want) => (want, &self.sha1),
+            Expected::Sha256(want) => (want, &self.sha256),
+        };
+        match got {
+            Some(got) if got != want => Err(corrupt(format!(
+                "OVA manifest digest of {name:?} is {want}, the member's is {got}"
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl<R: BufRead> Read for Hashing<R> {
@@ -293,6 +330,10 @@ impl<R: BufRead> BufRead for Hashing<R> {
             match &mut self.hasher {
                 Some(Hasher::Sha1(h)) => h.update(taken),
                 Some(Hasher::Sha256(h)) => h.update(taken),
+                Some(Hasher::Both(a, b)) => {
+                    a.update(taken);
+                    b.update(taken);
+                }
                 None => {}
             }
         }
@@ -314,10 +355,11 @@ fn hex(bytes: &[u8]) -> String {
 pub(crate) fn read_ova(
     input: impl BufRead,
     declared: Option<Format>,
-    limit: u64,
+    limits: &UnwrapLimits,
     emit: &mut dyn FnMut(OvaEvent) -> bool,
 ) -> Result<(), UnwrapError> {
-    let mut tar = TarReader::new(input);
+    let limit = limits.max_output;
+    let mut tar = TarReader::new(input, limits.tar_max_extension);
     let first = tar
         .next_member()?
         .ok_or_else(|| corrupt("OVA is an empty tar archive"))?;
@@ -328,12 +370,12 @@ pub(crate) fn read_ova(
             first.name
         )));
     }
-    if first.size > MAX_DESCRIPTOR {
+    if first.size > limits.ova_max_descriptor {
         return Err(refuse(
             ReasonCode::LimitExceeded,
             format!(
-                "OVF descriptor of {} bytes is above the limit of {MAX_DESCRIPTOR}",
-                first.size
+                "OVF descriptor of {} bytes is above the limit of {} (limits.ova_max_descriptor)",
+                first.size, limits.ova_max_descriptor
             ),
         ));
     }
@@ -357,12 +399,25 @@ pub(crate) fn read_ova(
         return Ok(());
     }
     let mut expected: Option<Expected> = None;
-    let mut disk_done = false;
+    // The disk's digests once it is read (`Some`: the disk member is done).
+    let mut disk: Option<DiskDigests> = None;
+    let mut checked_after = false;
+    let mut members = 1u64;
     while let Some(member) = tar.next_member()? {
+        members = members.saturating_add(1);
+        if members > limits.ova_max_members {
+            return Err(refuse(
+                ReasonCode::LimitExceeded,
+                format!(
+                    "OVA holds more than {} members (limits.ova_max_members)",
+                    limits.ova_max_members
+                ),
+            ));
+        }
         check_name(&member.name)?;
         let name = plain(&member.name);
         if name == plain(&ovf.href) {
-            if disk_done {
+            if disk.is_some() {
                 return Err(corrupt(format!("OVA holds the disk member {name:?} twice")));
             }
             if !member.is_file() {
@@ -373,14 +428,14 @@ pub(crate) fn read_ova(
             let hasher = match &expected {
                 Some(Expected::Sha1(_)) => Some(Hasher::Sha1(Sha1::new())),
                 Some(Expected::Sha256(_)) => Some(Hasher::Sha256(Sha256::new())),
-                None => None,
+                None => Some(Hasher::Both(Sha1::new(), Sha256::new())),
             };
             let mut member_data = Hashing {
                 inner: tar.data(member.size),
                 hasher,
             };
             let stopped = if ovf.gzip {
-                let mut dec = Decompressor::new(Wrapper::Gzip, &mut member_data, limit)?;
+                let mut dec = Decompressor::new(Wrapper::Gzip, &mut member_data, limits)?;
                 pump(|| dec.next_piece(), emit)?
             } else {
                 let mut produced = 0u64;
@@ -407,28 +462,22 @@ pub(crate) fn read_ova(
             }
             let Hashing { inner, hasher } = member_data;
             inner.finish()?;
-            let digest = match hasher {
-                Some(Hasher::Sha1(h)) => Some(hex(&h.finish())),
-                Some(Hasher::Sha256(h)) => Some(hex(&h.finish())),
-                None => None,
-            };
-            if let (Some(Expected::Sha1(want) | Expected::Sha256(want)), Some(got)) =
-                (&expected, digest)
-            {
-                if *want != got {
-                    return Err(corrupt(format!(
-                        "OVA manifest digest of {name:?} is {want}, the member's is {got}"
-                    )));
-                }
+            let digests = DiskDigests::of(hasher);
+            if let Some(expected) = &expected {
+                digests.check(expected, name)?;
             }
-            disk_done = true;
-        } else if name.to_ascii_lowercase().ends_with(".mf") && !disk_done && member.is_file() {
-            if member.size > MAX_MANIFEST {
+            disk = Some(digests);
+        } else if name.to_ascii_lowercase().ends_with(".mf")
+            && member.is_file()
+            && (disk.is_none() || !checked_after)
+        {
+            if member.size > limits.ova_max_manifest {
                 return Err(refuse(
                     ReasonCode::LimitExceeded,
                     format!(
-                        "OVA manifest of {} bytes is above the limit of {MAX_MANIFEST}",
-                        member.size
+                        "OVA manifest of {} bytes is above the limit of {} \
+                         (limits.ova_max_manifest)",
+                        member.size, limits.ova_max_manifest
                     ),
                 ));
             }
@@ -438,13 +487,19 @@ pub(crate) fn read_ova(
                 .map_err(|e| corrupt(format!("reading the OVA manifest: {e}")))?;
             data.finish()?;
             expected = manifest_digest(&String::from_utf8_lossy(&text), &ovf.href);
+            // A manifest after the disk: checked now, before the stream ends and the import
+            // commits (a failure here fails the stream).
+            if let (Some(digests), Some(expected)) = (&disk, &expected) {
+                digests.check(expected, plain(&ovf.href))?;
+                checked_after = true;
+            }
         } else {
             // Certificates, other files: read past, never stored.
             tar.data(member.size).finish()?;
         }
     }
     tar.drain(MAX_TRAILER)?;
-    if !disk_done {
+    if disk.is_none() {
         return Err(refuse(
             ReasonCode::Truncated,
             format!(

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use sluice_formats::Format;
 
 use super::ova::{read_ova, OvaEvent};
-use super::{detect, Decompressor, UnwrapError, Wrapper, MAGIC_LEN};
+use super::{detect, Decompressor, UnwrapError, UnwrapLimits, Wrapper, MAGIC_LEN};
 use crate::background;
 use crate::source::{ChunkSource, SourceError};
 
@@ -97,7 +97,7 @@ impl<S: ChunkSource> Unwrapped<S> {
     ///
     /// # Errors
     /// The source's errors, or [`SourceError::ReadingChunk`] when the thread cannot start.
-    pub async fn open(mut inner: S, limit: u64) -> Result<Self, SourceError> {
+    pub async fn open(mut inner: S, limits: UnwrapLimits) -> Result<Self, SourceError> {
         let mut head = VecDeque::new();
         let mut probe = Vec::with_capacity(MAGIC_LEN);
         let mut source_done = false;
@@ -122,7 +122,7 @@ impl<S: ChunkSource> Unwrapped<S> {
         };
         let kind = Kind::Compressed(wrapper);
         Self::start(inner, kind, head, source_done, move |input, output| {
-            decompress(wrapper, input, output, limit);
+            decompress(wrapper, input, output, &limits);
         })
     }
 
@@ -132,7 +132,11 @@ impl<S: ChunkSource> Unwrapped<S> {
     ///
     /// # Errors
     /// [`SourceError::ReadingChunk`] when the thread cannot start.
-    pub fn open_ova(inner: S, limit: u64, declared: Option<Format>) -> Result<Self, SourceError> {
+    pub fn open_ova(
+        inner: S,
+        limits: UnwrapLimits,
+        declared: Option<Format>,
+    ) -> Result<Self, SourceError> {
         Self::start(
             inner,
             Kind::Ova,
@@ -143,7 +147,7 @@ impl<S: ChunkSource> Unwrapped<S> {
                     rx: input,
                     current: Bytes::new(),
                 };
-                let read = read_ova(reader, declared, limit, &mut |event| {
+                let read = read_ova(reader, declared, &limits, &mut |event| {
                     let out = match event {
                         OvaEvent::Facts(facts) => Out::Facts(facts),
                         OvaEvent::Data(piece) => Out::Data(piece),
@@ -322,13 +326,13 @@ fn decompress(
     wrapper: Wrapper,
     input: mpsc::Receiver<Bytes>,
     output: &mpsc::Sender<Out>,
-    limit: u64,
+    limits: &UnwrapLimits,
 ) {
     let reader = ChannelReader {
         rx: input,
         current: Bytes::new(),
     };
-    let mut dec = match Decompressor::new(wrapper, reader, limit) {
+    let mut dec = match Decompressor::new(wrapper, reader, limits) {
         Ok(dec) => dec,
         Err(e) => {
             let _ = output.blocking_send(Out::Failed(e));

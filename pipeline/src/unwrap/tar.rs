@@ -18,11 +18,6 @@ use super::UnwrapError;
 /// A tar block.
 const BLOCK: usize = 512;
 
-/// Largest pax extended header or GNU long name accepted: names are at most 4 KiB on Linux
-/// (`PATH_MAX`); 64 KiB leaves room for other pax records without letting a header allocate
-/// what its size field says.
-pub const MAX_EXTENSION: u64 = 64 << 10;
-
 /// ustar header fields (POSIX.1-1988 `ustar` / pax interchange format).
 const NAME: std::ops::Range<usize> = 0..100;
 const SIZE: std::ops::Range<usize> = 124..136;
@@ -62,11 +57,18 @@ pub(crate) struct TarReader<R> {
     inner: R,
     /// Stream offset (for messages).
     offset: u64,
+    /// Largest extension header held (`limits.tar_max_extension`).
+    max_extension: u64,
 }
 
 impl<R: BufRead> TarReader<R> {
-    pub(crate) fn new(inner: R) -> Self {
-        TarReader { inner, offset: 0 }
+    /// A reader holding extension headers of at most `max_extension` bytes.
+    pub(crate) fn new(inner: R, max_extension: u64) -> Self {
+        TarReader {
+            inner,
+            offset: 0,
+            max_extension,
+        }
     }
 
     /// The next member's header (pax and GNU extension members folded in), or `None` at the
@@ -183,11 +185,13 @@ impl<R: BufRead> TarReader<R> {
     }
 
     fn read_extension(&mut self, size: u64) -> Result<Vec<u8>, UnwrapError> {
-        if size > MAX_EXTENSION {
+        if size > self.max_extension {
             return Err(UnwrapError::Ova {
                 code: ReasonCode::LimitExceeded,
                 message: format!(
-                    "tar extension header of {size} bytes is above the limit of {MAX_EXTENSION}"
+                    "tar extension header of {size} bytes is above the limit of {} \
+                     (limits.tar_max_extension)",
+                    self.max_extension
                 ),
             });
         }

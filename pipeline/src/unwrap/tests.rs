@@ -53,9 +53,12 @@ async fn unwrap_all(
     chunk: usize,
     limit: u64,
 ) -> (Result<Vec<u8>, SourceError>, Option<Wrapper>) {
-    let mut src = Unwrapped::open(MemorySource::new(Bytes::from(data), chunk), limit)
-        .await
-        .unwrap();
+    let mut src = Unwrapped::open(
+        MemorySource::new(Bytes::from(data), chunk),
+        UnwrapLimits::capped(limit),
+    )
+    .await
+    .unwrap();
     let wrapper = src.wrapper();
     let mut out = Vec::new();
     loop {
@@ -102,9 +105,12 @@ async fn test_unwrapped_each_wrapper_yields_the_original_bytes() {
 #[tokio::test]
 async fn test_unwrapped_plain_stream_passes_through_with_its_length() {
     let data = payload(100_000);
-    let src = Unwrapped::open(MemorySource::new(Bytes::from(data.clone()), 3), u64::MAX)
-        .await
-        .unwrap();
+    let src = Unwrapped::open(
+        MemorySource::new(Bytes::from(data.clone()), 3),
+        UnwrapLimits::capped(u64::MAX),
+    )
+    .await
+    .unwrap();
     assert_eq!(src.wrapper(), None);
     assert_eq!(src.content_length(), Some(100_000));
     let (out, _) = unwrap_all(data.clone(), 3, u64::MAX).await;
@@ -201,7 +207,7 @@ async fn test_unwrapped_dropped_midway_stops_the_thread() {
     let data = payload(8 << 20);
     let mut src = Unwrapped::open(
         MemorySource::new(Bytes::from(compress(Wrapper::Zstd, &data)), 4096),
-        u64::MAX,
+        UnwrapLimits::capped(u64::MAX),
     )
     .await
     .unwrap();
@@ -214,13 +220,14 @@ fn test_unwrap_reader_each_wrapper_yields_the_original_bytes() {
     let data = payload(1 << 20);
     for w in ALL {
         let compressed = compress(w, &data);
-        let (mut r, found) = unwrap_reader(&compressed[..], u64::MAX).unwrap();
+        let (mut r, found) =
+            unwrap_reader(&compressed[..], &UnwrapLimits::capped(u64::MAX)).unwrap();
         assert_eq!(found, Some(w));
         let mut out = Vec::new();
         r.read_to_end(&mut out).unwrap();
         assert!(out == data, "{w}");
     }
-    let (mut r, found) = unwrap_reader(&b"plain"[..], u64::MAX).unwrap();
+    let (mut r, found) = unwrap_reader(&b"plain"[..], &UnwrapLimits::capped(u64::MAX)).unwrap();
     assert_eq!(found, None);
     let mut out = Vec::new();
     r.read_to_end(&mut out).unwrap();
@@ -230,7 +237,8 @@ fn test_unwrap_reader_each_wrapper_yields_the_original_bytes() {
 #[test]
 fn test_unwrap_reader_truncated_is_an_unwrap_error_in_read_chunk() {
     let whole = compress(Wrapper::Gzip, &payload(1 << 20));
-    let (mut r, _) = unwrap_reader(&whole[..whole.len() / 2], u64::MAX).unwrap();
+    let (mut r, _) =
+        unwrap_reader(&whole[..whole.len() / 2], &UnwrapLimits::capped(u64::MAX)).unwrap();
     let mut buf = vec![0u8; 1 << 16];
     let err = loop {
         match crate::source::read_chunk(&mut r, &mut buf, 0) {

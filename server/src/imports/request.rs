@@ -15,7 +15,7 @@
 //! have changed since).
 
 use serde_json::Value;
-use sluice_formats::{Format, Limits, Target};
+use sluice_formats::{Format, Target};
 use sluice_pipeline::ingest::{Admission, IngestRequest};
 use sluice_pipeline::rate::MinRate;
 
@@ -106,12 +106,10 @@ impl ImportRequest {
         config: &Config,
         admission: &'a dyn Admission,
     ) -> IngestRequest<'a> {
-        let limits = Limits {
-            max_virtual_size: config.max_virtual_size,
-            ..Limits::default()
-        };
+        let limits = config.limits.format_limits(config.max_virtual_size);
         IngestRequest::new(image_id, self.declared, limits)
             .converting(self.target)
+            .spilling(config.limits.max_spill_bytes)
             .admitted_by(admission)
     }
 }

@@ -34,8 +34,14 @@ pub(crate) fn converter(
     len: u64,
     limits: &ConvertLimits,
 ) -> Result<Box<dyn FormatConverter>, ConvertError> {
-    let (h, grains) = footer_grains(head, tail, len, limits.max_tracked_entries)
-        .map_err(|(code, message)| ConvertError::image(code, message))?;
+    let (h, grains) = footer_grains(
+        head,
+        tail,
+        len,
+        limits.max_tracked_entries,
+        limits.vmdk_max_footer_window,
+    )
+    .map_err(|(code, message)| ConvertError::image(code, message))?;
     let virtual_size = h
         .virtual_size()
         .filter(|v| *v <= limits.max_virtual_size)

@@ -13,6 +13,10 @@
 //!   limit is hit, depends only on the bytes: everything from `overHead` to the end of the
 //!   last grain table is spilled, and each table entry is handled after the bytes before it.
 //!
+//! - **monolithicSparse with a footer** (`GD_AT_END`, VMware's layout): the directory comes
+//!   last, so the whole input is spooled to the spill area and converted from there at the
+//!   end (see [`spool`]): a second read of a local copy.
+//!
 //! Like QEMU, the primary grain directory is read (not the redundant one); entries of 0 and
 //! zeroed-grain entries (1, with the zeroed-grain flag) stay holes; grains are clipped to the
 //! capacity. The output's length is the capacity in bytes.
@@ -20,12 +24,14 @@
 //! Memory: one 512-byte header, one 16-byte marker, one inflate state (about 43 KiB) and one
 //! [`SCRATCH_LEN`] buffer; for monolithicSparse also `16 × gd_entries` bytes of queued tables
 //! plus [`Placer`]'s bound, at most `max_tracked_entries` pending grains.
-//! Spill: 0 for streamOptimized; for monolithicSparse every byte from `overHead` to the end of
+//! Spill: 0 for streamOptimized; the whole input for a footer monolithicSparse; for
+//! any other monolithicSparse every byte from `overHead` to the end of
 //! the grain directory and its last table, at most `max_spill_bytes` (none for QEMU's and
 //! VMware's layouts, whose directories and tables lie inside `overHead`).
 
 pub(crate) mod footer;
 mod sparse;
+mod spool;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -37,6 +43,7 @@ use crate::support::converter::{ConvertError, ConvertLimits, FormatConverter};
 use crate::support::sink::ConvertSink;
 use crate::ReasonCode;
 use sparse::VmdkSparseWalk;
+use spool::VmdkFooterSpool;
 use stream::VmdkStreamWalk;
 
 /// The sparse extent header is one sector.
@@ -68,6 +75,8 @@ enum VmdkConvertState {
     Stream(Box<VmdkStreamWalk>),
     /// A monolithicSparse directory/table walk.
     Sparse(Box<VmdkSparseWalk>),
+    /// A monolithicSparse with its directory in a footer, spooled until the end.
+    Footer(Box<VmdkFooterSpool>),
 }
 
 /// The vmdk to raw converter.
@@ -116,17 +125,13 @@ impl VmdkConverter {
                 ),
             ));
         }
-        if subformat == VmdkSubformat::MonolithicSparse && header.gd_offset == GD_AT_END {
-            // The grain directory is in the footer, after the data it places: converting this
-            // layout needs a second pass over the stored input (not done in one stream).
-            return Err(ConvertError::image(
-                ReasonCode::UnsupportedSubformat,
-                "VMDK monolithicSparse with its grain directory at the end (in a footer) is \
-                 inspected but not converted in one pass",
-            ));
-        }
         self.virtual_size = virtual_size;
         self.state = match subformat {
+            // The grain directory is in the footer, after the data it places: spooled, then
+            // converted from the spool at the end.
+            VmdkSubformat::MonolithicSparse if header.gd_offset == GD_AT_END => {
+                VmdkConvertState::Footer(Box::new(VmdkFooterSpool::new(bytes, &self.limits)))
+            }
             VmdkSubformat::StreamOptimized => VmdkConvertState::Stream(Box::new(
                 VmdkStreamWalk::new(&header, virtual_size, self.limits.max_tracked_entries)?,
             )),
@@ -156,6 +161,7 @@ impl FormatConverter for VmdkConverter {
             VmdkConvertState::Header(_) => Ok(()),
             VmdkConvertState::Stream(walk) => walk.feed(pos, data, sink),
             VmdkConvertState::Sparse(walk) => walk.feed(pos, data, sink),
+            VmdkConvertState::Footer(spool) => spool.feed(pos, data, sink),
         }
     }
 
@@ -167,6 +173,7 @@ impl FormatConverter for VmdkConverter {
             ))),
             VmdkConvertState::Stream(walk) => walk.finish(len),
             VmdkConvertState::Sparse(walk) => walk.finish(len, sink),
+            VmdkConvertState::Footer(spool) => spool.finish(len, sink),
         }?;
         Ok(self.virtual_size)
     }

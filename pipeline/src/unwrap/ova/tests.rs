@@ -5,7 +5,7 @@ use bytes::Bytes;
 use sluice_formats::Format;
 
 use crate::source::{ChunkSource, MemorySource, SourceError};
-use crate::unwrap::{UnwrapError, Unwrapped};
+use crate::unwrap::{UnwrapError, UnwrapLimits, Unwrapped};
 
 const VMDK_URI: &str = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized";
 
@@ -118,8 +118,12 @@ struct Unwrapped_ {
 }
 
 async fn read(ova: Vec<u8>, declared: Option<Format>, limit: u64, chunk: usize) -> Unwrapped_ {
-    let mut src =
-        Unwrapped::open_ova(MemorySource::new(Bytes::from(ova), chunk), limit, declared).unwrap();
+    let mut src = Unwrapped::open_ova(
+        MemorySource::new(Bytes::from(ova), chunk),
+        UnwrapLimits::capped(limit),
+        declared,
+    )
+    .unwrap();
     let mut out = Vec::new();
     let data = loop {
         match src.next_chunk().await {
@@ -230,6 +234,40 @@ async fn test_ova_manifest_before_the_disk_is_checked() {
     let (code, message) = refusal(ova, None).await;
     assert_eq!(code, "corrupt");
     assert!(message.contains("manifest digest"), "{message}");
+}
+
+#[tokio::test]
+async fn test_ova_manifest_after_the_disk_is_checked_at_the_end() {
+    let disk = disk();
+    let desc = descriptor(&[("disk1.vmdk", VMDK_URI, "")]);
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let after = |mf: String| {
+        tar(
+            "ustar",
+            &[
+                ("vm.ovf", desc.as_bytes()),
+                ("disk1.vmdk", &disk),
+                ("vm.mf", mf.as_bytes()),
+            ],
+        )
+    };
+    for mf in [
+        format!(
+            "SHA256(disk1.vmdk)= {}\n",
+            hex(&openssl::sha::sha256(&disk))
+        ),
+        format!("SHA1(disk1.vmdk)= {}\n", hex(&openssl::sha::sha1(&disk))),
+    ] {
+        assert!(read(after(mf), None, u64::MAX, 4096).await.data.unwrap() == disk);
+    }
+    for mf in [
+        format!("SHA256(disk1.vmdk)= {}\n", "ab".repeat(32)),
+        format!("SHA1(disk1.vmdk)= {}\n", "cd".repeat(20)),
+    ] {
+        let (code, message) = refusal(after(mf), None).await;
+        assert_eq!(code, "corrupt");
+        assert!(message.contains("manifest digest"), "{message}");
+    }
 }
 
 #[tokio::test]

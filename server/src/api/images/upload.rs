@@ -319,7 +319,11 @@ impl Upload {
         let opened = self
             .request
             .unwrap
-            .open(body, ingest.limits.max_virtual_size, ingest.declared)
+            .open(
+                body,
+                config.limits.unwrap_limits(ingest.limits.max_virtual_size),
+                ingest.declared,
+            )
             .await;
         let ingested = match opened {
             Ok(body) => ingest_as(body, ingest, store, self.slot.progress(), cancel).await,
