@@ -24,7 +24,7 @@ mod create;
 mod import;
 mod list;
 pub mod members;
-mod patch;
+pub(crate) mod patch;
 mod stage;
 mod upload;
 

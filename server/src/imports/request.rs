@@ -159,7 +159,7 @@ fn parse_output_format(input: &Value) -> Result<Option<Conversion>, String> {
 
 /// A legacy `import` task's `input`, parsed: the import and the properties of the image it
 /// creates.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LegacyImport {
     /// The import (its source a [`ImportSource::Url`]).
     pub request: ImportRequest,
