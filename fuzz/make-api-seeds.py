@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora of the API body targets (fuzz/corpus/api_task_create/ and
-fuzz/corpus/api_image_patch/): one control byte (see server/src/fuzzing.rs) then a JSON body.
+"""Writes the seed corpora of the API body targets (fuzz/corpus/api_task_create/,
+api_image_patch/ and api_image_create/): one control byte (see server/src/fuzzing.rs) then a JSON body.
 
-Task bodies are every POST /v2/tasks body of Glance's recorded traffic
+Task and image bodies are every POST /v2/tasks and POST /v2/images body of Glance's recorded traffic
 (/work/shared/reference/glance-wire/, or the directory given as the first argument); patch
 documents are the ones the server's unit tests send (server/src/api/images/tests/patch.rs,
 server/src/api/policy/tests.rs). Only files named seed-* are replaced.
@@ -61,12 +61,26 @@ PATCHES_V20 = [
 ]
 
 
-def task_bodies():
+# Bodies of POST /v2/images beyond the recorded ones: every base attribute, an id, tags.
+IMAGE_BODIES = [
+    {"id": "00000000-0000-4000-8000-000000000001", "name": "all", "visibility": "community",
+     "protected": True, "min_disk": 1, "min_ram": 64, "disk_format": "qcow2",
+     "container_format": "bare", "tags": ["a", "b", "a"], "os_distro": "debian"},
+    {"name": None, "disk_format": None, "owner": "fedcba9876543210fedcba9876543210"},
+    {"id": "not-a-uuid"},
+    {"size": 1},
+    {"os_glance_x": "y"},
+    [],
+]
+
+
+def wire_bodies(path):
+    """Every POST body to `path` in the recorded traffic."""
     bodies = []
 
     def walk(node):
         if isinstance(node, dict):
-            if node.get("method") == "POST" and node.get("path", "").split("?")[0] == "/v2/tasks":
+            if node.get("method") == "POST" and node.get("path", "").split("?")[0] == path:
                 if "json" in node:
                     bodies.append(json.dumps(node["json"]).encode())
                 elif isinstance(node.get("body"), str):
@@ -99,7 +113,7 @@ def write(target, seeds):
 
 
 def main():
-    tasks = {bytes([c]) + body for body in task_bodies() for c in TASK_CONTROLS}
+    tasks = {bytes([c]) + body for body in wire_bodies("/v2/tasks") for c in TASK_CONTROLS}
     write("api_task_create", sorted(tasks))
     patches = set()
     for doc in PATCHES_V21:
@@ -110,6 +124,11 @@ def main():
         body = json.dumps(doc).encode()
         patches.add(bytes([ACTIVE | 1]) + body)
     write("api_image_patch", sorted(patches))
+    images = set()
+    for body in wire_bodies("/v2/images") + [json.dumps(b).encode() for b in IMAGE_BODIES]:
+        for control in (0x00, 0x01, 0x04):
+            images.add(bytes([control]) + body)
+    write("api_image_create", sorted(images))
 
 
 if __name__ == "__main__":

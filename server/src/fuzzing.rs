@@ -11,8 +11,8 @@ use serde_json::{Map, Value};
 use crate::api::auth::RequestContext;
 use crate::api::body::parse_json;
 use crate::api::error::ApiError;
-use crate::api::images::image_json;
 use crate::api::images::patch::{apply_operations, parse_patch, Operation, PatchOp, PatchVersion};
+use crate::api::images::{create, image_json};
 use crate::api::policy::{self, Action, Target};
 use crate::api::tasks::{check_input, import_from_uri, new_task, validate_task_body};
 use crate::config::{Config, Conversion};
@@ -29,6 +29,28 @@ const OWNER: &str = "0123456789abcdef0123456789abcdef";
 
 /// Another project.
 const STRANGER: &str = "fedcba9876543210fedcba9876543210";
+
+/// The id of the image a patch is applied to, and of a created image that names none.
+const IMAGE_ID: &str = "5d1c4fd6-3f0e-4c39-9f3e-1c0b0b3d8b4a";
+
+/// The creation time of every record here.
+const CREATED_AT: i64 = 1_795_541_301;
+
+/// What `image_json` shows that the server sets: a create body may not carry these.
+const SERVER_SET: [&str; 12] = [
+    "status",
+    "os_hidden",
+    "checksum",
+    "os_hash_algo",
+    "os_hash_value",
+    "size",
+    "virtual_size",
+    "created_at",
+    "updated_at",
+    "self",
+    "file",
+    "schema",
+];
 
 /// Quotas small enough that a fuzzer reaches them (chosen by one bit of the control byte).
 const TIGHT_LIMITS: PropertyLimits = PropertyLimits {
@@ -119,7 +141,50 @@ pub fn image_patch(data: &[u8]) {
         "re-serialised patch {document}"
     );
     check_patched(&base, &image, &ctx, &limits);
-    assert_eq!(round_trip(&image), image, "the store changes the record");
+}
+
+/// `POST /v2/images`: `data[0]` chooses the caller and the quotas; the rest is the body. A
+/// refusal is a 4xx; an accepted body gives a valid queued record, its properties written
+/// back parse to the same ones, and the image as the API shows it, less what the server sets,
+/// is a body that creates the same record.
+pub fn image_create(data: &[u8]) {
+    let Some((&control, body)) = data.split_first() else {
+        return;
+    };
+    let ctx = caller(control);
+    let limits = limits(control >> 2);
+    let created = (|| -> Result<(Option<String>, ImageProperties), ApiError> {
+        policy::check_role(&ctx, Action::AddImage)?;
+        let (id, props) = create::parse_body(&parse_json(body)?, &limits)?;
+        props.authorize(&ctx)?;
+        Ok((id, props))
+    })();
+    let (id, props) = match created {
+        Ok(created) => created,
+        Err(e) => return assert_client_error(&e),
+    };
+    let mut written = properties_json(&props);
+    if let Some(id) = &id {
+        written.insert("id".into(), id.clone().into());
+    }
+    assert_eq!(
+        create::parse_body(&Value::Object(written), &limits),
+        Ok((id.clone(), props.clone())),
+        "properties re-parse"
+    );
+    let id = id.unwrap_or_else(|| IMAGE_ID.to_owned());
+    let image = create::queued_image(&id, &ctx, props, CREATED_AT);
+    check_record(&image, limits.tags, limits.properties);
+    let Value::Object(mut shown) = image_json(&image) else {
+        panic!("an image shows as an object");
+    };
+    for key in SERVER_SET {
+        shown.remove(key);
+    }
+    let (again_id, again) = create::parse_body(&Value::Object(shown), &limits)
+        .unwrap_or_else(|e| panic!("the image as shown is refused: {e:?}"));
+    let again = create::queued_image(&again_id.unwrap_or_default(), &ctx, again, CREATED_AT);
+    assert_eq!(again, image, "the image as shown creates another record");
 }
 
 /// The synchronous part of `tasks::create`: the body, its shape, `import_from` (without the
@@ -192,7 +257,7 @@ fn patched_image(status: ImageStatus) -> ImageRecord {
         properties.insert(LOCK_PROPERTY.to_owned(), "task-id".to_owned());
     }
     ImageRecord {
-        id: "5d1c4fd6-3f0e-4c39-9f3e-1c0b0b3d8b4a".to_owned(),
+        id: IMAGE_ID.to_owned(),
         name: Some("fuzz".to_owned()),
         status,
         owner: OWNER.to_owned(),
@@ -209,8 +274,8 @@ fn patched_image(status: ImageStatus) -> ImageRecord {
         min_ram: 0,
         tags: vec!["one".to_owned(), "two".to_owned()],
         properties,
-        created_at: 1_795_541_301,
-        updated_at: 1_795_541_301,
+        created_at: CREATED_AT,
+        updated_at: CREATED_AT,
         task_id: None,
     }
 }
@@ -273,7 +338,18 @@ fn check_patched(
         base.properties.get(LOCK_PROPERTY),
         image.properties.get(LOCK_PROPERTY)
     );
-    // A valid record: the image schema and the quotas.
+    let max_properties = if image.properties.len() > base.properties.len() {
+        limits.properties
+    } else {
+        base.properties.len()
+    };
+    check_record(image, limits.tags.max(base.tags.len()), max_properties);
+}
+
+/// A record the image schema and the quotas allow (at most `max_tags` tags and
+/// `max_properties` extra properties), that the store encodes and decodes unchanged and that
+/// the API shows with every extra property under its own name.
+fn check_record(image: &ImageRecord, max_tags: usize, max_properties: usize) {
     let short = |s: &str| s.chars().count() <= MAX_FIELD_LEN;
     assert!(image.name.as_deref().is_none_or(short));
     assert!(short(&image.owner));
@@ -286,14 +362,16 @@ fn check_patched(
         .container_format
         .as_deref()
         .is_none_or(|f| CONTAINER_FORMATS.contains(&f)));
-    assert!(image.tags.len() <= limits.tags.max(base.tags.len()));
+    assert!(image.tags.len() <= max_tags);
     assert!(image.tags.iter().all(|t| short(t)));
     let distinct: std::collections::BTreeSet<&String> = image.tags.iter().collect();
     assert_eq!(distinct.len(), image.tags.len(), "duplicate tags");
-    if image.properties.len() > base.properties.len() {
-        assert!(image.properties.len() <= limits.properties);
-    }
-    // The API shows each extra property as stored, under its own name.
+    assert!(image.properties.len() <= max_properties);
+    assert!(image
+        .properties
+        .iter()
+        .all(|(k, v)| short(k) && v.len() <= MAX_PROPERTY_VALUE_LEN));
+    assert_eq!(&round_trip(image), image, "the store changes the record");
     let shown = image_json(image);
     for (key, value) in &image.properties {
         if key != LOCK_PROPERTY {
@@ -380,9 +458,10 @@ mod tests {
     fn test_fuzzing_api_corpus_replays_without_panic() {
         let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
         let mut replayed = 0usize;
-        let targets: [(&str, fn(&[u8])); 2] = [
+        let targets: [(&str, fn(&[u8])); 3] = [
             ("api_task_create", task_create),
             ("api_image_patch", image_patch),
+            ("api_image_create", image_create),
         ];
         for (target, harness) in targets {
             let dir = corpus.join(target);
