@@ -87,7 +87,15 @@ pub fn task_create(data: &[u8]) {
         "the stored input parses differently when the task runs"
     );
     let properties = match &parsed {
-        Ok(legacy) => Some(&legacy.properties),
+        Ok(legacy) => {
+            // The image record the task makes stores this `disk_format` (unless converted).
+            let disk_format = legacy.request.disk_format.as_str();
+            assert!(
+                DISK_FORMATS.contains(&disk_format),
+                "an import task would make an image of disk_format {disk_format:?}"
+            );
+            Some(&legacy.properties)
+        }
         Err(InputError::Deferred { properties, .. }) => properties.as_deref(),
         Err(e) => panic!("accepted at create time, refused by the worker: {e:?}"),
     };
