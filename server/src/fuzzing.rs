@@ -466,7 +466,8 @@ mod tests {
     fn test_fuzzing_api_corpus_replays_without_panic() {
         let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
         let mut replayed = 0usize;
-        let targets: [(&str, fn(&[u8])); 3] = [
+        type Harness = fn(&[u8]);
+        let targets: [(&str, Harness); 3] = [
             ("api_task_create", task_create),
             ("api_image_patch", image_patch),
             ("api_image_create", image_create),
