@@ -27,7 +27,8 @@ esac
 target_dir="${SLUICE_FUZZ_TARGET_DIR:-$default_dir}"
 all_targets=(inspect_any inspect_qcow2 inspect_vmdk inspect_vhd inspect_vhdx inspect_iso
              inspect_gpt inspect_raw buf_independent convert_qcow2 convert_vmdk convert_vhd
-             convert_vhdx roundtrip_qcow2 vmdk_footer unwrap ova)
+             convert_vhdx roundtrip_qcow2 vmdk_footer unwrap ova api_task_create api_image_patch
+             api_image_create)
 read -r -a targets <<< "${SLUICE_FUZZ_TARGETS:-${all_targets[*]}}"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

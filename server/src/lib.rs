@@ -9,6 +9,8 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod executor;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod imports;
 pub mod meta;
 pub mod observe;

@@ -20,11 +20,11 @@ use crate::api::{format_time, now, ok_json, tasks, Api};
 use crate::meta::{Decision, ImageRecord, ImageStatus, Transition};
 use crate::properties::{self, PropertyLimits, VISIBILITIES};
 
-mod create;
+pub(crate) mod create;
 mod import;
 mod list;
 pub mod members;
-mod patch;
+pub(crate) mod patch;
 mod stage;
 mod upload;
 

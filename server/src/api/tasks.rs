@@ -120,7 +120,7 @@ pub fn new_task(ctx: &RequestContext, task_type: &str, input: Value) -> TaskReco
 }
 
 /// Checks the body's shape and returns its `input`.
-fn validate_task_body(body: &Value) -> Result<&Value, ApiError> {
+pub(crate) fn validate_task_body(body: &Value) -> Result<&Value, ApiError> {
     let Value::Object(obj) = body else {
         return Err(ApiError::BadRequest("Task 'type' is required".into()));
     };
@@ -175,6 +175,15 @@ fn schema_error(detail: &str) -> ApiError {
 
 /// Glance's `validate_legacy_import_from_uri`, then the import policy (with DNS for names).
 async fn validate_import_from(policy: &ImportPolicy, input: &Value) -> Result<(), ApiError> {
+    let text = import_from_uri(input)?;
+    check_uri(policy, text, UriUse::LegacyTask).await
+}
+
+/// Glance's `validate_legacy_import_from_uri`: `input.import_from`, a non-empty `http(s)` URI.
+///
+/// # Errors
+/// 400 with Glance's messages.
+pub(crate) fn import_from_uri(input: &Value) -> Result<&str, ApiError> {
     let uri = input.get("import_from").unwrap_or(&Value::Null);
     let text = match uri {
         Value::String(s) if !s.is_empty() => s.as_str(),
@@ -203,7 +212,7 @@ async fn validate_import_from(policy: &ImportPolicy, input: &Value) -> Result<()
                 .into(),
         ));
     }
-    check_uri(policy, text, UriUse::LegacyTask).await
+    Ok(text)
 }
 
 /// What a URL is given for: Glance words a refusal after the way in.
@@ -264,7 +273,7 @@ pub fn source_failure(use_: UriUse, e: &SourceError) -> String {
 /// refuses is a 4xx now, and the `image_properties`, when given, must be ones the caller may
 /// set ([`ImageProperties::authorize`](crate::properties::ImageProperties::authorize)). What
 /// Glance accepts here and fails later (a missing field) is accepted.
-fn check_input(
+pub(crate) fn check_input(
     ctx: &RequestContext,
     input: &Value,
     limits: &PropertyLimits,

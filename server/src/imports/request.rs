@@ -23,7 +23,7 @@ use crate::api::error::ApiError;
 use crate::api::tasks::{py_repr, UriUse};
 use crate::config::{Config, Conversion};
 use crate::meta::ImageRecord;
-use crate::properties::{ImageProperties, PropertyError, PropertyLimits};
+use crate::properties::{ImageProperties, PropertyError, PropertyLimits, DISK_FORMATS};
 use crate::unwrapping::Unwrapping;
 
 /// Glance `disk_format`s that carry no inspectable structure of their own: checked as raw,
@@ -136,9 +136,13 @@ fn declared_format(disk_format: &str) -> Result<Format, String> {
     if is_opaque(disk_format) {
         return Ok(Format::Raw);
     }
-    disk_format
-        .parse::<Format>()
-        .map_err(|_| format!("disk_format '{disk_format}' is not a disk format Sluice can import"))
+    let unknown = || format!("disk_format '{disk_format}' is not a disk format Sluice can import");
+    // Glance's names only: the inspector also knows qemu's (`vpc`) and formats that are no
+    // disk format (wrappers, partition tables), which no image record may carry.
+    if !DISK_FORMATS.contains(&disk_format) {
+        return Err(unknown());
+    }
+    disk_format.parse::<Format>().map_err(|_| unknown())
 }
 
 /// Parses a task's `input.output_format`: absent or null means the server's setting.
@@ -157,7 +161,7 @@ fn parse_output_format(input: &Value) -> Result<Option<Conversion>, String> {
 
 /// A legacy `import` task's `input`, parsed: the import and the properties of the image it
 /// creates.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LegacyImport {
     /// The import (its source a [`ImportSource::Url`]).
     pub request: ImportRequest,
@@ -267,20 +271,16 @@ impl LegacyImport {
         let Some(properties) = properties else {
             return Err(deferred("Input does not contain 'image_properties' field"));
         };
-        let declared = if is_opaque(&from_format) {
-            Format::Raw
-        } else {
-            match from_format.parse::<Format>() {
-                Ok(format) => format,
-                Err(_) => {
-                    return Err(deferred_with(
-                        format!(
-                            "import_from_format '{from_format}' is not a disk format Sluice can \
-                             import"
-                        ),
-                        Some(properties),
-                    ))
-                }
+        let declared = match declared_format(&from_format) {
+            Ok(format) => format,
+            Err(_) => {
+                return Err(deferred_with(
+                    format!(
+                        "import_from_format '{from_format}' is not a disk format Sluice can \
+                         import"
+                    ),
+                    Some(properties),
+                ))
             }
         };
         let target = if is_opaque(&from_format) {
@@ -389,6 +389,27 @@ mod tests {
         let e = input(base(Value::from("vmdk"))).unwrap_err();
         assert!(e.contains("output_format 'vmdk'"), "{e}");
         assert!(input(base(Value::from(3))).is_err());
+    }
+
+    /// Found by fuzzing (`api_task_create`): `import_from_format` names the stored image's
+    /// `disk_format`, so a name the inspector knows but Glance's schema does not (qemu's
+    /// `vpc`, `qcow`, a wrapper, a partition table) would make an image no Glance client
+    /// expects. Such a task fails when it runs, as one of a format Sluice does not import.
+    #[test]
+    fn test_parse_input_non_glance_format_name_is_deferred() {
+        for name in [
+            "vpc", "VPC", "qcow", "gzip", "tar", "gpt", "mbr", "luks", "qed",
+        ] {
+            let e = input(serde_json::json!({
+                "import_from": "http://x/y", "import_from_format": name,
+                "image_properties": {}
+            }))
+            .unwrap_err();
+            assert!(
+                e.contains("not a disk format Sluice can import"),
+                "{name}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -42,13 +42,7 @@ where
     let base_url = api.base_url(&request);
     let (parts, body) = request.into_parts();
     let body = read_json(config, body, &parts.headers).await?;
-    let Value::Object(props) = &body else {
-        return Err(ApiError::BadRequest(format!(
-            "Provided object does not match schema 'image': {} is not of type 'object'",
-            crate::api::tasks::py_repr(&body)
-        )));
-    };
-    let (id, props) = ImageProperties::parse_create(props, &PropertyLimits::of(config))?;
+    let (id, props) = parse_body(&body, &PropertyLimits::of(config))?;
     props.authorize(ctx)?;
     // Held until the record is written: a racing request counts it.
     let _reservation = crate::quota::admit_image(&api.state, &ctx.project_id).await?;
@@ -74,9 +68,31 @@ where
     Ok(response)
 }
 
+/// The body of `POST /v2/images`: an object of image properties, and maybe an `id`.
+///
+/// # Errors
+/// 400 for a body that is not an object; as [`ImageProperties::parse_create`].
+pub(crate) fn parse_body(
+    body: &Value,
+    limits: &PropertyLimits,
+) -> Result<(Option<String>, ImageProperties), ApiError> {
+    let Value::Object(props) = body else {
+        return Err(ApiError::BadRequest(format!(
+            "Provided object does not match schema 'image': {} is not of type 'object'",
+            crate::api::tasks::py_repr(body)
+        )));
+    };
+    Ok(ImageProperties::parse_create(props, limits)?)
+}
+
 /// The record of a new image: Glance's defaults (`shared`, not protected, no minimums) for
 /// what the request leaves out, owned by the caller's project unless an admin named another.
-fn queued_image(id: &str, ctx: &RequestContext, props: ImageProperties, at: i64) -> ImageRecord {
+pub(crate) fn queued_image(
+    id: &str,
+    ctx: &RequestContext,
+    props: ImageProperties,
+    at: i64,
+) -> ImageRecord {
     ImageRecord {
         id: id.to_owned(),
         name: props.name,

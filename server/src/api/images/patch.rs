@@ -20,7 +20,7 @@ use crate::properties::{self, Attribute, BaseValue, Change, PropertyLimits};
 
 /// The JSON-patch media types and which draft each follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum PatchVersion {
+pub(crate) enum PatchVersion {
     /// `application/openstack-images-v2.0-json-patch`: `{"replace": "/name", "value": …}`.
     V20,
     /// `application/openstack-images-v2.1-json-patch`: `{"op": "replace", "path": …}`.
@@ -29,7 +29,7 @@ enum PatchVersion {
 
 /// One patch operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum PatchOp {
+pub(crate) enum PatchOp {
     Add,
     Remove,
     Replace,
@@ -69,14 +69,7 @@ where
         Action::ModifyImage,
         &ImageStatus::ALL,
         |image| {
-            let before = image.properties.len();
-            for (op, name, value) in &ops {
-                apply_patch(image, ctx, version, *op, name, value.as_ref(), &limits)?;
-            }
-            // An image already over a lowered quota may still shed properties.
-            if image.properties.len() > before {
-                limits.check_properties(image.properties.len())?;
-            }
+            apply_operations(image, ctx, version, &ops, &limits)?;
             image.updated_at = now();
             Ok(Decision::Write)
         },
@@ -90,11 +83,33 @@ where
     }
 }
 
-/// Parses the operations of a patch body: `(op, attribute, value)`.
-fn parse_patch(
-    body: &Value,
+/// Applies a parsed patch document to `image`, in order, then checks the property quota.
+///
+/// # Errors
+/// The first operation's refusal (400, 403, 409, 413), as [`patch`] answers it.
+pub(crate) fn apply_operations(
+    image: &mut ImageRecord,
+    ctx: &RequestContext,
     version: PatchVersion,
-) -> Result<Vec<(PatchOp, String, Option<Value>)>, ApiError> {
+    ops: &[Operation],
+    limits: &PropertyLimits,
+) -> Result<(), ApiError> {
+    let before = image.properties.len();
+    for (op, name, value) in ops {
+        apply_patch(image, ctx, version, *op, name, value.as_ref(), limits)?;
+    }
+    // An image already over a lowered quota may still shed properties.
+    if image.properties.len() > before {
+        limits.check_properties(image.properties.len())?;
+    }
+    Ok(())
+}
+
+/// One parsed operation: `(op, attribute, value)`.
+pub(crate) type Operation = (PatchOp, String, Option<Value>);
+
+/// Parses the operations of a patch body: `(op, attribute, value)`.
+pub(crate) fn parse_patch(body: &Value, version: PatchVersion) -> Result<Vec<Operation>, ApiError> {
     let bad = |m: String| ApiError::BadRequest(m);
     let Value::Array(items) = body else {
         return Err(bad(
