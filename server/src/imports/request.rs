@@ -391,8 +391,8 @@ mod tests {
         assert!(input(base(Value::from(3))).is_err());
     }
 
-    /// Found while writing the `api_task_create` fuzz target's invariants: `import_from_format` names the stored image's
-    /// `disk_format`, so a name the inspector knows but Glance's schema does not (qemu's
+    /// Found while writing the `api_task_create` fuzz target's invariants:
+    /// `import_from_format` names the stored image's `disk_format`, so a name the inspector knows but Glance's schema does not (qemu's
     /// `vpc`, `qcow`, a wrapper, a partition table) would make an image no Glance client
     /// expects. Such a task fails when it runs, as one of a format Sluice does not import.
     #[test]
