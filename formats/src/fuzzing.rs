@@ -578,7 +578,7 @@ fn check_convert_chunking(
 }
 
 /// vmdk → raw: `data[0]` picks the chunk size (`× 31`) and the tight limits, the rest is the
-/// image (see [`convert_to_raw_checked`]). Never panics unless the result depends on chunking.
+/// image (see `convert_to_raw_checked`). Never panics unless the result depends on chunking.
 pub fn convert_vmdk(data: &[u8]) {
     convert_to_raw_checked(Format::Vmdk, data);
 }

@@ -88,7 +88,7 @@ impl HttpSource {
         let mut url = policy
             .parse_url(url)
             .map_err(|reason| SourceError::Policy {
-                url: url.to_owned(),
+                url: crate::redact::url(url),
                 reason,
             })?;
         let mut redirects = 0usize;
@@ -122,7 +122,7 @@ impl HttpSource {
             if !is_redirect {
                 return Err(SourceError::HttpStatus {
                     status,
-                    url: url.to_string(),
+                    url: crate::redact::url(url.as_str()),
                 });
             }
             if redirects >= config.max_redirects {
@@ -135,22 +135,27 @@ impl HttpSource {
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| SourceError::RedirectWithoutLocation {
                     status,
-                    url: url.to_string(),
+                    url: crate::redact::url(url.as_str()),
                 })?;
             let next =
                 policy
                     .parse_redirect(&url, location)
                     .map_err(|reason| SourceError::Policy {
                         // As sent when absolute: joining would canonicalise the spelling.
-                        url: if location.contains("//") {
+                        url: crate::redact::url(&if location.contains("//") {
                             location.to_owned()
                         } else {
                             url.join(location)
                                 .map_or_else(|_| location.to_owned(), String::from)
-                        },
+                        }),
                         reason,
                     })?;
-            tracing::debug!(from = %url, to = %next, %status, "following redirect");
+            tracing::debug!(
+                from = %crate::redact::url(url.as_str()),
+                to = %crate::redact::url(next.as_str()),
+                %status,
+                "following redirect"
+            );
             url = next;
         }
     }
@@ -182,7 +187,7 @@ impl HttpSource {
                 return Ok(None);
             };
             let frame = frame.map_err(|source| SourceError::Http {
-                url: self.url.to_string(),
+                url: crate::redact::url(self.url.as_str()),
                 offset: self.received,
                 source,
             })?;
@@ -223,12 +228,12 @@ async fn request(
     config: &HttpConfig,
 ) -> Result<(http::Response<Incoming>, JoinHandle<()>), SourceError> {
     let refused = |reason| SourceError::Policy {
-        url: url.to_string(),
+        url: crate::redact::url(url.as_str()),
         reason,
     };
     let host = url
         .host()
-        .ok_or_else(|| refused(PolicyError::MissingHost(url.to_string())))?;
+        .ok_or_else(|| refused(PolicyError::MissingHost(crate::redact::url(url.as_str()))))?;
     let port = url
         .port_or_known_default()
         .ok_or_else(|| refused(PolicyError::SchemeRefused(url.scheme().to_owned())))?;
@@ -260,7 +265,7 @@ async fn request(
     let header = |v: &str| {
         HeaderValue::from_str(v).map_err(|_| {
             refused(PolicyError::InvalidUrl {
-                url: url.to_string(),
+                url: crate::redact::url(url.as_str()),
                 reason: "not a valid header value".to_owned(),
             })
         })
@@ -274,12 +279,12 @@ async fn request(
         .body(Empty::<Bytes>::new())
         .map_err(|e| {
             refused(PolicyError::InvalidUrl {
-                url: url.to_string(),
+                url: crate::redact::url(url.as_str()),
                 reason: e.to_string(),
             })
         })?;
     let http_err = |source| SourceError::Http {
-        url: url.to_string(),
+        url: crate::redact::url(url.as_str()),
         offset: 0,
         source,
     };
@@ -288,7 +293,7 @@ async fn request(
         .map_err(|_| {
             conn.abort();
             SourceError::HeaderTimeout {
-                url: url.to_string(),
+                url: crate::redact::url(url.as_str()),
                 secs: config.header_timeout.as_secs(),
             }
         })?
@@ -324,7 +329,7 @@ async fn connect(
     let addrs = policy
         .approve(&name, &addrs)
         .map_err(|reason| SourceError::Policy {
-            url: url.to_string(),
+            url: crate::redact::url(url.as_str()),
             reason,
         })?;
     let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses");
@@ -405,7 +410,7 @@ where
         .handshake(TokioIo::new(io))
         .await
         .map_err(|source| SourceError::Http {
-            url: url.to_string(),
+            url: crate::redact::url(url.as_str()),
             offset: 0,
             source,
         })?;

@@ -37,6 +37,7 @@ pub mod ingest;
 mod lane;
 pub mod progress;
 pub mod rate;
+pub mod redact;
 pub mod source;
 pub mod ssrf;
 pub mod store;

@@ -357,6 +357,9 @@ pub struct KeystoneConfig {
     pub cache_size: usize,
     /// Seconds one call to Keystone may take ([`DEFAULT_KEYSTONE_TIMEOUT_SECS`]).
     pub timeout_secs: u64,
+    /// The config file read (set by [`Config::from_file`]): errors name its file and line.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 impl Default for KeystoneConfig {
@@ -373,6 +376,7 @@ impl Default for KeystoneConfig {
             cache_secs: DEFAULT_KEYSTONE_CACHE_SECS,
             cache_size: DEFAULT_KEYSTONE_CACHE_SIZE,
             timeout_secs: DEFAULT_KEYSTONE_TIMEOUT_SECS,
+            file: None,
         }
     }
 }
@@ -411,11 +415,12 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parsing {
+        let mut config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parsing {
             path: path.to_owned(),
             source,
         })?;
         config.check_task_ttl()?;
+        config.auth.keystone.file = Some(path.to_owned());
         Ok(config)
     }
 

@@ -36,7 +36,7 @@ pub const REASON_INVALID_INPUT: &str = "invalid_input";
 /// | code | meaning | written by |
 /// |---|---|---|
 /// | `cancelled` | stopped **on purpose** by a client: the image of an interoperable import was deleted (Glance's only cancel) | `api_image` when the stopped import's image is gone |
-/// | `interrupted` | stopped by the **service**: shutdown, or a crash found at restart | [`ingest_failure`] for a stopped ingest, `service::finish_recovery`, an upload's or stage's 503 |
+/// | `interrupted` | stopped by the **service**: shutdown, or a crash found at restart | `ingest_failure` for a stopped ingest, `service::finish_recovery`, an upload's or stage's 503 |
 ///
 /// The pipeline cannot tell them apart (its `IngestError::Cancelled` is only "the cancel
 /// signal turned"): a stop is `interrupted` unless the one who stopped it on purpose (the
@@ -82,7 +82,7 @@ pub fn import_policy(config: &Config) -> ImportPolicy {
 }
 
 /// Marks a task failed (`reason`, `message`), with its expiry. The stored message starts
-/// with the reason code and ends with what to do ([`advice::task_message`]).
+/// with the reason code and ends with what to do (`advice::task_message`).
 pub fn fail(task: &mut TaskRecord, reason: &str, message: String, ttl_secs: i64) {
     let at = now();
     task.status = TaskStatus::Failure;

@@ -413,7 +413,7 @@ async fn sweep_expired(state: AppState) {
 const SWEEP_BATCH: usize = 1000;
 
 /// Deletes every task whose `expires_at` is at or before `now`, reading only the expiry
-/// index, [`SWEEP_BATCH`] ids at a time; returns how many were deleted.
+/// index, `SWEEP_BATCH` ids at a time; returns how many were deleted.
 ///
 /// # Errors
 /// The first metadata error (the tasks deleted before it stay deleted).

@@ -1,6 +1,7 @@
 """Creates what tests/service/keystone.rs needs in a fresh Keystone (stdlib only): a
 `service` project with Sluice's service user `sluice` (role `service`), projects `alpha` and
-`beta`, and users `<project>-<role>` with role reader, member or admin there; each user's
+`beta`, and users `<project>-<role>` with role reader, member, admin or `_member_` (Keystone's
+legacy role, which grants nothing in Sluice) there; each user's
 password is `pw-<user>`. Prints {"projects": {name: id}, "users": {name: id}} as JSON.
 
 Usage: python keystone_users.py KEYSTONE_URL ADMIN_PASSWORD
@@ -30,7 +31,7 @@ headers, _ = call("POST", "/v3/auth/tokens", {"auth": {
 token = headers["X-Subject-Token"]
 
 roles = {r["name"]: r["id"] for r in call("GET", "/v3/roles", token=token)[1]["roles"]}
-for name in ("reader", "member", "admin", "service"):
+for name in ("reader", "member", "admin", "_member_", "service"):
     if name not in roles:
         roles[name] = call("POST", "/v3/roles", {"role": {"name": name}}, token)[1]["role"]["id"]
 
@@ -54,6 +55,6 @@ out["users"]["sluice"] = user("sluice", service, "service")
 for pname in ("alpha", "beta"):
     pid = project(pname)
     out["projects"][pname] = pid
-    for role in ("reader", "member", "admin"):
+    for role in ("reader", "member", "admin", "_member_"):
         out["users"][f"{pname}-{role}"] = user(f"{pname}-{role}", pid, role)
 print(json.dumps(out))

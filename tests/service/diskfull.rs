@@ -419,3 +419,36 @@ fn test_healthcheck_503_while_disk_reserve_reached_200_once_freed() {
     wait_until("200 from /healthcheck", &server, || health().0 == 200);
     assert_eq!(health(), (200, "OK".to_owned()));
 }
+
+#[test]
+fn test_healthcheck_503_while_metadata_store_read_only_200_once_freed_without_a_write() {
+    let volume = Volume::new();
+    let mut server = Server::start_in(&volume.mnt.join("data"), &[]);
+    let health = |server: &Server| {
+        let resp = super::harness::http(&server.addr, "GET", "/healthcheck", &[], None);
+        (resp.status, resp.text())
+    };
+    assert_eq!(health(&server), (200, "OK".to_owned()));
+    // A restart on a full volume opens the metadata store read-only: a real failed store.
+    let fillers = volume.fill("filler");
+    server.restart();
+    let (status, text) = health(&server);
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("metadata store read-only"), "{text}");
+    // Space freed, and nothing writes: the store is found writable again by itself (a load
+    // balancer that took the node out on the 503 sends it nothing else).
+    for filler in fillers {
+        std::fs::remove_file(filler).expect("removing a filler");
+    }
+    wait_until("200 from /healthcheck", &server, || {
+        health(&server).0 == 200
+    });
+    assert_eq!(health(&server), (200, "OK".to_owned()));
+    let resp = server.req(
+        "POST",
+        "/v2/images",
+        &member("p1"),
+        Some(b"{\"name\":\"after\"}"),
+    );
+    assert_eq!(resp.status, 201, "{}", resp.text());
+}

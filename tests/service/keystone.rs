@@ -25,7 +25,7 @@ const ADMIN_PASSWORD: &str = "pw-admin";
 
 /// Keystone's token lifetime in these tests (`[token] expiration`): short, so that the
 /// expiry test waits little and Sluice's service token is renewed during a run.
-const TOKEN_SECS: u64 = 30;
+pub(super) const TOKEN_SECS: u64 = 30;
 
 /// Sluice's token cache time in these tests: short, so that revocation shows quickly.
 const CACHE_SECS: u64 = 2;
@@ -57,16 +57,16 @@ fn clients_dir() -> PathBuf {
 
 /// The prepared template: its directory, the directory it was built in (its
 /// `keystone.conf` names that one) and the ids `keystone_users.py` printed.
-struct Template {
+pub(super) struct Template {
     dir: PathBuf,
     built_in: String,
-    ids: Value,
+    pub(super) ids: Value,
 }
 
 /// The template, prepared once per Keystone version, token lifetime and fixture scripts into
 /// `<venv>/../keystone-template/<key>` and reused by later runs (timed on stderr). Test
 /// processes running at once each build their own and the first to rename it in wins.
-fn template() -> &'static Template {
+pub(super) fn template() -> &'static Template {
     static TEMPLATE: OnceLock<Template> = OnceLock::new();
     TEMPLATE.get_or_init(|| {
         let venv = keystone_venv();
@@ -149,16 +149,16 @@ impl Template {
 }
 
 /// One running Keystone (uWSGI, one process, no master: killing it stops everything).
-struct Keystone {
+pub(super) struct Keystone {
     child: Option<Child>,
     dir: PathBuf,
     port: u16,
-    url: String,
+    pub(super) url: String,
 }
 
 impl Keystone {
     /// A Keystone of its own for one test, from the template, in `dir`.
-    fn start(dir: &Path) -> Keystone {
+    pub(super) fn start(dir: &Path) -> Keystone {
         let template = template();
         let conf = std::fs::read_to_string(template.dir.join("keystone.conf")).expect("conf");
         let from = template.built_in.as_str();
@@ -172,7 +172,32 @@ impl Keystone {
         }
         std::fs::copy(template.dir.join("keystone.db"), dir.join("keystone.db")).expect("db");
         std::fs::write(dir.join("keystone.conf"), conf.replace(from, to)).expect("conf");
-        Keystone::serve(dir, free_port())
+        let keystone = Keystone::serve(dir, free_port());
+        keystone.move_identity_endpoints();
+        keystone
+    }
+
+    /// Points the catalog's `identity` endpoints (registered by `bootstrap` at the port the
+    /// template was built on) to this Keystone, as clients that look projects up
+    /// (`openstack image add project`) follow the catalog.
+    fn move_identity_endpoints(&self) {
+        let admin = self.token("admin", "admin");
+        let who = [("X-Auth-Token", admin.as_str())];
+        let list = http(&self.addr(), "GET", "/v3/endpoints", &who, None);
+        assert_eq!(list.status, 200, "endpoints: {}", list.text());
+        let url = format!("{}/v3", self.url);
+        for endpoint in list.json()["endpoints"].as_array().expect("endpoints") {
+            let id = endpoint["id"].as_str().expect("id");
+            let body = json!({"endpoint": {"url": url}}).to_string();
+            let resp = http(
+                &self.addr(),
+                "PATCH",
+                &format!("/v3/endpoints/{id}"),
+                &who,
+                Some(body.as_bytes()),
+            );
+            assert_eq!(resp.status, 200, "endpoint update: {}", resp.text());
+        }
     }
 
     fn serve(dir: &Path, port: u16) -> Keystone {
@@ -232,12 +257,12 @@ impl Keystone {
         }
     }
 
-    fn addr(&self) -> String {
+    pub(super) fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
     /// A project-scoped token for user `<project>-<role>`.
-    fn token(&self, user: &str, project: &str) -> String {
+    pub(super) fn token(&self, user: &str, project: &str) -> String {
         let body = json!({"auth": {
             "identity": {"methods": ["password"], "password": {"user": {
                 "name": user, "domain": {"id": "default"}, "password": format!("pw-{user}")}}},
@@ -258,7 +283,7 @@ impl Keystone {
     /// Registers `url` as the public `image` endpoint in Keystone's catalog (what
     /// `openstack service create … image` and `openstack endpoint create … image public URL`
     /// do).
-    fn register_image_endpoint(&self, url: &str) {
+    pub(super) fn register_image_endpoint(&self, url: &str) {
         let admin = self.token("admin", "admin");
         let who = [("X-Auth-Token", admin.as_str())];
         let body = json!({"service": {"type": "image", "name": "sluice"}}).to_string();
@@ -308,7 +333,12 @@ impl Drop for Keystone {
 }
 
 /// `sluice serve` in keystone mode against `keystone`.
-fn sluice(keystone: &Keystone, dir: &Path) -> Server {
+pub(super) fn sluice(keystone: &Keystone, dir: &Path) -> Server {
+    sluice_with(keystone, dir, &[])
+}
+
+/// [`sluice`] with more arguments.
+pub(super) fn sluice_with(keystone: &Keystone, dir: &Path, extra: &[&str]) -> Server {
     let config = dir.join("sluice.toml");
     std::fs::write(
         &config,
@@ -320,10 +350,12 @@ fn sluice(keystone: &Keystone, dir: &Path) -> Server {
         ),
     )
     .expect("sluice.toml");
-    Server::start(&["--config", config.to_str().expect("utf-8")])
+    let mut args = vec!["--config", config.to_str().expect("utf-8")];
+    args.extend_from_slice(extra);
+    Server::start(&args)
 }
 
-fn as_token(token: &str) -> [(&'static str, &str); 1] {
+pub(super) fn as_token(token: &str) -> [(&'static str, &str); 1] {
     [("X-Auth-Token", token)]
 }
 
@@ -630,4 +662,42 @@ fn test_auth_configuration_is_checked_before_listening() {
         "http://127.0.0.1:1/v3",
     ]);
     assert!(err.contains("auth.keystone.username"), "{err}");
+
+    // In a config file: the error names the file and the key's line (or its table's), and a
+    // URL's credentials are not echoed.
+    let config = dir.path().join("sluice.toml");
+    let path = config.to_str().expect("utf-8");
+    std::fs::write(
+        &config,
+        "[auth]\nmode = \"keystone\"\n\n[auth.keystone]\nurl = \"ftp://sluice:s3cret@keystone/v3\"\n",
+    )
+    .expect("config");
+    let err = refused_at_start(&["--config", path]);
+    assert!(err.contains(&format!("{path} line 5")), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+    std::fs::write(
+        &config,
+        "[auth]\nmode = \"keystone\"\n\n[auth.keystone]\nurl = \"http://127.0.0.1:1/v3\"\n\
+         password = \"pw\"\ntimeout_secs = 0\n",
+    )
+    .expect("config");
+    let err = refused_at_start(&["--config", path]);
+    assert!(
+        err.contains("auth.keystone.username")
+            && err.contains(&format!(
+                "not set in {path}, whose [auth.keystone] is at line 4"
+            )),
+        "{err}"
+    );
+    std::fs::write(
+        &config,
+        "[auth]\nmode = \"keystone\"\n\n[auth.keystone]\nurl = \"http://127.0.0.1:1/v3\"\n\
+         username = \"sluice\"\npassword = \"pw\"\ntimeout_secs = 0\n",
+    )
+    .expect("config");
+    let err = refused_at_start(&["--config", path]);
+    assert!(
+        err.contains("auth.keystone.timeout_secs") && err.contains(&format!("{path} line 8")),
+        "{err}"
+    );
 }

@@ -1,10 +1,13 @@
 //! Roles as Glance's secure-RBAC default policies, cell by cell, through the real binary:
 //! every role (reader, member, admin, and `_member_`, which Sluice does not know) × every
 //! action × the caller's own project, another project's private image and another project's
-//! community image, once with `--auth proxy` (identity headers) and once with `--auth token`
-//! (a token file). Plus the task path's image properties: refused at `POST /v2/tasks` as
+//! community image, once with `--auth proxy` (identity headers), once with `--auth token`
+//! (a token file) and once with `--auth keystone` (tokens of a real Keystone, `keystone.rs`).
+//! Plus the task path's image properties: refused at `POST /v2/tasks` as
 //! `PATCH` refuses them, before the source is fetched.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,7 +15,12 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::harness::{import_input, raw_disk, FileServer, Resp, Server};
+use super::keystone::{self, Keystone};
 use crate::common::scratch;
+
+/// How long a Keystone token is used before a fresh one is asked for: well within the test
+/// Keystone's token lifetime (`keystone::TOKEN_SECS`).
+const KEYSTONE_TOKEN_REUSE: Duration = Duration::from_secs(keystone::TOKEN_SECS / 2);
 
 /// How long the fixture's imports may take (small raw images, debug build).
 const IMPORTS_DEADLINE: Duration = Duration::from_secs(120);
@@ -30,6 +38,7 @@ const ROLES: [&str; 4] = ["reader", "member", "admin", "_member_"];
 enum Auth {
     Proxy,
     Token,
+    Keystone,
 }
 
 /// A caller: project and one role name.
@@ -53,6 +62,7 @@ impl Who {
                 ("X-Roles".into(), self.role.into()),
             ],
             Auth::Token => vec![("X-Auth-Token".into(), self.token())],
+            Auth::Keystone => unreachable!("Keystone callers' headers come from Setup::headers"),
         }
     }
 }
@@ -87,8 +97,13 @@ struct Setup {
     auth: Auth,
     server: Server,
     files: FileServer,
+    /// With [`Auth::Keystone`]: the Keystone and the tokens it issued (by caller), with when.
+    keystone: Option<(Keystone, KeystoneTokens)>,
     _dir: tempfile::TempDir,
 }
+
+/// Keystone tokens by caller (project, role), with when each was issued.
+type KeystoneTokens = RefCell<HashMap<(&'static str, &'static str), (String, Instant)>>;
 
 impl Setup {
     fn start(auth: Auth, extra: &[&str]) -> Setup {
@@ -101,19 +116,63 @@ impl Setup {
         let mut args: Vec<&str> = match auth {
             Auth::Proxy => vec!["--auth", "proxy"],
             Auth::Token => vec!["--auth", "token", "--token-file", &tokens],
+            Auth::Keystone => vec![],
         };
         args.extend_from_slice(extra);
-        let server = Server::start(&args);
+        let (server, keystone) = if let Auth::Keystone = auth {
+            let keystone = Keystone::start(&dir.path().join("keystone"));
+            let server = keystone::sluice_with(&keystone, dir.path(), &args);
+            (server, Some((keystone, RefCell::default())))
+        } else {
+            (Server::start(&args), None)
+        };
         Setup {
             auth,
             server,
             files,
+            keystone,
             _dir: dir,
         }
     }
 
+    /// A project's id as callers and member lists name it: Keystone's id of `alpha` (for
+    /// [`OWN`]) or `beta` (for [`OTHER`]) with Keystone, the name itself otherwise.
+    fn project_id(&self, project: &'static str) -> String {
+        if self.keystone.is_none() {
+            return project.to_owned();
+        }
+        let name = if project == OWN { "alpha" } else { "beta" };
+        keystone::template().ids["projects"][name]
+            .as_str()
+            .expect("project id")
+            .to_owned()
+    }
+
+    /// The headers identifying `caller`: with Keystone, a token of user `<project>-<role>`
+    /// (reused for [`KEYSTONE_TOKEN_REUSE`]).
+    fn headers(&self, caller: Who) -> Vec<(String, String)> {
+        let Some((keystone, tokens)) = &self.keystone else {
+            return caller.headers(self.auth);
+        };
+        let key = (caller.project, caller.role);
+        let mut tokens = tokens.borrow_mut();
+        let fresh = tokens
+            .get(&key)
+            .is_some_and(|(_, at)| at.elapsed() < KEYSTONE_TOKEN_REUSE);
+        if !fresh {
+            let project = if caller.project == OWN {
+                "alpha"
+            } else {
+                "beta"
+            };
+            let token = keystone.token(&format!("{project}-{}", caller.role), project);
+            tokens.insert(key, (token, Instant::now()));
+        }
+        vec![("X-Auth-Token".into(), tokens[&key].0.clone())]
+    }
+
     fn call(&self, method: &str, path: &str, caller: Who, body: Option<&Value>) -> Resp {
-        let owned = caller.headers(self.auth);
+        let owned = self.headers(caller);
         let mut headers: Vec<(&str, &str)> = owned
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -247,31 +306,32 @@ struct Row {
     /// The path, with `{id}` for the target's id.
     path: &'static str,
     on: On,
-    body: fn() -> Option<Value>,
+    /// The body, given the other project's id.
+    body: fn(&str) -> Option<Value>,
     expect: [Expect; 4],
 }
 
-fn no_body() -> Option<Value> {
+fn no_body(_: &str) -> Option<Value> {
     None
 }
 
-fn rename() -> Option<Value> {
+fn rename(_: &str) -> Option<Value> {
     Some(json!([{"op": "replace", "path": "/name", "value": "renamed"}]))
 }
 
-fn publicize() -> Option<Value> {
+fn publicize(_: &str) -> Option<Value> {
     Some(json!([{"op": "replace", "path": "/visibility", "value": "public"}]))
 }
 
-fn add_other() -> Option<Value> {
-    Some(json!({"member": OTHER}))
+fn add_other(other: &str) -> Option<Value> {
+    Some(json!({"member": other}))
 }
 
-fn accept() -> Option<Value> {
+fn accept(_: &str) -> Option<Value> {
     Some(json!({"status": "accepted"}))
 }
 
-fn communitize() -> Option<Value> {
+fn communitize(_: &str) -> Option<Value> {
     Some(json!([{"op": "replace", "path": "/visibility", "value": "community"}]))
 }
 
@@ -285,7 +345,7 @@ fn table() -> Vec<Row> {
         method: &'static str,
         path: &'static str,
         on: On,
-        body: fn() -> Option<Value>,
+        body: fn(&str) -> Option<Value>,
         expect: [Expect; 4],
     ) -> Row {
         Row { method, path, on, body, expect }
@@ -341,6 +401,7 @@ fn table() -> Vec<Row> {
 fn run_table(auth: Auth) {
     let s = Setup::start(auth, &[]);
     let images = import_images(&s);
+    let other = s.project_id(OTHER);
     let mut wrong = Vec::new();
     let mut refused_deletes = Vec::new();
     for row in table() {
@@ -354,12 +415,12 @@ fn run_table(auth: Auth) {
                 On::OwnTask => &imgs.own_task,
                 On::OtherTask => &imgs.other_task,
             };
-            let path = row.path.replace("{id}", id);
+            let path = row.path.replace("{id}", id).replace(OTHER, &other);
             // The create row posts a real import (the body needs the file server's URL).
             let resp = if row.method == "POST" && row.path == "/v2/tasks" {
                 s.post_import(caller, json!({}))
             } else {
-                s.call(row.method, &path, caller, (row.body)().as_ref())
+                s.call(row.method, &path, caller, (row.body)(&other).as_ref())
             };
             let cell = format!("{auth:?} {role:>8} {} {path} ({:?})", row.method, row.on);
             if resp.status != expect.0 {
@@ -420,6 +481,11 @@ fn test_policy_role_table_token_auth() {
 }
 
 #[test]
+fn test_policy_role_table_keystone_auth() {
+    run_table(Auth::Keystone);
+}
+
+#[test]
 fn test_policy_implied_roles_admin_member_reader() {
     // Keystone's default chain (admin ⊃ member ⊃ reader), for a proxy that sends only the
     // prior role: `member` alone reads, `admin` alone writes anywhere.
@@ -435,7 +501,7 @@ fn test_policy_implied_roles_admin_member_reader() {
         "PATCH",
         &format!("/v2/images/{image}"),
         ADMIN,
-        publicize().as_ref(),
+        publicize("").as_ref(),
     );
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.json()["visibility"], "public");

@@ -125,12 +125,12 @@ impl fmt::Display for HostEntry {
 }
 
 impl HostEntry {
-    /// Whether the entry names `name` (already [`normalize_name`]d).
+    /// Whether the entry names `name` (already `normalize_name`d).
     pub fn matches_name(&self, name: &str) -> bool {
         matches!(&self.host, EntryHost::Name(n) if n == name)
     }
 
-    /// Whether the entry is the address `ip` (already [`canonical_ip`]).
+    /// Whether the entry is the address `ip` (already `canonical_ip`).
     pub fn matches_addr(&self, ip: IpAddr) -> bool {
         self.host == EntryHost::Addr(ip)
     }

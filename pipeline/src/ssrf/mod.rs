@@ -173,7 +173,7 @@ impl ImportPolicy {
     /// [`PolicyError`] naming what is refused.
     pub fn parse_url(&self, input: &str) -> Result<Url, PolicyError> {
         let url = Url::parse(input).map_err(|e| PolicyError::InvalidUrl {
-            url: input.to_owned(),
+            url: crate::redact::url(input),
             reason: e.to_string(),
         })?;
         check_spelling(input, &url)?;
@@ -188,7 +188,7 @@ impl ImportPolicy {
     /// [`PolicyError`] naming what is refused.
     pub fn parse_redirect(&self, base: &Url, location: &str) -> Result<Url, PolicyError> {
         let url = base.join(location).map_err(|e| PolicyError::InvalidUrl {
-            url: location.to_owned(),
+            url: crate::redact::url(location),
             reason: e.to_string(),
         })?;
         check_spelling(location, &url)?;
@@ -221,7 +221,7 @@ impl ImportPolicy {
             .ok_or_else(|| PolicyError::SchemeRefused(scheme.to_owned()))?;
         match url
             .host()
-            .ok_or_else(|| PolicyError::MissingHost(url.to_string()))?
+            .ok_or_else(|| PolicyError::MissingHost(crate::redact::url(url.as_str())))?
         {
             Host::Domain(name) if looks_numeric(name) => {
                 Err(PolicyError::NonCanonicalAddress(name.to_owned()))

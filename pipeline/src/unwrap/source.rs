@@ -126,7 +126,7 @@ impl<S: ChunkSource> Unwrapped<S> {
         })
     }
 
-    /// Reads `inner` as an OVA (module docs of [`super::ova`]): the one disk it holds is the
+    /// Reads `inner` as an OVA (module docs of `unwrap::ova`): the one disk it holds is the
     /// stream, failing with `size_cap` past `limit` bytes; its descriptor must not contradict
     /// `declared`; its facts are [`ChunkSource::source_properties`] once the stream ends.
     ///

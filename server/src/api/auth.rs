@@ -10,7 +10,7 @@
 //!   `X-Identity-Status`, when present, must be `Confirmed`.
 //! - `token`: `X-Auth-Token` is looked up in the token file loaded at startup; unknown or
 //!   missing tokens get 401.
-//! - `keystone`: `X-Auth-Token` is validated with Keystone ([`keystone`]).
+//! - `keystone`: `X-Auth-Token` is validated with Keystone (`auth::keystone`).
 //!
 //! Role names are compared case-insensitively (as oslo.policy's role check); what they
 //! allow is [`policy`](crate::api::policy)'s table.
@@ -28,6 +28,7 @@ use crate::api::policy::Role;
 use crate::config::{AuthConfig, AuthMode};
 
 mod keystone;
+mod origin;
 
 /// Longest project, user or role name accepted from a header (Glance's `owner` column is
 /// `String(255)`).

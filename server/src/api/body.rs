@@ -91,7 +91,12 @@ where
     }
     tokio::time::timeout(deadline, read_capped(body, limit))
         .await
-        .map_err(|_| ApiError::RequestTimeout)?
+        .map_err(|_| {
+            ApiError::RequestTimeout(format!(
+                "not within {} s (request_timeout_secs)",
+                deadline.as_secs()
+            ))
+        })?
 }
 
 async fn read_capped<B>(mut body: B, limit: usize) -> Result<Bytes, ApiError>

@@ -152,9 +152,10 @@ pub enum ApiError {
     /// 416: the `Range` cannot be served from an image of this many bytes.
     #[error("range not satisfiable for {0} bytes")]
     RangeNotSatisfiable(u64),
-    /// 408: the client took longer than `request_timeout_secs` to send its body.
-    #[error("request body timed out")]
-    RequestTimeout,
+    /// 408: the client sent its body too slowly; the value says which limit (its value and
+    /// config key) it missed.
+    #[error("request body timed out: {0}")]
+    RequestTimeout(String),
     /// 503 with `Retry-After`: the service is shutting down; the value says what stopped.
     #[error("shutting down: {0}")]
     ShuttingDown(String),
@@ -237,7 +238,11 @@ impl ApiError {
             ),
             E::BodyTooLarge(limit) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("The request body is larger than the limit of {limit} bytes.").into(),
+                format!(
+                    "The request body is larger than the limit of {limit} bytes \
+                     (max_request_body)."
+                )
+                .into(),
                 vec![],
                 Trailer::Standard,
             ),
@@ -288,7 +293,11 @@ impl ApiError {
             ),
             E::ImageTooLarge(msg) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("The provided image is too large ({REASON_SIZE_CAP}): {msg}").into(),
+                format!(
+                    "The provided image is too large ({REASON_SIZE_CAP}): {msg} (the limit is \
+                     max_virtual_size)"
+                )
+                .into(),
                 vec![],
                 Trailer::Standard,
             ),
@@ -362,8 +371,8 @@ impl ApiError {
             E::ProjectQueueFull { project, waiting } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "Project {project} has {waiting} tasks waiting, its limit (tasks_waiting); \
-                     retry later."
+                    "Project {project} has {waiting} tasks waiting, its limit \
+                     (quotas.tasks_waiting); retry later."
                 )
                 .into(),
                 vec![(
@@ -374,7 +383,11 @@ impl ApiError {
             ),
             E::QueueFull(waiting) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("The import queue is full ({waiting} tasks waiting); retry later.").into(),
+                format!(
+                    "The import queue is full ({waiting} tasks waiting, its limit \
+                     queue_capacity); retry later."
+                )
+                .into(),
                 vec![(
                     RETRY_AFTER,
                     HeaderValue::from_static(QUEUE_FULL_RETRY_AFTER_SECS),
@@ -404,9 +417,9 @@ impl ApiError {
                     .unwrap_or_default(),
                 Trailer::Standard,
             ),
-            E::RequestTimeout => (
+            E::RequestTimeout(why) => (
                 StatusCode::REQUEST_TIMEOUT,
-                "The client did not send the request body in time.".into(),
+                format!("The client did not send the request body in time: {why}.").into(),
                 vec![],
                 Trailer::Standard,
             ),
@@ -585,6 +598,43 @@ mod tests {
                 "title": "Not Found",
             })
         );
+    }
+
+    #[test]
+    fn test_error_limit_refusals_name_limit_value_and_key() {
+        for (err, says) in [
+            (
+                ApiError::BodyTooLarge(65_536),
+                ["65536 bytes", "max_request_body"],
+            ),
+            (
+                ApiError::ImageTooLarge("the body announces 9 bytes, more than 8".into()),
+                ["more than 8", "max_virtual_size"],
+            ),
+            (
+                ApiError::QueueFull(256),
+                ["256 tasks waiting", "queue_capacity"],
+            ),
+            (
+                ApiError::RequestTimeout("not within 60 s (request_timeout_secs)".into()),
+                ["60 s", "request_timeout_secs"],
+            ),
+            (
+                ApiError::ProjectQueueFull {
+                    project: "p1".into(),
+                    waiting: 16,
+                },
+                ["16 tasks waiting", "quotas.tasks_waiting"],
+            ),
+        ] {
+            let message = err.body()["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            for said in says {
+                assert!(message.contains(said), "{message:?} does not say {said:?}");
+            }
+        }
     }
 
     #[test]

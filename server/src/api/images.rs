@@ -1,5 +1,5 @@
 //! The Images v2 calls a client makes after an import: show, list, download (with single
-//! `Range`s), `PATCH` (both JSON-patch media types, in [`patch`]), tags, delete, and the
+//! `Range`s), `PATCH` (both JSON-patch media types, in `patch`), tags, delete, and the
 //! image's tasks.
 //!
 //! Who may do what is [`policy`]'s table. Visibility: admins see every image; others see

@@ -5,7 +5,7 @@
 //! schema (`type` enum, `input` object or null, no extra top-level keys); for `import`, the
 //! `import_from` URI (`validate_legacy_import_from_uri`, then the import filtering rules).
 //! Then Sluice's own checks: `image_properties`, when given, is validated and authorised as
-//! an image creation ([`ImageProperties`]: 400/403/413 with Glance's messages, before
+//! an image creation ([`ImageProperties`](crate::properties::ImageProperties): 400/403/413 with Glance's messages, before
 //! anything is fetched; Glance checks nothing there and fails the task later, or stores what
 //! it should have refused). Missing `import_from_format` or `image_properties` are not
 //! create-time errors: the task fails asynchronously, as in Glance.
@@ -242,11 +242,12 @@ pub async fn check_uri(policy: &ImportPolicy, text: &str, use_: UriUse) -> Resul
 
 /// Glance's refusal of a URL (`validate_import_uri`: "URI for legacy import task …" or
 /// "URI for web-download …"), followed by what was refused and why, so that a user can tell
-/// a typo from a policy.
+/// a typo from a policy. The URL is shown without credentials ([`sluice_pipeline::redact`]).
 pub fn filtering_refusal(use_: UriUse, url: &str, why: &dyn std::fmt::Display) -> String {
     format!(
-        "URI for {} does not pass filtering: {url}: {why}",
-        use_.subject()
+        "URI for {} does not pass filtering: {}: {why}",
+        use_.subject(),
+        sluice_pipeline::redact::url(url)
     )
 }
 

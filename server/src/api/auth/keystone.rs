@@ -88,30 +88,55 @@ impl Keystone {
     /// # Errors
     /// [`AuthError::Keystone`] naming the `auth.keystone` key that is missing or wrong.
     pub(super) fn new(config: &KeystoneConfig) -> Result<Keystone, AuthError> {
-        let bad = |detail: String| AuthError::Keystone(detail);
-        let url = config
-            .url
-            .as_deref()
-            .ok_or_else(|| bad("auth mode 'keystone' needs auth.keystone.url".into()))?;
+        // The message, then where the key was set (file and line, or a flag).
+        let bad = |key: &str, value: Option<&str>, detail: String| {
+            let at = super::origin::origin(config.file.as_deref(), key, value);
+            AuthError::Keystone(format!("{detail}{at}"))
+        };
+        let url = config.url.as_deref().ok_or_else(|| {
+            bad(
+                "url",
+                None,
+                "auth mode 'keystone' needs auth.keystone.url".into(),
+            )
+        })?;
+        let bad_url = |detail: String| bad("url", Some(url), detail);
+        // Shown without credentials (refused below, never echoed).
+        let shown = sluice_pipeline::redact::url(url);
         let parsed = url::Url::parse(url)
-            .map_err(|e| bad(format!("auth.keystone.url {url:?} is not a URL: {e}")))?;
+            .map_err(|e| bad_url(format!("auth.keystone.url {shown:?} is not a URL: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-            return Err(bad(format!(
-                "auth.keystone.url {url:?} must be an http:// or https:// URL with a host"
+            return Err(bad_url(format!(
+                "auth.keystone.url {shown:?} must be an http:// or https:// URL with a host"
             )));
         }
         if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err(bad(
+            return Err(bad_url(
                 "auth.keystone.url must not carry credentials; use auth.keystone.username and \
                  password"
                     .into(),
             ));
         }
+        if let Some(public) = &config.public_url {
+            // Sent in every 401's `WWW-Authenticate`: never with credentials.
+            let has_credentials = url::Url::parse(public).map_or(public.contains('@'), |u| {
+                !u.username().is_empty() || u.password().is_some()
+            });
+            if has_credentials {
+                return Err(bad(
+                    "public_url",
+                    Some(public),
+                    "auth.keystone.public_url must not carry credentials (it is sent to \
+                     every client in WWW-Authenticate)"
+                        .into(),
+                ));
+            }
+        }
         let base = url.trim_end_matches('/');
         let base = base.strip_suffix("/v3").unwrap_or(base);
         let tokens_url: Uri = format!("{base}/v3/auth/tokens")
             .parse()
-            .map_err(|e| bad(format!("auth.keystone.url {url:?}: {e}")))?;
+            .map_err(|e| bad_url(format!("auth.keystone.url {shown:?}: {e}")))?;
         for (key, value) in [
             ("username", &config.username),
             ("user_domain_name", &config.user_domain_name),
@@ -119,14 +144,18 @@ impl Keystone {
             ("project_domain_name", &config.project_domain_name),
         ] {
             if value.trim().is_empty() {
-                return Err(bad(format!(
-                    "auth mode 'keystone' needs auth.keystone.{key}"
-                )));
+                return Err(bad(
+                    key,
+                    None,
+                    format!("auth mode 'keystone' needs auth.keystone.{key}"),
+                ));
             }
         }
         let password = match (&config.password, &config.password_file) {
-            (Some(_), Some(_)) => {
+            (Some(_), Some(path)) => {
                 return Err(bad(
+                    "password_file",
+                    path.to_str(),
                     "auth.keystone.password and password_file are both set; give one".into(),
                 ))
             }
@@ -134,18 +163,28 @@ impl Keystone {
             (None, Some(path)) => read_password(path)?,
             (None, None) => {
                 return Err(bad(
+                    "password",
+                    None,
                     "auth mode 'keystone' needs auth.keystone.password, password_file or \
                      SLUICE_KEYSTONE_PASSWORD"
                         .into(),
                 ))
             }
         };
-        if config.cache_size == 0 || config.timeout_secs == 0 {
-            return Err(bad(
-                "auth.keystone.cache_size and timeout_secs must be at least 1 (turn caching \
-                 off with cache_secs = 0)"
-                    .into(),
-            ));
+        for (key, zero) in [
+            ("cache_size", config.cache_size == 0),
+            ("timeout_secs", config.timeout_secs == 0),
+        ] {
+            if zero {
+                return Err(bad(
+                    key,
+                    Some("0"),
+                    format!(
+                        "auth.keystone.{key} must be at least 1 (turn caching off with \
+                         cache_secs = 0)"
+                    ),
+                ));
+            }
         }
         let service_auth = serde_json::json!({"auth": {
             "identity": {"methods": ["password"], "password": {"user": {
@@ -427,6 +466,13 @@ mod tests {
         let mut c = config();
         c.url = Some("ftp://x/".into());
         assert!(Keystone::new(&c).is_err());
+        let mut c = config();
+        c.public_url = Some("https://u:s3cret@keystone.example/v3".into());
+        let err = Keystone::new(&c).unwrap_err().to_string();
+        assert!(
+            err.contains("auth.keystone.public_url") && !err.contains("s3cret"),
+            "{err}"
+        );
         let k = Keystone::new(&config()).unwrap();
         assert_eq!(k.tokens_url, "http://127.0.0.1:5000/v3/auth/tokens");
         assert!(!format!("{k:?}").contains("pw"));

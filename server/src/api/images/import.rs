@@ -23,7 +23,7 @@
 //! until its flow starts; Sluice marks it `importing` at once, which is what a client polls
 //! for anyway.
 //!
-//! `glance-direct` commits a stage ([`super::stage`]): the image must be `uploading` with a
+//! `glance-direct` commits a stage ([`stage`](mod@super::stage)): the image must be `uploading` with a
 //! complete stage (409 "Image needs to be staged before 'glance-direct' method can be used",
 //! also while the stage is still streaming). Its lock sets `os_glance_import_task` and
 //! leaves the image `uploading` (as Glance, until the task starts): were the task then

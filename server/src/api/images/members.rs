@@ -6,7 +6,7 @@
 //! A member sees the image whatever its status (Glance shows a shared image by id to
 //! pending and rejected members too), may download it, and may not change or delete it
 //! (403: it sees the image). Lists show it by `member_status` (default `accepted`; see
-//! [`super::list`]). Only `shared` images have members (403 otherwise, Glance's text); an
+//! `images::list`). Only `shared` images have members (403 otherwise, Glance's text); an
 //! image has at most `image_member_quota` members (413). Deleting an image deletes its
 //! members in the same write.
 

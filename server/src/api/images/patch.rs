@@ -1,6 +1,6 @@
 //! `PATCH /v2/images/{id}` (both JSON-patch media types): operations parsed as Glance's
-//! deserializer does, each checked by [`properties`](crate::properties) (read-only and
-//! reserved keys, the image schema, the quotas) and [`policy`](crate::api::policy)
+//! deserializer does, each checked by [`properties`](mod@crate::properties) (read-only and
+//! reserved keys, the image schema, the quotas) and [`policy`](mod@crate::api::policy)
 //! (`modify_image`, `publicize_image`, `communitize_image`, owner changes), applied in
 //! order and saved once.
 

@@ -1,5 +1,5 @@
 //! `PUT /v2/images/{id}/stage`: the first half of a `glance-direct` import (Glance's
-//! `ImageDataController.stage`). The body streams as an upload's does ([`super::upload`]:
+//! `ImageDataController.stage`). The body streams as an upload's does ([`upload`](mod@super::upload):
 //! the same checks, refusals, quotas, size cap, minimum rate and early answer), through the
 //! inspector, the server's `conversion` (as Glance's `image_conversion` plugin, here while
 //! the bytes arrive instead of after) and md5 ∥ sha512, into the staging area

@@ -32,7 +32,7 @@
 //! The work runs in its own task, so a client that disconnects (hyper then drops the request
 //! handler) still has its image returned to `queued` and its partial data removed.
 //!
-//! `PUT /v2/images/{id}/stage` ([`super::stage`]) is the same request with another
+//! `PUT /v2/images/{id}/stage` ([`stage`](mod@super::stage)) is the same request with another
 //! [`Destination`]: the image goes `queued` → `uploading`, the body is converted as the
 //! server's `conversion` says and lands in the staging area, sealed there for the import.
 
@@ -523,7 +523,9 @@ fn upload_error(image_id: &str, failure: UploadFailure) -> ApiError {
         }
         IngestError::QuotaExceeded(message) => ApiError::LimitExceeded(message),
         IngestError::Source(SourceError::TooSlow { .. } | SourceError::IdleTimeout { .. }) => {
-            ApiError::RequestTimeout
+            ApiError::RequestTimeout(format!(
+                "{e} (min_rate_bytes_per_sec, min_rate_window_secs)"
+            ))
         }
         IngestError::Source(SourceError::Unwrap(e)) if reason == "size_cap" => {
             ApiError::ImageTooLarge(e.to_string())
