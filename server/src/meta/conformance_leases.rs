@@ -2,7 +2,8 @@
 //! oldest `pending` task (never a `processing` or final one), counts the attempt and records
 //! the lease; of two claimers racing one task exactly one wins; [`MetaStore::renew_lease`]
 //! extends only its holder's lease, and refuses once the task left `processing`;
-//! [`MetaStore::expired_leases`] lists exactly the `processing` tasks whose lease ended.
+//! [`MetaStore::expired_leases`] lists exactly the `processing` tasks whose lease ended;
+//! [`MetaStore::take_back`] writes only over the very lease it read.
 
 use std::sync::Barrier;
 
@@ -155,4 +156,49 @@ pub(super) async fn leases(store: &dyn MetaStore) {
         "x"
     };
     assert!(!store.renew_lease(RACED, loser, 900).await.expect("renew"));
+
+    // Take-back: only while the lease read is still the stored one, only to pending or
+    // failure without a lease; then the task can be claimed again (one more attempt).
+    let mut back = store.get_task(OLD).await.expect("get").expect("old");
+    let read = back.lease.take();
+    back.status = TaskStatus::Pending;
+    assert!(!store
+        .take_back(&back, Some(&lease("a", 100)))
+        .await
+        .expect("stale take-back"));
+    let mut leased = back.clone();
+    leased.lease = Some(lease("z", 1));
+    assert!(!store
+        .take_back(&leased, read.as_ref())
+        .await
+        .expect("take-back keeping a lease"));
+    assert!(store
+        .take_back(&back, read.as_ref())
+        .await
+        .expect("take-back"));
+    assert!(!store
+        .take_back(&back, read.as_ref())
+        .await
+        .expect("second take-back"));
+    assert_eq!(
+        store.expired_leases(1_000, 10).await.expect("expired"),
+        [RACED]
+    );
+    let again = store
+        .claim_task(&lease("b", 600), 30)
+        .await
+        .expect("claim again")
+        .expect("the task taken back");
+    assert_eq!((again.id.as_str(), again.attempts), (OLD, 4));
+    // A processing task written without a lease is taken back by `None`; a final one never.
+    let mut failed = task(RUNNING, TaskStatus::Failure, 1);
+    failed.message = "interrupted".to_owned();
+    assert!(store.take_back(&failed, None).await.expect("take-back"));
+    assert_eq!(store.get_task(RUNNING).await.expect("get"), Some(failed));
+    let mut done = task(DONE, TaskStatus::Pending, 2);
+    done.attempts = 0;
+    assert!(!store
+        .take_back(&done, None)
+        .await
+        .expect("take-back of final"));
 }

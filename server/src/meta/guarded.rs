@@ -301,6 +301,14 @@ impl MetaStore for GuardedMeta {
         self.guarded(|r| r.renew_lease(id, node, until))
     }
 
+    async fn take_back(
+        &self,
+        task: &TaskRecord,
+        expired: Option<&TaskLease>,
+    ) -> Result<bool, MetaError> {
+        self.guarded(|r| r.take_back(task, expired))
+    }
+
     async fn expired_leases(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
         blocking(|| self.read().rocks.expired_leases(now, max))
     }

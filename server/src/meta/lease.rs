@@ -57,6 +57,20 @@ pub(crate) fn renewed(
     Some(renewed)
 }
 
+/// Whether [`super::MetaStore::take_back`] may write `task` over `current`: `current` is
+/// `processing` and holds exactly `expired` (a renewal or a new claim since changed it),
+/// and `task` is the same task going back to `pending` or to `failure`, without a lease.
+pub(crate) fn may_take_back(
+    current: Option<&TaskRecord>,
+    task: &TaskRecord,
+    expired: Option<&TaskLease>,
+) -> bool {
+    current.is_some_and(|c| {
+        c.id == task.id && c.status == TaskStatus::Processing && c.lease.as_ref() == expired
+    }) && matches!(task.status, TaskStatus::Pending | TaskStatus::Failure)
+        && task.lease.is_none()
+}
+
 /// When the lease of `task` ends, if it is in the lease index: `processing` with a lease.
 pub(crate) fn indexed_until(task: &TaskRecord) -> Option<Timestamp> {
     match (&task.lease, task.status) {

@@ -6,7 +6,7 @@ use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
 use super::index::{self, IndexEntry};
-use super::lease::{claimed, renewed};
+use super::lease::{claimed, may_take_back, renewed};
 use super::members::{self, AddMember, MemberRecord};
 use super::query::{self, Entries, Entry, IndexSource};
 use super::{
@@ -221,6 +221,18 @@ impl MetaStore for MemoryMeta {
             Some(task) => inner.put_task(&task).map(|()| true),
             None => Ok(false),
         }
+    }
+
+    async fn take_back(
+        &self,
+        task: &TaskRecord,
+        expired: Option<&TaskLease>,
+    ) -> Result<bool, MetaError> {
+        let mut inner = self.inner()?;
+        if !may_take_back(inner.tasks.get(&task.id), task, expired) {
+            return Ok(false);
+        }
+        inner.put_task(task).map(|()| true)
     }
 
     async fn expired_leases(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {

@@ -436,6 +436,25 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// A backend, decoding or full-volume error.
     async fn renew_lease(&self, id: &str, node: &str, until: Timestamp) -> Result<bool, MetaError>;
+    /// Takes a `processing` task back from a holder that is provably dead: writes `task`
+    /// (the same task, `pending` to run again or `failure`, without a lease) if the stored
+    /// task is `processing` and its lease is still exactly `expired` (as read; `None` for a
+    /// task written without one). A renewal or a new claim since makes it refuse: `false`,
+    /// nothing written. The one way back from `processing` to `pending`.
+    ///
+    /// # Errors
+    /// A backend, decoding or full-volume error.
+    async fn take_back(
+        &self,
+        task: &TaskRecord,
+        expired: Option<&TaskLease>,
+    ) -> Result<bool, MetaError>;
+    /// Whether other processes share this store (PostgreSQL). An embedded store is opened by
+    /// one process only (RocksDB's lock on its directory), so every lease in it is that
+    /// process's, and after a restart every `processing` task in it is provably dead.
+    fn is_shared(&self) -> bool {
+        false
+    }
     /// The ids of `processing` tasks whose lease ended at or before `now`, soonest first, at
     /// most `max`: one range of a lease index (only `processing` tasks with a lease are in
     /// it), never a scan of the tasks.

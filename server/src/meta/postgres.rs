@@ -450,6 +450,21 @@ impl MetaStore for PgMeta {
         commit(tx, "a lease renewal", out).await
     }
 
+    async fn take_back(
+        &self,
+        task: &TaskRecord,
+        expired: Option<&TaskLease>,
+    ) -> Result<bool, MetaError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, "a take-back").await?;
+        let out = leases::take_back(&tx, task, expired).await;
+        commit(tx, "a take-back", out).await
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     async fn expired_leases(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
         leases::expired(&self.client().await?, now, max).await
     }

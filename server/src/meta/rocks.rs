@@ -38,7 +38,7 @@ use rocksdb::{
 use super::codec::{self, Record};
 use super::index::{self, IndexEntry};
 use super::keys::{self, Table, INDEX_PREFIX, INDEX_VERSION, SCHEMA_KEY};
-use super::lease::{claimed, renewed};
+use super::lease::{claimed, may_take_back, renewed};
 use super::members::{AddMember, MemberRecord};
 use super::query::{self, Entries, IndexSource};
 use super::{
@@ -497,6 +497,20 @@ impl RocksMeta {
             Some(task) => self.put_task_locked(current.as_ref(), &task).map(|()| true),
             None => Ok(false),
         }
+    }
+
+    /// [`super::MetaStore::take_back`], blocking.
+    pub fn take_back(
+        &self,
+        task: &TaskRecord,
+        expired: Option<&TaskLease>,
+    ) -> Result<bool, MetaError> {
+        let _locked = self.lock(&[&task.id])?;
+        let current: Option<TaskRecord> = self.get(Table::Tasks, &task.id)?;
+        if !may_take_back(current.as_ref(), task, expired) {
+            return Ok(false);
+        }
+        self.put_task_locked(current.as_ref(), task).map(|()| true)
     }
 
     /// Replaces `old` (read under the id's write lock, which the caller holds) by `task`.

@@ -55,6 +55,19 @@ pub(super) async fn renew(
     }
 }
 
+/// [`super::MetaStore::take_back`] in `tx`.
+pub(super) async fn take_back(
+    tx: &Transaction<'_>,
+    task: &TaskRecord,
+    expired: Option<&TaskLease>,
+) -> Result<bool, MetaError> {
+    let current = locked_task(tx, &task.id).await?;
+    if !lease::may_take_back(current.as_ref(), task, expired) {
+        return Ok(false);
+    }
+    write_task(tx, task).await.map(|()| true)
+}
+
 /// [`super::MetaStore::expired_leases`]: a range of the `tasks_by_lease` index.
 pub(super) async fn expired(
     client: &impl GenericClient,

@@ -90,6 +90,14 @@ impl MetaStore for RocksMeta {
         blocking(|| RocksMeta::renew_lease(self, id, node, until))
     }
 
+    async fn take_back(
+        &self,
+        task: &TaskRecord,
+        expired: Option<&TaskLease>,
+    ) -> Result<bool, MetaError> {
+        blocking(|| RocksMeta::take_back(self, task, expired))
+    }
+
     async fn expired_leases(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
         blocking(|| RocksMeta::expired_leases(self, now, max))
     }
