@@ -18,6 +18,11 @@ pub const DEFAULT_TASK_TTL_HOURS: u64 = 48;
 /// 100 GiB at 10 Mbit/s, yet a stuck import frees its worker within a day.
 pub const DEFAULT_IMPORT_TIMEOUT_SECS: u64 = 24 * 3600;
 
+/// Runs a pull import (a legacy `import` task) gets by default when the nodes running it
+/// die: a source that kills its node every time (a crash in conversion, memory) then fails
+/// with `interrupted` after three tries instead of taking node after node down.
+pub const DEFAULT_MAX_IMPORT_ATTEMPTS: u32 = 3;
+
 /// Most tags on one image unless configured (Glance's `image_tag_quota` default): bounds
 /// what one image record holds and what every listing of it returns.
 pub const DEFAULT_IMAGE_TAG_QUOTA: usize = 128;
@@ -95,6 +100,10 @@ pub struct Config {
     /// Seconds one import may take from start to finish; beyond, it fails with
     /// `import_timeout` ([`DEFAULT_IMPORT_TIMEOUT_SECS`]).
     pub import_timeout_secs: u64,
+    /// Runs a pull import gets when its node dies mid-way, counting the first: a task taken
+    /// back from a dead node after that many fails with `interrupted`
+    /// ([`DEFAULT_MAX_IMPORT_ATTEMPTS`]).
+    pub max_import_attempts: u32,
     /// Slowest source accepted, in bytes per second over `min_rate_window_secs` (curl's
     /// `--speed-limit`); slower fails with `source_too_slow`. 0 turns the check off.
     pub min_rate_bytes_per_sec: u64,
@@ -179,6 +188,7 @@ impl Default for Config {
             public_url: None,
             conversion: Conversion::None,
             import_timeout_secs: DEFAULT_IMPORT_TIMEOUT_SECS,
+            max_import_attempts: DEFAULT_MAX_IMPORT_ATTEMPTS,
             min_rate_bytes_per_sec: sluice_pipeline::rate::DEFAULT_MIN_RATE_BYTES_PER_SEC,
             min_rate_window_secs: sluice_pipeline::rate::DEFAULT_MIN_RATE_WINDOW.as_secs(),
             upload_discard_bytes: DEFAULT_UPLOAD_DISCARD_BYTES,
@@ -432,6 +442,11 @@ impl Config {
         if self.workers == 0 || self.per_project_imports == 0 || self.queue_capacity == 0 {
             return Err(ConfigError::Invalid(
                 "workers, per_project_imports and queue_capacity must be at least 1".into(),
+            ));
+        }
+        if self.max_import_attempts == 0 {
+            return Err(ConfigError::Invalid(
+                "max_import_attempts must be at least 1".into(),
             ));
         }
         if self.import_timeout_secs == 0 || self.min_rate_window_secs == 0 {

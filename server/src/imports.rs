@@ -115,6 +115,7 @@ pub async fn run(
         return None;
     }
     task.status = TaskStatus::Processing;
+    task.attempts = task.attempts.saturating_add(1);
     task.updated_at = now();
     if let Err(e) = save(state, &task).await {
         tracing::error!(task_id, error = %e, "cannot mark task processing");

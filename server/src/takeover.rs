@@ -1,0 +1,200 @@
+//! Tasks whose node is provably dead, taken back (issue #13, "Many nodes"): start-up
+//! recovery acts on them, and only on them.
+//!
+//! Provably dead means: in an embedded store (RocksDB, one process per data directory by
+//! RocksDB's lock) every `processing` task found at start-up is this process's, from before
+//! its crash; in a shared store (PostgreSQL) only a `processing` task whose lease ended
+//! ([`MetaStore::expired_leases`]). A `processing` task without a lease in a shared store is
+//! never touched: nothing proves its node dead.
+//!
+//! A pull import (a legacy `import` task: the source is a URL any node can read again) goes
+//! back to `pending` to start again from its source, until it has had
+//! [`Config::max_import_attempts`] runs; then, like every other task (whose data arrived in
+//! a request body or a stage on the dead node), it fails with `interrupted`. Each take-back
+//! is a compare-and-swap on the lease as read ([`MetaStore::take_back`]), so two nodes
+//! recovering at once, or a holder renewing meanwhile, never both win.
+//!
+//! [`Config::max_import_attempts`]: crate::config::Config::max_import_attempts
+
+use crate::imports::{self, REASON_INTERRUPTED};
+use crate::meta::{MetaError, MetaStore, TaskRecord, TaskStatus, Timestamp};
+
+/// The legacy task type whose source is a URL: it can start again on any node.
+const PULL_IMPORT: &str = "import";
+
+/// What [`take_back`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TakenBack {
+    /// Back to `pending`: queue it again.
+    Requeued,
+    /// Failed with `interrupted`.
+    Interrupted,
+    /// Someone else moved it first (its holder renewed, or another node took it back).
+    Lost,
+}
+
+/// Whether `task` is provably dead, read from `meta` at `now` (see the module docs).
+pub fn is_dead(meta: &dyn MetaStore, task: &TaskRecord, now: Timestamp) -> bool {
+    task.status == TaskStatus::Processing
+        && (!meta.is_shared() || task.lease.as_ref().is_some_and(|l| l.until <= now))
+}
+
+/// `task` as it is taken back: `pending` without its lease when it is a pull import with
+/// runs left (of `max_attempts`), else failed with `interrupted` (expiring after `ttl`).
+pub fn taken_back(task: &TaskRecord, max_attempts: u32, ttl: i64) -> TaskRecord {
+    let mut back = task.clone();
+    back.lease = None;
+    if task.task_type == PULL_IMPORT && task.attempts < max_attempts {
+        back.status = TaskStatus::Pending;
+        back.updated_at = imports::now();
+        return back;
+    }
+    let message = if task.task_type == PULL_IMPORT {
+        format!(
+            "import interrupted: the service running it stopped during each of its {} runs; \
+             create the task again",
+            task.attempts
+        )
+    } else {
+        "import interrupted: the service stopped while this task was processing; create the \
+         task again"
+            .to_owned()
+    };
+    imports::fail(&mut back, REASON_INTERRUPTED, message, ttl);
+    back
+}
+
+/// Takes `task` (as read) back if it is provably dead at `now`.
+///
+/// # Errors
+/// A metadata error ([`MetaError::StorageFull`] on a full volume: try again later).
+pub async fn take_back(
+    meta: &dyn MetaStore,
+    task: &TaskRecord,
+    now: Timestamp,
+    max_attempts: u32,
+    ttl: i64,
+) -> Result<TakenBack, MetaError> {
+    if !is_dead(meta, task, now) {
+        return Ok(TakenBack::Lost);
+    }
+    let back = taken_back(task, max_attempts, ttl);
+    if !meta.take_back(&back, task.lease.as_ref()).await? {
+        return Ok(TakenBack::Lost);
+    }
+    Ok(if back.status == TaskStatus::Pending {
+        TakenBack::Requeued
+    } else {
+        TakenBack::Interrupted
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::memory::MemoryMeta;
+    use crate::meta::postgres::PgMeta;
+    use crate::meta::testing_pg::PgCluster;
+    use crate::meta::{sample_task, TaskLease};
+
+    const TTL: i64 = 3600;
+
+    fn processing(n: u32, task_type: &str, lease: Option<(&str, Timestamp)>) -> TaskRecord {
+        let mut task = sample_task(&format!("00000000-0000-4000-8000-{n:012}"));
+        task.task_type = task_type.to_owned();
+        task.status = TaskStatus::Processing;
+        task.attempts = 1;
+        task.lease = lease.map(|(node, until)| TaskLease {
+            node: node.to_owned(),
+            until,
+        });
+        task
+    }
+
+    #[tokio::test]
+    async fn test_take_back_pull_import_requeued_until_attempts_then_interrupted() {
+        let meta = MemoryMeta::new();
+        let mut task = processing(1, PULL_IMPORT, None);
+        meta.put_task(&task).await.unwrap();
+        assert_eq!(
+            take_back(&meta, &task, 0, 2, TTL).await.unwrap(),
+            TakenBack::Requeued
+        );
+        let back = meta.get_task(&task.id).await.unwrap().unwrap();
+        assert_eq!((back.status, back.attempts), (TaskStatus::Pending, 1));
+        // The second run dies too: that was the last one.
+        task.attempts = 2;
+        meta.put_task(&task).await.unwrap();
+        assert_eq!(
+            take_back(&meta, &task, 0, 2, TTL).await.unwrap(),
+            TakenBack::Interrupted
+        );
+        let failed = meta.get_task(&task.id).await.unwrap().unwrap();
+        assert_eq!(failed.status, TaskStatus::Failure);
+        assert_eq!(failed.reason.as_deref(), Some(REASON_INTERRUPTED));
+        assert!(
+            failed.message.contains("each of its 2 runs"),
+            "{}",
+            failed.message
+        );
+    }
+
+    #[tokio::test]
+    async fn test_take_back_interoperable_import_interrupted_not_requeued() {
+        let meta = MemoryMeta::new();
+        let task = processing(2, imports::API_IMAGE_IMPORT, None);
+        meta.put_task(&task).await.unwrap();
+        assert_eq!(
+            take_back(&meta, &task, 0, 3, TTL).await.unwrap(),
+            TakenBack::Interrupted
+        );
+        let failed = meta.get_task(&task.id).await.unwrap().unwrap();
+        assert_eq!(failed.reason.as_deref(), Some(REASON_INTERRUPTED));
+    }
+
+    /// In a shared store only an ended lease proves a node dead: another node's running
+    /// lease and a task without a lease are left alone; a stale read loses to a renewal.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn test_take_back_shared_store_only_expired_leases() {
+        let cluster = PgCluster::start();
+        let meta = PgMeta::open(&cluster.database("takeover"), 2)
+            .await
+            .unwrap();
+        let live = processing(3, PULL_IMPORT, Some(("node-b", 1_000)));
+        let unleased = processing(4, PULL_IMPORT, None);
+        let dead = processing(5, PULL_IMPORT, Some(("node-c", 100)));
+        let renewed = processing(6, PULL_IMPORT, Some(("node-d", 100)));
+        for task in [&live, &unleased, &dead, &renewed] {
+            meta.put_task(task).await.unwrap();
+        }
+        assert!(meta
+            .renew_lease(&renewed.id, "node-d", 2_000)
+            .await
+            .unwrap());
+        let now = 500;
+        assert_eq!(
+            meta.expired_leases(now, 10).await.unwrap(),
+            [dead.id.clone()]
+        );
+        for (task, expected) in [
+            (&live, TakenBack::Lost),
+            (&unleased, TakenBack::Lost),
+            (&dead, TakenBack::Requeued),
+            // Read before the renewal: its lease is no longer the stored one.
+            (&renewed, TakenBack::Lost),
+        ] {
+            assert_eq!(
+                take_back(&meta, task, now, 3, TTL).await.unwrap(),
+                expected,
+                "{}",
+                task.id
+            );
+        }
+        for task in [&live, &unleased, &renewed] {
+            let stored = meta.get_task(&task.id).await.unwrap().unwrap();
+            assert_eq!(stored.status, TaskStatus::Processing, "{}", task.id);
+        }
+        let back = meta.get_task(&dead.id).await.unwrap().unwrap();
+        assert_eq!((back.status, back.lease), (TaskStatus::Pending, None));
+    }
+}
