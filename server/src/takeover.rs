@@ -174,7 +174,7 @@ mod tests {
         let now = 500;
         assert_eq!(
             meta.expired_leases(now, 10).await.unwrap(),
-            [dead.id.clone()]
+            [dead.id.as_str()]
         );
         for (task, expected) in [
             (&live, TakenBack::Lost),
