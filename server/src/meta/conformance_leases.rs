@@ -7,7 +7,7 @@
 
 use std::sync::Barrier;
 
-use super::{sample_task, testing, MetaStore, TaskLease, TaskRecord, TaskStatus};
+use super::{sample_task, testing, MetaError, MetaStore, TaskLease, TaskRecord, TaskStatus};
 
 const OLD: &str = "c3c3c3c3-0000-4000-8000-00000000000a";
 const NEW: &str = "c3c3c3c3-0000-4000-8000-00000000000b";
@@ -201,4 +201,27 @@ pub(super) async fn leases(store: &dyn MetaStore) {
         .take_back(&done, None)
         .await
         .expect("take-back of final"));
+
+    // Only the run holding the lease may finish the task: OLD is now attempt 4 on node b.
+    let mut stale = again.clone();
+    stale.lease = Some(lease("a", 600));
+    stale.status = TaskStatus::Success;
+    assert!(matches!(
+        store.transition_task(&stale).await,
+        Err(MetaError::TaskRefused { .. })
+    ));
+    let mut earlier = again.clone();
+    earlier.attempts = 3;
+    earlier.status = TaskStatus::Failure;
+    assert!(matches!(
+        store.transition_task(&earlier).await,
+        Err(MetaError::TaskRefused { .. })
+    ));
+    let mut holder = again.clone();
+    holder.lease = Some(lease("b", 1));
+    holder.status = TaskStatus::Success;
+    store
+        .transition_task(&holder)
+        .await
+        .expect("the holder finishes, whatever its copy says of the lease's end");
 }

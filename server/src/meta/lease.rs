@@ -71,6 +71,19 @@ pub(crate) fn may_take_back(
         && task.lease.is_none()
 }
 
+/// Whether `task`, a worker's copy, comes from a run that no longer holds the lease of the
+/// stored task `current`: `current` is `processing` under a lease, and `task` names another
+/// node or another attempt (the task was taken back and claimed again). Such a run's writes
+/// are refused, so a node that lost its lease can never finish a task another node runs.
+pub(crate) fn lost_by(current: &TaskRecord, task: &TaskRecord) -> bool {
+    let Some(held) = current.lease.as_ref() else {
+        return false;
+    };
+    current.status == TaskStatus::Processing
+        && (task.lease.as_ref().map(|l| l.node.as_str()) != Some(held.node.as_str())
+            || task.attempts != current.attempts)
+}
+
 /// When the lease of `task` ends, if it is in the lease index: `processing` with a lease.
 pub(crate) fn indexed_until(task: &TaskRecord) -> Option<Timestamp> {
     match (&task.lease, task.status) {

@@ -539,7 +539,8 @@ pub(crate) enum Step {
 }
 
 /// The part of [`MetaStore::transition_task`] every store shares: whether the stored task
-/// (`current`) may become `task.status`.
+/// (`current`) may become `task.status`, written by the run that holds its lease (when it
+/// has one: [`lease::lost_by`]).
 ///
 /// # Errors
 /// [`MetaError::TaskRefused`].
@@ -559,6 +560,10 @@ pub(crate) fn check_task_move(
             "status {} cannot become {}",
             old.status.as_str(),
             task.status.as_str()
+        )),
+        Some(old) if lease::lost_by(old, task) => refused(format!(
+            "attempt {} lost its lease: attempt {} holds it",
+            task.attempts, old.attempts
         )),
         Some(_) => Ok(()),
     }
