@@ -224,4 +224,24 @@ pub(super) async fn leases(store: &dyn MetaStore) {
         .transition_task(&holder)
         .await
         .expect("the holder finishes, whatever its copy says of the lease's end");
+
+    // A run whose task was taken back to pending cannot fail it either.
+    let raced = store.get_task(RACED).await.expect("get").expect("raced");
+    let mut requeued = raced.clone();
+    requeued.lease = None;
+    requeued.status = TaskStatus::Pending;
+    assert!(store
+        .take_back(&requeued, raced.lease.as_ref())
+        .await
+        .expect("take back raced"));
+    let mut late = raced.clone();
+    late.status = TaskStatus::Failure;
+    assert!(matches!(
+        store.transition_task(&late).await,
+        Err(MetaError::TaskRefused { .. })
+    ));
+    assert_eq!(
+        store.get_task(RACED).await.expect("get").map(|t| t.status),
+        Some(TaskStatus::Pending)
+    );
 }

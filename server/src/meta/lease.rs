@@ -71,17 +71,24 @@ pub(crate) fn may_take_back(
         && task.lease.is_none()
 }
 
-/// Whether `task`, a worker's copy, comes from a run that no longer holds the lease of the
-/// stored task `current`: `current` is `processing` under a lease, and `task` names another
-/// node or another attempt (the task was taken back and claimed again). Such a run's writes
-/// are refused, so a node that lost its lease can never finish a task another node runs.
+/// Whether `task`, a worker's final write, comes from a run that no longer holds the lease
+/// of the stored task `current`: `current` is `processing` under a lease and `task` names
+/// another node or another attempt (the task was taken back and claimed again), or `task`
+/// was leased and `current` is no longer `processing` (taken back to `pending`). Such a
+/// write is refused, so a node that lost its lease can never finish a task that is another
+/// run's. Claims and take-backs have their own checks; other moves are not concerned.
 pub(crate) fn lost_by(current: &TaskRecord, task: &TaskRecord) -> bool {
-    let Some(held) = current.lease.as_ref() else {
+    if !task.status.is_final() {
         return false;
-    };
-    current.status == TaskStatus::Processing
-        && (task.lease.as_ref().map(|l| l.node.as_str()) != Some(held.node.as_str())
-            || task.attempts != current.attempts)
+    }
+    match (current.lease.as_ref(), task.lease.as_ref()) {
+        (Some(held), _) if current.status == TaskStatus::Processing => {
+            task.lease.as_ref().map(|l| l.node.as_str()) != Some(held.node.as_str())
+                || task.attempts != current.attempts
+        }
+        (_, Some(_)) => current.status != TaskStatus::Processing,
+        _ => false,
+    }
 }
 
 /// When the lease of `task` ends, if it is in the lease index: `processing` with a lease.
