@@ -27,12 +27,13 @@ const STORAGE_POLL_INTERVAL: Duration = Duration::from_secs(2);
 ///
 /// # Errors
 /// When the data directory, the metadata store or the listen address cannot be opened.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
     config.validate()?;
     // The token file and `auth.keystone` are checked before anything is opened or listens.
     crate::api::Authenticator::from_config(&config.auth).context("auth configuration")?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    config.node_id = Some(takeover::node_id(&config));
     let store: Arc<dyn Store> = Arc::new(
         LocalStore::open_with_reserve(&config.data_dir, config.disk_reserve)
             .context("opening the image store")?,

@@ -16,11 +16,100 @@
 //!
 //! [`Config::max_import_attempts`]: crate::config::Config::max_import_attempts
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::Config;
 use crate::imports::{self, REASON_INTERRUPTED};
 use crate::meta::{MetaError, MetaStore, TaskRecord, TaskStatus, Timestamp};
 
 /// The legacy task type whose source is a URL: it can start again on any node.
 const PULL_IMPORT: &str = "import";
+
+/// The file in the data directory holding the node id when none is configured.
+const NODE_ID_FILE: &str = "node-id";
+
+/// This node's id in leases: `node_id` from the configuration, else the id kept in
+/// `<data_dir>/node-id`, made (a random UUID) on first start. A data directory is one
+/// node: its `tmp/` and staging are its own, and after a crash the same directory comes
+/// back as the same node. When the file can be neither read nor written (a full volume) a
+/// fresh id serves this run: its leases then look like another node's, which only delays
+/// their take-back until they run out.
+pub fn node_id(config: &Config) -> String {
+    if let Some(id) = &config.node_id {
+        return id.clone();
+    }
+    let path = config.data_dir.join(NODE_ID_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let id = text.trim();
+        if !id.is_empty() {
+            return id.to_owned();
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    if let Err(e) = std::fs::write(&path, format!("{id}\n")) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot keep the node id: using one for this run");
+    }
+    id
+}
+
+/// Keeps the lease of task `id` (held by `node`) while an import runs: renews it every third
+/// of `lease_secs`, until the returned receiver is dropped. Returns a cancel signal that
+/// follows `shutdown` and also fires, with the flag set, when a renewal finds the lease lost
+/// (the task was taken back): the run must then stop and write nothing. A renewal that
+/// fails (the database is away) is retried at the next tick; the lease runs out if it
+/// stays away.
+pub fn hold_lease(
+    meta: Arc<dyn MetaStore>,
+    id: String,
+    node: String,
+    lease_secs: u64,
+    mut shutdown: watch::Receiver<bool>,
+) -> (watch::Receiver<bool>, Arc<AtomicBool>) {
+    let (tx, rx) = watch::channel(false);
+    let lost = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&lost);
+    let every = Duration::from_secs((lease_secs / 3).max(1));
+    let secs = i64::try_from(lease_secs).unwrap_or(i64::MAX);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate; the claim just wrote a full lease.
+        tick.tick().await;
+        let mut shutdown_open = true;
+        loop {
+            tokio::select! {
+                // Ends when the import drops its receiver (it finished).
+                () = tx.closed() => return,
+                // (The `Ref` of `wait_for` is dropped inside: it is not `Send`.)
+                r = async { shutdown.wait_for(|stop| *stop).await.map(|_| ()) }, if shutdown_open => match r {
+                    Ok(()) => {
+                        tx.send_replace(true);
+                        return;
+                    }
+                    Err(_) => shutdown_open = false,
+                },
+                _ = tick.tick() => {
+                    let until = imports::now().saturating_add(secs);
+                    match meta.renew_lease(&id, &node, until).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(task_id = %id, "lease lost: another node took the task back; stopping");
+                            flag.store(true, Ordering::SeqCst);
+                            tx.send_replace(true);
+                            return;
+                        }
+                        Err(e) => tracing::warn!(task_id = %id, error = %e, "lease renewal failed; retrying"),
+                    }
+                }
+            }
+        }
+    });
+    (rx, lost)
+}
 
 /// What [`take_back`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,5 +285,42 @@ mod tests {
         }
         let back = meta.get_task(&dead.id).await.unwrap().unwrap();
         assert_eq!((back.status, back.lease), (TaskStatus::Pending, None));
+    }
+
+    /// A running import's lease is renewed while it runs; once another node takes the task
+    /// back the next renewal finds it lost, and the run is told to stop.
+    #[tokio::test]
+    async fn test_hold_lease_renews_then_stops_the_run_when_taken_back() {
+        let meta: Arc<dyn MetaStore> = Arc::new(MemoryMeta::new());
+        let start = imports::now();
+        let task = processing(7, PULL_IMPORT, Some(("node-a", start)));
+        meta.put_task(&task).await.unwrap();
+        let (_shutdown_tx, shutdown) = watch::channel(false);
+        let (mut cancel, lost) = hold_lease(
+            Arc::clone(&meta),
+            task.id.clone(),
+            "node-a".to_owned(),
+            crate::config::MIN_LEASE_SECS,
+            shutdown,
+        );
+        let until = async || {
+            let stored = meta.get_task(&task.id).await.unwrap().unwrap();
+            stored.lease.map(|l| l.until).unwrap_or_default()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while until().await <= start {
+            assert!(std::time::Instant::now() < deadline, "never renewed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!*cancel.borrow() && !lost.load(Ordering::SeqCst));
+        let read = meta.get_task(&task.id).await.unwrap().unwrap();
+        let mut back = taken_back(&read, 3, TTL);
+        back.lease = None;
+        assert!(meta.take_back(&back, read.lease.as_ref()).await.unwrap());
+        tokio::time::timeout(Duration::from_secs(10), cancel.wait_for(|stop| *stop))
+            .await
+            .expect("the run is told to stop")
+            .unwrap();
+        assert!(lost.load(Ordering::SeqCst));
     }
 }
