@@ -390,13 +390,29 @@ async fn watch_storage(state: AppState, meta: Arc<GuardedMeta>, mut recovery: Re
     }
 }
 
-/// Deletes tasks whose `expires_at` has passed, and staged data older than
-/// `staging_ttl_secs`, every `sweep_interval_secs`.
+/// Takes back tasks whose lease ran out (a shared store: [`takeover::sweep_once`]), deletes
+/// tasks whose `expires_at` has passed, and staged data older than `staging_ttl_secs`,
+/// every `sweep_interval_secs`.
 async fn sweep_expired(state: AppState) {
     let period = Duration::from_secs(state.config.sweep_interval_secs.max(1));
     let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
+        let (now, max, ttl) = (
+            imports::now(),
+            state.config.max_import_attempts,
+            state.config.task_ttl(),
+        );
+        match takeover::sweep_once(state.meta.as_ref(), now, max, ttl).await {
+            Ok(requeued) => {
+                for id in requeued {
+                    if let Ok(Some(task)) = state.meta.get_task(&id).await {
+                        let _ = state.executor.submit(&task.id, &task.owner);
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "lease sweep failed"),
+        }
         let swept = sweep_expired_once(state.meta.as_ref(), imports::now()).await;
         match swept {
             Ok(0) => {}

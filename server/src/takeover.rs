@@ -178,6 +178,44 @@ pub async fn take_back(
     })
 }
 
+/// Expired leases read per pass of [`sweep_once`]: bounds the sweep's memory whatever the
+/// number of nodes that died at once; the rest waits for the next sweep.
+pub const SWEEP_BATCH: usize = 1000;
+
+/// One pass of the periodic sweep of a shared store: takes back every task whose lease ran
+/// out by `now` (at most [`SWEEP_BATCH`]); returns the ids queued again (to run here). An
+/// embedded store has nothing to sweep: its leases are this live process's.
+///
+/// # Errors
+/// The first metadata error.
+pub async fn sweep_once(
+    meta: &dyn MetaStore,
+    now: Timestamp,
+    max_attempts: u32,
+    ttl: i64,
+) -> Result<Vec<String>, MetaError> {
+    let mut requeued = Vec::new();
+    if !meta.is_shared() {
+        return Ok(requeued);
+    }
+    for id in meta.expired_leases(now, SWEEP_BATCH).await? {
+        let Some(task) = meta.get_task(&id).await? else {
+            continue;
+        };
+        match take_back(meta, &task, now, max_attempts, ttl).await? {
+            TakenBack::Requeued => {
+                tracing::warn!(task_id = %id, attempts = task.attempts, "lease ran out: import queued again");
+                requeued.push(id);
+            }
+            TakenBack::Interrupted => {
+                tracing::warn!(task_id = %id, "lease ran out: task failed as interrupted")
+            }
+            TakenBack::Lost => {}
+        }
+    }
+    Ok(requeued)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,5 +360,41 @@ mod tests {
             .expect("the run is told to stop")
             .unwrap();
         assert!(lost.load(Ordering::SeqCst));
+    }
+
+    /// The sweep of a shared store takes back exactly the tasks whose lease ran out; an
+    /// embedded store's sweep touches nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn test_sweep_once_takes_back_only_expired_leases() {
+        let cluster = PgCluster::start();
+        let meta = PgMeta::open(&cluster.database("sweep"), 2).await.unwrap();
+        let live = processing(8, PULL_IMPORT, Some(("node-b", 1_000)));
+        let dead_pull = processing(9, PULL_IMPORT, Some(("node-c", 100)));
+        let dead_interop = processing(10, imports::API_IMAGE_IMPORT, Some(("node-c", 100)));
+        for task in [&live, &dead_pull, &dead_interop] {
+            meta.put_task(task).await.unwrap();
+        }
+        let requeued = sweep_once(&meta, 500, 3, TTL).await.unwrap();
+        assert_eq!(requeued, [dead_pull.id.as_str()]);
+        let status = async |t: &TaskRecord| meta.get_task(&t.id).await.unwrap().unwrap().status;
+        assert_eq!(status(&live).await, TaskStatus::Processing);
+        assert_eq!(status(&dead_pull).await, TaskStatus::Pending);
+        assert_eq!(status(&dead_interop).await, TaskStatus::Failure);
+        assert_eq!(
+            sweep_once(&meta, 500, 3, TTL).await.unwrap(),
+            Vec::<String>::new()
+        );
+
+        let embedded = MemoryMeta::new();
+        embedded.put_task(&dead_pull).await.unwrap();
+        assert!(sweep_once(&embedded, 500, 3, TTL).await.unwrap().is_empty());
+        assert_eq!(
+            status_of(&embedded, &dead_pull).await,
+            TaskStatus::Processing
+        );
+    }
+
+    async fn status_of(meta: &dyn MetaStore, task: &TaskRecord) -> TaskStatus {
+        meta.get_task(&task.id).await.unwrap().unwrap().status
     }
 }
