@@ -60,6 +60,8 @@ fn task(n: u32, owner: &str, big: bool) -> TaskRecord {
         expires_at: Some(4_000_000_000),
         request_id: Some(format!("req-{n:08x}-0000-4000-8000-000000000000")),
         user_id: Some("bench-user".into()),
+        lease: None,
+        attempts: 0,
     }
 }
 

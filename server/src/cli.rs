@@ -196,6 +196,16 @@ struct ServeArgs {
     /// [default: 86400].
     #[arg(long, env = "SLUICE_IMPORT_TIMEOUT_SECS", value_name = "SECS")]
     import_timeout_secs: Option<u64>,
+    /// Runs a pull import gets when its node dies mid-way; after that many it fails with
+    /// `interrupted` [default: 3].
+    #[arg(long, env = "SLUICE_MAX_IMPORT_ATTEMPTS", value_name = "N")]
+    max_import_attempts: Option<u32>,
+    /// This node's id in task leases [default: the id kept in DATA_DIR/node-id].
+    #[arg(long, env = "SLUICE_NODE_ID", value_name = "ID")]
+    node_id: Option<String>,
+    /// Seconds a lease on a running import lasts unless renewed [default: 30].
+    #[arg(long, env = "SLUICE_LEASE_SECS", value_name = "SECS")]
+    lease_secs: Option<u64>,
     /// Slowest source accepted, in bytes/s over --min-rate-window-secs; slower fails with
     /// `source_too_slow` (like curl's --speed-limit); 0 turns it off [default: 1024].
     #[arg(long, env = "SLUICE_MIN_RATE_BYTES_PER_SEC", value_name = "BYTES")]
@@ -361,6 +371,15 @@ impl ServeArgs {
         replace_if_given(&mut c.enabled_import_methods, self.enabled_import_methods);
         if let Some(v) = self.import_timeout_secs {
             c.import_timeout_secs = v;
+        }
+        if let Some(v) = self.max_import_attempts {
+            c.max_import_attempts = v;
+        }
+        if let Some(v) = self.node_id {
+            c.node_id = Some(v);
+        }
+        if let Some(v) = self.lease_secs {
+            c.lease_secs = v;
         }
         if let Some(v) = self.min_rate_bytes_per_sec {
             c.min_rate_bytes_per_sec = v;

@@ -23,6 +23,20 @@ pub const DEFAULT_TASK_TTL_HOURS: u64 = 48;
 /// 100 GiB at 10 Mbit/s, yet a stuck import frees its worker within a day.
 pub const DEFAULT_IMPORT_TIMEOUT_SECS: u64 = 24 * 3600;
 
+/// Runs a pull import (a legacy `import` task) gets by default when the nodes running it
+/// die: a source that kills its node every time (a crash in conversion, memory) then fails
+/// with `interrupted` after three tries instead of taking node after node down.
+pub const DEFAULT_MAX_IMPORT_ATTEMPTS: u32 = 3;
+
+/// Seconds a node's lease on a running import lasts unless renewed (it is renewed every
+/// third of that): a node that dies holds its imports at most this long before another
+/// node may take them back, and two renewals may fail (a database failover) before a live
+/// import is given up.
+pub const DEFAULT_LEASE_SECS: u64 = 30;
+
+/// Shortest lease accepted: renewals every second at most.
+pub const MIN_LEASE_SECS: u64 = 3;
+
 /// Most tags on one image unless configured (Glance's `image_tag_quota` default): bounds
 /// what one image record holds and what every listing of it returns.
 pub const DEFAULT_IMAGE_TAG_QUOTA: usize = 128;
@@ -102,6 +116,15 @@ pub struct Config {
     /// Seconds one import may take from start to finish; beyond, it fails with
     /// `import_timeout` ([`DEFAULT_IMPORT_TIMEOUT_SECS`]).
     pub import_timeout_secs: u64,
+    /// Runs a pull import gets when its node dies mid-way, counting the first: a task taken
+    /// back from a dead node after that many fails with `interrupted`
+    /// ([`DEFAULT_MAX_IMPORT_ATTEMPTS`]).
+    pub max_import_attempts: u32,
+    /// This node's id in task leases; unset: the id kept in `<data_dir>/node-id` (made on
+    /// first start), so each data directory is one node, the same across restarts.
+    pub node_id: Option<String>,
+    /// Seconds a lease on a running import lasts unless renewed ([`DEFAULT_LEASE_SECS`]).
+    pub lease_secs: u64,
     /// Slowest source accepted, in bytes per second over `min_rate_window_secs` (curl's
     /// `--speed-limit`); slower fails with `source_too_slow`. 0 turns the check off.
     pub min_rate_bytes_per_sec: u64,
@@ -189,6 +212,9 @@ impl Default for Config {
             public_url: None,
             conversion: Conversion::None,
             import_timeout_secs: DEFAULT_IMPORT_TIMEOUT_SECS,
+            max_import_attempts: DEFAULT_MAX_IMPORT_ATTEMPTS,
+            node_id: None,
+            lease_secs: DEFAULT_LEASE_SECS,
             min_rate_bytes_per_sec: sluice_pipeline::rate::DEFAULT_MIN_RATE_BYTES_PER_SEC,
             min_rate_window_secs: sluice_pipeline::rate::DEFAULT_MIN_RATE_WINDOW.as_secs(),
             upload_discard_bytes: DEFAULT_UPLOAD_DISCARD_BYTES,
@@ -443,6 +469,25 @@ impl Config {
         if self.workers == 0 || self.per_project_imports == 0 || self.queue_capacity == 0 {
             return Err(ConfigError::Invalid(
                 "workers, per_project_imports and queue_capacity must be at least 1".into(),
+            ));
+        }
+        if self.lease_secs < MIN_LEASE_SECS {
+            return Err(ConfigError::Invalid(format!(
+                "lease_secs must be at least {MIN_LEASE_SECS}"
+            )));
+        }
+        if self
+            .node_id
+            .as_deref()
+            .is_some_and(|id| id.is_empty() || id.len() > 255)
+        {
+            return Err(ConfigError::Invalid(
+                "node_id must be 1 to 255 bytes".into(),
+            ));
+        }
+        if self.max_import_attempts == 0 {
+            return Err(ConfigError::Invalid(
+                "max_import_attempts must be at least 1".into(),
             ));
         }
         if self.import_timeout_secs == 0 || self.min_rate_window_secs == 0 {

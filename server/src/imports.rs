@@ -13,9 +13,12 @@ use sluice_pipeline::{IngestError, Ingested, Progress};
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::meta::{ImageRecord, ImageStatus, MetaError, TaskRecord, TaskStatus, Timestamp};
+use crate::meta::{
+    ImageRecord, ImageStatus, MetaError, TaskLease, TaskRecord, TaskStatus, Timestamp,
+};
 use crate::properties::{PropertyLimits, Visibility};
 use crate::state::AppState;
+use crate::takeover;
 
 mod advice;
 mod api_image;
@@ -114,13 +117,23 @@ pub async fn run(
     if !task.status.can_become(TaskStatus::Processing) {
         return None;
     }
+    // This run's claim: the next attempt, under this node's lease (renewed below).
+    let node = state.config.node_id.clone().unwrap_or_default();
+    let lease_secs = i64::try_from(state.config.lease_secs).unwrap_or(i64::MAX);
     task.status = TaskStatus::Processing;
+    task.attempts = task.attempts.saturating_add(1);
     task.updated_at = now();
+    task.lease = Some(TaskLease {
+        node: node.clone(),
+        until: task.updated_at.saturating_add(lease_secs),
+    });
     if let Err(e) = save(state, &task).await {
         tracing::error!(task_id, error = %e, "cannot mark task processing");
         if let MetaError::StorageFull(why) = e {
             // The worker has taken the task off the queue: fail it (recorded once space is
-            // freed) rather than leave it `pending` with nobody to run it.
+            // freed) rather than leave it `pending` with nobody to run it. The claim was not
+            // written, so neither is its lease (a leased write needs a `processing` task).
+            task.lease = None;
             fail(
                 &mut task,
                 REASON_STORAGE_FULL,
@@ -131,12 +144,24 @@ pub async fn run(
         }
         return None;
     }
-    tracing::info!(task_id, owner = %task.owner, "import started");
+    tracing::info!(task_id, owner = %task.owner, attempt = task.attempts, "import started");
 
+    let (cancel, lease_lost) = takeover::hold_lease(
+        Arc::clone(&state.meta),
+        task.id.clone(),
+        node,
+        state.config.lease_secs,
+        cancel,
+    );
     let timeout = Duration::from_secs(state.config.import_timeout_secs);
     let (cancel, timed_out) = with_deadline(cancel, timeout);
     if task.task_type == API_IMAGE_IMPORT {
         let outcome = api_image::run(state, &task, &progress, cancel).await;
+        if lease_lost.load(Ordering::SeqCst) {
+            // The task is another run's now: its writes are refused (`lease::lost_by`).
+            tracing::warn!(task_id, "import stopped: its lease was lost");
+            return None;
+        }
         let outcome = deadline_outcome(outcome, &timed_out, timeout);
         return api_image::finish(state, task, outcome).await;
     }
@@ -145,6 +170,14 @@ pub async fn run(
         Ok(legacy) => import(state, &task, legacy, &progress, cancel).await,
         Err(e) => Err((REASON_INVALID_INPUT.to_owned(), e.message())),
     };
+    if lease_lost.load(Ordering::SeqCst) {
+        // Another node runs the task now; the image this run stored (its own new id) goes.
+        tracing::warn!(task_id, "import stopped: its lease was lost");
+        if let Ok((image, _)) = &outcome {
+            let _ = state.store.delete(&image.id);
+        }
+        return None;
+    }
     let outcome = deadline_outcome(outcome, &timed_out, timeout);
     match outcome {
         Ok((image, unwrapped)) => {

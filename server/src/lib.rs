@@ -19,4 +19,5 @@ pub mod quota;
 pub mod service;
 pub mod staging;
 pub mod state;
+pub mod takeover;
 pub mod unwrapping;

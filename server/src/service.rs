@@ -11,12 +11,13 @@ use sluice_pipeline::store::{LocalStore, Store};
 
 use crate::config::{Config, MetaKind};
 use crate::executor::Executor;
-use crate::imports::{self, REASON_INTERRUPTED};
+use crate::imports;
 use crate::meta::guarded::GuardedMeta;
 use crate::meta::postgres::PgMeta;
 use crate::meta::{Decision, ImageStatus, MetaError, MetaStore, TaskStatus, Timestamp, Transition};
 use crate::staging::StagingArea;
 use crate::state::AppState;
+use crate::takeover::{self, TakenBack};
 
 /// How often the data volume's free space is checked in the background: a read-only
 /// metadata store becomes writable, and recovery writes refused at start-up are made, at
@@ -27,12 +28,13 @@ const STORAGE_POLL_INTERVAL: Duration = Duration::from_secs(2);
 ///
 /// # Errors
 /// When the data directory, the metadata store or the listen address cannot be opened.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
     config.validate()?;
     // The token file and `auth.keystone` are checked before anything is opened or listens.
     crate::api::Authenticator::from_config(&config.auth).context("auth configuration")?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    config.node_id = Some(takeover::node_id(&config));
     let store: Arc<dyn Store> = Arc::new(
         LocalStore::open_with_reserve(&config.data_dir, config.disk_reserve)
             .context("opening the image store")?,
@@ -184,7 +186,8 @@ fn sweep_tmp(store: &dyn Store) -> anyhow::Result<()> {
 pub struct Recovery {
     /// Tasks still pending, to queue again in creation order.
     pub pending: Vec<String>,
-    /// Tasks interrupted while processing whose failure is not recorded yet.
+    /// Tasks interrupted while processing (provably dead: [`takeover::is_dead`]) not taken
+    /// back yet.
     pub interrupted: Vec<String>,
     /// Image records whose committed data is missing (`active` or `deactivated` without a
     /// file), not removed yet.
@@ -206,7 +209,10 @@ impl Recovery {
 /// Brings the data directory back to a consistent state after a crash or `kill -9`:
 /// - partial uploads in `tmp/` are deleted (before any metadata write: on a full volume
 ///   they are what makes room);
-/// - tasks left `processing` fail with a message saying they were interrupted;
+/// - tasks left `processing` whose node is provably dead (every one in an embedded store;
+///   in a shared one, those whose lease ended: [`takeover`]) are taken back: a pull import
+///   is queued again to start from its source (up to `max_import_attempts` runs), any other
+///   fails with a message saying it was interrupted;
 /// - images by status: a `queued` image never had data and stays as it is; one left
 ///   `saving`, `uploading` or `importing` was receiving data when the service died, so it
 ///   goes back to `queued` (Glance's state after a failed upload or import) and whatever it
@@ -241,12 +247,17 @@ pub async fn recover(state: &AppState) -> anyhow::Result<Recovery> {
     let mut staged = HashSet::new();
     let mut recovery = Recovery::default();
     // Only unfinished tasks (an index, oldest first), never every task.
+    let now = imports::now();
     for id in state.meta.unfinished_tasks().await? {
         let Some(task) = state.meta.get_task(&id).await? else {
             continue;
         };
         match task.status {
-            TaskStatus::Processing => recovery.interrupted.push(task.id),
+            // Only the provably dead: never another live node's import.
+            TaskStatus::Processing if takeover::is_dead(state.meta.as_ref(), &task, now) => {
+                recovery.interrupted.push(task.id)
+            }
+            TaskStatus::Processing => {}
             TaskStatus::Pending => recovery.pending.push(task.id),
             TaskStatus::Success | TaskStatus::Failure => {}
         }
@@ -295,25 +306,21 @@ pub async fn finish_recovery(state: &AppState, recovery: &mut Recovery) -> anyho
     let ttl = state.config.task_ttl();
     let mut interrupted = Vec::new();
     for id in std::mem::take(&mut recovery.interrupted) {
-        let Some(mut task) = state.meta.get_task(&id).await? else {
+        let Some(task) = state.meta.get_task(&id).await? else {
             continue;
         };
-        if task.status != TaskStatus::Processing {
-            continue;
-        }
-        imports::fail(
-            &mut task,
-            REASON_INTERRUPTED,
-            "import interrupted: the service stopped while this task was processing; \
-             create the task again"
-                .to_owned(),
-            ttl,
-        );
-        match state.meta.transition_task(&task).await {
-            Ok(()) => tracing::warn!(task_id = %id, "failed a task interrupted by a restart"),
+        let (now, max) = (imports::now(), state.config.max_import_attempts);
+        match takeover::take_back(state.meta.as_ref(), &task, now, max, ttl).await {
+            Ok(TakenBack::Requeued) => {
+                tracing::warn!(task_id = %id, attempts = task.attempts, "import interrupted by a restart: queued again, to start from its source");
+                recovery.pending.push(id);
+            }
+            Ok(TakenBack::Interrupted) => {
+                tracing::warn!(task_id = %id, "failed a task interrupted by a restart")
+            }
+            // Another writer moved it meanwhile: its word stands.
+            Ok(TakenBack::Lost) => {}
             Err(MetaError::StorageFull(_)) => interrupted.push(id),
-            // Another writer finished it meanwhile: its word stands.
-            Err(MetaError::TaskRefused { .. }) => {}
             Err(e) => return Err(e.into()),
         }
     }
@@ -411,13 +418,29 @@ async fn watch_storage(state: AppState, meta: Option<Arc<GuardedMeta>>, mut reco
     }
 }
 
-/// Deletes tasks whose `expires_at` has passed, and staged data older than
-/// `staging_ttl_secs`, every `sweep_interval_secs`.
+/// Takes back tasks whose lease ran out (a shared store: [`takeover::sweep_once`]), deletes
+/// tasks whose `expires_at` has passed, and staged data older than `staging_ttl_secs`,
+/// every `sweep_interval_secs`.
 async fn sweep_expired(state: AppState) {
     let period = Duration::from_secs(state.config.sweep_interval_secs.max(1));
     let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
+        let (now, max, ttl) = (
+            imports::now(),
+            state.config.max_import_attempts,
+            state.config.task_ttl(),
+        );
+        match takeover::sweep_once(state.meta.as_ref(), now, max, ttl).await {
+            Ok(requeued) => {
+                for id in requeued {
+                    if let Ok(Some(task)) = state.meta.get_task(&id).await {
+                        let _ = state.executor.submit(&task.id, &task.owner);
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "lease sweep failed"),
+        }
         let swept = sweep_expired_once(state.meta.as_ref(), imports::now()).await;
         match swept {
             Ok(0) => {}
@@ -554,6 +577,35 @@ mod tests {
         let mut image = sample_image(&format!("00000000-0000-4000-8000-{n:012}"));
         image.status = status;
         image
+    }
+
+    /// After a crash, in an embedded store every `processing` task is this node's and
+    /// provably dead: a pull import goes back to `pending` (queued again) to start from its
+    /// source; an interoperable import (its data may have come from a stage) fails
+    /// `interrupted`; a pull import out of runs fails too.
+    #[tokio::test]
+    async fn test_recover_processing_pull_import_requeued_others_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = scratch_state(dir.path());
+        let mut pull = task(1, TaskStatus::Processing, None);
+        pull.attempts = 1;
+        let mut interop = task(2, TaskStatus::Processing, None);
+        interop.task_type = imports::API_IMAGE_IMPORT.to_owned();
+        let mut spent = task(3, TaskStatus::Processing, None);
+        spent.attempts = state.config.max_import_attempts;
+        for t in [&pull, &interop, &spent] {
+            state.meta.put_task(t).await.unwrap();
+        }
+        let recovery = recover(&state).await.unwrap();
+        assert_eq!(recovery.pending, [pull.id.clone()]);
+        let get = async |t: &TaskRecord| state.meta.get_task(&t.id).await.unwrap().unwrap();
+        let again = get(&pull).await;
+        assert_eq!((again.status, again.attempts), (TaskStatus::Pending, 1));
+        for t in [&interop, &spent] {
+            let failed = get(t).await;
+            assert_eq!(failed.status, TaskStatus::Failure, "{}", t.id);
+            assert_eq!(failed.reason.as_deref(), Some(imports::REASON_INTERRUPTED));
+        }
     }
 
     #[tokio::test]

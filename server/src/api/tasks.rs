@@ -116,6 +116,8 @@ pub fn new_task(ctx: &RequestContext, task_type: &str, input: Value) -> TaskReco
         expires_at: None,
         request_id: Some(ctx.request_id.clone()),
         user_id: Some(ctx.user_id.clone()),
+        lease: None,
+        attempts: 0,
     }
 }
 

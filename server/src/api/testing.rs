@@ -225,6 +225,8 @@ pub fn task_record(id: &str, owner: &str, status: TaskStatus, created_at: i64) -
         expires_at: None,
         request_id: Some("req-x".into()),
         user_id: Some("u".into()),
+        lease: None,
+        attempts: 0,
     }
 }
 

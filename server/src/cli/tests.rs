@@ -215,3 +215,24 @@ fn test_serve_observe_settings_from_file_then_flags() {
     std::fs::write(&file, "[observe]\nlog_format = \"xml\"\n").unwrap();
     assert!(serve_config(&["--config", path]).is_err());
 }
+
+#[test]
+fn test_serve_max_import_attempts_default_file_flag_zero_refused() {
+    assert_eq!(
+        serve_config(&[]).unwrap().max_import_attempts,
+        crate::config::DEFAULT_MAX_IMPORT_ATTEMPTS
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.toml");
+    std::fs::write(&file, "max_import_attempts = 5\n").unwrap();
+    let path = file.to_str().unwrap();
+    assert_eq!(
+        serve_config(&["--config", path])
+            .unwrap()
+            .max_import_attempts,
+        5
+    );
+    let c = serve_config(&["--config", path, "--max-import-attempts", "1"]).unwrap();
+    assert_eq!(c.max_import_attempts, 1);
+    assert!(serve_config(&["--max-import-attempts", "0"]).is_err());
+}

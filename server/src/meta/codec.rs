@@ -271,6 +271,8 @@ mod tests {
             expires_at: None,
             request_id: Some("req-1".to_owned()),
             user_id: None,
+            lease: None,
+            attempts: 0,
         }
     }
 
@@ -310,6 +312,27 @@ mod tests {
     fn test_decode_task_round_trip_equal() {
         let bytes = encode(&task()).unwrap();
         assert!(matches!(decode::<TaskRecord>(ID, &bytes), Ok(t) if t == task()));
+    }
+
+    /// A task written before leases (no `lease`, no `attempts`) reads as never claimed; a
+    /// leased one round-trips.
+    #[test]
+    fn test_decode_task_without_lease_fields_defaults() {
+        let mut old = serde_json::to_value(task()).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        assert!(fields.remove("attempts").is_some());
+        assert!(!fields.contains_key("lease"), "no lease, not serialised");
+        let mut bytes = vec![V1];
+        bytes.extend(serde_json::to_vec(&old).unwrap());
+        assert!(matches!(decode::<TaskRecord>(ID, &bytes), Ok(t) if t == task()));
+        let mut leased = task();
+        leased.lease = Some(super::super::TaskLease {
+            node: "node-a".to_owned(),
+            until: 1_700_000_060,
+        });
+        leased.attempts = 2;
+        let bytes = encode(&leased).unwrap();
+        assert!(matches!(decode::<TaskRecord>(ID, &bytes), Ok(t) if t == leased));
     }
 
     #[test]

@@ -22,8 +22,8 @@ use sluice_pipeline::store::space::DiskSpace;
 use super::members::{AddMember, MemberRecord};
 use super::rocks::{blocking, RocksMeta};
 use super::{
-    Decision, ImageQuery, ImageRecord, ImageStatus, MetaError, MetaStore, TaskQuery, TaskRecord,
-    TaskSummary, Timestamp, Transition,
+    Decision, ImageQuery, ImageRecord, ImageStatus, MetaError, MetaStore, TaskLease, TaskQuery,
+    TaskRecord, TaskSummary, Timestamp, Transition,
 };
 
 /// Least time between two attempts to open the database read-write again: an attempt on a
@@ -287,6 +287,30 @@ impl MetaStore for GuardedMeta {
 
     async fn expired_tasks(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
         blocking(|| self.read().rocks.expired_tasks(now, max))
+    }
+
+    async fn claim_task(
+        &self,
+        lease: &TaskLease,
+        now: Timestamp,
+    ) -> Result<Option<TaskRecord>, MetaError> {
+        self.guarded(|r| r.claim_task(lease, now))
+    }
+
+    async fn renew_lease(&self, id: &str, node: &str, until: Timestamp) -> Result<bool, MetaError> {
+        self.guarded(|r| r.renew_lease(id, node, until))
+    }
+
+    async fn take_back(
+        &self,
+        task: &TaskRecord,
+        expired: Option<&TaskLease>,
+    ) -> Result<bool, MetaError> {
+        self.guarded(|r| r.take_back(task, expired))
+    }
+
+    async fn expired_leases(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
+        blocking(|| self.read().rocks.expired_leases(now, max))
     }
 
     async fn unfinished_tasks(&self) -> Result<Vec<String>, MetaError> {

@@ -34,6 +34,9 @@ pub fn task_entries(task: &TaskRecord) -> Result<Vec<IndexEntry>, MetaError> {
             Vec::new(),
         ));
     }
+    if let Some(until) = super::lease::indexed_until(task) {
+        entries.push((Index::TasksByLease.key("", until, &task.id), Vec::new()));
+    }
     if let Some(image_id) = task_image_id(task) {
         entries.push((
             Index::TasksByImage.key(image_id, task.created_at, &task.id),

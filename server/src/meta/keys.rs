@@ -24,6 +24,7 @@
 //! | tasks by expiry            | `e` | (empty)    | expires_at, id    | (empty)          |
 //! | unfinished tasks           | `u` | (empty)    | created_at, id    | (empty)          |
 //! | tasks by image             | `i` | image id   | created_at, id    | (empty)          |
+//! | leased `processing` tasks  | `l` | (empty)    | lease end, id     | (empty)          |
 //! | images by owner            | `O` | owner      | created_at, id    | (empty)          |
 //! | images by visibility       | `V` | visibility | created_at, id    | (empty)          |
 //! | every image                | `C` | (empty)    | created_at, id    | (empty)          |
@@ -44,8 +45,8 @@ pub const INDEX_PREFIX: &[u8] = b"x/";
 /// The key holding the version of the index layout (one byte).
 pub const SCHEMA_KEY: &[u8] = b"m/index-version";
 /// The index layout this build writes: bump it when an index's keys or values change, so
-/// that stores written before rebuild their indexes on open.
-pub const INDEX_VERSION: u8 = 2;
+/// that stores written before rebuild their indexes on open (3: the lease index).
+pub const INDEX_VERSION: u8 = 3;
 
 /// Length of a position's timestamp part.
 const TIMESTAMP_LEN: usize = 8;
@@ -111,6 +112,8 @@ pub enum Index {
     TasksByExpiry,
     /// Tasks `pending` or `processing`, by creation.
     TasksUnfinished,
+    /// `processing` tasks holding a lease, by the lease's end.
+    TasksByLease,
     /// Tasks of one image (`api_image_import`'s `input.image_id`, or the image an `import`
     /// task made), by creation.
     TasksByImage,
@@ -131,6 +134,7 @@ impl Index {
             Index::TasksByExpiry => b'e',
             Index::TasksUnfinished => b'u',
             Index::TasksByImage => b'i',
+            Index::TasksByLease => b'l',
             Index::ImagesByOwner => b'O',
             Index::ImagesByVisibility => b'V',
             Index::ImagesByCreation => b'C',

@@ -6,11 +6,12 @@ use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
 use super::index::{self, IndexEntry};
+use super::lease::{claimed, may_take_back, renewed};
 use super::members::{self, AddMember, MemberRecord};
 use super::query::{self, Entries, Entry, IndexSource};
 use super::{
     check_task_move, plan_transition, Decision, ImageQuery, ImageRecord, ImageStatus, MetaError,
-    MetaStore, SortDir, Step, TaskQuery, TaskRecord, TaskSummary, Timestamp, Transition,
+    MetaStore, SortDir, Step, TaskLease, TaskQuery, TaskRecord, TaskSummary, Timestamp, Transition,
 };
 
 /// Tasks and images keyed by id, and the secondary index entries keyed as in RocksDB
@@ -195,6 +196,47 @@ impl MetaStore for MemoryMeta {
             inner.reindex(stale, fresh);
         }
         Ok(())
+    }
+
+    async fn claim_task(
+        &self,
+        lease: &TaskLease,
+        now: Timestamp,
+    ) -> Result<Option<TaskRecord>, MetaError> {
+        // The index is read a step at a time; each candidate is checked and claimed under
+        // the one lock, so two claimers never both take it.
+        query::first_unfinished(self, &mut |id| {
+            let mut inner = self.inner()?;
+            let Some(task) = inner.tasks.get(id).and_then(|t| claimed(t, lease, now)) else {
+                return Ok(None);
+            };
+            inner.put_task(&task)?;
+            Ok(Some(task))
+        })
+    }
+
+    async fn renew_lease(&self, id: &str, node: &str, until: Timestamp) -> Result<bool, MetaError> {
+        let mut inner = self.inner()?;
+        match renewed(inner.tasks.get(id), node, until) {
+            Some(task) => inner.put_task(&task).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    async fn take_back(
+        &self,
+        task: &TaskRecord,
+        expired: Option<&TaskLease>,
+    ) -> Result<bool, MetaError> {
+        let mut inner = self.inner()?;
+        if !may_take_back(inner.tasks.get(&task.id), task, expired) {
+            return Ok(false);
+        }
+        inner.put_task(task).map(|()| true)
+    }
+
+    async fn expired_leases(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
+        query::expired_leases(self, now, max)
     }
 
     async fn transition_task(&self, task: &TaskRecord) -> Result<(), MetaError> {

@@ -12,10 +12,12 @@ use serde::{Deserialize, Serialize};
 
 pub mod codec;
 mod conformance;
+mod conformance_leases;
 mod conformance_tasks;
 pub mod guarded;
 pub mod index;
 pub mod keys;
+pub mod lease;
 pub mod members;
 pub mod memory;
 pub mod postgres;
@@ -24,6 +26,7 @@ pub mod rocks;
 pub mod testing;
 pub mod testing_pg;
 
+pub use lease::TaskLease;
 pub use members::{AddMember, MemberRecord, MemberStatus};
 pub use query::{ImageColumn, ImageQuery, ImageRange, SortDir, TaskColumn, TaskQuery, TaskSummary};
 
@@ -102,6 +105,14 @@ pub struct TaskRecord {
     pub request_id: Option<String>,
     /// The creating user, when known.
     pub user_id: Option<String>,
+    /// Who runs the task and until when: set by [`MetaStore::claim_task`], extended by
+    /// [`MetaStore::renew_lease`]. `None` for a task never claimed, and for records written
+    /// before leases existed (the serde default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<TaskLease>,
+    /// How many times a node claimed the task (0 for records written before leases).
+    #[serde(default)]
+    pub attempts: u32,
 }
 
 /// An image's status: Glance's statuses that Sluice stores, with Glance's transitions
@@ -405,6 +416,52 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     async fn expired_tasks(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError>;
     /// The ids of `pending` and `processing` tasks, oldest first (start-up recovery).
     async fn unfinished_tasks(&self) -> Result<Vec<String>, MetaError>;
+    /// Claims the oldest `pending` task for `lease.node`: moves it to `processing` holding
+    /// `lease`, counts the attempt, sets `updated_at` to `now`, and returns it as stored;
+    /// `None` when no task is pending. Atomic with every other write of the task, so of
+    /// claimers racing (threads or nodes) each task goes to exactly one; PostgreSQL's losers
+    /// skip the locked row and take the next (`FOR UPDATE SKIP LOCKED`).
+    ///
+    /// # Errors
+    /// A backend, decoding or full-volume error (nothing claimed).
+    async fn claim_task(
+        &self,
+        lease: &TaskLease,
+        now: Timestamp,
+    ) -> Result<Option<TaskRecord>, MetaError>;
+    /// Extends the lease of task `id` to `until` if `node` holds it and the task is still
+    /// `processing`; `false` (nothing written) when the lease was lost: another node holds
+    /// it, the task reached a final status or went back to `pending`, or it is gone.
+    ///
+    /// # Errors
+    /// A backend, decoding or full-volume error.
+    async fn renew_lease(&self, id: &str, node: &str, until: Timestamp) -> Result<bool, MetaError>;
+    /// Takes a `processing` task back from a holder that is provably dead: writes `task`
+    /// (the same task, `pending` to run again or `failure`, without a lease) if the stored
+    /// task is `processing` and its lease is still exactly `expired` (as read; `None` for a
+    /// task written without one). A renewal or a new claim since makes it refuse: `false`,
+    /// nothing written. The one way back from `processing` to `pending`.
+    ///
+    /// # Errors
+    /// A backend, decoding or full-volume error.
+    async fn take_back(
+        &self,
+        task: &TaskRecord,
+        expired: Option<&TaskLease>,
+    ) -> Result<bool, MetaError>;
+    /// Whether other processes share this store (PostgreSQL). An embedded store is opened by
+    /// one process only (RocksDB's lock on its directory), so every lease in it is that
+    /// process's, and after a restart every `processing` task in it is provably dead.
+    fn is_shared(&self) -> bool {
+        false
+    }
+    /// The ids of `processing` tasks whose lease ended at or before `now`, soonest first, at
+    /// most `max`: one range of a lease index (only `processing` tasks with a lease are in
+    /// it), never a scan of the tasks.
+    ///
+    /// # Errors
+    /// A backend error, or an index entry that does not decode.
+    async fn expired_leases(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError>;
     /// The tasks of image `image_id` ([`index::task_image_id`]), oldest first: one range of
     /// the tasks-by-image index, so O(tasks of that image).
     async fn image_tasks(&self, image_id: &str) -> Result<Vec<TaskRecord>, MetaError>;
@@ -482,7 +539,8 @@ pub(crate) enum Step {
 }
 
 /// The part of [`MetaStore::transition_task`] every store shares: whether the stored task
-/// (`current`) may become `task.status`.
+/// (`current`) may become `task.status`, written by the run that holds its lease (when it
+/// has one: [`lease::lost_by`]).
 ///
 /// # Errors
 /// [`MetaError::TaskRefused`].
@@ -502,6 +560,10 @@ pub(crate) fn check_task_move(
             "status {} cannot become {}",
             old.status.as_str(),
             task.status.as_str()
+        )),
+        Some(old) if lease::lost_by(old, task) => refused(format!(
+            "attempt {} lost its lease: attempt {} holds it",
+            task.attempts, old.attempts
         )),
         Some(_) => Ok(()),
     }
@@ -739,6 +801,9 @@ pub async fn conformance_suite(store: &dyn MetaStore) {
 
     // Image members, and their removal with their image.
     members::conformance(store).await;
+
+    // Claims, renewals and expired leases (clears the tasks first).
+    conformance_leases::leases(store).await;
 }
 
 /// A plausible pending import task with id `id` (for tests and [`conformance_suite`]).
@@ -761,6 +826,8 @@ pub fn sample_task(id: &str) -> TaskRecord {
         expires_at: None,
         request_id: Some(format!("req-{id}")),
         user_id: Some("admin".to_owned()),
+        lease: None,
+        attempts: 0,
     }
 }
 

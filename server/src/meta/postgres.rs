@@ -24,10 +24,12 @@ use tokio_postgres::{NoTls, Row};
 
 use super::members::{AddMember, MemberRecord};
 use super::{
-    check_task_move, index, plan_transition, Decision, ImageQuery, ImageRecord, ImageStatus,
-    MetaError, MetaStore, Step, TaskQuery, TaskRecord, TaskSummary, Timestamp, Transition,
+    check_task_move, index, lease, plan_transition, Decision, ImageQuery, ImageRecord, ImageStatus,
+    MetaError, MetaStore, Step, TaskLease, TaskQuery, TaskRecord, TaskSummary, Timestamp,
+    Transition,
 };
 
+mod leases;
 mod lists;
 mod schema;
 
@@ -144,11 +146,11 @@ fn to_i64(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-const UPSERT_TASK: &str =
-    "INSERT INTO tasks (id, owner, status, created_at, expires_at, image_id, summary, record)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+const UPSERT_TASK: &str = "INSERT INTO tasks
+     (id, owner, status, created_at, expires_at, image_id, summary, record, lease_until)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
      ON CONFLICT (id) DO UPDATE SET owner = $2, status = $3, created_at = $4, expires_at = $5,
-         image_id = $6, summary = $7, record = $8";
+         image_id = $6, summary = $7, record = $8, lease_until = $9";
 const UPSERT_IMAGE: &str = "INSERT INTO images (id, owner, visibility, created_at, record)
      VALUES ($1, $2, $3, $4, $5)
      ON CONFLICT (id) DO UPDATE SET owner = $2, visibility = $3, created_at = $4, record = $5";
@@ -169,6 +171,7 @@ async fn write_task(
             &index::task_image_id(task),
             &Json(&summary),
             &Json(task),
+            &lease::indexed_until(task),
         ],
     )
     .await
@@ -434,6 +437,43 @@ impl MetaStore for PgMeta {
             .await
             .map_err(|e| pg_error("reading expired tasks", &e))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn claim_task(
+        &self,
+        lease: &TaskLease,
+        now: Timestamp,
+    ) -> Result<Option<TaskRecord>, MetaError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, "a claim").await?;
+        let out = leases::claim(&tx, lease, now).await;
+        commit(tx, "a claim", out).await
+    }
+
+    async fn renew_lease(&self, id: &str, node: &str, until: Timestamp) -> Result<bool, MetaError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, "a lease renewal").await?;
+        let out = leases::renew(&tx, id, node, until).await;
+        commit(tx, "a lease renewal", out).await
+    }
+
+    async fn take_back(
+        &self,
+        task: &TaskRecord,
+        expired: Option<&TaskLease>,
+    ) -> Result<bool, MetaError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, "a take-back").await?;
+        let out = leases::take_back(&tx, task, expired).await;
+        commit(tx, "a take-back", out).await
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    async fn expired_leases(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
+        leases::expired(&self.client().await?, now, max).await
     }
 
     async fn unfinished_tasks(&self) -> Result<Vec<String>, MetaError> {

@@ -370,6 +370,43 @@ pub fn expired_tasks(
     ids_in(source, Index::TasksByExpiry, start, end, max)
 }
 
+/// The ids of `processing` tasks whose lease ended at or before `now`, soonest first, at
+/// most `max` ([`Index::TasksByLease`], read up to `now` only).
+///
+/// # Errors
+/// A backend error, or a key that does not decode.
+pub fn expired_leases(
+    source: &dyn IndexSource,
+    now: Timestamp,
+    max: usize,
+) -> Result<Vec<String>, MetaError> {
+    let first_later = keys::position(now.saturating_add(1), "");
+    let (start, end) = Index::TasksByLease.range("", None, Some(&first_later));
+    ids_in(source, Index::TasksByLease, start, end, max)
+}
+
+/// Offers the ids of `pending` and `processing` tasks, oldest first, to `take` until it
+/// takes one (returns `Some`), reading the unfinished index only as far as that: the claim
+/// of the embedded stores, where `take` re-reads the task under its write lock.
+///
+/// # Errors
+/// A backend or decoding error, or the first error of `take`.
+pub fn first_unfinished<T>(
+    source: &dyn IndexSource,
+    take: &mut dyn FnMut(&str) -> Result<Option<T>, MetaError>,
+) -> Result<Option<T>, MetaError> {
+    let index = Index::TasksUnfinished;
+    let (start, end) = index.range("", None, None);
+    for entry in source.entries(start, end, SortDir::Asc) {
+        let (key, _) = entry?;
+        let id = position_id(index.position_of("", &key).unwrap_or_default())?;
+        if let Some(taken) = take(&id)? {
+            return Ok(Some(taken));
+        }
+    }
+    Ok(None)
+}
+
 /// The ids of `pending` and `processing` tasks, oldest first.
 ///
 /// # Errors

@@ -38,11 +38,12 @@ use rocksdb::{
 use super::codec::{self, Record};
 use super::index::{self, IndexEntry};
 use super::keys::{self, Table, INDEX_PREFIX, INDEX_VERSION, SCHEMA_KEY};
+use super::lease::{claimed, may_take_back, renewed};
 use super::members::{AddMember, MemberRecord};
 use super::query::{self, Entries, IndexSource};
 use super::{
     check_task_move, plan_transition, Decision, ImageQuery, ImageRecord, ImageStatus, MetaError,
-    SortDir, Step, TaskQuery, TaskRecord, TaskSummary, Timestamp, Transition,
+    SortDir, Step, TaskLease, TaskQuery, TaskRecord, TaskSummary, Timestamp, Transition,
 };
 
 /// File descriptors RocksDB may keep open. A metadata DB holds few SST files; bounding this
@@ -467,6 +468,66 @@ impl RocksMeta {
         let mut batch = WriteBatch::default();
         self.task_move(&mut batch, task)?;
         self.write(&format!("task {}", task.id), batch)
+    }
+
+    /// [`super::MetaStore::claim_task`], blocking: the unfinished index from a snapshot,
+    /// oldest first; each candidate re-read and claimed under its write lock, so a task
+    /// another claimer took since the snapshot is skipped.
+    pub fn claim_task(
+        &self,
+        lease: &TaskLease,
+        now: Timestamp,
+    ) -> Result<Option<TaskRecord>, MetaError> {
+        query::first_unfinished(&self.snapshot(), &mut |id| {
+            let _locked = self.lock(&[id])?;
+            let current: Option<TaskRecord> = self.get(Table::Tasks, id)?;
+            let Some(task) = current.as_ref().and_then(|t| claimed(t, lease, now)) else {
+                return Ok(None);
+            };
+            self.put_task_locked(current.as_ref(), &task)?;
+            Ok(Some(task))
+        })
+    }
+
+    /// [`super::MetaStore::renew_lease`], blocking.
+    pub fn renew_lease(&self, id: &str, node: &str, until: Timestamp) -> Result<bool, MetaError> {
+        let _locked = self.lock(&[id])?;
+        let current: Option<TaskRecord> = self.get(Table::Tasks, id)?;
+        match renewed(current.as_ref(), node, until) {
+            Some(task) => self.put_task_locked(current.as_ref(), &task).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// [`super::MetaStore::take_back`], blocking.
+    pub fn take_back(
+        &self,
+        task: &TaskRecord,
+        expired: Option<&TaskLease>,
+    ) -> Result<bool, MetaError> {
+        let _locked = self.lock(&[&task.id])?;
+        let current: Option<TaskRecord> = self.get(Table::Tasks, &task.id)?;
+        if !may_take_back(current.as_ref(), task, expired) {
+            return Ok(false);
+        }
+        self.put_task_locked(current.as_ref(), task).map(|()| true)
+    }
+
+    /// Replaces `old` (read under the id's write lock, which the caller holds) by `task`.
+    fn put_task_locked(
+        &self,
+        old: Option<&TaskRecord>,
+        task: &TaskRecord,
+    ) -> Result<(), MetaError> {
+        let mut batch = WriteBatch::default();
+        let entries = index::task_change(old, Some(task))?;
+        Self::change(&mut batch, Table::Tasks, &task.id, Some(task), entries)?;
+        self.write(&format!("task {}", task.id), batch)
+    }
+
+    /// [`super::MetaStore::expired_leases`], blocking.
+    pub fn expired_leases(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
+        query::expired_leases(&self.snapshot(), now, max)
     }
 
     /// [`super::MetaStore::commit_import`], blocking.

@@ -15,8 +15,10 @@ use super::{pg_error, MetaError};
 const MIGRATION_LOCK: i64 = 0x736c_7569_6365_6d67;
 
 /// The migrations; `MIGRATIONS[n]` takes the schema from version `n` to `n + 1`. Never edit
-/// one that has shipped: append.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+/// one that has shipped: append. 2: leases (`lease_until`, set only while a task is
+/// `processing` with a lease; the pending tasks' index the claim reads).
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tasks (
     id text COLLATE "C" PRIMARY KEY,
     owner text COLLATE "C" NOT NULL,
@@ -50,7 +52,14 @@ CREATE TABLE members (
     PRIMARY KEY (image_id, member_id)
 );
 CREATE INDEX members_by_member ON members (member_id, image_id);
-"#];
+"#,
+    r#"
+ALTER TABLE tasks ADD COLUMN lease_until bigint;
+CREATE INDEX tasks_by_lease ON tasks (lease_until, id)
+    WHERE status = 'processing' AND lease_until IS NOT NULL;
+CREATE INDEX tasks_pending ON tasks (created_at, id) WHERE status = 'pending';
+"#,
+];
 
 /// Brings the database's schema to the latest version: in one transaction holding
 /// [`MIGRATION_LOCK`], so that of several nodes starting together one migrates and the others

@@ -4,8 +4,8 @@
 
 use super::super::members::{AddMember, MemberRecord};
 use super::super::{
-    Decision, ImageQuery, ImageRecord, ImageStatus, MetaError, MetaStore, TaskQuery, TaskRecord,
-    TaskSummary, Timestamp, Transition,
+    Decision, ImageQuery, ImageRecord, ImageStatus, MetaError, MetaStore, TaskLease, TaskQuery,
+    TaskRecord, TaskSummary, Timestamp, Transition,
 };
 use super::{blocking, RocksMeta};
 
@@ -76,6 +76,30 @@ impl MetaStore for RocksMeta {
 
     async fn expired_tasks(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
         blocking(|| RocksMeta::expired_tasks(self, now, max))
+    }
+
+    async fn claim_task(
+        &self,
+        lease: &TaskLease,
+        now: Timestamp,
+    ) -> Result<Option<TaskRecord>, MetaError> {
+        blocking(|| RocksMeta::claim_task(self, lease, now))
+    }
+
+    async fn renew_lease(&self, id: &str, node: &str, until: Timestamp) -> Result<bool, MetaError> {
+        blocking(|| RocksMeta::renew_lease(self, id, node, until))
+    }
+
+    async fn take_back(
+        &self,
+        task: &TaskRecord,
+        expired: Option<&TaskLease>,
+    ) -> Result<bool, MetaError> {
+        blocking(|| RocksMeta::take_back(self, task, expired))
+    }
+
+    async fn expired_leases(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
+        blocking(|| RocksMeta::expired_leases(self, now, max))
     }
 
     async fn unfinished_tasks(&self) -> Result<Vec<String>, MetaError> {

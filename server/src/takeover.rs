@@ -1,0 +1,400 @@
+//! Tasks whose node is provably dead, taken back (issue #13, "Many nodes"): start-up
+//! recovery acts on them, and only on them.
+//!
+//! Provably dead means: in an embedded store (RocksDB, one process per data directory by
+//! RocksDB's lock) every `processing` task found at start-up is this process's, from before
+//! its crash; in a shared store (PostgreSQL) only a `processing` task whose lease ended
+//! ([`MetaStore::expired_leases`]). A `processing` task without a lease in a shared store is
+//! never touched: nothing proves its node dead.
+//!
+//! A pull import (a legacy `import` task: the source is a URL any node can read again) goes
+//! back to `pending` to start again from its source, until it has had
+//! [`Config::max_import_attempts`] runs; then, like every other task (whose data arrived in
+//! a request body or a stage on the dead node), it fails with `interrupted`. Each take-back
+//! is a compare-and-swap on the lease as read ([`MetaStore::take_back`]), so two nodes
+//! recovering at once, or a holder renewing meanwhile, never both win.
+//!
+//! [`Config::max_import_attempts`]: crate::config::Config::max_import_attempts
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::imports::{self, REASON_INTERRUPTED};
+use crate::meta::{MetaError, MetaStore, TaskRecord, TaskStatus, Timestamp};
+
+/// The legacy task type whose source is a URL: it can start again on any node.
+const PULL_IMPORT: &str = "import";
+
+/// The file in the data directory holding the node id when none is configured.
+const NODE_ID_FILE: &str = "node-id";
+
+/// This node's id in leases: `node_id` from the configuration, else the id kept in
+/// `<data_dir>/node-id`, made (a random UUID) on first start. A data directory is one
+/// node: its `tmp/` and staging are its own, and after a crash the same directory comes
+/// back as the same node. When the file can be neither read nor written (a full volume) a
+/// fresh id serves this run: its leases then look like another node's, which only delays
+/// their take-back until they run out.
+pub fn node_id(config: &Config) -> String {
+    if let Some(id) = &config.node_id {
+        return id.clone();
+    }
+    let path = config.data_dir.join(NODE_ID_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let id = text.trim();
+        if !id.is_empty() {
+            return id.to_owned();
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    if let Err(e) = std::fs::write(&path, format!("{id}\n")) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot keep the node id: using one for this run");
+    }
+    id
+}
+
+/// Keeps the lease of task `id` (held by `node`) while an import runs: renews it every third
+/// of `lease_secs`, until the returned receiver is dropped. Returns a cancel signal that
+/// follows `shutdown` and also fires, with the flag set, when a renewal finds the lease lost
+/// (the task was taken back): the run must then stop and write nothing. A renewal that
+/// fails (the database is away) is retried at the next tick; the lease runs out if it
+/// stays away.
+pub fn hold_lease(
+    meta: Arc<dyn MetaStore>,
+    id: String,
+    node: String,
+    lease_secs: u64,
+    mut shutdown: watch::Receiver<bool>,
+) -> (watch::Receiver<bool>, Arc<AtomicBool>) {
+    let (tx, rx) = watch::channel(false);
+    let lost = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&lost);
+    let every = Duration::from_secs((lease_secs / 3).max(1));
+    let secs = i64::try_from(lease_secs).unwrap_or(i64::MAX);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate; the claim just wrote a full lease.
+        tick.tick().await;
+        let mut shutdown_open = true;
+        loop {
+            tokio::select! {
+                // Ends when the import drops its receiver (it finished).
+                () = tx.closed() => return,
+                // (The `Ref` of `wait_for` is dropped inside: it is not `Send`.)
+                r = async { shutdown.wait_for(|stop| *stop).await.map(|_| ()) }, if shutdown_open => match r {
+                    Ok(()) => {
+                        tx.send_replace(true);
+                        return;
+                    }
+                    Err(_) => shutdown_open = false,
+                },
+                _ = tick.tick() => {
+                    let until = imports::now().saturating_add(secs);
+                    match meta.renew_lease(&id, &node, until).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(task_id = %id, "lease lost: another node took the task back; stopping");
+                            flag.store(true, Ordering::SeqCst);
+                            tx.send_replace(true);
+                            return;
+                        }
+                        Err(e) => tracing::warn!(task_id = %id, error = %e, "lease renewal failed; retrying"),
+                    }
+                }
+            }
+        }
+    });
+    (rx, lost)
+}
+
+/// What [`take_back`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TakenBack {
+    /// Back to `pending`: queue it again.
+    Requeued,
+    /// Failed with `interrupted`.
+    Interrupted,
+    /// Someone else moved it first (its holder renewed, or another node took it back).
+    Lost,
+}
+
+/// Whether `task` is provably dead, read from `meta` at `now` (see the module docs).
+pub fn is_dead(meta: &dyn MetaStore, task: &TaskRecord, now: Timestamp) -> bool {
+    task.status == TaskStatus::Processing
+        && (!meta.is_shared() || task.lease.as_ref().is_some_and(|l| l.until <= now))
+}
+
+/// `task` as it is taken back: `pending` without its lease when it is a pull import with
+/// runs left (of `max_attempts`), else failed with `interrupted` (expiring after `ttl`).
+pub fn taken_back(task: &TaskRecord, max_attempts: u32, ttl: i64) -> TaskRecord {
+    let mut back = task.clone();
+    back.lease = None;
+    if task.task_type == PULL_IMPORT && task.attempts < max_attempts {
+        back.status = TaskStatus::Pending;
+        back.updated_at = imports::now();
+        return back;
+    }
+    let message = if task.task_type == PULL_IMPORT {
+        format!(
+            "import interrupted: the service running it stopped during each of its {} runs; \
+             create the task again",
+            task.attempts
+        )
+    } else {
+        "import interrupted: the service stopped while this task was processing; create the \
+         task again"
+            .to_owned()
+    };
+    imports::fail(&mut back, REASON_INTERRUPTED, message, ttl);
+    back
+}
+
+/// Takes `task` (as read) back if it is provably dead at `now`.
+///
+/// # Errors
+/// A metadata error ([`MetaError::StorageFull`] on a full volume: try again later).
+pub async fn take_back(
+    meta: &dyn MetaStore,
+    task: &TaskRecord,
+    now: Timestamp,
+    max_attempts: u32,
+    ttl: i64,
+) -> Result<TakenBack, MetaError> {
+    if !is_dead(meta, task, now) {
+        return Ok(TakenBack::Lost);
+    }
+    let back = taken_back(task, max_attempts, ttl);
+    if !meta.take_back(&back, task.lease.as_ref()).await? {
+        return Ok(TakenBack::Lost);
+    }
+    Ok(if back.status == TaskStatus::Pending {
+        TakenBack::Requeued
+    } else {
+        TakenBack::Interrupted
+    })
+}
+
+/// Expired leases read per pass of [`sweep_once`]: bounds the sweep's memory whatever the
+/// number of nodes that died at once; the rest waits for the next sweep.
+pub const SWEEP_BATCH: usize = 1000;
+
+/// One pass of the periodic sweep of a shared store: takes back every task whose lease ran
+/// out by `now` (at most [`SWEEP_BATCH`]); returns the ids queued again (to run here). An
+/// embedded store has nothing to sweep: its leases are this live process's.
+///
+/// # Errors
+/// The first metadata error.
+pub async fn sweep_once(
+    meta: &dyn MetaStore,
+    now: Timestamp,
+    max_attempts: u32,
+    ttl: i64,
+) -> Result<Vec<String>, MetaError> {
+    let mut requeued = Vec::new();
+    if !meta.is_shared() {
+        return Ok(requeued);
+    }
+    for id in meta.expired_leases(now, SWEEP_BATCH).await? {
+        let Some(task) = meta.get_task(&id).await? else {
+            continue;
+        };
+        match take_back(meta, &task, now, max_attempts, ttl).await? {
+            TakenBack::Requeued => {
+                tracing::warn!(task_id = %id, attempts = task.attempts, "lease ran out: import queued again");
+                requeued.push(id);
+            }
+            TakenBack::Interrupted => {
+                tracing::warn!(task_id = %id, "lease ran out: task failed as interrupted")
+            }
+            TakenBack::Lost => {}
+        }
+    }
+    Ok(requeued)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::memory::MemoryMeta;
+    use crate::meta::postgres::PgMeta;
+    use crate::meta::testing_pg::PgCluster;
+    use crate::meta::{sample_task, TaskLease};
+
+    const TTL: i64 = 3600;
+
+    fn processing(n: u32, task_type: &str, lease: Option<(&str, Timestamp)>) -> TaskRecord {
+        let mut task = sample_task(&format!("00000000-0000-4000-8000-{n:012}"));
+        task.task_type = task_type.to_owned();
+        task.status = TaskStatus::Processing;
+        task.attempts = 1;
+        task.lease = lease.map(|(node, until)| TaskLease {
+            node: node.to_owned(),
+            until,
+        });
+        task
+    }
+
+    #[tokio::test]
+    async fn test_take_back_pull_import_requeued_until_attempts_then_interrupted() {
+        let meta = MemoryMeta::new();
+        let mut task = processing(1, PULL_IMPORT, None);
+        meta.put_task(&task).await.unwrap();
+        assert_eq!(
+            take_back(&meta, &task, 0, 2, TTL).await.unwrap(),
+            TakenBack::Requeued
+        );
+        let back = meta.get_task(&task.id).await.unwrap().unwrap();
+        assert_eq!((back.status, back.attempts), (TaskStatus::Pending, 1));
+        // The second run dies too: that was the last one.
+        task.attempts = 2;
+        meta.put_task(&task).await.unwrap();
+        assert_eq!(
+            take_back(&meta, &task, 0, 2, TTL).await.unwrap(),
+            TakenBack::Interrupted
+        );
+        let failed = meta.get_task(&task.id).await.unwrap().unwrap();
+        assert_eq!(failed.status, TaskStatus::Failure);
+        assert_eq!(failed.reason.as_deref(), Some(REASON_INTERRUPTED));
+        assert!(
+            failed.message.contains("each of its 2 runs"),
+            "{}",
+            failed.message
+        );
+    }
+
+    #[tokio::test]
+    async fn test_take_back_interoperable_import_interrupted_not_requeued() {
+        let meta = MemoryMeta::new();
+        let task = processing(2, imports::API_IMAGE_IMPORT, None);
+        meta.put_task(&task).await.unwrap();
+        assert_eq!(
+            take_back(&meta, &task, 0, 3, TTL).await.unwrap(),
+            TakenBack::Interrupted
+        );
+        let failed = meta.get_task(&task.id).await.unwrap().unwrap();
+        assert_eq!(failed.reason.as_deref(), Some(REASON_INTERRUPTED));
+    }
+
+    /// In a shared store only an ended lease proves a node dead: another node's running
+    /// lease and a task without a lease are left alone; a stale read loses to a renewal.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn test_take_back_shared_store_only_expired_leases() {
+        let cluster = PgCluster::start();
+        let meta = PgMeta::open(&cluster.database("takeover"), 2)
+            .await
+            .unwrap();
+        let live = processing(3, PULL_IMPORT, Some(("node-b", 1_000)));
+        let unleased = processing(4, PULL_IMPORT, None);
+        let dead = processing(5, PULL_IMPORT, Some(("node-c", 100)));
+        let renewed = processing(6, PULL_IMPORT, Some(("node-d", 100)));
+        for task in [&live, &unleased, &dead, &renewed] {
+            meta.put_task(task).await.unwrap();
+        }
+        assert!(meta
+            .renew_lease(&renewed.id, "node-d", 2_000)
+            .await
+            .unwrap());
+        let now = 500;
+        assert_eq!(
+            meta.expired_leases(now, 10).await.unwrap(),
+            [dead.id.as_str()]
+        );
+        for (task, expected) in [
+            (&live, TakenBack::Lost),
+            (&unleased, TakenBack::Lost),
+            (&dead, TakenBack::Requeued),
+            // Read before the renewal: its lease is no longer the stored one.
+            (&renewed, TakenBack::Lost),
+        ] {
+            assert_eq!(
+                take_back(&meta, task, now, 3, TTL).await.unwrap(),
+                expected,
+                "{}",
+                task.id
+            );
+        }
+        for task in [&live, &unleased, &renewed] {
+            let stored = meta.get_task(&task.id).await.unwrap().unwrap();
+            assert_eq!(stored.status, TaskStatus::Processing, "{}", task.id);
+        }
+        let back = meta.get_task(&dead.id).await.unwrap().unwrap();
+        assert_eq!((back.status, back.lease), (TaskStatus::Pending, None));
+    }
+
+    /// A running import's lease is renewed while it runs; once another node takes the task
+    /// back the next renewal finds it lost, and the run is told to stop.
+    #[tokio::test]
+    async fn test_hold_lease_renews_then_stops_the_run_when_taken_back() {
+        let meta: Arc<dyn MetaStore> = Arc::new(MemoryMeta::new());
+        let start = imports::now();
+        let task = processing(7, PULL_IMPORT, Some(("node-a", start)));
+        meta.put_task(&task).await.unwrap();
+        let (_shutdown_tx, shutdown) = watch::channel(false);
+        let (mut cancel, lost) = hold_lease(
+            Arc::clone(&meta),
+            task.id.clone(),
+            "node-a".to_owned(),
+            crate::config::MIN_LEASE_SECS,
+            shutdown,
+        );
+        let until = async || {
+            let stored = meta.get_task(&task.id).await.unwrap().unwrap();
+            stored.lease.map(|l| l.until).unwrap_or_default()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while until().await <= start {
+            assert!(std::time::Instant::now() < deadline, "never renewed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!*cancel.borrow() && !lost.load(Ordering::SeqCst));
+        let read = meta.get_task(&task.id).await.unwrap().unwrap();
+        let mut back = taken_back(&read, 3, TTL);
+        back.lease = None;
+        assert!(meta.take_back(&back, read.lease.as_ref()).await.unwrap());
+        tokio::time::timeout(Duration::from_secs(10), cancel.wait_for(|stop| *stop))
+            .await
+            .expect("the run is told to stop")
+            .unwrap();
+        assert!(lost.load(Ordering::SeqCst));
+    }
+
+    /// The sweep of a shared store takes back exactly the tasks whose lease ran out; an
+    /// embedded store's sweep touches nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn test_sweep_once_takes_back_only_expired_leases() {
+        let cluster = PgCluster::start();
+        let meta = PgMeta::open(&cluster.database("sweep"), 2).await.unwrap();
+        let live = processing(8, PULL_IMPORT, Some(("node-b", 1_000)));
+        let dead_pull = processing(9, PULL_IMPORT, Some(("node-c", 100)));
+        let dead_interop = processing(10, imports::API_IMAGE_IMPORT, Some(("node-c", 100)));
+        for task in [&live, &dead_pull, &dead_interop] {
+            meta.put_task(task).await.unwrap();
+        }
+        let requeued = sweep_once(&meta, 500, 3, TTL).await.unwrap();
+        assert_eq!(requeued, [dead_pull.id.as_str()]);
+        let status = async |t: &TaskRecord| meta.get_task(&t.id).await.unwrap().unwrap().status;
+        assert_eq!(status(&live).await, TaskStatus::Processing);
+        assert_eq!(status(&dead_pull).await, TaskStatus::Pending);
+        assert_eq!(status(&dead_interop).await, TaskStatus::Failure);
+        assert_eq!(
+            sweep_once(&meta, 500, 3, TTL).await.unwrap(),
+            Vec::<String>::new()
+        );
+
+        let embedded = MemoryMeta::new();
+        embedded.put_task(&dead_pull).await.unwrap();
+        assert!(sweep_once(&embedded, 500, 3, TTL).await.unwrap().is_empty());
+        assert_eq!(
+            status_of(&embedded, &dead_pull).await,
+            TaskStatus::Processing
+        );
+    }
+
+    async fn status_of(meta: &dyn MetaStore, task: &TaskRecord) -> TaskStatus {
+        meta.get_task(&task.id).await.unwrap().unwrap().status
+    }
+}
