@@ -257,6 +257,8 @@ struct ServeArgs {
     /// `--bind`) [default: none: both are served on `--bind`].
     #[arg(long, env = "SLUICE_OBSERVE_BIND", value_name = "ADDR:PORT")]
     observe_bind: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    store: crate::config::store::StoreArgs,
 }
 
 impl ServeArgs {
@@ -374,6 +376,7 @@ impl ServeArgs {
         if let Some(v) = self.observe_bind {
             c.observe.bind = Some(v);
         }
+        self.store.apply(&mut c.store)?;
         c.validate()?;
         Ok(c)
     }

@@ -10,6 +10,8 @@ use sluice_formats::DEFAULT_MAX_VIRTUAL_SIZE;
 use sluice_pipeline::ssrf::{HostEntry, Nat64Prefix, PinnedHost, GLANCE_ALLOWED_PORTS};
 use sluice_pipeline::store::space::Reserve;
 
+pub mod store;
+
 /// Hours a finished task stays visible when no TTL is configured (Glance's
 /// `[task] task_time_to_live` default).
 pub const DEFAULT_TASK_TTL_HOURS: u64 = 48;
@@ -124,6 +126,8 @@ pub struct Config {
     pub staging_ttl_secs: u64,
     /// Logs, metrics and health ([`crate::observe::ObserveConfig`]): `[observe]`.
     pub observe: crate::observe::ObserveConfig,
+    /// Where image data lives ([`store::StoreConfig`]): `[store]`.
+    pub store: store::StoreConfig,
 }
 
 /// The import methods offered unless configured: every method Sluice implements (in
@@ -188,6 +192,7 @@ impl Default for Config {
             enabled_import_methods: DEFAULT_IMPORT_METHODS.to_vec(),
             staging_ttl_secs: DEFAULT_STAGING_TTL_SECS,
             observe: crate::observe::ObserveConfig::default(),
+            store: store::StoreConfig::default(),
         }
     }
 }
@@ -451,6 +456,7 @@ impl Config {
                 "auth mode 'token' needs auth.token_file".into(),
             ));
         }
+        self.store.validate()?;
         self.check_task_ttl()
     }
 

@@ -24,6 +24,7 @@ mod progress;
 mod quota_counts;
 mod quotas;
 mod rejections;
+mod s3;
 mod sharing;
 mod sparse;
 mod ssrf;
