@@ -509,14 +509,12 @@ fn client_config(config: &S3Config) -> aws_sdk_s3::Config {
 }
 
 impl Store for S3Store {
-    /// No request: the upload starts with the first full part.
+    /// No request: the upload starts with the first full part. Only positional writers
+    /// take local space (their scratch file, under the reserve).
     fn begin(&self, id: &str, access: Access) -> Result<Box<dyn ImageWriter>, StoreError> {
         let key = self.key(id)?;
         let scratch = match access {
-            Access::Append => {
-                self.scratch.space().check_import(0)?;
-                None
-            }
+            Access::Append => None,
             Access::Positional => Some(self.scratch.begin_part(id, access)?),
         };
         Ok(Box::new(S3Writer::new(

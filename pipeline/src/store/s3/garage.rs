@@ -95,6 +95,7 @@ impl Garage {
              data_dir = \"{dir}/data\"\n\
              db_engine = \"sqlite\"\n\
              replication_factor = 1\n\
+             compression_level = \"none\"\n\
              rpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
              rpc_public_addr = \"127.0.0.1:{rpc}\"\n\
              rpc_secret = \"{RPC_SECRET}\"\n\
