@@ -66,10 +66,12 @@ use std::sync::Arc;
 pub mod conformance;
 mod direct;
 mod local;
+pub mod s3;
 pub mod space;
 
 pub use direct::DIRECT_WRITE_SIZE;
 pub use local::{LocalStore, PartFile, WRITEBACK_INTERVAL};
+pub use s3::{S3Config, S3Store};
 use space::{DiskSpace, SpaceError};
 
 /// Longest accepted image id (a UUID is 36).

@@ -285,6 +285,8 @@ struct ServeArgs {
     /// The `[limits]` keys.
     #[command(flatten)]
     limits: crate::config::LimitsArgs,
+    #[command(flatten)]
+    store: crate::config::store::StoreArgs,
 }
 
 impl ServeArgs {
@@ -421,6 +423,7 @@ impl ServeArgs {
             c.observe.bind = Some(v);
         }
         self.limits.apply(&mut c.limits);
+        self.store.apply(&mut c.store)?;
         c.validate()?;
         Ok(c)
     }

@@ -14,6 +14,7 @@ mod limits;
 pub mod meta;
 pub use limits::{LimitsArgs, LimitsConfig};
 pub use meta::{MetaConfig, MetaKind};
+pub mod store;
 
 /// Hours a finished task stays visible when no TTL is configured (Glance's
 /// `[task] task_time_to_live` default).
@@ -156,6 +157,8 @@ pub struct Config {
     pub observe: crate::observe::ObserveConfig,
     /// Parser and unwrapping limits ([`LimitsConfig`]): `[limits]`.
     pub limits: LimitsConfig,
+    /// Where image data lives ([`store::StoreConfig`]): `[store]`.
+    pub store: store::StoreConfig,
 }
 
 /// The import methods offered unless configured: every method Sluice implements (in
@@ -225,6 +228,7 @@ impl Default for Config {
             staging_ttl_secs: DEFAULT_STAGING_TTL_SECS,
             observe: crate::observe::ObserveConfig::default(),
             limits: LimitsConfig::default(),
+            store: store::StoreConfig::default(),
         }
     }
 }
@@ -513,6 +517,7 @@ impl Config {
             ));
         }
         self.meta.validate()?;
+        self.store.validate()?;
         self.check_task_ttl()
     }
 

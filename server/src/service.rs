@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sluice_pipeline::store::space::StorageState;
-use sluice_pipeline::store::{LocalStore, Store};
+use sluice_pipeline::store::Store;
 
 use crate::config::{Config, MetaKind};
 use crate::executor::Executor;
@@ -35,10 +35,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     config.node_id = Some(takeover::node_id(&config));
-    let store: Arc<dyn Store> = Arc::new(
-        LocalStore::open_with_reserve(&config.data_dir, config.disk_reserve)
-            .context("opening the image store")?,
-    );
+    let store: Arc<dyn Store> =
+        crate::config::store::open(&config.store, &config.data_dir, config.disk_reserve)
+            .context("opening the image store")?;
     // Partial imports go first: on a full volume they are the room that opening the
     // metadata store read-write needs.
     sweep_tmp(store.as_ref())?;
@@ -558,7 +557,7 @@ mod tests {
             admissions: Default::default(),
             config: Arc::new(config),
             meta: Arc::new(MemoryMeta::new()),
-            store: Arc::new(LocalStore::open(dir).unwrap()),
+            store: Arc::new(sluice_pipeline::store::LocalStore::open(dir).unwrap()),
             staging: Arc::new(StagingArea::open(dir, Default::default()).unwrap()),
         }
     }

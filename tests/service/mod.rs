@@ -28,6 +28,7 @@ mod quota_counts;
 mod quotas;
 mod redaction;
 mod rejections;
+mod s3;
 mod sharing;
 mod sparse;
 mod ssrf;

@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Imports into an S3 bucket (a real Garage node) against imports into the local store.
+
+Measured in one run, on the same files, by the same `sluice` binary:
+  * a raw import (random data) and a qcow2 import (the same data) into Garage and into the
+    data directory, interleaved ROUNDS times, best of each: the ratio S3 / local (target
+    >= 0.8);
+  * 4 concurrent imports into Garage: the node's peak RSS (VmHWM, target < 128 MiB).
+
+Garage runs on this machine (one node, sqlite metadata, replication 1, compression off:
+image data is mostly incompressible and compressing it here would only take CPU from the
+import being measured), so the S3 imports also pay for Garage's own work on the same cores.
+
+Usage: benches/s3_bench.py [--size-mib 2048] [--sluice PATH] [--garage PATH] [--keep]
+The sluice binary defaults to $CARGO_TARGET_DIR/release/sluice, Garage to
+~/.cache/sluice/garage/bin/garage (`scripts/setup --test`).
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import default_sluice, free_port, reset_vmhwm, start_sluice, stop, verdict, vmhwm_kib, write_random  # noqa: E402
+from import_bench import create_task, timed_import, wait_task  # noqa: E402
+
+ROUNDS = 2
+KEY_ID = "GK0123456789abcdef01234567"
+SECRET = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+BUCKET = "sluice-bench"
+
+
+def default_garage():
+    cache = os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))
+    return os.environ.get("SLUICE_GARAGE", os.path.join(cache, "sluice", "garage", "bin", "garage"))
+
+
+def start_garage(binary, root):
+    """One Garage node in `root`: (process, S3 endpoint)."""
+    rpc, s3 = free_port(), free_port()
+    conf = os.path.join(root, "garage.toml")
+    with open(conf, "w") as f:
+        f.write(f"""metadata_dir = "{root}/meta"
+data_dir = "{root}/data"
+db_engine = "sqlite"
+replication_factor = 1
+compression_level = "none"
+rpc_bind_addr = "127.0.0.1:{rpc}"
+rpc_public_addr = "127.0.0.1:{rpc}"
+rpc_secret = "{'0f' * 32}"
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:{s3}"
+root_domain = ".s3.garage.localhost"
+""")
+    env = dict(os.environ, RUST_LOG="warn")
+    proc = subprocess.Popen([binary, "-c", conf, "server"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(os.path.join(root, "garage.log"), "w"))
+
+    def cli(*args):
+        for _ in range(300):
+            out = subprocess.run([binary, "-c", conf, *args], env=env, capture_output=True, text=True)
+            if out.returncode == 0:
+                return out.stdout
+            time.sleep(0.2)
+        sys.exit(f"garage {args}: {out.stderr}")
+
+    node = cli("node", "id", "-q").split("@")[0].strip()
+    cli("layout", "assign", "-z", "dc1", "-c", "10G", node)
+    cli("layout", "apply", "--version", "1")
+    cli("bucket", "create", BUCKET)
+    cli("key", "import", "--yes", "-n", "bench", KEY_ID, SECRET)
+    cli("bucket", "allow", "--read", "--write", "--owner", BUCKET, "--key", KEY_ID)
+    return proc, f"http://127.0.0.1:{s3}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size-mib", type=int, default=2048, help="image data size (MiB)")
+    ap.add_argument("--concurrent-size-mib", type=int, default=512,
+                    help="size of each of the 4 concurrent imports (MiB)")
+    ap.add_argument("--sluice", default=default_sluice())
+    ap.add_argument("--garage", default=default_garage())
+    ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    args = ap.parse_args()
+
+    work = tempfile.mkdtemp(prefix="sluice-s3-bench-")
+    srcdir = os.path.join(work, "src")
+    os.makedirs(srcdir)
+    files = garage = local = s3 = None
+    try:
+        size = args.size_mib << 20
+        raw = os.path.join(srcdir, "big.raw")
+        print(f"making a {args.size_mib} MiB raw image of random data ...", flush=True)
+        write_random(raw, size)
+        qcow2 = os.path.join(srcdir, "big.qcow2")
+        subprocess.run(["qemu-img", "convert", "-O", "qcow2", raw, qcow2], check=True)
+        small = os.path.join(srcdir, "small.raw")
+        with open(raw, "rb") as src, open(small, "wb") as out:
+            out.write(src.read(args.concurrent_size_mib << 20))
+        os.sync()
+
+        files = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                               "import_bench.py"), "--serve-files", srcdir],
+                                 stdout=subprocess.PIPE, text=True)
+        src_port = int(files.stdout.readline())
+        base = f"http://127.0.0.1:{src_port}"
+        garage_dir = os.path.join(work, "garage")
+        os.makedirs(garage_dir)
+        garage, endpoint = start_garage(args.garage, garage_dir)
+
+        common = ["--allow-import-host", f"127.0.0.1:{src_port}", "--workers", "4", "--per-project-imports", "4"]
+        local, local_port = start_sluice(args.sluice, os.path.join(work, "local"), *common)
+        os.environ.update(AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET)
+        s3, s3_port = start_sluice(args.sluice, os.path.join(work, "s3"), *common, "--store", "s3",
+                                   "--s3-endpoint", endpoint, "--s3-region", "garage", "--s3-bucket", BUCKET)
+
+        qcow2_size = os.path.getsize(qcow2)
+        rates = {k: [] for k in ("raw-local", "raw-s3", "qcow2-local", "qcow2-s3")}
+        for r in range(ROUNDS):
+            for store, port in (("local", local_port), ("s3", s3_port)):
+                rates[f"raw-{store}"].append(timed_import(port, f"{base}/big.raw", "raw", f"raw-{r}", size))
+                rates[f"qcow2-{store}"].append(
+                    timed_import(port, f"{base}/big.qcow2", "qcow2", f"qcow2-{r}", qcow2_size))
+        best = {k: max(v) for k, v in rates.items()}
+        stop(local)
+        local = None
+
+        reset_vmhwm(s3.pid)
+        ids = [create_task(s3_port, f"{base}/small.raw", "raw", f"c{i}") for i in range(4)]
+        finals = [wait_task(s3_port, i) for i in ids]
+        failed = [t for t in finals if t["status"] != "success"]
+        if failed:
+            sys.exit(f"concurrent import failed: {failed[0].get('message')}")
+        rss_mib = vmhwm_kib(s3.pid) / 1024
+
+        mb = 1e6
+        print()
+        print(f"best of {ROUNDS} interleaved rounds each; load average {os.getloadavg()[0]:.1f}"
+              f" on {os.cpu_count()} cores")
+        for fmt in ("raw", "qcow2"):
+            (l_rate, l_s), (s_rate, s_s) = best[f"{fmt}-local"], best[f"{fmt}-s3"]
+            ratio = s_rate / l_rate
+            print(f"{fmt:5} import: local {l_rate / mb:7.1f} MB/s ({l_s:5.1f} s), Garage {s_rate / mb:7.1f} MB/s"
+                  f" ({s_s:5.1f} s): ratio {ratio:.2f} (target >= 0.80: {verdict(ratio >= 0.8)})")
+        print(f"4 concurrent imports of {args.concurrent_size_mib} MiB into Garage: peak RSS {rss_mib:.1f} MiB"
+              f" (target < 128: {verdict(rss_mib < 128)})")
+    finally:
+        for proc in (s3, local, garage, files):
+            stop(proc)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

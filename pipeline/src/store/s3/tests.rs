@@ -1,0 +1,186 @@
+//! The S3 store against a real Garage node ([`super::garage`]).
+
+use std::time::Duration;
+
+use super::garage;
+use super::*;
+use crate::store::conformance::conformance_suite;
+
+/// A store on the shared Garage under a fresh prefix, with scratch in `dir`.
+fn store(dir: &Path, tune: impl FnOnce(&mut S3Config)) -> S3Store {
+    let mut config = garage::shared().config();
+    tune(&mut config);
+    S3Store::open(config, dir, Reserve::Bytes(0)).unwrap()
+}
+
+/// Bytes that differ between neighbouring blocks.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i % 251) as u8 ^ (i >> 13) as u8)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_s3_store_conformance_on_garage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), |_| {});
+    conformance_suite(&store).await;
+    assert!(store.unfinished_uploads().unwrap().is_empty());
+}
+
+/// The suite from a current-thread runtime too (what `#[tokio::test]` gives): waits must
+/// not need the caller's runtime.
+#[tokio::test]
+async fn test_s3_store_conformance_on_current_thread_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), |_| {});
+    conformance_suite(&store).await;
+}
+
+/// Several parts, several in flight, and ranges across part boundaries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_s3_store_multipart_append_reads_back_by_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), |c| c.parts_in_flight = 3);
+    let data = pattern(4 * MIN_PART_SIZE + 1234);
+    let mut writer = store.begin("multi", Access::Append).unwrap();
+    for piece in data.chunks(1 << 20) {
+        writer.append(piece).unwrap();
+    }
+    writer.commit().unwrap();
+    let image = store.open("multi").await.unwrap().unwrap();
+    assert_eq!(image.size(), data.len() as u64);
+    for (offset, len) in [
+        (0, data.len()),
+        (MIN_PART_SIZE - 10, 20),
+        (3 * MIN_PART_SIZE, 5 << 20),
+    ] {
+        let image = store.open("multi").await.unwrap().unwrap();
+        let mut stream = image.read(offset as u64, len as u64).await.unwrap();
+        let mut got = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut got)
+            .await
+            .unwrap();
+        assert!(got == data[offset..offset + len], "{offset}+{len}");
+    }
+    assert!(store.unfinished_uploads().unwrap().is_empty());
+}
+
+/// An aborted writer that had parts uploading leaves no object and no upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_s3_store_abort_mid_upload_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), |_| {});
+    let mut writer = store.begin("aborted", Access::Append).unwrap();
+    writer.append(&pattern(3 * MIN_PART_SIZE)).unwrap();
+    assert_eq!(
+        store.unfinished_uploads().unwrap().len(),
+        1,
+        "an upload is running"
+    );
+    writer.abort();
+    assert!(store.unfinished_uploads().unwrap().is_empty());
+    assert!(store.open("aborted").await.unwrap().is_none());
+    assert_eq!(store.sweep().unwrap(), 0);
+}
+
+/// A crash (the writer forgotten) leaves an upload the next sweep aborts from the node's
+/// journal; a second node's sweep leaves a fresh upload of the first node alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_s3_store_sweep_aborts_own_leftovers_only() {
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = store(one.path(), |_| {});
+    let config = first.config().clone();
+    let second = S3Store::open(config.clone(), two.path(), Reserve::Bytes(0)).unwrap();
+    let mut writer = first.begin("crashed", Access::Append).unwrap();
+    writer.append(&pattern(MIN_PART_SIZE + 1)).unwrap();
+    std::mem::forget(writer);
+    assert_eq!(first.unfinished_uploads().unwrap().len(), 1);
+    assert_eq!(
+        second.sweep().unwrap(),
+        0,
+        "another node's live upload is not touched"
+    );
+    assert_eq!(first.unfinished_uploads().unwrap().len(), 1);
+    drop(first);
+    let restarted = S3Store::open(config, one.path(), Reserve::Bytes(0)).unwrap();
+    assert_eq!(restarted.sweep().unwrap(), 1);
+    assert!(restarted.unfinished_uploads().unwrap().is_empty());
+    assert!(restarted.open("crashed").await.unwrap().is_none());
+}
+
+/// Uploads older than `abandon_after` (a node that never came back) are aborted by any
+/// node's sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_s3_store_sweep_aborts_abandoned_uploads_of_other_nodes() {
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = store(one.path(), |_| {});
+    let mut config = first.config().clone();
+    let mut writer = first.begin("abandoned", Access::Append).unwrap();
+    writer.append(&pattern(MIN_PART_SIZE)).unwrap();
+    std::mem::forget(writer);
+    config.abandon_after = Duration::ZERO;
+    let other = S3Store::open(config, two.path(), Reserve::Bytes(0)).unwrap();
+    assert_eq!(other.sweep().unwrap(), 1);
+    assert!(other.unfinished_uploads().unwrap().is_empty());
+}
+
+/// Deleting an image while its upload runs aborts the upload: the commit then fails and
+/// nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_s3_store_delete_during_upload_aborts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), |_| {});
+    let mut writer = store.begin("deleted", Access::Append).unwrap();
+    writer.append(&pattern(2 * MIN_PART_SIZE)).unwrap();
+    store.delete("deleted").unwrap();
+    assert!(writer.commit().is_err());
+    assert!(store.unfinished_uploads().unwrap().is_empty());
+    assert!(store.open("deleted").await.unwrap().is_none());
+}
+
+/// A valid configuration (nothing is contacted).
+fn sample_config() -> S3Config {
+    S3Config {
+        endpoint: Some("http://127.0.0.1:3900".into()),
+        region: "garage".into(),
+        bucket: "images".into(),
+        prefix: "sluice/".into(),
+        path_style: true,
+        access_key_id: "GK1".into(),
+        secret_access_key: "s3cr3t".into(),
+        session_token: None,
+        part_size: DEFAULT_PART_SIZE,
+        parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
+        abandon_after: DEFAULT_ABANDON_AFTER,
+    }
+}
+
+/// Changes one value of a configuration.
+type Spoil = fn(&mut S3Config);
+
+#[test]
+fn test_s3_config_bad_values_refused() {
+    let good = sample_config();
+    assert!(good.validate().is_ok());
+    let cases: [(&str, Spoil); 5] = [
+        ("bucket", |c| c.bucket.clear()),
+        ("prefix", |c| c.prefix = "no-slash".into()),
+        ("endpoint", |c| c.endpoint = Some("ftp://x".into())),
+        ("part_size", |c| c.part_size = 1 << 20),
+        ("credentials", |c| c.secret_access_key.clear()),
+    ];
+    for (what, spoil) in cases {
+        let mut config = good.clone();
+        spoil(&mut config);
+        let err = config.validate().unwrap_err();
+        assert!(err.contains(what), "{what}: {err}");
+    }
+    assert!(!format!("{good:?}").contains("s3cr3t"));
+}
+
+#[test]
+fn test_s3_config_writer_memory_is_part_size_times_in_flight_plus_one() {
+    let config = sample_config();
+    assert_eq!(config.writer_memory(), 24 << 20);
+}

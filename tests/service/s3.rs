@@ -1,0 +1,202 @@
+//! `sluice serve` with `[store] kind = "s3"` against a real Garage node (the shared fixture
+//! of `sluice_pipeline::store::s3::garage`): imports, uploads, downloads whole and by range,
+//! deletes, and a `kill -9` mid-upload leaving no object and no unfinished upload.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sluice_pipeline::store::s3::{garage, MIN_PART_SIZE};
+use sluice_pipeline::store::space::Reserve;
+use sluice_pipeline::store::{S3Config, S3Store, Store};
+
+use super::harness::{import_input, raw_disk, FileServer, Server, ADMIN};
+use crate::common::read;
+
+/// How long an upload may take to reach the bucket, or a detached upload to settle.
+const SETTLE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A fresh prefix on the shared Garage, the TOML that points `sluice serve` at it (in
+/// `dir`), and a store of the test's own to look into the bucket.
+fn s3_setup(dir: &Path) -> (S3Config, std::path::PathBuf, S3Store) {
+    let config = garage::shared().config();
+    let toml = format!(
+        "[store]\nkind = \"s3\"\n[store.s3]\nendpoint = \"{}\"\nregion = \"{}\"\n\
+         bucket = \"{}\"\nprefix = \"{}\"\npath_style = true\naccess_key_id = \"{}\"\n\
+         secret_access_key = \"{}\"\npart_size = {}\n",
+        config.endpoint.as_deref().expect("endpoint"),
+        config.region,
+        config.bucket,
+        config.prefix,
+        config.access_key_id,
+        config.secret_access_key,
+        MIN_PART_SIZE,
+    );
+    let file = dir.join("sluice.toml");
+    std::fs::write(&file, toml).expect("config");
+    let probe =
+        S3Store::open(config.clone(), &dir.join("probe"), Reserve::Bytes(0)).expect("probe store");
+    (config, file, probe)
+}
+
+fn start(config_file: &Path) -> Server {
+    Server::start(&["--config", config_file.to_str().expect("utf-8")])
+}
+
+fn create_image(server: &Server) -> String {
+    let body = json!({"name": "s3", "disk_format": "raw", "container_format": "bare"});
+    let resp = server.req(
+        "POST",
+        "/v2/images",
+        ADMIN,
+        Some(body.to_string().as_bytes()),
+    );
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    resp.json()["id"].as_str().expect("id").to_owned()
+}
+
+fn image(server: &Server, id: &str) -> Value {
+    server.get(&format!("/v2/images/{id}")).json()
+}
+
+/// The committed object of `id`, read through the test's own store.
+fn object(probe: &S3Store, id: &str) -> Option<Vec<u8>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let image = probe.open(id).await.expect("open")?;
+        let size = image.size();
+        let mut stream = image.read(0, size).await.expect("read");
+        let mut bytes = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut bytes)
+            .await
+            .expect("read object");
+        Some(bytes)
+    })
+}
+
+#[test]
+fn test_s3_serve_import_upload_range_download_and_delete_go_through_the_bucket() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (_config, file, probe) = s3_setup(dir.path());
+    let raw_path = raw_disk(dir.path(), "disk.raw", 12 << 20, 6);
+    let files = FileServer::start(dir.path());
+    let server = start(&file);
+
+    // A task import lands in the bucket as one multipart object.
+    let task = server.create_task(import_input(&files.url("disk.raw"), "raw", "pulled"));
+    let done = server.wait_task(task["id"].as_str().expect("task id"));
+    assert_eq!(done["status"], "success", "{done}\n{}", server.log_text());
+    let pulled = done["result"]["image_id"]
+        .as_str()
+        .expect("image id")
+        .to_owned();
+    let raw = read(&raw_path);
+    assert!(
+        object(&probe, &pulled).expect("object") == raw,
+        "imported object differs"
+    );
+
+    // An upload, downloaded whole and by range.
+    let id = create_image(&server);
+    let mut data = raw.clone();
+    data.truncate((11 << 20) + 4321);
+    let resp = server.req(
+        "PUT",
+        &format!("/v2/images/{id}/file"),
+        &[("Content-Type", "application/octet-stream")],
+        Some(&data),
+    );
+    assert_eq!(resp.status, 204, "{}\n{}", resp.text(), server.log_text());
+    assert_eq!(image(&server, &id)["status"], "active");
+    let whole = server.get(&format!("/v2/images/{id}/file"));
+    assert_eq!(whole.status, 200);
+    assert!(whole.body == data, "downloaded bytes differ");
+    let (from, to) = (MIN_PART_SIZE - 100, MIN_PART_SIZE + 99);
+    let ranged = server.req(
+        "GET",
+        &format!("/v2/images/{id}/file"),
+        &[("Range", &format!("bytes={from}-{to}"))],
+        None,
+    );
+    assert_eq!(ranged.status, 206, "{}", ranged.text());
+    assert!(ranged.body == data[from..=to], "ranged bytes differ");
+    assert!(probe.unfinished_uploads().expect("uploads").is_empty());
+
+    // Deleting the image deletes the object.
+    for id in [&id, &pulled] {
+        let resp = server.req("DELETE", &format!("/v2/images/{id}"), ADMIN, None);
+        assert_eq!(resp.status, 204, "{}", resp.text());
+        assert!(object(&probe, id).is_none(), "object of {id} left behind");
+    }
+    assert!(probe.list_ids().expect("list").is_empty());
+}
+
+#[test]
+fn test_s3_serve_kill_9_mid_upload_then_restart_leaves_no_object_and_no_upload() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (_config, file, probe) = s3_setup(dir.path());
+    let mut server = start(&file);
+    let raw = read(&raw_disk(dir.path(), "d.raw", 16 << 20, 4));
+    let id = create_image(&server);
+    let mut s = TcpStream::connect(&server.addr).expect("connect");
+    let head = format!(
+        "PUT /v2/images/{id}/file HTTP/1.1\r\nHost: h\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        raw.len()
+    );
+    s.write_all(head.as_bytes()).expect("head");
+    s.write_all(&raw[..3 * MIN_PART_SIZE])
+        .expect("part of the body");
+    let deadline = Instant::now() + SETTLE_DEADLINE;
+    while probe.unfinished_uploads().expect("uploads").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the multipart upload never started\n{}",
+            server.log_text()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    server.kill9();
+    drop(s);
+    server.restart();
+    assert!(
+        probe.unfinished_uploads().expect("uploads").is_empty(),
+        "unfinished upload left\n{}",
+        server.log_text()
+    );
+    assert!(object(&probe, &id).is_none(), "object left behind");
+    let img = image(&server, &id);
+    assert_eq!(img["status"], "queued", "{img}");
+    let resp = server.req(
+        "PUT",
+        &format!("/v2/images/{id}/file"),
+        &[("Content-Type", "application/octet-stream")],
+        Some(&raw),
+    );
+    assert_eq!(resp.status, 204, "{}", resp.text());
+    assert!(object(&probe, &id).expect("object") == raw);
+}
+
+#[test]
+fn test_s3_serve_unreachable_bucket_is_refused_before_listening() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (_config, file, _probe) = s3_setup(dir.path());
+    let text = std::fs::read_to_string(&file).expect("config");
+    std::fs::write(&file, text.replace(garage::BUCKET, "no-such-bucket")).expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--config"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("sluice serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("opening the image store"), "{err}");
+}
