@@ -58,18 +58,6 @@ fn seed() -> u64 {
         })
 }
 
-fn create_image(server: &Server, name: &str, disk: &str) -> String {
-    let body = json!({"name": name, "disk_format": disk, "container_format": "bare"});
-    let resp = server.req(
-        "POST",
-        "/v2/images",
-        ADMIN,
-        Some(body.to_string().as_bytes()),
-    );
-    assert_eq!(resp.status, 201, "{}", resp.text());
-    resp.json()["id"].as_str().expect("id").to_owned()
-}
-
 fn import(server: &Server, id: &str, method: Value) -> Resp {
     let body = json!({ "method": method });
     server.req(
@@ -132,7 +120,7 @@ fn start_round(
     let qcow2_len = read(qcow2).len();
 
     // A complete stage, then its glance-direct commit: killed around the commit.
-    let direct = create_image(server, &format!("direct-{round}"), "qcow2");
+    let direct = server.create_image(&format!("direct-{round}"), "qcow2");
     let resp = server.req(
         "PUT",
         &format!("/v2/images/{direct}/stage"),
@@ -142,17 +130,17 @@ fn start_round(
     assert_eq!(resp.status, 204, "{}", resp.text());
 
     // PUT /file and PUT /stage cut at random offsets.
-    let upload = create_image(server, &format!("upload-{round}"), "raw");
+    let upload = server.create_image(&format!("upload-{round}"), "raw");
     let cut = random_cut(rng, raw.len());
     println!("round {round}: upload sends {cut} of {} bytes", raw.len());
     put_partial(server, &upload, "file", raw, cut);
-    let stage = create_image(server, &format!("stage-{round}"), "raw");
+    let stage = server.create_image(&format!("stage-{round}"), "raw");
     let cut = random_cut(rng, raw.len());
     println!("round {round}: stage sends {cut} of {} bytes", raw.len());
     put_partial(server, &stage, "stage", raw, cut);
 
     // web-download and a legacy task, their sources stalling at random offsets.
-    let web = create_image(server, &format!("web-{round}"), "qcow2");
+    let web = server.create_image(&format!("web-{round}"), "qcow2");
     let cut = random_cut(rng, qcow2_len);
     println!("round {round}: web-download source stalls at {cut} of {qcow2_len}");
     let name = format!("web-{round}.qcow2");

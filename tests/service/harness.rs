@@ -339,6 +339,21 @@ impl Server {
         self.spawn();
     }
 
+    /// Creates a queued image as the default (admin) caller: `POST /v2/images` with `name`,
+    /// `disk_format` and `container_format: bare`; asserts 201 and returns the id.
+    pub fn create_image(&self, name: &str, disk_format: &str) -> String {
+        let body = serde_json::json!({
+            "name": name, "disk_format": disk_format, "container_format": "bare"});
+        let resp = self.req(
+            "POST",
+            "/v2/images",
+            ADMIN,
+            Some(body.to_string().as_bytes()),
+        );
+        assert_eq!(resp.status, 201, "{}", resp.text());
+        resp.json()["id"].as_str().expect("id").to_owned()
+    }
+
     /// One request with identity headers.
     pub fn req(&self, method: &str, path: &str, who: &[(&str, &str)], body: Option<&[u8]>) -> Resp {
         http(&self.addr, method, path, who, body)

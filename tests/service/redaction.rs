@@ -33,19 +33,6 @@ fn without_input(value: &Value) -> String {
     value.to_string()
 }
 
-/// A queued raw image for web-download.
-fn create_image(server: &Server) -> String {
-    let body = json!({"name": "redaction", "disk_format": "raw", "container_format": "bare"});
-    let resp = server.req(
-        "POST",
-        "/v2/images",
-        ADMIN,
-        Some(body.to_string().as_bytes()),
-    );
-    assert_eq!(resp.status, 201, "{}", resp.text());
-    resp.json()["id"].as_str().expect("id").to_owned()
-}
-
 /// `POST /v2/images/{id}/import` with web-download from `uri`.
 fn web_download(server: &Server, id: &str, uri: &str) -> super::harness::Resp {
     let body = json!({"method": {"name": "web-download", "uri": uri}});
@@ -99,8 +86,8 @@ fn test_source_url_credentials_are_never_echoed() {
         "{}",
         resp.text()
     );
-    let refused_image = create_image(&server);
-    let resp = web_download(&server, &refused_image, &metadata);
+    let refused_image = &server.create_image("redaction", "raw");
+    let resp = web_download(&server, refused_image, &metadata);
     assert_eq!(resp.status, 400, "{}", resp.text());
     assert_clean("the web-download refusal", &resp.text());
     assert!(resp.error_message().contains("***@169.254.169.254"));
@@ -116,10 +103,10 @@ fn test_source_url_credentials_are_never_echoed() {
         assert_clean(&format!("{name}'s task"), &without_input(&task));
         let message = task["message"].as_str().expect("message");
         assert!(message.contains(shows), "{name}: {message}");
-        let id = create_image(&server);
-        let resp = web_download(&server, &id, &with_secrets(&files.url(name)));
+        let id = &server.create_image("redaction", "raw");
+        let resp = web_download(&server, id, &with_secrets(&files.url(name)));
         assert_eq!(resp.status, 202, "{}", resp.text());
-        let task = wait_image_task(&server, &id);
+        let task = wait_image_task(&server, id);
         assert_eq!(task["status"], "failure", "{task}");
         assert_clean(
             &format!("{name}'s web-download task"),
@@ -141,10 +128,10 @@ fn test_source_url_credentials_are_never_echoed() {
     let image_id = task["result"]["image_id"].as_str().expect("image id");
     let image = server.get(&format!("/v2/images/{image_id}"));
     assert_clean("the imported image", &image.text());
-    let id = create_image(&server);
-    let resp = web_download(&server, &id, &with_secrets(&files.url("disk.raw")));
+    let id = &server.create_image("redaction", "raw");
+    let resp = web_download(&server, id, &with_secrets(&files.url("disk.raw")));
     assert_eq!(resp.status, 202, "{}", resp.text());
-    let task = wait_image_task(&server, &id);
+    let task = wait_image_task(&server, id);
     assert_eq!(task["status"], "success", "{task}");
     assert_clean("the web-download task", &without_input(&task));
     let image = server.get(&format!("/v2/images/{id}"));

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use sluice_pipeline::store::s3::{garage, MIN_PART_SIZE};
 use sluice_pipeline::store::space::Reserve;
 use sluice_pipeline::store::{S3Config, S3Store, Store};
@@ -44,18 +44,6 @@ fn s3_setup(dir: &Path) -> (S3Config, std::path::PathBuf, S3Store) {
 
 fn start(config_file: &Path) -> Server {
     Server::start(&["--config", config_file.to_str().expect("utf-8")])
-}
-
-fn create_image(server: &Server) -> String {
-    let body = json!({"name": "s3", "disk_format": "raw", "container_format": "bare"});
-    let resp = server.req(
-        "POST",
-        "/v2/images",
-        ADMIN,
-        Some(body.to_string().as_bytes()),
-    );
-    assert_eq!(resp.status, 201, "{}", resp.text());
-    resp.json()["id"].as_str().expect("id").to_owned()
 }
 
 fn image(server: &Server, id: &str) -> Value {
@@ -103,7 +91,7 @@ fn test_s3_serve_import_upload_range_download_and_delete_go_through_the_bucket()
     );
 
     // An upload, downloaded whole and by range.
-    let id = create_image(&server);
+    let id = &server.create_image("s3", "raw");
     let mut data = raw.clone();
     data.truncate((11 << 20) + 4321);
     let resp = server.req(
@@ -113,7 +101,7 @@ fn test_s3_serve_import_upload_range_download_and_delete_go_through_the_bucket()
         Some(&data),
     );
     assert_eq!(resp.status, 204, "{}\n{}", resp.text(), server.log_text());
-    assert_eq!(image(&server, &id)["status"], "active");
+    assert_eq!(image(&server, id)["status"], "active");
     let whole = server.get(&format!("/v2/images/{id}/file"));
     assert_eq!(whole.status, 200);
     assert!(whole.body == data, "downloaded bytes differ");
@@ -129,7 +117,7 @@ fn test_s3_serve_import_upload_range_download_and_delete_go_through_the_bucket()
     assert!(probe.unfinished_uploads().expect("uploads").is_empty());
 
     // Deleting the image deletes the object.
-    for id in [&id, &pulled] {
+    for id in [id, &pulled] {
         let resp = server.req("DELETE", &format!("/v2/images/{id}"), ADMIN, None);
         assert_eq!(resp.status, 204, "{}", resp.text());
         assert!(object(&probe, id).is_none(), "object of {id} left behind");
@@ -143,7 +131,7 @@ fn test_s3_serve_kill_9_mid_upload_then_restart_leaves_no_object_and_no_upload()
     let (_config, file, probe) = s3_setup(dir.path());
     let mut server = start(&file);
     let raw = read(&raw_disk(dir.path(), "d.raw", 16 << 20, 4));
-    let id = create_image(&server);
+    let id = &server.create_image("s3", "raw");
     let mut s = TcpStream::connect(&server.addr).expect("connect");
     let head = format!(
         "PUT /v2/images/{id}/file HTTP/1.1\r\nHost: h\r\n\
@@ -170,8 +158,8 @@ fn test_s3_serve_kill_9_mid_upload_then_restart_leaves_no_object_and_no_upload()
         "unfinished upload left\n{}",
         server.log_text()
     );
-    assert!(object(&probe, &id).is_none(), "object left behind");
-    let img = image(&server, &id);
+    assert!(object(&probe, id).is_none(), "object left behind");
+    let img = image(&server, id);
     assert_eq!(img["status"], "queued", "{img}");
     let resp = server.req(
         "PUT",
@@ -180,7 +168,7 @@ fn test_s3_serve_kill_9_mid_upload_then_restart_leaves_no_object_and_no_upload()
         Some(&raw),
     );
     assert_eq!(resp.status, 204, "{}", resp.text());
-    assert!(object(&probe, &id).expect("object") == raw);
+    assert!(object(&probe, id).expect("object") == raw);
 }
 
 #[test]

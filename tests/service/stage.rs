@@ -21,18 +21,6 @@ use crate::common::{qcow2_backed_by_passwd, qemu_img_convert, read, scratch};
 /// How long an image may take to reach a status in these tests.
 const STATUS_DEADLINE: Duration = Duration::from_secs(60);
 
-fn create_image(server: &Server, disk: &str) -> String {
-    let body = json!({"name": "staged", "disk_format": disk, "container_format": "bare"});
-    let resp = server.req(
-        "POST",
-        "/v2/images",
-        ADMIN,
-        Some(body.to_string().as_bytes()),
-    );
-    assert_eq!(resp.status, 201, "{}", resp.text());
-    resp.json()["id"].as_str().expect("id").to_owned()
-}
-
 fn put_stage(server: &Server, id: &str, data: &[u8]) -> Resp {
     server.req(
         "PUT",
@@ -100,26 +88,26 @@ fn test_stage_then_glance_direct_import_reaches_active_with_an_api_image_import_
     let dir = scratch();
     let src = image_with_data(dir.path(), "d.qcow2", "qcow2", "");
     let server = Server::start(&[]);
-    let id = create_image(&server, "qcow2");
-    let resp = put_stage(&server, &id, &read(&src));
+    let id = &server.create_image("staged", "qcow2");
+    let resp = put_stage(&server, id, &read(&src));
     assert_eq!(resp.status, 204, "{}\n{}", resp.text(), server.log_text());
-    let img = image(&server, &id);
+    let img = image(&server, id);
     assert_eq!(img["status"], "uploading", "{img}");
     assert!(server.files_under("images").is_empty());
     // A second stage of a staged image: Glance's transition refusal.
-    let again = put_stage(&server, &id, &read(&src));
+    let again = put_stage(&server, id, &read(&src));
     assert_eq!(again.status, 409);
     assert_eq!(
         again.error_message(),
         "Image status transition from uploading to uploading is not allowed"
     );
 
-    let resp = import_direct(&server, &id);
+    let resp = import_direct(&server, id);
     assert_eq!(resp.status, 202, "{}", resp.text());
     // The lock, then the import itself, refuse a second import: Glance's 409s.
-    let second = import_direct(&server, &id);
+    let second = import_direct(&server, id);
     assert_eq!(second.status, 409, "{}", second.text());
-    let img = wait_image(&server, &id, "active");
+    let img = wait_image(&server, id, "active");
     assert_active_as(&img, &src);
     assert_eq!(img["disk_format"], "qcow2");
     assert!(img.get("os_glance_import_task").is_none(), "{img}");
@@ -138,7 +126,7 @@ fn test_stage_then_glance_direct_import_reaches_active_with_an_api_image_import_
     assert_eq!(task["result"], json!({"image_id": id}));
     assert_nothing_staged(&server);
     // Imported: the image is active, a second import is Glance's 409.
-    let resp = import_direct(&server, &id);
+    let resp = import_direct(&server, id);
     assert_eq!(resp.status, 409);
 }
 
@@ -148,11 +136,11 @@ fn test_stage_with_conversion_to_raw_imports_the_converted_bytes() {
     let src = image_with_data(dir.path(), "d.qcow2", "qcow2", "");
     let raw = qemu_img_convert(&src, &dir.path().join("d.raw"), "raw", "");
     let server = Server::start(&["--conversion", "raw"]);
-    let id = create_image(&server, "qcow2");
-    let resp = put_stage(&server, &id, &read(&src));
+    let id = &server.create_image("staged", "qcow2");
+    let resp = put_stage(&server, id, &read(&src));
     assert_eq!(resp.status, 204, "{}\n{}", resp.text(), server.log_text());
-    assert_eq!(import_direct(&server, &id).status, 202);
-    let img = wait_image(&server, &id, "active");
+    assert_eq!(import_direct(&server, id).status, 202);
+    let img = wait_image(&server, id, "active");
     assert_active_as(&img, &raw);
     assert_eq!(img["disk_format"], "raw", "{img}");
     assert_eq!(img["container_format"], "bare", "{img}");
@@ -170,19 +158,19 @@ fn test_stage_refusals_leave_the_image_queued_and_nothing_staged() {
     let server = Server::start(&[]);
 
     // A hostile image: the inspector's reason, 415, as an upload.
-    let id = create_image(&server, "qcow2");
+    let id = &server.create_image("staged", "qcow2");
     let backed = read(&qcow2_backed_by_passwd(d, "b.qcow2", Some("16M")));
-    let resp = put_stage(&server, &id, &backed);
+    let resp = put_stage(&server, id, &backed);
     assert_eq!(resp.status, 415, "{}", resp.text());
     assert_eq!(resp.json()["reason"], "backing_file");
     assert!(resp.error_message().contains("(backing_file)"));
-    assert_eq!(image(&server, &id)["status"], "queued");
+    assert_eq!(image(&server, id)["status"], "queued");
     // A format mismatch: raw data declared qcow2.
     let raw = read(&raw_disk(d, "r.raw", 4 << 20, 2));
-    let resp = put_stage(&server, &id, &raw);
+    let resp = put_stage(&server, id, &raw);
     assert_eq!(resp.status, 415, "{}", resp.text());
     assert_eq!(resp.json()["reason"], "format_mismatch");
-    assert_eq!(image(&server, &id)["status"], "queued");
+    assert_eq!(image(&server, id)["status"], "queued");
     // The wrong media type.
     let resp = server.req(
         "PUT",
@@ -192,22 +180,22 @@ fn test_stage_refusals_leave_the_image_queued_and_nothing_staged() {
     );
     assert_eq!(resp.status, 415);
     // Nothing staged: a glance-direct import is Glance's 409.
-    let resp = import_direct(&server, &id);
+    let resp = import_direct(&server, id);
     assert_eq!(resp.status, 409);
     assert_eq!(
         resp.error_message(),
         "Image needs to be staged before 'glance-direct' method can be used"
     );
-    assert_eq!(image(&server, &id)["status"], "queued");
+    assert_eq!(image(&server, id)["status"], "queued");
     assert_nothing_staged(&server);
     assert_no_files(&server);
 
     // An active image cannot be staged.
-    let id = create_image(&server, "raw");
-    assert_eq!(put_stage(&server, &id, &raw).status, 204);
-    assert_eq!(import_direct(&server, &id).status, 202);
-    wait_image(&server, &id, "active");
-    let resp = put_stage(&server, &id, &raw);
+    let id = &server.create_image("staged", "raw");
+    assert_eq!(put_stage(&server, id, &raw).status, 204);
+    assert_eq!(import_direct(&server, id).status, 202);
+    wait_image(&server, id, "active");
+    let resp = put_stage(&server, id, &raw);
     assert_eq!(resp.status, 409);
     assert_eq!(
         resp.error_message(),
@@ -216,18 +204,18 @@ fn test_stage_refusals_leave_the_image_queued_and_nothing_staged() {
 
     // Over the size cap.
     let small = Server::start(&["--max-virtual-size", "1048576"]);
-    let id = create_image(&small, "raw");
-    let resp = put_stage(&small, &id, &raw);
+    let id = &small.create_image("staged", "raw");
+    let resp = put_stage(&small, id, &raw);
     assert_eq!(resp.status, 413, "{}", resp.text());
-    assert_eq!(image(&small, &id)["status"], "queued");
+    assert_eq!(image(&small, id)["status"], "queued");
     assert_nothing_staged(&small);
 
     // glance-direct disabled: the stage call does not exist (Glance's 404).
     let config = d.join("only-web.toml");
     std::fs::write(&config, "enabled_import_methods = [\"web-download\"]\n").expect("config");
     let off = Server::start(&["--config", config.to_str().expect("utf-8")]);
-    let id = create_image(&off, "raw");
-    assert_eq!(put_stage(&off, &id, &raw).status, 404);
+    let id = &off.create_image("staged", "raw");
+    assert_eq!(put_stage(&off, id, &raw).status, 404);
 }
 
 #[test]
@@ -235,8 +223,8 @@ fn test_stage_deleted_image_removes_the_staged_data() {
     let dir = scratch();
     let server = Server::start(&[]);
     let raw = read(&raw_disk(dir.path(), "r.raw", 4 << 20, 2));
-    let id = create_image(&server, "raw");
-    assert_eq!(put_stage(&server, &id, &raw).status, 204);
+    let id = &server.create_image("staged", "raw");
+    assert_eq!(put_stage(&server, id, &raw).status, 204);
     assert!(!server.files_under("staging").is_empty());
     let resp = server.req("DELETE", &format!("/v2/images/{id}"), ADMIN, None);
     assert_eq!(resp.status, 204);
@@ -250,14 +238,14 @@ fn test_stage_never_imported_expires_and_the_image_returns_to_queued() {
     std::fs::write(&config, "staging_ttl_secs = 1\nsweep_interval_secs = 1\n").expect("config");
     let server = Server::start(&["--config", config.to_str().expect("utf-8")]);
     let raw = read(&raw_disk(dir.path(), "r.raw", 4 << 20, 2));
-    let id = create_image(&server, "raw");
-    assert_eq!(put_stage(&server, &id, &raw).status, 204);
-    let img = wait_image(&server, &id, "queued");
+    let id = &server.create_image("staged", "raw");
+    assert_eq!(put_stage(&server, id, &raw).status, 204);
+    let img = wait_image(&server, id, "queued");
     assert_eq!(img["size"], Value::Null, "{img}");
     assert_nothing_staged(&server);
-    assert_eq!(import_direct(&server, &id).status, 409);
+    assert_eq!(import_direct(&server, id).status, 409);
     // Staged again, it can be imported again.
-    assert_eq!(put_stage(&server, &id, &raw).status, 204);
+    assert_eq!(put_stage(&server, id, &raw).status, 204);
 }
 
 #[test]
@@ -265,7 +253,7 @@ fn test_stage_kill_9_mid_stage_then_restart_leaves_the_image_queued_and_nothing_
     let dir = scratch();
     let mut server = Server::start(&[]);
     let raw = read(&raw_disk(dir.path(), "d.raw", 16 << 20, 4));
-    let id = create_image(&server, "raw");
+    let id = &server.create_image("staged", "raw");
     let mut s = TcpStream::connect(&server.addr).expect("connect");
     let head = format!(
         "PUT /v2/images/{id}/stage HTTP/1.1\r\nHost: h\r\n\
@@ -275,12 +263,12 @@ fn test_stage_kill_9_mid_stage_then_restart_leaves_the_image_queued_and_nothing_
     s.write_all(head.as_bytes()).expect("head");
     s.write_all(&raw[..8 << 20]).expect("half the body");
     let deadline = Instant::now() + STATUS_DEADLINE;
-    while server.files_under("staging").is_empty() || image(&server, &id)["status"] != "uploading" {
+    while server.files_under("staging").is_empty() || image(&server, id)["status"] != "uploading" {
         assert!(Instant::now() < deadline, "stage never started");
         thread::sleep(Duration::from_millis(20));
     }
     // A stage still streaming is not importable.
-    let resp = import_direct(&server, &id);
+    let resp = import_direct(&server, id);
     assert_eq!(resp.status, 409);
     assert_eq!(
         resp.error_message(),
@@ -289,11 +277,11 @@ fn test_stage_kill_9_mid_stage_then_restart_leaves_the_image_queued_and_nothing_
     server.kill9();
     drop(s);
     server.restart();
-    let img = image(&server, &id);
+    let img = image(&server, id);
     assert_eq!(img["status"], "queued", "{img}");
     assert_nothing_staged(&server);
-    assert_eq!(import_direct(&server, &id).status, 409);
-    assert_eq!(put_stage(&server, &id, &raw).status, 204);
+    assert_eq!(import_direct(&server, id).status, 409);
+    assert_eq!(put_stage(&server, id, &raw).status, 204);
 }
 
 #[test]
@@ -301,13 +289,13 @@ fn test_stage_complete_survives_kill_9_and_is_imported_after_restart() {
     let dir = scratch();
     let src = image_with_data(dir.path(), "d.qcow2", "qcow2", "");
     let mut server = Server::start(&[]);
-    let id = create_image(&server, "qcow2");
-    assert_eq!(put_stage(&server, &id, &read(&src)).status, 204);
+    let id = &server.create_image("staged", "qcow2");
+    assert_eq!(put_stage(&server, id, &read(&src)).status, 204);
     server.kill9();
     server.restart();
-    assert_eq!(image(&server, &id)["status"], "uploading");
-    assert_eq!(import_direct(&server, &id).status, 202);
-    let img = wait_image(&server, &id, "active");
+    assert_eq!(image(&server, id)["status"], "uploading");
+    assert_eq!(import_direct(&server, id).status, 202);
+    let img = wait_image(&server, id, "active");
     assert_active_as(&img, &src);
     assert_nothing_staged(&server);
 }
@@ -321,17 +309,17 @@ fn test_stage_glance_clients_image_stage_import_and_create_via_import() {
     let server = Server::start(&[]);
 
     // `glance image-stage` + `glance image-import --import-method glance-direct`.
-    let id = create_image(&server, "qcow2");
-    let out = glance(&server, d, &["image-stage", "--file", p, &id]);
+    let id = &server.create_image("staged", "qcow2");
+    let out = glance(&server, d, &["image-stage", "--file", p, id]);
     assert_ok(&out, "image-stage");
-    assert_eq!(image(&server, &id)["status"], "uploading");
+    assert_eq!(image(&server, id)["status"], "uploading");
     let out = glance(
         &server,
         d,
-        &["image-import", "--import-method", "glance-direct", &id],
+        &["image-import", "--import-method", "glance-direct", id],
     );
     assert_ok(&out, "image-import");
-    let img = wait_image(&server, &id, "active");
+    let img = wait_image(&server, id, "active");
     assert_active_as(&img, &src);
 
     // `glance image-create-via-import --import-method glance-direct --file`.

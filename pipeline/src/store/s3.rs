@@ -7,7 +7,7 @@
 //! never sees a partial image.
 //!
 //! # Writing
-//! [`Access::Append`] writers stream a multipart upload ([`writer`]): parts of
+//! [`Access::Append`] writers stream a multipart upload (`s3::writer`): parts of
 //! [`S3Config::part_size`] bytes, at most [`S3Config::parts_in_flight`] of them uploading
 //! while the next one fills, so one writer holds at most
 //! `part_size × (parts_in_flight + 1)` bytes (24 MiB by default). The upload starts with the
