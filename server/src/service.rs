@@ -222,6 +222,8 @@ impl Recovery {
 /// - stages: partial ones (and data without its completion marker) are deleted; a complete
 ///   stage of an `uploading` image is kept, so the image stays `uploading` and importable;
 ///   every other stage is deleted (an `uploading` image without one goes back to `queued`).
+/// - on a metadata store other nodes share, the image part is skipped: only this node's
+///   stages are sorted out (`shared_stage_recovery`), since no image is provably dead.
 ///
 /// Metadata writes refused because the volume is full are left in the returned
 /// [`Recovery`] for [`finish_recovery`]; reads need no room, so the service still starts.
@@ -261,6 +263,11 @@ pub async fn recover(state: &AppState) -> anyhow::Result<Recovery> {
             TaskStatus::Success | TaskStatus::Failure => {}
         }
     }
+    if state.meta.is_shared() {
+        shared_stage_recovery(state, &sealed).await?;
+        finish_recovery(state, &mut recovery).await?;
+        return Ok(recovery);
+    }
     // One image record at a time; only ids are kept.
     let files: HashSet<String> = state.store.list_ids()?.into_iter().collect();
     let mut recorded = HashSet::new();
@@ -294,6 +301,36 @@ pub async fn recover(state: &AppState) -> anyhow::Result<Recovery> {
     }
     finish_recovery(state, &mut recovery).await?;
     Ok(recovery)
+}
+
+/// Recovery's image part on a metadata store other nodes share: nothing is known to be dead.
+/// An image left `saving`/`uploading`/`importing` may be another live node's upload, a
+/// record without data in this node's store may have its data on another node, and an
+/// object without a committed record may be one another node is committing; so no image
+/// record and no image data is touched (an image whose node died stays where it was until
+/// an operator deletes it: recovery of images across nodes is not built yet). Stages are
+/// this node's own files: a complete one of an image still `uploading` is kept, every other
+/// one is deleted, as in [`recover`].
+///
+/// # Errors
+/// When the metadata cannot be read or a stage cannot be deleted.
+async fn shared_stage_recovery(
+    state: &AppState,
+    sealed: &HashMap<String, u64>,
+) -> anyhow::Result<()> {
+    tracing::warn!("metadata store shared with other nodes: images left unfinished by a crash are not recovered (only this node's stages and expired task leases are)");
+    for (id, size) in sealed {
+        match state.meta.get_image(id).await? {
+            Some(image) if image.status == ImageStatus::Uploading => {
+                state.staging.ledger().enter(id, &image.owner, *size);
+            }
+            _ => {
+                tracing::warn!(image_id = %id, "removing staged data of an image that no longer waits for it");
+                state.staging.discard(id)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Makes the metadata writes of [`recover`] still to do, keeping those the full volume
@@ -657,6 +694,34 @@ mod tests {
             state.store.list_ids().unwrap(),
             vec![active.id.clone(), deactivated.id.clone()]
         );
+    }
+
+    /// On a metadata store other nodes share (PostgreSQL), a restarting node touches nothing
+    /// that may be another live node's: an image `saving` through another node, an active
+    /// image whose data is not in this node's store, an object without a committed record
+    /// (another node's commit in flight).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn test_recover_on_shared_meta_leaves_other_nodes_images_and_data_alone() {
+        let cluster = crate::meta::testing_pg::PgCluster::start();
+        let meta = PgMeta::open(&cluster.database("recover"), 2).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = scratch_state(dir.path());
+        state.meta = Arc::new(meta);
+        let saving = image(2, ImageStatus::Saving);
+        let elsewhere = image(5, ImageStatus::Active);
+        for image in [&saving, &elsewhere] {
+            state.meta.put_image(image).await.unwrap();
+        }
+        let committing = "00000000-0000-4000-8000-000000000099";
+        commit_data(&state, committing, b"x");
+
+        let recovery = recover(&state).await.unwrap();
+        assert!(!recovery.has_writes(), "{recovery:?}");
+        for image in [&saving, &elsewhere] {
+            let now = state.meta.get_image(&image.id).await.unwrap();
+            assert_eq!(now.as_ref(), Some(image), "{}", image.id);
+        }
+        assert_eq!(state.store.list_ids().unwrap(), vec![committing.to_owned()]);
     }
 
     #[tokio::test]
