@@ -527,9 +527,9 @@ fn test_keystone_openstack_cli_and_sdk_with_clouds_yaml() {
     let server = sluice(&keystone, dir.path());
     let files = scratch();
     let disk = raw_disk(files.path(), "disk.raw", 1 << 20, 2);
-    // Cloud `ks` names Sluice with `image_endpoint_override`; `ks-catalog` finds it in the
-    // catalog, where it is registered as the `image` service.
-    keystone.register_image_endpoint(&format!("http://{}", server.addr));
+    // Cloud `ks` names Sluice with `image_endpoint_override`; `ks-catalog` has only
+    // Keystone, so it finds Sluice through `OS_IMAGE_ENDPOINT_OVERRIDE` (the README's way for
+    // the `openstack` CLI) or, once registered, in the catalog.
     let auth = format!(
         "    auth:\n      auth_url: {}/v3\n      username: alpha-member\n      password: \
          pw-alpha-member\n      project_name: alpha\n      user_domain_name: Default\n      \
@@ -549,16 +549,20 @@ fn test_keystone_openstack_cli_and_sdk_with_clouds_yaml() {
     .expect("clouds.yaml");
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).expect("home");
-    let openstack_in = |cloud: &str, args: &[&str]| {
-        let out = Command::new(venv_bin("openstack"))
+    let run_openstack = |cloud: &str, env: &[(&str, String)], args: &[&str]| {
+        Command::new(venv_bin("openstack"))
             .args(["--os-cloud", cloud])
             .args(args)
             .env("OS_CLIENT_CONFIG_FILE", &clouds)
             .env("HOME", &home)
             .env_remove("OS_AUTH_URL")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .output()
-            .expect("running openstack");
+            .expect("running openstack")
+    };
+    let openstack_in = |cloud: &str, env: &[(&str, String)], args: &[&str]| {
+        let out = run_openstack(cloud, env, args);
         assert!(
             out.status.success(),
             "openstack {args:?}: {}\n{}",
@@ -567,7 +571,7 @@ fn test_keystone_openstack_cli_and_sdk_with_clouds_yaml() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let openstack = |args: &[&str]| openstack_in("ks", args);
+    let openstack = |args: &[&str]| openstack_in("ks", &[], args);
     let created: Value = serde_json::from_str(&openstack(&[
         "image",
         "create",
@@ -617,6 +621,22 @@ fn test_keystone_openstack_cli_and_sdk_with_clouds_yaml() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
+
+    // Not in the catalog yet: `ks-catalog` finds no image service, unless told where it is.
+    let unregistered = run_openstack("ks-catalog", &[], &["image", "list"]);
+    assert!(
+        !unregistered.status.success(),
+        "found without a catalog entry"
+    );
+    let overridden = [(
+        "OS_IMAGE_ENDPOINT_OVERRIDE",
+        format!("http://{}", server.addr),
+    )];
+    let listed = openstack_in("ks-catalog", &overridden, &["image", "list", "-f", "json"]);
+    assert!(listed.contains(&id), "{listed}");
+    keystone.register_image_endpoint(&format!("http://{}", server.addr));
+    let listed = openstack_in("ks-catalog", &[], &["image", "list", "-f", "json"]);
+    assert!(listed.contains(&id), "{listed}");
 }
 
 /// `sluice serve` with `args`; it must exit non-zero before listening. Returns its stderr.
