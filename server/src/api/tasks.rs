@@ -118,6 +118,7 @@ pub fn new_task(ctx: &RequestContext, task_type: &str, input: Value) -> TaskReco
         user_id: Some(ctx.user_id.clone()),
         lease: None,
         attempts: 0,
+        pinned_node: None,
     }
 }
 
