@@ -23,8 +23,8 @@
 //! the fairness above across nodes (the project with the fewest imports running anywhere
 //! first) and the `per_project_imports` cap. A submission then only wakes the claim loop,
 //! and the local queue stays empty: waiting tasks have no queue position here, and the
-//! `tasks_waiting` and queue capacity caps count nothing (only `image_count_uploading`,
-//! against this node's running imports).
+//! waiting caps are checked against the store before the task is written
+//! (`quota::admit_queued`).
 //!
 //! # What it runs
 //! The executor knows tasks only by id and owner: the workers hand each task to the job
@@ -238,8 +238,8 @@ impl Executor {
     }
 
     /// Queues a pending task unless the shared queue or the project's `caps` are full. A
-    /// claiming executor only checks `caps.in_flight` against the imports running here and
-    /// wakes its claim loop: the task is already in the store, where any node claims it.
+    /// claiming executor only wakes its claim loop: the task is already in the store, where
+    /// any node claims it (the caller checked the caps against the store).
     ///
     /// # Errors
     /// See [`Refused`].
@@ -249,16 +249,11 @@ impl Executor {
         owner: &str,
         caps: SubmitCaps,
     ) -> Result<(), Refused> {
-        let mut q = lock(&self.inner.queue);
         if self.inner.claiming {
-            let running = q.in_flight(owner, None).running;
-            if caps.in_flight.is_some_and(|cap| running >= cap) {
-                return Err(Refused::InFlight(running));
-            }
-            drop(q);
             self.inner.wake.notify_one();
             return Ok(());
         }
+        let mut q = lock(&self.inner.queue);
         if q.waiting >= self.inner.capacity {
             return Err(QueueFull(q.waiting).into());
         }
@@ -305,6 +300,14 @@ impl Executor {
             r.charged = r.charged.max(bytes);
         }
         Ok(())
+    }
+
+    /// Direct uploads of `owner` running here.
+    pub fn uploads(&self, owner: &str) -> u64 {
+        lock(&self.inner.queue)
+            .projects
+            .get(owner)
+            .map_or(0, |p| p.uploading)
     }
 
     /// Tasks waiting in the queue and imports running now (for `/metrics`).

@@ -180,6 +180,67 @@ fn test_two_nodes_on_postgres_claim_each_others_tasks_but_not_another_nodes_stag
     assert_eq!(img["status"], "active", "{img}");
 }
 
+/// Two nodes on one PostgreSQL, one import per project (`per_project_imports = 1`) and one
+/// task waiting per project (`tasks_waiting = 1`): while node A runs the project's import,
+/// the idle node B does not start the project's next task (the cap holds across nodes), and
+/// a third task is refused through B, counting the task waiting from A (503).
+#[test]
+fn test_two_nodes_on_postgres_share_the_per_project_caps() {
+    let cluster = PgCluster::start();
+    let url = cluster.database("caps");
+    let dir = scratch();
+    image_with_data(dir.path(), "disk.qcow2", "qcow2", "");
+    let stalling = FileServer::start(dir.path());
+    stalling.set("disk.qcow2", Serve::StallAfter(4096));
+    let files = FileServer::start(dir.path());
+    let node = |id: &str| {
+        Server::start(&[
+            "--meta",
+            "postgres",
+            "--meta-postgres-url",
+            &url,
+            "--node-id",
+            id,
+            "--claim-interval-ms",
+            "100",
+            "--min-rate-bytes-per-sec",
+            "0",
+            "--per-project-imports",
+            "1",
+            "--quota-tasks-waiting",
+            "1",
+        ])
+    };
+    let a = node("node-a");
+    let b = node("node-b");
+    let held = a.create_task(import_input(&stalling.url("disk.qcow2"), "qcow2", "held"));
+    let held = held["id"].as_str().expect("task id").to_owned();
+    wait_until(&a, "the stalled import to start", || {
+        stalling.stalled() == 1
+    });
+    let next = a.create_task(import_input(&files.url("disk.qcow2"), "qcow2", "next"));
+    let next = next["id"].as_str().expect("task id").to_owned();
+    let refused = b.post_task(
+        &json!({"type": "import", "input": import_input(&files.url("disk.qcow2"), "qcow2", "third")}),
+        ADMIN,
+    );
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(
+        refused.error_message().contains("1 tasks waiting"),
+        "{}",
+        refused.text()
+    );
+    // Ten claim intervals of two idle nodes: the project's import still runs alone.
+    thread::sleep(Duration::from_secs(1));
+    let waiting = b.get(&format!("/v2/tasks/{next}")).json();
+    assert_eq!(waiting["status"], "pending", "{waiting}\n{}", b.log_text());
+    // The held import ends: the next one runs, on whichever node.
+    drop(stalling);
+    assert_eq!(a.wait_task(&held)["status"], "failure");
+    let done = b.wait_task(&next);
+    assert_eq!(done["status"], "success", "{done}");
+}
+
 /// Whether `server`'s log says it started task `id`.
 fn ran(server: &Server, id: &str) -> bool {
     server

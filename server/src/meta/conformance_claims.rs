@@ -2,11 +2,12 @@
 //! takes. The oldest task of the project with the fewest `processing` tasks (of any node);
 //! never a task pinned to another node; never one of a project already at the per-project
 //! cap; and under claimers racing (threads standing for nodes) each task goes to exactly one
-//! of them and no project ever runs more than the cap.
+//! of them and no project ever runs more than the cap. And [`MetaStore::queued_tasks`], the
+//! counts the admission caps of a shared store read.
 
 use std::sync::Barrier;
 
-use super::{sample_task, testing, MetaStore, TaskLease, TaskRecord, TaskStatus};
+use super::{sample_task, testing, MetaStore, QueuedTasks, TaskLease, TaskRecord, TaskStatus};
 
 const P1: &str = "d4d4d4d4-0000-4000-8000-0000000000a1";
 const P2: &str = "d4d4d4d4-0000-4000-8000-0000000000a2";
@@ -64,6 +65,20 @@ pub(super) async fn claims(store: &dyn MetaStore) {
     let mut pinned = task(R1, "r", TaskStatus::Pending, 2);
     pinned.pinned_node = Some("b".to_owned());
     store.put_task(&pinned).await.expect("put pinned");
+
+    // Waiting: p 2, q 1, r 1; running: q 1. Each count stops at `max`.
+    let queued = |owner: &'static str, max: u64| async move {
+        store.queued_tasks(owner, max).await.expect("queued")
+    };
+    let counts = |pending, project_pending, project_processing| QueuedTasks {
+        pending,
+        project_pending,
+        project_processing,
+    };
+    assert_eq!(queued("p", 10).await, counts(4, 2, 0));
+    assert_eq!(queued("q", 10).await, counts(4, 1, 1));
+    assert_eq!(queued("z", 10).await, counts(4, 0, 0));
+    assert_eq!(queued("p", 1).await, counts(1, 1, 0));
 
     // p runs nothing, q one: p's oldest goes first, though q's and r's are older.
     assert_eq!(claim(store, "a", 2).await.as_deref(), Some(P1));

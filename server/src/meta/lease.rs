@@ -91,6 +91,34 @@ impl<'a> ClaimChoice<'a> {
     }
 }
 
+/// Counts of [`super::MetaStore::queued_tasks`], each at most the `max` asked for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueuedTasks {
+    /// `pending` tasks of every project.
+    pub pending: u64,
+    /// `pending` tasks of the project asked about.
+    pub project_pending: u64,
+    /// `processing` tasks of the project asked about, on every node.
+    pub project_processing: u64,
+}
+
+impl QueuedTasks {
+    /// Counts `task` for project `owner`, no count beyond `max`.
+    pub(crate) fn count(&mut self, task: &TaskRecord, owner: &str, max: u64) {
+        let bump = |n: &mut u64| *n = n.saturating_add(1).min(max);
+        match task.status {
+            TaskStatus::Pending => {
+                bump(&mut self.pending);
+                if task.owner == owner {
+                    bump(&mut self.project_pending);
+                }
+            }
+            TaskStatus::Processing if task.owner == owner => bump(&mut self.project_processing),
+            _ => {}
+        }
+    }
+}
+
 /// Whether `node` may run `task`: it is pinned to no node, or to `node`.
 pub fn may_run_on(task: &TaskRecord, node: &str) -> bool {
     task.pinned_node

@@ -27,7 +27,7 @@ pub mod rocks;
 pub mod testing;
 pub mod testing_pg;
 
-pub use lease::TaskLease;
+pub use lease::{QueuedTasks, TaskLease};
 pub use members::{AddMember, MemberRecord, MemberStatus};
 pub use query::{ImageColumn, ImageQuery, ImageRange, SortDir, TaskColumn, TaskQuery, TaskSummary};
 
@@ -533,6 +533,24 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
         })
         .await?;
         Ok(usage)
+    }
+    /// What waits and runs, for the admission caps on a shared store: the `pending` tasks of
+    /// every project, and `owner`'s `pending` and `processing` tasks (of every node), each
+    /// counted up to `max` (a count stops at the cap it is checked against).
+    ///
+    /// This default reads every unfinished task (the embedded stores, where the service does
+    /// not ask: their queue is in memory); PostgreSQL counts from its partial indexes.
+    ///
+    /// # Errors
+    /// A backend or decoding error.
+    async fn queued_tasks(&self, owner: &str, max: u64) -> Result<QueuedTasks, MetaError> {
+        let mut counts = QueuedTasks::default();
+        for id in self.unfinished_tasks().await? {
+            if let Some(task) = self.get_task(&id).await? {
+                counts.count(&task, owner, max);
+            }
+        }
+        Ok(counts)
     }
 }
 

@@ -25,8 +25,8 @@ use tokio_postgres::{NoTls, Row};
 use super::members::{AddMember, MemberRecord};
 use super::{
     check_task_move, index, lease, plan_transition, Decision, ImageQuery, ImageRecord, ImageStatus,
-    MetaError, MetaStore, Step, TaskLease, TaskQuery, TaskRecord, TaskSummary, Timestamp,
-    Transition,
+    MetaError, MetaStore, QueuedTasks, Step, TaskLease, TaskQuery, TaskRecord, TaskSummary,
+    Timestamp, Transition,
 };
 
 mod leases;
@@ -477,6 +477,10 @@ impl MetaStore for PgMeta {
 
     async fn expired_leases(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
         leases::expired(&self.client().await?, now, max).await
+    }
+
+    async fn queued_tasks(&self, owner: &str, max: u64) -> Result<QueuedTasks, MetaError> {
+        leases::queued(&self.client().await?, owner, max).await
     }
 
     async fn unfinished_tasks(&self) -> Result<Vec<String>, MetaError> {

@@ -108,6 +108,7 @@ where
     }
     // Below the free-space reserve the import could only fail: refuse it up front.
     state.store.space().check_import(0)?;
+    crate::quota::admit_queued(state, &ctx.project_id).await?;
 
     let mut task = tasks::new_task(
         ctx,

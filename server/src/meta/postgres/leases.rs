@@ -18,7 +18,7 @@
 use deadpool_postgres::{GenericClient, Transaction};
 
 use super::{locked_task, pg_error, to_i64, write_task};
-use crate::meta::lease::{self, TaskLease, CLAIM_TRIES};
+use crate::meta::lease::{self, QueuedTasks, TaskLease, CLAIM_TRIES};
 use crate::meta::{MetaError, TaskRecord, Timestamp};
 
 /// `pg_advisory_xact_lock` key serialising claims across nodes (`b"sluicecl"` as a
@@ -126,4 +126,33 @@ pub(super) async fn expired(
         .await
         .map_err(|e| pg_error("reading expired leases", &e))?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// [`super::MetaStore::queued_tasks`]: three counts, each stopping at `max` rows of a partial
+/// index (`tasks_pending`, `tasks_pending_by_owner`, `tasks_processing_by_owner`).
+pub(super) async fn queued(
+    client: &impl GenericClient,
+    owner: &str,
+    max: u64,
+) -> Result<QueuedTasks, MetaError> {
+    let max = i64::try_from(max).unwrap_or(i64::MAX);
+    let row = client
+        .query_one(
+            "SELECT
+                (SELECT count(*) FROM (SELECT 1 FROM tasks WHERE status = 'pending'
+                    LIMIT $2) a),
+                (SELECT count(*) FROM (SELECT 1 FROM tasks WHERE status = 'pending'
+                    AND owner = $1 LIMIT $2) b),
+                (SELECT count(*) FROM (SELECT 1 FROM tasks WHERE status = 'processing'
+                    AND owner = $1 LIMIT $2) c)",
+            &[&owner, &max],
+        )
+        .await
+        .map_err(|e| pg_error("counting queued tasks", &e))?;
+    let count = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
+    Ok(QueuedTasks {
+        pending: count(0),
+        project_pending: count(1),
+        project_processing: count(2),
+    })
 }
