@@ -115,7 +115,9 @@ pub(super) async fn claims(store: &dyn MetaStore) {
 }
 
 /// Six claimers racing over three projects of two pending tasks each, under a cap of one:
-/// exactly three win, one task of each project, each task at most once.
+/// exactly three win, one task of each project, each task at most once. Each task is pinned
+/// to its own claimer, so the two claimers of a project go for different tasks: only the
+/// claims' serialisation (not the row lock) keeps the project at its cap.
 async fn racing(store: &dyn MetaStore) {
     clear(store).await;
     let projects = ["s", "t", "u"];
@@ -123,10 +125,9 @@ async fn racing(store: &dyn MetaStore) {
         for k in 0..2 {
             let created = i64::try_from(n * 2 + k).expect("small");
             let id = format!("d4d4d4d4-0000-4000-8000-0000000001{n}{k}");
-            store
-                .put_task(&task(&id, owner, TaskStatus::Pending, created))
-                .await
-                .expect("put");
+            let mut pending = task(&id, owner, TaskStatus::Pending, created);
+            pending.pinned_node = Some(format!("node-{}", n * 2 + k));
+            store.put_task(&pending).await.expect("put");
         }
     }
     let racers = 6;
