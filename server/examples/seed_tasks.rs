@@ -62,6 +62,7 @@ fn task(n: u32, owner: &str, big: bool) -> TaskRecord {
         user_id: Some("bench-user".into()),
         lease: None,
         attempts: 0,
+        pinned_node: None,
     }
 }
 

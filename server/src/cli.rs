@@ -206,6 +206,10 @@ struct ServeArgs {
     /// Seconds a lease on a running import lasts unless renewed [default: 30].
     #[arg(long, env = "SLUICE_LEASE_SECS", value_name = "SECS")]
     lease_secs: Option<u64>,
+    /// On PostgreSQL, milliseconds between an idle node's claims of pending tasks
+    /// [default: 1000].
+    #[arg(long, env = "SLUICE_CLAIM_INTERVAL_MS", value_name = "MS")]
+    claim_interval_ms: Option<u64>,
     /// Slowest source accepted, in bytes/s over --min-rate-window-secs; slower fails with
     /// `source_too_slow` (like curl's --speed-limit); 0 turns it off [default: 1024].
     #[arg(long, env = "SLUICE_MIN_RATE_BYTES_PER_SEC", value_name = "BYTES")]
@@ -382,6 +386,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.lease_secs {
             c.lease_secs = v;
+        }
+        if let Some(v) = self.claim_interval_ms {
+            c.claim_interval_ms = v;
         }
         if let Some(v) = self.min_rate_bytes_per_sec {
             c.min_rate_bytes_per_sec = v;

@@ -38,6 +38,16 @@ pub const DEFAULT_LEASE_SECS: u64 = 30;
 /// Shortest lease accepted: renewals every second at most.
 pub const MIN_LEASE_SECS: u64 = 3;
 
+/// Milliseconds a node with a free worker waits between claims on a shared metadata store
+/// (PostgreSQL) when it found nothing to claim: a task received by another node, requeued by
+/// a sweep, or held back by its project's cap starts within about this long. A node's own
+/// submissions wake its claimer at once. One claim is one transaction of four statements,
+/// so an idle node costs the database 1 claim (4 statements) per second by default.
+pub const DEFAULT_CLAIM_INTERVAL_MS: u64 = 1000;
+
+/// Shortest claim interval accepted: at most 100 claims per second from an idle node.
+pub const MIN_CLAIM_INTERVAL_MS: u64 = 10;
+
 /// Most tags on one image unless configured (Glance's `image_tag_quota` default): bounds
 /// what one image record holds and what every listing of it returns.
 pub const DEFAULT_IMAGE_TAG_QUOTA: usize = 128;
@@ -126,6 +136,9 @@ pub struct Config {
     pub node_id: Option<String>,
     /// Seconds a lease on a running import lasts unless renewed ([`DEFAULT_LEASE_SECS`]).
     pub lease_secs: u64,
+    /// On a shared metadata store, milliseconds between an idle node's claims
+    /// ([`DEFAULT_CLAIM_INTERVAL_MS`]).
+    pub claim_interval_ms: u64,
     /// Slowest source accepted, in bytes per second over `min_rate_window_secs` (curl's
     /// `--speed-limit`); slower fails with `source_too_slow`. 0 turns the check off.
     pub min_rate_bytes_per_sec: u64,
@@ -218,6 +231,7 @@ impl Default for Config {
             max_import_attempts: DEFAULT_MAX_IMPORT_ATTEMPTS,
             node_id: None,
             lease_secs: DEFAULT_LEASE_SECS,
+            claim_interval_ms: DEFAULT_CLAIM_INTERVAL_MS,
             min_rate_bytes_per_sec: sluice_pipeline::rate::DEFAULT_MIN_RATE_BYTES_PER_SEC,
             min_rate_window_secs: sluice_pipeline::rate::DEFAULT_MIN_RATE_WINDOW.as_secs(),
             upload_discard_bytes: DEFAULT_UPLOAD_DISCARD_BYTES,
@@ -478,6 +492,11 @@ impl Config {
         if self.lease_secs < MIN_LEASE_SECS {
             return Err(ConfigError::Invalid(format!(
                 "lease_secs must be at least {MIN_LEASE_SECS}"
+            )));
+        }
+        if self.claim_interval_ms < MIN_CLAIM_INTERVAL_MS {
+            return Err(ConfigError::Invalid(format!(
+                "claim_interval_ms must be at least {MIN_CLAIM_INTERVAL_MS}"
             )));
         }
         if self

@@ -16,6 +16,16 @@
 //! Imports run on the shared tokio runtime but hash on dedicated threads (see
 //! `sluice_pipeline::hash`), so API requests keep getting runtime time while imports run.
 //!
+//! # On a shared metadata store
+//! With PostgreSQL the queue is the store's `pending` tasks, not this process's memory
+//! ([`Executor::claiming`], `claiming.rs`): one claim loop per node takes tasks with
+//! `claim_task` whenever a worker is free, whichever node received them; the store applies
+//! the fairness above across nodes (the project with the fewest imports running anywhere
+//! first) and the `per_project_imports` cap. A submission then only wakes the claim loop,
+//! and the local queue stays empty: waiting tasks have no queue position here, and the
+//! waiting caps are checked against the store before the task is written
+//! (`quota::admit_queued`).
+//!
 //! # What it runs
 //! The executor knows tasks only by id and owner: the workers hand each task to the job
 //! function given to [`Executor::start`] (the server's `imports::run`), with the task's
@@ -29,8 +39,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use sluice_pipeline::Progress;
 use tokio::sync::{watch, Notify};
 
+mod claiming;
 mod position;
 
+pub use claiming::Claimed;
 pub use position::QueuePosition;
 
 /// A task waiting for a worker.
@@ -158,6 +170,8 @@ struct Inner {
     queue: Mutex<Queue>,
     capacity: usize,
     per_project: usize,
+    /// Tasks come from the shared store's claims, not from `queue` (see the module docs).
+    claiming: bool,
     wake: Notify,
     /// The live counters of each running import and upload.
     progress: Mutex<HashMap<String, Arc<Progress>>>,
@@ -182,12 +196,24 @@ impl Executor {
     /// An executor with room for `capacity` waiting tasks and `per_project` concurrent imports
     /// per project. Workers start with [`Executor::start`].
     pub fn new(capacity: usize, per_project: usize) -> Self {
+        Self::with_mode(capacity, per_project, false)
+    }
+
+    /// An executor whose workers claim their tasks from a shared metadata store (module
+    /// docs, "On a shared metadata store"): start it with
+    /// [`start_claiming`](Self::start_claiming).
+    pub fn claiming(per_project: usize) -> Self {
+        Self::with_mode(1, per_project, true)
+    }
+
+    fn with_mode(capacity: usize, per_project: usize, claiming: bool) -> Self {
         let (shutdown, _) = watch::channel(false);
         Executor {
             inner: Arc::new(Inner {
                 queue: Mutex::new(Queue::default()),
                 capacity,
                 per_project,
+                claiming,
                 wake: Notify::new(),
                 progress: Mutex::new(HashMap::new()),
                 cancels: Mutex::new(HashMap::new()),
@@ -211,7 +237,9 @@ impl Executor {
             })
     }
 
-    /// Queues a pending task unless the shared queue or the project's `caps` are full.
+    /// Queues a pending task unless the shared queue or the project's `caps` are full. A
+    /// claiming executor only wakes its claim loop: the task is already in the store, where
+    /// any node claims it (the caller checked the caps against the store).
     ///
     /// # Errors
     /// See [`Refused`].
@@ -221,6 +249,10 @@ impl Executor {
         owner: &str,
         caps: SubmitCaps,
     ) -> Result<(), Refused> {
+        if self.inner.claiming {
+            self.inner.wake.notify_one();
+            return Ok(());
+        }
         let mut q = lock(&self.inner.queue);
         if q.waiting >= self.inner.capacity {
             return Err(QueueFull(q.waiting).into());
@@ -268,6 +300,14 @@ impl Executor {
             r.charged = r.charged.max(bytes);
         }
         Ok(())
+    }
+
+    /// Direct uploads of `owner` running here.
+    pub fn uploads(&self, owner: &str) -> u64 {
+        lock(&self.inner.queue)
+            .projects
+            .get(owner)
+            .map_or(0, |p| p.uploading)
     }
 
     /// Tasks waiting in the queue and imports running now (for `/metrics`).
@@ -415,6 +455,19 @@ impl Executor {
         })
     }
 
+    /// The live counters and the cancel signal of job `task_id`, starting now.
+    fn register(&self, task_id: &str) -> (Arc<Progress>, watch::Receiver<bool>) {
+        let progress = Arc::new(Progress::default());
+        lock(&self.inner.progress).insert(task_id.to_owned(), Arc::clone(&progress));
+        let (cancel, cancelled) = watch::channel(false);
+        lock(&self.inner.cancels).insert(task_id.to_owned(), cancel);
+        if self.is_shutting_down() {
+            // Shutdown began before the signal was registered.
+            self.cancel(task_id);
+        }
+        (progress, cancelled)
+    }
+
     async fn worker<J, F>(self, job_fn: J)
     where
         J: Fn(String, Arc<Progress>, watch::Receiver<bool>) -> F,
@@ -429,14 +482,7 @@ impl Executor {
                 notified.await;
                 continue;
             };
-            let progress = Arc::new(Progress::default());
-            lock(&self.inner.progress).insert(job.task_id.clone(), Arc::clone(&progress));
-            let (cancel, cancelled) = watch::channel(false);
-            lock(&self.inner.cancels).insert(job.task_id.clone(), cancel);
-            if self.is_shutting_down() {
-                // Shutdown began before the signal was registered.
-                self.cancel(&job.task_id);
-            }
+            let (progress, cancelled) = self.register(&job.task_id);
             let stored = job_fn(job.task_id.clone(), progress, cancelled).await;
             self.finish_job(&job, stored);
         }

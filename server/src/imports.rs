@@ -13,6 +13,7 @@ use sluice_pipeline::{IngestError, Ingested, Progress};
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::executor::Claimed;
 use crate::meta::{
     ImageRecord, ImageStatus, MetaError, TaskLease, TaskRecord, TaskStatus, Timestamp,
 };
@@ -100,8 +101,8 @@ pub fn fail(task: &mut TaskRecord, reason: &str, message: String, ttl_secs: i64)
 /// written to the task. Returns the size of the image it stored, if it did (for the
 /// project's quota).
 ///
-/// The import has `import_timeout_secs` from here to its last byte: then it is cancelled
-/// like a shutdown would, and fails with [`REASON_IMPORT_TIMEOUT`].
+/// The task is claimed here, by a plain write of `processing` under this node's lease (an
+/// embedded store: the local queue is the only queue); then it runs as [`run_claimed`].
 pub async fn run(
     state: &AppState,
     task_id: &str,
@@ -117,16 +118,11 @@ pub async fn run(
     if !task.status.can_become(TaskStatus::Processing) {
         return None;
     }
-    // This run's claim: the next attempt, under this node's lease (renewed below).
-    let node = state.config.node_id.clone().unwrap_or_default();
-    let lease_secs = i64::try_from(state.config.lease_secs).unwrap_or(i64::MAX);
+    // This run's claim: the next attempt, under this node's lease (renewed as it runs).
     task.status = TaskStatus::Processing;
     task.attempts = task.attempts.saturating_add(1);
     task.updated_at = now();
-    task.lease = Some(TaskLease {
-        node: node.clone(),
-        until: task.updated_at.saturating_add(lease_secs),
-    });
+    task.lease = Some(lease(state, task.updated_at));
     if let Err(e) = save(state, &task).await {
         tracing::error!(task_id, error = %e, "cannot mark task processing");
         if let MetaError::StorageFull(why) = e {
@@ -144,6 +140,54 @@ pub async fn run(
         }
         return None;
     }
+    run_claimed(state, task, progress, cancel).await
+}
+
+/// This node's lease on a task, from `at` for `lease_secs`.
+fn lease(state: &AppState, at: Timestamp) -> TaskLease {
+    let lease_secs = i64::try_from(state.config.lease_secs).unwrap_or(i64::MAX);
+    TaskLease {
+        node: state.config.node_id.clone().unwrap_or_default(),
+        until: at.saturating_add(lease_secs),
+    }
+}
+
+/// Claims the next task from a shared metadata store for this node
+/// ([`crate::meta::MetaStore::claim_task`] under `per_project_imports`), for the executor's
+/// claim loop; `None` when nothing may be claimed, or the store failed (logged: the loop
+/// asks again after its interval).
+pub async fn claim_next(state: &AppState) -> Option<Claimed<TaskRecord>> {
+    let at = now();
+    let cap = u64::try_from(state.config.per_project_imports).unwrap_or(u64::MAX);
+    match state.meta.claim_task(&lease(state, at), cap, at).await {
+        Ok(claimed) => claimed.map(|task| Claimed {
+            task_id: task.id.clone(),
+            owner: task.owner.clone(),
+            task,
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "claiming a pending task failed; retrying");
+            None
+        }
+    }
+}
+
+/// Runs `task`, claimed by this node (`processing` under its lease), to a final state:
+/// renews the lease meanwhile, and writes every outcome to the task. Returns the size of
+/// the image it stored, if it did (for the project's quota).
+///
+/// The import has `import_timeout_secs` from here to its last byte: then it is cancelled
+/// like a shutdown would, and fails with [`REASON_IMPORT_TIMEOUT`].
+pub async fn run_claimed(
+    state: &AppState,
+    mut task: TaskRecord,
+    progress: Arc<Progress>,
+    cancel: watch::Receiver<bool>,
+) -> Option<u64> {
+    let ttl = state.config.task_ttl();
+    let task_id = task.id.clone();
+    let task_id = task_id.as_str();
+    let node = state.config.node_id.clone().unwrap_or_default();
     tracing::info!(task_id, owner = %task.owner, attempt = task.attempts, "import started");
 
     let (cancel, lease_lost) = takeover::hold_lease(

@@ -463,8 +463,56 @@ pub async fn admit_import(state: &AppState, project: &str) -> Result<(), ApiErro
         .map_err(|over| ApiError::LimitExceeded(over.glance_message()))
 }
 
+/// On a shared store (PostgreSQL), before a new task is written: refuses it when the tasks
+/// waiting on every node reach `queue_capacity` (503), the project's reach `tasks_waiting`
+/// (503), or the project's imports waiting and running on every node, with the uploads
+/// running here, reach `image_count_uploading` (413). Counted before the task is written, so
+/// that no node can have claimed a task that is then refused; racing requests may each pass
+/// (the caps are soft by the requests in flight). An embedded store checks the same caps
+/// atomically in [`submit`] instead.
+///
+/// # Errors
+/// [`ApiError::QueueFull`], [`ApiError::ProjectQueueFull`], [`ApiError::LimitExceeded`], or
+/// an internal error when the metadata cannot be read.
+pub async fn admit_queued(state: &AppState, project: &str) -> Result<(), ApiError> {
+    if !state.meta.is_shared() {
+        return Ok(());
+    }
+    let limits = state.config.quotas.for_project(project);
+    let capacity = u64::try_from(state.config.queue_capacity).unwrap_or(u64::MAX);
+    let (waiting_cap, in_flight_cap) = (
+        limits.tasks_waiting.get(),
+        limits.image_count_uploading.get(),
+    );
+    let max = [waiting_cap, in_flight_cap]
+        .into_iter()
+        .flatten()
+        .fold(capacity, u64::max);
+    let queued = state.meta.queued_tasks(project, max).await?;
+    if queued.pending >= capacity {
+        return Err(ApiError::QueueFull(
+            usize::try_from(queued.pending).unwrap_or(usize::MAX),
+        ));
+    }
+    if waiting_cap.is_some_and(|cap| queued.project_pending >= cap) {
+        return Err(ApiError::ProjectQueueFull {
+            project: project.to_owned(),
+            waiting: queued.project_pending,
+        });
+    }
+    let in_flight = queued
+        .project_pending
+        .saturating_add(queued.project_processing)
+        .saturating_add(state.executor.uploads(project));
+    if in_flight_cap.is_some_and(|cap| in_flight >= cap) {
+        return Err(uploading_over(project, &limits, in_flight));
+    }
+    Ok(())
+}
+
 /// Queues a stored task under its project's caps (`tasks_waiting`, and
-/// `image_count_uploading` again, atomically with other requests).
+/// `image_count_uploading` again, atomically with other requests); on a shared store only
+/// wakes this node's claim loop ([`admit_queued`] checked the caps).
 ///
 /// # Errors
 /// [`ApiError::QueueFull`] (503) for the shared queue, [`ApiError::ProjectQueueFull`] (503)

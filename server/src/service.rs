@@ -14,7 +14,9 @@ use crate::executor::Executor;
 use crate::imports;
 use crate::meta::guarded::GuardedMeta;
 use crate::meta::postgres::PgMeta;
-use crate::meta::{Decision, ImageStatus, MetaError, MetaStore, TaskStatus, Timestamp, Transition};
+use crate::meta::{
+    Decision, ImageStatus, MetaError, MetaStore, TaskRecord, TaskStatus, Timestamp, Transition,
+};
 use crate::staging::StagingArea;
 use crate::state::AppState;
 use crate::takeover::{self, TakenBack};
@@ -49,7 +51,12 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     if let Some(guarded) = &guarded {
         crate::observe::health::watch_meta(Arc::clone(guarded));
     }
-    let executor = Executor::new(config.queue_capacity, config.per_project_imports);
+    // On a shared store the queue is the store's pending tasks, claimed by every node.
+    let executor = if meta.is_shared() {
+        Executor::claiming(config.per_project_imports)
+    } else {
+        Executor::new(config.queue_capacity, config.per_project_imports)
+    };
     let state = AppState {
         config: Arc::new(config),
         meta,
@@ -71,18 +78,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         auth = ?state.config.auth.mode,
         "sluice listening"
     );
-    let workers = executor.start(state.config.workers, {
-        let state = state.clone();
-        move |task_id: String, progress, cancel| {
-            let state = state.clone();
-            async move {
-                let started = std::time::Instant::now();
-                let stored = imports::run(&state, &task_id, Arc::clone(&progress), cancel).await;
-                crate::observe::count_import(&state, &task_id, &progress, stored, started).await;
-                stored
-            }
-        }
-    });
+    let workers = start_workers(&state);
     let watcher = tokio::spawn(watch_storage(state.clone(), guarded, recovery));
     let sweeper = tokio::spawn(sweep_expired(state.clone()));
 
@@ -111,6 +107,49 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the import workers: claiming from the shared store (PostgreSQL), or taking from
+/// the in-memory queue (embedded store). Returns the handles to await after shutdown.
+fn start_workers(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
+    let (workers, executor) = (state.config.workers, state.executor.clone());
+    if !state.meta.is_shared() {
+        let state = state.clone();
+        return executor.start(workers, move |task_id: String, progress, cancel| {
+            let state = state.clone();
+            async move {
+                let started = std::time::Instant::now();
+                let stored = imports::run(&state, &task_id, Arc::clone(&progress), cancel).await;
+                crate::observe::count_import(&state, &task_id, &progress, stored, started).await;
+                stored
+            }
+        });
+    }
+    let interval = Duration::from_millis(state.config.claim_interval_ms);
+    let claim = {
+        let state = state.clone();
+        move || {
+            let state = state.clone();
+            async move { imports::claim_next(&state).await }
+        }
+    };
+    let state = state.clone();
+    executor.start_claiming(
+        workers,
+        interval,
+        claim,
+        move |task: TaskRecord, progress, cancel| {
+            let state = state.clone();
+            async move {
+                let started = std::time::Instant::now();
+                let task_id = task.id.clone();
+                let stored =
+                    imports::run_claimed(&state, task, Arc::clone(&progress), cancel).await;
+                crate::observe::count_import(&state, &task_id, &progress, stored, started).await;
+                stored
+            }
+        },
+    )
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -468,13 +507,10 @@ async fn sweep_expired(state: AppState) {
             state.config.task_ttl(),
         );
         match takeover::sweep_once(state.meta.as_ref(), now, max, ttl).await {
-            Ok(requeued) => {
-                for id in requeued {
-                    if let Ok(Some(task)) = state.meta.get_task(&id).await {
-                        let _ = state.executor.submit(&task.id, &task.owner);
-                    }
-                }
-            }
+            // Back to `pending` in the shared store, where any node's claim loop finds
+            // them; this node's looks at once.
+            Ok(requeued) if !requeued.is_empty() => state.executor.wake(),
+            Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "lease sweep failed"),
         }
         let swept = sweep_expired_once(state.meta.as_ref(), imports::now()).await;

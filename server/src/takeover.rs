@@ -183,7 +183,8 @@ pub async fn take_back(
 pub const SWEEP_BATCH: usize = 1000;
 
 /// One pass of the periodic sweep of a shared store: takes back every task whose lease ran
-/// out by `now` (at most [`SWEEP_BATCH`]); returns the ids queued again (to run here). An
+/// out by `now` (at most [`SWEEP_BATCH`]); returns the ids back in `pending` (any node's
+/// claim loop takes them). An
 /// embedded store has nothing to sweep: its leases are this live process's.
 ///
 /// # Errors

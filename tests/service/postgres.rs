@@ -1,14 +1,18 @@
 //! `sluice serve` with its metadata in PostgreSQL (`--meta postgres`): a throwaway cluster
-//! per test ([`PgCluster`]), the real binary, one import and one upload, a restart.
+//! per test ([`PgCluster`]), the real binary, one import and one upload, a restart; two
+//! nodes claiming each other's tasks.
 
 use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
 
+use serde_json::json;
 use sluice_server::meta::testing_pg::PgCluster;
 
-use super::harness::{raw_disk, FileServer, Server};
+use super::harness::{import_input, raw_disk, FileServer, Serve, Server, ADMIN};
 use super::imports::{assert_import_ok, image_with_data};
 use super::upload::assert_upload_ok;
-use crate::common::scratch;
+use crate::common::{read, scratch};
 
 #[test]
 fn test_serve_on_postgres_imports_uploads_and_keeps_them_across_a_restart() {
@@ -81,5 +85,179 @@ fn test_serve_on_postgres_bad_config_refused_before_listening() {
         assert!(!out.status.success(), "{args:?} started");
         assert!(stderr.contains(&needle), "{args:?}: {stderr}");
         assert!(!stderr.contains("sluice listening"), "{stderr}");
+    }
+}
+
+/// Two nodes on one PostgreSQL, one worker each: a task received by node A runs on node B
+/// while A's worker is busy; a `glance-direct` import received by A (its stage is in A's
+/// data directory) is never claimed by the idle B, and runs on A once A's worker is free.
+#[test]
+fn test_two_nodes_on_postgres_claim_each_others_tasks_but_not_another_nodes_stage() {
+    let cluster = PgCluster::start();
+    let url = cluster.database("claims");
+    let dir = scratch();
+    let src = image_with_data(dir.path(), "disk.qcow2", "qcow2", "");
+    let stalling = FileServer::start(dir.path());
+    stalling.set("disk.qcow2", Serve::StallAfter(4096));
+    let files = FileServer::start(dir.path());
+    let node = |id: &str| {
+        Server::start(&[
+            "--meta",
+            "postgres",
+            "--meta-postgres-url",
+            &url,
+            "--workers",
+            "1",
+            "--node-id",
+            id,
+            "--claim-interval-ms",
+            "100",
+            // The stalled source must hold its worker until the test lets it go.
+            "--min-rate-bytes-per-sec",
+            "0",
+        ])
+    };
+    let a = node("node-a");
+    // A's only worker is held by an import whose source stalls (B is not up yet).
+    let held = a.create_task(import_input(&stalling.url("disk.qcow2"), "qcow2", "held"));
+    let held = held["id"].as_str().expect("task id").to_owned();
+    wait_until(&a, "the stalled import to hold A's worker", || {
+        stalling.stalled() == 1
+    });
+    let b = node("node-b");
+    // Live progress on the node running the task; the other shows its status only.
+    let on_a = a.get(&format!("/v2/tasks/{held}")).json();
+    assert_eq!(on_a["status"], "processing", "{on_a}");
+    assert!(on_a["progress"]["bytes_received"].is_u64(), "{on_a}");
+    let on_b = b.get(&format!("/v2/tasks/{held}")).json();
+    assert_eq!(on_b["status"], "processing", "{on_b}");
+    assert!(on_b.get("progress").is_none(), "{on_b}");
+
+    // Received by A, run by B.
+    let moved = a.create_task(import_input(&files.url("disk.qcow2"), "qcow2", "moved"));
+    let moved = moved["id"].as_str().expect("task id").to_owned();
+    let done = a.wait_task(&moved);
+    assert_eq!(done["status"], "success", "{done}\n{}", b.log_text());
+    assert!(ran(&b, &moved) && !ran(&a, &moved), "{}", b.log_text());
+    let image = done["result"]["image_id"].as_str().expect("image id");
+    let down = b.get(&format!("/v2/images/{image}/file"));
+    assert!(down.body == read(&src), "downloaded bytes differ");
+
+    // A glance-direct import received by A waits for A, however idle B is.
+    let staged = a.create_image("staged", "qcow2");
+    let resp = a.req(
+        "PUT",
+        &format!("/v2/images/{staged}/stage"),
+        &[("Content-Type", "application/octet-stream")],
+        Some(&read(&src)),
+    );
+    assert_eq!(resp.status, 204, "{}\n{}", resp.text(), a.log_text());
+    let body = json!({"method": {"name": "glance-direct"}}).to_string();
+    let resp = a.req(
+        "POST",
+        &format!("/v2/images/{staged}/import"),
+        ADMIN,
+        Some(body.as_bytes()),
+    );
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    let tasks = b.get(&format!("/v2/images/{staged}/tasks")).json();
+    let pinned = tasks["tasks"][0]["id"]
+        .as_str()
+        .expect("task id")
+        .to_owned();
+    // Ten of B's claim intervals.
+    thread::sleep(Duration::from_secs(1));
+    let waiting = b.get(&format!("/v2/tasks/{pinned}")).json();
+    assert_eq!(waiting["status"], "pending", "{waiting}\n{}", b.log_text());
+    // A's worker comes free (the stalling source goes away): A runs it.
+    drop(stalling);
+    let failed = a.wait_task(&held);
+    assert_eq!(failed["status"], "failure", "{failed}");
+    let done = b.wait_task(&pinned);
+    assert_eq!(done["status"], "success", "{done}\n{}", a.log_text());
+    assert!(ran(&a, &pinned) && !ran(&b, &pinned), "{}", a.log_text());
+    let img = b.get(&format!("/v2/images/{staged}")).json();
+    assert_eq!(img["status"], "active", "{img}");
+}
+
+/// Two nodes on one PostgreSQL, one import per project (`per_project_imports = 1`) and one
+/// task waiting per project (`tasks_waiting = 1`): while node A runs the project's import,
+/// the idle node B does not start the project's next task (the cap holds across nodes), and
+/// a third task is refused through B, counting the task waiting from A (503).
+#[test]
+fn test_two_nodes_on_postgres_share_the_per_project_caps() {
+    let cluster = PgCluster::start();
+    let url = cluster.database("caps");
+    let dir = scratch();
+    image_with_data(dir.path(), "disk.qcow2", "qcow2", "");
+    let stalling = FileServer::start(dir.path());
+    stalling.set("disk.qcow2", Serve::StallAfter(4096));
+    let files = FileServer::start(dir.path());
+    let node = |id: &str| {
+        Server::start(&[
+            "--meta",
+            "postgres",
+            "--meta-postgres-url",
+            &url,
+            "--node-id",
+            id,
+            "--claim-interval-ms",
+            "100",
+            "--min-rate-bytes-per-sec",
+            "0",
+            "--per-project-imports",
+            "1",
+            "--quota-tasks-waiting",
+            "1",
+        ])
+    };
+    let a = node("node-a");
+    let b = node("node-b");
+    let held = a.create_task(import_input(&stalling.url("disk.qcow2"), "qcow2", "held"));
+    let held = held["id"].as_str().expect("task id").to_owned();
+    wait_until(&a, "the stalled import to start", || {
+        stalling.stalled() == 1
+    });
+    let next = a.create_task(import_input(&files.url("disk.qcow2"), "qcow2", "next"));
+    let next = next["id"].as_str().expect("task id").to_owned();
+    let refused = b.post_task(
+        &json!({"type": "import", "input": import_input(&files.url("disk.qcow2"), "qcow2", "third")}),
+        ADMIN,
+    );
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(
+        refused.error_message().contains("1 tasks waiting"),
+        "{}",
+        refused.text()
+    );
+    // Ten claim intervals of two idle nodes: the project's import still runs alone.
+    thread::sleep(Duration::from_secs(1));
+    let waiting = b.get(&format!("/v2/tasks/{next}")).json();
+    assert_eq!(waiting["status"], "pending", "{waiting}\n{}", b.log_text());
+    // The held import ends: the next one runs, on whichever node.
+    drop(stalling);
+    assert_eq!(a.wait_task(&held)["status"], "failure");
+    let done = b.wait_task(&next);
+    assert_eq!(done["status"], "success", "{done}");
+}
+
+/// Whether `server`'s log says it started task `id`.
+fn ran(server: &Server, id: &str) -> bool {
+    server
+        .log_text()
+        .lines()
+        .any(|l| l.contains("import started") && l.contains(id))
+}
+
+/// Polls `done` until it holds; panics (with `server`'s log) after a minute.
+fn wait_until(server: &Server, what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "waited for {what}\n{}",
+            server.log_text()
+        );
+        thread::sleep(Duration::from_millis(50));
     }
 }

@@ -82,6 +82,7 @@ where
     let task = new_task(ctx, IMPORT, input.clone());
     // Below the free-space reserve the import could only fail: refuse it up front.
     api.state.store.space().check_import(0)?;
+    crate::quota::admit_queued(&api.state, &ctx.project_id).await?;
     api.state.meta.put_task(&task).await?;
     if let Err(refused) = crate::quota::submit(&api.state, &task.id, &task.owner) {
         // The client never learns this id: do not leave a task that no worker will run.
@@ -118,6 +119,7 @@ pub fn new_task(ctx: &RequestContext, task_type: &str, input: Value) -> TaskReco
         user_id: Some(ctx.user_id.clone()),
         lease: None,
         attempts: 0,
+        pinned_node: None,
     }
 }
 

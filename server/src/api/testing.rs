@@ -227,6 +227,7 @@ pub fn task_record(id: &str, owner: &str, status: TaskStatus, created_at: i64) -
         user_id: Some("u".into()),
         lease: None,
         attempts: 0,
+        pinned_node: None,
     }
 }
 

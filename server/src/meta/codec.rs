@@ -273,6 +273,7 @@ mod tests {
             user_id: None,
             lease: None,
             attempts: 0,
+            pinned_node: None,
         }
     }
 

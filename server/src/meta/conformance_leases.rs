@@ -14,6 +14,8 @@ const NEW: &str = "c3c3c3c3-0000-4000-8000-00000000000b";
 const RUNNING: &str = "c3c3c3c3-0000-4000-8000-00000000000c";
 const DONE: &str = "c3c3c3c3-0000-4000-8000-00000000000d";
 const RACED: &str = "c3c3c3c3-0000-4000-8000-00000000000e";
+/// No per-project cap: these claims are about leases (the cap has its own part).
+const NO_CAP: u64 = u64::MAX;
 
 fn lease(node: &str, until: i64) -> TaskLease {
     TaskLease {
@@ -35,7 +37,10 @@ pub(super) async fn leases(store: &dyn MetaStore) {
         store.delete_task(&task.id).await.expect("clear task");
     }
     assert_eq!(
-        store.claim_task(&lease("a", 100), 10).await.expect("claim"),
+        store
+            .claim_task(&lease("a", 100), NO_CAP, 10)
+            .await
+            .expect("claim"),
         None,
         "nothing pending"
     );
@@ -57,7 +62,7 @@ pub(super) async fn leases(store: &dyn MetaStore) {
     old.attempts = 2;
     store.put_task(&old).await.expect("put old");
     let first = store
-        .claim_task(&lease("a", 100), 10)
+        .claim_task(&lease("a", 100), NO_CAP, 10)
         .await
         .expect("claim first")
         .expect("a pending task");
@@ -69,13 +74,16 @@ pub(super) async fn leases(store: &dyn MetaStore) {
     assert_eq!(first, expected);
     assert_eq!(store.get_task(OLD).await.expect("get"), Some(expected));
     let second = store
-        .claim_task(&lease("b", 90), 11)
+        .claim_task(&lease("b", 90), NO_CAP, 11)
         .await
         .expect("claim second")
         .expect("another pending task");
     assert_eq!((second.id.as_str(), second.attempts), (NEW, 1));
     assert_eq!(
-        store.claim_task(&lease("a", 100), 12).await.expect("claim"),
+        store
+            .claim_task(&lease("a", 100), NO_CAP, 12)
+            .await
+            .expect("claim"),
         None
     );
 
@@ -132,7 +140,7 @@ pub(super) async fn leases(store: &dyn MetaStore) {
                 s.spawn(move || {
                     barrier.wait();
                     handle
-                        .block_on(store.claim_task(&lease(node, 500), 20))
+                        .block_on(store.claim_task(&lease(node, 500), NO_CAP, 20))
                         .expect("racing claim")
                 })
             })
@@ -185,7 +193,7 @@ pub(super) async fn leases(store: &dyn MetaStore) {
         [RACED]
     );
     let again = store
-        .claim_task(&lease("b", 600), 30)
+        .claim_task(&lease("b", 600), NO_CAP, 30)
         .await
         .expect("claim again")
         .expect("the task taken back");

@@ -292,9 +292,10 @@ impl MetaStore for GuardedMeta {
     async fn claim_task(
         &self,
         lease: &TaskLease,
+        per_project: u64,
         now: Timestamp,
     ) -> Result<Option<TaskRecord>, MetaError> {
-        self.guarded(|r| r.claim_task(lease, now))
+        self.guarded(|r| r.claim_task(lease, per_project, now))
     }
 
     async fn renew_lease(&self, id: &str, node: &str, until: Timestamp) -> Result<bool, MetaError> {

@@ -6,6 +6,8 @@
 //! The decisions every store shares live here; each store runs them under its own
 //! serialisation of the task's writes (one mutex, the id's write stripe, a row lock).
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::{TaskRecord, TaskStatus, Timestamp};
@@ -21,10 +23,114 @@ pub struct TaskLease {
     pub until: Timestamp,
 }
 
+/// Choices one claim makes at most: a chosen task that moved before it was locked (deleted,
+/// failed) makes the claim choose again; bounded, so that a record disagreeing with its
+/// index entry cannot keep a claim going round. The claimer polls again anyway.
+pub(crate) const CLAIM_TRIES: usize = 4;
+
+/// Which task [`super::MetaStore::claim_task`] takes, for the embedded stores (PostgreSQL
+/// asks the same in SQL): offered every unfinished task, it chooses the oldest `pending`
+/// task that `node` may run ([`may_run_on`]) of the project with the fewest `processing`
+/// tasks, skipping projects with `per_project` processing already; among projects with as
+/// many, the one whose task is oldest. So a free worker goes to the project that has the
+/// fewest running anywhere, and a project never runs more than its share at once.
+#[derive(Debug)]
+pub struct ClaimChoice<'a> {
+    node: &'a str,
+    per_project: u64,
+    /// `processing` tasks per project.
+    running: HashMap<String, u64>,
+    /// Per project, the oldest pending task `node` may run: `(created_at, id)`.
+    heads: HashMap<String, (Timestamp, String)>,
+}
+
+impl<'a> ClaimChoice<'a> {
+    /// A choice for `node` under the per-project cap `per_project`.
+    pub fn new(node: &'a str, per_project: u64) -> Self {
+        ClaimChoice {
+            node,
+            per_project,
+            running: HashMap::new(),
+            heads: HashMap::new(),
+        }
+    }
+
+    /// Counts `task` (any unfinished task, in any order).
+    pub fn offer(&mut self, task: &TaskRecord) {
+        match task.status {
+            TaskStatus::Processing => {
+                let n = self.running.entry(task.owner.clone()).or_default();
+                *n = n.saturating_add(1);
+            }
+            TaskStatus::Pending if may_run_on(task, self.node) => {
+                let head = (task.created_at, task.id.clone());
+                self.heads
+                    .entry(task.owner.clone())
+                    .and_modify(|h| {
+                        if head < *h {
+                            *h = head.clone();
+                        }
+                    })
+                    .or_insert(head);
+            }
+            _ => {}
+        }
+    }
+
+    /// The id of the task to claim, if any may be.
+    pub fn chosen(&self) -> Option<&str> {
+        self.heads
+            .iter()
+            .map(|(owner, (created, id))| {
+                let running = self.running.get(owner).copied().unwrap_or(0);
+                (running, *created, id.as_str())
+            })
+            .filter(|(running, _, _)| *running < self.per_project)
+            .min()
+            .map(|(_, _, id)| id)
+    }
+}
+
+/// Counts of [`super::MetaStore::queued_tasks`], each at most the `max` asked for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueuedTasks {
+    /// `pending` tasks of every project.
+    pub pending: u64,
+    /// `pending` tasks of the project asked about.
+    pub project_pending: u64,
+    /// `processing` tasks of the project asked about, on every node.
+    pub project_processing: u64,
+}
+
+impl QueuedTasks {
+    /// Counts `task` for project `owner`, no count beyond `max`.
+    pub(crate) fn count(&mut self, task: &TaskRecord, owner: &str, max: u64) {
+        let bump = |n: &mut u64| *n = n.saturating_add(1).min(max);
+        match task.status {
+            TaskStatus::Pending => {
+                bump(&mut self.pending);
+                if task.owner == owner {
+                    bump(&mut self.project_pending);
+                }
+            }
+            TaskStatus::Processing if task.owner == owner => bump(&mut self.project_processing),
+            _ => {}
+        }
+    }
+}
+
+/// Whether `node` may run `task`: it is pinned to no node, or to `node`.
+pub fn may_run_on(task: &TaskRecord, node: &str) -> bool {
+    task.pinned_node
+        .as_deref()
+        .is_none_or(|pinned| pinned == node)
+}
+
 /// `task` claimed: `processing`, holding `lease`, one more attempt, changed at `now`; `None`
-/// when `task` is not `pending` (another claimer or a sweep moved it first).
+/// when `task` is not `pending` (another claimer or a sweep moved it first) or is pinned to
+/// another node than the lease's.
 pub(crate) fn claimed(task: &TaskRecord, lease: &TaskLease, now: Timestamp) -> Option<TaskRecord> {
-    if task.status != TaskStatus::Pending {
+    if task.status != TaskStatus::Pending || !may_run_on(task, &lease.node) {
         return None;
     }
     let mut claimed = task.clone();

@@ -6,7 +6,7 @@ use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
 use super::index::{self, IndexEntry};
-use super::lease::{claimed, may_take_back, renewed};
+use super::lease::{claimed, may_take_back, renewed, ClaimChoice};
 use super::members::{self, AddMember, MemberRecord};
 use super::query::{self, Entries, Entry, IndexSource};
 use super::{
@@ -20,6 +20,8 @@ use super::{
 #[derive(Debug, Default)]
 pub struct MemoryMeta {
     inner: Mutex<Inner>,
+    /// Serialises claims, so the per-project cap counts every other claim.
+    claims: Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -201,18 +203,30 @@ impl MetaStore for MemoryMeta {
     async fn claim_task(
         &self,
         lease: &TaskLease,
+        per_project: u64,
         now: Timestamp,
     ) -> Result<Option<TaskRecord>, MetaError> {
-        // The index is read a step at a time; each candidate is checked and claimed under
-        // the one lock, so two claimers never both take it.
-        query::first_unfinished(self, &mut |id| {
-            let mut inner = self.inner()?;
-            let Some(task) = inner.tasks.get(id).and_then(|t| claimed(t, lease, now)) else {
-                return Ok(None);
-            };
-            inner.put_task(&task)?;
-            Ok(Some(task))
-        })
+        let _claiming = self
+            .claims
+            .lock()
+            .map_err(|_| MetaError::Backend("memory store poisoned by a panic".to_owned()))?;
+        // The index is read a step at a time (each step takes the lock); the records are
+        // then read, chosen from and claimed under the one lock.
+        let ids = query::unfinished_tasks(self)?;
+        let mut inner = self.inner()?;
+        let mut choice = ClaimChoice::new(&lease.node, per_project);
+        for task in ids.iter().filter_map(|id| inner.tasks.get(id)) {
+            choice.offer(task);
+        }
+        let Some(task) = choice
+            .chosen()
+            .and_then(|id| inner.tasks.get(id))
+            .and_then(|t| claimed(t, lease, now))
+        else {
+            return Ok(None);
+        };
+        inner.put_task(&task)?;
+        Ok(Some(task))
     }
 
     async fn renew_lease(&self, id: &str, node: &str, until: Timestamp) -> Result<bool, MetaError> {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod codec;
 mod conformance;
+mod conformance_claims;
 mod conformance_leases;
 mod conformance_tasks;
 pub mod guarded;
@@ -26,7 +27,7 @@ pub mod rocks;
 pub mod testing;
 pub mod testing_pg;
 
-pub use lease::TaskLease;
+pub use lease::{QueuedTasks, TaskLease};
 pub use members::{AddMember, MemberRecord, MemberStatus};
 pub use query::{ImageColumn, ImageQuery, ImageRange, SortDir, TaskColumn, TaskQuery, TaskSummary};
 
@@ -113,6 +114,11 @@ pub struct TaskRecord {
     /// How many times a node claimed the task (0 for records written before leases).
     #[serde(default)]
     pub attempts: u32,
+    /// The only node that may claim the task, when its data is on that node alone (a
+    /// `glance-direct` import: the stage is in the receiving node's data directory); `None`
+    /// (any node) for pull imports and records written before pinning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_node: Option<String>,
 }
 
 /// An image's status: Glance's statuses that Sluice stores, with Glance's transitions
@@ -416,17 +422,26 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     async fn expired_tasks(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError>;
     /// The ids of `pending` and `processing` tasks, oldest first (start-up recovery).
     async fn unfinished_tasks(&self) -> Result<Vec<String>, MetaError>;
-    /// Claims the oldest `pending` task for `lease.node`: moves it to `processing` holding
-    /// `lease`, counts the attempt, sets `updated_at` to `now`, and returns it as stored;
-    /// `None` when no task is pending. Atomic with every other write of the task, so of
-    /// claimers racing (threads or nodes) each task goes to exactly one; PostgreSQL's losers
-    /// skip the locked row and take the next (`FOR UPDATE SKIP LOCKED`).
+    /// Claims a `pending` task for `lease.node`: moves it to `processing` holding `lease`,
+    /// counts the attempt, sets `updated_at` to `now`, and returns it as stored; `None` when
+    /// no task may be claimed. Which task ([`lease::ClaimChoice`]): among the pending tasks
+    /// not pinned to another node ([`TaskRecord::pinned_node`]), the oldest of the project
+    /// with the fewest `processing` tasks (of every node), skipping projects that have
+    /// `per_project` processing already; ties go to the oldest task. Claims are serialised
+    /// (a mutex; PostgreSQL: an advisory lock), so the cap holds under racing nodes, and
+    /// each claim is atomic with every other write of the task, so of claimers racing
+    /// (threads or nodes) each task goes to exactly one.
+    ///
+    /// The embedded stores answer by reading every unfinished task (the service does not
+    /// call it there: one process owns an embedded store and queues in memory); PostgreSQL
+    /// reads the partial indexes of pending and processing tasks.
     ///
     /// # Errors
     /// A backend, decoding or full-volume error (nothing claimed).
     async fn claim_task(
         &self,
         lease: &TaskLease,
+        per_project: u64,
         now: Timestamp,
     ) -> Result<Option<TaskRecord>, MetaError>;
     /// Extends the lease of task `id` to `until` if `node` holds it and the task is still
@@ -518,6 +533,24 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
         })
         .await?;
         Ok(usage)
+    }
+    /// What waits and runs, for the admission caps on a shared store: the `pending` tasks of
+    /// every project, and `owner`'s `pending` and `processing` tasks (of every node), each
+    /// counted up to `max` (a count stops at the cap it is checked against).
+    ///
+    /// This default reads every unfinished task (the embedded stores, where the service does
+    /// not ask: their queue is in memory); PostgreSQL counts from its partial indexes.
+    ///
+    /// # Errors
+    /// A backend or decoding error.
+    async fn queued_tasks(&self, owner: &str, max: u64) -> Result<QueuedTasks, MetaError> {
+        let mut counts = QueuedTasks::default();
+        for id in self.unfinished_tasks().await? {
+            if let Some(task) = self.get_task(&id).await? {
+                counts.count(&task, owner, max);
+            }
+        }
+        Ok(counts)
     }
 }
 
@@ -804,6 +837,9 @@ pub async fn conformance_suite(store: &dyn MetaStore) {
 
     // Claims, renewals and expired leases (clears the tasks first).
     conformance_leases::leases(store).await;
+
+    // Which task a claim takes: fairness, pinning, the cap, racing claimers.
+    conformance_claims::claims(store).await;
 }
 
 /// A plausible pending import task with id `id` (for tests and [`conformance_suite`]).
@@ -828,6 +864,7 @@ pub fn sample_task(id: &str) -> TaskRecord {
         user_id: Some("admin".to_owned()),
         lease: None,
         attempts: 0,
+        pinned_node: None,
     }
 }
 

@@ -25,8 +25,8 @@ use tokio_postgres::{NoTls, Row};
 use super::members::{AddMember, MemberRecord};
 use super::{
     check_task_move, index, lease, plan_transition, Decision, ImageQuery, ImageRecord, ImageStatus,
-    MetaError, MetaStore, Step, TaskLease, TaskQuery, TaskRecord, TaskSummary, Timestamp,
-    Transition,
+    MetaError, MetaStore, QueuedTasks, Step, TaskLease, TaskQuery, TaskRecord, TaskSummary,
+    Timestamp, Transition,
 };
 
 mod leases;
@@ -147,10 +147,11 @@ fn to_i64(n: usize) -> i64 {
 }
 
 const UPSERT_TASK: &str = "INSERT INTO tasks
-     (id, owner, status, created_at, expires_at, image_id, summary, record, lease_until)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+     (id, owner, status, created_at, expires_at, image_id, summary, record, lease_until,
+      pinned_node)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
      ON CONFLICT (id) DO UPDATE SET owner = $2, status = $3, created_at = $4, expires_at = $5,
-         image_id = $6, summary = $7, record = $8, lease_until = $9";
+         image_id = $6, summary = $7, record = $8, lease_until = $9, pinned_node = $10";
 const UPSERT_IMAGE: &str = "INSERT INTO images (id, owner, visibility, created_at, record)
      VALUES ($1, $2, $3, $4, $5)
      ON CONFLICT (id) DO UPDATE SET owner = $2, visibility = $3, created_at = $4, record = $5";
@@ -172,6 +173,7 @@ async fn write_task(
             &Json(&summary),
             &Json(task),
             &lease::indexed_until(task),
+            &task.pinned_node,
         ],
     )
     .await
@@ -442,11 +444,12 @@ impl MetaStore for PgMeta {
     async fn claim_task(
         &self,
         lease: &TaskLease,
+        per_project: u64,
         now: Timestamp,
     ) -> Result<Option<TaskRecord>, MetaError> {
         let mut client = self.client().await?;
         let tx = begin(&mut client, "a claim").await?;
-        let out = leases::claim(&tx, lease, now).await;
+        let out = leases::claim(&tx, lease, per_project, now).await;
         commit(tx, "a claim", out).await
     }
 
@@ -474,6 +477,10 @@ impl MetaStore for PgMeta {
 
     async fn expired_leases(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
         leases::expired(&self.client().await?, now, max).await
+    }
+
+    async fn queued_tasks(&self, owner: &str, max: u64) -> Result<QueuedTasks, MetaError> {
+        leases::queued(&self.client().await?, owner, max).await
     }
 
     async fn unfinished_tasks(&self) -> Result<Vec<String>, MetaError> {

@@ -38,7 +38,7 @@ use rocksdb::{
 use super::codec::{self, Record};
 use super::index::{self, IndexEntry};
 use super::keys::{self, Table, INDEX_PREFIX, INDEX_VERSION, SCHEMA_KEY};
-use super::lease::{claimed, may_take_back, renewed};
+use super::lease::{claimed, may_take_back, renewed, ClaimChoice, CLAIM_TRIES};
 use super::members::{AddMember, MemberRecord};
 use super::query::{self, Entries, IndexSource};
 use super::{
@@ -77,6 +77,8 @@ pub struct RocksMeta {
     db: DB,
     path: PathBuf,
     locks: Vec<Mutex<()>>,
+    /// Serialises claims, so the per-project cap counts every other claim.
+    claims: Mutex<()>,
 }
 
 impl RocksMeta {
@@ -101,6 +103,7 @@ impl RocksMeta {
             db,
             path: dir.to_path_buf(),
             locks: (0..WRITE_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            claims: Mutex::new(()),
         }
     }
 
@@ -470,23 +473,38 @@ impl RocksMeta {
         self.write(&format!("task {}", task.id), batch)
     }
 
-    /// [`super::MetaStore::claim_task`], blocking: the unfinished index from a snapshot,
-    /// oldest first; each candidate re-read and claimed under its write lock, so a task
-    /// another claimer took since the snapshot is skipped.
+    /// [`super::MetaStore::claim_task`], blocking, under the claim mutex: the unfinished
+    /// tasks from a snapshot, the choice among them ([`ClaimChoice`]), the chosen task
+    /// re-read and claimed under its write lock; one that moved since the snapshot (deleted,
+    /// failed) makes the claim choose again.
     pub fn claim_task(
         &self,
         lease: &TaskLease,
+        per_project: u64,
         now: Timestamp,
     ) -> Result<Option<TaskRecord>, MetaError> {
-        query::first_unfinished(&self.snapshot(), &mut |id| {
-            let _locked = self.lock(&[id])?;
-            let current: Option<TaskRecord> = self.get(Table::Tasks, id)?;
-            let Some(task) = current.as_ref().and_then(|t| claimed(t, lease, now)) else {
+        let _claiming = self
+            .claims
+            .lock()
+            .map_err(|_| MetaError::Backend("claim lock poisoned by a panic".to_owned()))?;
+        for _ in 0..CLAIM_TRIES {
+            let mut choice = ClaimChoice::new(&lease.node, per_project);
+            for id in query::unfinished_tasks(&self.snapshot())? {
+                if let Some(task) = self.get::<TaskRecord>(Table::Tasks, &id)? {
+                    choice.offer(&task);
+                }
+            }
+            let Some(id) = choice.chosen() else {
                 return Ok(None);
             };
-            self.put_task_locked(current.as_ref(), &task)?;
-            Ok(Some(task))
-        })
+            let _locked = self.lock(&[id])?;
+            let current: Option<TaskRecord> = self.get(Table::Tasks, id)?;
+            if let Some(task) = current.as_ref().and_then(|t| claimed(t, lease, now)) {
+                self.put_task_locked(current.as_ref(), &task)?;
+                return Ok(Some(task));
+            }
+        }
+        Ok(None)
     }
 
     /// [`super::MetaStore::renew_lease`], blocking.

@@ -108,12 +108,17 @@ where
     }
     // Below the free-space reserve the import could only fail: refuse it up front.
     state.store.space().check_import(0)?;
+    crate::quota::admit_queued(state, &ctx.project_id).await?;
 
-    let task = tasks::new_task(
+    let mut task = tasks::new_task(
         ctx,
         API_IMAGE_IMPORT,
         json!({"image_id": image.id, "import_req": request_body, "backend": [null]}),
     );
+    if method == ImportMethod::GlanceDirect {
+        // The stage is in this node's data directory: no other node may claim the task.
+        task.pinned_node.clone_from(&config.node_id);
+    }
     state.meta.put_task(&task).await?;
     let locked = lock(
         api,

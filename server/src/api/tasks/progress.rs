@@ -11,13 +11,17 @@ use crate::executor::QueuePosition;
 use crate::meta::{TaskRecord, TaskStatus};
 
 /// The live `progress` of `task` while it waits (its queue place) or runs (its counters);
-/// `None` once it is final, or while pending but not queued (being requeued at start).
+/// `None` once it is final, while pending but not queued (being requeued at start; on a
+/// shared store, always: it waits in the database), and on a shared store while another
+/// node runs it (the counters are that node's).
 pub(super) fn live_json(api: &Api, task: &TaskRecord) -> Option<Value> {
     let executor = &api.state.executor;
     match task.status {
-        TaskStatus::Processing => Some(running_json(
-            &executor.progress(&task.id).unwrap_or_default(),
-        )),
+        TaskStatus::Processing => match executor.progress(&task.id) {
+            Some(progress) => Some(running_json(&progress)),
+            None if api.state.meta.is_shared() => None,
+            None => Some(running_json(&Progress::default())),
+        },
         TaskStatus::Pending => executor.queue_position(&task.id).map(queued_json),
         TaskStatus::Success | TaskStatus::Failure => None,
     }

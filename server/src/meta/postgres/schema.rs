@@ -16,7 +16,9 @@ const MIGRATION_LOCK: i64 = 0x736c_7569_6365_6d67;
 
 /// The migrations; `MIGRATIONS[n]` takes the schema from version `n` to `n + 1`. Never edit
 /// one that has shipped: append. 2: leases (`lease_until`, set only while a task is
-/// `processing` with a lease; the pending tasks' index the claim reads).
+/// `processing` with a lease; the pending tasks' index the claim reads). 3: claims across
+/// nodes (`pinned_node`; per project, the pending tasks by age and the processing ones, the
+/// two indexes the claim's choice reads).
 pub(super) const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE tasks (
@@ -58,6 +60,11 @@ ALTER TABLE tasks ADD COLUMN lease_until bigint;
 CREATE INDEX tasks_by_lease ON tasks (lease_until, id)
     WHERE status = 'processing' AND lease_until IS NOT NULL;
 CREATE INDEX tasks_pending ON tasks (created_at, id) WHERE status = 'pending';
+"#,
+    r#"
+ALTER TABLE tasks ADD COLUMN pinned_node text COLLATE "C";
+CREATE INDEX tasks_pending_by_owner ON tasks (owner, created_at, id) WHERE status = 'pending';
+CREATE INDEX tasks_processing_by_owner ON tasks (owner) WHERE status = 'processing';
 "#,
 ];
 

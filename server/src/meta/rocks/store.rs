@@ -81,9 +81,10 @@ impl MetaStore for RocksMeta {
     async fn claim_task(
         &self,
         lease: &TaskLease,
+        per_project: u64,
         now: Timestamp,
     ) -> Result<Option<TaskRecord>, MetaError> {
-        blocking(|| RocksMeta::claim_task(self, lease, now))
+        blocking(|| RocksMeta::claim_task(self, lease, per_project, now))
     }
 
     async fn renew_lease(&self, id: &str, node: &str, until: Timestamp) -> Result<bool, MetaError> {
