@@ -549,9 +549,10 @@ fn test_keystone_openstack_cli_and_sdk_with_clouds_yaml() {
     .expect("clouds.yaml");
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).expect("home");
-    let run_openstack = |cloud: &str, env: &[(&str, String)], args: &[&str]| {
+    // `cloud` from clouds.yaml, or (None) the credentials in `env`.
+    let run_openstack = |cloud: Option<&str>, env: &[(&str, String)], args: &[&str]| {
         Command::new(venv_bin("openstack"))
-            .args(["--os-cloud", cloud])
+            .args(cloud.map(|c| ["--os-cloud", c]).into_iter().flatten())
             .args(args)
             .env("OS_CLIENT_CONFIG_FILE", &clouds)
             .env("HOME", &home)
@@ -561,7 +562,7 @@ fn test_keystone_openstack_cli_and_sdk_with_clouds_yaml() {
             .output()
             .expect("running openstack")
     };
-    let openstack_in = |cloud: &str, env: &[(&str, String)], args: &[&str]| {
+    let openstack_in = |cloud: Option<&str>, env: &[(&str, String)], args: &[&str]| {
         let out = run_openstack(cloud, env, args);
         assert!(
             out.status.success(),
@@ -571,7 +572,7 @@ fn test_keystone_openstack_cli_and_sdk_with_clouds_yaml() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let openstack = |args: &[&str]| openstack_in("ks", &[], args);
+    let openstack = |args: &[&str]| openstack_in(Some("ks"), &[], args);
     let created: Value = serde_json::from_str(&openstack(&[
         "image",
         "create",
@@ -622,21 +623,37 @@ fn test_keystone_openstack_cli_and_sdk_with_clouds_yaml() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
 
-    // Not in the catalog yet: `ks-catalog` finds no image service, unless told where it is.
-    let unregistered = run_openstack("ks-catalog", &[], &["image", "list"]);
+    // Not in the catalog yet: credentials in the environment find no image service, unless
+    // `OS_IMAGE_ENDPOINT_OVERRIDE` says where it is; once registered, the catalog does.
+    let mut env: Vec<(&str, String)> = [
+        ("OS_AUTH_URL", format!("{}/v3", keystone.url)),
+        ("OS_IDENTITY_API_VERSION", "3".to_owned()),
+        ("OS_USERNAME", "alpha-member".to_owned()),
+        ("OS_PASSWORD", "pw-alpha-member".to_owned()),
+        ("OS_PROJECT_NAME", "alpha".to_owned()),
+        ("OS_USER_DOMAIN_NAME", "Default".to_owned()),
+        ("OS_PROJECT_DOMAIN_NAME", "Default".to_owned()),
+    ]
+    .into();
+    let list = ["image", "list", "-f", "json"];
+    let unregistered = run_openstack(None, &env, &list);
     assert!(
         !unregistered.status.success(),
         "found without a catalog entry"
     );
-    let overridden = [(
+    let mut overridden = env.clone();
+    overridden.push((
         "OS_IMAGE_ENDPOINT_OVERRIDE",
         format!("http://{}", server.addr),
-    )];
-    let listed = openstack_in("ks-catalog", &overridden, &["image", "list", "-f", "json"]);
+    ));
+    let listed = openstack_in(None, &overridden, &list);
     assert!(listed.contains(&id), "{listed}");
     keystone.register_image_endpoint(&format!("http://{}", server.addr));
-    let listed = openstack_in("ks-catalog", &[], &["image", "list", "-f", "json"]);
-    assert!(listed.contains(&id), "{listed}");
+    env.push(("OS_REGION_NAME", "RegionOne".to_owned()));
+    for (cloud, env) in [(None, &env[..]), (Some("ks-catalog"), &[][..])] {
+        let listed = openstack_in(cloud, env, &list);
+        assert!(listed.contains(&id), "{cloud:?}: {listed}");
+    }
 }
 
 /// `sluice serve` with `args`; it must exit non-zero before listening. Returns its stderr.
