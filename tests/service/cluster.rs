@@ -30,7 +30,7 @@ pub(super) const LEASE_SECS: u64 = MIN_LEASE_SECS;
 const SWEEP_INTERVAL_SECS: u64 = 1;
 
 /// How long a state the test waits for (a lease, an upload in the bucket) may take.
-const SETTLE_DEADLINE: Duration = Duration::from_secs(30);
+pub(super) const SETTLE_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Connections of the test's own view into the database.
 const PROBE_POOL: usize = 2;
@@ -52,12 +52,17 @@ impl Cluster {
     /// migrations at start), their configuration in `dir`; imports are allowed from the
     /// file servers this test started before.
     pub fn start(dir: &Path) -> Cluster {
+        Cluster::start_with(dir, "")
+    }
+
+    /// [`Cluster::start`] with `s3_extra` (TOML lines) added to the nodes' `[store.s3]`.
+    pub fn start_with(dir: &Path, s3_extra: &str) -> Cluster {
         let pg = PgCluster::start();
         let url = pg.database("cluster");
         let (_config, s3_file, probe) = s3_setup(dir);
         let s3 = std::fs::read_to_string(&s3_file).expect("s3 config");
         let toml = format!(
-            "sweep_interval_secs = {SWEEP_INTERVAL_SECS}\nlease_secs = {LEASE_SECS}\n{s3}\
+            "sweep_interval_secs = {SWEEP_INTERVAL_SECS}\nlease_secs = {LEASE_SECS}\n{s3}{s3_extra}\
              [meta]\nkind = \"postgres\"\n[meta.postgres]\nurl = \"{url}\"\n"
         );
         let file = dir.join("cluster.toml");

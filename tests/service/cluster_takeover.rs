@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use sluice_pipeline::store::s3::MIN_PART_SIZE;
 use sluice_server::meta::TaskStatus;
 
-use super::cluster::{assert_served, listed, put_file, Cluster, LEASE_SECS};
+use super::cluster::{assert_served, listed, put_file, Cluster, LEASE_SECS, SETTLE_DEADLINE};
 use super::harness::{import_input, raw_disk, FileServer, Serve, ADMIN};
 use super::s3::object;
 use crate::common::{read, scratch};
@@ -35,10 +35,19 @@ const SLOW: &str = "slow.raw";
 /// bytes, once a multipart upload of it is open: the cluster, the source, the task id and
 /// the index of the node running it.
 fn stalled_import(dir: &Path, name: &str) -> (Cluster, FileServer, String, usize) {
+    stalled_import_with(dir, name, "")
+}
+
+/// [`stalled_import`] with `s3_extra` in the nodes' `[store.s3]`.
+fn stalled_import_with(
+    dir: &Path,
+    name: &str,
+    s3_extra: &str,
+) -> (Cluster, FileServer, String, usize) {
     raw_disk(dir, SLOW, SOURCE_SIZE, 6);
     let files = FileServer::start(dir);
     files.set(SLOW, Serve::StallAfter(SENT_BEFORE_STALL));
-    let cluster = Cluster::start(dir);
+    let cluster = Cluster::start_with(dir, s3_extra);
     let task = cluster.nodes[0].create_task(import_input(&files.url(SLOW), "raw", name));
     let id = task["id"].as_str().expect("task id").to_owned();
     let holder = cluster.holder(&id);
@@ -118,6 +127,38 @@ fn test_cluster_kill_9_of_the_importing_node_another_node_finishes_the_import() 
     // Taken back by exactly one live node's sweep.
     let taken = cluster.logged(&["lease ran out", &task_id]);
     assert_eq!(taken.len(), 1, "{taken:?}\n{}", cluster.logs());
+}
+
+/// Seconds after which an unfinished upload counts as abandoned in
+/// [`test_cluster_dead_node_never_back_its_upload_aborted_by_a_live_nodes_sweep`]: longer
+/// than any upload of the test runs, short enough to wait for.
+const ABANDON_AFTER_SECS: u64 = 6;
+
+/// The node running an import dies and never comes back: the multipart upload it left is
+/// aborted by a live node's periodic sweep once older than `abandon_after_secs`, not only
+/// by some node's next start.
+#[test]
+fn test_cluster_dead_node_never_back_its_upload_aborted_by_a_live_nodes_sweep() {
+    let dir = scratch();
+    let extra = format!("abandon_after_secs = {ABANDON_AFTER_SECS}\n");
+    let (mut cluster, files, task_id, holder) = stalled_import_with(dir.path(), "orphan", &extra);
+    files.set(SLOW, Serve::Whole);
+    cluster.nodes[holder].kill9();
+    let done = cluster.nodes[(holder + 1) % 3].wait_task(&task_id);
+    assert_eq!(done["status"], "success", "{done}\n{}", cluster.logs());
+    let image_id = done["result"]["image_id"].as_str().expect("image id");
+    let deadline = Instant::now() + Duration::from_secs(ABANDON_AFTER_SECS) + SETTLE_DEADLINE;
+    while !cluster.uploads().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the dead node's upload was never aborted: {:?}\n{}",
+            cluster.uploads(),
+            cluster.logs()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(cluster.objects(), [image_id]);
+    assert!(!cluster.nodes[holder].is_running());
 }
 
 /// Every node dies while one runs an import; once its lease has run out, the two others
