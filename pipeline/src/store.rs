@@ -221,6 +221,18 @@ pub trait Store: fmt::Debug + Send + Sync {
     /// [`StoreError::Opening`] when the leftovers cannot be listed or removed.
     fn sweep(&self) -> Result<usize, StoreError>;
 
+    /// Removes what writers of nodes that are gone left in a store several nodes share;
+    /// returns how many leftovers were removed. Safe while this node's writers run, so a
+    /// live node calls it periodically (a node that dies and never starts again has no
+    /// [`Store::sweep`] of its own). A store only one node writes has nothing of others':
+    /// the default removes nothing.
+    ///
+    /// # Errors
+    /// [`StoreError::Opening`] when the leftovers cannot be listed or removed.
+    fn sweep_abandoned(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+
     /// The local directory for scratch data that dies with its process: a conversion's spill
     /// (unnamed files, removed by the OS when closed).
     fn scratch_dir(&self) -> &Path;
@@ -258,6 +270,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn sweep(&self) -> Result<usize, StoreError> {
         (**self).sweep()
+    }
+
+    fn sweep_abandoned(&self) -> Result<usize, StoreError> {
+        (**self).sweep_abandoned()
     }
 
     fn scratch_dir(&self) -> &Path {

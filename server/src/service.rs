@@ -494,8 +494,9 @@ async fn watch_storage(state: AppState, meta: Option<Arc<GuardedMeta>>, mut reco
 }
 
 /// Takes back tasks whose lease ran out (a shared store: [`takeover::sweep_once`]), deletes
-/// tasks whose `expires_at` has passed, and staged data older than `staging_ttl_secs`,
-/// every `sweep_interval_secs`.
+/// tasks whose `expires_at` has passed, aborts uploads abandoned by nodes that are gone
+/// ([`sweep_abandoned`]), and deletes staged data older than `staging_ttl_secs`, every
+/// `sweep_interval_secs`.
 async fn sweep_expired(state: AppState) {
     let period = Duration::from_secs(state.config.sweep_interval_secs.max(1));
     let mut tick = tokio::time::interval(period);
@@ -519,6 +520,7 @@ async fn sweep_expired(state: AppState) {
             Ok(n) => tracing::info!(tasks = n, "deleted expired tasks"),
             Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
         }
+        sweep_abandoned(&state).await;
         let ttl = state.config.staging_ttl_secs;
         let expired = (state.staging)
             .expire(state.meta.as_ref(), ttl, imports::now())
@@ -528,6 +530,22 @@ async fn sweep_expired(state: AppState) {
             Ok(n) => tracing::info!(stages = n, "removed expired staged data"),
             Err(e) => tracing::error!(error = %e, "staging expiry sweep failed"),
         }
+    }
+}
+
+/// Removes what writers of nodes that are gone left in a shared image store
+/// ([`Store::sweep_abandoned`]: an object store's unfinished uploads older than
+/// `abandon_after_secs`), so a node that dies and never starts again leaves no upload behind.
+async fn sweep_abandoned(state: &AppState) {
+    let store = Arc::clone(&state.store);
+    match tokio::task::spawn_blocking(move || store.sweep_abandoned()).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::warn!(
+            uploads = n,
+            "aborted unfinished uploads abandoned by nodes that did not come back"
+        ),
+        Ok(Err(e)) => tracing::error!(error = %e, "abandoned upload sweep failed"),
+        Err(e) => tracing::error!(error = %e, "abandoned upload sweep panicked"),
     }
 }
 

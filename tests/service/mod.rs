@@ -2,6 +2,9 @@
 //! made by qemu-img, plain HTTP from Rust and the real OpenStack Python clients.
 
 mod clients;
+mod cluster;
+mod cluster_clients;
+mod cluster_takeover;
 mod conversion;
 mod crash;
 mod create_errors;

@@ -21,7 +21,7 @@ const SETTLE_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A fresh prefix on the shared Garage, the TOML that points `sluice serve` at it (in
 /// `dir`), and a store of the test's own to look into the bucket.
-fn s3_setup(dir: &Path) -> (S3Config, std::path::PathBuf, S3Store) {
+pub(super) fn s3_setup(dir: &Path) -> (S3Config, std::path::PathBuf, S3Store) {
     let config = garage::shared().config();
     let toml = format!(
         "[store]\nkind = \"s3\"\n[store.s3]\nendpoint = \"{}\"\nregion = \"{}\"\n\
@@ -51,7 +51,7 @@ fn image(server: &Server, id: &str) -> Value {
 }
 
 /// The committed object of `id`, read through the test's own store.
-fn object(probe: &S3Store, id: &str) -> Option<Vec<u8>> {
+pub(super) fn object(probe: &S3Store, id: &str) -> Option<Vec<u8>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

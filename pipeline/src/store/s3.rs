@@ -22,7 +22,8 @@
 //! its local disk (`<scratch>/uploads/<id>`), and [`Store::sweep`] at the next start aborts
 //! exactly those (O(leftovers), never a listing of the bucket), so one node's start never
 //! touches another node's uploads. Uploads of a node that never comes back are aborted by
-//! any node's sweep once they are older than [`S3Config::abandon_after`]: that pass asks
+//! any live node's periodic [`Store::sweep_abandoned`] (and any node's start-up sweep) once
+//! they are older than [`S3Config::abandon_after`]: that pass asks
 //! `ListMultipartUploads` under the prefix, which lists unfinished uploads only, not the
 //! stored images. [`Store::delete`] also aborts unfinished uploads of its exact key.
 //!
@@ -626,8 +627,16 @@ impl Store for S3Store {
     /// Local scratch files, then this node's journal of unfinished uploads, then uploads of
     /// any node older than [`S3Config::abandon_after`].
     fn sweep(&self) -> Result<usize, StoreError> {
-        let mut removed = self.scratch.sweep()?;
-        removed = removed.saturating_add(self.sweep_journal()?);
+        let removed = self.scratch.sweep()?;
+        let removed = removed.saturating_add(self.sweep_journal()?);
+        Ok(removed.saturating_add(self.sweep_abandoned()?))
+    }
+
+    /// Uploads of any node older than [`S3Config::abandon_after`] (one
+    /// `ListMultipartUploads` pass under the prefix: unfinished uploads only, never the
+    /// stored images).
+    fn sweep_abandoned(&self) -> Result<usize, StoreError> {
+        let mut removed = 0usize;
         let now = SystemTime::now();
         for upload in self.list_uploads(&self.config.prefix)? {
             let abandoned = upload

@@ -125,6 +125,29 @@ async fn test_s3_store_sweep_aborts_abandoned_uploads_of_other_nodes() {
     assert!(other.unfinished_uploads().unwrap().is_empty());
 }
 
+/// The pass every live node runs periodically: another node's upload older than
+/// `abandon_after` is aborted; a young one (this node's import in flight) is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_s3_store_sweep_abandoned_aborts_only_uploads_older_than_abandon_after() {
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = store(one.path(), |_| {});
+    let mut writer = first.begin("in-flight", Access::Append).unwrap();
+    writer.append(&pattern(MIN_PART_SIZE)).unwrap();
+    assert_eq!(
+        first.sweep_abandoned().unwrap(),
+        0,
+        "a young upload is kept"
+    );
+    assert_eq!(first.unfinished_uploads().unwrap().len(), 1);
+    let mut config = first.config().clone();
+    config.abandon_after = Duration::ZERO;
+    let other = S3Store::open(config, two.path(), Reserve::Bytes(0)).unwrap();
+    assert_eq!(other.sweep_abandoned().unwrap(), 1);
+    assert!(other.unfinished_uploads().unwrap().is_empty());
+    assert!(writer.commit().is_err(), "its upload was aborted");
+    assert!(first.open("in-flight").await.unwrap().is_none());
+}
+
 /// Deleting an image while its upload runs aborts the upload: the commit then fails and
 /// nothing is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
