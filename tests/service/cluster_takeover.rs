@@ -104,7 +104,12 @@ fn assert_finished_once(
     assert_eq!(cluster.objects(), [image_id]);
 
     cluster.nodes[dead].restart();
-    assert!(cluster.uploads().is_empty(), "{:?}", cluster.uploads());
+    assert!(
+        cluster.uploads().is_empty(),
+        "{:?} (image {image_id})\n{}",
+        cluster.uploads(),
+        cluster.logs()
+    );
     let scratch = cluster.nodes[dead].files_under("s3-scratch");
     assert!(scratch.is_empty(), "{scratch:?}");
     assert_eq!(cluster.objects(), [image_id]);
