@@ -19,8 +19,10 @@
 //! # No orphans
 //! A writer that is aborted, dropped or fails aborts its upload. A crash leaves an
 //! unfinished upload, never an object; each node notes the uploads it starts in a journal on
-//! its local disk (`<scratch>/uploads/<id>`), and [`Store::sweep`] at the next start aborts
-//! exactly those (O(leftovers), never a listing of the bucket), so one node's start never
+//! its local disk (`<scratch>/uploads/<id>`: the key before `CreateMultipartUpload`, the
+//! upload id once it is answered), and [`Store::sweep`] at the next start aborts exactly
+//! those (a key-only entry: that key's uploads created within five minutes of it;
+//! O(leftovers), never a listing of the bucket), so one node's start never
 //! touches another node's uploads. Uploads of a node that never comes back are aborted by
 //! any live node's periodic [`Store::sweep_abandoned`] (and any node's start-up sweep) once
 //! they are older than [`S3Config::abandon_after`]: that pass asks
@@ -443,15 +445,45 @@ impl S3Store {
         for entry in std::fs::read_dir(&self.journal).map_err(err)? {
             let path = entry.map_err(err)?.path();
             let text = std::fs::read_to_string(&path).map_err(err)?;
-            if let Some((key, upload_id)) = text.trim_end().split_once('\n') {
-                self.abort_upload(key, upload_id)?;
+            let mut lines = text.lines();
+            match (lines.next(), lines.next()) {
+                (Some(key), Some(upload_id)) => self.abort_upload(key, upload_id)?,
+                // Noted before its upload was created: abort what that create made.
+                (Some(key), None) if key.starts_with(&self.config.prefix) => {
+                    let noted = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .map_err(err)?;
+                    self.abort_uploads_of(key, noted)?;
+                }
+                _ => {}
             }
             std::fs::remove_file(&path).map_err(err)?;
             removed = removed.saturating_add(1);
         }
         Ok(removed)
     }
+
+    /// Aborts the uploads of exactly `key` that were created by the time a create started at
+    /// `noted` could have finished ([`CREATE_WINDOW`]): the one a crash left unnoted. (No
+    /// other node writes the same key meanwhile: an image has one writer at a time, and a
+    /// legacy import's every run has an id of its own; the bound keeps a later writer of the
+    /// key safe all the same.)
+    fn abort_uploads_of(&self, key: &str, noted: SystemTime) -> Result<(), StoreError> {
+        let until = noted + CREATE_WINDOW;
+        for upload in self.list_uploads(key)? {
+            let created_then = upload.initiated.is_none_or(|t| t <= until);
+            if upload.key == key && created_then {
+                tracing::warn!(key, "aborting a multipart upload whose id was never noted");
+                self.abort_upload(&upload.key, &upload.upload_id)?;
+            }
+        }
+        Ok(())
+    }
 }
+
+/// How long after the journal noted a key its `CreateMultipartUpload` may have been answered
+/// (the request and its retries): what [`S3Store::sweep`] aborts for a key-only entry.
+const CREATE_WINDOW: Duration = Duration::from_secs(300);
 
 /// One unfinished multipart upload.
 #[derive(Debug)]

@@ -109,6 +109,33 @@ async fn test_s3_store_sweep_aborts_own_leftovers_only() {
     assert!(restarted.open("crashed").await.unwrap().is_none());
 }
 
+/// A crash between creating an upload and noting its id leaves only the entry written
+/// before the create (the key alone): the next sweep aborts that key's uploads, and only that
+/// key's (found by a `kill -9` in `tests/service/cluster_takeover.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_s3_store_sweep_aborts_upload_created_before_its_id_was_noted() {
+    let (dir, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = store(dir.path(), |_| {});
+    let config = first.config().clone();
+    let second = S3Store::open(config.clone(), two.path(), Reserve::Bytes(0)).unwrap();
+    let mut other = second.begin("other-live", Access::Append).unwrap();
+    other.append(&pattern(MIN_PART_SIZE + 1)).unwrap();
+    let key = first.key("crashed").unwrap();
+    std::fs::write(first.journal.join("crashed"), format!("{key}\n")).unwrap();
+    let req = (first.io.client.create_multipart_upload())
+        .bucket(&*first.io.bucket)
+        .key(&key)
+        .send();
+    first.io.wait(req).unwrap().unwrap();
+    assert_eq!(first.unfinished_uploads().unwrap().len(), 2);
+    let restarted = S3Store::open(config, dir.path(), Reserve::Bytes(0)).unwrap();
+    assert_eq!(restarted.sweep_journal().unwrap(), 1);
+    let left = restarted.unfinished_uploads().unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].contains("other-live"), "{left:?}");
+    other.abort();
+}
+
 /// Uploads older than `abandon_after` (a node that never came back) are aborted by any
 /// node's sweep.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,6 +102,9 @@ impl S3Writer {
         if let Some(upload) = &self.upload {
             return Ok(upload.clone());
         }
+        // The key is noted before the upload exists: a crash between its creation and the
+        // note of its id below leaves this entry, and the sweep aborts the key's uploads.
+        std::fs::write(&self.journal, format!("{}\n", self.key))?;
         let req = self
             .io
             .client
@@ -118,9 +121,11 @@ impl S3Writer {
             .ok_or_else(|| io::Error::other("CreateMultipartUpload: no upload id"))?
             .to_owned();
         self.upload = Some(upload.clone());
-        // Noted before any part is sent: a crash from here on leaves an entry the next
-        // sweep aborts.
-        std::fs::write(&self.journal, format!("{}\n{upload}\n", self.key))?;
+        // Its id, noted before any part is sent, in place of the key-only entry (one rename:
+        // the entry is always one of the two).
+        let noting = self.journal.with_extension("new");
+        std::fs::write(&noting, format!("{}\n{upload}\n", self.key))?;
+        std::fs::rename(&noting, &self.journal)?;
         Ok(upload)
     }
 
