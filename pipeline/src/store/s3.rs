@@ -469,9 +469,13 @@ impl S3Store {
     /// legacy import's every run has an id of its own; the bound keeps a later writer of the
     /// key safe all the same.)
     fn abort_uploads_of(&self, key: &str, noted: SystemTime) -> Result<(), StoreError> {
-        let until = noted + CREATE_WINDOW;
+        // (A time past the clock's range: every upload was created by then.)
+        let until = noted.checked_add(CREATE_WINDOW);
         for upload in self.list_uploads(key)? {
-            let created_then = upload.initiated.is_none_or(|t| t <= until);
+            let created_then = match (upload.initiated, until) {
+                (Some(t), Some(until)) => t <= until,
+                _ => true,
+            };
             if upload.key == key && created_then {
                 tracing::warn!(key, "aborting a multipart upload whose id was never noted");
                 self.abort_upload(&upload.key, &upload.upload_id)?;
