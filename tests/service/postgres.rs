@@ -88,6 +88,26 @@ fn test_serve_on_postgres_bad_config_refused_before_listening() {
     }
 }
 
+/// A node `id` on the PostgreSQL database at `url` that polls for claims every 100 ms, with
+/// `extra` flags; no minimum rate (a stalled source holds its worker until the test lets it
+/// go).
+fn claiming_node(url: &str, id: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--meta",
+        "postgres",
+        "--meta-postgres-url",
+        url,
+        "--node-id",
+        id,
+        "--claim-interval-ms",
+        "100",
+        "--min-rate-bytes-per-sec",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
 /// Two nodes on one PostgreSQL, one worker each: a task received by node A runs on node B
 /// while A's worker is busy; a `glance-direct` import received by A (its stage is in A's
 /// data directory) is never claimed by the idle B, and runs on A once A's worker is free.
@@ -100,23 +120,7 @@ fn test_two_nodes_on_postgres_claim_each_others_tasks_but_not_another_nodes_stag
     let stalling = FileServer::start(dir.path());
     stalling.set("disk.qcow2", Serve::StallAfter(4096));
     let files = FileServer::start(dir.path());
-    let node = |id: &str| {
-        Server::start(&[
-            "--meta",
-            "postgres",
-            "--meta-postgres-url",
-            &url,
-            "--workers",
-            "1",
-            "--node-id",
-            id,
-            "--claim-interval-ms",
-            "100",
-            // The stalled source must hold its worker until the test lets it go.
-            "--min-rate-bytes-per-sec",
-            "0",
-        ])
-    };
+    let node = |id: &str| claiming_node(&url, id, &["--workers", "1"]);
     let a = node("node-a");
     // A's only worker is held by an import whose source stalls (B is not up yet).
     let held = a.create_task(import_input(&stalling.url("disk.qcow2"), "qcow2", "held"));
@@ -194,22 +198,8 @@ fn test_two_nodes_on_postgres_share_the_per_project_caps() {
     stalling.set("disk.qcow2", Serve::StallAfter(4096));
     let files = FileServer::start(dir.path());
     let node = |id: &str| {
-        Server::start(&[
-            "--meta",
-            "postgres",
-            "--meta-postgres-url",
-            &url,
-            "--node-id",
-            id,
-            "--claim-interval-ms",
-            "100",
-            "--min-rate-bytes-per-sec",
-            "0",
-            "--per-project-imports",
-            "1",
-            "--quota-tasks-waiting",
-            "1",
-        ])
+        let caps = ["--per-project-imports", "1", "--quota-tasks-waiting", "1"];
+        claiming_node(&url, id, &caps)
     };
     let a = node("node-a");
     let b = node("node-b");
