@@ -304,6 +304,25 @@ async fn add_member(
     Ok(AddMember::Added)
 }
 
+/// The `record` of the `kind` row `id` read by `sql`, a statement prepared once per
+/// connection, so that a status poll is one round trip.
+async fn read_record<T: serde::de::DeserializeOwned>(
+    client: &deadpool_postgres::Client,
+    sql: &str,
+    kind: &'static str,
+    id: &str,
+) -> Result<Option<T>, MetaError> {
+    let statement = client
+        .prepare_cached(sql)
+        .await
+        .map_err(|e| pg_error(&format!("preparing a {kind} read"), &e))?;
+    let row = client
+        .query_opt(&statement, &[&id])
+        .await
+        .map_err(|e| pg_error(&format!("reading {kind} {id}"), &e))?;
+    row.map(|r| decode(kind, &r, "record")).transpose()
+}
+
 #[async_trait::async_trait]
 impl MetaStore for PgMeta {
     async fn put_task(&self, task: &TaskRecord) -> Result<(), MetaError> {
@@ -312,16 +331,13 @@ impl MetaStore for PgMeta {
 
     async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, MetaError> {
         let client = self.client().await?;
-        // Prepared once per connection: a status poll is one round trip.
-        let statement = client
-            .prepare_cached("SELECT id, record FROM tasks WHERE id = $1")
-            .await
-            .map_err(|e| pg_error("preparing a task read", &e))?;
-        let row = client
-            .query_opt(&statement, &[&id])
-            .await
-            .map_err(|e| pg_error(&format!("reading task {id}"), &e))?;
-        row.map(|r| decode("task", &r, "record")).transpose()
+        read_record(
+            &client,
+            "SELECT id, record FROM tasks WHERE id = $1",
+            "task",
+            id,
+        )
+        .await
     }
 
     async fn delete_task(&self, id: &str) -> Result<(), MetaError> {
@@ -401,15 +417,13 @@ impl MetaStore for PgMeta {
 
     async fn get_image(&self, id: &str) -> Result<Option<ImageRecord>, MetaError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached("SELECT id, record FROM images WHERE id = $1")
-            .await
-            .map_err(|e| pg_error("preparing an image read", &e))?;
-        let row = client
-            .query_opt(&statement, &[&id])
-            .await
-            .map_err(|e| pg_error(&format!("reading image {id}"), &e))?;
-        row.map(|r| decode("image", &r, "record")).transpose()
+        read_record(
+            &client,
+            "SELECT id, record FROM images WHERE id = $1",
+            "image",
+            id,
+        )
+        .await
     }
 
     async fn delete_image(&self, id: &str) -> Result<(), MetaError> {
