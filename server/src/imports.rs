@@ -26,6 +26,7 @@ mod api_image;
 mod glance_direct;
 mod request;
 
+pub(crate) use api_image::release_image;
 pub use api_image::{cancel_for_deleted, API_IMAGE_IMPORT};
 pub use request::{min_rate, ImportRequest, ImportSource, InputError, LegacyImport};
 

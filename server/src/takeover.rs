@@ -171,11 +171,27 @@ pub async fn take_back(
     if !meta.take_back(&back, task.lease.as_ref()).await? {
         return Ok(TakenBack::Lost);
     }
-    Ok(if back.status == TaskStatus::Pending {
-        TakenBack::Requeued
-    } else {
-        TakenBack::Interrupted
-    })
+    if back.status == TaskStatus::Pending {
+        return Ok(TakenBack::Requeued);
+    }
+    release_image_of(meta, task).await;
+    Ok(TakenBack::Interrupted)
+}
+
+/// The image an interrupted interoperable import (`web-download`, `glance-direct`) was
+/// filling goes back to `queued`, as when such an import fails, instead of staying
+/// `importing` under the lock of a task that will never run again. A failure here is only
+/// logged: the task is already final, and deleting the image still works.
+async fn release_image_of(meta: &dyn MetaStore, task: &TaskRecord) {
+    if task.task_type != imports::API_IMAGE_IMPORT {
+        return;
+    }
+    let Some(image_id) = task.input.get("image_id").and_then(|v| v.as_str()) else {
+        return;
+    };
+    if let Err(e) = imports::release_image(meta, &task.id, image_id).await {
+        tracing::warn!(task_id = %task.id, image_id, error = %e, "returning the image of an interrupted import to queued failed");
+    }
 }
 
 /// Expired leases read per pass of [`sweep_once`]: bounds the sweep's memory whatever the
@@ -223,7 +239,7 @@ mod tests {
     use crate::meta::memory::MemoryMeta;
     use crate::meta::postgres::PgMeta;
     use crate::meta::testing_pg::PgCluster;
-    use crate::meta::{sample_task, TaskLease};
+    use crate::meta::{sample_task, ImageStatus, TaskLease, LOCK_PROPERTY};
 
     const TTL: i64 = 3600;
 
@@ -278,6 +294,41 @@ mod tests {
         );
         let failed = meta.get_task(&task.id).await.unwrap().unwrap();
         assert_eq!(failed.reason.as_deref(), Some(REASON_INTERRUPTED));
+    }
+
+    /// The image an interrupted interoperable import held goes back to `queued` with its
+    /// lock dropped, as after a failed import; an image locked by another task is left alone.
+    #[tokio::test]
+    async fn test_take_back_interoperable_import_returns_its_image_to_queued() {
+        let meta = MemoryMeta::new();
+        let mut task = processing(11, imports::API_IMAGE_IMPORT, None);
+        let mut other = processing(12, imports::API_IMAGE_IMPORT, None);
+        for (t, image_id, holder) in [
+            (
+                &mut task,
+                "img-mine",
+                "00000000-0000-4000-8000-000000000011",
+            ),
+            (&mut other, "img-theirs", "someone-else"),
+        ] {
+            t.input = serde_json::json!({ "image_id": image_id });
+            meta.put_task(t).await.unwrap();
+            let mut image = crate::meta::sample_image(image_id);
+            image.status = ImageStatus::Importing;
+            (image.properties).insert(LOCK_PROPERTY.to_owned(), holder.to_owned());
+            meta.put_image(&image).await.unwrap();
+        }
+        for t in [&task, &other] {
+            assert_eq!(
+                take_back(&meta, t, 0, 3, TTL).await.unwrap(),
+                TakenBack::Interrupted
+            );
+        }
+        let mine = meta.get_image("img-mine").await.unwrap().unwrap();
+        assert_eq!(mine.status, ImageStatus::Queued);
+        assert!(!mine.properties.contains_key(LOCK_PROPERTY), "{mine:?}");
+        let theirs = meta.get_image("img-theirs").await.unwrap().unwrap();
+        assert_eq!(theirs.status, ImageStatus::Importing);
     }
 
     /// In a shared store only an ended lease proves a node dead: another node's running

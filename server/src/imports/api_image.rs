@@ -21,7 +21,8 @@ use super::{
 };
 use crate::api::tasks::UriUse;
 use crate::meta::{
-    Decision, ImageRecord, ImageStatus, TaskRecord, TaskStatus, Transition, LOCK_PROPERTY,
+    Decision, ImageRecord, ImageStatus, MetaError, MetaStore, TaskRecord, TaskStatus, Transition,
+    LOCK_PROPERTY,
 };
 use crate::state::AppState;
 
@@ -247,6 +248,38 @@ async fn commit(
     Err(refused)
 }
 
+/// Returns image `image_id` to `queued` if task `task_id` still holds its import lock: data
+/// fields cleared, lock dropped, Glance's failed-import properties set. A failed import does
+/// it, and so does the take-back of an import whose node died ([`crate::takeover`]).
+///
+/// # Errors
+/// A metadata error (nothing written).
+pub(crate) async fn release_image(
+    meta: &dyn MetaStore,
+    task_id: &str,
+    image_id: &str,
+) -> Result<Transition, MetaError> {
+    meta.transition_image(
+        image_id,
+        &[ImageStatus::Queued, ImageStatus::Importing],
+        &mut |image| {
+            if !locked_by(image, task_id) {
+                return Decision::Keep;
+            }
+            image.status = ImageStatus::Queued;
+            image.forget_data();
+            image.properties.remove(LOCK_PROPERTY);
+            image
+                .properties
+                .insert(IMPORTING_TO_STORES.into(), String::new());
+            image.properties.insert(FAILED_IMPORT.into(), String::new());
+            image.updated_at = now();
+            Decision::Write
+        },
+    )
+    .await
+}
+
 /// Returns the image to `queued` (if this task still holds it) and words the failure: a
 /// stop of an import whose image is gone was a cancellation, one whose image remains was a
 /// shutdown.
@@ -257,27 +290,7 @@ async fn requeue(
     reason: String,
     message: String,
 ) -> (String, String) {
-    let requeued = state
-        .meta
-        .transition_image(
-            image_id,
-            &[ImageStatus::Queued, ImageStatus::Importing],
-            &mut |image| {
-                if !locked_by(image, task_id) {
-                    return Decision::Keep;
-                }
-                image.status = ImageStatus::Queued;
-                image.forget_data();
-                image.properties.remove(LOCK_PROPERTY);
-                image
-                    .properties
-                    .insert(IMPORTING_TO_STORES.into(), String::new());
-                image.properties.insert(FAILED_IMPORT.into(), String::new());
-                image.updated_at = now();
-                Decision::Write
-            },
-        )
-        .await;
+    let requeued = release_image(state.meta.as_ref(), task_id, image_id).await;
     let stopped = reason == REASON_CANCELLED || reason == REASON_INTERRUPTED;
     match requeued {
         Ok(Transition::Missing) if stopped => deleted(image_id),
