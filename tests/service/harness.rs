@@ -111,16 +111,36 @@ pub fn http(
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).expect("writing request");
-    if let Some(b) = body {
-        stream.write_all(b).expect("writing body");
-    }
+    // The body goes out while the answer is read, as from a client's socket: a server that
+    // answers early (a refused upload) and then closes under this `Connection: close` request
+    // leaves the rest unsent, and the answer is what counts. A write that fails without any
+    // answer fails the request.
     let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("{method} {path}: reading response: {e}"));
+    let (read, written) = thread::scope(|scope| {
+        let writer = body.map(|b| {
+            let mut out = stream.try_clone().expect("cloning the stream");
+            scope.spawn(move || out.write_all(b))
+        });
+        let read = (&stream).read_to_end(&mut raw);
+        let written = writer.map(|w| w.join().expect("body writer"));
+        (read, written)
+    });
+    let reset = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        )
+    };
+    match (&read, &written) {
+        (Err(e), _) if !reset(e) || raw.is_empty() => {
+            panic!("{method} {path}: reading response: {e} (writing body: {written:?})")
+        }
+        (_, Some(Err(e))) if raw.is_empty() => panic!("{method} {path}: writing body: {e}"),
+        _ => {}
+    }
     parse_response(&raw, method == "HEAD").unwrap_or_else(|| {
         panic!(
-            "{method} {path}: unparsable response {:?}",
+            "{method} {path}: unparsable response {:?} (writing body: {written:?})",
             String::from_utf8_lossy(&raw)
         )
     })
