@@ -4,12 +4,17 @@
 # left), merges and minimises what was found back into fuzz/corpus/<target>/, and prints
 # executions, coverage and crashes per target. See fuzz/README.md ("Campaigns").
 #
-# The working corpora, logs, crash inputs and the results table live outside the clone, in
-# $SLUICE_FUZZ_CAMPAIGN_DIR (default ~/.cache/sluice/fuzz-campaign), so a campaign can be
-# split over several runs: --resume skips targets that already have the asked minutes.
+# The working corpora, logs and crash inputs live outside the clone, in
+# $SLUICE_FUZZ_CAMPAIGN_DIR (default ~/.cache/sluice/fuzz-campaign); the results table is
+# checked in (fuzz/campaign-results.tsv: a cache is lost with its machine, the figures must
+# not be), so a campaign can be split over several runs and machines: --resume skips targets
+# that already have the asked minutes.
 #
 # Usage: scripts/fuzz-campaign.sh [--minutes N] [--targets "a b"] [--resume] [--no-merge]
+#                                 [--sanitizer address|none]
 #   --minutes N    minutes per target (default 30)
+#   --sanitizer S  address (default; its own build in $CARGO_TARGET_DIR/fuzz-asan) or none
+#                  (the smoke run's build in $CARGO_TARGET_DIR/fuzz, 3-10x the executions)
 #   --targets "…"  subset of targets (default: every target in fuzz/Cargo.toml)
 #   --resume       skip targets whose recorded campaign time is already >= N minutes
 #   --no-merge     leave fuzz/corpus/ untouched
@@ -25,15 +30,22 @@ minutes=30
 targets_arg=""
 resume=0
 merge=1
+sanitizer=address
 while (($#)); do
     case "$1" in
         --minutes) minutes="$2"; shift 2 ;;
         --targets) targets_arg="$2"; shift 2 ;;
         --resume) resume=1; shift ;;
         --no-merge) merge=0; shift ;;
+        --sanitizer) sanitizer="$2"; shift 2 ;;
         *) echo "fuzz-campaign: unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
     esac
 done
+case "$sanitizer" in
+    address) default_target_dir="$CARGO_TARGET_DIR/fuzz-asan" ;;
+    none) default_target_dir="$CARGO_TARGET_DIR/fuzz" ;;
+    *) echo "fuzz-campaign: --sanitizer must be address or none" >&2; exit 2 ;;
+esac
 [[ "$minutes" =~ ^[0-9]+$ ]] && ((minutes > 0)) || {
     echo "fuzz-campaign: --minutes must be a positive integer" >&2; exit 2; }
 
@@ -45,10 +57,10 @@ max_restarts=20
 timeout="${SLUICE_FUZZ_TIMEOUT:-60}"
 
 campaign_dir="${SLUICE_FUZZ_CAMPAIGN_DIR:-$HOME/.cache/sluice/fuzz-campaign}"
-target_dir="${SLUICE_FUZZ_TARGET_DIR:-$CARGO_TARGET_DIR/fuzz-asan}"
-results="$campaign_dir/results.tsv"
+target_dir="${SLUICE_FUZZ_TARGET_DIR:-$default_target_dir}"
+results=fuzz/campaign-results.tsv
 mkdir -p "$campaign_dir"
-[[ -f "$results" ]] || printf 'date\tcommit\ttarget\tseconds\texecutions\tcov\tft\tcrashes\tpeak_rss_mb\n' >"$results"
+[[ -f "$results" ]] || printf 'date\tcommit\ttarget\tsanitizer\tseconds\texecutions\tcov\tft\tcrashes\tpeak_rss_mb\n' >"$results"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "fuzz-campaign: cargo-fuzz is missing (scripts/setup --test installs it)" >&2
@@ -60,16 +72,18 @@ else
     mapfile -t targets < <(cargo fuzz list)
 fi
 
-export RUSTC_BOOTSTRAP=1   # -Zsanitizer=address on the stable compiler
-echo "fuzz-campaign: building ${#targets[@]} targets with AddressSanitizer in $target_dir" >&2
-cargo fuzz build -s address --target-dir "$target_dir"
+if [[ "$sanitizer" == address ]]; then
+    export RUSTC_BOOTSTRAP=1   # -Zsanitizer=address on the stable compiler
+fi
+echo "fuzz-campaign: building ${#targets[@]} targets (sanitizer: $sanitizer) in $target_dir" >&2
+cargo fuzz build -s "$sanitizer" --target-dir "$target_dir"
 triple="$(rustc -vV | sed -n 's/^host: //p')"
 bin_dir="$target_dir/$triple/release"
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 
 # Seconds already recorded for a target (all earlier runs of the campaign).
 recorded_seconds() {
-    awk -F'\t' -v t="$1" 'NR > 1 && $3 == t { s += $4 } END { print s + 0 }' "$results"
+    awk -F'\t' -v t="$1" 'NR > 1 && $3 == t { s += $5 } END { print s + 0 }' "$results"
 }
 
 # Folds the campaign corpus of one target into fuzz/corpus/<target>/ as cmin-<sha1> files:
@@ -139,7 +153,7 @@ for t in "${targets[@]}"; do
         ((restarts <= max_restarts)) || { echo "fuzz-campaign: $t: too many crashes, next target" >&2; break; }
     done
     secs=$(($(date +%s) - start))
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%F)" "$commit" "$t" "$secs" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%F)" "$commit" "$t" "$sanitizer" "$secs" \
         "$execs" "$cov" "$ft" "$crashes" "$rss" >>"$results"
     added="-"
     if ((merge)); then
