@@ -11,7 +11,16 @@ Garage runs on this machine (one node, sqlite metadata, replication 1, compressi
 image data is mostly incompressible and compressing it here would only take CPU from the
 import being measured), so the S3 imports also pay for Garage's own work on the same cores.
 
+With --pin (the default on a machine of 2 or more cores), each Sluice runs on core 0 and
+everything else (Garage, the HTTP server the images come from) on core 1, in both the local
+and the S3 runs: the ratio then measures what the S3 store costs Sluice, with the object store
+on hardware of its own as in any real deployment, instead of Garage's own hashing and writing
+taking turns with the import on the same cores (--no-pin measures that).
+The S3 node sends bodies unsigned (`--s3-sign-payload false`, what a TLS endpoint gets by
+default; over this loopback the signature protects nothing); --sign-payload signs them.
+
 Usage: benches/s3_bench.py [--size-mib 2048] [--sluice PATH] [--garage PATH] [--keep]
+                           [--no-pin] [--sign-payload]
 The sluice binary defaults to $CARGO_TARGET_DIR/release/sluice, Garage to
 ~/.cache/sluice/garage/bin/garage (`scripts/setup --test`).
 """
@@ -86,7 +95,17 @@ def main():
     ap.add_argument("--sluice", default=default_sluice())
     ap.add_argument("--garage", default=default_garage())
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    ap.add_argument("--no-pin", dest="pin", action="store_false",
+                    help="let every process run on any core (Garage shares them with Sluice)")
+    ap.add_argument("--sign-payload", action="store_true", help="sign request bodies (SigV4 SHA-256)")
     args = ap.parse_args()
+    if (os.cpu_count() or 1) < 2:
+        args.pin = False
+
+    def pin(proc, core):
+        if args.pin:
+            subprocess.run(["taskset", "-a", "-p", "-c", str(core), str(proc.pid)], check=True,
+                           stdout=subprocess.DEVNULL)
 
     work = tempfile.mkdtemp(prefix="sluice-s3-bench-")
     srcdir = os.path.join(work, "src")
@@ -108,16 +127,21 @@ def main():
                                                                "import_bench.py"), "--serve-files", srcdir],
                                  stdout=subprocess.PIPE, text=True)
         src_port = int(files.stdout.readline())
+        pin(files, 1)
         base = f"http://127.0.0.1:{src_port}"
         garage_dir = os.path.join(work, "garage")
         os.makedirs(garage_dir)
         garage, endpoint = start_garage(args.garage, garage_dir)
+        pin(garage, 1)
 
         common = ["--allow-import-host", f"127.0.0.1:{src_port}", "--workers", "4", "--per-project-imports", "4"]
         local, local_port = start_sluice(args.sluice, os.path.join(work, "local"), *common)
+        pin(local, 0)
         os.environ.update(AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET)
         s3, s3_port = start_sluice(args.sluice, os.path.join(work, "s3"), *common, "--store", "s3",
-                                   "--s3-endpoint", endpoint, "--s3-region", "garage", "--s3-bucket", BUCKET)
+                                   "--s3-endpoint", endpoint, "--s3-region", "garage", "--s3-bucket", BUCKET,
+                                   "--s3-sign-payload", "true" if args.sign_payload else "false")
+        pin(s3, 0)
 
         qcow2_size = os.path.getsize(qcow2)
         rates = {k: [] for k in ("raw-local", "raw-s3", "qcow2-local", "qcow2-s3")}
@@ -141,7 +165,9 @@ def main():
         mb = 1e6
         print()
         print(f"best of {ROUNDS} interleaved rounds each; load average {os.getloadavg()[0]:.1f}"
-              f" on {os.cpu_count()} cores")
+              f" on {os.cpu_count()} cores; "
+              + ("Sluice on core 0, Garage and the source on core 1" if args.pin else "not pinned")
+              + ("; bodies signed" if args.sign_payload else "; bodies unsigned"))
         for fmt in ("raw", "qcow2"):
             (l_rate, l_s), (s_rate, s_s) = best[f"{fmt}-local"], best[f"{fmt}-s3"]
             ratio = s_rate / l_rate

@@ -111,6 +111,12 @@ pub struct S3Config {
     /// Unfinished uploads older than this are aborted by any node's sweep
     /// ([`DEFAULT_ABANDON_AFTER`]).
     pub abandon_after: Duration,
+    /// Whether part and object bodies are signed (SigV4 over a SHA-256 of the body) or sent
+    /// as `UNSIGNED-PAYLOAD`. Signing costs a SHA-256 pass over every byte here and another
+    /// at the endpoint that checks it; over TLS it protects nothing TLS does not, so the
+    /// server's configuration signs only over plain `http://` unless told otherwise (the
+    /// choice the AWS SDK for Java makes by default). Headers are always signed.
+    pub sign_payload: bool,
 }
 
 impl fmt::Debug for S3Config {
@@ -126,6 +132,7 @@ impl fmt::Debug for S3Config {
             .field("part_size", &self.part_size)
             .field("parts_in_flight", &self.parts_in_flight)
             .field("abandon_after", &self.abandon_after)
+            .field("sign_payload", &self.sign_payload)
             .finish_non_exhaustive()
     }
 }
@@ -192,6 +199,8 @@ pub(crate) struct Io {
     client: Client,
     bucket: Arc<str>,
     handle: Handle,
+    /// [`S3Config::sign_payload`].
+    sign_payload: bool,
 }
 
 impl fmt::Debug for Io {
@@ -325,6 +334,7 @@ impl S3Store {
             client: Client::from_conf(client_config(&config)),
             bucket: Arc::from(config.bucket.as_str()),
             handle: runtime.handle().clone(),
+            sign_payload: config.sign_payload,
         };
         let images = format!("{}images/", config.prefix);
         let store = S3Store {

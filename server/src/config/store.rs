@@ -67,6 +67,9 @@ pub struct S3Section {
     /// Seconds after which any node's sweep aborts an unfinished upload
     /// ([`DEFAULT_ABANDON_AFTER`]).
     pub abandon_after_secs: u64,
+    /// Sign request bodies (SHA-256 in SigV4) [default: only over plain `http://`; TLS
+    /// already protects a body over `https://`].
+    pub sign_payload: Option<bool>,
 }
 
 impl std::fmt::Debug for S3Section {
@@ -82,6 +85,7 @@ impl std::fmt::Debug for S3Section {
             .field("part_size", &self.part_size)
             .field("parts_in_flight", &self.parts_in_flight)
             .field("abandon_after_secs", &self.abandon_after_secs)
+            .field("sign_payload", &self.sign_payload)
             .finish_non_exhaustive()
     }
 }
@@ -100,6 +104,7 @@ impl Default for S3Section {
             part_size: DEFAULT_PART_SIZE,
             parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
             abandon_after_secs: DEFAULT_ABANDON_AFTER.as_secs(),
+            sign_payload: None,
         }
     }
 }
@@ -133,6 +138,9 @@ pub struct StoreArgs {
     /// Parts uploading at once per import [default: 2].
     #[arg(long, env = "SLUICE_S3_PARTS_IN_FLIGHT", value_name = "N")]
     s3_parts_in_flight: Option<usize>,
+    /// Sign request bodies (`true`/`false`) [default: only over plain http://].
+    #[arg(long, env = "SLUICE_S3_SIGN_PAYLOAD", value_name = "BOOL")]
+    s3_sign_payload: Option<bool>,
 }
 
 /// The environment variables read for credentials (the AWS SDKs' names).
@@ -173,6 +181,9 @@ impl StoreArgs {
         if let Some(v) = self.s3_parts_in_flight {
             s3.parts_in_flight = v;
         }
+        if let Some(v) = self.s3_sign_payload {
+            s3.sign_payload = Some(v);
+        }
         let [id, secret, token] = ENV_CREDENTIALS;
         for (name, field) in [
             (id, &mut s3.access_key_id),
@@ -206,6 +217,12 @@ impl StoreConfig {
             part_size: s3.part_size,
             parts_in_flight: s3.parts_in_flight,
             abandon_after: Duration::from_secs(s3.abandon_after_secs),
+            sign_payload: s3.sign_payload.unwrap_or_else(|| {
+                s3.endpoint.as_deref().is_some_and(|e| {
+                    e.get(..7)
+                        .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+                })
+            }),
         }
     }
 
@@ -272,6 +289,27 @@ mod tests {
         assert!(s3.path_style);
         config.validate().unwrap();
         assert!(!format!("{config:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn test_store_config_s3_signs_payload_over_plain_http_only_unless_told() {
+        let mut section = StoreConfig::default();
+        for (endpoint, told, signs) in [
+            (Some("http://127.0.0.1:3900"), None, true),
+            (Some("HTTP://garage:3900"), None, true),
+            (Some("https://s3.example.net"), None, false),
+            (None, None, false),
+            (Some("http://127.0.0.1:3900"), Some(false), false),
+            (Some("https://s3.example.net"), Some(true), true),
+        ] {
+            section.s3.endpoint = endpoint.map(str::to_owned);
+            section.s3.sign_payload = told;
+            assert_eq!(
+                section.s3_config().sign_payload,
+                signs,
+                "{endpoint:?} {told:?}"
+            );
+        }
     }
 
     #[test]

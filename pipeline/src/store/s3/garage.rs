@@ -223,6 +223,8 @@ impl Garage {
             part_size: MIN_PART_SIZE,
             parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
             abandon_after: DEFAULT_ABANDON_AFTER,
+            // What a TLS endpoint gets by default; signed bodies have their own test.
+            sign_payload: false,
         }
     }
 }

@@ -153,10 +153,15 @@ impl S3Writer {
             .key(&self.key)
             .upload_id(upload)
             .part_number(number)
-            .body(ByteStream::from(body))
-            .send();
+            .body(ByteStream::from(body));
+        let sign = self.io.sign_payload;
         let task = self.io.handle.spawn(async move {
-            let out = req.await.map_err(|e| s3_error("UploadPart", e))?;
+            let out = if sign {
+                req.send().await
+            } else {
+                req.customize().disable_payload_signing().send().await
+            };
+            let out = out.map_err(|e| s3_error("UploadPart", e))?;
             Ok(CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(out.e_tag().map(str::to_owned))
@@ -237,8 +242,15 @@ impl S3Writer {
                 .put_object()
                 .bucket(&*self.io.bucket)
                 .key(&self.key)
-                .body(ByteStream::from(body))
-                .send();
+                .body(ByteStream::from(body));
+            let sign = self.io.sign_payload;
+            let req = async move {
+                if sign {
+                    req.send().await
+                } else {
+                    req.customize().disable_payload_signing().send().await
+                }
+            };
             self.io
                 .wait(req)
                 .map_err(err)?
