@@ -285,6 +285,7 @@ fn patched_image(status: ImageStatus) -> ImageRecord {
         created_at: CREATED_AT,
         updated_at: CREATED_AT,
         task_id: None,
+        writer: None,
     }
 }
 

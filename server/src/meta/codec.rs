@@ -184,6 +184,7 @@ impl Migrate for ImageRecord {
             created_at: old.created_at,
             updated_at: old.updated_at,
             task_id: old.task_id,
+            writer: None,
         }
     }
 }
@@ -299,6 +300,7 @@ mod tests {
             created_at: 1_700_000_000,
             updated_at: 1_700_000_000,
             task_id: Some("t".to_owned()),
+            writer: None,
         }
     }
 
