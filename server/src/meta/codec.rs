@@ -344,6 +344,23 @@ mod tests {
         assert!(matches!(decode::<ImageRecord>(ID, &bytes), Ok(i) if i == image()));
     }
 
+    /// An image written before writer leases has no `writer` (the serde default, and the
+    /// field is not written when empty); a leased one round-trips.
+    #[test]
+    fn test_decode_image_writer_lease_defaults_and_round_trips() {
+        let fields = serde_json::to_value(image()).unwrap();
+        assert!(!fields.as_object().unwrap().contains_key("writer"));
+        let mut leased = image();
+        leased.status = ImageStatus::Saving;
+        leased.writer = Some(super::super::WriterLease {
+            node: "node-a".to_owned(),
+            upload: "u".to_owned(),
+            until: 1_700_000_060,
+        });
+        let bytes = encode(&leased).unwrap();
+        assert!(matches!(decode::<ImageRecord>(ID, &bytes), Ok(i) if i == leased));
+    }
+
     #[test]
     fn test_decode_garbage_body_decoding_error_names_record() {
         let mut bytes = encode(&task()).unwrap();
