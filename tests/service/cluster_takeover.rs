@@ -1,7 +1,8 @@
 //! A node of the cluster (`cluster::Cluster`) killed with `kill -9` in the middle of its
 //! work (issue #13, "Many nodes"): its pull import is taken back once its lease runs out
 //! and finished by another node, exactly once, leaving no orphan object or upload; its body
-//! upload must not leave the image `saving` for good.
+//! upload does not leave the image `saving` for good (the writer lease on the image runs
+//! out and a live node's sweep returns it to `queued`).
 //!
 //! The take-back asserted here is today's: a node's periodic sweep (or start-up recovery)
 //! moves the expired task back to `pending` with a compare-and-swap on the lease and queues
@@ -251,15 +252,11 @@ fn test_cluster_kill_9_mid_upload_leaves_no_object_and_the_image_deletable_elsew
     assert!(cluster.objects().is_empty());
 }
 
-/// The node receiving a body upload dies and never comes back: the image must not stay
-/// `saving` for good. Like a single node's restart, it should go back to `queued` (once
-/// the dead node's hold on it has run out) and take a new upload through another node.
-///
-/// Today it stays `saving` on every live node: an upload is not a task, an image record has
-/// no lease, and start-up recovery on a shared store leaves every image alone (nothing
-/// proves its node dead). Fixing it needs an image lease in the metadata store.
+/// The node receiving a body upload dies and never comes back: the image does not stay
+/// `saving` for good. Like after a single node's restart, it goes back to `queued` once the
+/// dead node's writer lease on it has run out (a live node's sweep), and takes a new upload
+/// through another node.
 #[test]
-#[ignore = "issue #13 gap: an image whose uploading node died stays `saving` on a shared store"]
 fn test_cluster_kill_9_mid_upload_image_back_to_queued_and_uploadable_elsewhere() {
     let dir = scratch();
     let mut cluster = Cluster::start(dir.path());
