@@ -14,6 +14,9 @@
 //! is a compare-and-swap on the lease as read ([`MetaStore::take_back`]), so two nodes
 //! recovering at once, or a holder renewing meanwhile, never both win.
 //!
+//! Images a dead node was receiving (a body upload, a stage) are taken back the same way,
+//! on their writer lease (`writers.rs`: [`hold_writer`], [`sweep_writers_once`]).
+//!
 //! [`Config::max_import_attempts`]: crate::config::Config::max_import_attempts
 
 use std::future::Future;

@@ -36,12 +36,11 @@ fn image(id: &str, status: ImageStatus, writer: Option<WriterLease>) -> ImageRec
     image
 }
 
+/// A change a sweep or a renewal runs on an image being written.
+type Change<'a> = &'a (dyn Fn(&mut ImageRecord) -> Decision + Sync);
+
 /// Runs `change` on image `id` as a sweep or a renewal would.
-async fn change(
-    store: &dyn MetaStore,
-    id: &str,
-    change: &(dyn Fn(&mut ImageRecord) -> Decision + Sync),
-) -> Transition {
+async fn change(store: &dyn MetaStore, id: &str, change: Change<'_>) -> Transition {
     store
         .transition_image(id, &WRITTEN, &mut |image| change(image))
         .await
@@ -137,8 +136,7 @@ async fn races(store: &dyn MetaStore) {
     let read = lease("u1", 100);
     let take_back = |i: &mut ImageRecord| writer::take_back(i, &read, NOW);
     let renew = |i: &mut ImageRecord| writer::renew(i, &read, 2_000);
-    let racers: [[&(dyn Fn(&mut ImageRecord) -> Decision + Sync); 2]; 2] =
-        [[&take_back, &take_back], [&renew, &take_back]];
+    let racers: [[Change<'_>; 2]; 2] = [[&take_back, &take_back], [&renew, &take_back]];
     for (kind, pair) in racers.iter().enumerate() {
         for n in 0..10u32 {
             let id = format!("e5e5e5e5-0000-4000-8000-{kind:04}{n:08}");

@@ -466,6 +466,9 @@ pub(crate) fn plan_transition(
 /// [`MetaStore::insert_image`] never replaces, [`MetaStore::transition_image`] answers
 /// missing, refused and kept without writing, writes and deletes with the indexes, refuses
 /// forbidden status changes, and of two threads racing one transition exactly one wins.
+/// Then claims and leases of tasks, and the writer leases of images
+/// (`conformance_writers.rs`: the expired ones, a renewal or a second sweep racing a
+/// take-back).
 ///
 /// # Panics
 /// When the store misbehaves (this is a test suite).
