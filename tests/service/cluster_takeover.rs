@@ -9,7 +9,7 @@
 //! it on the node that won; what the tests check (one more run, on a live node, one image,
 //! two requests to the source) holds as well when nodes claim pending tasks from the store.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::thread;
@@ -363,5 +363,50 @@ fn test_cluster_kill_9_mid_stage_image_back_to_queued_and_staged_elsewhere() {
     let left = cluster.nodes[1].files_under("staging");
     assert!(left.is_empty(), "{left:?}");
     assert!(cluster.uploads().is_empty(), "{:?}", cluster.uploads());
+    assert_eq!(cluster.objects(), [id.as_str()]);
+}
+
+/// A node whose writer lease on the image it receives was taken back (as when it could not
+/// renew it for a whole lease and another node's sweep returned the image to `queued`):
+/// its next renewal finds the lease lost, and the upload stops, answers 409, and writes
+/// nothing (the image stays `queued`, its unfinished upload is aborted, no object); the image
+/// then takes a new upload through another node.
+#[test]
+fn test_cluster_upload_whose_writer_lease_was_taken_back_stops_and_writes_nothing() {
+    let dir = scratch();
+    let cluster = Cluster::start(dir.path());
+    let source = raw_disk(dir.path(), "lost.raw", UPLOAD_SIZE, 4);
+    let data = read(&source);
+    let id = cluster.nodes[0].create_image("lost", "raw");
+    let mut conn = upload_partly(&cluster, 1, &id, &data);
+    cluster.take_back_writer(&id);
+    conn.set_read_timeout(Some(SETTLE_DEADLINE))
+        .expect("timeout");
+    let mut answer = vec![0u8; 8192];
+    let n = conn.read(&mut answer).expect("an answer");
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(
+        text.starts_with("HTTP/1.1 409"),
+        "{text}\n{}",
+        cluster.logs()
+    );
+    assert!(text.contains("lost its hold on the image"), "{text}");
+    drop(conn);
+    let stopped = cluster.logged(&["lease lost", &id]);
+    assert_eq!(stopped, [1], "{}", cluster.logs());
+    let image = cluster.image(&id);
+    assert_eq!(
+        (image.status, image.writer, image.size),
+        (sluice_server::meta::ImageStatus::Queued, None, None)
+    );
+    let deadline = Instant::now() + SETTLE_DEADLINE;
+    while !cluster.uploads().is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", cluster.uploads());
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(cluster.objects().is_empty(), "{:?}", cluster.objects());
+
+    put_file(&cluster.nodes[2], &id, &data);
+    assert_served(&cluster.nodes[0], &id, &source);
     assert_eq!(cluster.objects(), [id.as_str()]);
 }
