@@ -306,6 +306,7 @@ fn check_patched(
     assert_eq!(image.os_hash_value, base.os_hash_value);
     assert_eq!(image.created_at, base.created_at);
     assert_eq!(image.task_id, base.task_id);
+    assert_eq!(image.writer, base.writer);
     // Changed only by whom the policy allows.
     if image.owner != base.owner {
         assert!(policy::authorize(ctx, Action::ChangeImageOwner, Target::Image(base)).is_ok());
