@@ -248,8 +248,8 @@ fn round_trip<T: codec::Record>(record: &T) -> T {
 }
 
 /// The image every patch is applied to: committed data (unless `queued`), three extra
-/// properties (one with a pointer escape in its name), two tags, and the import lock of an
-/// `importing` image.
+/// properties (one with a pointer escape in its name), two tags, the import lock of an
+/// `importing` image, and the writer lease of a `saving` or `uploading` one.
 fn patched_image(status: ImageStatus) -> ImageRecord {
     let committed = status != ImageStatus::Queued;
     let text = |s: &str| committed.then(|| s.to_owned());
@@ -285,6 +285,11 @@ fn patched_image(status: ImageStatus) -> ImageRecord {
         created_at: CREATED_AT,
         updated_at: CREATED_AT,
         task_id: None,
+        writer: crate::meta::writer::is_written(status).then(|| crate::meta::WriterLease {
+            node: "node-a".to_owned(),
+            upload: "upload".to_owned(),
+            until: CREATED_AT,
+        }),
     }
 }
 
@@ -305,6 +310,7 @@ fn check_patched(
     assert_eq!(image.os_hash_value, base.os_hash_value);
     assert_eq!(image.created_at, base.created_at);
     assert_eq!(image.task_id, base.task_id);
+    assert_eq!(image.writer, base.writer);
     // Changed only by whom the policy allows.
     if image.owner != base.owner {
         assert!(policy::authorize(ctx, Action::ChangeImageOwner, Target::Image(base)).is_ok());

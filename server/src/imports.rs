@@ -467,6 +467,7 @@ fn image_record(
         created_at: at,
         updated_at: at,
         task_id: Some(task.id.clone()),
+        writer: None,
     };
     crate::unwrapping::apply(&mut record, ingested);
     record

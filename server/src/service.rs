@@ -262,7 +262,10 @@ impl Recovery {
 ///   stage of an `uploading` image is kept, so the image stays `uploading` and importable;
 ///   every other stage is deleted (an `uploading` image without one goes back to `queued`).
 /// - on a metadata store other nodes share, the image part is skipped: only this node's
-///   stages are sorted out (`shared_stage_recovery`), since no image is provably dead.
+///   stages are sorted out (`shared_stage_recovery`), since no image is provably dead at
+///   start; an image whose upload or stage died with its node goes back to `queued` once its
+///   writer lease runs out, by any node's periodic sweep
+///   ([`takeover::sweep_writers_once`]).
 ///
 /// Metadata writes refused because the volume is full are left in the returned
 /// [`Recovery`] for [`finish_recovery`]; reads need no room, so the service still starts.
@@ -346,8 +349,10 @@ pub async fn recover(state: &AppState) -> anyhow::Result<Recovery> {
 /// An image left `saving`/`uploading`/`importing` may be another live node's upload, a
 /// record without data in this node's store may have its data on another node, and an
 /// object without a committed record may be one another node is committing; so no image
-/// record and no image data is touched (an image whose node died stays where it was until
-/// an operator deletes it: recovery of images across nodes is not built yet). Stages are
+/// record and no image data is touched here. An image left `saving` or `uploading` by a
+/// node that died goes back to `queued` once its writer lease runs out (every node's sweep:
+/// [`takeover::sweep_writers_once`]); one left `importing` follows its task's lease
+/// ([`takeover::sweep_once`]). Stages are
 /// this node's own files: a complete one of an image still `uploading` is kept, every other
 /// one is deleted, as in [`recover`].
 ///
@@ -357,7 +362,7 @@ async fn shared_stage_recovery(
     state: &AppState,
     sealed: &HashMap<String, u64>,
 ) -> anyhow::Result<()> {
-    tracing::warn!("metadata store shared with other nodes: images left unfinished by a crash are not recovered (only this node's stages and expired task leases are)");
+    tracing::warn!("metadata store shared with other nodes: images left unfinished by a crash are left to the sweep of expired leases (only this node's stages are sorted out now)");
     for (id, size) in sealed {
         match state.meta.get_image(id).await? {
             Some(image) if image.status == ImageStatus::Uploading => {
@@ -493,7 +498,8 @@ async fn watch_storage(state: AppState, meta: Option<Arc<GuardedMeta>>, mut reco
     }
 }
 
-/// Takes back tasks whose lease ran out (a shared store: [`takeover::sweep_once`]), deletes
+/// Takes back tasks whose lease ran out and returns to `queued` images whose writer lease
+/// ran out (a shared store: [`takeover::sweep_once`], [`takeover::sweep_writers_once`]), deletes
 /// tasks whose `expires_at` has passed, aborts uploads abandoned by nodes that are gone
 /// ([`sweep_abandoned`]), and deletes staged data older than `staging_ttl_secs`, every
 /// `sweep_interval_secs`.
@@ -513,6 +519,10 @@ async fn sweep_expired(state: AppState) {
             Ok(requeued) if !requeued.is_empty() => state.executor.wake(),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "lease sweep failed"),
+        }
+        // Images whose writer (a body upload or a stage) stopped renewing: back to `queued`.
+        if let Err(e) = takeover::sweep_writers_once(state.meta.as_ref(), imports::now()).await {
+            tracing::error!(error = %e, "writer lease sweep failed");
         }
         let swept = sweep_expired_once(state.meta.as_ref(), imports::now()).await;
         match swept {

@@ -14,8 +14,12 @@
 //! is a compare-and-swap on the lease as read ([`MetaStore::take_back`]), so two nodes
 //! recovering at once, or a holder renewing meanwhile, never both win.
 //!
+//! Images a dead node was receiving (a body upload, a stage) are taken back the same way,
+//! on their writer lease (`writers.rs`: [`hold_writer`], [`sweep_writers_once`]).
+//!
 //! [`Config::max_import_attempts`]: crate::config::Config::max_import_attempts
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +29,10 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::imports::{self, REASON_INTERRUPTED};
 use crate::meta::{MetaError, MetaStore, TaskRecord, TaskStatus, Timestamp};
+
+mod writers;
+
+pub use writers::{hold_writer, sweep_writers_once, take_back_writer, writer_lease};
 
 /// The legacy task type whose source is a URL: it can start again on any node.
 const PULL_IMPORT: &str = "import";
@@ -67,8 +75,28 @@ pub fn hold_lease(
     id: String,
     node: String,
     lease_secs: u64,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> (watch::Receiver<bool>, Arc<AtomicBool>) {
+    let held = format!("task {id}");
+    hold(lease_secs, shutdown, held, move |until| {
+        let (meta, id, node) = (Arc::clone(&meta), id.clone(), node.clone());
+        async move { meta.renew_lease(&id, &node, until).await }
+    })
+}
+
+/// Keeps a lease (named `held` in logs) while its holder works: calls `renew` with the new
+/// end every third of `lease_secs` ([`hold_lease`], [`hold_writer`]), until the returned
+/// receiver is dropped; `renew` answers whether the lease was still held.
+fn hold<R, F>(
+    lease_secs: u64,
+    mut shutdown: watch::Receiver<bool>,
+    held: String,
+    mut renew: R,
+) -> (watch::Receiver<bool>, Arc<AtomicBool>)
+where
+    R: FnMut(Timestamp) -> F + Send + 'static,
+    F: Future<Output = Result<bool, MetaError>> + Send,
+{
     let (tx, rx) = watch::channel(false);
     let lost = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&lost);
@@ -77,12 +105,12 @@ pub fn hold_lease(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first tick is immediate; the claim just wrote a full lease.
+        // The first tick is immediate; the claim (the admission) just wrote a full lease.
         tick.tick().await;
         let mut shutdown_open = true;
         loop {
             tokio::select! {
-                // Ends when the import drops its receiver (it finished).
+                // Ends when the holder drops its receiver (it finished).
                 () = tx.closed() => return,
                 // (The `Ref` of `wait_for` is dropped inside: it is not `Send`.)
                 r = async { shutdown.wait_for(|stop| *stop).await.map(|_| ()) }, if shutdown_open => match r {
@@ -94,15 +122,15 @@ pub fn hold_lease(
                 },
                 _ = tick.tick() => {
                     let until = imports::now().saturating_add(secs);
-                    match meta.renew_lease(&id, &node, until).await {
+                    match renew(until).await {
                         Ok(true) => {}
                         Ok(false) => {
-                            tracing::warn!(task_id = %id, "lease lost: another node took the task back; stopping");
+                            tracing::warn!(lease = %held, "lease lost: another node took it back; stopping");
                             flag.store(true, Ordering::SeqCst);
                             tx.send_replace(true);
                             return;
                         }
-                        Err(e) => tracing::warn!(task_id = %id, error = %e, "lease renewal failed; retrying"),
+                        Err(e) => tracing::warn!(lease = %held, error = %e, "lease renewal failed; retrying"),
                     }
                 }
             }

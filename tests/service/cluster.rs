@@ -13,7 +13,8 @@ use sluice_pipeline::store::{S3Store, Store};
 use sluice_server::config::MIN_LEASE_SECS;
 use sluice_server::meta::postgres::PgMeta;
 use sluice_server::meta::testing_pg::PgCluster;
-use sluice_server::meta::{MetaStore, TaskRecord, TaskStatus};
+use sluice_server::meta::{ImageRecord, MetaStore, TaskRecord, TaskStatus};
+use sluice_server::takeover;
 
 use super::harness::{digest, import_input, raw_disk, FileServer, Server, ADMIN};
 use super::s3::{object, s3_setup};
@@ -94,6 +95,26 @@ impl Cluster {
             .block_on(self.meta.get_task(id))
             .expect("reading the task")
             .unwrap_or_else(|| panic!("no task {id}"))
+    }
+
+    /// Image `id` as stored (with its writer lease, which the API does not show).
+    pub fn image(&self, id: &str) -> ImageRecord {
+        self.rt
+            .block_on(self.meta.get_image(id))
+            .expect("reading the image")
+            .unwrap_or_else(|| panic!("no image {id}"))
+    }
+
+    /// Returns image `id` to `queued` as a sweep whose clock is past the image's writer
+    /// lease would ([`takeover::take_back_writer`]), whether or not its writer still runs.
+    pub fn take_back_writer(&self, id: &str) {
+        let image = self.image(id);
+        let until = image.writer.as_ref().expect("a writer lease").until;
+        let taken = self
+            .rt
+            .block_on(takeover::take_back_writer(&self.meta, &image, until))
+            .expect("taking the image back");
+        assert!(taken, "{image:?}");
     }
 
     /// The index of the node holding the lease of task `id` once it runs.

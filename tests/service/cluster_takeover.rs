@@ -1,14 +1,15 @@
 //! A node of the cluster (`cluster::Cluster`) killed with `kill -9` in the middle of its
 //! work (issue #13, "Many nodes"): its pull import is taken back once its lease runs out
 //! and finished by another node, exactly once, leaving no orphan object or upload; its body
-//! upload must not leave the image `saving` for good.
+//! upload does not leave the image `saving` for good (the writer lease on the image runs
+//! out and a live node's sweep returns it to `queued`).
 //!
 //! The take-back asserted here is today's: a node's periodic sweep (or start-up recovery)
 //! moves the expired task back to `pending` with a compare-and-swap on the lease and queues
 //! it on the node that won; what the tests check (one more run, on a live node, one image,
 //! two requests to the source) holds as well when nodes claim pending tasks from the store.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::thread;
@@ -208,17 +209,42 @@ const UPLOAD_SIZE: u64 = 16 << 20;
 /// Starts `PUT /v2/images/{id}/file` of `data` through `node` and sends three parts of it;
 /// returns the connection (held open) once the upload is open in the bucket.
 fn upload_partly(cluster: &Cluster, node: usize, id: &str, data: &[u8]) -> TcpStream {
+    let s = send_partly(cluster, node, &format!("/v2/images/{id}/file"), data);
+    cluster.wait_upload_started();
+    s
+}
+
+/// Starts `PUT {path}` of `data` through `node` and sends three parts of it; returns the
+/// connection, held open.
+fn send_partly(cluster: &Cluster, node: usize, path: &str, data: &[u8]) -> TcpStream {
     let mut s = TcpStream::connect(&cluster.nodes[node].addr).expect("connect");
     let head = format!(
-        "PUT /v2/images/{id}/file HTTP/1.1\r\nHost: h\r\n\
+        "PUT {path} HTTP/1.1\r\nHost: h\r\n\
          Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
         data.len()
     );
     s.write_all(head.as_bytes()).expect("head");
     s.write_all(&data[..3 * MIN_PART_SIZE])
         .expect("part of the body");
-    cluster.wait_upload_started();
     s
+}
+
+/// Waits until image `id` is `want` through `node`, for several leases and sweeps.
+fn wait_status(cluster: &Cluster, node: usize, id: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10 * LEASE_SECS);
+    loop {
+        let image = cluster.nodes[node].get(&format!("/v2/images/{id}")).json();
+        if image["status"] == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "image left {} (waiting for {want})\n{}",
+            image["status"],
+            cluster.logs()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// What holds today when the node receiving a body upload dies: no other node shows the
@@ -251,15 +277,11 @@ fn test_cluster_kill_9_mid_upload_leaves_no_object_and_the_image_deletable_elsew
     assert!(cluster.objects().is_empty());
 }
 
-/// The node receiving a body upload dies and never comes back: the image must not stay
-/// `saving` for good. Like a single node's restart, it should go back to `queued` (once
-/// the dead node's hold on it has run out) and take a new upload through another node.
-///
-/// Today it stays `saving` on every live node: an upload is not a task, an image record has
-/// no lease, and start-up recovery on a shared store leaves every image alone (nothing
-/// proves its node dead). Fixing it needs an image lease in the metadata store.
+/// The node receiving a body upload dies and never comes back: the image does not stay
+/// `saving` for good. Like after a single node's restart, it goes back to `queued` once the
+/// dead node's writer lease on it has run out (a live node's sweep), and takes a new upload
+/// through another node.
 #[test]
-#[ignore = "issue #13 gap: an image whose uploading node died stays `saving` on a shared store"]
 fn test_cluster_kill_9_mid_upload_image_back_to_queued_and_uploadable_elsewhere() {
     let dir = scratch();
     let mut cluster = Cluster::start(dir.path());
@@ -269,24 +291,122 @@ fn test_cluster_kill_9_mid_upload_image_back_to_queued_and_uploadable_elsewhere(
     let conn = upload_partly(&cluster, 1, &id, &data);
     cluster.nodes[1].kill9();
     drop(conn);
-    // Several leases and sweeps.
-    let deadline = Instant::now() + Duration::from_secs(10 * LEASE_SECS);
-    loop {
-        let image = cluster.nodes[2].get(&format!("/v2/images/{id}")).json();
-        if image["status"] == "queued" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "image left {} after its node died\n{}",
-            image["status"],
-            cluster.logs()
-        );
-        thread::sleep(Duration::from_millis(200));
-    }
+    wait_status(&cluster, 2, &id, "queued");
+    let taken = cluster.logged(&["writer lease ran out", &id]);
+    assert_eq!(taken.len(), 1, "{taken:?}\n{}", cluster.logs());
     put_file(&cluster.nodes[2], &id, &data);
     assert_served(&cluster.nodes[0], &id, &source);
     cluster.nodes[1].restart();
     assert!(cluster.uploads().is_empty(), "{:?}", cluster.uploads());
+    assert_eq!(cluster.objects(), [id.as_str()]);
+}
+
+/// The node receiving a glance-direct stage dies and never comes back: the image goes back
+/// from `uploading` to `queued` once the dead node's writer lease runs out, and is staged
+/// and imported through another node. A complete stage holds no writer lease: its image
+/// stays `uploading` on a live node, leases and sweeps later, until its import. The dead
+/// node's partial stage is its own file, removed by its next start.
+#[test]
+fn test_cluster_kill_9_mid_stage_image_back_to_queued_and_staged_elsewhere() {
+    let dir = scratch();
+    let mut cluster = Cluster::start(dir.path());
+    let source = raw_disk(dir.path(), "st.raw", UPLOAD_SIZE, 4);
+    let data = read(&source);
+    let id = cluster.nodes[0].create_image("cut-stage", "raw");
+    let conn = send_partly(&cluster, 1, &format!("/v2/images/{id}/stage"), &data);
+    let deadline = Instant::now() + SETTLE_DEADLINE;
+    while cluster.nodes[1].files_under("staging").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "stage never started\n{}",
+            cluster.logs()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        cluster.image(&id).writer.is_some(),
+        "{:?}",
+        cluster.image(&id)
+    );
+    cluster.nodes[1].kill9();
+    drop(conn);
+    wait_status(&cluster, 2, &id, "queued");
+
+    let staged = cluster.nodes[2].req(
+        "PUT",
+        &format!("/v2/images/{id}/stage"),
+        &[("Content-Type", "application/octet-stream")],
+        Some(&data),
+    );
+    assert_eq!(staged.status, 204, "{}", staged.text());
+    let waiting = cluster.image(&id);
+    assert_eq!(
+        (waiting.status, waiting.writer),
+        (sluice_server::meta::ImageStatus::Uploading, None)
+    );
+    // Past a lease and several sweeps, the complete stage still waits for its import.
+    thread::sleep(Duration::from_secs(2 * LEASE_SECS + 1));
+    let image = cluster.nodes[0].get(&format!("/v2/images/{id}")).json();
+    assert_eq!(image["status"], "uploading", "{image}");
+    let body = serde_json::json!({"method": {"name": "glance-direct"}});
+    let import = cluster.nodes[2].req(
+        "POST",
+        &format!("/v2/images/{id}/import"),
+        ADMIN,
+        Some(body.to_string().as_bytes()),
+    );
+    assert_eq!(import.status, 202, "{}", import.text());
+    wait_status(&cluster, 0, &id, "active");
+    assert_served(&cluster.nodes[0], &id, &source);
+
+    cluster.nodes[1].restart();
+    let left = cluster.nodes[1].files_under("staging");
+    assert!(left.is_empty(), "{left:?}");
+    assert!(cluster.uploads().is_empty(), "{:?}", cluster.uploads());
+    assert_eq!(cluster.objects(), [id.as_str()]);
+}
+
+/// A node whose writer lease on the image it receives was taken back (as when it could not
+/// renew it for a whole lease and another node's sweep returned the image to `queued`):
+/// its next renewal finds the lease lost, and the upload stops, answers 409, and writes
+/// nothing (the image stays `queued`, its unfinished upload is aborted, no object); the image
+/// then takes a new upload through another node.
+#[test]
+fn test_cluster_upload_whose_writer_lease_was_taken_back_stops_and_writes_nothing() {
+    let dir = scratch();
+    let cluster = Cluster::start(dir.path());
+    let source = raw_disk(dir.path(), "lost.raw", UPLOAD_SIZE, 4);
+    let data = read(&source);
+    let id = cluster.nodes[0].create_image("lost", "raw");
+    let mut conn = upload_partly(&cluster, 1, &id, &data);
+    cluster.take_back_writer(&id);
+    conn.set_read_timeout(Some(SETTLE_DEADLINE))
+        .expect("timeout");
+    let mut answer = vec![0u8; 8192];
+    let n = conn.read(&mut answer).expect("an answer");
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(
+        text.starts_with("HTTP/1.1 409"),
+        "{text}\n{}",
+        cluster.logs()
+    );
+    assert!(text.contains("lost its hold on the image"), "{text}");
+    drop(conn);
+    let stopped = cluster.logged(&["lease lost", &id]);
+    assert_eq!(stopped, [1], "{}", cluster.logs());
+    let image = cluster.image(&id);
+    assert_eq!(
+        (image.status, image.writer, image.size),
+        (sluice_server::meta::ImageStatus::Queued, None, None)
+    );
+    let deadline = Instant::now() + SETTLE_DEADLINE;
+    while !cluster.uploads().is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", cluster.uploads());
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(cluster.objects().is_empty(), "{:?}", cluster.objects());
+
+    put_file(&cluster.nodes[2], &id, &data);
+    assert_served(&cluster.nodes[0], &id, &source);
     assert_eq!(cluster.objects(), [id.as_str()]);
 }

@@ -254,6 +254,7 @@ pub fn image_record(id: &str, owner: &str, name: &str, size: u64, created_at: i6
         created_at,
         updated_at: created_at,
         task_id: None,
+        writer: None,
     }
 }
 

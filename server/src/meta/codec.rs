@@ -184,6 +184,7 @@ impl Migrate for ImageRecord {
             created_at: old.created_at,
             updated_at: old.updated_at,
             task_id: old.task_id,
+            writer: None,
         }
     }
 }
@@ -299,6 +300,7 @@ mod tests {
             created_at: 1_700_000_000,
             updated_at: 1_700_000_000,
             task_id: Some("t".to_owned()),
+            writer: None,
         }
     }
 
@@ -340,6 +342,23 @@ mod tests {
     fn test_decode_image_round_trip_equal() {
         let bytes = encode(&image()).unwrap();
         assert!(matches!(decode::<ImageRecord>(ID, &bytes), Ok(i) if i == image()));
+    }
+
+    /// An image written before writer leases has no `writer` (the serde default, and the
+    /// field is not written when empty); a leased one round-trips.
+    #[test]
+    fn test_decode_image_writer_lease_defaults_and_round_trips() {
+        let fields = serde_json::to_value(image()).unwrap();
+        assert!(!fields.as_object().unwrap().contains_key("writer"));
+        let mut leased = image();
+        leased.status = ImageStatus::Saving;
+        leased.writer = Some(super::super::WriterLease {
+            node: "node-a".to_owned(),
+            upload: "u".to_owned(),
+            until: 1_700_000_060,
+        });
+        let bytes = encode(&leased).unwrap();
+        assert!(matches!(decode::<ImageRecord>(ID, &bytes), Ok(i) if i == leased));
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod conformance;
 mod conformance_claims;
 mod conformance_leases;
 mod conformance_tasks;
+mod conformance_writers;
 pub mod guarded;
 pub mod index;
 pub mod keys;
@@ -27,11 +28,13 @@ pub mod rocks;
 mod store;
 pub mod testing;
 pub mod testing_pg;
+pub mod writer;
 
 pub use lease::{QueuedTasks, TaskLease};
 pub use members::{AddMember, MemberRecord, MemberStatus};
 pub use query::{ImageColumn, ImageQuery, ImageRange, SortDir, TaskColumn, TaskQuery, TaskSummary};
 pub use store::MetaStore;
+pub use writer::WriterLease;
 
 /// Seconds since the Unix epoch (UTC). Rendered as `YYYY-MM-DDTHH:MM:SSZ` by the API.
 pub type Timestamp = i64;
@@ -259,6 +262,11 @@ pub struct ImageRecord {
     pub updated_at: Timestamp,
     /// The task that imported it.
     pub task_id: Option<String>,
+    /// The upload writing the image's body or stage and until when (`saving`, `uploading`:
+    /// [`writer`]); dropped when the image leaves those statuses, and when the body ends.
+    /// `None` for records written before writer leases (the serde default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<WriterLease>,
 }
 
 impl ImageRecord {
@@ -433,6 +441,10 @@ pub(crate) fn plan_transition(
                     old.status, new.status
                 )));
             }
+            // The writer lease lives only while the body or stage arrives.
+            if !writer::is_written(new.status) {
+                new.writer = None;
+            }
             Ok(Step::Put {
                 old,
                 new: Box::new(new),
@@ -454,6 +466,9 @@ pub(crate) fn plan_transition(
 /// [`MetaStore::insert_image`] never replaces, [`MetaStore::transition_image`] answers
 /// missing, refused and kept without writing, writes and deletes with the indexes, refuses
 /// forbidden status changes, and of two threads racing one transition exactly one wins.
+/// Then claims and leases of tasks, and the writer leases of images
+/// (`conformance_writers.rs`: the expired ones, a renewal or a second sweep racing a
+/// take-back).
 ///
 /// # Panics
 /// When the store misbehaves (this is a test suite).
@@ -634,6 +649,10 @@ pub async fn conformance_suite(store: &dyn MetaStore) {
 
     // Which task a claim takes: fairness, pinning, the cap, racing claimers.
     conformance_claims::claims(store).await;
+
+    // Writer leases of images: the expired ones, renewals and take-backs racing (clears the
+    // images first).
+    conformance_writers::writers(store).await;
 }
 
 /// A plausible pending import task with id `id` (for tests and [`conformance_suite`]).
@@ -685,5 +704,6 @@ pub fn sample_image(id: &str) -> ImageRecord {
         created_at: 1_700_000_100,
         updated_at: 1_700_000_100,
         task_id: None,
+        writer: None,
     }
 }

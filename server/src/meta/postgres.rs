@@ -23,6 +23,7 @@ use tokio_postgres::types::Json;
 use tokio_postgres::{NoTls, Row};
 
 use super::members::{AddMember, MemberRecord};
+use super::writer;
 use super::{
     check_task_move, index, lease, plan_transition, Decision, ImageQuery, ImageRecord, ImageStatus,
     MetaError, MetaStore, QueuedTasks, Step, TaskLease, TaskQuery, TaskRecord, TaskSummary,
@@ -152,9 +153,11 @@ const UPSERT_TASK: &str = "INSERT INTO tasks
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
      ON CONFLICT (id) DO UPDATE SET owner = $2, status = $3, created_at = $4, expires_at = $5,
          image_id = $6, summary = $7, record = $8, lease_until = $9, pinned_node = $10";
-const UPSERT_IMAGE: &str = "INSERT INTO images (id, owner, visibility, created_at, record)
-     VALUES ($1, $2, $3, $4, $5)
-     ON CONFLICT (id) DO UPDATE SET owner = $2, visibility = $3, created_at = $4, record = $5";
+const UPSERT_IMAGE: &str = "INSERT INTO images
+     (id, owner, visibility, created_at, record, writer_until)
+     VALUES ($1, $2, $3, $4, $5, $6)
+     ON CONFLICT (id) DO UPDATE SET owner = $2, visibility = $3, created_at = $4, record = $5,
+         writer_until = $6";
 
 async fn write_task(
     tx: &impl deadpool_postgres::GenericClient,
@@ -193,6 +196,7 @@ async fn write_image(
             &image.visibility,
             &image.created_at,
             &Json(image),
+            &writer::indexed_until(image),
         ],
     )
     .await
@@ -388,14 +392,15 @@ impl MetaStore for PgMeta {
             .client()
             .await?
             .execute(
-                "INSERT INTO images (id, owner, visibility, created_at, record)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO images (id, owner, visibility, created_at, record, writer_until)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
                 &[
                     &image.id,
                     &image.owner,
                     &image.visibility,
                     &image.created_at,
                     &Json(image),
+                    &writer::indexed_until(image),
                 ],
             )
             .await
@@ -491,6 +496,10 @@ impl MetaStore for PgMeta {
 
     async fn expired_leases(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
         leases::expired(&self.client().await?, now, max).await
+    }
+
+    async fn expired_writers(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
+        leases::expired_writers(&self.client().await?, now, max).await
     }
 
     async fn queued_tasks(&self, owner: &str, max: u64) -> Result<QueuedTasks, MetaError> {

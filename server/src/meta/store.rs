@@ -1,6 +1,7 @@
 //! The [`MetaStore`] trait: every call the service makes on its metadata, whichever store
 //! holds it.
 
+use super::writer;
 use super::{
     AddMember, Decision, ImageQuery, ImageRecord, ImageStatus, MemberRecord, MetaError,
     ProjectUsage, QueuedTasks, TaskLease, TaskQuery, TaskRecord, TaskSummary, Timestamp,
@@ -138,6 +139,28 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// A backend error, or an index entry that does not decode.
     async fn expired_leases(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError>;
+    /// The ids of images being written (`saving`, `uploading`) whose writer lease
+    /// ([`ImageRecord::writer`]) ended at or before `now`, soonest first, at most `max`.
+    ///
+    /// This default reads every image (the embedded stores, where the service never asks:
+    /// every writer in them is this live process's, and start-up recovery handles a crash);
+    /// PostgreSQL reads one range of a partial index of the leased images.
+    ///
+    /// # Errors
+    /// A backend or decoding error.
+    async fn expired_writers(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
+        let mut ended = Vec::new();
+        self.scan_images(None, &mut |image| {
+            if let Some(until) = writer::indexed_until(&image).filter(|until| *until <= now) {
+                ended.push((until, image.id));
+            }
+            Ok(())
+        })
+        .await?;
+        ended.sort_unstable();
+        ended.truncate(max);
+        Ok(ended.into_iter().map(|(_, id)| id).collect())
+    }
     /// The tasks of image `image_id` ([`index::task_image_id`](super::index::task_image_id)), oldest first: one range of
     /// the tasks-by-image index, so O(tasks of that image).
     async fn image_tasks(&self, image_id: &str) -> Result<Vec<TaskRecord>, MetaError>;

@@ -118,5 +118,6 @@ pub(crate) fn queued_image(
         created_at: at,
         updated_at: at,
         task_id: None,
+        writer: None,
     }
 }

@@ -29,6 +29,15 @@
 //! reading the answer, and closing under them makes them report a broken pipe instead of the
 //! answer. Past the bounds the connection is closed.
 //!
+//! **Writer lease.** The compare-and-swap to `saving` (`uploading`) also writes this
+//! upload's writer lease on the image (node id, upload id, until: `meta::writer`), renewed
+//! every third of `lease_secs` while the body arrives and dropped when it ends (`active`,
+//! back to `queued`, or a sealed stage). On a metadata store shared by several nodes, an
+//! image whose lease ran out (its node died) is returned to `queued` by any node's sweep
+//! (`takeover::sweep_writers_once`); if a renewal finds the lease lost that way, the upload
+//! stops, writes nothing and answers 409. Every write of the outcome checks that this upload
+//! still holds the image.
+//!
 //! The work runs in its own task, so a client that disconnects (hyper then drops the request
 //! handler) still has its image returned to `queued` and its partial data removed.
 //!
@@ -37,6 +46,7 @@
 //! server's `conversion` says and lands in the staging area, sealed there for the import.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -57,10 +67,11 @@ use crate::api::policy::Action;
 use crate::api::{now, Api};
 use crate::config::Conversion;
 use crate::imports::{self, ImportRequest, ImportSource};
-use crate::meta::{Decision, ImageRecord, ImageStatus, Transition};
+use crate::meta::{writer, Decision, ImageRecord, ImageStatus, Transition, WriterLease};
 use crate::quota::ImportQuota;
 use crate::staging::Staged;
 use crate::state::AppState;
+use crate::takeover;
 
 /// The one media type an upload may have (Glance's deserializer).
 const OCTET_STREAM: &str = "application/octet-stream";
@@ -218,7 +229,10 @@ async fn admit(
             ImportQuota::start_stage(&api.state, &image.id, &image.owner, announced).await?
         }
     };
-    // The lock: only one request moves the image from `queued` to `saving` (`uploading`).
+    // The lock: only one request moves the image from `queued` to `saving` (`uploading`),
+    // holding the writer lease (renewed while the body arrives: `Upload::run`).
+    let node = config.node_id.as_deref().unwrap_or_default();
+    let writer = takeover::writer_lease(node, now(), config.lease_secs);
     let locked = super::update(
         api,
         ctx,
@@ -228,6 +242,7 @@ async fn admit(
         |image| {
             check_uploadable(image, dest)?;
             image.status = dest.status();
+            image.writer = Some(writer.clone());
             image.updated_at = now();
             Ok(Decision::Write)
         },
@@ -241,6 +256,7 @@ async fn admit(
         image_id: image.id.clone(),
         request,
         dest,
+        writer,
         quota,
         slot,
     })
@@ -288,6 +304,9 @@ struct Upload {
     /// What the body is checked as and becomes.
     request: ImportRequest,
     dest: Destination,
+    /// This upload's hold on the image ([`takeover::hold_writer`]): every write of the
+    /// outcome checks it still holds the image, so an upload that lost it writes nothing.
+    writer: WriterLease,
     quota: ImportQuota,
     slot: crate::executor::UploadSlot,
 }
@@ -303,10 +322,16 @@ impl Upload {
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: std::fmt::Display,
     {
-        let config = std::sync::Arc::clone(&self.state.config);
+        let config = Arc::clone(&self.state.config);
         let timeout = Duration::from_secs(config.import_timeout_secs);
-        let (cancel, timed_out) =
-            imports::with_deadline(self.state.executor.shutdown_signal(), timeout);
+        let (cancel, writer_lost) = takeover::hold_writer(
+            Arc::clone(&self.state.meta),
+            self.image_id.clone(),
+            self.writer.clone(),
+            config.lease_secs,
+            self.state.executor.shutdown_signal(),
+        );
+        let (cancel, timed_out) = imports::with_deadline(cancel, timeout);
         let store = match self.dest {
             Destination::File => &*self.state.store,
             Destination::Stage => self.state.staging.store(),
@@ -333,6 +358,15 @@ impl Upload {
         let outcome = match ingested {
             Ok(ingested) if self.dest == Destination::Stage => self.seal(ingested).await,
             Ok(ingested) => self.activate(ingested).await,
+            // Deleted, or taken back by another node's sweep: the image is no longer this
+            // upload's, so nothing is written (the ingest removed what it had stored).
+            Err(e) if writer_lost.load(Ordering::SeqCst) => {
+                tracing::warn!(image_id = %self.image_id, error = %e, "upload stopped: its writer lease was lost");
+                match self.state.meta.get_image(&self.image_id).await {
+                    Ok(None) => Err(UploadFailure::Gone),
+                    _ => Err(UploadFailure::WriterLost),
+                }
+            }
             Err(e) => {
                 tracing::info!(
                     image_id = %self.image_id,
@@ -378,11 +412,15 @@ impl Upload {
             .state
             .meta
             .transition_image(&self.image_id, &[ImageStatus::Saving], &mut |image| {
+                if !writer::holds(image, &self.writer) {
+                    return Decision::Keep;
+                }
                 image.size = Some(data.size);
                 image.virtual_size = data.report.virtual_size;
                 image.checksum = Some(data.md5_hex.clone());
                 image.os_hash_algo = Some("sha512".to_owned());
                 image.os_hash_value = Some(data.sha512_hex.clone());
+                // (Leaving `saving` drops the writer lease.)
                 image.status = ImageStatus::Active;
                 image.updated_at = now();
                 crate::unwrapping::apply(image, data);
@@ -397,10 +435,7 @@ impl Upload {
                 tracing::info!(image_id = %self.image_id, size = ingested.size, "upload stored");
                 Ok(())
             }
-            Ok(Transition::Missing | Transition::Refused(_) | Transition::Kept(_)) => {
-                self.remove_data();
-                Err(UploadFailure::Gone)
-            }
+            Ok(lost) => Err(self.not_held(&lost)),
             Err(e) => {
                 self.remove_data();
                 self.requeue().await;
@@ -429,6 +464,11 @@ impl Upload {
             .state
             .meta
             .transition_image(&self.image_id, &[ImageStatus::Uploading], &mut |image| {
+                if !writer::holds(image, &self.writer) {
+                    return Decision::Keep;
+                }
+                // The stage is complete: no writer any more; the image waits for its import.
+                image.writer = None;
                 image.updated_at = now();
                 Decision::Write
             })
@@ -441,10 +481,7 @@ impl Upload {
                 tracing::info!(image_id = %self.image_id, size = ingested.size, converted = ingested.converted, "stage complete");
                 Ok(())
             }
-            Ok(Transition::Missing | Transition::Refused(_) | Transition::Kept(_)) => {
-                self.remove_data();
-                Err(UploadFailure::Gone)
-            }
+            Ok(lost) => Err(self.not_held(&lost)),
             Err(e) => {
                 self.remove_data();
                 self.requeue().await;
@@ -453,13 +490,16 @@ impl Upload {
         }
     }
 
-    /// `saving` (`uploading`) → `queued` (Glance's `_restore`); an image deleted meanwhile
-    /// stays deleted.
+    /// `saving` (`uploading`) → `queued` (Glance's `_restore`), if this upload still holds
+    /// the image; an image deleted meanwhile stays deleted.
     async fn requeue(&self) {
         let restored = self
             .state
             .meta
             .transition_image(&self.image_id, &[self.dest.status()], &mut |image| {
+                if !writer::holds(image, &self.writer) {
+                    return Decision::Keep;
+                }
                 image.status = ImageStatus::Queued;
                 image.updated_at = now();
                 Decision::Write
@@ -467,6 +507,28 @@ impl Upload {
             .await;
         if let Err(e) = restored {
             tracing::error!(image_id = %self.image_id, error = %e, "cannot return the image to queued");
+        }
+    }
+
+    /// Why the final write found the image no longer this upload's (`found`: what
+    /// [`MetaStore::transition_image`](crate::meta::MetaStore::transition_image) answered
+    /// instead of writing): deleted meanwhile (410), or taken back by a sweep after this
+    /// upload's writer lease ran out (409). The data this upload stored goes, unless the image
+    /// is another upload's now (its data under the same name is that upload's to keep or
+    /// remove).
+    fn not_held(&self, found: &Transition) -> UploadFailure {
+        match found {
+            Transition::Missing => {
+                self.remove_data();
+                UploadFailure::Gone
+            }
+            Transition::Done(image) | Transition::Kept(image) | Transition::Refused(image) => {
+                if image.status == ImageStatus::Queued {
+                    self.remove_data();
+                }
+                tracing::warn!(image_id = %self.image_id, status = %image.status, "upload not recorded: its writer lease was lost");
+                UploadFailure::WriterLost
+            }
         }
     }
 
@@ -492,6 +554,8 @@ enum UploadFailure {
     Ingest(IngestError),
     /// Recording the image failed.
     Meta(ApiError),
+    /// The upload's writer lease ran out and another node returned the image to `queued`.
+    WriterLost,
 }
 
 /// Whether the client may still be sending when the upload failed (the failure was not the
@@ -513,6 +577,13 @@ fn upload_error(image_id: &str, failure: UploadFailure) -> ApiError {
         UploadFailure::Deadline(secs) => return ApiError::UploadTimeout(secs),
         UploadFailure::Gone => return ApiError::ImageGone(image_id.to_owned()),
         UploadFailure::Meta(e) => return e,
+        UploadFailure::WriterLost => {
+            return ApiError::Conflict(format!(
+                "the upload of image {image_id} lost its hold on the image (its writer lease \
+                 could not be renewed within lease_secs, and the image was returned to \
+                 queued); this upload was not recorded: upload again"
+            ))
+        }
         UploadFailure::Ingest(e) => e,
     };
     let reason = e.reason_code().to_owned();

@@ -1,5 +1,6 @@
 //! Claims and leases in PostgreSQL ([`super::MetaStore::claim_task`],
-//! [`super::MetaStore::renew_lease`], [`super::MetaStore::expired_leases`]).
+//! [`super::MetaStore::renew_lease`], [`super::MetaStore::expired_leases`], and the images'
+//! [`super::MetaStore::expired_writers`]).
 //!
 //! A claim is one transaction. It first takes [`CLAIM_LOCK`] (`pg_advisory_xact_lock`), so
 //! the claims of all nodes run one after another: the per-project cap is then exact (a
@@ -125,6 +126,25 @@ pub(super) async fn expired(
         )
         .await
         .map_err(|e| pg_error("reading expired leases", &e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// [`super::MetaStore::expired_writers`]: a range of the `images_by_writer` index (only
+/// images `saving` or `uploading` under a writer lease have a `writer_until`).
+pub(super) async fn expired_writers(
+    client: &impl GenericClient,
+    now: Timestamp,
+    max: usize,
+) -> Result<Vec<String>, MetaError> {
+    let rows = client
+        .query(
+            "SELECT id FROM images
+             WHERE writer_until IS NOT NULL AND writer_until <= $1
+             ORDER BY writer_until, id LIMIT $2",
+            &[&now, &to_i64(max)],
+        )
+        .await
+        .map_err(|e| pg_error("reading expired writer leases", &e))?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 

@@ -18,7 +18,9 @@ const MIGRATION_LOCK: i64 = 0x736c_7569_6365_6d67;
 /// one that has shipped: append. 2: leases (`lease_until`, set only while a task is
 /// `processing` with a lease; the pending tasks' index the claim reads). 3: claims across
 /// nodes (`pinned_node`; per project, the pending tasks by age and the processing ones, the
-/// two indexes the claim's choice reads).
+/// two indexes the claim's choice reads). 4: writer leases of images (`writer_until`, set
+/// only while an image is `saving` or `uploading` under a writer lease, and its index: the
+/// sweep's read of the expired ones).
 pub(super) const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE tasks (
@@ -65,6 +67,10 @@ CREATE INDEX tasks_pending ON tasks (created_at, id) WHERE status = 'pending';
 ALTER TABLE tasks ADD COLUMN pinned_node text COLLATE "C";
 CREATE INDEX tasks_pending_by_owner ON tasks (owner, created_at, id) WHERE status = 'pending';
 CREATE INDEX tasks_processing_by_owner ON tasks (owner) WHERE status = 'processing';
+"#,
+    r#"
+ALTER TABLE images ADD COLUMN writer_until bigint;
+CREATE INDEX images_by_writer ON images (writer_until, id) WHERE writer_until IS NOT NULL;
 "#,
 ];
 

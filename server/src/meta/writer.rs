@@ -1,0 +1,155 @@
+//! Writer leases of images (issue #13, "Many nodes"): the node receiving an image's body
+//! (`PUT …/file`, the image `saving`) or stage (`PUT …/stage`, `uploading`) holds a lease on
+//! the image record, renews it while the body arrives, and drops it when the body ends. A
+//! writer lease that ran out ([`super::MetaStore::expired_writers`]) marks an image whose
+//! writer stopped renewing (its node died, or is cut off from the database): any node's
+//! sweep returns it to `queued`, as a failed upload does.
+//!
+//! Renewals and take-backs are changes run by [`super::MetaStore::transition_image`] (its
+//! compare-and-swap): the decisions every store shares live here, so that a renewal racing a
+//! take-back, or two take-backs, never both write.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Decision, ImageRecord, ImageStatus, Timestamp};
+
+/// One upload's hold on the image it writes: the upload runs until `until` unless it renews
+/// first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriterLease {
+    /// The writing node's id (as in a [`super::TaskLease`]).
+    pub node: String,
+    /// The upload's own id (a random UUID per admitted body): tells apart two uploads of one
+    /// image by one node, so that an upload that lost its hold never takes a later one's.
+    pub upload: String,
+    /// When the lease ends, unless renewed.
+    pub until: Timestamp,
+}
+
+impl WriterLease {
+    /// Whether `self` and `other` are the same upload's (whatever their `until`).
+    pub fn same_upload(&self, other: &WriterLease) -> bool {
+        self.node == other.node && self.upload == other.upload
+    }
+}
+
+/// Whether an image in `status` has a writer: its body or stage is arriving (`saving`,
+/// `uploading`). A transition to any other status drops the writer lease
+/// (`plan_transition`).
+pub fn is_written(status: ImageStatus) -> bool {
+    matches!(status, ImageStatus::Saving | ImageStatus::Uploading)
+}
+
+/// When the writer lease of `image` ends, if it is in the writer index: `saving` or
+/// `uploading` with a writer lease.
+pub fn indexed_until(image: &ImageRecord) -> Option<Timestamp> {
+    match &image.writer {
+        Some(lease) if is_written(image.status) => Some(lease.until),
+        _ => None,
+    }
+}
+
+/// Whether the upload of `holder` still holds `image`: it is `saving` or `uploading` under a
+/// writer lease of that very upload.
+pub fn holds(image: &ImageRecord, holder: &WriterLease) -> bool {
+    is_written(image.status)
+        && image
+            .writer
+            .as_ref()
+            .is_some_and(|lease| lease.same_upload(holder))
+}
+
+/// The change of a renewal: extends the lease of `holder`'s upload to `until` when it still
+/// holds `image` ([`holds`]); [`Decision::Keep`] when the lease is lost. `updated_at` is
+/// left alone: a renewal is not a change a client sees.
+pub fn renew(image: &mut ImageRecord, holder: &WriterLease, until: Timestamp) -> Decision {
+    if !holds(image, holder) {
+        return Decision::Keep;
+    }
+    image.writer = Some(WriterLease {
+        until,
+        ..holder.clone()
+    });
+    Decision::Write
+}
+
+/// The change of a take-back: when `image` is `saving` or `uploading` under exactly
+/// `expired` (the lease as read: a renewal since changed it) and that lease ended by `now`,
+/// the image goes back to `queued` without its lease and without what described data
+/// (Glance's state after a failed upload), changed at `now`; else [`Decision::Keep`].
+pub fn take_back(image: &mut ImageRecord, expired: &WriterLease, now: Timestamp) -> Decision {
+    let dead =
+        is_written(image.status) && image.writer.as_ref() == Some(expired) && expired.until <= now;
+    if !dead {
+        return Decision::Keep;
+    }
+    image.status = ImageStatus::Queued;
+    image.writer = None;
+    image.forget_data();
+    image.updated_at = now;
+    Decision::Write
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::sample_image;
+
+    fn lease(upload: &str, until: Timestamp) -> WriterLease {
+        WriterLease {
+            node: "node-a".to_owned(),
+            upload: upload.to_owned(),
+            until,
+        }
+    }
+
+    fn saving(writer: Option<WriterLease>) -> ImageRecord {
+        let mut image = sample_image("img");
+        image.status = ImageStatus::Saving;
+        image.forget_data();
+        image.writer = writer;
+        image
+    }
+
+    #[test]
+    fn test_renew_only_the_holding_upload_extends_its_lease() {
+        let mut image = saving(Some(lease("u1", 100)));
+        assert_eq!(renew(&mut image, &lease("u1", 0), 200), Decision::Write);
+        assert_eq!(image.writer, Some(lease("u1", 200)));
+        // Another upload of the same node, an image without a lease, or one no longer
+        // being written: lost.
+        assert_eq!(renew(&mut image, &lease("u2", 0), 300), Decision::Keep);
+        let mut unleased = saving(None);
+        assert_eq!(renew(&mut unleased, &lease("u1", 0), 300), Decision::Keep);
+        let mut active = saving(Some(lease("u1", 100)));
+        active.status = ImageStatus::Active;
+        assert_eq!(renew(&mut active, &lease("u1", 0), 300), Decision::Keep);
+    }
+
+    #[test]
+    fn test_take_back_only_the_lease_as_read_once_ended() {
+        let read = lease("u1", 100);
+        let mut live = saving(Some(read.clone()));
+        assert_eq!(take_back(&mut live, &read, 99), Decision::Keep, "not ended");
+        let mut renewed = saving(Some(lease("u1", 200)));
+        assert_eq!(take_back(&mut renewed, &read, 150), Decision::Keep);
+        let mut dead = saving(Some(read.clone()));
+        dead.size = Some(7);
+        assert_eq!(take_back(&mut dead, &read, 100), Decision::Write);
+        assert_eq!(
+            (dead.status, dead.writer, dead.size, dead.updated_at),
+            (ImageStatus::Queued, None, None, 100)
+        );
+    }
+
+    #[test]
+    fn test_indexed_until_only_images_being_written() {
+        let mut image = saving(Some(lease("u1", 100)));
+        assert_eq!(indexed_until(&image), Some(100));
+        image.status = ImageStatus::Uploading;
+        assert_eq!(indexed_until(&image), Some(100));
+        image.status = ImageStatus::Active;
+        assert_eq!(indexed_until(&image), None);
+        assert_eq!(indexed_until(&saving(None)), None);
+    }
+}

@@ -1,0 +1,212 @@
+//! Images whose writer is provably dead: a node that died (or lost the database for longer
+//! than a lease) while it received an image's body (`saving`) or stage (`uploading`).
+//!
+//! The receiving node holds a writer lease on the image record ([`WriterLease`]) from the
+//! admission of the body, renews it every third of `lease_secs` while the body arrives
+//! ([`hold_writer`]) and drops it when the body ends. In a shared store, every node's sweep
+//! ([`sweep_writers_once`]) returns an image whose writer lease ran out to `queued`, as a
+//! failed upload does, with a compare-and-swap on the lease as read ([`take_back_writer`]):
+//! nothing of the body is left to keep (the object store's unfinished upload is aborted by
+//! [`Store::sweep_abandoned`], a partial stage is the dead node's own file, removed by its
+//! next start). An embedded store has nothing to sweep: every writer in it is this live
+//! process's, and start-up recovery returns what a crash left.
+//!
+//! [`Store::sweep_abandoned`]: sluice_pipeline::store::Store::sweep_abandoned
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::SWEEP_BATCH;
+use crate::meta::writer::{self, WriterLease};
+use crate::meta::{ImageRecord, ImageStatus, MetaError, MetaStore, Timestamp, Transition};
+
+/// The statuses an image has while a writer holds it.
+const WRITTEN: [ImageStatus; 2] = [ImageStatus::Saving, ImageStatus::Uploading];
+
+/// A new writer lease for an upload by `node` admitted at `now`: a fresh upload id, ending
+/// `lease_secs` later.
+pub fn writer_lease(node: &str, now: Timestamp, lease_secs: u64) -> WriterLease {
+    WriterLease {
+        node: node.to_owned(),
+        upload: uuid::Uuid::new_v4().to_string(),
+        until: now.saturating_add(i64::try_from(lease_secs).unwrap_or(i64::MAX)),
+    }
+}
+
+/// Keeps the writer lease `held` on image `image_id` while its body or stage arrives:
+/// renews it every third of `lease_secs` (through [`MetaStore::transition_image`] with
+/// [`writer::renew`]), until the returned receiver is dropped. Returns a cancel signal that
+/// follows `shutdown` and also fires, with the flag set, when a renewal finds the lease lost
+/// (a sweep returned the image to `queued`, or it was deleted): the upload must then stop
+/// and write nothing. A renewal that fails (the database is away) is retried at the next
+/// tick.
+pub fn hold_writer(
+    meta: Arc<dyn MetaStore>,
+    image_id: String,
+    held: WriterLease,
+    lease_secs: u64,
+    shutdown: watch::Receiver<bool>,
+) -> (watch::Receiver<bool>, Arc<AtomicBool>) {
+    let name = format!("image {image_id}");
+    super::hold(lease_secs, shutdown, name, move |until| {
+        let (meta, id, held) = (Arc::clone(&meta), image_id.clone(), held.clone());
+        async move {
+            let renewed = meta
+                .transition_image(&id, &WRITTEN, &mut |image| {
+                    writer::renew(image, &held, until)
+                })
+                .await?;
+            Ok(matches!(renewed, Transition::Done(_)))
+        }
+    })
+}
+
+/// Takes `image` (as read) back to `queued` if its writer lease ended by `now`: the
+/// compare-and-swap of [`writer::take_back`] on the lease as read, so a renewal since, or
+/// another node's take-back, makes it write nothing. Returns whether it wrote.
+///
+/// # Errors
+/// A metadata error.
+pub async fn take_back_writer(
+    meta: &dyn MetaStore,
+    image: &ImageRecord,
+    now: Timestamp,
+) -> Result<bool, MetaError> {
+    let Some(expired) = image.writer.as_ref() else {
+        return Ok(false);
+    };
+    let back = meta
+        .transition_image(&image.id, &WRITTEN, &mut |current| {
+            writer::take_back(current, expired, now)
+        })
+        .await?;
+    Ok(matches!(back, Transition::Done(_)))
+}
+
+/// One pass of the periodic sweep of a shared store: returns to `queued` every image whose
+/// writer lease ran out by `now` (at most [`SWEEP_BATCH`]); returns their ids. An embedded
+/// store has nothing to sweep (the module docs).
+///
+/// # Errors
+/// The first metadata error.
+pub async fn sweep_writers_once(
+    meta: &dyn MetaStore,
+    now: Timestamp,
+) -> Result<Vec<String>, MetaError> {
+    let mut requeued = Vec::new();
+    if !meta.is_shared() {
+        return Ok(requeued);
+    }
+    for id in meta.expired_writers(now, SWEEP_BATCH).await? {
+        let Some(image) = meta.get_image(&id).await? else {
+            continue;
+        };
+        if take_back_writer(meta, &image, now).await? {
+            let node = image.writer.as_ref().map_or("", |w| w.node.as_str());
+            tracing::warn!(image_id = %id, status = %image.status, node, "writer lease ran out: image back to queued (its upload's node stopped renewing)");
+            requeued.push(id);
+        }
+    }
+    Ok(requeued)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::meta::memory::MemoryMeta;
+    use crate::meta::postgres::PgMeta;
+    use crate::meta::sample_image;
+    use crate::meta::testing_pg::PgCluster;
+
+    fn written(n: u32, status: ImageStatus, writer: Option<(&str, Timestamp)>) -> ImageRecord {
+        let mut image = sample_image(&format!("00000000-0000-4000-8000-{n:012}"));
+        image.status = status;
+        image.forget_data();
+        image.writer = writer.map(|(node, until)| WriterLease {
+            node: node.to_owned(),
+            upload: format!("upload-{n}"),
+            until,
+        });
+        image
+    }
+
+    /// The sweep of a shared store returns exactly the images whose writer lease ran out to
+    /// `queued`; a live writer's image and one written before writer leases stay; an
+    /// embedded store's sweep touches nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn test_sweep_writers_once_requeues_only_expired_writers() {
+        let cluster = PgCluster::start();
+        let meta = PgMeta::open(&cluster.database("writers"), 2).await.unwrap();
+        let live = written(1, ImageStatus::Saving, Some(("node-b", 1_000)));
+        let unleased = written(2, ImageStatus::Saving, None);
+        let dead_file = written(3, ImageStatus::Saving, Some(("node-c", 100)));
+        let dead_stage = written(4, ImageStatus::Uploading, Some(("node-c", 200)));
+        for image in [&live, &unleased, &dead_file, &dead_stage] {
+            meta.put_image(image).await.unwrap();
+        }
+        let requeued = sweep_writers_once(&meta, 500).await.unwrap();
+        assert_eq!(requeued, [dead_file.id.as_str(), dead_stage.id.as_str()]);
+        let stored = async |i: &ImageRecord| meta.get_image(&i.id).await.unwrap().unwrap();
+        assert_eq!(stored(&live).await, live);
+        assert_eq!(stored(&unleased).await, unleased);
+        for dead in [&dead_file, &dead_stage] {
+            let back = stored(dead).await;
+            assert_eq!(
+                (back.status, back.writer, back.updated_at),
+                (ImageStatus::Queued, None, 500)
+            );
+        }
+        assert!(sweep_writers_once(&meta, 500).await.unwrap().is_empty());
+
+        let embedded = MemoryMeta::new();
+        embedded.put_image(&dead_file).await.unwrap();
+        assert!(sweep_writers_once(&embedded, 500).await.unwrap().is_empty());
+        let kept = embedded.get_image(&dead_file.id).await.unwrap().unwrap();
+        assert_eq!(kept.status, ImageStatus::Saving);
+    }
+
+    /// An upload's writer lease is renewed while it runs; once a sweep takes the image back
+    /// the next renewal finds it lost, and the upload is told to stop.
+    #[tokio::test]
+    async fn test_hold_writer_renews_then_stops_the_upload_when_taken_back() {
+        let meta: Arc<dyn MetaStore> = Arc::new(MemoryMeta::new());
+        let start = crate::imports::now();
+        let image = written(5, ImageStatus::Saving, Some(("node-a", start)));
+        meta.put_image(&image).await.unwrap();
+        let held = image.writer.clone().unwrap();
+        let (_shutdown_tx, shutdown) = watch::channel(false);
+        let (mut cancel, lost) = hold_writer(
+            Arc::clone(&meta),
+            image.id.clone(),
+            held,
+            crate::config::MIN_LEASE_SECS,
+            shutdown,
+        );
+        let until = async || {
+            let stored = meta.get_image(&image.id).await.unwrap().unwrap();
+            stored.writer.map(|l| l.until).unwrap_or_default()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while until().await <= start {
+            assert!(std::time::Instant::now() < deadline, "never renewed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!*cancel.borrow() && !lost.load(Ordering::SeqCst));
+        // A sweep whose clock is past the renewed lease takes it back.
+        let read = meta.get_image(&image.id).await.unwrap().unwrap();
+        let after = read.writer.as_ref().unwrap().until;
+        assert!(take_back_writer(meta.as_ref(), &read, after).await.unwrap());
+        tokio::time::timeout(Duration::from_secs(10), cancel.wait_for(|stop| *stop))
+            .await
+            .expect("the upload is told to stop")
+            .unwrap();
+        assert!(lost.load(Ordering::SeqCst));
+        let back = meta.get_image(&image.id).await.unwrap().unwrap();
+        assert_eq!((back.status, back.writer), (ImageStatus::Queued, None));
+    }
+}
