@@ -5,7 +5,10 @@ Measured in one run, on the same files, by the same `sluice` binary:
   * a raw import (random data) and a qcow2 import (the same data) into Garage and into the
     data directory, interleaved ROUNDS times, best of each: the ratio S3 / local (target
     >= 0.8);
-  * 4 concurrent imports into Garage: the node's peak RSS (VmHWM, target < 128 MiB).
+  * 4 concurrent imports into Garage: the node's peak RSS (VmHWM, target < 128 MiB);
+  * a reference for what Garage itself takes in on this machine: `curl -T` of the same raw
+    file as one unsigned PutObject (curl where Sluice runs), best of ROUNDS, and the raw
+    import into Garage as a ratio to it.
 
 Garage runs on this machine (one node, sqlite metadata, replication 1, compression off:
 image data is mostly incompressible and compressing it here would only take CPU from the
@@ -87,6 +90,18 @@ root_domain = ".s3.garage.localhost"
     return proc, f"http://127.0.0.1:{s3}"
 
 
+def curl_put_rate(endpoint, path, key, core):
+    """Bytes/s of one `curl -T` PutObject of `path` into the bench bucket (None: no pinning)."""
+    cmd = ["curl", "-sS", "-f", "-o", "/dev/null", "--aws-sigv4", "aws:amz:garage:s3",
+           "--user", f"{KEY_ID}:{SECRET}", "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+           "-T", path, f"{endpoint}/{BUCKET}/{key}"]
+    if core is not None:
+        cmd = ["taskset", "-c", str(core)] + cmd
+    start = time.monotonic()
+    subprocess.run(cmd, check=True)
+    return os.path.getsize(path) / (time.monotonic() - start)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mib", type=int, default=2048, help="image data size (MiB)")
@@ -151,6 +166,8 @@ def main():
                 rates[f"qcow2-{store}"].append(
                     timed_import(port, f"{base}/big.qcow2", "qcow2", f"qcow2-{r}", qcow2_size))
         best = {k: max(v) for k, v in rates.items()}
+        curl_rate = max(curl_put_rate(endpoint, raw, f"curl-{r}", 0 if args.pin else None)
+                        for r in range(ROUNDS))
         stop(local)
         local = None
 
@@ -173,6 +190,9 @@ def main():
             ratio = s_rate / l_rate
             print(f"{fmt:5} import: local {l_rate / mb:7.1f} MB/s ({l_s:5.1f} s), Garage {s_rate / mb:7.1f} MB/s"
                   f" ({s_s:5.1f} s): ratio {ratio:.2f} (target >= 0.80: {verdict(ratio >= 0.8)})")
+        s3_raw = best["raw-s3"][0]
+        print(f"reference: curl -T of the raw into Garage (one PutObject) {curl_rate / mb:7.1f} MB/s;"
+              f" the raw import into Garage reaches {s3_raw / curl_rate:.2f} of it")
         print(f"4 concurrent imports of {args.concurrent_size_mib} MiB into Garage: peak RSS {rss_mib:.1f} MiB"
               f" (target < 128: {verdict(rss_mib < 128)})")
     finally:

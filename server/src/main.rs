@@ -7,6 +7,7 @@ use std::process::ExitCode;
 /// pipeline's chunk buffers come from per-thread arenas that keep freed memory; four
 /// concurrent imports into S3 then peaked at 202 MiB of RSS, 112 MiB with the threshold
 /// pinned (`GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1048576`). See the README, "Memory".
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
