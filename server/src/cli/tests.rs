@@ -1,4 +1,6 @@
 use super::*;
+use crate::config::Config;
+use crate::quota::Limit;
 
 /// `sluice serve <args>` parsed into its configuration.
 fn serve_config(args: &[&str]) -> anyhow::Result<Config> {
