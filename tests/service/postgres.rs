@@ -224,6 +224,20 @@ fn test_two_nodes_on_postgres_share_the_per_project_caps() {
     thread::sleep(Duration::from_secs(1));
     let waiting = b.get(&format!("/v2/tasks/{next}")).json();
     assert_eq!(waiting["status"], "pending", "{waiting}\n{}", b.log_text());
+    // The queue is the cluster's: both nodes show the one task waiting, A its import running.
+    for (node, running) in [(&a, 1), (&b, 0)] {
+        let metrics = node.get("/metrics").text();
+        assert!(
+            metrics.lines().any(|l| l == "sluice_import_queue_depth 1")
+                && metrics
+                    .lines()
+                    .any(|l| l == format!("sluice_import_workers_busy {running}")),
+            "{metrics}"
+        );
+        let detail = node.req("GET", "/healthcheck?detail", ADMIN, None).json();
+        assert_eq!(detail["imports"]["waiting"], 1, "{detail}");
+        assert_eq!(detail["imports"]["running"], running, "{detail}");
+    }
     // The held import ends: the next one runs, on whichever node.
     drop(stalling);
     assert_eq!(a.wait_task(&held)["status"], "failure");

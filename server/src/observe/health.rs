@@ -78,7 +78,7 @@ pub async fn response<B>(api: &Api, request: &Request<B>, request_id: &str) -> R
     };
     if wants_detail(request.uri().query()) && is_admin(api, request, request_id).await {
         let probe = space.probe().ok();
-        let (waiting, running) = state.executor.load();
+        let (waiting, running) = super::metrics::import_load(state).await;
         let body = json!({
             "detailed": true,
             "status": if reasons.is_empty() { "OK" } else { "UNAVAILABLE" },

@@ -348,7 +348,7 @@ impl Metrics {
 
     /// The exposition, with the gauges of state read from `state` now.
     pub async fn encode(&self, state: &AppState) -> String {
-        let (waiting, running) = state.executor.load();
+        let (waiting, running) = import_load(state).await;
         self.queue_depth.set(gauge_value(waiting));
         self.workers_busy.set(gauge_value(running));
         self.workers.set(gauge_value(state.config.workers));
@@ -409,6 +409,28 @@ pub async fn response(state: &AppState) -> Response<ApiBody> {
         HeaderValue::from_static(CONTENT_TYPE),
     );
     response
+}
+
+/// Import tasks waiting for a worker and imports running on this node. On a shared store
+/// (PostgreSQL) the queue is the cluster's: the tasks `pending` on every node, read from the
+/// store (at most `queue_capacity`, the most any node accepts); this node's own count if the
+/// store cannot be read. Running imports are this node's either way.
+pub(crate) async fn import_load(state: &AppState) -> (usize, usize) {
+    let (waiting, running) = state.executor.load();
+    if !state.meta.is_shared() {
+        return (waiting, running);
+    }
+    let max = u64::try_from(state.config.queue_capacity).unwrap_or(u64::MAX);
+    match state.meta.queued_tasks("", max).await {
+        Ok(queued) => (
+            usize::try_from(queued.pending).unwrap_or(usize::MAX),
+            running,
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot count the cluster's waiting tasks");
+            (waiting, running)
+        }
+    }
 }
 
 #[cfg(test)]
