@@ -302,14 +302,6 @@ impl Executor {
         Ok(())
     }
 
-    /// Direct uploads of `owner` running here.
-    pub fn uploads(&self, owner: &str) -> u64 {
-        lock(&self.inner.queue)
-            .projects
-            .get(owner)
-            .map_or(0, |p| p.uploading)
-    }
-
     /// Tasks waiting in the queue and imports running now (for `/metrics`).
     pub fn load(&self) -> (usize, usize) {
         let q = lock(&self.inner.queue);

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `image_size_total` (MiB) | bytes of the project's images, plus what its running imports will store (announced length, bytes received, and for conversion to raw the virtual size from the header) | at `POST /v2/tasks` (usage over the limit: 413), when the import starts, and as it runs (failure `quota_exceeded`) |
 //! | `image_count_total` | the project's images, plus its legacy import tasks not yet final (an interoperable import, an upload or a stage fills an image that counts already) | at `POST /v2/tasks` and `POST /v2/images` (413; check and write under the project's [`Reservation`]) and when a legacy import starts |
-//! | `image_count_uploading` | the project's imports waiting or running | at `POST /v2/tasks` (413) |
+//! | `image_count_uploading` | the project's imports waiting or running, and its uploads and stages in flight (on a shared store: on every node, its images under a writer lease) | at `POST /v2/tasks`, `PUT …/file` and `PUT …/stage` (413) |
 //! | `image_stage_total` (MiB) | bytes staged for `glance-direct` imports: complete stages until imported, discarded or expired, and stages streaming in ([`crate::staging::StagingArea`]'s ledger) | at `PUT /v2/images/{id}/stage` (announced length: 413) and as the stage's bytes arrive (413) |
 //! | `tasks_waiting` | the project's tasks waiting for a worker | at `POST /v2/tasks` (503, retry later) |
 //!
@@ -500,12 +500,44 @@ pub async fn admit_queued(state: &AppState, project: &str) -> Result<(), ApiErro
             waiting: queued.project_pending,
         });
     }
+    let in_flight = match in_flight_cap {
+        Some(cap) => queued
+            .project_pending
+            .saturating_add(queued.project_processing)
+            .saturating_add(state.meta.writing_images(project, cap).await?),
+        None => 0,
+    };
+    if in_flight_cap.is_some_and(|cap| in_flight >= cap) {
+        return Err(uploading_over(project, &limits, in_flight));
+    }
+    Ok(())
+}
+
+/// On a shared store, before an upload or a stage is admitted: refuses it (413) when the
+/// project's imports waiting and running and its images being written, on every node, reach
+/// `image_count_uploading`. Soft by the requests in flight, as [`admit_queued`]; this node's
+/// own count is exact ([`Executor::start_upload`]).
+///
+/// # Errors
+/// [`ApiError::LimitExceeded`], or an internal error when the metadata cannot be read.
+async fn admit_upload_cluster(
+    state: &AppState,
+    project: &str,
+    limits: &ProjectLimits,
+) -> Result<(), ApiError> {
+    let Some(cap) = limits.image_count_uploading.get() else {
+        return Ok(());
+    };
+    if !state.meta.is_shared() {
+        return Ok(());
+    }
+    let queued = state.meta.queued_tasks(project, cap).await?;
     let in_flight = queued
         .project_pending
         .saturating_add(queued.project_processing)
-        .saturating_add(state.executor.uploads(project));
-    if in_flight_cap.is_some_and(|cap| in_flight >= cap) {
-        return Err(uploading_over(project, &limits, in_flight));
+        .saturating_add(state.meta.writing_images(project, cap).await?);
+    if in_flight >= cap {
+        return Err(uploading_over(project, limits, in_flight));
     }
     Ok(())
 }
@@ -634,6 +666,7 @@ impl ImportQuota {
         announced: Option<u64>,
     ) -> Result<(ImportQuota, UploadSlot), ApiError> {
         let limits = state.config.quotas.for_project(project);
+        admit_upload_cluster(state, project, &limits).await?;
         let slot = state
             .executor
             .start_upload(image_id, project, limits.image_count_uploading.get())

@@ -2,6 +2,8 @@
 //! per test ([`PgCluster`]), the real binary, one import and one upload, a restart; two
 //! nodes claiming each other's tasks.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -243,6 +245,70 @@ fn test_two_nodes_on_postgres_share_the_per_project_caps() {
     assert_eq!(a.wait_task(&held)["status"], "failure");
     let done = b.wait_task(&next);
     assert_eq!(done["status"], "success", "{done}");
+}
+
+/// Two nodes on one PostgreSQL with `image_count_uploading = 1`: while node A receives the
+/// project's upload, node B refuses the project's next upload and next task (413, Glance's
+/// text), counting A's upload from its writer lease; once it is done, B takes both.
+#[test]
+fn test_two_nodes_on_postgres_count_each_others_uploads_for_image_count_uploading() {
+    let cluster = PgCluster::start();
+    let url = cluster.database("uploading");
+    let dir = scratch();
+    let src = raw_disk(dir.path(), "up.raw", 8 << 20, 4);
+    let data = read(&src);
+    let files = FileServer::start(dir.path());
+    let node = |id: &str| claiming_node(&url, id, &["--quota-image-count-uploading", "1"]);
+    let a = node("node-a");
+    let b = node("node-b");
+    let first = a.create_image("first", "raw");
+    let mut held = TcpStream::connect(&a.addr).expect("connect");
+    let head = format!(
+        "PUT /v2/images/{first}/file HTTP/1.1\r\nHost: h\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        data.len()
+    );
+    held.write_all(head.as_bytes()).expect("head");
+    held.write_all(&data[..1 << 20]).expect("part of the body");
+    wait_until(&a, "the upload to be saving", || {
+        a.get(&format!("/v2/images/{first}")).json()["status"] == "saving"
+    });
+
+    let second = b.create_image("second", "raw");
+    let refused = b.req(
+        "PUT",
+        &format!("/v2/images/{second}/file"),
+        &[("Content-Type", "application/octet-stream")],
+        Some(&data),
+    );
+    let over = "Resource image_count_uploading is over limit of 1 due to current usage 1";
+    assert_eq!(refused.status, 413, "{}", refused.text());
+    assert!(refused.text().contains(over), "{}", refused.text());
+    let task = json!({"type": "import", "input": import_input(&files.url("up.raw"), "raw", "t")});
+    let refused = b.post_task(&task, ADMIN);
+    assert_eq!(refused.status, 413, "{}", refused.text());
+    assert!(refused.text().contains(over), "{}", refused.text());
+
+    held.write_all(&data[1 << 20..]).expect("rest of the body");
+    let mut answer = [0u8; 12];
+    held.read_exact(&mut answer).expect("answer");
+    assert_eq!(
+        &answer,
+        b"HTTP/1.1 204",
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let image = b.get(&format!("/v2/images/{first}")).json();
+    assert_eq!(image["status"], "active", "{image}");
+    let resp = b.req(
+        "PUT",
+        &format!("/v2/images/{second}/file"),
+        &[("Content-Type", "application/octet-stream")],
+        Some(&data),
+    );
+    assert_eq!(resp.status, 204, "{}", resp.text());
+    let resp = b.post_task(&task, ADMIN);
+    assert_eq!(resp.status, 201, "{}", resp.text());
 }
 
 /// Whether `server`'s log says it started task `id`.

@@ -1,6 +1,7 @@
 //! The writer leases' part of [`super::conformance_suite`]: [`MetaStore::expired_writers`]
 //! lists exactly the images being written (`saving`, `uploading`) whose writer lease ended,
-//! soonest first, at most the number asked; a transition out of those statuses drops the
+//! soonest first, at most the number asked; [`MetaStore::writing_images`] counts a project's
+//! leased ones; a transition out of those statuses drops the
 //! lease; and the compare-and-swap of a take-back ([`writer::take_back`] run by
 //! [`MetaStore::transition_image`]) writes only over the very lease it read: of two sweeps
 //! racing one image, or of a renewal racing a take-back, exactly one writes.
@@ -74,6 +75,17 @@ pub(super) async fn writers(store: &dyn MetaStore) {
     }
     assert_eq!(expired(NOW, 10).await, [UPLOADING, SAVING]);
     assert_eq!(expired(NOW, 1).await, [UPLOADING]);
+    // The project's images being written: every leased one, live or not, up to `max`.
+    let owner = sample_image(SAVING).owner;
+    let writing = async |owner: &str, max: u64| {
+        store
+            .writing_images(owner, max)
+            .await
+            .expect("writing images")
+    };
+    assert_eq!(writing(&owner, 10).await, 3);
+    assert_eq!(writing(&owner, 2).await, 2);
+    assert_eq!(writing("another-project", 10).await, 0);
     assert_eq!(expired(50, 10).await, [UPLOADING], "ended at `now` counts");
     assert!(expired(49, 10).await.is_empty());
     assert_eq!(

@@ -498,6 +498,10 @@ impl MetaStore for PgMeta {
         leases::expired(&self.client().await?, now, max).await
     }
 
+    async fn writing_images(&self, owner: &str, max: u64) -> Result<u64, MetaError> {
+        leases::writing_images(&self.client().await?, owner, max).await
+    }
+
     async fn expired_writers(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
         leases::expired_writers(&self.client().await?, now, max).await
     }

@@ -161,6 +161,23 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
         ended.truncate(max);
         Ok(ended.into_iter().map(|(_, id)| id).collect())
     }
+    /// Images of `owner` being written now, on any node (`saving` or `uploading` under a
+    /// writer lease: uploads and stages in flight), counted up to `max`: what a project's
+    /// `image_count_uploading` counts beside its tasks on a shared store.
+    ///
+    /// # Errors
+    /// A backend or decoding error.
+    async fn writing_images(&self, owner: &str, max: u64) -> Result<u64, MetaError> {
+        let mut n = 0u64;
+        self.scan_images(Some(owner), &mut |image| {
+            if writer::indexed_until(&image).is_some() {
+                n = n.saturating_add(1).min(max);
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(n)
+    }
     /// The tasks of image `image_id` ([`index::task_image_id`](super::index::task_image_id)), oldest first: one range of
     /// the tasks-by-image index, so O(tasks of that image).
     async fn image_tasks(&self, image_id: &str) -> Result<Vec<TaskRecord>, MetaError>;

@@ -148,6 +148,25 @@ pub(super) async fn expired_writers(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// [`super::MetaStore::writing_images`]: at most `max` rows of the
+/// `images_writing_by_owner` partial index.
+pub(super) async fn writing_images(
+    client: &impl GenericClient,
+    owner: &str,
+    max: u64,
+) -> Result<u64, MetaError> {
+    let max = i64::try_from(max).unwrap_or(i64::MAX);
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM (SELECT 1 FROM images
+             WHERE owner = $1 AND writer_until IS NOT NULL LIMIT $2) w",
+            &[&owner, &max],
+        )
+        .await
+        .map_err(|e| pg_error("counting the images being written", &e))?;
+    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+}
+
 /// [`super::MetaStore::queued_tasks`]: three counts, each stopping at `max` rows of a partial
 /// index (`tasks_pending`, `tasks_pending_by_owner`, `tasks_processing_by_owner`).
 pub(super) async fn queued(

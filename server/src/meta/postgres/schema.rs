@@ -20,7 +20,8 @@ const MIGRATION_LOCK: i64 = 0x736c_7569_6365_6d67;
 /// nodes (`pinned_node`; per project, the pending tasks by age and the processing ones, the
 /// two indexes the claim's choice reads). 4: writer leases of images (`writer_until`, set
 /// only while an image is `saving` or `uploading` under a writer lease, and its index: the
-/// sweep's read of the expired ones).
+/// sweep's read of the expired ones). 5: a project's images being written (the count of
+/// `image_count_uploading` across nodes).
 pub(super) const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE tasks (
@@ -71,6 +72,9 @@ CREATE INDEX tasks_processing_by_owner ON tasks (owner) WHERE status = 'processi
     r#"
 ALTER TABLE images ADD COLUMN writer_until bigint;
 CREATE INDEX images_by_writer ON images (writer_until, id) WHERE writer_until IS NOT NULL;
+"#,
+    r#"
+CREATE INDEX images_writing_by_owner ON images (owner) WHERE writer_until IS NOT NULL;
 "#,
 ];
 
