@@ -5,6 +5,9 @@ Measured in one run, on the same files, by the same `sluice` binary:
   * a raw import (random data) and a qcow2 import (the same data) into Garage and into the
     data directory, interleaved ROUNDS times, best of each: the ratio S3 / local (target
     >= 0.8);
+  * what each import costs Sluice itself, as CPU seconds (user + system) of its process per
+    GiB, and the local/S3 ratio of those: independent of where Garage runs and of how busy
+    the machine is;
   * 4 concurrent imports into Garage: the node's peak RSS (VmHWM, target < 128 MiB);
   * a reference for what Garage itself takes in on this machine: `curl -T` of the same raw
     file as one unsigned PutObject (curl where Sluice runs), best of ROUNDS, and the raw
@@ -37,7 +40,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import default_sluice, free_port, reset_vmhwm, start_sluice, stop, verdict, vmhwm_kib, write_random  # noqa: E402
+from benchlib import cpu_seconds, default_sluice, free_port, reset_vmhwm, start_sluice, stop, verdict, vmhwm_kib, write_random  # noqa: E402
 from import_bench import create_task, timed_import, wait_task  # noqa: E402
 
 ROUNDS = 2
@@ -160,24 +163,37 @@ def main():
 
         qcow2_size = os.path.getsize(qcow2)
         rates = {k: [] for k in ("raw-local", "raw-s3", "qcow2-local", "qcow2-s3")}
+        cpu = {k: [] for k in rates}
+        procs = {"local": local, "s3": s3}
+
+        def measured(store, port, fmt, url, r, length):
+            before = sum(cpu_seconds(procs[store].pid))
+            rates[f"{fmt}-{store}"].append(timed_import(port, url, fmt, f"{fmt}-{r}", length))
+            cpu[f"{fmt}-{store}"].append((sum(cpu_seconds(procs[store].pid)) - before) / (length / 2**30))
+
         for r in range(ROUNDS):
             for store, port in (("local", local_port), ("s3", s3_port)):
-                rates[f"raw-{store}"].append(timed_import(port, f"{base}/big.raw", "raw", f"raw-{r}", size))
-                rates[f"qcow2-{store}"].append(
-                    timed_import(port, f"{base}/big.qcow2", "qcow2", f"qcow2-{r}", qcow2_size))
+                measured(store, port, "raw", f"{base}/big.raw", r, size)
+                measured(store, port, "qcow2", f"{base}/big.qcow2", r, qcow2_size)
         best = {k: max(v) for k, v in rates.items()}
+
+        def concurrent_rss(proc, port):
+            """Peak RSS (MiB) of `proc` over 4 concurrent imports of small.raw."""
+            reset_vmhwm(proc.pid)
+            ids = [create_task(port, f"{base}/small.raw", "raw", f"c{i}") for i in range(4)]
+            finals = [wait_task(port, i) for i in ids]
+            failed = [t for t in finals if t["status"] != "success"]
+            if failed:
+                sys.exit(f"concurrent import failed: {failed[0].get('message')}")
+            return vmhwm_kib(proc.pid) / 1024
+
+        local_rss = concurrent_rss(local, local_port)
         curl_rate = max(curl_put_rate(endpoint, raw, f"curl-{r}", 0 if args.pin else None)
                         for r in range(ROUNDS))
         stop(local)
         local = None
 
-        reset_vmhwm(s3.pid)
-        ids = [create_task(s3_port, f"{base}/small.raw", "raw", f"c{i}") for i in range(4)]
-        finals = [wait_task(s3_port, i) for i in ids]
-        failed = [t for t in finals if t["status"] != "success"]
-        if failed:
-            sys.exit(f"concurrent import failed: {failed[0].get('message')}")
-        rss_mib = vmhwm_kib(s3.pid) / 1024
+        rss_mib = concurrent_rss(s3, s3_port)
 
         mb = 1e6
         print()
@@ -190,11 +206,13 @@ def main():
             ratio = s_rate / l_rate
             print(f"{fmt:5} import: local {l_rate / mb:7.1f} MB/s ({l_s:5.1f} s), Garage {s_rate / mb:7.1f} MB/s"
                   f" ({s_s:5.1f} s): ratio {ratio:.2f} (target >= 0.80: {verdict(ratio >= 0.8)})")
+            l_cpu, s_cpu = min(cpu[f"{fmt}-local"]), min(cpu[f"{fmt}-s3"])
+            print(f"{'':13} Sluice CPU s/GiB: local {l_cpu:.2f}, Garage {s_cpu:.2f}: ratio {l_cpu / s_cpu:.2f}")
         s3_raw = best["raw-s3"][0]
         print(f"reference: curl -T of the raw into Garage (one PutObject) {curl_rate / mb:7.1f} MB/s;"
               f" the raw import into Garage reaches {s3_raw / curl_rate:.2f} of it")
         print(f"4 concurrent imports of {args.concurrent_size_mib} MiB into Garage: peak RSS {rss_mib:.1f} MiB"
-              f" (target < 128: {verdict(rss_mib < 128)})")
+              f" (target < 128: {verdict(rss_mib < 128)}); into the data directory {local_rss:.1f} MiB")
     finally:
         for proc in (s3, local, garage, files):
             stop(proc)
