@@ -37,9 +37,13 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     config.node_id = Some(takeover::node_id(&config));
-    let store: Arc<dyn Store> =
-        crate::config::store::open(&config.store, &config.data_dir, config.disk_reserve)
-            .context("opening the image store")?;
+    let store: Arc<dyn Store> = crate::config::store::open(
+        &config.store,
+        &config.data_dir,
+        config.disk_reserve,
+        config.lease_secs,
+    )
+    .context("opening the image store")?;
     // Partial imports go first: on a full volume they are the room that opening the
     // metadata store read-write needs.
     sweep_tmp(store.as_ref())?;

@@ -5,7 +5,9 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
@@ -25,6 +27,8 @@ pub(crate) struct S3Writer {
     scratch: Option<PartFile>,
     part_size: usize,
     parts_in_flight: usize,
+    /// [`S3Config::create_timeout`].
+    create_timeout: Duration,
     /// The part filling (appends; the tail of a positional image at commit).
     buf: Vec<u8>,
     /// The multipart upload's id, once the first part went out.
@@ -61,6 +65,7 @@ impl S3Writer {
             scratch,
             part_size: config.part_size,
             parts_in_flight: config.parts_in_flight,
+            create_timeout: config.create_timeout,
             buf: Vec::new(),
             upload: None,
             journal,
@@ -105,12 +110,19 @@ impl S3Writer {
         // The key is noted before the upload exists: a crash between its creation and the
         // note of its id below leaves this entry, and the sweep aborts the key's uploads.
         std::fs::write(&self.journal, format!("{}\n", self.key))?;
+        // Bounded: the sweep counts only uploads created within this bound of the note as
+        // this one (a later upload of the key is another node's, see `abort_uploads_of`).
+        let bound = TimeoutConfig::builder()
+            .operation_timeout(self.create_timeout)
+            .build();
         let req = self
             .io
             .client
             .create_multipart_upload()
             .bucket(&*self.io.bucket)
             .key(&self.key)
+            .customize()
+            .config_override(aws_sdk_s3::config::Builder::new().timeout_config(bound))
             .send();
         let out = self
             .io
