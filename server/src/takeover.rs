@@ -22,7 +22,6 @@
 //!
 //! [`Config::max_import_attempts`]: crate::config::Config::max_import_attempts
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,8 +32,10 @@ use crate::config::Config;
 use crate::imports::{self, REASON_INTERRUPTED};
 use crate::meta::{MetaError, MetaStore, TaskRecord, TaskStatus, Timestamp};
 
+mod fence;
 mod writers;
 
+pub use fence::LeaseFence;
 pub use writers::{hold_writer, sweep_writers_once, take_back_writer, writer_lease};
 
 /// The legacy task type whose source is a URL: it can start again on any node.
@@ -83,29 +84,20 @@ pub fn hold_lease(
     lease_secs: u64,
     shutdown: watch::Receiver<bool>,
 ) -> (watch::Receiver<bool>, Arc<AtomicBool>) {
-    let held = format!("task {id}");
-    hold(lease_secs, shutdown, held, move |until| {
-        let (meta, id, node) = (Arc::clone(&meta), id.clone(), node.clone());
-        async move { meta.renew_lease(&id, &node, until).await }
-    })
+    hold_fence(LeaseFence::task(meta, id, node, lease_secs), shutdown)
 }
 
-/// Keeps a lease (named `held` in logs) while its holder works: calls `renew` with the new
-/// end every third of `lease_secs` ([`hold_lease`], [`hold_writer`]), until the returned
-/// receiver is dropped; `renew` answers whether the lease was still held.
-fn hold<R, F>(
-    lease_secs: u64,
+/// Keeps the lease of `fence` while its holder works: renews it every third of its
+/// `lease_secs` ([`hold_lease`], [`hold_writer`]), until the returned receiver is dropped.
+fn hold_fence(
+    fence: LeaseFence,
     mut shutdown: watch::Receiver<bool>,
-    held: String,
-    mut renew: R,
-) -> (watch::Receiver<bool>, Arc<AtomicBool>)
-where
-    R: FnMut(Timestamp) -> F + Send + 'static,
-    F: Future<Output = Result<bool, MetaError>> + Send,
-{
+) -> (watch::Receiver<bool>, Arc<AtomicBool>) {
     let (tx, rx) = watch::channel(false);
     let lost = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&lost);
+    let lease_secs = fence.lease_secs();
+    let held = fence.name();
     let every = Duration::from_secs((lease_secs / 3).max(1));
     let secs = i64::try_from(lease_secs).unwrap_or(i64::MAX);
     tokio::spawn(async move {
@@ -128,7 +120,7 @@ where
                 },
                 _ = tick.tick() => {
                     let until = imports::now().saturating_add(secs);
-                    match renew(until).await {
+                    match fence.renew(until).await {
                         Ok(true) => {}
                         Ok(false) => {
                             tracing::warn!(lease = %held, "lease lost: another node took it back; stopping");

@@ -42,6 +42,8 @@ pub(crate) struct S3Writer {
     /// Number of the next part (S3 numbers them from 1).
     next_part: u32,
     written: u64,
+    /// Everything but the commit is sent ([`ImageWriter::flush`]).
+    flushed: bool,
     /// Committed or cleaned up: nothing is left for `Drop`.
     finished: bool,
 }
@@ -73,6 +75,7 @@ impl S3Writer {
             in_flight: VecDeque::new(),
             next_part: 1,
             written: 0,
+            flushed: false,
             finished: false,
         }
     }
@@ -234,6 +237,26 @@ impl S3Writer {
         Ok(())
     }
 
+    /// Sends what is left before the commit request: a positional writer's scratch file,
+    /// and once a multipart upload is open, the filling part and every part in flight (an
+    /// image smaller than one part waits for its single `PutObject` at commit).
+    fn send_rest(&mut self) -> io::Result<()> {
+        if self.flushed {
+            return Ok(());
+        }
+        self.push_scratch()?;
+        if self.upload.is_some() {
+            if !self.buf.is_empty() {
+                self.send_part()?;
+            }
+            while !self.in_flight.is_empty() {
+                self.finish_oldest()?;
+            }
+        }
+        self.flushed = true;
+        Ok(())
+    }
+
     /// The commit without the cleanup of a failure.
     fn try_commit(&mut self) -> Result<(), StoreError> {
         let id = self.id.clone();
@@ -244,7 +267,7 @@ impl S3Writer {
         if self.exists().map_err(err)? {
             return Err(StoreError::AlreadyExists(self.id.clone()));
         }
-        self.push_scratch().map_err(err)?;
+        self.send_rest().map_err(err)?;
         let Some(upload) = self.upload.clone() else {
             // Smaller than one part: a single request.
             let body = Bytes::from(std::mem::take(&mut self.buf));
@@ -269,12 +292,6 @@ impl S3Writer {
                 .map_err(|e| err(s3_error("PutObject", e)))?;
             return Ok(());
         };
-        if !self.buf.is_empty() {
-            self.send_part().map_err(err)?;
-        }
-        while !self.in_flight.is_empty() {
-            self.finish_oldest().map_err(err)?;
-        }
         let parts = std::mem::take(&mut self.done);
         let req = self
             .io
@@ -357,6 +374,14 @@ impl ImageWriter for S3Writer {
 
     fn scratch(&mut self) -> Option<&mut PartFile> {
         self.scratch.as_mut()
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        let sent = self.send_rest();
+        sent.map_err(|source| StoreError::Committing {
+            id: self.id.clone(),
+            source,
+        })
     }
 
     fn commit(mut self: Box<Self>) -> Result<(), StoreError> {

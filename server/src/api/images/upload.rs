@@ -54,7 +54,7 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use hyper::body::Body;
 use sluice_pipeline::body::{BodySource, Discarded};
-use sluice_pipeline::ingest::ingest_as;
+use sluice_pipeline::ingest::{ingest_as, Fence};
 use sluice_pipeline::rate::RateGuard;
 use sluice_pipeline::store::StoreError;
 use sluice_pipeline::{IngestError, Ingested, SourceError};
@@ -336,9 +336,12 @@ impl Upload {
             Destination::File => &*self.state.store,
             Destination::Stage => self.state.staging.store(),
         };
+        // Committed only under a writer lease just renewed (`takeover::LeaseFence`).
+        let fence = self.fence();
         let ingest = self
             .request
-            .ingest_request(&self.image_id, &config, &self.quota);
+            .ingest_request(&self.image_id, &config, &self.quota)
+            .fenced_by(&fence);
         let rate = imports::min_rate(&config);
         let body = RateGuard::new(&mut source, rate);
         let opened = self
@@ -437,11 +440,25 @@ impl Upload {
             }
             Ok(lost) => Err(self.not_held(&lost)),
             Err(e) => {
-                self.remove_data();
+                // The object is this upload's only while its writer lease still holds: past
+                // it, another node may be writing the key.
+                if self.fence().confirm().await.is_ok() {
+                    self.remove_data();
+                }
                 self.requeue().await;
                 Err(UploadFailure::Meta(e.into()))
             }
         }
+    }
+
+    /// This upload's writer lease, as the fence of its store commit.
+    fn fence(&self) -> takeover::LeaseFence {
+        takeover::LeaseFence::writer(
+            Arc::clone(&self.state.meta),
+            self.image_id.clone(),
+            self.writer.clone(),
+            self.state.config.lease_secs,
+        )
     }
 
     /// Marks the stage complete (the image stays `uploading`, waiting for its import). An
