@@ -227,6 +227,38 @@ fn test_cluster_kill_9_mid_web_download_another_node_finishes_it_from_the_url() 
     assert_served(&cluster.nodes[holder], &id, &source);
 }
 
+/// The run taken back goes through the same SSRF guard as the first: a source that now
+/// redirects to the cloud metadata address is refused (`source_error`, naming the
+/// allow-list), and the image goes back to `queued` with nothing stored.
+#[test]
+fn test_cluster_web_download_taken_back_is_ssrf_checked_again() {
+    let dir = scratch();
+    raw_disk(dir.path(), SLOW, SOURCE_SIZE, 6);
+    let files = FileServer::start(dir.path());
+    files.set(SLOW, Serve::StallAfter(SENT_BEFORE_STALL));
+    let mut cluster = Cluster::start(dir.path());
+    let id = cluster.nodes[0].create_image("moved", "raw");
+    let task_id = web_download(&cluster, 0, &id, &files.url(SLOW));
+    let holder = running_attempt(&cluster, &task_id, 1);
+    files.set(
+        SLOW,
+        Serve::RedirectTo("http://169.254.169.254/latest/meta-data/"),
+    );
+    cluster.nodes[holder].kill9();
+    let live = (holder + 1) % 3;
+    let done = cluster.nodes[live].wait_task(&task_id);
+    assert_eq!(done["status"], "failure", "{done}\n{}", cluster.logs());
+    assert_eq!(done["reason"], "source_error", "{done}");
+    let message = done["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("169.254.169.254 is not on the import allow-list"),
+        "{done}"
+    );
+    assert_eq!(cluster.task(&task_id).attempts, 2);
+    wait_status(&cluster, live, &id, "queued");
+    assert!(cluster.objects().is_empty(), "{:?}", cluster.objects());
+}
+
 /// A `web-download` whose every run dies with its node (a source that always stalls, each
 /// holder killed) is not retried for ever: after `max_import_attempts` (3) runs it fails
 /// `interrupted` and its image is back to `queued`, importable again.
