@@ -30,7 +30,7 @@ enum Held {
     },
 }
 
-/// A holder's lease, renewed on demand: by the renewal loop ([`super::hold`]) and right
+/// A holder's lease, renewed on demand: by the renewal loop ([`super::hold_lease`], [`super::hold_writer`]) and right
 /// before a store commit (its [`Fence`] implementation).
 #[derive(Clone)]
 pub struct LeaseFence {

@@ -35,8 +35,10 @@
 //! back to `queued`, or a sealed stage). On a metadata store shared by several nodes, an
 //! image whose lease ran out (its node died) is returned to `queued` by any node's sweep
 //! (`takeover::sweep_writers_once`); if a renewal finds the lease lost that way, the upload
-//! stops, writes nothing and answers 409. Every write of the outcome checks that this upload
-//! still holds the image.
+//! stops, writes nothing and answers 409. Right before its store commit the upload renews the
+//! lease once more (`takeover::LeaseFence`): a renewal that fails or comes too late refuses
+//! the commit (409; its own multipart upload aborted, the key left to whoever holds the
+//! image now). Every write of the outcome checks that this upload still holds the image.
 //!
 //! The work runs in its own task, so a client that disconnects (hyper then drops the request
 //! handler) still has its image returned to `queued` and its partial data removed.
@@ -632,6 +634,10 @@ fn upload_error(image_id: &str, failure: UploadFailure) -> ApiError {
             "Client disconnected before sending all data to backend: {source}"
         )),
         IngestError::Store(StoreError::StorageFull(full)) => full.into(),
+        // Its writer lease could not be proved right before the commit (self-fencing).
+        IngestError::Fenced(message) => ApiError::Conflict(format!(
+            "the upload of image {image_id} was not recorded: {message}; upload again"
+        )),
         IngestError::Cancelled => ApiError::ShuttingDown(format!(
             "the upload of image {image_id} was stopped and nothing was stored; upload again"
         )),
