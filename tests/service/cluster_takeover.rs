@@ -240,6 +240,8 @@ fn test_cluster_web_download_taken_back_is_ssrf_checked_again() {
     let id = cluster.nodes[0].create_image("moved", "raw");
     let task_id = web_download(&cluster, 0, &id, &files.url(SLOW));
     let holder = running_attempt(&cluster, &task_id, 1);
+    // The first run has the stalled source (its upload is open) before the source moves.
+    cluster.wait_upload_started();
     files.set(
         SLOW,
         Serve::RedirectTo("http://169.254.169.254/latest/meta-data/"),
@@ -280,6 +282,15 @@ fn test_cluster_web_download_every_run_killed_interrupted_after_max_attempts() {
             sluice_server::meta::ImageStatus::Importing,
             "run {attempt}: {image:?}"
         );
+        // Killed once the run has reached the source, not between its claim and its request.
+        let deadline = Instant::now() + SETTLE_DEADLINE;
+        while slow_requests(&files) < attempt as usize {
+            assert!(
+                Instant::now() < deadline,
+                "run {attempt} never asked the source"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
         cluster.nodes[holder].kill9();
         killed.push(holder);
     }
