@@ -61,9 +61,11 @@ use crate::source::{ChunkSource, SourceError};
 use crate::store::{Access, ImageWriter, Store, StoreError};
 
 mod admission;
+mod fence;
 mod hashing_sink;
 
 pub use admission::{Admission, Unlimited};
+pub use fence::{Fence, Unfenced};
 
 use admission::Charge;
 use hashing_sink::{Finished, Hashed, HashingSink, LaneError};
@@ -144,6 +146,11 @@ pub enum IngestError {
         /// The converter's message.
         message: String,
     },
+    /// The [`Fence`] refused the commit (the caller's lease is lost or cannot be proved):
+    /// the import's own upload was aborted, the image's key left alone; the message is the
+    /// caller's.
+    #[error("{0}")]
+    Fenced(String),
     /// Writing, sizing or reading back the converted image failed (I/O).
     #[error("writing the converted image: {0}")]
     Output(String),
@@ -170,13 +177,14 @@ pub enum IngestError {
 
 impl IngestError {
     /// A stable machine-readable code: the inspector's reason code for a rejection, else
-    /// `cancelled`, `internal_error`, `quota_exceeded`, `source_error`, `source_too_slow`,
-    /// `storage_full`, `store_error` or `size_cap`.
+    /// `cancelled`, `interrupted` (fenced), `internal_error`, `quota_exceeded`,
+    /// `source_error`, `source_too_slow`, `storage_full`, `store_error` or `size_cap`.
     pub fn reason_code(&self) -> &str {
         match self {
             IngestError::Cancelled => "cancelled",
             IngestError::Hashing(_) => "internal_error",
             IngestError::Convert { code, .. } => code.as_str(),
+            IngestError::Fenced(_) => "interrupted",
             IngestError::Output(_) => "store_error",
             IngestError::QuotaExceeded(_) => "quota_exceeded",
             IngestError::Rejected(report) => primary_reason(report)
@@ -249,6 +257,8 @@ pub struct IngestRequest<'a> {
     pub max_spill_bytes: u64,
     /// Told what the import will store as soon as that is known (see [`Admission`]).
     pub admission: &'a dyn Admission,
+    /// Asked right before the store commit (see [`Fence`]).
+    pub fence: &'a dyn Fence,
 }
 
 impl<'a> IngestRequest<'a> {
@@ -262,6 +272,7 @@ impl<'a> IngestRequest<'a> {
             limits,
             max_spill_bytes: ConvertLimits::default().max_spill_bytes,
             admission: &Unlimited,
+            fence: &Unfenced,
         }
     }
 
@@ -284,6 +295,12 @@ impl<'a> IngestRequest<'a> {
     #[must_use]
     pub fn admitted_by(self, admission: &'a dyn Admission) -> Self {
         IngestRequest { admission, ..self }
+    }
+
+    /// The same request, committed only once `fence` confirms (see [`Fence`]).
+    #[must_use]
+    pub fn fenced_by(self, fence: &'a dyn Fence) -> Self {
+        IngestRequest { fence, ..self }
     }
 }
 
@@ -377,6 +394,7 @@ pub async fn ingest_as<S: ChunkSource>(
         image_id,
         declared,
         limits,
+        fence,
         ..
     } = request;
     let part = store.begin(image_id, Access::Append)?;
@@ -417,9 +435,7 @@ pub async fn ingest_as<S: ChunkSource>(
         return Err(IngestError::Rejected(Box::new(report)));
     }
     let size = part.written();
-    tokio::task::spawn_blocking(move || part.commit())
-        .await
-        .map_err(|_| StoreError::WriterStopped)??;
+    fenced_commit(part, fence).await?;
     let format = report.format;
     Ok(Ingested {
         size,
@@ -438,6 +454,23 @@ struct Run<'a> {
     store: &'a dyn Store,
     progress: &'a Progress,
     cancel: watch::Receiver<bool>,
+}
+
+/// Commits `writer` once `fence` confirms: everything but the commit itself is sent first
+/// ([`ImageWriter::flush`]), so what follows the confirmation is one short request. A
+/// refusal drops the writer, which aborts its own upload and leaves the key alone.
+async fn fenced_commit(
+    mut writer: Box<dyn ImageWriter>,
+    fence: &dyn Fence,
+) -> Result<(), IngestError> {
+    let flushed = tokio::task::spawn_blocking(move || writer.flush().map(|()| writer))
+        .await
+        .map_err(|_| StoreError::WriterStopped)??;
+    fence.confirm().await.map_err(IngestError::Fenced)?;
+    tokio::task::spawn_blocking(move || flushed.commit())
+        .await
+        .map_err(|_| StoreError::WriterStopped)??;
+    Ok(())
 }
 
 /// [`ingest_as`] with a conversion to `target`: the convert lane replaces the writer lane and
@@ -536,9 +569,7 @@ async fn convert_into<S: ChunkSource>(
             "converted output hashed by a second read (it was not produced in order)"
         );
     }
-    tokio::task::spawn_blocking(move || writer.commit())
-        .await
-        .map_err(|_| StoreError::WriterStopped)??;
+    fenced_commit(writer, request.fence).await?;
     Ok(Ingested {
         size: len,
         md5_hex: digests.md5_hex,

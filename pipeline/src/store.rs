@@ -335,6 +335,17 @@ pub trait ImageWriter: fmt::Debug + Send {
     /// reporting [`PartFile::wrote`] after. `None` for [`Access::Append`] writers.
     fn scratch(&mut self) -> Option<&mut PartFile>;
 
+    /// Sends everything written but the commit itself (an object store's last parts), so
+    /// that the [`commit`](Self::commit) which follows is one short request; nothing
+    /// becomes visible. Writers with nothing to send first keep the default.
+    ///
+    /// # Errors
+    /// [`StoreError::Committing`]; the writer is then only good to drop (which removes its
+    /// data).
+    fn flush(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Makes the image durable and visible, atomically (the contract's "Commit").
     ///
     /// # Errors

@@ -370,7 +370,11 @@ async fn pull(
         )
     })?;
     let source = RateGuard::new(source, min_rate(config));
-    let ingest = request.ingest_request(image_id, config, &quota);
+    // Committed only under a lease just renewed (`takeover::LeaseFence`).
+    let fence = task_fence(state, &task.id);
+    let ingest = request
+        .ingest_request(image_id, config, &quota)
+        .fenced_by(&fence);
     let opened = tokio::select! {
         biased;
         () = cancelled(&mut cancel) => Err(IngestError::Cancelled),
@@ -386,6 +390,16 @@ async fn pull(
     ingest_as(source, ingest, state.store.as_ref(), progress, cancel)
         .await
         .map_err(|e| ingest_failure(&e))
+}
+
+/// This node's lease on `task`, as the fence of its store commit.
+pub(crate) fn task_fence(state: &AppState, task_id: &str) -> takeover::LeaseFence {
+    takeover::LeaseFence::task(
+        Arc::clone(&state.meta),
+        task_id.to_owned(),
+        state.config.node_id.clone().unwrap_or_default(),
+        state.config.lease_secs,
+    )
 }
 
 /// The task's reason code and message for a failed ingest: the pipeline's code, except that

@@ -7,10 +7,13 @@
 //! ([`MetaStore::expired_leases`]). A `processing` task without a lease in a shared store is
 //! never touched: nothing proves its node dead.
 //!
-//! A pull import (a legacy `import` task: the source is a URL any node can read again) goes
-//! back to `pending` to start again from its source, until it has had
-//! [`Config::max_import_attempts`] runs; then, like every other task (whose data arrived in
-//! a request body or a stage on the dead node), it fails with `interrupted`. Each take-back
+//! A pull import (a legacy `import` task, or an interoperable `web-download` one: the source
+//! is a URL any node can read again) goes back to `pending` to start again from its source,
+//! until it has had [`Config::max_import_attempts`] runs; then, like every other task (whose
+//! data arrived in a request body or a stage on the dead node), it fails with
+//! `interrupted`. A `web-download`'s image stays `importing` under the task's import lock
+//! meanwhile (the next run takes it again, as [`imports`] does after a restart); the last
+//! take-back returns it to `queued`, as a failed import does. Each take-back
 //! is a compare-and-swap on the lease as read ([`MetaStore::take_back`]), so two nodes
 //! recovering at once, or a holder renewing meanwhile, never both win.
 //!
@@ -19,7 +22,6 @@
 //!
 //! [`Config::max_import_attempts`]: crate::config::Config::max_import_attempts
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,12 +32,17 @@ use crate::config::Config;
 use crate::imports::{self, REASON_INTERRUPTED};
 use crate::meta::{MetaError, MetaStore, TaskRecord, TaskStatus, Timestamp};
 
+mod fence;
 mod writers;
 
+pub use fence::LeaseFence;
 pub use writers::{hold_writer, sweep_writers_once, take_back_writer, writer_lease};
 
 /// The legacy task type whose source is a URL: it can start again on any node.
 const PULL_IMPORT: &str = "import";
+
+/// The `method.name` of an interoperable import whose source is a URL (Glance's).
+const WEB_DOWNLOAD: &str = "web-download";
 
 /// The file in the data directory holding the node id when none is configured.
 const NODE_ID_FILE: &str = "node-id";
@@ -77,29 +84,20 @@ pub fn hold_lease(
     lease_secs: u64,
     shutdown: watch::Receiver<bool>,
 ) -> (watch::Receiver<bool>, Arc<AtomicBool>) {
-    let held = format!("task {id}");
-    hold(lease_secs, shutdown, held, move |until| {
-        let (meta, id, node) = (Arc::clone(&meta), id.clone(), node.clone());
-        async move { meta.renew_lease(&id, &node, until).await }
-    })
+    hold_fence(LeaseFence::task(meta, id, node, lease_secs), shutdown)
 }
 
-/// Keeps a lease (named `held` in logs) while its holder works: calls `renew` with the new
-/// end every third of `lease_secs` ([`hold_lease`], [`hold_writer`]), until the returned
-/// receiver is dropped; `renew` answers whether the lease was still held.
-fn hold<R, F>(
-    lease_secs: u64,
+/// Keeps the lease of `fence` while its holder works: renews it every third of its
+/// `lease_secs` ([`hold_lease`], [`hold_writer`]), until the returned receiver is dropped.
+fn hold_fence(
+    fence: LeaseFence,
     mut shutdown: watch::Receiver<bool>,
-    held: String,
-    mut renew: R,
-) -> (watch::Receiver<bool>, Arc<AtomicBool>)
-where
-    R: FnMut(Timestamp) -> F + Send + 'static,
-    F: Future<Output = Result<bool, MetaError>> + Send,
-{
+) -> (watch::Receiver<bool>, Arc<AtomicBool>) {
     let (tx, rx) = watch::channel(false);
     let lost = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&lost);
+    let lease_secs = fence.lease_secs();
+    let held = fence.name();
     let every = Duration::from_secs((lease_secs / 3).max(1));
     let secs = i64::try_from(lease_secs).unwrap_or(i64::MAX);
     tokio::spawn(async move {
@@ -122,7 +120,7 @@ where
                 },
                 _ = tick.tick() => {
                     let until = imports::now().saturating_add(secs);
-                    match renew(until).await {
+                    match fence.renew(until).await {
                         Ok(true) => {}
                         Ok(false) => {
                             tracing::warn!(lease = %held, "lease lost: another node took it back; stopping");
@@ -156,20 +154,39 @@ pub fn is_dead(meta: &dyn MetaStore, task: &TaskRecord, now: Timestamp) -> bool 
         && (!meta.is_shared() || task.lease.as_ref().is_some_and(|l| l.until <= now))
 }
 
+/// Whether `task` pulls from a URL, so another node can run it again from its source: a
+/// legacy `import` task or a `web-download` interoperable import (a `glance-direct` one's
+/// data is staged on the node that died).
+fn is_pull(task: &TaskRecord) -> bool {
+    task.task_type == PULL_IMPORT
+        || (task.task_type == imports::API_IMAGE_IMPORT
+            && task
+                .input
+                .pointer("/import_req/method/name")
+                .and_then(serde_json::Value::as_str)
+                == Some(WEB_DOWNLOAD))
+}
+
 /// `task` as it is taken back: `pending` without its lease when it is a pull import with
 /// runs left (of `max_attempts`), else failed with `interrupted` (expiring after `ttl`).
 pub fn taken_back(task: &TaskRecord, max_attempts: u32, ttl: i64) -> TaskRecord {
     let mut back = task.clone();
     back.lease = None;
-    if task.task_type == PULL_IMPORT && task.attempts < max_attempts {
+    let pull = is_pull(task);
+    if pull && task.attempts < max_attempts {
         back.status = TaskStatus::Pending;
         back.updated_at = imports::now();
         return back;
     }
-    let message = if task.task_type == PULL_IMPORT {
+    let message = if pull {
+        let again = if task.task_type == PULL_IMPORT {
+            "create the task again"
+        } else {
+            "import the image again"
+        };
         format!(
             "import interrupted: the service running it stopped during each of its {} runs; \
-             create the task again",
+             {again}",
             task.attempts
         )
     } else {
@@ -206,8 +223,8 @@ pub async fn take_back(
     Ok(TakenBack::Interrupted)
 }
 
-/// The image an interrupted interoperable import (`web-download`, `glance-direct`) was
-/// filling goes back to `queued`, as when such an import fails, instead of staying
+/// The image an interrupted interoperable import (`glance-direct`, or a `web-download`
+/// after its last run) was filling goes back to `queued`, as when such an import fails, instead of staying
 /// `importing` under the lock of a task that will never run again. A failure here is only
 /// logged: the task is already final, and deleting the image still works.
 async fn release_image_of(meta: &dyn MetaStore, task: &TaskRecord) {
@@ -357,6 +374,50 @@ mod tests {
         assert!(!mine.properties.contains_key(LOCK_PROPERTY), "{mine:?}");
         let theirs = meta.get_image("img-theirs").await.unwrap().unwrap();
         assert_eq!(theirs.status, ImageStatus::Importing);
+    }
+
+    /// A `web-download` whose node died starts again from its URL, counted like a legacy
+    /// import: back to `pending` with its image still `importing` under the task's lock;
+    /// after its last run, `interrupted` and the image back to `queued`.
+    #[tokio::test]
+    async fn test_take_back_web_download_requeued_until_attempts_then_image_queued() {
+        let meta = MemoryMeta::new();
+        let mut task = processing(13, imports::API_IMAGE_IMPORT, None);
+        task.input = serde_json::json!({
+            "image_id": "img-web",
+            "import_req": {"method": {"name": "web-download", "uri": "http://h/x"}},
+        });
+        meta.put_task(&task).await.unwrap();
+        let mut image = crate::meta::sample_image("img-web");
+        image.status = ImageStatus::Importing;
+        (image.properties).insert(LOCK_PROPERTY.to_owned(), task.id.clone());
+        meta.put_image(&image).await.unwrap();
+        assert_eq!(
+            take_back(&meta, &task, 0, 2, TTL).await.unwrap(),
+            TakenBack::Requeued
+        );
+        let back = meta.get_task(&task.id).await.unwrap().unwrap();
+        assert_eq!((back.status, back.lease), (TaskStatus::Pending, None));
+        let waiting = meta.get_image("img-web").await.unwrap().unwrap();
+        assert_eq!(waiting.status, ImageStatus::Importing);
+        assert_eq!(waiting.properties.get(LOCK_PROPERTY), Some(&task.id));
+        // The second run dies too: that was the last one.
+        task.attempts = 2;
+        meta.put_task(&task).await.unwrap();
+        assert_eq!(
+            take_back(&meta, &task, 0, 2, TTL).await.unwrap(),
+            TakenBack::Interrupted
+        );
+        let failed = meta.get_task(&task.id).await.unwrap().unwrap();
+        assert_eq!(failed.reason.as_deref(), Some(REASON_INTERRUPTED));
+        assert!(
+            failed.message.contains("each of its 2 runs"),
+            "{}",
+            failed.message
+        );
+        let released = meta.get_image("img-web").await.unwrap().unwrap();
+        assert_eq!(released.status, ImageStatus::Queued);
+        assert!(!released.properties.contains_key(LOCK_PROPERTY));
     }
 
     /// In a shared store only an ended lease proves a node dead: another node's running

@@ -2,7 +2,8 @@
 //! work (issue #13, "Many nodes"): its pull import is taken back once its lease runs out
 //! and finished by another node, exactly once, leaving no orphan object or upload; its body
 //! upload does not leave the image `saving` for good (the writer lease on the image runs
-//! out and a live node's sweep returns it to `queued`).
+//! out and a live node's sweep returns it to `queued`); its `web-download` starts again from
+//! its URL on another node, up to `max_import_attempts` runs.
 //!
 //! The take-back asserted here is today's: a node's periodic sweep (or start-up recovery)
 //! moves the expired task back to `pending` with a compare-and-swap on the lease and queues
@@ -133,6 +134,196 @@ fn test_cluster_kill_9_of_the_importing_node_another_node_finishes_the_import() 
     // Taken back by exactly one live node's sweep.
     let taken = cluster.logged(&["lease ran out", &task_id]);
     assert_eq!(taken.len(), 1, "{taken:?}\n{}", cluster.logs());
+}
+
+/// Asks node `node` for a `web-download` of `url` into image `id` (202); returns the
+/// import's task id (the image's import lock).
+fn web_download(cluster: &Cluster, node: usize, id: &str, url: &str) -> String {
+    let body = serde_json::json!({"method": {"name": "web-download", "uri": url}});
+    let resp = cluster.nodes[node].req(
+        "POST",
+        &format!("/v2/images/{id}/import"),
+        ADMIN,
+        Some(body.to_string().as_bytes()),
+    );
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    let image = cluster.image(id);
+    image.properties[sluice_server::meta::LOCK_PROPERTY].clone()
+}
+
+/// Waits until task `id` runs its `attempt`th run; returns the index of the node running it.
+fn running_attempt(cluster: &Cluster, id: &str, attempt: u32) -> usize {
+    let deadline = Instant::now() + SETTLE_DEADLINE;
+    loop {
+        let task = cluster.task(id);
+        if let (TaskStatus::Processing, Some(lease)) = (task.status, &task.lease) {
+            if task.attempts == attempt {
+                return super::cluster::NODE_IDS
+                    .iter()
+                    .position(|n| *n == lease.node)
+                    .expect("a known node");
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {attempt} never started: {task:?}\n{}",
+            cluster.logs()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The requests the file server had for [`SLOW`].
+fn slow_requests(files: &FileServer) -> usize {
+    let asked = files.request_log().into_iter();
+    asked.filter(|r| r.starts_with(&format!("/{SLOW}"))).count()
+}
+
+/// A `web-download` whose node is killed mid-import starts again from its URL on another
+/// node once the lease runs out (the same task, its second run, under the same import
+/// lock) and ends `active` with the source's checksum and hash: one object, and no
+/// unfinished upload once the dead node is back.
+#[test]
+fn test_cluster_kill_9_mid_web_download_another_node_finishes_it_from_the_url() {
+    let dir = scratch();
+    let source = raw_disk(dir.path(), SLOW, SOURCE_SIZE, 6);
+    let files = FileServer::start(dir.path());
+    files.set(SLOW, Serve::StallAfter(SENT_BEFORE_STALL));
+    let mut cluster = Cluster::start(dir.path());
+    let id = cluster.nodes[0].create_image("web", "raw");
+    let task_id = web_download(&cluster, 0, &id, &files.url(SLOW));
+    let holder = running_attempt(&cluster, &task_id, 1);
+    cluster.wait_upload_started();
+    files.set(SLOW, Serve::Whole);
+    cluster.nodes[holder].kill9();
+    let live = (holder + 1) % 3;
+    wait_status(&cluster, live, &id, "active");
+    let done = cluster.nodes[live].wait_task(&task_id);
+    assert_eq!(done["status"], "success", "{done}\n{}", cluster.logs());
+    let stored = cluster.task(&task_id);
+    assert_eq!((stored.status, stored.attempts), (TaskStatus::Success, 2));
+    let image = cluster.image(&id);
+    assert!(
+        !image
+            .properties
+            .contains_key(sluice_server::meta::LOCK_PROPERTY),
+        "{image:?}"
+    );
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        if i != holder {
+            assert_served(node, &id, &source);
+        }
+    }
+    assert_eq!(slow_requests(&files), 2);
+    assert_eq!(cluster.objects(), [id.as_str()]);
+    cluster.nodes[holder].restart();
+    assert!(
+        cluster.uploads().is_empty(),
+        "{:?}\n{}",
+        cluster.uploads(),
+        cluster.logs()
+    );
+    assert_eq!(cluster.objects(), [id.as_str()]);
+    assert_served(&cluster.nodes[holder], &id, &source);
+}
+
+/// The run taken back goes through the same SSRF guard as the first: a source that now
+/// redirects to the cloud metadata address is refused (`source_error`, naming the
+/// allow-list), and the image goes back to `queued` with nothing stored.
+#[test]
+fn test_cluster_web_download_taken_back_is_ssrf_checked_again() {
+    let dir = scratch();
+    raw_disk(dir.path(), SLOW, SOURCE_SIZE, 6);
+    let files = FileServer::start(dir.path());
+    files.set(SLOW, Serve::StallAfter(SENT_BEFORE_STALL));
+    let mut cluster = Cluster::start(dir.path());
+    let id = cluster.nodes[0].create_image("moved", "raw");
+    let task_id = web_download(&cluster, 0, &id, &files.url(SLOW));
+    let holder = running_attempt(&cluster, &task_id, 1);
+    // The first run has the stalled source (its upload is open) before the source moves.
+    cluster.wait_upload_started();
+    files.set(
+        SLOW,
+        Serve::RedirectTo("http://169.254.169.254/latest/meta-data/"),
+    );
+    cluster.nodes[holder].kill9();
+    let live = (holder + 1) % 3;
+    let done = cluster.nodes[live].wait_task(&task_id);
+    assert_eq!(done["status"], "failure", "{done}\n{}", cluster.logs());
+    assert_eq!(done["reason"], "source_error", "{done}");
+    let message = done["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("169.254.169.254 is not on the import allow-list"),
+        "{done}"
+    );
+    assert_eq!(cluster.task(&task_id).attempts, 2);
+    wait_status(&cluster, live, &id, "queued");
+    assert!(cluster.objects().is_empty(), "{:?}", cluster.objects());
+}
+
+/// A `web-download` whose every run dies with its node (a source that always stalls, each
+/// holder killed) is not retried for ever: after `max_import_attempts` (3) runs it fails
+/// `interrupted` and its image is back to `queued`, importable again.
+#[test]
+fn test_cluster_web_download_every_run_killed_interrupted_after_max_attempts() {
+    let dir = scratch();
+    raw_disk(dir.path(), SLOW, SOURCE_SIZE, 6);
+    let files = FileServer::start(dir.path());
+    files.set(SLOW, Serve::StallAfter(SENT_BEFORE_STALL));
+    let mut cluster = Cluster::start(dir.path());
+    let id = cluster.nodes[0].create_image("doomed", "raw");
+    let task_id = web_download(&cluster, 0, &id, &files.url(SLOW));
+    let mut killed = Vec::new();
+    for attempt in 1..=3 {
+        let holder = running_attempt(&cluster, &task_id, attempt);
+        let image = cluster.image(&id);
+        assert_eq!(
+            image.status,
+            sluice_server::meta::ImageStatus::Importing,
+            "run {attempt}: {image:?}"
+        );
+        // Killed once the run has reached the source, not between its claim and its request.
+        let deadline = Instant::now() + SETTLE_DEADLINE;
+        while slow_requests(&files) < attempt as usize {
+            assert!(
+                Instant::now() < deadline,
+                "run {attempt} never asked the source"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        cluster.nodes[holder].kill9();
+        killed.push(holder);
+    }
+    // Every node is dead; the first one back takes the last run back, and gives up.
+    cluster.nodes[killed[0]].restart();
+    let failed = cluster.nodes[killed[0]].wait_task(&task_id);
+    assert_eq!(failed["status"], "failure", "{failed}\n{}", cluster.logs());
+    assert_eq!(failed["reason"], "interrupted", "{failed}");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("each of its 3 runs"),
+        "{failed}"
+    );
+    assert_eq!(cluster.task(&task_id).attempts, 3);
+    wait_status(&cluster, killed[0], &id, "queued");
+    let image = cluster.image(&id);
+    assert!(
+        !image
+            .properties
+            .contains_key(sluice_server::meta::LOCK_PROPERTY),
+        "{image:?}"
+    );
+    assert_eq!(slow_requests(&files), 3);
+    for &i in &killed[1..] {
+        cluster.nodes[i].restart();
+    }
+    assert!(cluster.uploads().is_empty(), "{:?}", cluster.uploads());
+    assert!(cluster.objects().is_empty(), "{:?}", cluster.objects());
+    files.set(SLOW, Serve::Whole);
+    web_download(&cluster, 1, &id, &files.url(SLOW));
+    wait_status(&cluster, 2, &id, "active");
 }
 
 /// Seconds after which an unfinished upload counts as abandoned in

@@ -21,9 +21,10 @@
 //! unfinished upload, never an object; each node notes the uploads it starts in a journal on
 //! its local disk (`<scratch>/uploads/<id>`: the key before `CreateMultipartUpload`, the
 //! upload id once it is answered), and [`Store::sweep`] at the next start aborts exactly
-//! those (a key-only entry: that key's uploads created within five minutes of it;
-//! O(leftovers), never a listing of the bucket), so one node's start never
-//! touches another node's uploads. Uploads of a node that never comes back are aborted by
+//! those (a key-only entry: that key's uploads created within [`S3Config::create_timeout`]
+//! of it, the longest its `CreateMultipartUpload` may take; O(leftovers), never a listing
+//! of the bucket), so one node's start never touches another node's uploads, not even a
+//! later upload of the same key by a node that took the import back. Uploads of a node that never comes back are aborted by
 //! any live node's periodic [`Store::sweep_abandoned`] (and any node's start-up sweep) once
 //! they are older than [`S3Config::abandon_after`]: that pass asks
 //! `ListMultipartUploads` under the prefix, which lists unfinished uploads only, not the
@@ -80,6 +81,13 @@ pub const MAX_PARTS_IN_FLIGHT: usize = 64;
 /// (a node that died and never came back): a day, far longer than any import runs, and the
 /// granularity of S3's own `AbortIncompleteMultipartUpload` lifecycle rule.
 pub const DEFAULT_ABANDON_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// Default bound on one `CreateMultipartUpload` (with its retries): a third of the
+/// server's default 30 s lease. The server derives the bound from its lease
+/// (`lease_secs / 3`): a node that took an import back creates its upload at least two
+/// thirds of a lease after the dead node's last action, so the dead node's sweep, which
+/// aborts only the key's uploads created within this bound of its journal note, never
+/// reaches it (the last third is the margin for clocks).
+pub const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Threads of the store's own runtime: requests are I/O, the bytes are hashed elsewhere.
 pub const IO_THREADS: usize = 2;
 
@@ -111,6 +119,10 @@ pub struct S3Config {
     /// Unfinished uploads older than this are aborted by any node's sweep
     /// ([`DEFAULT_ABANDON_AFTER`]).
     pub abandon_after: Duration,
+    /// Longest a `CreateMultipartUpload` may take, retries included, before the writer
+    /// gives up ([`DEFAULT_CREATE_TIMEOUT`]); also how long after a key-only journal entry
+    /// the sweep counts an upload of that key as the one the entry's create made.
+    pub create_timeout: Duration,
     /// Whether part and object bodies are signed (SigV4 over a SHA-256 of the body) or sent
     /// as `UNSIGNED-PAYLOAD`. Signing costs a SHA-256 pass over every byte here and another
     /// at the endpoint that checks it; over TLS it protects nothing TLS does not, so the
@@ -172,6 +184,9 @@ impl S3Config {
                 "store.s3.part_size {} is outside S3's {MIN_PART_SIZE}..={MAX_PART_SIZE}",
                 self.part_size
             ));
+        }
+        if self.create_timeout.is_zero() {
+            return Err("store.s3 create timeout must be above zero".into());
         }
         if !(1..=MAX_PARTS_IN_FLIGHT).contains(&self.parts_in_flight) {
             return Err(format!(
@@ -474,13 +489,14 @@ impl S3Store {
     }
 
     /// Aborts the uploads of exactly `key` that were created by the time a create started at
-    /// `noted` could have finished ([`CREATE_WINDOW`]): the one a crash left unnoted. (No
-    /// other node writes the same key meanwhile: an image has one writer at a time, and a
-    /// legacy import's every run has an id of its own; the bound keeps a later writer of the
-    /// key safe all the same.)
+    /// `noted` could have finished ([`S3Config::create_timeout`]): the one a crash left
+    /// unnoted. A later upload of the key is another writer's: a node that took the import
+    /// of this image back (a `web-download` keeps its image id from run to run), which
+    /// starts at least two thirds of a lease after the crashed node's last action, later
+    /// than this bound (see [`DEFAULT_CREATE_TIMEOUT`]).
     fn abort_uploads_of(&self, key: &str, noted: SystemTime) -> Result<(), StoreError> {
         // (A time past the clock's range: every upload was created by then.)
-        let until = noted.checked_add(CREATE_WINDOW);
+        let until = noted.checked_add(self.config.create_timeout);
         for upload in self.list_uploads(key)? {
             let created_then = match (upload.initiated, until) {
                 (Some(t), Some(until)) => t <= until,
@@ -494,10 +510,6 @@ impl S3Store {
         Ok(())
     }
 }
-
-/// How long after the journal noted a key its `CreateMultipartUpload` may have been answered
-/// (the request and its retries): what [`S3Store::sweep`] aborts for a key-only entry.
-const CREATE_WINDOW: Duration = Duration::from_secs(300);
 
 /// One unfinished multipart upload.
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sluice_pipeline::store::s3::{
-    DEFAULT_ABANDON_AFTER, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE,
+    DEFAULT_ABANDON_AFTER, DEFAULT_CREATE_TIMEOUT, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE,
 };
 use sluice_pipeline::store::space::Reserve;
 use sluice_pipeline::store::{LocalStore, S3Config, S3Store, Store, StoreError};
@@ -217,6 +217,7 @@ impl StoreConfig {
             part_size: s3.part_size,
             parts_in_flight: s3.parts_in_flight,
             abandon_after: Duration::from_secs(s3.abandon_after_secs),
+            create_timeout: DEFAULT_CREATE_TIMEOUT,
             sign_payload: s3.sign_payload.unwrap_or_else(|| {
                 s3.endpoint.as_deref().is_some_and(|e| {
                     e.get(..7)
@@ -239,7 +240,8 @@ impl StoreConfig {
 }
 
 /// Opens the configured store: the data directory, or the bucket (checked with a request)
-/// with its scratch area in `<data_dir>/s3-scratch`.
+/// with its scratch area in `<data_dir>/s3-scratch`; an upload's
+/// `CreateMultipartUpload` is bounded by [`create_timeout`] of `lease_secs`.
 ///
 /// # Errors
 /// When the directory cannot be created or the bucket cannot be reached.
@@ -247,15 +249,27 @@ pub fn open(
     config: &StoreConfig,
     data_dir: &Path,
     reserve: Reserve,
+    lease_secs: u64,
 ) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match config.kind {
         StoreKind::Local => Arc::new(LocalStore::open_with_reserve(data_dir, reserve)?),
-        StoreKind::S3 => Arc::new(S3Store::open(
-            config.s3_config(),
-            &data_dir.join(S3_SCRATCH_DIR),
-            reserve,
-        )?),
+        StoreKind::S3 => {
+            let mut s3 = config.s3_config();
+            s3.create_timeout = create_timeout(lease_secs);
+            Arc::new(S3Store::open(s3, &data_dir.join(S3_SCRATCH_DIR), reserve)?)
+        }
     })
+}
+
+/// The bound on one `CreateMultipartUpload` under leases of `lease_secs`: a third of a
+/// lease (one second with the shortest lease). A node that dies right after asking for an
+/// upload renewed its lease at most a third of a lease before, so another node takes the
+/// import back at least two thirds of a lease after that ask; the dead node's start-up
+/// sweep aborts only uploads of the key created within this bound of its journal note,
+/// which leaves the taker's upload alone with a third of a lease to spare for clock skew
+/// between the nodes and the object store (see [`S3Config::create_timeout`]).
+pub fn create_timeout(lease_secs: u64) -> Duration {
+    Duration::from_secs((lease_secs / 3).max(1))
 }
 
 #[cfg(test)]

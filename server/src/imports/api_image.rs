@@ -12,6 +12,7 @@
 //! the import wrote is removed.
 
 use serde_json::{json, Value};
+use sluice_pipeline::ingest::Fence;
 use sluice_pipeline::{Ingested, Progress};
 use tokio::sync::watch;
 
@@ -230,6 +231,7 @@ async fn commit(
         .meta
         .transition_image_with_task(&image.id, &[ImageStatus::Importing], change, success)
         .await;
+    let gone = matches!(committed, Ok(Transition::Missing));
     let refused = match committed {
         Ok(Transition::Done(_)) => return Ok(size),
         Ok(Transition::Missing) => deleted(&image.id),
@@ -242,7 +244,16 @@ async fn commit(
             format!("recording the image failed: {e}"),
         ),
     };
-    if let Err(e) = state.store.delete(&image.id) {
+    // The key is this run's to delete only while the image is gone or the task's lease
+    // still holds: past it, another node may have taken the import back and be writing it.
+    let ours = gone
+        || super::task_fence(state, &success.id)
+            .confirm()
+            .await
+            .is_ok();
+    if !ours {
+        tracing::warn!(image = %image.id, "data of a refused import left in place: this node no longer holds the task");
+    } else if let Err(e) = state.store.delete(&image.id) {
         tracing::warn!(image = %image.id, "removing the data of a refused import failed: {e}");
     }
     Err(refused)

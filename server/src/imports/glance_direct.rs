@@ -6,9 +6,10 @@
 //! `queued`).
 
 use serde_json::Value;
+use sluice_pipeline::ingest::Fence;
 
 use super::api_image::{take, Imported};
-use super::{REASON_INTERNAL, REASON_INVALID_INPUT};
+use super::{REASON_INTERNAL, REASON_INTERRUPTED, REASON_INVALID_INPUT};
 use crate::state::AppState;
 
 /// The `method.name` of a `glance-direct` import.
@@ -48,6 +49,11 @@ pub(super) async fn run(
             format!("image {image_id} has no staged data (expired or removed); stage it again"),
         ));
     };
+    // Committed only under the task's lease just renewed (`takeover::LeaseFence`).
+    super::task_fence(state, task_id)
+        .confirm()
+        .await
+        .map_err(|m| (REASON_INTERRUPTED.to_owned(), m))?;
     let (staging, store, id) = (
         std::sync::Arc::clone(&state.staging),
         std::sync::Arc::clone(&state.store),

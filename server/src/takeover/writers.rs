@@ -18,12 +18,12 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::SWEEP_BATCH;
+use super::{LeaseFence, SWEEP_BATCH};
 use crate::meta::writer::{self, WriterLease};
 use crate::meta::{ImageRecord, ImageStatus, MetaError, MetaStore, Timestamp, Transition};
 
 /// The statuses an image has while a writer holds it.
-const WRITTEN: [ImageStatus; 2] = [ImageStatus::Saving, ImageStatus::Uploading];
+pub(super) const WRITTEN: [ImageStatus; 2] = [ImageStatus::Saving, ImageStatus::Uploading];
 
 /// A new writer lease for an upload by `node` admitted at `now`: a fresh upload id, ending
 /// `lease_secs` later.
@@ -49,18 +49,8 @@ pub fn hold_writer(
     lease_secs: u64,
     shutdown: watch::Receiver<bool>,
 ) -> (watch::Receiver<bool>, Arc<AtomicBool>) {
-    let name = format!("image {image_id}");
-    super::hold(lease_secs, shutdown, name, move |until| {
-        let (meta, id, held) = (Arc::clone(&meta), image_id.clone(), held.clone());
-        async move {
-            let renewed = meta
-                .transition_image(&id, &WRITTEN, &mut |image| {
-                    writer::renew(image, &held, until)
-                })
-                .await?;
-            Ok(matches!(renewed, Transition::Done(_)))
-        }
-    })
+    let fence = LeaseFence::writer(meta, image_id, held, lease_secs);
+    super::hold_fence(fence, shutdown)
 }
 
 /// Takes `image` (as read) back to `queued` if its writer lease ended by `now`: the

@@ -17,7 +17,9 @@ use std::process::{ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::{S3Config, DEFAULT_ABANDON_AFTER, DEFAULT_PARTS_IN_FLIGHT, MIN_PART_SIZE};
+use super::{
+    S3Config, DEFAULT_ABANDON_AFTER, DEFAULT_CREATE_TIMEOUT, DEFAULT_PARTS_IN_FLIGHT, MIN_PART_SIZE,
+};
 
 /// How long Garage may take to answer after it starts (seconds here; generous for a loaded
 /// CI machine).
@@ -223,6 +225,7 @@ impl Garage {
             part_size: MIN_PART_SIZE,
             parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
             abandon_after: DEFAULT_ABANDON_AFTER,
+            create_timeout: DEFAULT_CREATE_TIMEOUT,
             // What a TLS endpoint gets by default; signed bodies have their own test.
             sign_payload: false,
         }

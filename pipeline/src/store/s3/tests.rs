@@ -145,6 +145,40 @@ async fn test_s3_store_sweep_aborts_upload_created_before_its_id_was_noted() {
     other.abort();
 }
 
+/// A key-only journal entry covers only the upload its create could have made, one
+/// created within `create_timeout` of the note: a later upload of the same key (another
+/// node that took the import of this image back while this one was down) is left alone by
+/// this node's sweep, and completes (issue #13).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_s3_store_sweep_key_only_entry_spares_a_later_upload_of_the_key() {
+    let (dir, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = store(dir.path(), |c| c.create_timeout = Duration::from_secs(1));
+    let config = first.config().clone();
+    let key = first.key("retaken").unwrap();
+    std::fs::write(first.journal.join("retaken"), format!("{key}\n")).unwrap();
+    let req = (first.io.client.create_multipart_upload())
+        .bucket(&*first.io.bucket)
+        .key(&key)
+        .send();
+    first.io.wait(req).unwrap().unwrap();
+    // Past the window (and S3's whole-second timestamps) before the other node starts.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let second = S3Store::open(config.clone(), two.path(), Reserve::Bytes(0)).unwrap();
+    let mut taker = second.begin("retaken", Access::Append).unwrap();
+    let data = pattern(MIN_PART_SIZE + 1);
+    taker.append(&data).unwrap();
+    assert_eq!(first.unfinished_uploads().unwrap().len(), 2);
+    drop(first);
+    let restarted = S3Store::open(config, dir.path(), Reserve::Bytes(0)).unwrap();
+    assert_eq!(restarted.sweep_journal().unwrap(), 1);
+    assert_eq!(restarted.unfinished_uploads().unwrap().len(), 1);
+    taker.commit().expect("the later upload survived the sweep");
+    let stored = restarted.open("retaken").await.unwrap().expect("object");
+    assert_eq!(stored.size(), data.len() as u64);
+    assert!(restarted.unfinished_uploads().unwrap().is_empty());
+    restarted.delete("retaken").unwrap();
+}
+
 /// Uploads older than `abandon_after` (a node that never came back) are aborted by any
 /// node's sweep.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,6 +246,7 @@ fn sample_config() -> S3Config {
         part_size: DEFAULT_PART_SIZE,
         parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
         abandon_after: DEFAULT_ABANDON_AFTER,
+        create_timeout: DEFAULT_CREATE_TIMEOUT,
         sign_payload: true,
     }
 }
@@ -223,12 +258,13 @@ type Spoil = fn(&mut S3Config);
 fn test_s3_config_bad_values_refused() {
     let good = sample_config();
     assert!(good.validate().is_ok());
-    let cases: [(&str, Spoil); 5] = [
+    let cases: [(&str, Spoil); 6] = [
         ("bucket", |c| c.bucket.clear()),
         ("prefix", |c| c.prefix = "no-slash".into()),
         ("endpoint", |c| c.endpoint = Some("ftp://x".into())),
         ("part_size", |c| c.part_size = 1 << 20),
         ("credentials", |c| c.secret_access_key.clear()),
+        ("create timeout", |c| c.create_timeout = Duration::ZERO),
     ];
     for (what, spoil) in cases {
         let mut config = good.clone();

@@ -5,7 +5,9 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
@@ -25,6 +27,8 @@ pub(crate) struct S3Writer {
     scratch: Option<PartFile>,
     part_size: usize,
     parts_in_flight: usize,
+    /// [`S3Config::create_timeout`].
+    create_timeout: Duration,
     /// The part filling (appends; the tail of a positional image at commit).
     buf: Vec<u8>,
     /// The multipart upload's id, once the first part went out.
@@ -38,6 +42,8 @@ pub(crate) struct S3Writer {
     /// Number of the next part (S3 numbers them from 1).
     next_part: u32,
     written: u64,
+    /// Everything but the commit is sent ([`ImageWriter::flush`]).
+    flushed: bool,
     /// Committed or cleaned up: nothing is left for `Drop`.
     finished: bool,
 }
@@ -61,6 +67,7 @@ impl S3Writer {
             scratch,
             part_size: config.part_size,
             parts_in_flight: config.parts_in_flight,
+            create_timeout: config.create_timeout,
             buf: Vec::new(),
             upload: None,
             journal,
@@ -68,6 +75,7 @@ impl S3Writer {
             in_flight: VecDeque::new(),
             next_part: 1,
             written: 0,
+            flushed: false,
             finished: false,
         }
     }
@@ -105,12 +113,19 @@ impl S3Writer {
         // The key is noted before the upload exists: a crash between its creation and the
         // note of its id below leaves this entry, and the sweep aborts the key's uploads.
         std::fs::write(&self.journal, format!("{}\n", self.key))?;
+        // Bounded: the sweep counts only uploads created within this bound of the note as
+        // this one (a later upload of the key is another node's, see `abort_uploads_of`).
+        let bound = TimeoutConfig::builder()
+            .operation_timeout(self.create_timeout)
+            .build();
         let req = self
             .io
             .client
             .create_multipart_upload()
             .bucket(&*self.io.bucket)
             .key(&self.key)
+            .customize()
+            .config_override(aws_sdk_s3::config::Builder::new().timeout_config(bound))
             .send();
         let out = self
             .io
@@ -222,6 +237,26 @@ impl S3Writer {
         Ok(())
     }
 
+    /// Sends what is left before the commit request: a positional writer's scratch file,
+    /// and once a multipart upload is open, the filling part and every part in flight (an
+    /// image smaller than one part waits for its single `PutObject` at commit).
+    fn send_rest(&mut self) -> io::Result<()> {
+        if self.flushed {
+            return Ok(());
+        }
+        self.push_scratch()?;
+        if self.upload.is_some() {
+            if !self.buf.is_empty() {
+                self.send_part()?;
+            }
+            while !self.in_flight.is_empty() {
+                self.finish_oldest()?;
+            }
+        }
+        self.flushed = true;
+        Ok(())
+    }
+
     /// The commit without the cleanup of a failure.
     fn try_commit(&mut self) -> Result<(), StoreError> {
         let id = self.id.clone();
@@ -232,7 +267,7 @@ impl S3Writer {
         if self.exists().map_err(err)? {
             return Err(StoreError::AlreadyExists(self.id.clone()));
         }
-        self.push_scratch().map_err(err)?;
+        self.send_rest().map_err(err)?;
         let Some(upload) = self.upload.clone() else {
             // Smaller than one part: a single request.
             let body = Bytes::from(std::mem::take(&mut self.buf));
@@ -257,12 +292,6 @@ impl S3Writer {
                 .map_err(|e| err(s3_error("PutObject", e)))?;
             return Ok(());
         };
-        if !self.buf.is_empty() {
-            self.send_part().map_err(err)?;
-        }
-        while !self.in_flight.is_empty() {
-            self.finish_oldest().map_err(err)?;
-        }
         let parts = std::mem::take(&mut self.done);
         let req = self
             .io
@@ -345,6 +374,14 @@ impl ImageWriter for S3Writer {
 
     fn scratch(&mut self) -> Option<&mut PartFile> {
         self.scratch.as_mut()
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        let sent = self.send_rest();
+        sent.map_err(|source| StoreError::Committing {
+            id: self.id.clone(),
+            source,
+        })
     }
 
     fn commit(mut self: Box<Self>) -> Result<(), StoreError> {

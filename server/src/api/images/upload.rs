@@ -35,8 +35,10 @@
 //! back to `queued`, or a sealed stage). On a metadata store shared by several nodes, an
 //! image whose lease ran out (its node died) is returned to `queued` by any node's sweep
 //! (`takeover::sweep_writers_once`); if a renewal finds the lease lost that way, the upload
-//! stops, writes nothing and answers 409. Every write of the outcome checks that this upload
-//! still holds the image.
+//! stops, writes nothing and answers 409. Right before its store commit the upload renews the
+//! lease once more (`takeover::LeaseFence`): a renewal that fails or comes too late refuses
+//! the commit (409; its own multipart upload aborted, the key left to whoever holds the
+//! image now). Every write of the outcome checks that this upload still holds the image.
 //!
 //! The work runs in its own task, so a client that disconnects (hyper then drops the request
 //! handler) still has its image returned to `queued` and its partial data removed.
@@ -54,7 +56,7 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use hyper::body::Body;
 use sluice_pipeline::body::{BodySource, Discarded};
-use sluice_pipeline::ingest::ingest_as;
+use sluice_pipeline::ingest::{ingest_as, Fence};
 use sluice_pipeline::rate::RateGuard;
 use sluice_pipeline::store::StoreError;
 use sluice_pipeline::{IngestError, Ingested, SourceError};
@@ -336,9 +338,12 @@ impl Upload {
             Destination::File => &*self.state.store,
             Destination::Stage => self.state.staging.store(),
         };
+        // Committed only under a writer lease just renewed (`takeover::LeaseFence`).
+        let fence = self.fence();
         let ingest = self
             .request
-            .ingest_request(&self.image_id, &config, &self.quota);
+            .ingest_request(&self.image_id, &config, &self.quota)
+            .fenced_by(&fence);
         let rate = imports::min_rate(&config);
         let body = RateGuard::new(&mut source, rate);
         let opened = self
@@ -437,11 +442,25 @@ impl Upload {
             }
             Ok(lost) => Err(self.not_held(&lost)),
             Err(e) => {
-                self.remove_data();
+                // The object is this upload's only while its writer lease still holds: past
+                // it, another node may be writing the key.
+                if self.fence().confirm().await.is_ok() {
+                    self.remove_data();
+                }
                 self.requeue().await;
                 Err(UploadFailure::Meta(e.into()))
             }
         }
+    }
+
+    /// This upload's writer lease, as the fence of its store commit.
+    fn fence(&self) -> takeover::LeaseFence {
+        takeover::LeaseFence::writer(
+            Arc::clone(&self.state.meta),
+            self.image_id.clone(),
+            self.writer.clone(),
+            self.state.config.lease_secs,
+        )
     }
 
     /// Marks the stage complete (the image stays `uploading`, waiting for its import). An
@@ -615,6 +634,10 @@ fn upload_error(image_id: &str, failure: UploadFailure) -> ApiError {
             "Client disconnected before sending all data to backend: {source}"
         )),
         IngestError::Store(StoreError::StorageFull(full)) => full.into(),
+        // Its writer lease could not be proved right before the commit (self-fencing).
+        IngestError::Fenced(message) => ApiError::Conflict(format!(
+            "the upload of image {image_id} was not recorded: {message}; upload again"
+        )),
         IngestError::Cancelled => ApiError::ShuttingDown(format!(
             "the upload of image {image_id} was stopped and nothing was stored; upload again"
         )),
