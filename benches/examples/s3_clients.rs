@@ -152,7 +152,11 @@ fn parent() -> Result<()> {
                 .into());
             }
             let run = parse_run(&String::from_utf8_lossy(&out.stdout))?;
-            println!("round {round}: {:<12} {}", client.name(), describe(bytes, &run));
+            println!(
+                "round {round}: {:<12} {}",
+                client.name(),
+                describe(bytes, &run)
+            );
             runs.push((client, run));
         }
     }
@@ -160,12 +164,19 @@ fn parent() -> Result<()> {
     let object_store = median_run(&runs, Client::ObjectStore);
     println!("medians of {rounds} rounds:");
     println!("  {:<12} {}", "sluice", describe(bytes, &sluice));
-    println!("  {:<12} {}", "object_store", describe(bytes, &object_store));
+    println!(
+        "  {:<12} {}",
+        "object_store",
+        describe(bytes, &object_store)
+    );
     println!(
         "object_store / sluice: CPU per GiB {:.2}, MB/s {:.2}, peak memory {:.2}",
         object_store.cpu.as_secs_f64() / sluice.cpu.as_secs_f64(),
         sluice.wall.as_secs_f64() / object_store.wall.as_secs_f64(),
-        kib_ratio(object_store.peak_over_baseline_kib, sluice.peak_over_baseline_kib),
+        kib_ratio(
+            object_store.peak_over_baseline_kib,
+            sluice.peak_over_baseline_kib
+        ),
     );
     println!("load average at end: {}", load_average());
     Ok(())
@@ -275,9 +286,7 @@ fn chunks(pool: &Bytes, bytes: u64) -> impl Iterator<Item = &[u8]> {
     let pool_chunks = pool.len() / CHUNK;
     let whole = bytes / CHUNK as u64;
     let tail = usize::try_from(bytes % CHUNK as u64).unwrap_or(0);
-    let sizes = (0..whole)
-        .map(|_| CHUNK)
-        .chain((tail > 0).then_some(tail));
+    let sizes = (0..whole).map(|_| CHUNK).chain((tail > 0).then_some(tail));
     sizes.enumerate().filter_map(move |(i, n)| {
         let at = (i % pool_chunks.max(1)).checked_mul(CHUNK)?;
         pool.get(at..at.checked_add(n)?)
