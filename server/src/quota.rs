@@ -25,7 +25,7 @@ use sluice_pipeline::ingest::Admission;
 use crate::api::error::ApiError;
 use crate::executor::{Executor, InFlight, Refused, SubmitCaps, UploadSlot};
 use crate::imports;
-use crate::meta::ProjectUsage;
+use crate::meta::{ProjectUsage, QueuedTasks};
 use crate::state::AppState;
 
 mod count;
@@ -500,15 +500,27 @@ pub async fn admit_queued(state: &AppState, project: &str) -> Result<(), ApiErro
             waiting: queued.project_pending,
         });
     }
-    let in_flight = match in_flight_cap {
-        Some(cap) => queued
-            .project_pending
-            .saturating_add(queued.project_processing)
-            .saturating_add(state.meta.writing_images(project, cap).await?),
-        None => 0,
-    };
-    if in_flight_cap.is_some_and(|cap| in_flight >= cap) {
-        return Err(uploading_over(project, &limits, in_flight));
+    match in_flight_cap {
+        Some(cap) => cluster_uploading(state, project, &limits, cap, &queued).await,
+        None => Ok(()),
+    }
+}
+
+/// Refuses (413) a project whose tasks waiting and running (`queued`, counted up to at least
+/// `cap`) and images being written, on every node, reach its `image_count_uploading` `cap`.
+async fn cluster_uploading(
+    state: &AppState,
+    project: &str,
+    limits: &ProjectLimits,
+    cap: u64,
+    queued: &QueuedTasks,
+) -> Result<(), ApiError> {
+    let in_flight = queued
+        .project_pending
+        .saturating_add(queued.project_processing)
+        .saturating_add(state.meta.writing_images(project, cap).await?);
+    if in_flight >= cap {
+        return Err(uploading_over(project, limits, in_flight));
     }
     Ok(())
 }
@@ -532,14 +544,7 @@ async fn admit_upload_cluster(
         return Ok(());
     }
     let queued = state.meta.queued_tasks(project, cap).await?;
-    let in_flight = queued
-        .project_pending
-        .saturating_add(queued.project_processing)
-        .saturating_add(state.meta.writing_images(project, cap).await?);
-    if in_flight >= cap {
-        return Err(uploading_over(project, limits, in_flight));
-    }
-    Ok(())
+    cluster_uploading(state, project, limits, cap, &queued).await
 }
 
 /// Queues a stored task under its project's caps (`tasks_waiting`, and

@@ -115,10 +115,7 @@ pub(super) async fn take(
                     return Decision::Keep;
                 }
                 image.status = ImageStatus::Importing;
-                image
-                    .properties
-                    .insert(IMPORTING_TO_STORES.into(), String::new());
-                image.properties.insert(FAILED_IMPORT.into(), String::new());
+                clear_store_lists(image);
                 image.updated_at = now();
                 Decision::Write
             },
@@ -259,6 +256,14 @@ async fn commit(
     Err(refused)
 }
 
+/// Empties Glance's per-store import lists (`os_glance_importing_to_stores`,
+/// `os_glance_failed_import`), as Glance shows them before an import and after one stopped.
+fn clear_store_lists(image: &mut ImageRecord) {
+    for key in [IMPORTING_TO_STORES, FAILED_IMPORT] {
+        image.properties.insert(key.into(), String::new());
+    }
+}
+
 /// Returns image `image_id` to `queued` if task `task_id` still holds its import lock: data
 /// fields cleared, lock dropped, Glance's failed-import properties set. A failed import does
 /// it, and so does the take-back of an import whose node died ([`crate::takeover`]).
@@ -280,10 +285,7 @@ pub(crate) async fn release_image(
             image.status = ImageStatus::Queued;
             image.forget_data();
             image.properties.remove(LOCK_PROPERTY);
-            image
-                .properties
-                .insert(IMPORTING_TO_STORES.into(), String::new());
-            image.properties.insert(FAILED_IMPORT.into(), String::new());
+            clear_store_lists(image);
             image.updated_at = now();
             Decision::Write
         },
