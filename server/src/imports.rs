@@ -190,6 +190,17 @@ pub async fn run_claimed(
     let task_id = task_id.as_str();
     let node = state.config.node_id.clone().unwrap_or_default();
     tracing::info!(task_id, owner = %task.owner, attempt = task.attempts, "import started");
+    if task.attempts > 1 {
+        // An earlier run's node died; what it stored and did not record goes first.
+        let earlier = task.attempts - 1;
+        let store = state.store.as_ref();
+        match takeover::remove_leftovers(state.meta.as_ref(), store, &task, earlier).await {
+            Ok(removed) => tracing::info!(task_id, ?removed, "earlier runs' leftovers removed"),
+            Err(e) => {
+                tracing::warn!(task_id, error = %e, "looking for earlier runs' leftovers failed")
+            }
+        }
+    }
 
     let (cancel, lease_lost) = takeover::hold_lease(
         Arc::clone(&state.meta),
@@ -326,7 +337,8 @@ async fn import(
     progress: &Progress,
     cancel: watch::Receiver<bool>,
 ) -> Result<(ImageRecord, Option<&'static str>), (String, String)> {
-    let image_id = uuid::Uuid::new_v4().to_string();
+    // Named by the run, so that whoever takes the task back can find what this run stored.
+    let image_id = takeover::attempt_image_id(&task.id, task.attempts);
     let ingested = pull(state, task, &legacy.request, &image_id, progress, cancel).await?;
     Ok((
         image_record(task, &image_id, &legacy, &ingested),

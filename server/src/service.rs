@@ -398,7 +398,16 @@ pub async fn finish_recovery(state: &AppState, recovery: &mut Recovery) -> anyho
             continue;
         };
         let (now, max) = (imports::now(), state.config.max_import_attempts);
-        match takeover::take_back(state.meta.as_ref(), &task, now, max, ttl).await {
+        match takeover::take_back(
+            state.meta.as_ref(),
+            state.store.as_ref(),
+            &task,
+            now,
+            max,
+            ttl,
+        )
+        .await
+        {
             Ok(TakenBack::Requeued) => {
                 tracing::warn!(task_id = %id, attempts = task.attempts, "import interrupted by a restart: queued again, to start from its source");
                 recovery.pending.push(id);

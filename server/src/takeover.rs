@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use sluice_pipeline::store::Store;
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -33,9 +34,11 @@ use crate::imports::{self, REASON_INTERRUPTED};
 use crate::meta::{MetaError, MetaStore, TaskRecord, TaskStatus, Timestamp};
 
 mod fence;
+mod leftovers;
 mod writers;
 
 pub use fence::LeaseFence;
+pub use leftovers::{attempt_image_id, remove_leftovers};
 pub use writers::{hold_writer, sweep_writers_once, take_back_writer, writer_lease};
 
 /// The legacy task type whose source is a URL: it can start again on any node.
@@ -204,6 +207,7 @@ pub fn taken_back(task: &TaskRecord, max_attempts: u32, ttl: i64) -> TaskRecord 
 /// A metadata error ([`MetaError::StorageFull`] on a full volume: try again later).
 pub async fn take_back(
     meta: &dyn MetaStore,
+    store: &dyn Store,
     task: &TaskRecord,
     now: Timestamp,
     max_attempts: u32,
@@ -218,6 +222,11 @@ pub async fn take_back(
     }
     if back.status == TaskStatus::Pending {
         return Ok(TakenBack::Requeued);
+    }
+    // Final: no later run will clear what this task's runs left (`leftovers.rs`). A failure
+    // is only logged, as the release's is: the task is already final.
+    if let Err(e) = remove_leftovers(meta, store, task, task.attempts).await {
+        tracing::warn!(task_id = %task.id, error = %e, "looking for what the task's runs left failed");
     }
     release_image_of(meta, task).await;
     Ok(TakenBack::Interrupted)
@@ -252,6 +261,7 @@ pub const SWEEP_BATCH: usize = 1000;
 /// The first metadata error.
 pub async fn sweep_once(
     meta: &dyn MetaStore,
+    store: &dyn Store,
     now: Timestamp,
     max_attempts: u32,
     ttl: i64,
@@ -264,7 +274,7 @@ pub async fn sweep_once(
         let Some(task) = meta.get_task(&id).await? else {
             continue;
         };
-        match take_back(meta, &task, now, max_attempts, ttl).await? {
+        match take_back(meta, store, &task, now, max_attempts, ttl).await? {
             TakenBack::Requeued => {
                 tracing::warn!(task_id = %id, attempts = task.attempts, "lease ran out: import queued again");
                 requeued.push(id);
@@ -288,6 +298,22 @@ mod tests {
 
     const TTL: i64 = 3600;
 
+    /// An image store in a temporary directory, for take-backs that find nothing to remove.
+    fn scratch_store() -> (tempfile::TempDir, sluice_pipeline::store::LocalStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sluice_pipeline::store::LocalStore::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    /// Commits a few bytes as image `id`, as a run that died before recording it would.
+    fn commit(store: &dyn Store, id: &str) {
+        let mut writer = store
+            .begin(id, sluice_pipeline::store::Access::Append)
+            .unwrap();
+        writer.append(b"left").unwrap();
+        writer.commit().unwrap();
+    }
+
     fn processing(n: u32, task_type: &str, lease: Option<(&str, Timestamp)>) -> TaskRecord {
         let mut task = sample_task(&format!("00000000-0000-4000-8000-{n:012}"));
         task.task_type = task_type.to_owned();
@@ -300,23 +326,34 @@ mod tests {
         task
     }
 
+    /// The images its runs stored without recording them stay while the task has runs to
+    /// go (the next run removes them) and go with its last take-back.
     #[tokio::test]
     async fn test_take_back_pull_import_requeued_until_attempts_then_interrupted() {
+        let (_dir, store) = scratch_store();
         let meta = MemoryMeta::new();
         let mut task = processing(1, PULL_IMPORT, None);
         meta.put_task(&task).await.unwrap();
+        let runs = [attempt_image_id(&task.id, 1), attempt_image_id(&task.id, 2)];
+        commit(&store, &runs[0]);
         assert_eq!(
-            take_back(&meta, &task, 0, 2, TTL).await.unwrap(),
+            take_back(&meta, &store, &task, 0, 2, TTL).await.unwrap(),
             TakenBack::Requeued
         );
         let back = meta.get_task(&task.id).await.unwrap().unwrap();
         assert_eq!((back.status, back.attempts), (TaskStatus::Pending, 1));
+        assert_eq!(store.list_ids().unwrap(), [runs[0].clone()]);
         // The second run dies too: that was the last one.
         task.attempts = 2;
         meta.put_task(&task).await.unwrap();
+        commit(&store, &runs[1]);
         assert_eq!(
-            take_back(&meta, &task, 0, 2, TTL).await.unwrap(),
+            take_back(&meta, &store, &task, 0, 2, TTL).await.unwrap(),
             TakenBack::Interrupted
+        );
+        assert!(
+            store.list_ids().unwrap().is_empty(),
+            "both runs' images removed"
         );
         let failed = meta.get_task(&task.id).await.unwrap().unwrap();
         assert_eq!(failed.status, TaskStatus::Failure);
@@ -330,11 +367,12 @@ mod tests {
 
     #[tokio::test]
     async fn test_take_back_interoperable_import_interrupted_not_requeued() {
+        let (_dir, store) = scratch_store();
         let meta = MemoryMeta::new();
         let task = processing(2, imports::API_IMAGE_IMPORT, None);
         meta.put_task(&task).await.unwrap();
         assert_eq!(
-            take_back(&meta, &task, 0, 3, TTL).await.unwrap(),
+            take_back(&meta, &store, &task, 0, 3, TTL).await.unwrap(),
             TakenBack::Interrupted
         );
         let failed = meta.get_task(&task.id).await.unwrap().unwrap();
@@ -345,6 +383,7 @@ mod tests {
     /// lock dropped, as after a failed import; an image locked by another task is left alone.
     #[tokio::test]
     async fn test_take_back_interoperable_import_returns_its_image_to_queued() {
+        let (_dir, store) = scratch_store();
         let meta = MemoryMeta::new();
         let mut task = processing(11, imports::API_IMAGE_IMPORT, None);
         let mut other = processing(12, imports::API_IMAGE_IMPORT, None);
@@ -365,7 +404,7 @@ mod tests {
         }
         for t in [&task, &other] {
             assert_eq!(
-                take_back(&meta, t, 0, 3, TTL).await.unwrap(),
+                take_back(&meta, &store, t, 0, 3, TTL).await.unwrap(),
                 TakenBack::Interrupted
             );
         }
@@ -378,34 +417,38 @@ mod tests {
 
     /// A `web-download` whose node died starts again from its URL, counted like a legacy
     /// import: back to `pending` with its image still `importing` under the task's lock;
-    /// after its last run, `interrupted` and the image back to `queued`.
+    /// after its last run, `interrupted`, what the run stored without recording it removed,
+    /// and the image back to `queued`.
     #[tokio::test]
     async fn test_take_back_web_download_requeued_until_attempts_then_image_queued() {
+        let (_dir, store) = scratch_store();
         let meta = MemoryMeta::new();
+        const WEB_IMAGE: &str = "00000000-0000-4000-8000-0000000000e1";
         let mut task = processing(13, imports::API_IMAGE_IMPORT, None);
         task.input = serde_json::json!({
-            "image_id": "img-web",
+            "image_id": WEB_IMAGE,
             "import_req": {"method": {"name": "web-download", "uri": "http://h/x"}},
         });
         meta.put_task(&task).await.unwrap();
-        let mut image = crate::meta::sample_image("img-web");
+        let mut image = crate::meta::sample_image(WEB_IMAGE);
         image.status = ImageStatus::Importing;
         (image.properties).insert(LOCK_PROPERTY.to_owned(), task.id.clone());
         meta.put_image(&image).await.unwrap();
         assert_eq!(
-            take_back(&meta, &task, 0, 2, TTL).await.unwrap(),
+            take_back(&meta, &store, &task, 0, 2, TTL).await.unwrap(),
             TakenBack::Requeued
         );
         let back = meta.get_task(&task.id).await.unwrap().unwrap();
         assert_eq!((back.status, back.lease), (TaskStatus::Pending, None));
-        let waiting = meta.get_image("img-web").await.unwrap().unwrap();
+        let waiting = meta.get_image(WEB_IMAGE).await.unwrap().unwrap();
         assert_eq!(waiting.status, ImageStatus::Importing);
         assert_eq!(waiting.properties.get(LOCK_PROPERTY), Some(&task.id));
-        // The second run dies too: that was the last one.
+        // The second run dies too, after its commit: that was the last one.
         task.attempts = 2;
         meta.put_task(&task).await.unwrap();
+        commit(&store, WEB_IMAGE);
         assert_eq!(
-            take_back(&meta, &task, 0, 2, TTL).await.unwrap(),
+            take_back(&meta, &store, &task, 0, 2, TTL).await.unwrap(),
             TakenBack::Interrupted
         );
         let failed = meta.get_task(&task.id).await.unwrap().unwrap();
@@ -415,8 +458,12 @@ mod tests {
             "{}",
             failed.message
         );
-        let released = meta.get_image("img-web").await.unwrap().unwrap();
+        let released = meta.get_image(WEB_IMAGE).await.unwrap().unwrap();
         assert_eq!(released.status, ImageStatus::Queued);
+        assert!(
+            store.open(WEB_IMAGE).await.unwrap().is_none(),
+            "its object removed"
+        );
         assert!(!released.properties.contains_key(LOCK_PROPERTY));
     }
 
@@ -424,6 +471,7 @@ mod tests {
     /// lease and a task without a lease are left alone; a stale read loses to a renewal.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn test_take_back_shared_store_only_expired_leases() {
+        let (_dir, store) = scratch_store();
         let cluster = PgCluster::start();
         let meta = PgMeta::open(&cluster.database("takeover"), 2)
             .await
@@ -452,7 +500,7 @@ mod tests {
             (&renewed, TakenBack::Lost),
         ] {
             assert_eq!(
-                take_back(&meta, task, now, 3, TTL).await.unwrap(),
+                take_back(&meta, &store, task, now, 3, TTL).await.unwrap(),
                 expected,
                 "{}",
                 task.id
@@ -507,6 +555,7 @@ mod tests {
     /// embedded store's sweep touches nothing.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn test_sweep_once_takes_back_only_expired_leases() {
+        let (_dir, store) = scratch_store();
         let cluster = PgCluster::start();
         let meta = PgMeta::open(&cluster.database("sweep"), 2).await.unwrap();
         let live = processing(8, PULL_IMPORT, Some(("node-b", 1_000)));
@@ -515,20 +564,23 @@ mod tests {
         for task in [&live, &dead_pull, &dead_interop] {
             meta.put_task(task).await.unwrap();
         }
-        let requeued = sweep_once(&meta, 500, 3, TTL).await.unwrap();
+        let requeued = sweep_once(&meta, &store, 500, 3, TTL).await.unwrap();
         assert_eq!(requeued, [dead_pull.id.as_str()]);
         let status = async |t: &TaskRecord| meta.get_task(&t.id).await.unwrap().unwrap().status;
         assert_eq!(status(&live).await, TaskStatus::Processing);
         assert_eq!(status(&dead_pull).await, TaskStatus::Pending);
         assert_eq!(status(&dead_interop).await, TaskStatus::Failure);
         assert_eq!(
-            sweep_once(&meta, 500, 3, TTL).await.unwrap(),
+            sweep_once(&meta, &store, 500, 3, TTL).await.unwrap(),
             Vec::<String>::new()
         );
 
         let embedded = MemoryMeta::new();
         embedded.put_task(&dead_pull).await.unwrap();
-        assert!(sweep_once(&embedded, 500, 3, TTL).await.unwrap().is_empty());
+        assert!(sweep_once(&embedded, &store, 500, 3, TTL)
+            .await
+            .unwrap()
+            .is_empty());
         assert_eq!(
             status_of(&embedded, &dead_pull).await,
             TaskStatus::Processing

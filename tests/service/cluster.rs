@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sluice_pipeline::store::{S3Store, Store};
+use sluice_pipeline::store::{Access, S3Store, Store};
 use sluice_server::config::MIN_LEASE_SECS;
 use sluice_server::meta::postgres::PgMeta;
 use sluice_server::meta::testing_pg::PgCluster;
@@ -106,15 +106,31 @@ impl Cluster {
     }
 
     /// Returns image `id` to `queued` as a sweep whose clock is past the image's writer
-    /// lease would ([`takeover::take_back_writer`]), whether or not its writer still runs.
+    /// lease would ([`takeover::take_back_writer`], its object removed from the bucket),
+    /// whether or not its writer still runs.
     pub fn take_back_writer(&self, id: &str) {
         let image = self.image(id);
         let until = image.writer.as_ref().expect("a writer lease").until;
+        let sweeper = takeover::writer_lease("test-sweeper", until, LEASE_SECS);
         let taken = self
             .rt
-            .block_on(takeover::take_back_writer(&self.meta, &image, until))
+            .block_on(takeover::take_back_writer(
+                &self.meta,
+                &self.probe,
+                &image,
+                &sweeper,
+                until,
+            ))
             .expect("taking the image back");
         assert!(taken, "{image:?}");
+    }
+
+    /// Commits a few bytes to the bucket as image `id`, as a node that committed an import
+    /// and died before recording it leaves them.
+    pub fn leave_object(&self, id: &str) {
+        let mut writer = self.probe.begin(id, Access::Append).expect("begin");
+        writer.append(b"left by a dead run").expect("append");
+        writer.commit().expect("commit");
     }
 
     /// The index of the node holding the lease of task `id` once it runs.

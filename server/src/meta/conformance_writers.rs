@@ -2,9 +2,10 @@
 //! lists exactly the images being written (`saving`, `uploading`) whose writer lease ended,
 //! soonest first, at most the number asked; [`MetaStore::writing_images`] counts a project's
 //! leased ones; a transition out of those statuses drops the
-//! lease; and the compare-and-swap of a take-back ([`writer::take_back`] run by
-//! [`MetaStore::transition_image`]) writes only over the very lease it read: of two sweeps
-//! racing one image, or of a renewal racing a take-back, exactly one writes.
+//! lease; and the compare-and-swap of a take-back ([`writer::seize`] run by
+//! [`MetaStore::transition_image`], then [`writer::release`]) writes only over the very lease
+//! it read: of two sweeps racing one image, or of a renewal racing a take-back, exactly one
+//! writes.
 
 use std::sync::Barrier;
 
@@ -26,6 +27,15 @@ fn lease(upload: &str, until: i64) -> WriterLease {
         node: "node-a".to_owned(),
         upload: upload.to_owned(),
         until,
+    }
+}
+
+/// The sweeping node's lease of a take-back.
+fn sweeper() -> WriterLease {
+    WriterLease {
+        node: "node-s".to_owned(),
+        upload: "sweep".to_owned(),
+        until: NOW + 300,
     }
 }
 
@@ -108,16 +118,27 @@ pub(super) async fn writers(store: &dyn MetaStore) {
     assert!(matches!(foreign, Transition::Kept(_)), "{foreign:?}");
     assert_eq!(expired(NOW, 10).await, [UPLOADING]);
     let stale = change(store, SAVING, &|i| {
-        writer::take_back(i, &lease("u1", 100), NOW)
+        writer::seize(i, &lease("u1", 100), &sweeper(), NOW)
     })
     .await;
     assert!(matches!(stale, Transition::Kept(ref i) if i.status == ImageStatus::Saving));
 
-    // The take-back of the lease as read: queued, without the lease, out of the range.
-    let back = change(store, UPLOADING, &|i| {
-        writer::take_back(i, &lease("u2", 50), NOW)
+    // The take-back of the lease as read: first held by the sweeper (still being written,
+    // its lease now the sweeper's), then given back: queued, without the lease, out of the
+    // range.
+    let seized = change(store, UPLOADING, &|i| {
+        writer::seize(i, &lease("u2", 50), &sweeper(), NOW)
     })
     .await;
+    assert!(
+        matches!(seized, Transition::Done(ref i) if i.status == ImageStatus::Uploading && i.writer == Some(sweeper())),
+        "{seized:?}"
+    );
+    assert!(
+        expired(NOW, 10).await.is_empty(),
+        "the sweeper's lease is live"
+    );
+    let back = change(store, UPLOADING, &|i| writer::release(i, &sweeper(), NOW)).await;
     assert!(
         matches!(back, Transition::Done(ref i) if i.status == ImageStatus::Queued && i.writer.is_none()),
         "{back:?}"
@@ -146,7 +167,8 @@ pub(super) async fn writers(store: &dyn MetaStore) {
 /// take-back: exactly one writes, every time.
 async fn races(store: &dyn MetaStore) {
     let read = lease("u1", 100);
-    let take_back = |i: &mut ImageRecord| writer::take_back(i, &read, NOW);
+    let by = sweeper();
+    let take_back = |i: &mut ImageRecord| writer::seize(i, &read, &by, NOW);
     let renew = |i: &mut ImageRecord| writer::renew(i, &read, 2_000);
     let racers: [[Change<'_>; 2]; 2] = [[&take_back, &take_back], [&renew, &take_back]];
     for (kind, pair) in racers.iter().enumerate() {
@@ -182,11 +204,8 @@ async fn races(store: &dyn MetaStore) {
             assert_eq!(won.len(), 1, "{outcomes:?}");
             let stored = store.get_image(&id).await.expect("get").expect("stored");
             assert_eq!(&stored, won[0], "the winner's write stands");
-            let consistent = match stored.status {
-                ImageStatus::Queued => stored.writer.is_none(),
-                ImageStatus::Saving => stored.writer == Some(lease("u1", 2_000)),
-                _ => false,
-            };
+            let consistent = stored.status == ImageStatus::Saving
+                && (stored.writer == Some(sweeper()) || stored.writer == Some(lease("u1", 2_000)));
             assert!(consistent, "{stored:?}");
             store.delete_image(&id).await.expect("clear racer");
         }

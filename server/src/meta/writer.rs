@@ -3,7 +3,9 @@
 //! the image record, renews it while the body arrives, and drops it when the body ends. A
 //! writer lease that ran out ([`super::MetaStore::expired_writers`]) marks an image whose
 //! writer stopped renewing (its node died, or is cut off from the database): any node's
-//! sweep returns it to `queued`, as a failed upload does.
+//! sweep takes it back ([`seize`] under the sweeper's own lease, then, once what the dead
+//! writer may have stored is removed, [`release`]) and it is `queued` again, as after a
+//! failed upload.
 //!
 //! Renewals and take-backs are changes run by [`super::MetaStore::transition_image`] (its
 //! compare-and-swap): the decisions every store shares live here, so that a renewal racing a
@@ -73,14 +75,34 @@ pub fn renew(image: &mut ImageRecord, holder: &WriterLease, until: Timestamp) ->
     Decision::Write
 }
 
-/// The change of a take-back: when `image` is `saving` or `uploading` under exactly
+/// The first change of a take-back: when `image` is `saving` or `uploading` under exactly
 /// `expired` (the lease as read: a renewal since changed it) and that lease ended by `now`,
-/// the image goes back to `queued` without its lease and without what described data
-/// (Glance's state after a failed upload), changed at `now`; else [`Decision::Keep`].
-pub fn take_back(image: &mut ImageRecord, expired: &WriterLease, now: Timestamp) -> Decision {
+/// the sweeping node's lease `by` replaces it; else [`Decision::Keep`]. The status stays, so
+/// no new upload can start while the sweeper removes what the dead writer may have
+/// committed to the image store between its store commit and its record; the sweeper then
+/// gives the image back with [`release`]. A sweeper that dies meanwhile leaves a lease that
+/// runs out in turn, and the next sweep takes the image back again.
+pub fn seize(
+    image: &mut ImageRecord,
+    expired: &WriterLease,
+    by: &WriterLease,
+    now: Timestamp,
+) -> Decision {
     let dead =
         is_written(image.status) && image.writer.as_ref() == Some(expired) && expired.until <= now;
     if !dead {
+        return Decision::Keep;
+    }
+    image.writer = Some(by.clone());
+    Decision::Write
+}
+
+/// The change of a writer giving the image back (a failed upload, or a sweeper after
+/// [`seize`]): when `holder`'s upload still holds `image` ([`holds`]), the image goes back to
+/// `queued` without its lease and without what described data (Glance's state after a
+/// failed upload), changed at `now`; else [`Decision::Keep`].
+pub fn release(image: &mut ImageRecord, holder: &WriterLease, now: Timestamp) -> Decision {
+    if !holds(image, holder) {
         return Decision::Keep;
     }
     image.status = ImageStatus::Queued;
@@ -127,19 +149,36 @@ mod tests {
     }
 
     #[test]
-    fn test_take_back_only_the_lease_as_read_once_ended() {
+    fn test_seize_only_the_lease_as_read_once_ended_then_release_by_the_sweeper() {
         let read = lease("u1", 100);
+        let sweeper = lease("sweep", 400);
         let mut live = saving(Some(read.clone()));
-        assert_eq!(take_back(&mut live, &read, 99), Decision::Keep, "not ended");
+        assert_eq!(
+            seize(&mut live, &read, &sweeper, 99),
+            Decision::Keep,
+            "not ended"
+        );
         let mut renewed = saving(Some(lease("u1", 200)));
-        assert_eq!(take_back(&mut renewed, &read, 150), Decision::Keep);
+        assert_eq!(seize(&mut renewed, &read, &sweeper, 150), Decision::Keep);
         let mut dead = saving(Some(read.clone()));
         dead.size = Some(7);
-        assert_eq!(take_back(&mut dead, &read, 100), Decision::Write);
+        assert_eq!(seize(&mut dead, &read, &sweeper, 100), Decision::Write);
         assert_eq!(
-            (dead.status, dead.writer, dead.size, dead.updated_at),
-            (ImageStatus::Queued, None, None, 100)
+            (dead.status, dead.writer.as_ref(), dead.size),
+            (ImageStatus::Saving, Some(&sweeper), Some(7)),
+            "seized, not yet given back"
         );
+        assert_eq!(
+            release(&mut dead, &read, 120),
+            Decision::Keep,
+            "the dead upload lost it"
+        );
+        assert_eq!(release(&mut dead, &sweeper, 120), Decision::Write);
+        assert_eq!(
+            (dead.status, dead.writer.clone(), dead.size, dead.updated_at),
+            (ImageStatus::Queued, None, None, 120)
+        );
+        assert_eq!(release(&mut dead, &sweeper, 130), Decision::Keep, "once");
     }
 
     #[test]

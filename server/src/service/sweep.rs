@@ -24,7 +24,7 @@ pub(super) async fn sweep_expired(state: AppState) {
             state.config.max_import_attempts,
             state.config.task_ttl(),
         );
-        match takeover::sweep_once(state.meta.as_ref(), now, max, ttl).await {
+        match takeover::sweep_once(state.meta.as_ref(), state.store.as_ref(), now, max, ttl).await {
             // Back to `pending` in the shared store, where any node's claim loop finds
             // them; this node's looks at once.
             Ok(requeued) if !requeued.is_empty() => state.executor.wake(),
@@ -32,7 +32,15 @@ pub(super) async fn sweep_expired(state: AppState) {
             Err(e) => tracing::error!(error = %e, "lease sweep failed"),
         }
         // Images whose writer (a body upload or a stage) stopped renewing: back to `queued`.
-        if let Err(e) = takeover::sweep_writers_once(state.meta.as_ref(), imports::now()).await {
+        let node = state.config.node_id.as_deref().unwrap_or_default();
+        let writers = takeover::sweep_writers_once(
+            state.meta.as_ref(),
+            state.store.as_ref(),
+            node,
+            state.config.lease_secs,
+            imports::now(),
+        );
+        if let Err(e) = writers.await {
             tracing::error!(error = %e, "writer lease sweep failed");
         }
         let swept = sweep_expired_once(state.meta.as_ref(), imports::now()).await;
@@ -55,7 +63,7 @@ pub(super) async fn sweep_expired(state: AppState) {
 }
 
 /// Removes what writers of nodes that are gone left in a shared image store
-/// ([`Store::sweep_abandoned`]: an object store's unfinished uploads older than
+/// ([`Store::sweep_abandoned`](sluice_pipeline::store::Store::sweep_abandoned): an object store's unfinished uploads older than
 /// `abandon_after_secs`), so a node that dies and never starts again leaves no upload behind.
 async fn sweep_abandoned(state: &AppState) {
     let store = Arc::clone(&state.store);

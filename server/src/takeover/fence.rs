@@ -156,6 +156,13 @@ mod tests {
 
     const LEASE_SECS: u64 = crate::config::MIN_LEASE_SECS;
 
+    /// An image store in a temporary directory, for sweeps that find nothing to remove.
+    fn scratch_store() -> (tempfile::TempDir, sluice_pipeline::store::LocalStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sluice_pipeline::store::LocalStore::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
     async fn pg(cluster: &PgCluster, name: &str) -> Arc<dyn MetaStore> {
         Arc::new(PgMeta::open(&cluster.database(name), 2).await.unwrap())
     }
@@ -179,6 +186,7 @@ mod tests {
     /// commits.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn test_lease_fence_task_taken_back_refuses_commit_unclaimed_renews() {
+        let (_dir, store) = scratch_store();
         let cluster = PgCluster::start();
         let meta = pg(&cluster, "fence_task").await;
         let taken = leased_task(1, "node-a", 100);
@@ -194,7 +202,7 @@ mod tests {
         let renewed = meta.get_task(&late.id).await.unwrap().unwrap();
         assert!(renewed.lease.unwrap().until > imports::now());
 
-        let requeued = sweep_once(meta.as_ref(), imports::now(), 3, 3600)
+        let requeued = sweep_once(meta.as_ref(), &store, imports::now(), 3, 3600)
             .await
             .unwrap();
         assert_eq!(requeued, [taken.id.as_str()], "the renewed one stays");
@@ -217,8 +225,9 @@ mod tests {
         image.writer = Some(lease.clone());
         meta.put_image(&image).await.unwrap();
         let fence = LeaseFence::writer(Arc::clone(&meta), image.id.clone(), lease, LEASE_SECS);
+        let (_dir, store) = scratch_store();
         assert_eq!(
-            sweep_writers_once(meta.as_ref(), imports::now())
+            sweep_writers_once(meta.as_ref(), &store, "node-s", LEASE_SECS, imports::now())
                 .await
                 .unwrap(),
             [image.id.as_str()]
@@ -242,7 +251,7 @@ mod tests {
         let store_b = S3Store::open(config, dir_b.path(), Reserve::Bytes(0)).unwrap();
         let task = leased_task(4, "node-a", 100);
         meta.put_task(&task).await.unwrap();
-        sweep_once(meta.as_ref(), imports::now(), 3, 3600)
+        sweep_once(meta.as_ref(), &store_b, imports::now(), 3, 3600)
             .await
             .unwrap();
         let image_id = "00000000-0000-4000-8000-0000000000aa";

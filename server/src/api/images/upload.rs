@@ -516,12 +516,7 @@ impl Upload {
             .state
             .meta
             .transition_image(&self.image_id, &[self.dest.status()], &mut |image| {
-                if !writer::holds(image, &self.writer) {
-                    return Decision::Keep;
-                }
-                image.status = ImageStatus::Queued;
-                image.updated_at = now();
-                Decision::Write
+                writer::release(image, &self.writer, now())
             })
             .await;
         if let Err(e) = restored {
@@ -532,9 +527,11 @@ impl Upload {
     /// Why the final write found the image no longer this upload's (`found`: what
     /// [`MetaStore::transition_image`](crate::meta::MetaStore::transition_image) answered
     /// instead of writing): deleted meanwhile (410), or taken back by a sweep after this
-    /// upload's writer lease ran out (409). The data this upload stored goes, unless the image
-    /// is another upload's now (its data under the same name is that upload's to keep or
-    /// remove).
+    /// upload's writer lease ran out (409). The data of a deleted image goes. A taken-back
+    /// image's object is the sweeper's to remove, before it gave the image back
+    /// ([`takeover::take_back_writer`]): removing it here, once the image is `queued`, could
+    /// remove the object of the image's next upload. A stage is this node's own file, which
+    /// no sweeper reaches: it goes while the image waits `queued`.
     fn not_held(&self, found: &Transition) -> UploadFailure {
         match found {
             Transition::Missing => {
@@ -542,7 +539,7 @@ impl Upload {
                 UploadFailure::Gone
             }
             Transition::Done(image) | Transition::Kept(image) | Transition::Refused(image) => {
-                if image.status == ImageStatus::Queued {
+                if matches!(self.dest, Destination::Stage) && image.status == ImageStatus::Queued {
                     self.remove_data();
                 }
                 tracing::warn!(image_id = %self.image_id, status = %image.status, "upload not recorded: its writer lease was lost");
