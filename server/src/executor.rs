@@ -87,7 +87,8 @@ pub struct InFlight {
     pub waiting: u64,
     /// Imports running (counting the one asking, when a running import asks).
     pub running: u64,
-    /// Bytes charged by the running imports (other than the one asking).
+    /// Bytes charged by the running imports (other than the one asking): this node's, plus,
+    /// on a shared store, the other nodes' as last read ([`Executor::set_charged_elsewhere`]).
     pub charged: u64,
     /// Bytes stored by this project's imports that finished while the project had work in
     /// the executor: a running import's snapshot of the stored usage plus the growth of this
@@ -132,6 +133,9 @@ struct Queue {
     waiting: usize,
     turns: u64,
     arrivals: u64,
+    /// Per project, what its imports on other nodes have charged, as last read from the
+    /// shared store; only projects with a charge there.
+    elsewhere: HashMap<String, u64>,
 }
 
 impl Queue {
@@ -148,14 +152,18 @@ impl Queue {
     }
 
     fn in_flight(&self, owner: &str, asking: Option<&str>) -> InFlight {
+        let elsewhere = self.elsewhere.get(owner).copied().unwrap_or(0);
         let Some(p) = self.projects.get(owner) else {
-            return InFlight::default();
+            return InFlight {
+                charged: elsewhere,
+                ..InFlight::default()
+            };
         };
         let charged = self
             .running
             .iter()
             .filter(|(id, r)| r.owner == owner && Some(id.as_str()) != asking)
-            .fold(0u64, |sum, (_, r)| sum.saturating_add(r.charged));
+            .fold(elsewhere, |sum, (_, r)| sum.saturating_add(r.charged));
         InFlight {
             waiting: u64::try_from(p.waiting.len()).unwrap_or(u64::MAX),
             running: p.running.saturating_add(p.uploading),
@@ -300,6 +308,27 @@ impl Executor {
             r.charged = r.charged.max(bytes);
         }
         Ok(())
+    }
+
+    /// Records what `owner`'s imports and uploads on other nodes have charged, as just read
+    /// from the shared store ([`crate::meta::MetaStore::charged_elsewhere`]): counted in
+    /// [`InFlight::charged`] until the next reading.
+    pub fn set_charged_elsewhere(&self, owner: &str, bytes: u64) {
+        let mut q = lock(&self.inner.queue);
+        if bytes == 0 {
+            q.elsewhere.remove(owner);
+        } else {
+            q.elsewhere.insert(owner.to_owned(), bytes);
+        }
+    }
+
+    /// The bytes running import (task id) or upload (image id) `id` has charged so far; 0
+    /// when it does not run here.
+    pub fn charged(&self, id: &str) -> u64 {
+        lock(&self.inner.queue)
+            .running
+            .get(id)
+            .map_or(0, |r| r.charged)
     }
 
     /// Tasks waiting in the queue and imports running now (for `/metrics`).
@@ -679,5 +708,29 @@ mod tests {
         assert_eq!((now.running, now.charged, now.committed), (1, 0, 60));
         exec.finish_job(&a2, None);
         assert_eq!(exec.in_flight("a", None), InFlight::default());
+    }
+
+    #[test]
+    fn test_executor_charges_elsewhere_count_until_read_again() {
+        let exec = Executor::new(8, 2);
+        exec.submit("a1", "a").unwrap();
+        let a1 = exec.take_job().unwrap();
+        // Other nodes' imports of project `a` hold 70 bytes; of an idle project, 5.
+        exec.set_charged_elsewhere("a", 70);
+        exec.set_charged_elsewhere("idle", 5);
+        assert_eq!(exec.in_flight("idle", None).charged, 5);
+        let limit = |bytes: u64| {
+            move |f: &InFlight| (f.charged + bytes <= 100).then_some(()).ok_or(f.charged)
+        };
+        assert_eq!(exec.try_charge("a1", 40, limit(40)), Err(70));
+        assert_eq!(exec.try_charge("a1", 30, limit(30)), Ok(()));
+        assert_eq!(exec.charged("a1"), 30);
+        assert_eq!(exec.in_flight("a", None).charged, 100);
+        // Read again: the other nodes' imports finished.
+        exec.set_charged_elsewhere("a", 0);
+        assert_eq!(exec.try_charge("a1", 90, limit(90)), Ok(()));
+        exec.finish_job(&a1, None);
+        assert_eq!(exec.in_flight("a", None), InFlight::default());
+        assert_eq!(exec.charged("a1"), 0);
     }
 }

@@ -289,6 +289,7 @@ fn patched_image(status: ImageStatus) -> ImageRecord {
             node: "node-a".to_owned(),
             upload: "upload".to_owned(),
             until: CREATED_AT,
+            charged: 0,
         }),
     }
 }

@@ -150,6 +150,7 @@ fn lease(state: &AppState, at: Timestamp) -> TaskLease {
     TaskLease {
         node: state.config.node_id.clone().unwrap_or_default(),
         until: at.saturating_add(lease_secs),
+        charged: 0,
     }
 }
 
@@ -188,7 +189,6 @@ pub async fn run_claimed(
     let ttl = state.config.task_ttl();
     let task_id = task.id.clone();
     let task_id = task_id.as_str();
-    let node = state.config.node_id.clone().unwrap_or_default();
     tracing::info!(task_id, owner = %task.owner, attempt = task.attempts, "import started");
     if task.attempts > 1 {
         // An earlier run's node died; what it stored and did not record goes first.
@@ -202,13 +202,8 @@ pub async fn run_claimed(
         }
     }
 
-    let (cancel, lease_lost) = takeover::hold_lease(
-        Arc::clone(&state.meta),
-        task.id.clone(),
-        node,
-        state.config.lease_secs,
-        cancel,
-    );
+    let fence = task_fence(state, task_id).watching(crate::quota::watched(state, &task.owner));
+    let (cancel, lease_lost) = takeover::hold_fence(fence, cancel);
     let timeout = Duration::from_secs(state.config.import_timeout_secs);
     let (cancel, timed_out) = with_deadline(cancel, timeout);
     if task.task_type == API_IMAGE_IMPORT {
@@ -404,7 +399,8 @@ async fn pull(
         .map_err(|e| ingest_failure(&e))
 }
 
-/// This node's lease on `task`, as the fence of its store commit.
+/// This node's lease on `task`, as the fence of its store commit (its renewals report the
+/// task's charge).
 pub(crate) fn task_fence(state: &AppState, task_id: &str) -> takeover::LeaseFence {
     takeover::LeaseFence::task(
         Arc::clone(&state.meta),
@@ -412,6 +408,7 @@ pub(crate) fn task_fence(state: &AppState, task_id: &str) -> takeover::LeaseFenc
         state.config.node_id.clone().unwrap_or_default(),
         state.config.lease_secs,
     )
+    .charging(&state.executor)
 }
 
 /// The task's reason code and message for a failed ingest: the pipeline's code, except that

@@ -169,6 +169,38 @@ impl ProjectLimits {
     }
 }
 
+/// The project whose other nodes' charges a running import or upload of `project` reads
+/// back after each lease renewal ([`crate::takeover::LeaseFence::watching`]): `project` on a
+/// shared store when its `image_size_total` is limited, else `None` (one node: its executor
+/// holds every charge).
+pub fn watched(state: &AppState, project: &str) -> Option<String> {
+    let limited = state
+        .config
+        .quotas
+        .for_project(project)
+        .image_size_total
+        .get()
+        .is_some();
+    (limited && state.meta.is_shared()).then(|| project.to_owned())
+}
+
+/// On a shared store, when `limits` cap `image_size_total`: reads what the project's imports
+/// and uploads on other nodes have charged (from their leases, as of their last renewals)
+/// into the executor, so that the check that follows counts them beside this node's.
+async fn read_charged_elsewhere(
+    state: &AppState,
+    project: &str,
+    limits: &ProjectLimits,
+) -> Result<(), crate::meta::MetaError> {
+    if limits.image_size_total.get().is_none() || !state.meta.is_shared() {
+        return Ok(());
+    }
+    let node = state.config.node_id.as_deref().unwrap_or_default();
+    let bytes = state.meta.charged_elsewhere(project, node).await?;
+    state.executor.set_charged_elsewhere(project, bytes);
+    Ok(())
+}
+
 /// The project's stored usage, read only when `limits` count it.
 async fn stored_usage(
     state: &AppState,
@@ -405,6 +437,7 @@ pub async fn admit_task(state: &AppState, project: &str) -> Result<Reservation, 
     // Tasks before images: a task committing its image in between is counted twice for a
     // moment, never missed.
     let future = future_images(state, project, &limits, None).await?;
+    read_charged_elsewhere(state, project, &limits).await?;
     let stored = stored_usage(state, project, &limits).await?;
     let in_flight = state.executor.in_flight(project, None);
     check_create(project, &limits, &stored, &in_flight, future.all())
@@ -451,6 +484,7 @@ pub async fn admit_import(state: &AppState, project: &str) -> Result<(), ApiErro
     if limits.image_size_total.get().is_none() {
         return Ok(());
     }
+    read_charged_elsewhere(state, project, &limits).await?;
     let stored = stored_usage(state, project, &limits).await?;
     let in_flight = state.executor.in_flight(project, None);
     let mut e = Enforcer::default();
@@ -626,6 +660,9 @@ impl ImportQuota {
         };
         // Read before the images: an import committing in between is counted twice (a
         // moment's over-count), never missed.
+        read_charged_elsewhere(state, project, &limits)
+            .await
+            .map_err(unreadable)?;
         let committed = state.executor.in_flight(project, Some(task_id)).committed;
         let running_others = match adds_image {
             true => Some(
@@ -679,6 +716,7 @@ impl ImportQuota {
                 Refused::InFlight(uploading) => uploading_over(project, &limits, uploading),
                 other => ApiError::Internal(other.to_string()),
             })?;
+        read_charged_elsewhere(state, project, &limits).await?;
         let committed = state.executor.in_flight(project, Some(image_id)).committed;
         let stored = stored_usage(state, project, &limits).await?;
         let others = state.executor.in_flight(project, Some(image_id));
@@ -700,6 +738,13 @@ impl ImportQuota {
             stage: None,
         };
         Ok((quota, slot))
+    }
+}
+
+impl ImportQuota {
+    /// The project the import or upload is charged to.
+    pub fn project(&self) -> &str {
+        &self.project
     }
 }
 

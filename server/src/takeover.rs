@@ -18,7 +18,7 @@
 //! recovering at once, or a holder renewing meanwhile, never both win.
 //!
 //! Images a dead node was receiving (a body upload, a stage) are taken back the same way,
-//! on their writer lease (`writers.rs`: [`hold_writer`], [`sweep_writers_once`]).
+//! on their writer lease (`writers.rs`: [`hold_fence`], [`sweep_writers_once`]).
 //!
 //! [`Config::max_import_attempts`]: crate::config::Config::max_import_attempts
 
@@ -39,7 +39,7 @@ mod writers;
 
 pub use fence::LeaseFence;
 pub use leftovers::{attempt_image_id, remove_leftovers};
-pub use writers::{hold_writer, sweep_writers_once, take_back_writer, writer_lease};
+pub use writers::{sweep_writers_once, take_back_writer, writer_lease};
 
 /// The legacy task type whose source is a URL: it can start again on any node.
 const PULL_IMPORT: &str = "import";
@@ -74,25 +74,15 @@ pub fn node_id(config: &Config) -> String {
     id
 }
 
-/// Keeps the lease of task `id` (held by `node`) while an import runs: renews it every third
-/// of `lease_secs`, until the returned receiver is dropped. Returns a cancel signal that
-/// follows `shutdown` and also fires, with the flag set, when a renewal finds the lease lost
-/// (the task was taken back): the run must then stop and write nothing. A renewal that
-/// fails (the database is away) is retried at the next tick; the lease runs out if it
-/// stays away.
-pub fn hold_lease(
-    meta: Arc<dyn MetaStore>,
-    id: String,
-    node: String,
-    lease_secs: u64,
-    shutdown: watch::Receiver<bool>,
-) -> (watch::Receiver<bool>, Arc<AtomicBool>) {
-    hold_fence(LeaseFence::task(meta, id, node, lease_secs), shutdown)
-}
-
-/// Keeps the lease of `fence` while its holder works: renews it every third of its
-/// `lease_secs` ([`hold_lease`], [`hold_writer`]), until the returned receiver is dropped.
-fn hold_fence(
+/// Keeps the lease of `fence` while its holder works (a task's lease while its import runs, an
+/// image's writer lease while its body or stage arrives): renews it every third of its
+/// `lease_secs`, then reads back the other nodes' charges when the fence watches them
+/// ([`LeaseFence::watching`]), until the returned receiver is dropped. Returns a cancel
+/// signal that follows `shutdown` and also fires, with the flag set, when a renewal finds
+/// the lease lost (the task or image was taken back, finished or deleted): the holder must
+/// then stop and write nothing. A renewal that fails (the database is away) is retried at
+/// the next tick; the lease runs out if it stays away.
+pub fn hold_fence(
     fence: LeaseFence,
     mut shutdown: watch::Receiver<bool>,
 ) -> (watch::Receiver<bool>, Arc<AtomicBool>) {
@@ -124,7 +114,7 @@ fn hold_fence(
                 _ = tick.tick() => {
                     let until = imports::now().saturating_add(secs);
                     match fence.renew(until).await {
-                        Ok(true) => {}
+                        Ok(true) => fence.read_others().await,
                         Ok(false) => {
                             tracing::warn!(lease = %held, "lease lost: another node took it back; stopping");
                             flag.store(true, Ordering::SeqCst);
@@ -322,6 +312,7 @@ mod tests {
         task.lease = lease.map(|(node, until)| TaskLease {
             node: node.to_owned(),
             until,
+            charged: 0,
         });
         task
     }
@@ -484,7 +475,7 @@ mod tests {
             meta.put_task(task).await.unwrap();
         }
         assert!(meta
-            .renew_lease(&renewed.id, "node-d", 2_000)
+            .renew_lease(&renewed.id, "node-d", 2_000, 0)
             .await
             .unwrap());
         let now = 500;
@@ -523,13 +514,13 @@ mod tests {
         let task = processing(7, PULL_IMPORT, Some(("node-a", start)));
         meta.put_task(&task).await.unwrap();
         let (_shutdown_tx, shutdown) = watch::channel(false);
-        let (mut cancel, lost) = hold_lease(
+        let fence = LeaseFence::task(
             Arc::clone(&meta),
             task.id.clone(),
             "node-a".to_owned(),
             crate::config::MIN_LEASE_SECS,
-            shutdown,
         );
+        let (mut cancel, lost) = hold_fence(fence, shutdown);
         let until = async || {
             let stored = meta.get_task(&task.id).await.unwrap().unwrap();
             stored.lease.map(|l| l.until).unwrap_or_default()

@@ -9,7 +9,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use sluice_server::meta::postgres::PgMeta;
 use sluice_server::meta::testing_pg::PgCluster;
+use sluice_server::meta::MetaStore;
 
 use super::harness::{import_input, raw_disk, FileServer, Serve, Server, ADMIN};
 use super::imports::{assert_import_ok, image_with_data};
@@ -309,6 +311,79 @@ fn test_two_nodes_on_postgres_count_each_others_uploads_for_image_count_uploadin
     assert_eq!(resp.status, 204, "{}", resp.text());
     let resp = b.post_task(&task, ADMIN);
     assert_eq!(resp.status, 201, "{}", resp.text());
+}
+
+/// Two nodes on one PostgreSQL with `image_size_total = 12` MiB: while node A receives the
+/// project's 8 MiB upload, node B counts what A has charged so far (from A's writer lease,
+/// renewed every second): B refuses the project's next 8 MiB upload (413, Glance's text),
+/// and the project's import task fails with `quota_exceeded` on whichever node runs it;
+/// A's upload is unaffected.
+#[test]
+fn test_two_nodes_on_postgres_count_each_others_charges_for_image_size_total() {
+    let cluster = PgCluster::start();
+    let url = cluster.database("size_total");
+    let dir = scratch();
+    let src = raw_disk(dir.path(), "up.raw", 8 << 20, 4);
+    let data = read(&src);
+    let files = FileServer::start(dir.path());
+    let flags = ["--quota-image-size-total", "12", "--lease-secs", "3"];
+    let a = claiming_node(&url, "node-a", &flags);
+    let b = claiming_node(&url, "node-b", &flags);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let meta = rt.block_on(PgMeta::open(&url, 1)).expect("the test's view");
+
+    let first = a.create_image("first", "raw");
+    let mut held = TcpStream::connect(&a.addr).expect("connect");
+    let head = format!(
+        "PUT /v2/images/{first}/file HTTP/1.1\r\nHost: h\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        data.len()
+    );
+    held.write_all(head.as_bytes()).expect("head");
+    held.write_all(&data[..7 << 20]).expect("most of the body");
+    wait_until(
+        &a,
+        "node A to report 5 MiB charged in its writer lease",
+        || {
+            let image = rt.block_on(meta.get_image(&first)).expect("read");
+            image
+                .and_then(|i| i.writer)
+                .is_some_and(|w| w.charged >= 5 << 20)
+        },
+    );
+
+    let second = b.create_image("second", "raw");
+    let refused = b.req(
+        "PUT",
+        &format!("/v2/images/{second}/file"),
+        &[("Content-Type", "application/octet-stream")],
+        Some(&data),
+    );
+    let over = "Resource image_size_total is over limit of 12";
+    assert_eq!(refused.status, 413, "{}", refused.text());
+    assert!(refused.text().contains(over), "{}", refused.text());
+    let task = json!({"type": "import", "input": import_input(&files.url("up.raw"), "raw", "t")});
+    let resp = b.post_task(&task, ADMIN);
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    let id = resp.json()["id"].as_str().expect("task id").to_owned();
+    let done = b.wait_task(&id);
+    assert_eq!(done["status"], "failure", "{done}");
+    assert_eq!(done["reason"], "quota_exceeded", "{done}");
+
+    held.write_all(&data[7 << 20..]).expect("rest of the body");
+    let mut answer = [0u8; 12];
+    held.read_exact(&mut answer).expect("answer");
+    assert_eq!(
+        &answer,
+        b"HTTP/1.1 204",
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let image = b.get(&format!("/v2/images/{first}")).json();
+    assert_eq!(image["status"], "active", "{image}");
 }
 
 /// Whether `server`'s log says it started task `id`.

@@ -332,6 +332,7 @@ mod tests {
         leased.lease = Some(super::super::TaskLease {
             node: "node-a".to_owned(),
             until: 1_700_000_060,
+            charged: 7 << 20,
         });
         leased.attempts = 2;
         let bytes = encode(&leased).unwrap();
@@ -356,6 +357,7 @@ mod tests {
             node: "node-a".to_owned(),
             upload: "u".to_owned(),
             until: 1_700_000_060,
+            charged: 7 << 20,
         });
         let bytes = encode(&leased).unwrap();
         assert!(matches!(decode::<ImageRecord>(ID, &bytes), Ok(i) if i == leased));

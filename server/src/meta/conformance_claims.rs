@@ -29,6 +29,7 @@ async fn claim(store: &dyn MetaStore, node: &str, per_project: u64) -> Option<St
     let lease = TaskLease {
         node: node.to_owned(),
         until: 1_000,
+        charged: 0,
     };
     let claimed = store
         .claim_task(&lease, per_project, 100)

@@ -21,6 +21,7 @@ fn lease(node: &str, until: i64) -> TaskLease {
     TaskLease {
         node: node.to_owned(),
         until,
+        charged: 0,
     }
 }
 
@@ -88,13 +89,27 @@ pub(super) async fn leases(store: &dyn MetaStore) {
     );
 
     // Renewal: the holder extends; another node, a final task, a missing one are refused.
-    assert!(store.renew_lease(OLD, "a", 200).await.expect("renew"));
-    assert!(!store.renew_lease(OLD, "b", 300).await.expect("renew"));
-    assert!(!store.renew_lease(RUNNING, "a", 300).await.expect("renew"));
-    assert!(!store.renew_lease(DONE, "a", 300).await.expect("renew"));
-    assert!(!store.renew_lease(RACED, "a", 300).await.expect("renew"));
+    assert!(store
+        .renew_lease(OLD, "a", 200, 5 << 20)
+        .await
+        .expect("renew"));
+    assert!(!store.renew_lease(OLD, "b", 300, 0).await.expect("renew"));
+    assert!(!store
+        .renew_lease(RUNNING, "a", 300, 0)
+        .await
+        .expect("renew"));
+    assert!(!store.renew_lease(DONE, "a", 300, 0).await.expect("renew"));
+    assert!(!store.renew_lease(RACED, "a", 300, 0).await.expect("renew"));
     let held = store.get_task(OLD).await.expect("get").expect("task");
-    assert_eq!(held.lease, Some(lease("a", 200)));
+    let charged = TaskLease {
+        charged: 5 << 20,
+        ..lease("a", 200)
+    };
+    assert_eq!(
+        held.lease,
+        Some(charged),
+        "the run's charge is in its lease"
+    );
     assert_eq!(held.updated_at, 10, "a renewal is not a visible change");
 
     // Expiry: NEW (90) then OLD (200), soonest first, only those at or before `now`;
@@ -123,7 +138,7 @@ pub(super) async fn leases(store: &dyn MetaStore) {
         store.expired_leases(1_000, 10).await.expect("expired"),
         [OLD]
     );
-    assert!(!store.renew_lease(NEW, "b", 300).await.expect("renew"));
+    assert!(!store.renew_lease(NEW, "b", 300, 0).await.expect("renew"));
 
     // Two claimers racing one pending task: exactly one wins, and holds the lease.
     store
@@ -163,7 +178,10 @@ pub(super) async fn leases(store: &dyn MetaStore) {
     } else {
         "x"
     };
-    assert!(!store.renew_lease(RACED, loser, 900).await.expect("renew"));
+    assert!(!store
+        .renew_lease(RACED, loser, 900, 0)
+        .await
+        .expect("renew"));
 
     // Take-back: only while the lease read is still the stored one, only to pending or
     // failure without a lease; then the task can be claimed again (one more attempt).

@@ -27,6 +27,7 @@ fn lease(upload: &str, until: i64) -> WriterLease {
         node: "node-a".to_owned(),
         upload: upload.to_owned(),
         until,
+        charged: 0,
     }
 }
 
@@ -36,6 +37,7 @@ fn sweeper() -> WriterLease {
         node: "node-s".to_owned(),
         upload: "sweep".to_owned(),
         until: NOW + 300,
+        charged: 0,
     }
 }
 
@@ -112,9 +114,15 @@ pub(super) async fn writers(store: &dyn MetaStore) {
     // A renewal by the holding upload moves the lease out of the expired range; another
     // upload's renewal writes nothing; a take-back of the lease as read before the renewal
     // writes nothing either.
-    let renewed = change(store, SAVING, &|i| writer::renew(i, &lease("u1", 0), 2_000)).await;
+    let renewed = change(store, SAVING, &|i| {
+        writer::renew(i, &lease("u1", 0), 2_000, 0)
+    })
+    .await;
     assert!(matches!(renewed, Transition::Done(ref i) if i.writer == Some(lease("u1", 2_000))));
-    let foreign = change(store, SAVING, &|i| writer::renew(i, &lease("u9", 0), 3_000)).await;
+    let foreign = change(store, SAVING, &|i| {
+        writer::renew(i, &lease("u9", 0), 3_000, 0)
+    })
+    .await;
     assert!(matches!(foreign, Transition::Kept(_)), "{foreign:?}");
     assert_eq!(expired(NOW, 10).await, [UPLOADING]);
     let stale = change(store, SAVING, &|i| {
@@ -169,7 +177,7 @@ async fn races(store: &dyn MetaStore) {
     let read = lease("u1", 100);
     let by = sweeper();
     let take_back = |i: &mut ImageRecord| writer::seize(i, &read, &by, NOW);
-    let renew = |i: &mut ImageRecord| writer::renew(i, &read, 2_000);
+    let renew = |i: &mut ImageRecord| writer::renew(i, &read, 2_000, 0);
     let racers: [[Change<'_>; 2]; 2] = [[&take_back, &take_back], [&renew, &take_back]];
     for (kind, pair) in racers.iter().enumerate() {
         for n in 0..10u32 {

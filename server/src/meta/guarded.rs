@@ -298,8 +298,14 @@ impl MetaStore for GuardedMeta {
         self.guarded(|r| r.claim_task(lease, per_project, now))
     }
 
-    async fn renew_lease(&self, id: &str, node: &str, until: Timestamp) -> Result<bool, MetaError> {
-        self.guarded(|r| r.renew_lease(id, node, until))
+    async fn renew_lease(
+        &self,
+        id: &str,
+        node: &str,
+        until: Timestamp,
+        charged: u64,
+    ) -> Result<bool, MetaError> {
+        self.guarded(|r| r.renew_lease(id, node, until, charged))
     }
 
     async fn take_back(

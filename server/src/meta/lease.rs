@@ -21,6 +21,17 @@ pub struct TaskLease {
     pub node: String,
     /// When the lease ends, unless renewed.
     pub until: Timestamp,
+    /// The bytes the run had charged to its project's `image_size_total` at its last renewal:
+    /// what the other nodes count as in flight for the project (0 before the first charge,
+    /// and in records written before charges were shared).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub charged: u64,
+}
+
+/// Whether a charge is nothing (left out of a stored record).
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference
+pub(crate) fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Choices one claim makes at most: a chosen task that moved before it was locked (deleted,
@@ -141,13 +152,14 @@ pub(crate) fn claimed(task: &TaskRecord, lease: &TaskLease, now: Timestamp) -> O
     Some(claimed)
 }
 
-/// `current` with its lease extended to `until`, if it is `processing` and `node` holds its
-/// lease; `None` when the lease is lost (or the task gone). `updated_at` is left alone: a
-/// renewal is not a change a client sees.
+/// `current` with its lease extended to `until` and its charge set to `charged`, if it is
+/// `processing` and `node` holds its lease; `None` when the lease is lost (or the task
+/// gone). `updated_at` is left alone: a renewal is not a change a client sees.
 pub(crate) fn renewed(
     current: Option<&TaskRecord>,
     node: &str,
     until: Timestamp,
+    charged: u64,
 ) -> Option<TaskRecord> {
     let task = current?;
     let holds = task.status == TaskStatus::Processing
@@ -159,6 +171,7 @@ pub(crate) fn renewed(
     renewed.lease = Some(TaskLease {
         node: node.to_owned(),
         until,
+        charged,
     });
     Some(renewed)
 }

@@ -229,9 +229,15 @@ impl MetaStore for MemoryMeta {
         Ok(Some(task))
     }
 
-    async fn renew_lease(&self, id: &str, node: &str, until: Timestamp) -> Result<bool, MetaError> {
+    async fn renew_lease(
+        &self,
+        id: &str,
+        node: &str,
+        until: Timestamp,
+        charged: u64,
+    ) -> Result<bool, MetaError> {
         let mut inner = self.inner()?;
-        match renewed(inner.tasks.get(id), node, until) {
+        match renewed(inner.tasks.get(id), node, until, charged) {
             Some(task) => inner.put_task(&task).map(|()| true),
             None => Ok(false),
         }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod codec;
 mod conformance;
+mod conformance_charges;
 mod conformance_claims;
 mod conformance_leases;
 mod conformance_tasks;
@@ -468,7 +469,7 @@ pub(crate) fn plan_transition(
 /// forbidden status changes, and of two threads racing one transition exactly one wins.
 /// Then claims and leases of tasks, and the writer leases of images
 /// (`conformance_writers.rs`: the expired ones, a renewal or a second sweep racing a
-/// take-back).
+/// take-back), and the other nodes' charges (`conformance_charges.rs`).
 ///
 /// # Panics
 /// When the store misbehaves (this is a test suite).
@@ -653,6 +654,9 @@ pub async fn conformance_suite(store: &dyn MetaStore) {
     // Writer leases of images: the expired ones, renewals and take-backs racing (clears the
     // images first).
     conformance_writers::writers(store).await;
+
+    // What the other nodes' imports have charged to a project (clears both first).
+    conformance_charges::charges(store).await;
 }
 
 /// A plausible pending import task with id `id` (for tests and [`conformance_suite`]).

@@ -472,10 +472,16 @@ impl MetaStore for PgMeta {
         commit(tx, "a claim", out).await
     }
 
-    async fn renew_lease(&self, id: &str, node: &str, until: Timestamp) -> Result<bool, MetaError> {
+    async fn renew_lease(
+        &self,
+        id: &str,
+        node: &str,
+        until: Timestamp,
+        charged: u64,
+    ) -> Result<bool, MetaError> {
         let mut client = self.client().await?;
         let tx = begin(&mut client, "a lease renewal").await?;
-        let out = leases::renew(&tx, id, node, until).await;
+        let out = leases::renew(&tx, id, node, until, charged).await;
         commit(tx, "a lease renewal", out).await
     }
 
@@ -508,6 +514,10 @@ impl MetaStore for PgMeta {
 
     async fn queued_tasks(&self, owner: &str, max: u64) -> Result<QueuedTasks, MetaError> {
         leases::queued(&self.client().await?, owner, max).await
+    }
+
+    async fn charged_elsewhere(&self, owner: &str, node: &str) -> Result<u64, MetaError> {
+        leases::charged_elsewhere(&self.client().await?, owner, node).await
     }
 
     async fn unfinished_tasks(&self) -> Result<Vec<String>, MetaError> {

@@ -508,10 +508,16 @@ impl RocksMeta {
     }
 
     /// [`super::MetaStore::renew_lease`], blocking.
-    pub fn renew_lease(&self, id: &str, node: &str, until: Timestamp) -> Result<bool, MetaError> {
+    pub fn renew_lease(
+        &self,
+        id: &str,
+        node: &str,
+        until: Timestamp,
+        charged: u64,
+    ) -> Result<bool, MetaError> {
         let _locked = self.lock(&[id])?;
         let current: Option<TaskRecord> = self.get(Table::Tasks, id)?;
-        match renewed(current.as_ref(), node, until) {
+        match renewed(current.as_ref(), node, until, charged) {
             Some(task) => self.put_task_locked(current.as_ref(), &task).map(|()| true),
             None => Ok(false),
         }

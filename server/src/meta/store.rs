@@ -106,13 +106,20 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
         per_project: u64,
         now: Timestamp,
     ) -> Result<Option<TaskRecord>, MetaError>;
-    /// Extends the lease of task `id` to `until` if `node` holds it and the task is still
-    /// `processing`; `false` (nothing written) when the lease was lost: another node holds
-    /// it, the task reached a final status or went back to `pending`, or it is gone.
+    /// Extends the lease of task `id` to `until`, with the bytes its run has `charged` so
+    /// far ([`TaskLease::charged`]), if `node` holds it and the task is still `processing`;
+    /// `false` (nothing written) when the lease was lost: another node holds it, the task
+    /// reached a final status or went back to `pending`, or it is gone.
     ///
     /// # Errors
     /// A backend, decoding or full-volume error.
-    async fn renew_lease(&self, id: &str, node: &str, until: Timestamp) -> Result<bool, MetaError>;
+    async fn renew_lease(
+        &self,
+        id: &str,
+        node: &str,
+        until: Timestamp,
+        charged: u64,
+    ) -> Result<bool, MetaError>;
     /// Takes a `processing` task back from a holder that is provably dead: writes `task`
     /// (the same task, `pending` to run again or `failure`, without a lease) if the stored
     /// task is `processing` and its lease is still exactly `expired` (as read; `None` for a
@@ -177,6 +184,45 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
         })
         .await?;
         Ok(n)
+    }
+    /// The bytes charged to `owner`'s `image_size_total` by imports and uploads running on
+    /// other nodes than `node`: the sum of the charges in the leases of its `processing`
+    /// tasks and of its images being written ([`TaskLease::charged`],
+    /// [`WriterLease::charged`](super::WriterLease::charged)), as of their last renewals.
+    ///
+    /// This default reads every unfinished task and the project's images (the embedded
+    /// stores, where the service does not ask: every import in them is this process's);
+    /// PostgreSQL sums the rows of two partial indexes.
+    ///
+    /// # Errors
+    /// A backend or decoding error.
+    async fn charged_elsewhere(&self, owner: &str, node: &str) -> Result<u64, MetaError> {
+        let mut sum = 0u64;
+        for id in self.unfinished_tasks().await? {
+            let Some(task) = self.get_task(&id).await? else {
+                continue;
+            };
+            match &task.lease {
+                Some(lease)
+                    if task.owner == owner
+                        && task.status == super::TaskStatus::Processing
+                        && lease.node != node =>
+                {
+                    sum = sum.saturating_add(lease.charged);
+                }
+                _ => {}
+            }
+        }
+        self.scan_images(Some(owner), &mut |image| {
+            if let Some(lease) = image.writer.as_ref() {
+                if writer::indexed_until(&image).is_some() && lease.node != node {
+                    sum = sum.saturating_add(lease.charged);
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(sum)
     }
     /// The tasks of image `image_id` ([`index::task_image_id`](super::index::task_image_id)), oldest first: one range of
     /// the tasks-by-image index, so O(tasks of that image).

@@ -26,6 +26,10 @@ pub struct WriterLease {
     pub upload: String,
     /// When the lease ends, unless renewed.
     pub until: Timestamp,
+    /// The bytes the upload had charged to its project's `image_size_total` at its last
+    /// renewal (as [`super::TaskLease::charged`]).
+    #[serde(default, skip_serializing_if = "super::lease::is_zero")]
+    pub charged: u64,
 }
 
 impl WriterLease {
@@ -61,15 +65,21 @@ pub fn holds(image: &ImageRecord, holder: &WriterLease) -> bool {
             .is_some_and(|lease| lease.same_upload(holder))
 }
 
-/// The change of a renewal: extends the lease of `holder`'s upload to `until` when it still
-/// holds `image` ([`holds`]); [`Decision::Keep`] when the lease is lost. `updated_at` is
-/// left alone: a renewal is not a change a client sees.
-pub fn renew(image: &mut ImageRecord, holder: &WriterLease, until: Timestamp) -> Decision {
+/// The change of a renewal: extends the lease of `holder`'s upload to `until`, its charge
+/// set to `charged`, when it still holds `image` ([`holds`]); [`Decision::Keep`] when the
+/// lease is lost. `updated_at` is left alone: a renewal is not a change a client sees.
+pub fn renew(
+    image: &mut ImageRecord,
+    holder: &WriterLease,
+    until: Timestamp,
+    charged: u64,
+) -> Decision {
     if !holds(image, holder) {
         return Decision::Keep;
     }
     image.writer = Some(WriterLease {
         until,
+        charged,
         ..holder.clone()
     });
     Decision::Write
@@ -122,6 +132,7 @@ mod tests {
             node: "node-a".to_owned(),
             upload: upload.to_owned(),
             until,
+            charged: 0,
         }
     }
 
@@ -136,16 +147,23 @@ mod tests {
     #[test]
     fn test_renew_only_the_holding_upload_extends_its_lease() {
         let mut image = saving(Some(lease("u1", 100)));
-        assert_eq!(renew(&mut image, &lease("u1", 0), 200), Decision::Write);
-        assert_eq!(image.writer, Some(lease("u1", 200)));
+        assert_eq!(renew(&mut image, &lease("u1", 0), 200, 5), Decision::Write);
+        let charged = WriterLease {
+            charged: 5,
+            ..lease("u1", 200)
+        };
+        assert_eq!(image.writer, Some(charged));
         // Another upload of the same node, an image without a lease, or one no longer
         // being written: lost.
-        assert_eq!(renew(&mut image, &lease("u2", 0), 300), Decision::Keep);
+        assert_eq!(renew(&mut image, &lease("u2", 0), 300, 0), Decision::Keep);
         let mut unleased = saving(None);
-        assert_eq!(renew(&mut unleased, &lease("u1", 0), 300), Decision::Keep);
+        assert_eq!(
+            renew(&mut unleased, &lease("u1", 0), 300, 0),
+            Decision::Keep
+        );
         let mut active = saving(Some(lease("u1", 100)));
         active.status = ImageStatus::Active;
-        assert_eq!(renew(&mut active, &lease("u1", 0), 300), Decision::Keep);
+        assert_eq!(renew(&mut active, &lease("u1", 0), 300, 0), Decision::Keep);
     }
 
     #[test]

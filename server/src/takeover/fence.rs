@@ -6,6 +6,12 @@
 //! [`Fence`]) and commits only if the renewal succeeded quickly enough to leave most of a
 //! lease for the commit (one short request: everything else is sent before); otherwise its
 //! own unfinished upload is aborted and the key is left alone.
+//!
+//! Each renewal also writes what the holder has charged to its project's `image_size_total`
+//! so far ([`LeaseFence::charging`]), so that the other nodes count it; and a holder whose
+//! project has that limit on a shared store reads back after each renewal what the other
+//! nodes' imports of the project charged ([`LeaseFence::watching`]), so that its own charges
+//! are checked against theirs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +20,7 @@ use sluice_pipeline::ingest::Fence;
 use sluice_pipeline::store::BoxFuture;
 
 use super::writers::WRITTEN;
+use crate::executor::Executor;
 use crate::imports;
 use crate::meta::writer::{self, WriterLease};
 use crate::meta::{MetaError, MetaStore, Timestamp, Transition};
@@ -30,13 +37,17 @@ enum Held {
     },
 }
 
-/// A holder's lease, renewed on demand: by the renewal loop ([`super::hold_lease`], [`super::hold_writer`]) and right
+/// A holder's lease, renewed on demand: by the renewal loop ([`super::hold_fence`]) and right
 /// before a store commit (its [`Fence`] implementation).
 #[derive(Clone)]
 pub struct LeaseFence {
     meta: Arc<dyn MetaStore>,
     held: Held,
     lease_secs: u64,
+    /// Where the holder's charge is counted (by its task or image id), if it charges any.
+    executor: Option<Executor>,
+    /// The project whose other nodes' charges the renewal loop reads back.
+    watched: Option<String>,
 }
 
 impl std::fmt::Debug for LeaseFence {
@@ -44,6 +55,7 @@ impl std::fmt::Debug for LeaseFence {
         f.debug_struct("LeaseFence")
             .field("held", &self.held)
             .field("lease_secs", &self.lease_secs)
+            .field("watched", &self.watched)
             .finish_non_exhaustive()
     }
 }
@@ -55,6 +67,8 @@ impl LeaseFence {
             meta,
             held: Held::Task { id, node },
             lease_secs,
+            executor: None,
+            watched: None,
         }
     }
 
@@ -69,6 +83,56 @@ impl LeaseFence {
             meta,
             held: Held::Writer { image_id, lease },
             lease_secs,
+            executor: None,
+            watched: None,
+        }
+    }
+
+    /// This fence with each renewal writing the bytes the holder has charged so far, as
+    /// `executor` counts them for its task id (imports) or image id (uploads).
+    #[must_use]
+    pub fn charging(mut self, executor: &Executor) -> Self {
+        self.executor = Some(executor.clone());
+        self
+    }
+
+    /// This fence with the renewal loop reading back, after each renewal, what the other
+    /// nodes' imports and uploads of `project` have charged, for the executor of
+    /// [`LeaseFence::charging`] to count: given on a shared store for a project with an
+    /// `image_size_total` limit (`None`: nothing to read).
+    #[must_use]
+    pub fn watching(mut self, project: Option<String>) -> Self {
+        self.watched = project;
+        self
+    }
+
+    /// The holder's id in the executor: its task's or its image's.
+    fn id(&self) -> &str {
+        match &self.held {
+            Held::Task { id, .. } => id,
+            Held::Writer { image_id, .. } => image_id,
+        }
+    }
+
+    /// The holder's node.
+    fn node(&self) -> &str {
+        match &self.held {
+            Held::Task { node, .. } => node,
+            Held::Writer { lease, .. } => &lease.node,
+        }
+    }
+
+    /// Reads what the other nodes' imports of the watched project charged and hands it to
+    /// the executor ([`LeaseFence::watching`]); a read that fails keeps the last figure.
+    pub async fn read_others(&self) {
+        let (Some(executor), Some(project)) = (&self.executor, &self.watched) else {
+            return;
+        };
+        match self.meta.charged_elsewhere(project, self.node()).await {
+            Ok(bytes) => executor.set_charged_elsewhere(project, bytes),
+            Err(e) => {
+                tracing::warn!(lease = %self.name(), error = %e, "reading other nodes' charges failed")
+            }
         }
     }
 
@@ -91,13 +155,14 @@ impl LeaseFence {
     /// # Errors
     /// A metadata error (the database is away): nothing is proved.
     pub async fn renew(&self, until: Timestamp) -> Result<bool, MetaError> {
+        let charged = self.executor.as_ref().map_or(0, |e| e.charged(self.id()));
         match &self.held {
-            Held::Task { id, node } => self.meta.renew_lease(id, node, until).await,
+            Held::Task { id, node } => self.meta.renew_lease(id, node, until, charged).await,
             Held::Writer { image_id, lease } => {
                 let renewed = self
                     .meta
                     .transition_image(image_id, &WRITTEN, &mut |image| {
-                        writer::renew(image, lease, until)
+                        writer::renew(image, lease, until, charged)
                     })
                     .await?;
                 Ok(matches!(renewed, Transition::Done(_)))
@@ -176,6 +241,7 @@ mod tests {
         task.lease = Some(TaskLease {
             node: node.to_owned(),
             until,
+            charged: 0,
         });
         task
     }

@@ -3,7 +3,7 @@
 //!
 //! The receiving node holds a writer lease on the image record ([`WriterLease`]) from the
 //! admission of the body, renews it every third of `lease_secs` while the body arrives
-//! ([`hold_writer`]) and drops it when the body ends. In a shared store, every node's sweep
+//! ([`super::hold_fence`]) and drops it when the body ends. In a shared store, every node's sweep
 //! ([`sweep_writers_once`]) returns an image whose writer lease ran out to `queued`, as a
 //! failed upload does ([`take_back_writer`]), in three steps: a compare-and-swap on the
 //! lease as read puts the sweeping node's own lease in its place ([`writer::seize`]: the
@@ -18,13 +18,9 @@
 //!
 //! [`Store::sweep_abandoned`]: sluice_pipeline::store::Store::sweep_abandoned
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-
 use sluice_pipeline::store::Store;
-use tokio::sync::watch;
 
-use super::{LeaseFence, SWEEP_BATCH};
+use super::SWEEP_BATCH;
 use crate::meta::writer::{self, WriterLease};
 use crate::meta::{ImageRecord, ImageStatus, MetaError, MetaStore, Timestamp, Transition};
 
@@ -38,25 +34,8 @@ pub fn writer_lease(node: &str, now: Timestamp, lease_secs: u64) -> WriterLease 
         node: node.to_owned(),
         upload: uuid::Uuid::new_v4().to_string(),
         until: now.saturating_add(i64::try_from(lease_secs).unwrap_or(i64::MAX)),
+        charged: 0,
     }
-}
-
-/// Keeps the writer lease `held` on image `image_id` while its body or stage arrives:
-/// renews it every third of `lease_secs` (through [`MetaStore::transition_image`] with
-/// [`writer::renew`]), until the returned receiver is dropped. Returns a cancel signal that
-/// follows `shutdown` and also fires, with the flag set, when a renewal finds the lease lost
-/// (a sweep returned the image to `queued`, or it was deleted): the upload must then stop
-/// and write nothing. A renewal that fails (the database is away) is retried at the next
-/// tick.
-pub fn hold_writer(
-    meta: Arc<dyn MetaStore>,
-    image_id: String,
-    held: WriterLease,
-    lease_secs: u64,
-    shutdown: watch::Receiver<bool>,
-) -> (watch::Receiver<bool>, Arc<AtomicBool>) {
-    let fence = LeaseFence::writer(meta, image_id, held, lease_secs);
-    super::hold_fence(fence, shutdown)
 }
 
 /// Takes `image` (as read) back to `queued` if its writer lease ended by `now` (the module
@@ -136,6 +115,7 @@ pub async fn sweep_writers_once(
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
+    use std::sync::Arc;
     use std::time::Duration;
 
     use sluice_pipeline::store::s3::garage;
@@ -147,6 +127,7 @@ mod tests {
     use crate::meta::postgres::PgMeta;
     use crate::meta::sample_image;
     use crate::meta::testing_pg::PgCluster;
+    use crate::takeover::LeaseFence;
 
     fn written(n: u32, status: ImageStatus, writer: Option<(&str, Timestamp)>) -> ImageRecord {
         let mut image = sample_image(&format!("00000000-0000-4000-8000-{n:012}"));
@@ -156,6 +137,7 @@ mod tests {
             node: node.to_owned(),
             upload: format!("upload-{n}"),
             until,
+            charged: 0,
         });
         image
     }
@@ -276,14 +258,14 @@ mod tests {
         let image = written(5, ImageStatus::Saving, Some(("node-a", start)));
         meta.put_image(&image).await.unwrap();
         let held = image.writer.clone().unwrap();
-        let (_shutdown_tx, shutdown) = watch::channel(false);
-        let (mut cancel, lost) = hold_writer(
+        let (_shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+        let fence = LeaseFence::writer(
             Arc::clone(&meta),
             image.id.clone(),
             held,
             crate::config::MIN_LEASE_SECS,
-            shutdown,
         );
+        let (mut cancel, lost) = crate::takeover::hold_fence(fence, shutdown);
         let until = async || {
             let stored = meta.get_image(&image.id).await.unwrap().unwrap();
             stored.writer.map(|l| l.until).unwrap_or_default()

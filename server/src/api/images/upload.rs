@@ -70,6 +70,7 @@ use crate::api::{now, Api};
 use crate::config::Conversion;
 use crate::imports::{self, ImportRequest, ImportSource};
 use crate::meta::{writer, Decision, ImageRecord, ImageStatus, Transition, WriterLease};
+use crate::quota;
 use crate::quota::ImportQuota;
 use crate::staging::Staged;
 use crate::state::AppState;
@@ -306,7 +307,7 @@ struct Upload {
     /// What the body is checked as and becomes.
     request: ImportRequest,
     dest: Destination,
-    /// This upload's hold on the image ([`takeover::hold_writer`]): every write of the
+    /// This upload's hold on the image ([`takeover::hold_fence`]): every write of the
     /// outcome checks it still holds the image, so an upload that lost it writes nothing.
     writer: WriterLease,
     quota: ImportQuota,
@@ -326,11 +327,9 @@ impl Upload {
     {
         let config = Arc::clone(&self.state.config);
         let timeout = Duration::from_secs(config.import_timeout_secs);
-        let (cancel, writer_lost) = takeover::hold_writer(
-            Arc::clone(&self.state.meta),
-            self.image_id.clone(),
-            self.writer.clone(),
-            config.lease_secs,
+        let watched = quota::watched(&self.state, self.quota.project());
+        let (cancel, writer_lost) = takeover::hold_fence(
+            self.fence().watching(watched),
             self.state.executor.shutdown_signal(),
         );
         let (cancel, timed_out) = imports::with_deadline(cancel, timeout);
@@ -453,7 +452,8 @@ impl Upload {
         }
     }
 
-    /// This upload's writer lease, as the fence of its store commit.
+    /// This upload's writer lease, as the fence of its store commit (its renewals report
+    /// the upload's charge).
     fn fence(&self) -> takeover::LeaseFence {
         takeover::LeaseFence::writer(
             Arc::clone(&self.state.meta),
@@ -461,6 +461,7 @@ impl Upload {
             self.writer.clone(),
             self.state.config.lease_secs,
         )
+        .charging(&self.state.executor)
     }
 
     /// Marks the stage complete (the image stays `uploading`, waiting for its import). An

@@ -90,9 +90,10 @@ pub(super) async fn renew(
     id: &str,
     node: &str,
     until: Timestamp,
+    charged: u64,
 ) -> Result<bool, MetaError> {
     let current = locked_task(tx, id).await?;
-    match lease::renewed(current.as_ref(), node, until) {
+    match lease::renewed(current.as_ref(), node, until, charged) {
         Some(task) => write_task(tx, &task).await.map(|()| true),
         None => Ok(false),
     }
@@ -165,6 +166,31 @@ pub(super) async fn writing_images(
         .await
         .map_err(|e| pg_error("counting the images being written", &e))?;
     Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+}
+
+/// [`super::MetaStore::charged_elsewhere`]: the charges in the leases of the project's
+/// `processing` tasks and of its images being written (the rows of the partial indexes
+/// `tasks_processing_by_owner` and `images_writing_by_owner`) whose holder is not `node`.
+pub(super) async fn charged_elsewhere(
+    client: &impl GenericClient,
+    owner: &str,
+    node: &str,
+) -> Result<u64, MetaError> {
+    let row = client
+        .query_one(
+            "SELECT
+                (SELECT coalesce(sum((record->'lease'->>'charged')::bigint), 0)::bigint
+                    FROM tasks WHERE status = 'processing' AND owner = $1
+                    AND (record->'lease'->>'node') IS DISTINCT FROM $2),
+                (SELECT coalesce(sum((record->'writer'->>'charged')::bigint), 0)::bigint
+                    FROM images WHERE owner = $1 AND writer_until IS NOT NULL
+                    AND (record->'writer'->>'node') IS DISTINCT FROM $2)",
+            &[&owner, &node],
+        )
+        .await
+        .map_err(|e| pg_error("summing the charges of other nodes' imports", &e))?;
+    let sum = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
+    Ok(sum(0).saturating_add(sum(1)))
 }
 
 /// [`super::MetaStore::queued_tasks`]: three counts, each stopping at `max` rows of a partial

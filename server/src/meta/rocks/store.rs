@@ -87,8 +87,14 @@ impl MetaStore for RocksMeta {
         blocking(|| RocksMeta::claim_task(self, lease, per_project, now))
     }
 
-    async fn renew_lease(&self, id: &str, node: &str, until: Timestamp) -> Result<bool, MetaError> {
-        blocking(|| RocksMeta::renew_lease(self, id, node, until))
+    async fn renew_lease(
+        &self,
+        id: &str,
+        node: &str,
+        until: Timestamp,
+        charged: u64,
+    ) -> Result<bool, MetaError> {
+        blocking(|| RocksMeta::renew_lease(self, id, node, until, charged))
     }
 
     async fn take_back(
