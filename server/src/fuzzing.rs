@@ -291,6 +291,7 @@ fn patched_image(status: ImageStatus) -> ImageRecord {
             until: CREATED_AT,
             charged: 0,
         }),
+        staged_on: None,
     }
 }
 

@@ -491,6 +491,7 @@ fn image_record(
         updated_at: at,
         task_id: Some(task.id.clone()),
         writer: None,
+        staged_on: None,
     };
     crate::unwrapping::apply(&mut record, ingested);
     record

@@ -18,7 +18,9 @@
 //! recovering at once, or a holder renewing meanwhile, never both win.
 //!
 //! Images a dead node was receiving (a body upload, a stage) are taken back the same way,
-//! on their writer lease (`writers.rs`: [`hold_fence`], [`sweep_writers_once`]).
+//! on their writer lease (`writers.rs`: [`hold_fence`], [`sweep_writers_once`]); complete
+//! stages on a node whose heartbeat ended, with the import waiting for them, by
+//! [`sweep_dead_stages_once`] (`stages.rs`).
 //!
 //! [`Config::max_import_attempts`]: crate::config::Config::max_import_attempts
 
@@ -35,10 +37,12 @@ use crate::meta::{MetaError, MetaStore, TaskRecord, TaskStatus, Timestamp};
 
 mod fence;
 mod leftovers;
+mod stages;
 mod writers;
 
 pub use fence::LeaseFence;
 pub use leftovers::{attempt_image_id, remove_leftovers};
+pub use stages::{heartbeat_secs, sweep_dead_stages_once};
 pub use writers::{sweep_writers_once, take_back_writer, writer_lease};
 
 /// The legacy task type whose source is a URL: it can start again on any node.

@@ -428,7 +428,7 @@ fn send_partly(cluster: &Cluster, node: usize, path: &str, data: &[u8]) -> TcpSt
 }
 
 /// Waits until image `id` is `want` through `node`, for several leases and sweeps.
-fn wait_status(cluster: &Cluster, node: usize, id: &str, want: &str) {
+pub(super) fn wait_status(cluster: &Cluster, node: usize, id: &str, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(10 * LEASE_SECS);
     loop {
         let image = cluster.nodes[node].get(&format!("/v2/images/{id}")).json();

@@ -4,6 +4,7 @@
 mod clients;
 mod cluster;
 mod cluster_clients;
+mod cluster_stages;
 mod cluster_takeover;
 mod conversion;
 mod crash;

@@ -255,6 +255,7 @@ pub fn image_record(id: &str, owner: &str, name: &str, size: u64, created_at: i6
         updated_at: created_at,
         task_id: None,
         writer: None,
+        staged_on: None,
     }
 }
 

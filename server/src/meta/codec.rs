@@ -185,6 +185,7 @@ impl Migrate for ImageRecord {
             updated_at: old.updated_at,
             task_id: old.task_id,
             writer: None,
+            staged_on: None,
         }
     }
 }
@@ -301,6 +302,7 @@ mod tests {
             updated_at: 1_700_000_000,
             task_id: Some("t".to_owned()),
             writer: None,
+            staged_on: None,
         }
     }
 

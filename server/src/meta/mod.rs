@@ -268,6 +268,13 @@ pub struct ImageRecord {
     /// `None` for records written before writer leases (the serde default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writer: Option<WriterLease>,
+    /// The node whose data directory holds the image's complete stage (`uploading`, its
+    /// `PUT …/stage` done): the node its `glance-direct` import runs on, whichever node
+    /// received the import, and whose death the sweep of a shared store watches for
+    /// (`takeover::sweep_dead_stages_once`). Dropped when the image leaves `uploading`;
+    /// `None` for records written before stages were placed (the serde default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged_on: Option<String>,
 }
 
 impl ImageRecord {
@@ -442,9 +449,13 @@ pub(crate) fn plan_transition(
                     old.status, new.status
                 )));
             }
-            // The writer lease lives only while the body or stage arrives.
+            // The writer lease lives only while the body or stage arrives, a stage's place
+            // while it waits for its import.
             if !writer::is_written(new.status) {
                 new.writer = None;
+            }
+            if new.status != ImageStatus::Uploading {
+                new.staged_on = None;
             }
             Ok(Step::Put {
                 old,
@@ -709,5 +720,6 @@ pub fn sample_image(id: &str) -> ImageRecord {
         updated_at: 1_700_000_100,
         task_id: None,
         writer: None,
+        staged_on: None,
     }
 }

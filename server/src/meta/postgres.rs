@@ -154,10 +154,10 @@ const UPSERT_TASK: &str = "INSERT INTO tasks
      ON CONFLICT (id) DO UPDATE SET owner = $2, status = $3, created_at = $4, expires_at = $5,
          image_id = $6, summary = $7, record = $8, lease_until = $9, pinned_node = $10";
 const UPSERT_IMAGE: &str = "INSERT INTO images
-     (id, owner, visibility, created_at, record, writer_until)
-     VALUES ($1, $2, $3, $4, $5, $6)
+     (id, owner, visibility, created_at, record, writer_until, staged_on)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)
      ON CONFLICT (id) DO UPDATE SET owner = $2, visibility = $3, created_at = $4, record = $5,
-         writer_until = $6";
+         writer_until = $6, staged_on = $7";
 
 async fn write_task(
     tx: &impl deadpool_postgres::GenericClient,
@@ -197,11 +197,20 @@ async fn write_image(
             &image.created_at,
             &Json(image),
             &writer::indexed_until(image),
+            &staged_on(image),
         ],
     )
     .await
     .map_err(|e| pg_error(&format!("writing image {}", image.id), &e))?;
     Ok(())
+}
+
+/// The `staged_on` column of `image`: its stage's node while it is `uploading`.
+fn staged_on(image: &ImageRecord) -> Option<&str> {
+    image
+        .staged_on
+        .as_deref()
+        .filter(|_| image.status == ImageStatus::Uploading)
 }
 
 async fn remove_image(tx: &Transaction<'_>, id: &str) -> Result<(), MetaError> {
@@ -392,8 +401,9 @@ impl MetaStore for PgMeta {
             .client()
             .await?
             .execute(
-                "INSERT INTO images (id, owner, visibility, created_at, record, writer_until)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO images
+                 (id, owner, visibility, created_at, record, writer_until, staged_on)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
                 &[
                     &image.id,
                     &image.owner,
@@ -401,6 +411,7 @@ impl MetaStore for PgMeta {
                     &image.created_at,
                     &Json(image),
                     &writer::indexed_until(image),
+                    &staged_on(image),
                 ],
             )
             .await
@@ -514,6 +525,14 @@ impl MetaStore for PgMeta {
 
     async fn queued_tasks(&self, owner: &str, max: u64) -> Result<QueuedTasks, MetaError> {
         leases::queued(&self.client().await?, owner, max).await
+    }
+
+    async fn beat(&self, node: &str, until: Timestamp) -> Result<(), MetaError> {
+        leases::beat(&self.client().await?, node, until).await
+    }
+
+    async fn dead_stages(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {
+        leases::dead_stages(&self.client().await?, now, max).await
     }
 
     async fn charged_elsewhere(&self, owner: &str, node: &str) -> Result<u64, MetaError> {

@@ -185,6 +185,26 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
         .await?;
         Ok(n)
     }
+    /// Records that `node` is alive until `until` (its sweep renews it every
+    /// `sweep_interval_secs`): what tells the stages of a dead node from a live one's
+    /// ([`MetaStore::dead_stages`]). An embedded store has one node, the live process that
+    /// opened it: nothing to record.
+    ///
+    /// # Errors
+    /// A backend error.
+    async fn beat(&self, _node: &str, _until: Timestamp) -> Result<(), MetaError> {
+        Ok(())
+    }
+    /// The ids of `uploading` images whose complete stage ([`ImageRecord::staged_on`]) is on
+    /// a node whose heartbeat ([`MetaStore::beat`]) ended at or before `now`, at most `max`.
+    /// A node that never beat is not known to be dead. An embedded store's one node is alive:
+    /// none.
+    ///
+    /// # Errors
+    /// A backend error.
+    async fn dead_stages(&self, _now: Timestamp, _max: usize) -> Result<Vec<String>, MetaError> {
+        Ok(Vec::new())
+    }
     /// The bytes charged to `owner`'s `image_size_total` by imports and uploads running on
     /// other nodes than `node`: the sum of the charges in the leases of its `processing`
     /// tasks and of its images being written ([`TaskLease::charged`],

@@ -13,12 +13,25 @@ use crate::takeover;
 /// ran out (a shared store: [`takeover::sweep_once`], [`takeover::sweep_writers_once`]), deletes
 /// tasks whose `expires_at` has passed, aborts uploads abandoned by nodes that are gone
 /// ([`sweep_abandoned`]), and deletes staged data older than `staging_ttl_secs`, every
-/// `sweep_interval_secs`.
+/// `sweep_interval_secs`. On a shared store it first renews this node's heartbeat, and returns
+/// to `queued` the images staged on nodes whose heartbeat ended
+/// ([`takeover::sweep_dead_stages_once`]).
 pub(super) async fn sweep_expired(state: AppState) {
     let period = Duration::from_secs(state.config.sweep_interval_secs.max(1));
     let mut tick = tokio::time::interval(period);
+    let node = state.config.node_id.as_deref().unwrap_or_default();
+    let alive = takeover::heartbeat_secs(state.config.sweep_interval_secs, state.config.lease_secs);
+    let alive = i64::try_from(alive).unwrap_or(i64::MAX);
     loop {
         tick.tick().await;
+        // This node is alive (a shared store's sweeps tell its stages from a dead node's).
+        if let Err(e) = state
+            .meta
+            .beat(node, imports::now().saturating_add(alive))
+            .await
+        {
+            tracing::error!(error = %e, "writing this node's heartbeat failed");
+        }
         let (now, max, ttl) = (
             imports::now(),
             state.config.max_import_attempts,
@@ -32,7 +45,6 @@ pub(super) async fn sweep_expired(state: AppState) {
             Err(e) => tracing::error!(error = %e, "lease sweep failed"),
         }
         // Images whose writer (a body upload or a stage) stopped renewing: back to `queued`.
-        let node = state.config.node_id.as_deref().unwrap_or_default();
         let writers = takeover::sweep_writers_once(
             state.meta.as_ref(),
             state.store.as_ref(),
@@ -42,6 +54,11 @@ pub(super) async fn sweep_expired(state: AppState) {
         );
         if let Err(e) = writers.await {
             tracing::error!(error = %e, "writer lease sweep failed");
+        }
+        let stages =
+            takeover::sweep_dead_stages_once(state.meta.as_ref(), node, imports::now(), ttl);
+        if let Err(e) = stages.await {
+            tracing::error!(error = %e, "sweep of dead nodes' stages failed");
         }
         let swept = sweep_expired_once(state.meta.as_ref(), imports::now()).await;
         match swept {

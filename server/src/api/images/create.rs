@@ -119,5 +119,6 @@ pub(crate) fn queued_image(
         updated_at: at,
         task_id: None,
         writer: None,
+        staged_on: None,
     }
 }

@@ -25,7 +25,9 @@
 //!
 //! `glance-direct` commits a stage ([`stage`](mod@super::stage)): the image must be `uploading` with a
 //! complete stage (409 "Image needs to be staged before 'glance-direct' method can be used",
-//! also while the stage is still streaming). Its lock sets `os_glance_import_task` and
+//! also while the stage is still streaming). The stage is in the data directory of the node
+//! that received it; on a shared store the image record names that node, so any node accepts
+//! the import and pins its task to the stage's node, whose claim loop runs it. Its lock sets `os_glance_import_task` and
 //! leaves the image `uploading` (as Glance, until the task starts): were the task then
 //! refused (a quota), the lock is dropped and the stage stays importable.
 
@@ -85,12 +87,9 @@ where
     // The import's one parse (the task parses it again when it runs): a format Sluice cannot
     // import is a 400 before anything else is taken.
     ImportRequest::for_image(&image, source, config.conversion).map_err(ApiError::BadRequest)?;
+    let mut stage_node = None;
     match method {
-        ImportMethod::GlanceDirect => {
-            if state.staging.staged(&image.id).is_none() {
-                return Err(ApiError::Conflict(NOT_STAGED.into()));
-            }
-        }
+        ImportMethod::GlanceDirect => stage_node = stage_holder(api, &image)?,
         ImportMethod::WebDownload => {
             let policy = crate::imports::import_policy(config);
             match uri {
@@ -116,8 +115,8 @@ where
         json!({"image_id": image.id, "import_req": request_body, "backend": [null]}),
     );
     if method == ImportMethod::GlanceDirect {
-        // The stage is in this node's data directory: no other node may claim the task.
-        task.pinned_node.clone_from(&config.node_id);
+        // The stage is in one node's data directory: no other node may claim the task.
+        task.pinned_node = stage_node;
     }
     state.meta.put_task(&task).await?;
     let locked = lock(
@@ -214,6 +213,22 @@ fn check_image(image: &ImageRecord, method: ImportMethod) -> Result<(), ApiError
         return conflict("'disk_format' needs to be set before import".into());
     }
     Ok(())
+}
+
+/// The node whose data directory holds the complete stage of `image`, which its
+/// `glance-direct` import must run on: this node when its staging area has it, else, on a
+/// shared store, the node the image record names ([`ImageRecord::staged_on`]); 409 (Glance's
+/// "needs to be staged") when none does.
+fn stage_holder(api: &Api, image: &ImageRecord) -> Result<Option<String>, ApiError> {
+    let state = &api.state;
+    let this = state.config.node_id.as_ref();
+    if state.staging.staged(&image.id).is_some() {
+        return Ok(this.cloned());
+    }
+    match &image.staged_on {
+        Some(node) if state.meta.is_shared() && Some(node) != this => Ok(Some(node.clone())),
+        _ => Err(ApiError::Conflict(NOT_STAGED.into())),
+    }
 }
 
 /// The task holding the image's import lock, if it is still pending or processing (a lock

@@ -487,8 +487,10 @@ impl Upload {
                 if !writer::holds(image, &self.writer) {
                     return Decision::Keep;
                 }
-                // The stage is complete: no writer any more; the image waits for its import.
+                // The stage is complete: no writer any more; the image waits for its import,
+                // which runs on this node, where the stage is.
                 image.writer = None;
+                image.staged_on.clone_from(&self.state.config.node_id);
                 image.updated_at = now();
                 Decision::Write
             })

@@ -168,6 +168,42 @@ pub(super) async fn writing_images(
     Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
 }
 
+/// [`super::MetaStore::beat`]: one row per node.
+pub(super) async fn beat(
+    client: &impl GenericClient,
+    node: &str,
+    until: Timestamp,
+) -> Result<(), MetaError> {
+    client
+        .execute(
+            "INSERT INTO nodes (id, alive_until) VALUES ($1, $2)
+             ON CONFLICT (id) DO UPDATE SET alive_until = $2",
+            &[&node, &until],
+        )
+        .await
+        .map_err(|e| pg_error("writing this node's heartbeat", &e))?;
+    Ok(())
+}
+
+/// [`super::MetaStore::dead_stages`]: the rows of the `images_by_stage_node` index whose node's
+/// heartbeat ended.
+pub(super) async fn dead_stages(
+    client: &impl GenericClient,
+    now: Timestamp,
+    max: usize,
+) -> Result<Vec<String>, MetaError> {
+    let rows = client
+        .query(
+            "SELECT i.id FROM images i JOIN nodes n ON n.id = i.staged_on
+             WHERE i.staged_on IS NOT NULL AND n.alive_until <= $1
+             ORDER BY i.id LIMIT $2",
+            &[&now, &to_i64(max)],
+        )
+        .await
+        .map_err(|e| pg_error("reading the stages of dead nodes", &e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// [`super::MetaStore::charged_elsewhere`]: the charges in the leases of the project's
 /// `processing` tasks and of its images being written (the rows of the partial indexes
 /// `tasks_processing_by_owner` and `images_writing_by_owner`) whose holder is not `node`.

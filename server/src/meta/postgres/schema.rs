@@ -21,7 +21,9 @@ const MIGRATION_LOCK: i64 = 0x736c_7569_6365_6d67;
 /// two indexes the claim's choice reads). 4: writer leases of images (`writer_until`, set
 /// only while an image is `saving` or `uploading` under a writer lease, and its index: the
 /// sweep's read of the expired ones). 5: a project's images being written (the count of
-/// `image_count_uploading` across nodes).
+/// `image_count_uploading` across nodes). 6: where complete stages are (`staged_on`, set only
+/// while an image is `uploading` with its stage done, and its index) and the nodes'
+/// heartbeats (`nodes`): the sweep's read of the stages of dead nodes.
 pub(super) const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE tasks (
@@ -75,6 +77,14 @@ CREATE INDEX images_by_writer ON images (writer_until, id) WHERE writer_until IS
 "#,
     r#"
 CREATE INDEX images_writing_by_owner ON images (owner) WHERE writer_until IS NOT NULL;
+"#,
+    r#"
+ALTER TABLE images ADD COLUMN staged_on text COLLATE "C";
+CREATE INDEX images_by_stage_node ON images (staged_on, id) WHERE staged_on IS NOT NULL;
+CREATE TABLE nodes (
+    id text COLLATE "C" PRIMARY KEY,
+    alive_until bigint NOT NULL
+);
 "#,
 ];
 
