@@ -264,42 +264,20 @@ fn test_two_nodes_on_postgres_count_each_others_uploads_for_image_count_uploadin
     let a = node("node-a");
     let b = node("node-b");
     let first = a.create_image("first", "raw");
-    let mut held = TcpStream::connect(&a.addr).expect("connect");
-    let head = format!(
-        "PUT /v2/images/{first}/file HTTP/1.1\r\nHost: h\r\n\
-         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-        data.len()
-    );
-    held.write_all(head.as_bytes()).expect("head");
-    held.write_all(&data[..1 << 20]).expect("part of the body");
+    let held = hold_upload(&a, &first, &data[..1 << 20], data.len());
     wait_until(&a, "the upload to be saving", || {
         a.get(&format!("/v2/images/{first}")).json()["status"] == "saving"
     });
 
     let second = b.create_image("second", "raw");
-    let refused = b.req(
-        "PUT",
-        &format!("/v2/images/{second}/file"),
-        &[("Content-Type", "application/octet-stream")],
-        Some(&data),
-    );
     let over = "Resource image_count_uploading is over limit of 1 due to current usage 1";
-    assert_eq!(refused.status, 413, "{}", refused.text());
-    assert!(refused.text().contains(over), "{}", refused.text());
+    assert_upload_refused(&b, &second, &data, over);
     let task = json!({"type": "import", "input": import_input(&files.url("up.raw"), "raw", "t")});
     let refused = b.post_task(&task, ADMIN);
     assert_eq!(refused.status, 413, "{}", refused.text());
     assert!(refused.text().contains(over), "{}", refused.text());
 
-    held.write_all(&data[1 << 20..]).expect("rest of the body");
-    let mut answer = [0u8; 12];
-    held.read_exact(&mut answer).expect("answer");
-    assert_eq!(
-        &answer,
-        b"HTTP/1.1 204",
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
+    finish_held(held, &data[1 << 20..]);
     let image = b.get(&format!("/v2/images/{first}")).json();
     assert_eq!(image["status"], "active", "{image}");
     let resp = b.req(
@@ -336,14 +314,7 @@ fn test_two_nodes_on_postgres_count_each_others_charges_for_image_size_total() {
     let meta = rt.block_on(PgMeta::open(&url, 1)).expect("the test's view");
 
     let first = a.create_image("first", "raw");
-    let mut held = TcpStream::connect(&a.addr).expect("connect");
-    let head = format!(
-        "PUT /v2/images/{first}/file HTTP/1.1\r\nHost: h\r\n\
-         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-        data.len()
-    );
-    held.write_all(head.as_bytes()).expect("head");
-    held.write_all(&data[..7 << 20]).expect("most of the body");
+    let held = hold_upload(&a, &first, &data[..7 << 20], data.len());
     wait_until(
         &a,
         "node A to report 5 MiB charged in its writer lease",
@@ -356,15 +327,12 @@ fn test_two_nodes_on_postgres_count_each_others_charges_for_image_size_total() {
     );
 
     let second = b.create_image("second", "raw");
-    let refused = b.req(
-        "PUT",
-        &format!("/v2/images/{second}/file"),
-        &[("Content-Type", "application/octet-stream")],
-        Some(&data),
+    assert_upload_refused(
+        &b,
+        &second,
+        &data,
+        "Resource image_size_total is over limit of 12",
     );
-    let over = "Resource image_size_total is over limit of 12";
-    assert_eq!(refused.status, 413, "{}", refused.text());
-    assert!(refused.text().contains(over), "{}", refused.text());
     let task = json!({"type": "import", "input": import_input(&files.url("up.raw"), "raw", "t")});
     let resp = b.post_task(&task, ADMIN);
     assert_eq!(resp.status, 201, "{}", resp.text());
@@ -373,17 +341,42 @@ fn test_two_nodes_on_postgres_count_each_others_charges_for_image_size_total() {
     assert_eq!(done["status"], "failure", "{done}");
     assert_eq!(done["reason"], "quota_exceeded", "{done}");
 
-    held.write_all(&data[7 << 20..]).expect("rest of the body");
-    let mut answer = [0u8; 12];
-    held.read_exact(&mut answer).expect("answer");
-    assert_eq!(
-        &answer,
-        b"HTTP/1.1 204",
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
+    finish_held(held, &data[7 << 20..]);
     let image = b.get(&format!("/v2/images/{first}")).json();
     assert_eq!(image["status"], "active", "{image}");
+}
+
+/// An upload of `len` bytes to image `id` through `node`, held after its `first` bytes.
+fn hold_upload(node: &Server, id: &str, first: &[u8], len: usize) -> TcpStream {
+    let mut held = TcpStream::connect(&node.addr).expect("connect");
+    let head = format!(
+        "PUT /v2/images/{id}/file HTTP/1.1\r\nHost: h\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {len}\r\n\r\n"
+    );
+    held.write_all(head.as_bytes()).expect("head");
+    held.write_all(first).expect("part of the body");
+    held
+}
+
+/// Sends the `rest` of a held upload ([`hold_upload`]); asserts it is answered 204.
+fn finish_held(mut held: TcpStream, rest: &[u8]) {
+    held.write_all(rest).expect("rest of the body");
+    let mut answer = [0u8; 12];
+    held.read_exact(&mut answer).expect("answer");
+    let shown = String::from_utf8_lossy(&answer);
+    assert_eq!(&answer, b"HTTP/1.1 204", "{shown}");
+}
+
+/// Asserts that `node` refuses the upload of `data` to image `id` with a 413 saying `over`.
+fn assert_upload_refused(node: &Server, id: &str, data: &[u8], over: &str) {
+    let refused = node.req(
+        "PUT",
+        &format!("/v2/images/{id}/file"),
+        &[("Content-Type", "application/octet-stream")],
+        Some(data),
+    );
+    assert_eq!(refused.status, 413, "{}", refused.text());
+    assert!(refused.text().contains(over), "{}", refused.text());
 }
 
 /// Whether `server`'s log says it started task `id`.
