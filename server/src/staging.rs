@@ -266,7 +266,8 @@ impl StagingArea {
         Ok(removed)
     }
 
-    /// Removes every complete stage older than `ttl_secs` at `now` whose image (in `meta`)
+    /// Removes every complete stage whose image (in `meta`) is gone or `queued` again, and
+    /// every complete stage older than `ttl_secs` at `now` whose image
     /// waits for no import, and returns its image (still `uploading`) to `queued`; returns
     /// how many were removed. An image whose lock names a pending or running import keeps
     /// its stage: the import takes it. Its file operations (a listing of the area, unlinks)
@@ -283,15 +284,36 @@ impl StagingArea {
         let ttl = i64::try_from(ttl_secs).unwrap_or(i64::MAX);
         let mut removed = 0usize;
         for (id, staged) in self.sealed()? {
-            if staged.staged_at.saturating_add(ttl) > now {
-                continue;
-            }
-            if expire_one(self, meta, &id, now).await? {
+            let gone = if staged.staged_at.saturating_add(ttl) > now {
+                discard_orphan(self, meta, &id).await?
+            } else {
+                expire_one(self, meta, &id, now).await?
+            };
+            if gone {
                 removed = removed.saturating_add(1);
             }
         }
         Ok(removed)
     }
+}
+
+/// Removes the stage of image `id`, however young, when nothing can import it any more: the
+/// image is gone, or `queued` again (its stage was given up elsewhere: a live node's sweep
+/// took this node for dead, `takeover::sweep_dead_stages_once`); whether it was removed.
+async fn discard_orphan(
+    area: &StagingArea,
+    meta: &dyn MetaStore,
+    id: &str,
+) -> anyhow::Result<bool> {
+    let orphan = meta
+        .get_image(id)
+        .await?
+        .is_none_or(|image| image.status == ImageStatus::Queued);
+    if orphan {
+        area.discard(id)?;
+        tracing::info!(image = %id, "staged data no image waits for removed");
+    }
+    Ok(orphan)
 }
 
 /// Expires the stage of image `id` unless a live import waits for it; whether it was
@@ -410,7 +432,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn test_staging_expire_requeues_old_stages_unless_an_import_waits() {
+    async fn test_staging_expire_requeues_old_stages_unless_an_import_waits_drops_orphans() {
         use crate::meta::{memory::MemoryMeta, sample_image, sample_task};
         let dir = tempfile::tempdir().unwrap();
         let area = StagingArea::open(dir.path(), Reserve::Bytes(0)).unwrap();
@@ -427,12 +449,24 @@ mod tests {
             }
             meta.put_image(&image).await.unwrap();
         }
-        for (id, at) in [("old", 10), ("waited", 10), ("young", 95), ("orphan", 10)] {
+        // Young, but its image went back to `queued` elsewhere, or is gone.
+        let mut requeued = sample_image("requeued");
+        requeued.status = ImageStatus::Queued;
+        meta.put_image(&requeued).await.unwrap();
+        let stages = [
+            ("old", 10),
+            ("waited", 10),
+            ("young", 95),
+            ("orphan", 10),
+            ("requeued", 95),
+            ("young-orphan", 95),
+        ];
+        for (id, at) in stages {
             fs::write(area.store().path(id).unwrap(), b"data").unwrap();
             area.seal(id, &staged(at)).unwrap();
         }
 
-        assert_eq!(area.expire(&meta, 60, 100).await.unwrap(), 2);
+        assert_eq!(area.expire(&meta, 60, 100).await.unwrap(), 4);
         let mut left: Vec<String> = area.sealed().unwrap().into_iter().map(|s| s.0).collect();
         left.sort();
         assert_eq!(left, ["waited", "young"]);

@@ -4,10 +4,13 @@
 //! dies and does not come back, the live nodes' sweeps return its staged images to `queued`
 //! and fail the imports waiting for them.
 
+use std::thread;
+use std::time::{Duration, Instant};
+
 use serde_json::json;
 use sluice_server::meta::{ImageStatus, LOCK_PROPERTY};
 
-use super::cluster::{assert_served, Cluster, NODE_IDS};
+use super::cluster::{assert_served, Cluster, NODE_IDS, SETTLE_DEADLINE};
 use super::cluster_takeover::wait_status;
 use super::harness::{raw_disk, Server, ADMIN};
 use crate::common::{read, scratch};
@@ -82,7 +85,8 @@ fn test_cluster_stage_through_one_node_import_through_another() {
 /// The node holding a complete stage dies and never comes back, and the stage's import is
 /// asked of another node meanwhile: once the dead node's heartbeat ends, a live node's sweep
 /// fails the waiting import (`interrupted`) and returns the image to `queued`, where it takes a
-/// new stage and import through the live nodes.
+/// new stage and import through the live nodes. Should the node come back, it drops the
+/// stage no image waits for.
 #[test]
 fn test_cluster_kill_9_of_the_node_holding_a_stage_image_back_to_queued_import_failed() {
     let dir = scratch();
@@ -109,6 +113,15 @@ fn test_cluster_kill_9_of_the_node_holding_a_stage_image_back_to_queued_import_f
     wait_status(&cluster, 0, &id, "queued");
     let image = cluster.nodes[2].get(&format!("/v2/images/{id}")).json();
     assert!(image.get(LOCK_PROPERTY).is_none(), "{image}");
+
+    // The node comes back after all: its first sweep drops the stage no image waits for.
+    assert!(!cluster.nodes[1].files_under("staging").is_empty());
+    cluster.nodes[1].restart();
+    let deadline = Instant::now() + SETTLE_DEADLINE;
+    while !cluster.nodes[1].files_under("staging").is_empty() {
+        assert!(Instant::now() < deadline, "stage kept\n{}", cluster.logs());
+        thread::sleep(Duration::from_millis(100));
+    }
 
     stage(&cluster.nodes[2], &id, &data);
     let again = import(&cluster, 0, &id);
