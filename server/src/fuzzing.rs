@@ -292,6 +292,7 @@ fn patched_image(status: ImageStatus) -> ImageRecord {
             charged: 0,
         }),
         staged_on: None,
+        staged_bytes: 0,
     }
 }
 

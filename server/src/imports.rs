@@ -202,7 +202,7 @@ pub async fn run_claimed(
         }
     }
 
-    let fence = task_fence(state, task_id).watching(crate::quota::watched(state, &task.owner));
+    let fence = task_fence(state, task_id).watching(crate::quota::watch(state, &task.owner, false));
     let (cancel, lease_lost) = takeover::hold_fence(fence, cancel);
     let timeout = Duration::from_secs(state.config.import_timeout_secs);
     let (cancel, timed_out) = with_deadline(cancel, timeout);
@@ -492,6 +492,7 @@ fn image_record(
         task_id: Some(task.id.clone()),
         writer: None,
         staged_on: None,
+        staged_bytes: 0,
     };
     crate::unwrapping::apply(&mut record, ingested);
     record

@@ -169,19 +169,27 @@ impl ProjectLimits {
     }
 }
 
-/// The project whose other nodes' charges a running import or upload of `project` reads
-/// back after each lease renewal ([`crate::takeover::LeaseFence::watching`]): `project` on a
-/// shared store when its `image_size_total` is limited, else `None` (one node: its executor
-/// holds every charge).
-pub fn watched(state: &AppState, project: &str) -> Option<String> {
-    let limited = state
-        .config
-        .quotas
-        .for_project(project)
-        .image_size_total
-        .get()
-        .is_some();
-    (limited && state.meta.is_shared()).then(|| project.to_owned())
+/// What a running import, upload (or, with `stage`, stage) of `project` reads back after
+/// each lease renewal ([`crate::takeover::LeaseFence::watching`]): on a shared store, the
+/// other nodes' charges when the project's `image_size_total` is limited, and their stages
+/// when its `image_stage_total` is; nothing on one node (its executor and ledger hold every
+/// charge).
+pub fn watch(state: &AppState, project: &str, stage: bool) -> crate::takeover::Watch {
+    let mut watch = crate::takeover::Watch::default();
+    if !state.meta.is_shared() {
+        return watch;
+    }
+    let limits = state.config.quotas.for_project(project);
+    if limits.image_size_total.get().is_some() {
+        watch.charges = Some(project.to_owned());
+    }
+    if stage && limits.image_stage_total.get().is_some() {
+        watch.stages = Some((
+            project.to_owned(),
+            std::sync::Arc::clone(state.staging.ledger()),
+        ));
+    }
+    watch
 }
 
 /// On a shared store, when `limits` cap `image_size_total`: reads what the project's imports

@@ -40,7 +40,7 @@ mod leftovers;
 mod stages;
 mod writers;
 
-pub use fence::LeaseFence;
+pub use fence::{LeaseFence, Watch};
 pub use leftovers::{attempt_image_id, remove_leftovers};
 pub use stages::{heartbeat_secs, sweep_dead_stages_once};
 pub use writers::{sweep_writers_once, take_back_writer, writer_lease};

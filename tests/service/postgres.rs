@@ -326,6 +326,13 @@ fn test_two_nodes_on_postgres_count_each_others_charges_for_image_size_total() {
         },
     );
 
+    // B's view of the project's usage is the cluster's: A's upload in flight counts.
+    let usage = b.get("/v2/info/usage").json()["usage"].clone();
+    assert!(
+        usage["image_size_total"]["usage"].as_u64() >= Some(5),
+        "{usage}"
+    );
+    assert_eq!(usage["image_count_uploading"]["usage"], 1, "{usage}");
     let second = b.create_image("second", "raw");
     assert_upload_refused(
         &b,
@@ -344,6 +351,54 @@ fn test_two_nodes_on_postgres_count_each_others_charges_for_image_size_total() {
     finish_held(held, &data[7 << 20..]);
     let image = b.get(&format!("/v2/images/{first}")).json();
     assert_eq!(image["status"], "active", "{image}");
+}
+
+/// Two nodes on one PostgreSQL with `image_stage_total = 12` MiB: a complete 8 MiB stage on
+/// node A counts on node B (from its image record), so B refuses the project's next 8 MiB
+/// stage (413, Glance's text) and shows the cluster's staged bytes in `/v2/info/usage`; once
+/// A's stage is imported, B takes the stage.
+#[test]
+fn test_two_nodes_on_postgres_count_each_others_stages_for_image_stage_total() {
+    let cluster = PgCluster::start();
+    let url = cluster.database("stage_total");
+    let dir = scratch();
+    let data = read(&raw_disk(dir.path(), "st.raw", 8 << 20, 4));
+    let flags = ["--quota-image-stage-total", "12", "--lease-secs", "3"];
+    let a = claiming_node(&url, "node-a", &flags);
+    let b = claiming_node(&url, "node-b", &flags);
+    let stage = |node: &Server, id: &str| {
+        node.req(
+            "PUT",
+            &format!("/v2/images/{id}/stage"),
+            &[("Content-Type", "application/octet-stream")],
+            Some(&data),
+        )
+    };
+    let first = a.create_image("first", "raw");
+    let staged = stage(&a, &first);
+    assert_eq!(staged.status, 204, "{}", staged.text());
+
+    let usage = b.get("/v2/info/usage").json()["usage"].clone();
+    assert_eq!(usage["image_stage_total"]["usage"], 8, "{usage}");
+    let second = b.create_image("second", "raw");
+    let refused = stage(&b, &second);
+    let over = "Resource image_stage_total is over limit of 12 due to current usage 8";
+    assert_eq!(refused.status, 413, "{}", refused.text());
+    assert!(refused.text().contains(over), "{}", refused.text());
+
+    let body = json!({"method": {"name": "glance-direct"}}).to_string();
+    let import = a.req(
+        "POST",
+        &format!("/v2/images/{first}/import"),
+        ADMIN,
+        Some(body.as_bytes()),
+    );
+    assert_eq!(import.status, 202, "{}", import.text());
+    wait_until(&a, "the staged image to be imported", || {
+        a.get(&format!("/v2/images/{first}")).json()["status"] == "active"
+    });
+    let staged = stage(&b, &second);
+    assert_eq!(staged.status, 204, "{}", staged.text());
 }
 
 /// An upload of `len` bytes to image `id` through `node`, held after its `first` bytes.

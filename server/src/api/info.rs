@@ -45,7 +45,8 @@ fn mib(bytes: u64) -> u64 {
     bytes.div_ceil(MIB)
 }
 
-/// `GET /v2/info/usage`.
+/// `GET /v2/info/usage`: on a shared store, for the whole cluster (the other nodes' imports,
+/// uploads and stages read from their records now).
 ///
 /// # Errors
 /// An internal error when the metadata cannot be read.
@@ -54,17 +55,33 @@ pub async fn usage(api: &Api, ctx: &RequestContext) -> Result<Response<ApiBody>,
     let project = ctx.project_id.clone();
     let limits = state.config.quotas.for_project(&project);
     let stored = state.meta.project_usage(&project).await?;
+    let mut uploading = None;
+    if state.meta.is_shared() {
+        let meta = &state.meta;
+        let node = state.config.node_id.as_deref().unwrap_or_default();
+        let charged = meta.charged_elsewhere(&project, node).await?;
+        state.executor.set_charged_elsewhere(&project, charged);
+        let staged = meta.staged_elsewhere(&project, node).await?;
+        state.staging.ledger().set_elsewhere(&project, staged);
+        let tasks = meta.queued_tasks(&project, u64::MAX).await?;
+        let writing = meta.writing_images(&project, u64::MAX).await?;
+        uploading = Some(
+            tasks
+                .project_pending
+                .saturating_add(tasks.project_processing)
+                .saturating_add(writing),
+        );
+    }
     let in_flight = state.executor.in_flight(&project, None);
+    let uploading =
+        uploading.unwrap_or_else(|| in_flight.waiting.saturating_add(in_flight.running));
     let staged = state.staging.ledger().usage(&project);
     let bytes = stored.image_bytes.saturating_add(in_flight.charged);
     Ok(ok_json(&json!({
         "usage": {
             "image_size_total": resource(limits.image_size_total, mib(bytes)),
             "image_count_total": resource(limits.image_count_total, stored.images),
-            "image_count_uploading": resource(
-                limits.image_count_uploading,
-                in_flight.waiting.saturating_add(in_flight.running),
-            ),
+            "image_count_uploading": resource(limits.image_count_uploading, uploading),
             "image_stage_total": resource(limits.image_stage_total, mib(staged)),
         }
     })))

@@ -256,6 +256,7 @@ pub fn image_record(id: &str, owner: &str, name: &str, size: u64, created_at: i6
         task_id: None,
         writer: None,
         staged_on: None,
+        staged_bytes: 0,
     }
 }
 

@@ -186,6 +186,7 @@ impl Migrate for ImageRecord {
             task_id: old.task_id,
             writer: None,
             staged_on: None,
+            staged_bytes: 0,
         }
     }
 }
@@ -303,6 +304,7 @@ mod tests {
             task_id: Some("t".to_owned()),
             writer: None,
             staged_on: None,
+            staged_bytes: 0,
         }
     }
 

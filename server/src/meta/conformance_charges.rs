@@ -1,7 +1,9 @@
 //! The charges' part of [`super::conformance_suite`]: [`MetaStore::charged_elsewhere`] sums
 //! the charges in the leases of a project's `processing` tasks and of its images being
 //! written, leaving out those of the node asking, of other projects, and of leases on work
-//! that no longer runs (a final task, an image no longer written).
+//! that no longer runs (a final task, an image no longer written);
+//! [`MetaStore::staged_elsewhere`] sums a project's stages streaming in and complete on
+//! other nodes.
 
 use super::writer::WriterLease;
 use super::{sample_image, sample_task, testing, ImageStatus, MetaStore, TaskLease, TaskStatus};
@@ -33,6 +35,15 @@ fn image(n: u32, owner: &str, status: ImageStatus, node: &str, charged: u64) -> 
         until: 1_000,
         charged,
     });
+    image
+}
+
+/// Image `n` of `owner`, `uploading` with its complete stage of `bytes` on `node`.
+fn complete_stage(n: u32, owner: &str, node: &str, bytes: u64) -> super::ImageRecord {
+    let mut image = image(n, owner, ImageStatus::Uploading, node, 0);
+    image.writer = None;
+    image.staged_on = Some(node.to_owned());
+    image.staged_bytes = bytes;
     image
 }
 
@@ -68,6 +79,8 @@ pub(super) async fn charges(store: &dyn MetaStore) {
         // An image no longer written holds no charge.
         image(3, PROJECT, ImageStatus::Active, "b", 64),
         image(4, OTHER, ImageStatus::Saving, "a", 128),
+        complete_stage(5, PROJECT, "b", 256),
+        complete_stage(6, PROJECT, "a", 512),
     ];
     for i in &images {
         store.put_image(i).await.expect("put image");
@@ -78,6 +91,16 @@ pub(super) async fn charges(store: &dyn MetaStore) {
     assert_eq!(sum(OTHER, "a").await, 8);
     assert_eq!(sum(OTHER, "b").await, 128);
     assert_eq!(sum("nobody", "c").await, 0);
+    let staged = async |owner: &str, node: &str| {
+        store
+            .staged_elsewhere(owner, node)
+            .await
+            .expect("staged elsewhere")
+    };
+    assert_eq!(staged(PROJECT, "a").await, 32 + 256);
+    assert_eq!(staged(PROJECT, "b").await, 512);
+    assert_eq!(staged(PROJECT, "c").await, 32 + 256 + 512);
+    assert_eq!(staged(OTHER, "b").await, 0, "a body upload is no stage");
 
     // A renewal reports the run's charge so far.
     assert!(store

@@ -275,6 +275,10 @@ pub struct ImageRecord {
     /// `None` for records written before stages were placed (the serde default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staged_on: Option<String>,
+    /// The bytes of that complete stage: what it counts towards its project's
+    /// `image_stage_total` on the other nodes. Dropped with [`ImageRecord::staged_on`].
+    #[serde(default, skip_serializing_if = "lease::is_zero")]
+    pub staged_bytes: u64,
 }
 
 impl ImageRecord {
@@ -456,6 +460,7 @@ pub(crate) fn plan_transition(
             }
             if new.status != ImageStatus::Uploading {
                 new.staged_on = None;
+                new.staged_bytes = 0;
             }
             Ok(Step::Put {
                 old,
@@ -721,5 +726,6 @@ pub fn sample_image(id: &str) -> ImageRecord {
         task_id: None,
         writer: None,
         staged_on: None,
+        staged_bytes: 0,
     }
 }

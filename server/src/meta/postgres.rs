@@ -535,6 +535,10 @@ impl MetaStore for PgMeta {
         leases::dead_stages(&self.client().await?, now, max).await
     }
 
+    async fn staged_elsewhere(&self, owner: &str, node: &str) -> Result<u64, MetaError> {
+        leases::staged_elsewhere(&self.client().await?, owner, node).await
+    }
+
     async fn charged_elsewhere(&self, owner: &str, node: &str) -> Result<u64, MetaError> {
         leases::charged_elsewhere(&self.client().await?, owner, node).await
     }

@@ -205,6 +205,33 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     async fn dead_stages(&self, _now: Timestamp, _max: usize) -> Result<Vec<String>, MetaError> {
         Ok(Vec::new())
     }
+    /// The bytes `owner` has staged on other nodes than `node`, for its `image_stage_total`:
+    /// its stages streaming in under another node's writer lease (what they received at their
+    /// last renewal, [`WriterLease::charged`](super::WriterLease::charged)) and its complete
+    /// stages on another node ([`ImageRecord::staged_bytes`]).
+    ///
+    /// This default reads the project's images (the embedded stores, where the service does
+    /// not ask); PostgreSQL sums the rows of two partial indexes.
+    ///
+    /// # Errors
+    /// A backend or decoding error.
+    async fn staged_elsewhere(&self, owner: &str, node: &str) -> Result<u64, MetaError> {
+        let mut sum = 0u64;
+        self.scan_images(Some(owner), &mut |image| {
+            if image.status != super::ImageStatus::Uploading {
+                return Ok(());
+            }
+            let bytes = match (&image.writer, &image.staged_on) {
+                (Some(lease), _) if lease.node != node => lease.charged,
+                (None, Some(on)) if on != node => image.staged_bytes,
+                _ => 0,
+            };
+            sum = sum.saturating_add(bytes);
+            Ok(())
+        })
+        .await?;
+        Ok(sum)
+    }
     /// The bytes charged to `owner`'s `image_size_total` by imports and uploads running on
     /// other nodes than `node`: the sum of the charges in the leases of its `processing`
     /// tasks and of its images being written ([`TaskLease::charged`],

@@ -4,6 +4,9 @@
 //! step: two stages of a project can never both pass a limit that has room for one. After a
 //! restart, recovery enters the complete stages it keeps ([`Ledger::enter`]).
 //!
+//! On a shared store the other nodes' stages count too: what they hold as last read from the
+//! store ([`Ledger::set_elsewhere`]) is added to the project's own.
+//!
 //! Entries are keyed by image and claim: a second stage request for an image that has a
 //! stage (refused a moment later by the image's lock, 409) claims an entry of its own, and
 //! ending that claim leaves the first stage counted.
@@ -27,15 +30,19 @@ type Key = (String, u64);
 struct Entries {
     by_key: HashMap<Key, Entry>,
     next_token: u64,
+    /// Per project, what its stages on other nodes hold, as last read; only projects with
+    /// some there.
+    elsewhere: HashMap<String, u64>,
 }
 
 impl Entries {
-    /// What `owner`'s entries other than `key` hold.
+    /// What `owner`'s entries other than `key` hold, plus its stages on other nodes.
     fn others(&self, owner: &str, key: Option<&Key>) -> u64 {
+        let elsewhere = self.elsewhere.get(owner).copied().unwrap_or(0);
         self.by_key
             .iter()
             .filter(|(k, e)| e.owner == owner && Some(*k) != key)
-            .fold(0u64, |sum, (_, e)| sum.saturating_add(e.bytes))
+            .fold(elsewhere, |sum, (_, e)| sum.saturating_add(e.bytes))
     }
 
     fn insert(&mut self, id: &str, entry: Entry) -> Key {
@@ -76,9 +83,21 @@ impl Ledger {
         self.lock().by_key.retain(|(image, _), _| image != id);
     }
 
-    /// What `owner` has staged.
+    /// What `owner` has staged (here, and on other nodes as last read).
     pub fn usage(&self, owner: &str) -> u64 {
         self.lock().others(owner, None)
+    }
+
+    /// Records what `owner`'s stages on other nodes hold, as just read from the shared store
+    /// ([`crate::meta::MetaStore::staged_elsewhere`]): counted with its own until the next
+    /// reading.
+    pub fn set_elsewhere(&self, owner: &str, bytes: u64) {
+        let mut entries = self.lock();
+        if bytes == 0 {
+            entries.elsewhere.remove(owner);
+        } else {
+            entries.elsewhere.insert(owner.to_owned(), bytes);
+        }
     }
 
     /// Starts counting a stage of image `id` for `owner` at `bytes`, if `check` (given what
@@ -209,5 +228,18 @@ mod tests {
         assert_eq!(ledger.usage("p"), 3);
         drop(new);
         assert_eq!(ledger.usage("p"), 0);
+    }
+
+    #[test]
+    fn test_ledger_counts_other_nodes_stages_until_read_again() {
+        let ledger = Arc::new(Ledger::default());
+        ledger.set_elsewhere("p", 6);
+        assert_eq!(ledger.usage("p"), 6);
+        assert_eq!(ledger.claim("a", "p", 5, under(10, 5)).unwrap_err(), 6);
+        let a = ledger.claim("a", "p", 4, under(10, 4)).unwrap();
+        assert_eq!(a.charge(5, under(10, 5)), Err(6));
+        ledger.set_elsewhere("p", 0);
+        a.charge(9, under(10, 9)).unwrap();
+        assert_eq!((ledger.usage("p"), ledger.usage("q")), (9, 0));
     }
 }

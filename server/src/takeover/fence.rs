@@ -24,6 +24,7 @@ use crate::executor::Executor;
 use crate::imports;
 use crate::meta::writer::{self, WriterLease};
 use crate::meta::{MetaError, MetaStore, Timestamp, Transition};
+use crate::staging::Ledger;
 
 /// The lease a holder renews: a task's (imports) or an image's writer lease (body uploads).
 #[derive(Clone, Debug)]
@@ -46,8 +47,19 @@ pub struct LeaseFence {
     lease_secs: u64,
     /// Where the holder's charge is counted (by its task or image id), if it charges any.
     executor: Option<Executor>,
-    /// The project whose other nodes' charges the renewal loop reads back.
-    watched: Option<String>,
+    /// What the renewal loop reads back.
+    watched: Watch,
+}
+
+/// What a holder's renewal loop reads back from the shared store after each renewal, for the
+/// checks of its own charges ([`LeaseFence::watching`]).
+#[derive(Clone, Debug, Default)]
+pub struct Watch {
+    /// The project whose other nodes' charges (`image_size_total`) go to the executor of
+    /// [`LeaseFence::charging`].
+    pub charges: Option<String>,
+    /// The project whose other nodes' stages (`image_stage_total`) go to this ledger.
+    pub stages: Option<(String, Arc<Ledger>)>,
 }
 
 impl std::fmt::Debug for LeaseFence {
@@ -68,7 +80,7 @@ impl LeaseFence {
             held: Held::Task { id, node },
             lease_secs,
             executor: None,
-            watched: None,
+            watched: Watch::default(),
         }
     }
 
@@ -84,7 +96,7 @@ impl LeaseFence {
             held: Held::Writer { image_id, lease },
             lease_secs,
             executor: None,
-            watched: None,
+            watched: Watch::default(),
         }
     }
 
@@ -96,13 +108,11 @@ impl LeaseFence {
         self
     }
 
-    /// This fence with the renewal loop reading back, after each renewal, what the other
-    /// nodes' imports and uploads of `project` have charged, for the executor of
-    /// [`LeaseFence::charging`] to count: given on a shared store for a project with an
-    /// `image_size_total` limit (`None`: nothing to read).
+    /// This fence with the renewal loop reading back, after each renewal, what `watch` names:
+    /// given on a shared store for the limits a project has (see [`crate::quota::watch`]).
     #[must_use]
-    pub fn watching(mut self, project: Option<String>) -> Self {
-        self.watched = project;
+    pub fn watching(mut self, watch: Watch) -> Self {
+        self.watched = watch;
         self
     }
 
@@ -122,16 +132,24 @@ impl LeaseFence {
         }
     }
 
-    /// Reads what the other nodes' imports of the watched project charged and hands it to
-    /// the executor ([`LeaseFence::watching`]); a read that fails keeps the last figure.
+    /// Reads what the other nodes' imports and stages of the watched projects hold and hands
+    /// it to the executor and the ledger ([`LeaseFence::watching`]); a read that fails keeps
+    /// the last figure.
     pub async fn read_others(&self) {
-        let (Some(executor), Some(project)) = (&self.executor, &self.watched) else {
-            return;
-        };
-        match self.meta.charged_elsewhere(project, self.node()).await {
-            Ok(bytes) => executor.set_charged_elsewhere(project, bytes),
-            Err(e) => {
-                tracing::warn!(lease = %self.name(), error = %e, "reading other nodes' charges failed")
+        if let (Some(executor), Some(project)) = (&self.executor, &self.watched.charges) {
+            match self.meta.charged_elsewhere(project, self.node()).await {
+                Ok(bytes) => executor.set_charged_elsewhere(project, bytes),
+                Err(e) => {
+                    tracing::warn!(lease = %self.name(), error = %e, "reading other nodes' charges failed")
+                }
+            }
+        }
+        if let Some((project, ledger)) = &self.watched.stages {
+            match self.meta.staged_elsewhere(project, self.node()).await {
+                Ok(bytes) => ledger.set_elsewhere(project, bytes),
+                Err(e) => {
+                    tracing::warn!(lease = %self.name(), error = %e, "reading other nodes' stages failed")
+                }
             }
         }
     }

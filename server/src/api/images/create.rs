@@ -120,5 +120,6 @@ pub(crate) fn queued_image(
         task_id: None,
         writer: None,
         staged_on: None,
+        staged_bytes: 0,
     }
 }

@@ -327,7 +327,8 @@ impl Upload {
     {
         let config = Arc::clone(&self.state.config);
         let timeout = Duration::from_secs(config.import_timeout_secs);
-        let watched = quota::watched(&self.state, self.quota.project());
+        let stage = matches!(self.dest, Destination::Stage);
+        let watched = quota::watch(&self.state, self.quota.project(), stage);
         let (cancel, writer_lost) = takeover::hold_fence(
             self.fence().watching(watched),
             self.state.executor.shutdown_signal(),
@@ -491,6 +492,7 @@ impl Upload {
                 // which runs on this node, where the stage is.
                 image.writer = None;
                 image.staged_on.clone_from(&self.state.config.node_id);
+                image.staged_bytes = ingested.size;
                 image.updated_at = now();
                 Decision::Write
             })

@@ -204,6 +204,31 @@ pub(super) async fn dead_stages(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// [`super::MetaStore::staged_elsewhere`]: the project's stages streaming in under another
+/// node's writer lease (rows of `images_writing_by_owner`) and its complete stages on
+/// another node (rows of `images_staged_by_owner`).
+pub(super) async fn staged_elsewhere(
+    client: &impl GenericClient,
+    owner: &str,
+    node: &str,
+) -> Result<u64, MetaError> {
+    let row = client
+        .query_one(
+            "SELECT
+                (SELECT coalesce(sum((record->'writer'->>'charged')::bigint), 0)::bigint
+                    FROM images WHERE owner = $1 AND writer_until IS NOT NULL
+                    AND record->>'status' = 'uploading'
+                    AND (record->'writer'->>'node') IS DISTINCT FROM $2),
+                (SELECT coalesce(sum((record->>'staged_bytes')::bigint), 0)::bigint
+                    FROM images WHERE owner = $1 AND staged_on IS NOT NULL AND staged_on <> $2)",
+            &[&owner, &node],
+        )
+        .await
+        .map_err(|e| pg_error("summing the stages of other nodes", &e))?;
+    let sum = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
+    Ok(sum(0).saturating_add(sum(1)))
+}
+
 /// [`super::MetaStore::charged_elsewhere`]: the charges in the leases of the project's
 /// `processing` tasks and of its images being written (the rows of the partial indexes
 /// `tasks_processing_by_owner` and `images_writing_by_owner`) whose holder is not `node`.

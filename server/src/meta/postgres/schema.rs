@@ -22,8 +22,9 @@ const MIGRATION_LOCK: i64 = 0x736c_7569_6365_6d67;
 /// only while an image is `saving` or `uploading` under a writer lease, and its index: the
 /// sweep's read of the expired ones). 5: a project's images being written (the count of
 /// `image_count_uploading` across nodes). 6: where complete stages are (`staged_on`, set only
-/// while an image is `uploading` with its stage done, and its index) and the nodes'
-/// heartbeats (`nodes`): the sweep's read of the stages of dead nodes.
+/// while an image is `uploading` with its stage done, and its indexes: by node for the
+/// sweep's read of the stages of dead nodes, by owner for `image_stage_total` across nodes)
+/// and the nodes' heartbeats (`nodes`).
 pub(super) const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE tasks (
@@ -81,6 +82,7 @@ CREATE INDEX images_writing_by_owner ON images (owner) WHERE writer_until IS NOT
     r#"
 ALTER TABLE images ADD COLUMN staged_on text COLLATE "C";
 CREATE INDEX images_by_stage_node ON images (staged_on, id) WHERE staged_on IS NOT NULL;
+CREATE INDEX images_staged_by_owner ON images (owner) WHERE staged_on IS NOT NULL;
 CREATE TABLE nodes (
     id text COLLATE "C" PRIMARY KEY,
     alive_until bigint NOT NULL
