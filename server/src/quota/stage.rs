@@ -32,22 +32,6 @@ impl StageQuota {
     }
 }
 
-/// On a shared store, when `limit` caps `image_stage_total`: reads what the project has staged
-/// on other nodes into the ledger, so that the check that follows counts it.
-pub(crate) async fn read_staged_elsewhere(
-    state: &AppState,
-    project: &str,
-    limit: Limit,
-) -> Result<(), crate::meta::MetaError> {
-    if limit.get().is_none() || !state.meta.is_shared() {
-        return Ok(());
-    }
-    let node = state.config.node_id.as_deref().unwrap_or_default();
-    let bytes = state.meta.staged_elsewhere(project, node).await?;
-    state.staging.ledger().set_elsewhere(project, bytes);
-    Ok(())
-}
-
 impl ImportQuota {
     /// Admits a stage of image `image_id` (`PUT /v2/images/{id}/stage`) for `project`
     /// announcing `announced` bytes: the checks of an upload ([`ImportQuota::start_upload`]),
@@ -66,7 +50,7 @@ impl ImportQuota {
     ) -> Result<(ImportQuota, crate::executor::UploadSlot), ApiError> {
         let (mut quota, slot) = Self::start_upload(state, image_id, project, announced).await?;
         let limit = state.config.quotas.for_project(project).image_stage_total;
-        read_staged_elsewhere(state, project, limit).await?;
+        super::cluster::read_staged_elsewhere(state, project, limit).await?;
         let delta = announced.unwrap_or(0);
         let claim = state
             .staging
