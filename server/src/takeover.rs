@@ -187,9 +187,11 @@ pub fn taken_back(task: &TaskRecord, max_attempts: u32, ttl: i64) -> TaskRecord 
             task.attempts
         )
     } else {
-        "import interrupted: the service stopped while this task was processing; create the \
-         task again"
-            .to_owned()
+        // A `glance-direct` import: its data was staged on the node that stopped.
+        "import interrupted: the service running it stopped while this task was processing, \
+         and the image's staged data was on that service; stage the image again, then import \
+         it"
+        .to_owned()
     };
     imports::fail(&mut back, REASON_INTERRUPTED, message, ttl);
     back
@@ -372,6 +374,13 @@ mod tests {
         );
         let failed = meta.get_task(&task.id).await.unwrap().unwrap();
         assert_eq!(failed.reason.as_deref(), Some(REASON_INTERRUPTED));
+        assert!(
+            failed
+                .message
+                .contains("stage the image again, then import it"),
+            "{}",
+            failed.message
+        );
     }
 
     /// The image an interrupted interoperable import held goes back to `queued` with its

@@ -33,6 +33,7 @@ mod quotas;
 mod redaction;
 mod rejections;
 mod s3;
+mod s3_outage;
 mod sharing;
 mod sparse;
 mod ssrf;

@@ -26,6 +26,8 @@ use crate::meta::MetaError;
 pub const PATCH_MEDIA_TYPES: &str =
     "application/openstack-images-v2.0-json-patch, application/openstack-images-v2.1-json-patch";
 
+/// The reason code of an upload the image store failed (as a task's).
+const REASON_STORE_ERROR: &str = "store_error";
 /// The reason code of an upload over the image size cap (as a task's).
 const REASON_SIZE_CAP: &str = sluice_formats::ReasonCode::SizeCap.as_str();
 
@@ -164,6 +166,11 @@ pub enum ApiError {
     /// storage media is full" on upload; 507 does not suggest the request was too large.
     #[error("storage full: {0}")]
     StorageFull(String),
+    /// 503: the image store failed while an upload's data was written or committed (an
+    /// object store away, a disk error); the value is the store's error, as a failed
+    /// import's task message shows it. Reason code `store_error`, as that task's.
+    #[error("image store failed: {0}")]
+    StoreFailed(String),
     /// 404: `DELETE /v2/images/{id}/tags/{tag}` for a tag the image lacks.
     #[error("no tag {0}")]
     TagNotFound(String),
@@ -432,6 +439,16 @@ impl ApiError {
                 )],
                 Trailer::Standard,
             ),
+            E::StoreFailed(msg) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("The image store failed: {msg}; nothing was stored, upload again later.")
+                    .into(),
+                vec![(
+                    RETRY_AFTER,
+                    HeaderValue::from_static(SHUTDOWN_RETRY_AFTER_SECS),
+                )],
+                Trailer::Standard,
+            ),
             E::StorageFull(msg) => (
                 StatusCode::INSUFFICIENT_STORAGE,
                 msg.clone().into(),
@@ -491,6 +508,7 @@ impl ApiError {
             E::ImageTooLarge(_) => Some(REASON_SIZE_CAP.to_owned()),
             E::InvalidImageData { reason, .. } => Some(reason.clone()),
             E::ShuttingDown(_) => Some(crate::imports::REASON_INTERRUPTED.to_owned()),
+            E::StoreFailed(_) => Some(REASON_STORE_ERROR.to_owned()),
             E::UploadTimeout(_) => Some(crate::imports::REASON_IMPORT_TIMEOUT.to_owned()),
             _ => None,
         };

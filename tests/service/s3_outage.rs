@@ -1,0 +1,119 @@
+//! `sluice serve` on Garage when the object store goes away between two requests: Sluice
+//! reaches Garage through a TCP relay of the test's own that can cut every connection and
+//! refuse new ones (what a store outage looks like from the node). An upload then fails with
+//! 503 and the reason `store_error`, the image stays `queued` with nothing stored, and once the
+//! store is back the same image takes its upload.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use super::harness::{raw_disk, Server};
+use super::s3::{object, s3_setup};
+use crate::common::read;
+
+/// A TCP relay to `upstream` that can be cut: while cut, it closes every open connection and
+/// every new one at once.
+struct Relay {
+    addr: String,
+    cut: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Relay {
+    fn start(upstream: String) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let cut = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (flag, conns) = (Arc::clone(&cut), Arc::clone(&open));
+        thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if flag.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                for s in [&client, &server] {
+                    if let Ok(clone) = s.try_clone() {
+                        conns.lock().expect("relay").push(clone);
+                    }
+                }
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
+                        continue;
+                    };
+                    thread::spawn(move || {
+                        let mut buf = [0u8; 64 << 10];
+                        while let Ok(n @ 1..) = from.read(&mut buf) {
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Write);
+                    });
+                }
+            }
+        });
+        Relay { addr, cut, open }
+    }
+
+    /// Cuts every connection and refuses new ones (`true`), or lets them through again.
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, Ordering::SeqCst);
+        if cut {
+            for s in self.open.lock().expect("relay").drain(..) {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+#[test]
+fn test_s3_serve_store_away_upload_is_503_store_error_image_queued_then_uploads() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (config, file, probe) = s3_setup(dir.path());
+    let endpoint = config.endpoint.clone().expect("endpoint");
+    let upstream = endpoint.trim_start_matches("http://").to_owned();
+    let relay = Relay::start(upstream);
+    let text = std::fs::read_to_string(&file).expect("config");
+    let relayed = text.replace(&endpoint, &format!("http://{}", relay.addr));
+    assert_ne!(relayed, text, "the endpoint is in the config");
+    std::fs::write(&file, relayed).expect("config");
+    let server = Server::start(&["--config", file.to_str().expect("utf-8")]);
+    let raw = read(&raw_disk(dir.path(), "d.raw", 12 << 20, 4));
+    let id = server.create_image("outage", "raw");
+
+    relay.set_cut(true);
+    let resp = server.req(
+        "PUT",
+        &format!("/v2/images/{id}/file"),
+        &[("Content-Type", "application/octet-stream")],
+        Some(&raw),
+    );
+    assert_eq!(resp.status, 503, "{}", resp.text());
+    let body = resp.json();
+    assert_eq!(body["reason"], "store_error", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("The image store failed")),
+        "{body}"
+    );
+    let image = server.get(&format!("/v2/images/{id}")).json();
+    assert_eq!(image["status"], "queued", "{image}");
+
+    relay.set_cut(false);
+    assert!(object(&probe, &id).is_none(), "nothing stored");
+    let resp = server.req(
+        "PUT",
+        &format!("/v2/images/{id}/file"),
+        &[("Content-Type", "application/octet-stream")],
+        Some(&raw),
+    );
+    assert_eq!(resp.status, 204, "{}", resp.text());
+    assert!(object(&probe, &id).expect("object") == raw);
+}
