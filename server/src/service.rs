@@ -370,7 +370,7 @@ async fn shared_stage_recovery(
     state: &AppState,
     sealed: &HashMap<String, u64>,
 ) -> anyhow::Result<()> {
-    tracing::warn!("metadata store shared with other nodes: images left unfinished by a crash are left to the sweep of expired leases (only this node's stages are sorted out now)");
+    tracing::info!("metadata store shared with other nodes: unfinished images are left to the sweeps of expired leases; only this node's stages are sorted out at start");
     for (id, size) in sealed {
         match state.meta.get_image(id).await? {
             Some(image) if image.status == ImageStatus::Uploading => {

@@ -2,7 +2,7 @@
 //! reaches Garage through a TCP relay of the test's own that can cut every connection and
 //! refuse new ones (what a store outage looks like from the node). An upload then fails with
 //! 503 and the reason `store_error`, the image stays `queued` with nothing stored, and once the
-//! store is back the same image takes its upload.
+//! store is back the same image takes its upload; a `glance-direct` import fails the same way.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use super::harness::{raw_disk, Server};
+use super::harness::{raw_disk, Server, ADMIN};
 use super::s3::{object, s3_setup};
 use crate::common::read;
 
@@ -97,11 +97,14 @@ fn test_s3_serve_store_away_upload_is_503_store_error_image_queued_then_uploads(
     assert_eq!(resp.status, 503, "{}", resp.text());
     let body = resp.json();
     assert_eq!(body["reason"], "store_error", "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
     assert!(
-        body["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("The image store failed")),
+        message.contains("The image store failed (store_error)"),
         "{body}"
+    );
+    assert!(
+        !message.contains(&relay.addr),
+        "the store's address stays in the log"
     );
     let image = server.get(&format!("/v2/images/{id}")).json();
     assert_eq!(image["status"], "queued", "{image}");
@@ -115,5 +118,85 @@ fn test_s3_serve_store_away_upload_is_503_store_error_image_queued_then_uploads(
         Some(&raw),
     );
     assert_eq!(resp.status, 204, "{}", resp.text());
+    assert!(object(&probe, &id).expect("object") == raw);
+}
+
+/// A stage lands in the node's own data directory, so it succeeds while the object store is
+/// away; its `glance-direct` import then fails with `store_error` (and says to stage again),
+/// the image is `queued` again as after any failed import (Glance's), and once the store is
+/// back a new stage and import make it `active`.
+#[test]
+fn test_s3_serve_store_away_glance_direct_import_fails_store_error_then_imports() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (config, file, probe) = s3_setup(dir.path());
+    let endpoint = config.endpoint.clone().expect("endpoint");
+    let relay = Relay::start(endpoint.trim_start_matches("http://").to_owned());
+    let text = std::fs::read_to_string(&file).expect("config");
+    std::fs::write(
+        &file,
+        text.replace(&endpoint, &format!("http://{}", relay.addr)),
+    )
+    .expect("config");
+    let server = Server::start(&["--config", file.to_str().expect("utf-8")]);
+    let raw = read(&raw_disk(dir.path(), "d.raw", 6 << 20, 4));
+    let id = server.create_image("outage-stage", "raw");
+    let stage = || {
+        let resp = server.req(
+            "PUT",
+            &format!("/v2/images/{id}/stage"),
+            &[("Content-Type", "application/octet-stream")],
+            Some(&raw),
+        );
+        assert_eq!(resp.status, 204, "{}", resp.text());
+    };
+    let task_ids = || -> Vec<String> {
+        let tasks = server.get(&format!("/v2/images/{id}/tasks")).json();
+        tasks["tasks"]
+            .as_array()
+            .map(|t| {
+                t.iter()
+                    .filter_map(|t| t["id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let import = || {
+        let before = task_ids();
+        let body = serde_json::json!({"method": {"name": "glance-direct"}}).to_string();
+        let resp = server.req(
+            "POST",
+            &format!("/v2/images/{id}/import"),
+            ADMIN,
+            Some(body.as_bytes()),
+        );
+        assert_eq!(resp.status, 202, "{}", resp.text());
+        let new = task_ids().into_iter().find(|t| !before.contains(t));
+        server.wait_task(&new.expect("the import's task"))
+    };
+
+    relay.set_cut(true);
+    stage();
+    let failed = import();
+    assert_eq!(
+        (&failed["status"], &failed["reason"]),
+        (
+            &serde_json::json!("failure"),
+            &serde_json::json!("store_error")
+        ),
+        "{failed}"
+    );
+    assert!(
+        failed["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("stage the image again")),
+        "{failed}"
+    );
+    let image = server.get(&format!("/v2/images/{id}")).json();
+    assert_eq!(image["status"], "queued", "{image}");
+
+    relay.set_cut(false);
+    stage();
+    let done = import();
+    assert_eq!(done["status"], "success", "{done}");
     assert!(object(&probe, &id).expect("object") == raw);
 }

@@ -167,8 +167,9 @@ pub enum ApiError {
     #[error("storage full: {0}")]
     StorageFull(String),
     /// 503: the image store failed while an upload's data was written or committed (an
-    /// object store away, a disk error); the value is the store's error, as a failed
-    /// import's task message shows it. Reason code `store_error`, as that task's.
+    /// object store away, a disk error); the value is the store's error, which is logged,
+    /// not sent (it names the store's internal address). Reason code `store_error`, as a
+    /// failed import's.
     #[error("image store failed: {0}")]
     StoreFailed(String),
     /// 404: `DELETE /v2/images/{id}/tags/{tag}` for a tag the image lacks.
@@ -439,10 +440,13 @@ impl ApiError {
                 )],
                 Trailer::Standard,
             ),
-            E::StoreFailed(msg) => (
+            E::StoreFailed(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("The image store failed: {msg}; nothing was stored, upload again later.")
-                    .into(),
+                format!(
+                    "The image store failed ({REASON_STORE_ERROR}): nothing was stored; upload \
+                     again later."
+                )
+                .into(),
                 vec![(
                     RETRY_AFTER,
                     HeaderValue::from_static(SHUTDOWN_RETRY_AFTER_SECS),

@@ -137,7 +137,7 @@ pub(super) struct ServeArgs {
     #[arg(long, env = "SLUICE_CONVERSION", value_enum)]
     conversion: Option<Conversion>,
     /// Interoperable import methods offered (Glance's `enabled_import_methods`). Repeatable;
-    /// replaces the config file's list [default: web-download].
+    /// replaces the config file's list [default: glance-direct,web-download].
     #[arg(
         long = "enabled-import-method",
         env = "SLUICE_ENABLED_IMPORT_METHODS",

@@ -238,3 +238,24 @@ fn test_serve_max_import_attempts_default_file_flag_zero_refused() {
     assert_eq!(c.max_import_attempts, 1);
     assert!(serve_config(&["--max-import-attempts", "0"]).is_err());
 }
+
+#[test]
+fn test_serve_help_names_the_default_import_methods() {
+    use clap::CommandFactory;
+    let mut cli = Cli::command();
+    let serve = cli.find_subcommand_mut("serve").expect("serve");
+    let help = serve.render_help().to_string();
+    let line = help
+        .lines()
+        .skip_while(|l| !l.contains("--enabled-import-method"))
+        .find(|l| l.contains("[default:"))
+        .expect("a default for --enabled-import-method");
+    let methods: Vec<&str> = crate::config::DEFAULT_IMPORT_METHODS
+        .iter()
+        .map(|m| m.as_str())
+        .collect();
+    assert!(
+        line.contains(&format!("[default: {}]", methods.join(","))),
+        "{line}"
+    );
+}

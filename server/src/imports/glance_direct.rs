@@ -7,9 +7,10 @@
 
 use serde_json::Value;
 use sluice_pipeline::ingest::Fence;
+use sluice_pipeline::store::StoreError;
 
 use super::api_image::{take, Imported};
-use super::{REASON_INTERNAL, REASON_INTERRUPTED, REASON_INVALID_INPUT};
+use super::{REASON_INTERNAL, REASON_INTERRUPTED, REASON_INVALID_INPUT, REASON_STORAGE_FULL};
 use crate::state::AppState;
 
 /// The `method.name` of a `glance-direct` import.
@@ -61,19 +62,28 @@ pub(super) async fn run(
     );
     let promoted = tokio::task::spawn_blocking(move || staging.promote(&id, &store))
         .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()));
-    match promoted {
-        Ok(()) => {}
-        Err(e) => {
-            if let Err(e) = state.staging.discard(&image_id) {
-                tracing::warn!(image = %image_id, "removing a stage that failed to commit: {e}");
-            }
-            return Err((
-                REASON_INTERNAL.to_owned(),
-                format!("committing the staged data failed: {e}"),
-            ));
+        .map_err(|e| (REASON_INTERNAL, e.to_string()))
+        .and_then(|r| r.map_err(|e| (commit_reason(&e), e.to_string())));
+    if let Err((reason, e)) = promoted {
+        // As Glance: a failed import returns the image to `queued` and its stage goes.
+        if let Err(e) = state.staging.discard(&image_id) {
+            tracing::warn!(image = %image_id, "removing a stage that failed to commit: {e}");
         }
+        return Err((
+            reason.to_owned(),
+            format!("committing the staged data failed: {e}; stage the image again"),
+        ));
     }
     Ok((image, staged.into_ingested()))
+}
+
+/// The reason code of a stage's commit into the store that failed with `e`: the store's
+/// (`store_error`, `storage_full`, as an import's), or `internal_error` when the image's key
+/// is taken (a stage never commits over an image).
+fn commit_reason(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::StorageFull(_) => REASON_STORAGE_FULL,
+        StoreError::AlreadyExists(_) => REASON_INTERNAL,
+        _ => "store_error",
+    }
 }

@@ -636,7 +636,10 @@ fn upload_error(image_id: &str, failure: UploadFailure) -> ApiError {
             "Client disconnected before sending all data to backend: {source}"
         )),
         IngestError::Store(StoreError::StorageFull(full)) => full.into(),
-        IngestError::Store(_) | IngestError::Output(_) => ApiError::StoreFailed(e.to_string()),
+        IngestError::Store(_) | IngestError::Output(_) => {
+            tracing::warn!(image_id, error = %e, "the image store failed the upload");
+            ApiError::StoreFailed(e.to_string())
+        }
         // Its writer lease could not be proved right before the commit (self-fencing).
         IngestError::Fenced(message) => ApiError::Conflict(format!(
             "the upload of image {image_id} was not recorded: {message}; upload again"

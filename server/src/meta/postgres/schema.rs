@@ -104,8 +104,10 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), MetaError> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(|e| pg_error("taking the migration lock", &e))?;
+    // `IF NOT EXISTS` on an existing table is a NOTICE every start would log.
     tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL);
+        "SET LOCAL client_min_messages = warning;
+         CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL);
          INSERT INTO schema_version SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM schema_version);",
     )
     .await
