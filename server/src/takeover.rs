@@ -521,7 +521,7 @@ mod tests {
     /// A running import's lease is renewed while it runs; once another node takes the task
     /// back the next renewal finds it lost, and the run is told to stop.
     #[tokio::test]
-    async fn test_hold_lease_renews_then_stops_the_run_when_taken_back() {
+    async fn test_hold_fence_renews_a_task_lease_then_stops_the_run_when_taken_back() {
         let meta: Arc<dyn MetaStore> = Arc::new(MemoryMeta::new());
         let start = imports::now();
         let task = processing(7, PULL_IMPORT, Some(("node-a", start)));

@@ -252,7 +252,7 @@ mod tests {
     /// An upload's writer lease is renewed while it runs; once a sweep takes the image back
     /// the next renewal finds it lost, and the upload is told to stop.
     #[tokio::test]
-    async fn test_hold_writer_renews_then_stops_the_upload_when_taken_back() {
+    async fn test_hold_fence_renews_a_writer_lease_then_stops_the_upload_when_taken_back() {
         let meta: Arc<dyn MetaStore> = Arc::new(MemoryMeta::new());
         let start = crate::imports::now();
         let image = written(5, ImageStatus::Saving, Some(("node-a", start)));
