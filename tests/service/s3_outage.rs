@@ -86,14 +86,17 @@ fn test_s3_serve_store_away_upload_is_503_store_error_image_queued_then_uploads(
     let server = Server::start(&["--config", file.to_str().expect("utf-8")]);
     let raw = read(&raw_disk(dir.path(), "d.raw", 12 << 20, 4));
     let id = server.create_image("outage", "raw");
+    let put = || {
+        server.req(
+            "PUT",
+            &format!("/v2/images/{id}/file"),
+            &[("Content-Type", "application/octet-stream")],
+            Some(&raw),
+        )
+    };
 
     relay.set_cut(true);
-    let resp = server.req(
-        "PUT",
-        &format!("/v2/images/{id}/file"),
-        &[("Content-Type", "application/octet-stream")],
-        Some(&raw),
-    );
+    let resp = put();
     assert_eq!(resp.status, 503, "{}", resp.text());
     let body = resp.json();
     assert_eq!(body["reason"], "store_error", "{body}");
@@ -111,12 +114,7 @@ fn test_s3_serve_store_away_upload_is_503_store_error_image_queued_then_uploads(
 
     relay.set_cut(false);
     assert!(object(&probe, &id).is_none(), "nothing stored");
-    let resp = server.req(
-        "PUT",
-        &format!("/v2/images/{id}/file"),
-        &[("Content-Type", "application/octet-stream")],
-        Some(&raw),
-    );
+    let resp = put();
     assert_eq!(resp.status, 204, "{}", resp.text());
     assert!(object(&probe, &id).expect("object") == raw);
 }

@@ -212,21 +212,21 @@ pub(super) async fn staged_elsewhere(
     owner: &str,
     node: &str,
 ) -> Result<u64, MetaError> {
-    let row = client
-        .query_one(
-            "SELECT
-                (SELECT coalesce(sum((record->'writer'->>'charged')::bigint), 0)::bigint
-                    FROM images WHERE owner = $1 AND writer_until IS NOT NULL
-                    AND record->>'status' = 'uploading'
-                    AND (record->'writer'->>'node') IS DISTINCT FROM $2),
-                (SELECT coalesce(sum((record->>'staged_bytes')::bigint), 0)::bigint
-                    FROM images WHERE owner = $1 AND staged_on IS NOT NULL AND staged_on <> $2)",
-            &[&owner, &node],
-        )
-        .await
-        .map_err(|e| pg_error("summing the stages of other nodes", &e))?;
-    let sum = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
-    Ok(sum(0).saturating_add(sum(1)))
+    let sql = "SELECT
+        (SELECT coalesce(sum((record->'writer'->>'charged')::bigint), 0)::bigint
+            FROM images WHERE owner = $1 AND writer_until IS NOT NULL
+            AND record->>'status' = 'uploading'
+            AND (record->'writer'->>'node') IS DISTINCT FROM $2),
+        (SELECT coalesce(sum((record->>'staged_bytes')::bigint), 0)::bigint
+            FROM images WHERE owner = $1 AND staged_on IS NOT NULL AND staged_on <> $2)";
+    two_sums(
+        client,
+        sql,
+        owner,
+        node,
+        "summing the stages of other nodes",
+    )
+    .await
 }
 
 /// [`super::MetaStore::charged_elsewhere`]: the charges in the leases of the project's
@@ -237,19 +237,36 @@ pub(super) async fn charged_elsewhere(
     owner: &str,
     node: &str,
 ) -> Result<u64, MetaError> {
+    let sql = "SELECT
+        (SELECT coalesce(sum((record->'lease'->>'charged')::bigint), 0)::bigint
+            FROM tasks WHERE status = 'processing' AND owner = $1
+            AND (record->'lease'->>'node') IS DISTINCT FROM $2),
+        (SELECT coalesce(sum((record->'writer'->>'charged')::bigint), 0)::bigint
+            FROM images WHERE owner = $1 AND writer_until IS NOT NULL
+            AND (record->'writer'->>'node') IS DISTINCT FROM $2)";
+    two_sums(
+        client,
+        sql,
+        owner,
+        node,
+        "summing the charges of other nodes' imports",
+    )
+    .await
+}
+
+/// Runs `sql`, which selects two `bigint` sums for project `$1` and node `$2`, and adds them;
+/// `what` names the read in its error.
+async fn two_sums(
+    client: &impl GenericClient,
+    sql: &str,
+    owner: &str,
+    node: &str,
+    what: &str,
+) -> Result<u64, MetaError> {
     let row = client
-        .query_one(
-            "SELECT
-                (SELECT coalesce(sum((record->'lease'->>'charged')::bigint), 0)::bigint
-                    FROM tasks WHERE status = 'processing' AND owner = $1
-                    AND (record->'lease'->>'node') IS DISTINCT FROM $2),
-                (SELECT coalesce(sum((record->'writer'->>'charged')::bigint), 0)::bigint
-                    FROM images WHERE owner = $1 AND writer_until IS NOT NULL
-                    AND (record->'writer'->>'node') IS DISTINCT FROM $2)",
-            &[&owner, &node],
-        )
+        .query_one(sql, &[&owner, &node])
         .await
-        .map_err(|e| pg_error("summing the charges of other nodes' imports", &e))?;
+        .map_err(|e| pg_error(what, &e))?;
     let sum = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
     Ok(sum(0).saturating_add(sum(1)))
 }
