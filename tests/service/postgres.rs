@@ -264,7 +264,12 @@ fn test_two_nodes_on_postgres_count_each_others_uploads_for_image_count_uploadin
     let a = node("node-a");
     let b = node("node-b");
     let first = a.create_image("first", "raw");
-    let held = hold_upload(&a, &first, &data[..1 << 20], data.len());
+    let held = hold_upload(
+        &a,
+        &format!("/v2/images/{first}/file"),
+        &data[..1 << 20],
+        data.len(),
+    );
     wait_until(&a, "the upload to be saving", || {
         a.get(&format!("/v2/images/{first}")).json()["status"] == "saving"
     });
@@ -314,7 +319,12 @@ fn test_two_nodes_on_postgres_count_each_others_charges_for_image_size_total() {
     let meta = rt.block_on(PgMeta::open(&url, 1)).expect("the test's view");
 
     let first = a.create_image("first", "raw");
-    let held = hold_upload(&a, &first, &data[..7 << 20], data.len());
+    let held = hold_upload(
+        &a,
+        &format!("/v2/images/{first}/file"),
+        &data[..7 << 20],
+        data.len(),
+    );
     wait_until(
         &a,
         "node A to report 5 MiB charged in its writer lease",
@@ -353,10 +363,11 @@ fn test_two_nodes_on_postgres_count_each_others_charges_for_image_size_total() {
     assert_eq!(image["status"], "active", "{image}");
 }
 
-/// Two nodes on one PostgreSQL with `image_stage_total = 12` MiB: a complete 8 MiB stage on
-/// node A counts on node B (from its image record), so B refuses the project's next 8 MiB
-/// stage (413, Glance's text) and shows the cluster's staged bytes in `/v2/info/usage`; once
-/// A's stage is imported, B takes the stage.
+/// Two nodes on one PostgreSQL with `image_stage_total = 12` MiB: an 8 MiB stage on node A
+/// counts on node B while it streams in (by what A's writer lease says it received) and once
+/// complete (from its image record), so B refuses the project's next 8 MiB stage both times
+/// (413, Glance's text) and shows the cluster's staged bytes in `/v2/info/usage`; once A's
+/// stage is imported, B takes the stage.
 #[test]
 fn test_two_nodes_on_postgres_count_each_others_stages_for_image_stage_total() {
     let cluster = PgCluster::start();
@@ -374,13 +385,33 @@ fn test_two_nodes_on_postgres_count_each_others_stages_for_image_stage_total() {
             Some(&data),
         )
     };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let meta = rt.block_on(PgMeta::open(&url, 1)).expect("the test's view");
     let first = a.create_image("first", "raw");
-    let staged = stage(&a, &first);
-    assert_eq!(staged.status, 204, "{}", staged.text());
+    let second = b.create_image("second", "raw");
+    let stage_path = format!("/v2/images/{first}/stage");
+    let held = hold_upload(&a, &stage_path, &data[..7 << 20], data.len());
+    wait_until(
+        &a,
+        "node A to report 5 MiB staged in its writer lease",
+        || {
+            let image = rt.block_on(meta.get_image(&first)).expect("read");
+            image
+                .and_then(|i| i.writer)
+                .is_some_and(|w| w.charged >= 5 << 20)
+        },
+    );
+    let refused = stage(&b, &second);
+    let over = "Resource image_stage_total is over limit of 12";
+    assert_eq!(refused.status, 413, "{}", refused.text());
+    assert!(refused.text().contains(over), "{}", refused.text());
+    finish_held(held, &data[7 << 20..]);
 
     let usage = b.get("/v2/info/usage").json()["usage"].clone();
     assert_eq!(usage["image_stage_total"]["usage"], 8, "{usage}");
-    let second = b.create_image("second", "raw");
     let refused = stage(&b, &second);
     let over = "Resource image_stage_total is over limit of 12 due to current usage 8";
     assert_eq!(refused.status, 413, "{}", refused.text());
@@ -401,11 +432,12 @@ fn test_two_nodes_on_postgres_count_each_others_stages_for_image_stage_total() {
     assert_eq!(staged.status, 204, "{}", staged.text());
 }
 
-/// An upload of `len` bytes to image `id` through `node`, held after its `first` bytes.
-fn hold_upload(node: &Server, id: &str, first: &[u8], len: usize) -> TcpStream {
+/// A `PUT` of `len` bytes to `path` (an image's `file` or `stage`) through `node`, held after
+/// its `first` bytes.
+fn hold_upload(node: &Server, path: &str, first: &[u8], len: usize) -> TcpStream {
     let mut held = TcpStream::connect(&node.addr).expect("connect");
     let head = format!(
-        "PUT /v2/images/{id}/file HTTP/1.1\r\nHost: h\r\n\
+        "PUT {path} HTTP/1.1\r\nHost: h\r\n\
          Content-Type: application/octet-stream\r\nContent-Length: {len}\r\n\r\n"
     );
     held.write_all(head.as_bytes()).expect("head");
