@@ -312,12 +312,6 @@ fn test_two_nodes_on_postgres_count_each_others_charges_for_image_size_total() {
     let flags = ["--quota-image-size-total", "12", "--lease-secs", "3"];
     let a = claiming_node(&url, "node-a", &flags);
     let b = claiming_node(&url, "node-b", &flags);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let meta = rt.block_on(PgMeta::open(&url, 1)).expect("the test's view");
-
     let first = a.create_image("first", "raw");
     let held = hold_upload(
         &a,
@@ -325,16 +319,7 @@ fn test_two_nodes_on_postgres_count_each_others_charges_for_image_size_total() {
         &data[..7 << 20],
         data.len(),
     );
-    wait_until(
-        &a,
-        "node A to report 5 MiB charged in its writer lease",
-        || {
-            let image = rt.block_on(meta.get_image(&first)).expect("read");
-            image
-                .and_then(|i| i.writer)
-                .is_some_and(|w| w.charged >= 5 << 20)
-        },
-    );
+    wait_writer_charged(&a, &url, &first, 5 << 20);
 
     // B's view of the project's usage is the cluster's: A's upload in flight counts.
     let usage = b.get("/v2/info/usage").json()["usage"].clone();
@@ -385,25 +370,11 @@ fn test_two_nodes_on_postgres_count_each_others_stages_for_image_stage_total() {
             Some(&data),
         )
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let meta = rt.block_on(PgMeta::open(&url, 1)).expect("the test's view");
     let first = a.create_image("first", "raw");
     let second = b.create_image("second", "raw");
     let stage_path = format!("/v2/images/{first}/stage");
     let held = hold_upload(&a, &stage_path, &data[..7 << 20], data.len());
-    wait_until(
-        &a,
-        "node A to report 5 MiB staged in its writer lease",
-        || {
-            let image = rt.block_on(meta.get_image(&first)).expect("read");
-            image
-                .and_then(|i| i.writer)
-                .is_some_and(|w| w.charged >= 5 << 20)
-        },
-    );
+    wait_writer_charged(&a, &url, &first, 5 << 20);
     let refused = stage(&b, &second);
     let over = "Resource image_stage_total is over limit of 12";
     assert_eq!(refused.status, 413, "{}", refused.text());
@@ -430,6 +401,26 @@ fn test_two_nodes_on_postgres_count_each_others_stages_for_image_stage_total() {
     });
     let staged = stage(&b, &second);
     assert_eq!(staged.status, 204, "{}", staged.text());
+}
+
+/// Waits until the writer lease of image `id` (read from the database at `url`) says its
+/// upload or stage, held by `node`, has charged at least `bytes`: its renewals write it.
+fn wait_writer_charged(node: &Server, url: &str, id: &str, bytes: u64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let meta = rt.block_on(PgMeta::open(url, 1)).expect("the test's view");
+    wait_until(
+        node,
+        &format!("{bytes} bytes charged by image {id}'s writer"),
+        || {
+            let image = rt.block_on(meta.get_image(id)).expect("read");
+            image
+                .and_then(|i| i.writer)
+                .is_some_and(|w| w.charged >= bytes)
+        },
+    );
 }
 
 /// A `PUT` of `len` bytes to `path` (an image's `file` or `stage`) through `node`, held after
