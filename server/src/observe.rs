@@ -173,16 +173,16 @@ where
     let elapsed = started.elapsed();
     global().http_request(route, status, elapsed);
     let bytes = response_bytes(&response);
+    let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+    // A load balancer's health checks and a scraper's polls answered 200 are debug lines:
+    // at info they would be most of the log (one a second per balancer on every node).
+    let polled = own.is_some() && serves_own && status == 200;
     span.in_scope(|| {
-        tracing::info!(
-            target: ACCESS_TARGET,
-            method = %method,
-            route,
-            status,
-            bytes,
-            duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-            "request"
-        );
+        if polled {
+            tracing::debug!(target: ACCESS_TARGET, method = %method, route, status, bytes, duration_ms, "request");
+        } else {
+            tracing::info!(target: ACCESS_TARGET, method = %method, route, status, bytes, duration_ms, "request");
+        }
     });
     response
 }

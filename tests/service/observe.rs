@@ -339,6 +339,17 @@ fn test_healthcheck_answers_without_token_detail_for_admins_only() {
     );
     let metrics = http(&server.addr, "GET", "/metrics", &[], None);
     assert_eq!(metrics.status, 200, "{}", metrics.text());
+    // Polls answered 200 are not info lines of the access log; the API's requests are.
+    let log = server.log_text();
+    let access = |route: &str| {
+        log.lines()
+            .any(|l| l.contains("sluice::access") && l.contains(&format!("route=\"{route}\"")))
+    };
+    assert!(
+        !access("GET /healthcheck") && !access("GET /metrics"),
+        "{log}"
+    );
+    assert!(access("GET /v2/images"), "{log}");
     let admin = [
         ("X-Project-Id", "ops"),
         ("X-User-Id", "u"),
