@@ -97,6 +97,26 @@ impl Cluster {
             .unwrap_or_else(|| panic!("no task {id}"))
     }
 
+    /// Asks node `node` for the interoperable import of image `id` by `method` (the
+    /// request's `method` object; 202); returns the import's task id (the image's import
+    /// lock).
+    pub fn import(&self, node: usize, id: &str, method: serde_json::Value) -> String {
+        let body = serde_json::json!({ "method": method });
+        let resp = self.nodes[node].req(
+            "POST",
+            &format!("/v2/images/{id}/import"),
+            ADMIN,
+            Some(body.to_string().as_bytes()),
+        );
+        assert_eq!(resp.status, 202, "{}", resp.text());
+        let image = self.image(id);
+        image
+            .properties
+            .get(sluice_server::meta::LOCK_PROPERTY)
+            .cloned()
+            .unwrap_or_else(|| panic!("no import lock on {image:?}"))
+    }
+
     /// Image `id` as stored (with its writer lease, which the API does not show).
     pub fn image(&self, id: &str) -> ImageRecord {
         self.rt

@@ -12,7 +12,7 @@ use sluice_server::meta::{ImageStatus, LOCK_PROPERTY};
 
 use super::cluster::{assert_served, Cluster, NODE_IDS, SETTLE_DEADLINE};
 use super::cluster_takeover::wait_status;
-use super::harness::{raw_disk, Server, ADMIN};
+use super::harness::{raw_disk, Server};
 use crate::common::{read, scratch};
 
 /// A small image to stage.
@@ -29,23 +29,9 @@ fn stage(node: &Server, id: &str, data: &[u8]) {
     assert_eq!(resp.status, 204, "{}", resp.text());
 }
 
-/// Asks `node` for the `glance-direct` import of image `id`; returns the task id (the
-/// image's import lock).
+/// Asks `node` for the `glance-direct` import of image `id`; returns the task id.
 fn import(cluster: &Cluster, node: usize, id: &str) -> String {
-    let body = json!({"method": {"name": "glance-direct"}});
-    let resp = cluster.nodes[node].req(
-        "POST",
-        &format!("/v2/images/{id}/import"),
-        ADMIN,
-        Some(body.to_string().as_bytes()),
-    );
-    assert_eq!(resp.status, 202, "{}", resp.text());
-    let image = cluster.image(id);
-    image
-        .properties
-        .get(LOCK_PROPERTY)
-        .cloned()
-        .unwrap_or_else(|| panic!("no import lock on {image:?}"))
+    cluster.import(node, id, json!({"name": "glance-direct"}))
 }
 
 /// Staged through node B, imported through node A: the task is pinned to B, B's claim loop

@@ -143,16 +143,11 @@ fn test_cluster_kill_9_of_the_importing_node_another_node_finishes_the_import() 
 /// Asks node `node` for a `web-download` of `url` into image `id` (202); returns the
 /// import's task id (the image's import lock).
 fn web_download(cluster: &Cluster, node: usize, id: &str, url: &str) -> String {
-    let body = serde_json::json!({"method": {"name": "web-download", "uri": url}});
-    let resp = cluster.nodes[node].req(
-        "POST",
-        &format!("/v2/images/{id}/import"),
-        ADMIN,
-        Some(body.to_string().as_bytes()),
-    );
-    assert_eq!(resp.status, 202, "{}", resp.text());
-    let image = cluster.image(id);
-    image.properties[sluice_server::meta::LOCK_PROPERTY].clone()
+    cluster.import(
+        node,
+        id,
+        serde_json::json!({"name": "web-download", "uri": url}),
+    )
 }
 
 /// Waits until task `id` runs its `attempt`th run; returns the index of the node running it.

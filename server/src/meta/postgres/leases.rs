@@ -118,15 +118,31 @@ pub(super) async fn expired(
     now: Timestamp,
     max: usize,
 ) -> Result<Vec<String>, MetaError> {
-    let rows = client
-        .query(
-            "SELECT id FROM tasks
+    ids_up_to(
+        client,
+        "SELECT id FROM tasks
              WHERE status = 'processing' AND lease_until IS NOT NULL AND lease_until <= $1
              ORDER BY lease_until, id LIMIT $2",
-            &[&now, &to_i64(max)],
-        )
+        now,
+        max,
+        "reading expired leases",
+    )
+    .await
+}
+
+/// Runs `sql`, which selects ids for the time `$1` and the row limit `$2`; `what` names the
+/// read in its error.
+async fn ids_up_to(
+    client: &impl GenericClient,
+    sql: &str,
+    now: Timestamp,
+    max: usize,
+    what: &str,
+) -> Result<Vec<String>, MetaError> {
+    let rows = client
+        .query(sql, &[&now, &to_i64(max)])
         .await
-        .map_err(|e| pg_error("reading expired leases", &e))?;
+        .map_err(|e| pg_error(what, &e))?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
@@ -137,16 +153,16 @@ pub(super) async fn expired_writers(
     now: Timestamp,
     max: usize,
 ) -> Result<Vec<String>, MetaError> {
-    let rows = client
-        .query(
-            "SELECT id FROM images
+    ids_up_to(
+        client,
+        "SELECT id FROM images
              WHERE writer_until IS NOT NULL AND writer_until <= $1
              ORDER BY writer_until, id LIMIT $2",
-            &[&now, &to_i64(max)],
-        )
-        .await
-        .map_err(|e| pg_error("reading expired writer leases", &e))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+        now,
+        max,
+        "reading expired writer leases",
+    )
+    .await
 }
 
 /// [`super::MetaStore::writing_images`]: at most `max` rows of the
@@ -192,16 +208,16 @@ pub(super) async fn dead_stages(
     now: Timestamp,
     max: usize,
 ) -> Result<Vec<String>, MetaError> {
-    let rows = client
-        .query(
-            "SELECT i.id FROM images i JOIN nodes n ON n.id = i.staged_on
+    ids_up_to(
+        client,
+        "SELECT i.id FROM images i JOIN nodes n ON n.id = i.staged_on
              WHERE i.staged_on IS NOT NULL AND n.alive_until <= $1
              ORDER BY i.id LIMIT $2",
-            &[&now, &to_i64(max)],
-        )
-        .await
-        .map_err(|e| pg_error("reading the stages of dead nodes", &e))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+        now,
+        max,
+        "reading the stages of dead nodes",
+    )
+    .await
 }
 
 /// [`super::MetaStore::staged_elsewhere`]: the project's stages streaming in under another
