@@ -10,7 +10,9 @@
 //! [`Access::Append`] writers stream a multipart upload (`s3::writer`): parts of
 //! [`S3Config::part_size`] bytes, at most [`S3Config::parts_in_flight`] of them uploading
 //! while the next one fills, so one writer holds at most
-//! `part_size × (parts_in_flight + 1)` bytes (24 MiB by default). The upload starts with the
+//! `part_size × (parts_in_flight + 1)` bytes (24 MiB by default), and all the node's
+//! writers share [`S3Config::node_parts_in_flight`] upload slots and reuse each other's
+//! part buffers (`s3::parts`; [`S3Config::part_memory`] is the bound). The upload starts with the
 //! first full part, not in `begin`; an image smaller than one part is a single `PutObject`
 //! at commit. [`Access::Positional`] writers build the image in a local scratch file (a
 //! [`PartFile`](super::PartFile) under the node's free-space reserve) and upload it at
@@ -55,13 +57,15 @@ use super::{
 
 #[doc(hidden)]
 pub mod garage;
+mod parts;
 mod writer;
 
+use parts::PartPool;
 use writer::S3Writer;
 
 /// Default part size: 8 MiB. S3's minimum is 5 MiB (except the last part); with the
-/// default [`DEFAULT_PARTS_IN_FLIGHT`] a writer holds 24 MiB, so four concurrent imports
-/// stay under 128 MiB of part buffers; a part this size keeps a request's fixed cost (a few
+/// default [`DEFAULT_PARTS_IN_FLIGHT`] a writer holds 24 MiB, and four concurrent imports
+/// 64 MiB of part buffers ([`S3Config::part_memory`]); a part this size keeps a request's fixed cost (a few
 /// ms against a remote endpoint) under a few % at ~200 MB/s. The largest image is
 /// `part_size × MAX_PARTS` (78 GiB by default); raise the part size for larger images.
 pub const DEFAULT_PART_SIZE: usize = 8 << 20;
@@ -74,9 +78,13 @@ pub const MAX_PARTS: u32 = 10_000;
 /// Default parts uploading at once per writer: two keep the link busy while the next part
 /// fills (measured: a third adds nothing against Garage on loopback, see the README).
 pub const DEFAULT_PARTS_IN_FLIGHT: usize = 2;
-/// Most parts in flight per writer a configuration may ask for (memory is
+/// Most parts in flight per writer, or per node, a configuration may ask for (memory is
 /// `part_size × (parts_in_flight + 1)` per import).
 pub const MAX_PARTS_IN_FLIGHT: usize = 64;
+/// Default parts uploading at once on one node, all writers together: four, so that two
+/// imports each keep their two in flight, and any number of imports into a store that lags
+/// hold `part_size × (imports + 4)` bytes of part buffers (see `s3::parts`).
+pub const DEFAULT_NODE_PARTS_IN_FLIGHT: usize = 4;
 /// Default age after which any node's sweep aborts an unfinished upload it did not start
 /// (a node that died and never came back): a day, far longer than any import runs, and the
 /// granularity of S3's own `AbortIncompleteMultipartUpload` lifecycle rule.
@@ -116,6 +124,9 @@ pub struct S3Config {
     pub part_size: usize,
     /// Parts uploading at once per writer ([`DEFAULT_PARTS_IN_FLIGHT`]).
     pub parts_in_flight: usize,
+    /// Parts uploading at once on the node, all writers together
+    /// ([`DEFAULT_NODE_PARTS_IN_FLIGHT`]).
+    pub node_parts_in_flight: usize,
     /// Unfinished uploads older than this are aborted by any node's sweep
     /// ([`DEFAULT_ABANDON_AFTER`]).
     pub abandon_after: Duration,
@@ -143,6 +154,7 @@ impl fmt::Debug for S3Config {
             .field("access_key_id", &self.access_key_id)
             .field("part_size", &self.part_size)
             .field("parts_in_flight", &self.parts_in_flight)
+            .field("node_parts_in_flight", &self.node_parts_in_flight)
             .field("abandon_after", &self.abandon_after)
             .field("sign_payload", &self.sign_payload)
             .finish_non_exhaustive()
@@ -188,20 +200,28 @@ impl S3Config {
         if self.create_timeout.is_zero() {
             return Err("store.s3 create timeout must be above zero".into());
         }
-        if !(1..=MAX_PARTS_IN_FLIGHT).contains(&self.parts_in_flight) {
-            return Err(format!(
-                "store.s3.parts_in_flight {} is outside 1..={MAX_PARTS_IN_FLIGHT}",
-                self.parts_in_flight
-            ));
+        for (name, value) in [
+            ("parts_in_flight", self.parts_in_flight),
+            ("node_parts_in_flight", self.node_parts_in_flight),
+        ] {
+            if !(1..=MAX_PARTS_IN_FLIGHT).contains(&value) {
+                return Err(format!(
+                    "store.s3.{name} {value} is outside 1..={MAX_PARTS_IN_FLIGHT}"
+                ));
+            }
         }
         Ok(())
     }
 
-    /// The most memory one writer holds in part buffers: `part_size × (parts_in_flight + 1)`.
-    pub fn writer_memory(&self) -> u64 {
-        let parts = u64::try_from(self.parts_in_flight)
-            .unwrap_or(u64::MAX)
-            .saturating_add(1);
+    /// The most memory `writers` open writers hold in part buffers: one filling part each,
+    /// and the parts uploading, at most `parts_in_flight` a writer and
+    /// `node_parts_in_flight` in all: `part_size × (writers + min(node_parts_in_flight,
+    /// writers × parts_in_flight))`.
+    pub fn part_memory(&self, writers: usize) -> u64 {
+        let uploading = writers
+            .saturating_mul(self.parts_in_flight)
+            .min(self.node_parts_in_flight);
+        let parts = u64::try_from(writers.saturating_add(uploading)).unwrap_or(u64::MAX);
         u64::try_from(self.part_size)
             .unwrap_or(u64::MAX)
             .saturating_mul(parts)
@@ -292,6 +312,8 @@ pub struct S3Store {
     scratch: LocalStore,
     /// The upload journal, `<scratch>/uploads/`.
     journal: PathBuf,
+    /// Every writer's part buffers and upload slots.
+    parts: Arc<PartPool>,
     /// Owned so requests outlive any caller's runtime; shut down in the background on drop.
     runtime: Option<Runtime>,
 }
@@ -352,12 +374,14 @@ impl S3Store {
             sign_payload: config.sign_payload,
         };
         let images = format!("{}images/", config.prefix);
+        let parts = PartPool::new(config.part_size, config.node_parts_in_flight);
         let store = S3Store {
             io,
             config,
             images,
             scratch,
             journal,
+            parts,
             runtime: Some(runtime),
         };
         let head = store
@@ -580,9 +604,9 @@ impl Store for S3Store {
             self.io.clone(),
             id,
             key,
-            access,
             scratch,
             &self.config,
+            self.parts.join(),
             self.journal.join(id),
         )))
     }

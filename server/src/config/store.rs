@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sluice_pipeline::store::s3::{
-    DEFAULT_ABANDON_AFTER, DEFAULT_CREATE_TIMEOUT, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE,
+    DEFAULT_ABANDON_AFTER, DEFAULT_CREATE_TIMEOUT, DEFAULT_NODE_PARTS_IN_FLIGHT,
+    DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE,
 };
 use sluice_pipeline::store::space::Reserve;
 use sluice_pipeline::store::{LocalStore, S3Config, S3Store, Store, StoreError};
@@ -64,6 +65,9 @@ pub struct S3Section {
     pub part_size: usize,
     /// Parts uploading at once per import ([`DEFAULT_PARTS_IN_FLIGHT`]).
     pub parts_in_flight: usize,
+    /// Parts uploading at once on this node, all imports together
+    /// ([`DEFAULT_NODE_PARTS_IN_FLIGHT`]).
+    pub node_parts_in_flight: usize,
     /// Seconds after which any node's sweep aborts an unfinished upload
     /// ([`DEFAULT_ABANDON_AFTER`]).
     pub abandon_after_secs: u64,
@@ -84,6 +88,7 @@ impl std::fmt::Debug for S3Section {
             .field("access_key_id", &self.access_key_id)
             .field("part_size", &self.part_size)
             .field("parts_in_flight", &self.parts_in_flight)
+            .field("node_parts_in_flight", &self.node_parts_in_flight)
             .field("abandon_after_secs", &self.abandon_after_secs)
             .field("sign_payload", &self.sign_payload)
             .finish_non_exhaustive()
@@ -103,6 +108,7 @@ impl Default for S3Section {
             session_token: None,
             part_size: DEFAULT_PART_SIZE,
             parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
+            node_parts_in_flight: DEFAULT_NODE_PARTS_IN_FLIGHT,
             abandon_after_secs: DEFAULT_ABANDON_AFTER.as_secs(),
             sign_payload: None,
         }
@@ -138,6 +144,9 @@ pub struct StoreArgs {
     /// Parts uploading at once per import [default: 2].
     #[arg(long, env = "SLUICE_S3_PARTS_IN_FLIGHT", value_name = "N")]
     s3_parts_in_flight: Option<usize>,
+    /// Parts uploading at once on this node, all imports together [default: 4].
+    #[arg(long, env = "SLUICE_S3_NODE_PARTS_IN_FLIGHT", value_name = "N")]
+    s3_node_parts_in_flight: Option<usize>,
     /// Sign request bodies (`true`/`false`) [default: only over plain http://].
     #[arg(long, env = "SLUICE_S3_SIGN_PAYLOAD", value_name = "BOOL")]
     s3_sign_payload: Option<bool>,
@@ -181,6 +190,9 @@ impl StoreArgs {
         if let Some(v) = self.s3_parts_in_flight {
             s3.parts_in_flight = v;
         }
+        if let Some(v) = self.s3_node_parts_in_flight {
+            s3.node_parts_in_flight = v;
+        }
         if let Some(v) = self.s3_sign_payload {
             s3.sign_payload = Some(v);
         }
@@ -216,6 +228,7 @@ impl StoreConfig {
             session_token: s3.session_token.clone(),
             part_size: s3.part_size,
             parts_in_flight: s3.parts_in_flight,
+            node_parts_in_flight: s3.node_parts_in_flight,
             abandon_after: Duration::from_secs(s3.abandon_after_secs),
             create_timeout: DEFAULT_CREATE_TIMEOUT,
             sign_payload: s3.sign_payload.unwrap_or_else(|| {

@@ -18,7 +18,8 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::{
-    S3Config, DEFAULT_ABANDON_AFTER, DEFAULT_CREATE_TIMEOUT, DEFAULT_PARTS_IN_FLIGHT, MIN_PART_SIZE,
+    S3Config, DEFAULT_ABANDON_AFTER, DEFAULT_CREATE_TIMEOUT, DEFAULT_NODE_PARTS_IN_FLIGHT,
+    DEFAULT_PARTS_IN_FLIGHT, MIN_PART_SIZE,
 };
 
 /// How long Garage may take to answer after it starts (seconds here; generous for a loaded
@@ -224,6 +225,7 @@ impl Garage {
             session_token: None,
             part_size: MIN_PART_SIZE,
             parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
+            node_parts_in_flight: DEFAULT_NODE_PARTS_IN_FLIGHT,
             abandon_after: DEFAULT_ABANDON_AFTER,
             create_timeout: DEFAULT_CREATE_TIMEOUT,
             // What a TLS endpoint gets by default; signed bodies have their own test.

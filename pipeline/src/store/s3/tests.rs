@@ -75,6 +75,52 @@ async fn test_s3_store_multipart_append_reads_back_by_range() {
     assert!(store.unfinished_uploads().unwrap().is_empty());
 }
 
+/// Writers share the node's upload slots (one here, so every part waits for the one before
+/// it, whichever writer sent it) and its part buffers: a sent part's buffer is kept for the
+/// next part while a writer is open (at most one per writer and slot), and freed with the
+/// last writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_s3_store_writers_share_one_node_slot_and_reuse_part_buffers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(store(dir.path(), |c| {
+        c.parts_in_flight = 2;
+        c.node_parts_in_flight = 1;
+    }));
+    let data = pattern(3 * MIN_PART_SIZE + 77);
+    let mut first = store.begin("first", Access::Append).unwrap();
+    first.append(&data).unwrap();
+    first.flush().unwrap();
+    assert_eq!(store.parts.free(), 2, "four parts sent, two buffers kept");
+    let racing: Vec<_> = ["second", "third"]
+        .into_iter()
+        .map(|id| {
+            let (store, data) = (Arc::clone(&store), data.clone());
+            std::thread::spawn(move || {
+                let mut writer = store.begin(id, Access::Append).unwrap();
+                for piece in data.chunks(1 << 20) {
+                    writer.append(piece).unwrap();
+                }
+                writer.commit().unwrap();
+            })
+        })
+        .collect();
+    for thread in racing {
+        thread.join().unwrap();
+    }
+    first.commit().unwrap();
+    assert_eq!(store.parts.free(), 0, "the last writer frees them");
+    for id in ["first", "second", "third"] {
+        let image = store.open(id).await.unwrap().unwrap();
+        let mut stream = image.read(0, data.len() as u64).await.unwrap();
+        let mut got = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut got)
+            .await
+            .unwrap();
+        assert!(got == data, "{id}");
+    }
+    assert!(store.unfinished_uploads().unwrap().is_empty());
+}
+
 /// An aborted writer that had parts uploading leaves no object and no upload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_s3_store_abort_mid_upload_leaves_nothing() {
@@ -245,6 +291,7 @@ fn sample_config() -> S3Config {
         session_token: None,
         part_size: DEFAULT_PART_SIZE,
         parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
+        node_parts_in_flight: DEFAULT_NODE_PARTS_IN_FLIGHT,
         abandon_after: DEFAULT_ABANDON_AFTER,
         create_timeout: DEFAULT_CREATE_TIMEOUT,
         sign_payload: true,
@@ -258,13 +305,15 @@ type Spoil = fn(&mut S3Config);
 fn test_s3_config_bad_values_refused() {
     let good = sample_config();
     assert!(good.validate().is_ok());
-    let cases: [(&str, Spoil); 6] = [
+    let cases: [(&str, Spoil); 8] = [
         ("bucket", |c| c.bucket.clear()),
         ("prefix", |c| c.prefix = "no-slash".into()),
         ("endpoint", |c| c.endpoint = Some("ftp://x".into())),
         ("part_size", |c| c.part_size = 1 << 20),
         ("credentials", |c| c.secret_access_key.clear()),
         ("create timeout", |c| c.create_timeout = Duration::ZERO),
+        ("store.s3.parts_in_flight 0", |c| c.parts_in_flight = 0),
+        ("node_parts_in_flight 65", |c| c.node_parts_in_flight = 65),
     ];
     for (what, spoil) in cases {
         let mut config = good.clone();
@@ -276,7 +325,13 @@ fn test_s3_config_bad_values_refused() {
 }
 
 #[test]
-fn test_s3_config_writer_memory_is_part_size_times_in_flight_plus_one() {
+fn test_s3_config_part_memory_counts_one_filling_part_per_writer_and_the_node_slots() {
     let config = sample_config();
-    assert_eq!(config.writer_memory(), 24 << 20);
+    assert_eq!(
+        config.part_memory(1),
+        24 << 20,
+        "one writer: 1 filling + 2 sending"
+    );
+    assert_eq!(config.part_memory(2), 48 << 20, "two: 2 + 4");
+    assert_eq!(config.part_memory(4), 64 << 20, "four: 4 + the node's 4");
 }

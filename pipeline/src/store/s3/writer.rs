@@ -1,5 +1,6 @@
 //! [`S3Writer`]: one image's multipart upload, its memory bounded by
-//! `part_size × (parts_in_flight + 1)` (the parts uploading plus the one filling).
+//! `part_size × (parts_in_flight + 1)` (the parts uploading plus the one filling), and the
+//! node's by its [`PartPool`](super::parts::PartPool).
 
 use std::collections::VecDeque;
 use std::io;
@@ -13,6 +14,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 use tokio::task::JoinHandle;
 
+use super::parts::Member;
 use super::{abort_upload, s3_error, Io, S3Config, MAX_PARTS};
 use crate::store::{Access, ImageWriter, PartFile, StoreError};
 
@@ -27,6 +29,8 @@ pub(crate) struct S3Writer {
     scratch: Option<PartFile>,
     part_size: usize,
     parts_in_flight: usize,
+    /// The node's part buffers and upload slots.
+    parts: Member,
     /// [`S3Config::create_timeout`].
     create_timeout: Duration,
     /// The part filling (appends; the tail of a positional image at commit).
@@ -49,24 +53,30 @@ pub(crate) struct S3Writer {
 }
 
 impl S3Writer {
-    /// A writer of `key` that has sent nothing yet.
+    /// A writer of `key` that has sent nothing yet; positional when given a scratch file.
     pub(crate) fn new(
         io: Io,
         id: &str,
         key: String,
-        access: Access,
         scratch: Option<PartFile>,
         config: &S3Config,
+        parts: Member,
         journal: PathBuf,
     ) -> Self {
         S3Writer {
             io,
             id: id.to_owned(),
             key,
-            access,
+            // Positional writers build the image in their scratch file.
+            access: if scratch.is_some() {
+                Access::Positional
+            } else {
+                Access::Append
+            },
             scratch,
             part_size: config.part_size,
             parts_in_flight: config.parts_in_flight,
+            parts,
             create_timeout: config.create_timeout,
             buf: Vec::new(),
             upload: None,
@@ -92,7 +102,7 @@ impl S3Writer {
     fn push(&mut self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             if self.buf.capacity() == 0 {
-                self.buf.reserve_exact(self.part_size);
+                self.buf = self.parts.pool().take();
             }
             let room = self.part_size.saturating_sub(self.buf.len());
             let (now, rest) = data.split_at(room.min(data.len()));
@@ -157,7 +167,7 @@ impl S3Writer {
         while self.in_flight.len() >= self.parts_in_flight {
             self.finish_oldest()?;
         }
-        let body = Bytes::from(std::mem::take(&mut self.buf));
+        let body = self.seal()?;
         let number = i32::try_from(self.next_part).unwrap_or(i32::MAX);
         self.next_part = self.next_part.saturating_add(1);
         let req = self
@@ -184,6 +194,15 @@ impl S3Writer {
         });
         self.in_flight.push_back(task);
         Ok(())
+    }
+
+    /// The filling part as a request body, once a node slot is free (see [`PartPool`](super::parts::PartPool)).
+    fn seal(&mut self) -> io::Result<Bytes> {
+        let slot = self
+            .io
+            .wait(self.parts.pool().slots().acquire_owned())?
+            .map_err(|_| io::Error::other("the store's part slots are closed"))?;
+        Ok(self.parts.pool().seal(std::mem::take(&mut self.buf), slot))
     }
 
     /// Waits for the oldest part in flight.
@@ -270,7 +289,7 @@ impl S3Writer {
         self.send_rest().map_err(err)?;
         let Some(upload) = self.upload.clone() else {
             // Smaller than one part: a single request.
-            let body = Bytes::from(std::mem::take(&mut self.buf));
+            let body = self.seal().map_err(err)?;
             let req = self
                 .io
                 .client
@@ -322,7 +341,7 @@ impl S3Writer {
     /// the journal for the next sweep.
     fn clean_up(&mut self) {
         self.finished = true;
-        self.buf = Vec::new();
+        self.parts.pool().give(std::mem::take(&mut self.buf));
         for task in std::mem::take(&mut self.in_flight) {
             task.abort();
             let _ = self.io.wait(task);
