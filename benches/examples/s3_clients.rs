@@ -24,7 +24,9 @@ use bytes::Bytes;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, WriteMultipart};
-use sluice_pipeline::store::s3::{garage, S3Config, DEFAULT_ABANDON_AFTER, DEFAULT_CREATE_TIMEOUT};
+use sluice_pipeline::store::s3::{
+    garage, S3Config, DEFAULT_ABANDON_AFTER, DEFAULT_CREATE_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+};
 use sluice_pipeline::store::space::Reserve;
 use sluice_pipeline::store::{Access, S3Store, Store};
 
@@ -343,6 +345,7 @@ fn upload_sluice(endpoint: &str, prefix: &str, id: &str, pool: &Bytes, bytes: u6
         node_parts_in_flight: PARTS_IN_FLIGHT,
         abandon_after: DEFAULT_ABANDON_AFTER,
         create_timeout: DEFAULT_CREATE_TIMEOUT,
+        request_timeout: DEFAULT_REQUEST_TIMEOUT,
         sign_payload: false,
     };
     let scratch = tempfile::tempdir()?;

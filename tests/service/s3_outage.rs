@@ -3,6 +3,7 @@
 //! refuse new ones (what a store outage looks like from the node). An upload then fails with
 //! 503 and the reason `store_error`, the image stays `queued` with nothing stored, and once the
 //! store is back the same image takes its upload; a `glance-direct` import fails the same way.
+//! A store that takes requests and never answers costs an upload its request timeout.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -15,10 +16,12 @@ use super::s3::{object, s3_setup};
 use crate::common::read;
 
 /// A TCP relay to `upstream` that can be cut: while cut, it closes every open connection and
-/// every new one at once.
+/// every new one at once; while hung, it takes every new connection's requests and never
+/// answers (a store that accepts work and stalls).
 struct Relay {
     addr: String,
     cut: Arc<AtomicBool>,
+    hang: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
 }
 
@@ -27,11 +30,23 @@ impl Relay {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let cut = Arc::new(AtomicBool::new(false));
+        let hang = Arc::new(AtomicBool::new(false));
         let open = Arc::new(Mutex::new(Vec::new()));
-        let (flag, conns) = (Arc::clone(&cut), Arc::clone(&open));
+        let (flag, stall, conns) = (Arc::clone(&cut), Arc::clone(&hang), Arc::clone(&open));
         thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 if flag.load(Ordering::SeqCst) {
+                    continue;
+                }
+                if stall.load(Ordering::SeqCst) {
+                    if let Ok(clone) = client.try_clone() {
+                        conns.lock().expect("relay").push(clone);
+                    }
+                    thread::spawn(move || {
+                        let mut client = client;
+                        let mut buf = [0u8; 64 << 10];
+                        while let Ok(1..) = client.read(&mut buf) {}
+                    });
                     continue;
                 }
                 let Ok(server) = TcpStream::connect(&upstream) else {
@@ -58,16 +73,32 @@ impl Relay {
                 }
             }
         });
-        Relay { addr, cut, open }
+        Relay {
+            addr,
+            cut,
+            hang,
+            open,
+        }
+    }
+
+    /// Drops the open connections (a pooled one would bypass a change of mode).
+    fn drop_open(&self) {
+        for s in self.open.lock().expect("relay").drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Takes every request and answers none (`true`), or relays again.
+    fn set_hang(&self, hang: bool) {
+        self.hang.store(hang, Ordering::SeqCst);
+        self.drop_open();
     }
 
     /// Cuts every connection and refuses new ones (`true`), or lets them through again.
     fn set_cut(&self, cut: bool) {
         self.cut.store(cut, Ordering::SeqCst);
         if cut {
-            for s in self.open.lock().expect("relay").drain(..) {
-                let _ = s.shutdown(Shutdown::Both);
-            }
+            self.drop_open();
         }
     }
 }
@@ -114,6 +145,56 @@ fn test_s3_serve_store_away_upload_is_503_store_error_image_queued_then_uploads(
 
     relay.set_cut(false);
     assert!(object(&probe, &id).is_none(), "nothing stored");
+    let resp = put();
+    assert_eq!(resp.status, 204, "{}", resp.text());
+    assert!(object(&probe, &id).expect("object") == raw);
+}
+
+/// A store that takes requests and never answers (seen once from Garage under load: one
+/// `UploadPart` of four concurrent imports, its import `processing` for ever) costs an upload
+/// its request timeout and retries, not the import: with a 1 s timeout the upload fails
+/// with 503 `store_error` well within the client's own 30 s, the image stays `queued`, and
+/// once the store answers again the same image takes its upload. Without the timeout the
+/// `PUT` waits for ever (the harness's 30 s socket timeout fails the test).
+#[test]
+fn test_s3_serve_store_that_never_answers_upload_is_503_store_error_then_uploads() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (config, file, probe) = s3_setup(dir.path());
+    let endpoint = config.endpoint.clone().expect("endpoint");
+    let relay = Relay::start(endpoint.trim_start_matches("http://").to_owned());
+    let text = std::fs::read_to_string(&file).expect("config");
+    std::fs::write(
+        &file,
+        text.replace(&endpoint, &format!("http://{}", relay.addr)),
+    )
+    .expect("config");
+    let server = Server::start(&[
+        "--config",
+        file.to_str().expect("utf-8"),
+        "--s3-request-timeout-secs",
+        "1",
+    ]);
+    let raw = read(&raw_disk(dir.path(), "d.raw", 1 << 20, 4));
+    let id = server.create_image("stalled", "raw");
+    let put = || {
+        server.req(
+            "PUT",
+            &format!("/v2/images/{id}/file"),
+            &[("Content-Type", "application/octet-stream")],
+            Some(&raw),
+        )
+    };
+
+    relay.set_hang(true);
+    let started = std::time::Instant::now();
+    let resp = put();
+    assert_eq!(resp.status, 503, "{}", resp.text());
+    assert_eq!(resp.json()["reason"], "store_error", "{}", resp.text());
+    assert!(started.elapsed() < std::time::Duration::from_secs(25));
+    let image = server.get(&format!("/v2/images/{id}")).json();
+    assert_eq!(image["status"], "queued", "{image}");
+
+    relay.set_hang(false);
     let resp = put();
     assert_eq!(resp.status, 204, "{}", resp.text());
     assert!(object(&probe, &id).expect("object") == raw);

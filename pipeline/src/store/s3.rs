@@ -96,6 +96,15 @@ pub const DEFAULT_ABANDON_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// aborts only the key's uploads created within this bound of its journal note, never
 /// reaches it (the last third is the margin for clocks).
 pub const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on one attempt of any request, from its start to the first byte of the
+/// answer (the part's body is sent within it): a minute, 140 KB/s for a default part. A
+/// store that takes a request and never answers (seen: Garage under load, one `UploadPart`
+/// of four concurrent imports) would otherwise hold its import, and its lease, for ever; a
+/// timed-out attempt is retried as any transient failure (three attempts in all), then the
+/// import fails with `store_error`. Raise it with the part size on a slow link.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on opening a connection to the endpoint (the SDK's own default).
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
 /// Threads of the store's own runtime: requests are I/O, the bytes are hashed elsewhere.
 pub const IO_THREADS: usize = 2;
 
@@ -134,6 +143,9 @@ pub struct S3Config {
     /// gives up ([`DEFAULT_CREATE_TIMEOUT`]); also how long after a key-only journal entry
     /// the sweep counts an upload of that key as the one the entry's create made.
     pub create_timeout: Duration,
+    /// Longest one attempt of a request may take until its answer starts
+    /// ([`DEFAULT_REQUEST_TIMEOUT`]).
+    pub request_timeout: Duration,
     /// Whether part and object bodies are signed (SigV4 over a SHA-256 of the body) or sent
     /// as `UNSIGNED-PAYLOAD`. Signing costs a SHA-256 pass over every byte here and another
     /// at the endpoint that checks it; over TLS it protects nothing TLS does not, so the
@@ -156,6 +168,7 @@ impl fmt::Debug for S3Config {
             .field("parts_in_flight", &self.parts_in_flight)
             .field("node_parts_in_flight", &self.node_parts_in_flight)
             .field("abandon_after", &self.abandon_after)
+            .field("request_timeout", &self.request_timeout)
             .field("sign_payload", &self.sign_payload)
             .finish_non_exhaustive()
     }
@@ -199,6 +212,9 @@ impl S3Config {
         }
         if self.create_timeout.is_zero() {
             return Err("store.s3 create timeout must be above zero".into());
+        }
+        if self.request_timeout.is_zero() {
+            return Err("store.s3.request_timeout_secs must be above zero".into());
         }
         for (name, value) in [
             ("parts_in_flight", self.parts_in_flight),
@@ -563,7 +579,7 @@ pub(crate) fn abort_upload(io: &Io, key: &str, upload_id: &str) -> io::Result<()
 /// where S3 requires them (the pipeline hashes every byte already; TLS protects transit).
 fn client_config(config: &S3Config) -> aws_sdk_s3::Config {
     use aws_sdk_s3::config::{
-        BehaviorVersion, Credentials, Region, RequestChecksumCalculation,
+        timeout::TimeoutConfig, BehaviorVersion, Credentials, Region, RequestChecksumCalculation,
         ResponseChecksumValidation,
     };
     use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
@@ -584,6 +600,12 @@ fn client_config(config: &S3Config) -> aws_sdk_s3::Config {
         .force_path_style(config.path_style)
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT.min(config.request_timeout))
+                .read_timeout(config.request_timeout)
+                .build(),
+        )
         .http_client(http);
     if let Some(endpoint) = &config.endpoint {
         builder = builder.endpoint_url(endpoint);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use sluice_pipeline::store::s3::{
     DEFAULT_ABANDON_AFTER, DEFAULT_CREATE_TIMEOUT, DEFAULT_NODE_PARTS_IN_FLIGHT,
-    DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE,
+    DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE, DEFAULT_REQUEST_TIMEOUT,
 };
 use sluice_pipeline::store::space::Reserve;
 use sluice_pipeline::store::{LocalStore, S3Config, S3Store, Store, StoreError};
@@ -71,6 +71,9 @@ pub struct S3Section {
     /// Seconds after which any node's sweep aborts an unfinished upload
     /// ([`DEFAULT_ABANDON_AFTER`]).
     pub abandon_after_secs: u64,
+    /// Seconds one attempt of a request to the store may take until its answer starts,
+    /// the part's body included ([`DEFAULT_REQUEST_TIMEOUT`]).
+    pub request_timeout_secs: u64,
     /// Sign request bodies (SHA-256 in SigV4) [default: only over plain `http://`; TLS
     /// already protects a body over `https://`].
     pub sign_payload: Option<bool>,
@@ -90,6 +93,7 @@ impl std::fmt::Debug for S3Section {
             .field("parts_in_flight", &self.parts_in_flight)
             .field("node_parts_in_flight", &self.node_parts_in_flight)
             .field("abandon_after_secs", &self.abandon_after_secs)
+            .field("request_timeout_secs", &self.request_timeout_secs)
             .field("sign_payload", &self.sign_payload)
             .finish_non_exhaustive()
     }
@@ -110,6 +114,7 @@ impl Default for S3Section {
             parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
             node_parts_in_flight: DEFAULT_NODE_PARTS_IN_FLIGHT,
             abandon_after_secs: DEFAULT_ABANDON_AFTER.as_secs(),
+            request_timeout_secs: DEFAULT_REQUEST_TIMEOUT.as_secs(),
             sign_payload: None,
         }
     }
@@ -147,6 +152,9 @@ pub struct StoreArgs {
     /// Parts uploading at once on this node, all imports together [default: 4].
     #[arg(long, env = "SLUICE_S3_NODE_PARTS_IN_FLIGHT", value_name = "N")]
     s3_node_parts_in_flight: Option<usize>,
+    /// Seconds one attempt of a store request may take until its answer starts [default: 60].
+    #[arg(long, env = "SLUICE_S3_REQUEST_TIMEOUT_SECS", value_name = "SECS")]
+    s3_request_timeout_secs: Option<u64>,
     /// Sign request bodies (`true`/`false`) [default: only over plain http://].
     #[arg(long, env = "SLUICE_S3_SIGN_PAYLOAD", value_name = "BOOL")]
     s3_sign_payload: Option<bool>,
@@ -193,6 +201,9 @@ impl StoreArgs {
         if let Some(v) = self.s3_node_parts_in_flight {
             s3.node_parts_in_flight = v;
         }
+        if let Some(v) = self.s3_request_timeout_secs {
+            s3.request_timeout_secs = v;
+        }
         if let Some(v) = self.s3_sign_payload {
             s3.sign_payload = Some(v);
         }
@@ -231,6 +242,7 @@ impl StoreConfig {
             node_parts_in_flight: s3.node_parts_in_flight,
             abandon_after: Duration::from_secs(s3.abandon_after_secs),
             create_timeout: DEFAULT_CREATE_TIMEOUT,
+            request_timeout: Duration::from_secs(s3.request_timeout_secs),
             sign_payload: s3.sign_payload.unwrap_or_else(|| {
                 s3.endpoint.as_deref().is_some_and(|e| {
                     e.get(..7)

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::{
     S3Config, DEFAULT_ABANDON_AFTER, DEFAULT_CREATE_TIMEOUT, DEFAULT_NODE_PARTS_IN_FLIGHT,
-    DEFAULT_PARTS_IN_FLIGHT, MIN_PART_SIZE,
+    DEFAULT_PARTS_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT, MIN_PART_SIZE,
 };
 
 /// How long Garage may take to answer after it starts (seconds here; generous for a loaded
@@ -228,6 +228,7 @@ impl Garage {
             node_parts_in_flight: DEFAULT_NODE_PARTS_IN_FLIGHT,
             abandon_after: DEFAULT_ABANDON_AFTER,
             create_timeout: DEFAULT_CREATE_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             // What a TLS endpoint gets by default; signed bodies have their own test.
             sign_payload: false,
         }

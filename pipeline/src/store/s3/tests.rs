@@ -294,6 +294,7 @@ fn sample_config() -> S3Config {
         node_parts_in_flight: DEFAULT_NODE_PARTS_IN_FLIGHT,
         abandon_after: DEFAULT_ABANDON_AFTER,
         create_timeout: DEFAULT_CREATE_TIMEOUT,
+        request_timeout: DEFAULT_REQUEST_TIMEOUT,
         sign_payload: true,
     }
 }
@@ -305,7 +306,7 @@ type Spoil = fn(&mut S3Config);
 fn test_s3_config_bad_values_refused() {
     let good = sample_config();
     assert!(good.validate().is_ok());
-    let cases: [(&str, Spoil); 8] = [
+    let cases: [(&str, Spoil); 9] = [
         ("bucket", |c| c.bucket.clear()),
         ("prefix", |c| c.prefix = "no-slash".into()),
         ("endpoint", |c| c.endpoint = Some("ftp://x".into())),
@@ -314,6 +315,9 @@ fn test_s3_config_bad_values_refused() {
         ("create timeout", |c| c.create_timeout = Duration::ZERO),
         ("store.s3.parts_in_flight 0", |c| c.parts_in_flight = 0),
         ("node_parts_in_flight 65", |c| c.node_parts_in_flight = 65),
+        ("request_timeout_secs", |c| {
+            c.request_timeout = Duration::ZERO
+        }),
     ];
     for (what, spoil) in cases {
         let mut config = good.clone();
