@@ -7,13 +7,15 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use super::harness::{raw_disk, Server, ADMIN};
+use super::harness::{raw_disk, Resp, Server, ADMIN};
 use super::s3::{object, s3_setup};
 use crate::common::read;
+use sluice_pipeline::store::S3Store;
 
 /// A TCP relay to `upstream` that can be cut: while cut, it closes every open connection and
 /// every new one at once; while hung, it takes every new connection's requests and never
@@ -103,28 +105,37 @@ impl Relay {
     }
 }
 
-#[test]
-fn test_s3_serve_store_away_upload_is_503_store_error_image_queued_then_uploads() {
-    let dir = tempfile::tempdir().expect("dir");
-    let (config, file, probe) = s3_setup(dir.path());
+/// The S3 test setup with the server's endpoint pointed at a [`Relay`] to Garage: the
+/// relay, the configuration file, and a store that reaches Garage directly.
+fn relayed_setup(dir: &Path) -> (Relay, PathBuf, S3Store) {
+    let (config, file, probe) = s3_setup(dir);
     let endpoint = config.endpoint.clone().expect("endpoint");
-    let upstream = endpoint.trim_start_matches("http://").to_owned();
-    let relay = Relay::start(upstream);
+    let relay = Relay::start(endpoint.trim_start_matches("http://").to_owned());
     let text = std::fs::read_to_string(&file).expect("config");
     let relayed = text.replace(&endpoint, &format!("http://{}", relay.addr));
     assert_ne!(relayed, text, "the endpoint is in the config");
     std::fs::write(&file, relayed).expect("config");
+    (relay, file, probe)
+}
+
+/// `PUT /v2/images/{id}/file` of `raw`.
+fn put_file(server: &Server, id: &str, raw: &[u8]) -> Resp {
+    server.req(
+        "PUT",
+        &format!("/v2/images/{id}/file"),
+        &[("Content-Type", "application/octet-stream")],
+        Some(raw),
+    )
+}
+
+#[test]
+fn test_s3_serve_store_away_upload_is_503_store_error_image_queued_then_uploads() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (relay, file, probe) = relayed_setup(dir.path());
     let server = Server::start(&["--config", file.to_str().expect("utf-8")]);
     let raw = read(&raw_disk(dir.path(), "d.raw", 12 << 20, 4));
     let id = server.create_image("outage", "raw");
-    let put = || {
-        server.req(
-            "PUT",
-            &format!("/v2/images/{id}/file"),
-            &[("Content-Type", "application/octet-stream")],
-            Some(&raw),
-        )
-    };
+    let put = || put_file(&server, &id, &raw);
 
     relay.set_cut(true);
     let resp = put();
@@ -159,15 +170,7 @@ fn test_s3_serve_store_away_upload_is_503_store_error_image_queued_then_uploads(
 #[test]
 fn test_s3_serve_store_that_never_answers_upload_is_503_store_error_then_uploads() {
     let dir = tempfile::tempdir().expect("dir");
-    let (config, file, probe) = s3_setup(dir.path());
-    let endpoint = config.endpoint.clone().expect("endpoint");
-    let relay = Relay::start(endpoint.trim_start_matches("http://").to_owned());
-    let text = std::fs::read_to_string(&file).expect("config");
-    std::fs::write(
-        &file,
-        text.replace(&endpoint, &format!("http://{}", relay.addr)),
-    )
-    .expect("config");
+    let (relay, file, probe) = relayed_setup(dir.path());
     let server = Server::start(&[
         "--config",
         file.to_str().expect("utf-8"),
@@ -176,14 +179,7 @@ fn test_s3_serve_store_that_never_answers_upload_is_503_store_error_then_uploads
     ]);
     let raw = read(&raw_disk(dir.path(), "d.raw", 1 << 20, 4));
     let id = server.create_image("stalled", "raw");
-    let put = || {
-        server.req(
-            "PUT",
-            &format!("/v2/images/{id}/file"),
-            &[("Content-Type", "application/octet-stream")],
-            Some(&raw),
-        )
-    };
+    let put = || put_file(&server, &id, &raw);
 
     relay.set_hang(true);
     let started = std::time::Instant::now();
@@ -207,15 +203,7 @@ fn test_s3_serve_store_that_never_answers_upload_is_503_store_error_then_uploads
 #[test]
 fn test_s3_serve_store_away_glance_direct_import_fails_store_error_then_imports() {
     let dir = tempfile::tempdir().expect("dir");
-    let (config, file, probe) = s3_setup(dir.path());
-    let endpoint = config.endpoint.clone().expect("endpoint");
-    let relay = Relay::start(endpoint.trim_start_matches("http://").to_owned());
-    let text = std::fs::read_to_string(&file).expect("config");
-    std::fs::write(
-        &file,
-        text.replace(&endpoint, &format!("http://{}", relay.addr)),
-    )
-    .expect("config");
+    let (relay, file, probe) = relayed_setup(dir.path());
     let server = Server::start(&["--config", file.to_str().expect("utf-8")]);
     let raw = read(&raw_disk(dir.path(), "d.raw", 6 << 20, 4));
     let id = server.create_image("outage-stage", "raw");
