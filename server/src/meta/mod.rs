@@ -40,6 +40,11 @@ pub use writer::WriterLease;
 /// Seconds since the Unix epoch (UTC). Rendered as `YYYY-MM-DDTHH:MM:SSZ` by the API.
 pub type Timestamp = i64;
 
+/// Seconds after its heartbeat ended that a shared store forgets a node holding no stage
+/// (one row per node id ever used would otherwise stay for good): a day, far past any
+/// lease, heartbeat or sweep (see [`MetaStore::beat`]).
+pub const FORGET_NODES_AFTER: Timestamp = 24 * 3600;
+
 /// A task's status; transitions are exactly pending → processing → success | failure, and
 /// pending → failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

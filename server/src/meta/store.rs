@@ -187,8 +187,10 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     }
     /// Records that `node` is alive until `until` (its sweep renews it every
     /// `sweep_interval_secs`): what tells the stages of a dead node from a live one's
-    /// ([`MetaStore::dead_stages`]). An embedded store has one node, the live process that
-    /// opened it: nothing to record.
+    /// ([`MetaStore::dead_stages`]). A shared store also forgets the nodes whose heartbeat
+    /// ended [`FORGET_NODES_AFTER`](crate::meta::FORGET_NODES_AFTER) before `until` and that hold no stage (a node that comes
+    /// back beats again). An embedded store has one node, the live process that opened it:
+    /// nothing to record.
     ///
     /// # Errors
     /// A backend error.

@@ -107,7 +107,9 @@ mod tests {
     use super::*;
     use crate::meta::postgres::PgMeta;
     use crate::meta::testing_pg::PgCluster;
-    use crate::meta::{sample_image, sample_task, ImageRecord, TaskLease, TaskRecord};
+    use crate::meta::{
+        sample_image, sample_task, ImageRecord, TaskLease, TaskRecord, FORGET_NODES_AFTER,
+    };
 
     const TTL: i64 = 3600;
 
@@ -231,6 +233,36 @@ mod tests {
         assert_eq!(
             meta.dead_stages(200, 10).await.unwrap(),
             Vec::<String>::new()
+        );
+    }
+
+    /// A node gone for a day is forgotten at the next heartbeat of any node, unless an image
+    /// is still staged on it: its stages stay known dead. Seen through `dead_stages`, which
+    /// lists only the stages of nodes it knows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn test_beat_forgets_only_nodes_gone_a_day_that_hold_no_stage() {
+        let cluster = PgCluster::start();
+        let meta = PgMeta::open(&cluster.database("forget_nodes"), 2)
+            .await
+            .unwrap();
+        for node in ["node-gone", "node-holding", "node-recent"] {
+            meta.beat(node, 100).await.unwrap();
+        }
+        let held = staged(1, "node-holding", None);
+        meta.put_image(&held).await.unwrap();
+        // node-recent's heartbeat ends a second less than a day before node-live's.
+        meta.beat("node-recent", 102).await.unwrap();
+        meta.beat("node-live", 100 + FORGET_NODES_AFTER + 1)
+            .await
+            .unwrap();
+        let (gone, recent) = (staged(2, "node-gone", None), staged(3, "node-recent", None));
+        meta.put_image(&gone).await.unwrap();
+        meta.put_image(&recent).await.unwrap();
+        let now = 200 + FORGET_NODES_AFTER;
+        assert_eq!(
+            meta.dead_stages(now, 10).await.unwrap(),
+            vec![held.id.clone(), recent.id.clone()],
+            "node-gone is forgotten, the others are still known dead"
         );
     }
 }

@@ -20,7 +20,7 @@ use deadpool_postgres::{GenericClient, Transaction};
 
 use super::{locked_task, pg_error, to_i64, write_task};
 use crate::meta::lease::{self, QueuedTasks, TaskLease, CLAIM_TRIES};
-use crate::meta::{MetaError, TaskRecord, Timestamp};
+use crate::meta::{MetaError, TaskRecord, Timestamp, FORGET_NODES_AFTER};
 
 /// `pg_advisory_xact_lock` key serialising claims across nodes (`b"sluicecl"` as a
 /// big-endian integer, beside the migrations' `b"sluicemg"`).
@@ -184,7 +184,8 @@ pub(super) async fn writing_images(
     Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
 }
 
-/// [`super::MetaStore::beat`]: one row per node.
+/// [`super::MetaStore::beat`]: one row per node, and the rows of nodes gone for
+/// [`FORGET_NODES_AFTER`] that no image is staged on deleted.
 pub(super) async fn beat(
     client: &impl GenericClient,
     node: &str,
@@ -198,6 +199,15 @@ pub(super) async fn beat(
         )
         .await
         .map_err(|e| pg_error("writing this node's heartbeat", &e))?;
+    let forget = until.saturating_sub(FORGET_NODES_AFTER);
+    client
+        .execute(
+            "DELETE FROM nodes n WHERE n.alive_until <= $1
+             AND NOT EXISTS (SELECT 1 FROM images i WHERE i.staged_on = n.id)",
+            &[&forget],
+        )
+        .await
+        .map_err(|e| pg_error("forgetting the nodes long gone", &e))?;
     Ok(())
 }
 
