@@ -12,10 +12,16 @@ Measured in one run, on the same files, by the same `sluice` binary:
   * a reference for what Garage itself takes in on this machine: `curl -T` of the same raw
     file as one unsigned PutObject (curl where Sluice runs), best of ROUNDS, and the raw
     import into Garage as a ratio to it.
+  * then, so that one run prints every figure of issue #13's benchmark, the metadata side:
+    `benches/meta_bench.py` (GET /v2/tasks/{id} p99 with PostgreSQL vs RocksDB while imports
+    run, PostgreSQL's writes per import and the imports per second at which it binds), run
+    with the same binary and --concurrent-size-mib images (--no-meta skips it).
 
 Garage runs on this machine (one node, sqlite metadata, replication 1, compression off:
 image data is mostly incompressible and compressing it here would only take CPU from the
-import being measured), so the S3 imports also pay for Garage's own work on the same cores.
+import being measured; 8 MiB blocks, one per part: `curl -T` of 1 GiB into Garage measured
+205-215 MB/s with them, 177-185 with the default 1 MiB; lmdb instead of sqlite changed
+nothing), so the S3 imports also pay for Garage's own work on the same cores.
 
 With --pin (the default on a machine of 2 or more cores), each Sluice runs on core 0 and
 everything else (Garage, the HTTP server the images come from) on core 1, in both the local
@@ -26,7 +32,7 @@ The S3 node sends bodies unsigned (`--s3-sign-payload false`, what a TLS endpoin
 default; over this loopback the signature protects nothing); --sign-payload signs them.
 
 Usage: benches/s3_bench.py [--size-mib 2048] [--sluice PATH] [--garage PATH] [--keep]
-                           [--no-pin] [--sign-payload]
+                           [--no-pin] [--sign-payload] [--no-meta]
 The sluice binary defaults to $CARGO_TARGET_DIR/release/sluice, Garage to
 ~/.cache/sluice/garage/bin/garage (`scripts/setup --test`).
 """
@@ -64,6 +70,7 @@ data_dir = "{root}/data"
 db_engine = "sqlite"
 replication_factor = 1
 compression_level = "none"
+block_size = "8M"
 rpc_bind_addr = "127.0.0.1:{rpc}"
 rpc_public_addr = "127.0.0.1:{rpc}"
 rpc_secret = "{'0f' * 32}"
@@ -116,6 +123,8 @@ def main():
     ap.add_argument("--no-pin", dest="pin", action="store_false",
                     help="let every process run on any core (Garage shares them with Sluice)")
     ap.add_argument("--sign-payload", action="store_true", help="sign request bodies (SigV4 SHA-256)")
+    ap.add_argument("--no-meta", dest="meta", action="store_false",
+                    help="skip the metadata part (benches/meta_bench.py)")
     args = ap.parse_args()
     if (os.cpu_count() or 1) < 2:
         args.pin = False
@@ -218,6 +227,10 @@ def main():
             stop(proc)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    if args.meta:
+        print(flush=True)
+        subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "meta_bench.py"),
+                        "--sluice", args.sluice, "--size-mib", str(args.concurrent_size_mib)], check=True)
 
 
 if __name__ == "__main__":
