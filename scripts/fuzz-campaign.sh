@@ -16,7 +16,7 @@
 #   --sanitizer S  address (default; its own build in $CARGO_TARGET_DIR/fuzz-asan) or none
 #                  (the smoke run's build in $CARGO_TARGET_DIR/fuzz, 3-10x the executions)
 #   --targets "…"  subset of targets (default: every target in fuzz/Cargo.toml)
-#   --resume       skip targets whose recorded campaign time is already >= N minutes
+#   --resume       skip targets whose recorded time with this sanitizer is already >= N minutes
 #   --no-merge     leave fuzz/corpus/ untouched
 # Environment: SLUICE_FUZZ_CORPUS_BUDGET_KIB  what one target adds to fuzz/corpus (default 512).
 #   SLUICE_FUZZ_TIMEOUT  seconds one input may take (default 60). libFuzzer counts
@@ -81,9 +81,11 @@ triple="$(rustc -vV | sed -n 's/^host: //p')"
 bin_dir="$target_dir/$triple/release"
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 
-# Seconds already recorded for a target (all earlier runs of the campaign).
+# Seconds already recorded for a target with this run's sanitizer (an ASan campaign does not
+# count the runs without one, and the other way round).
 recorded_seconds() {
-    awk -F'\t' -v t="$1" 'NR > 1 && $3 == t { s += $5 } END { print s + 0 }' "$results"
+    awk -F'\t' -v t="$1" -v san="$sanitizer" \
+        'NR > 1 && $3 == t && $4 == san { s += $5 } END { print s + 0 }' "$results"
 }
 
 # Folds the campaign corpus of one target into fuzz/corpus/<target>/ as cmin-<sha1> files:
