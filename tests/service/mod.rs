@@ -34,6 +34,7 @@ mod redaction;
 mod rejections;
 mod s3;
 mod s3_outage;
+mod s3_replicated;
 mod sharing;
 mod sparse;
 mod ssrf;

@@ -22,7 +22,11 @@ const SETTLE_DEADLINE: Duration = Duration::from_secs(30);
 /// A fresh prefix on the shared Garage, the TOML that points `sluice serve` at it (in
 /// `dir`), and a store of the test's own to look into the bucket.
 pub(super) fn s3_setup(dir: &Path) -> (S3Config, std::path::PathBuf, S3Store) {
-    let config = garage::shared().config();
+    s3_setup_on(dir, garage::shared().config())
+}
+
+/// [`s3_setup`] on `config` (another Garage than the shared one).
+pub(super) fn s3_setup_on(dir: &Path, config: S3Config) -> (S3Config, std::path::PathBuf, S3Store) {
     let toml = format!(
         "[store]\nkind = \"s3\"\n[store.s3]\nendpoint = \"{}\"\nregion = \"{}\"\n\
          bucket = \"{}\"\nprefix = \"{}\"\npath_style = true\naccess_key_id = \"{}\"\n\

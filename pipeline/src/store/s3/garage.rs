@@ -1,7 +1,8 @@
 //! Test support: a real S3 server, one Garage node per test process (sqlite metadata,
 //! `replication_factor = 1`, one `layout assign` + `layout apply`, one bucket and one key)
 //! on loopback ports in a temporary directory. Tests share it and keep apart by key prefix
-//! ([`Garage::config`] gives each caller a fresh one).
+//! ([`Garage::config`] gives each caller a fresh one). [`GarageCluster`] starts three nodes
+//! that keep three copies of everything, for the tests of a storage node's loss.
 //!
 //! The binary is `$SLUICE_GARAGE`, else `~/.cache/sluice/garage/bin/garage`, which
 //! `scripts/setup --test` installs (`cargo install garage --locked --root …`). Garage runs
@@ -46,7 +47,10 @@ pub struct Garage {
     pub dir: PathBuf,
     /// The `garage` binary.
     pub binary: PathBuf,
-    /// Held open: when the test process exits it closes, and the shell stops Garage.
+    /// The node's RPC address, `127.0.0.1:PORT`.
+    rpc: String,
+    /// Held open: when the test process exits (or the node is dropped) it closes, and the
+    /// shell stops Garage.
     _lifeline: Mutex<ChildStdin>,
 }
 
@@ -80,7 +84,18 @@ fn free_port() -> u16 {
 }
 
 impl Garage {
+    /// One node keeping one copy of everything, its bucket and key made.
     fn start() -> Garage {
+        let garage = Garage::spawn(1);
+        let node = garage.node_id();
+        garage.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
+        garage.cli(&["layout", "apply", "--version", "1"]);
+        garage.make_bucket();
+        garage
+    }
+
+    /// Starts a node of a cluster keeping `replication` copies, not yet in any layout.
+    fn spawn(replication: u8) -> Garage {
         let binary = binary();
         assert!(
             binary.exists(),
@@ -97,7 +112,7 @@ impl Garage {
             "metadata_dir = \"{dir}/meta\"\n\
              data_dir = \"{dir}/data\"\n\
              db_engine = \"sqlite\"\n\
-             replication_factor = 1\n\
+             replication_factor = {replication}\n\
              compression_level = \"none\"\n\
              rpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
              rpc_public_addr = \"127.0.0.1:{rpc}\"\n\
@@ -110,10 +125,11 @@ impl Garage {
         );
         std::fs::write(dir.join("garage.toml"), config).expect("garage.toml");
         let log = std::fs::File::create(dir.join("garage.log")).expect("garage.log");
-        // `read` returns when our end of stdin closes (the test process exited): then stop
-        // Garage and remove its directory.
-        let script = "\"$0\" -c \"$1/garage.toml\" server & pid=$!; read -r _; \
-                      kill $pid; wait $pid; rm -rf \"$1\"";
+        // `read` returns when our end of stdin closes (the test process exited, or the
+        // node was dropped): then stop Garage and remove its directory. The pid file is
+        // for [`Garage::kill`].
+        let script = "\"$0\" -c \"$1/garage.toml\" server & pid=$!; echo $pid > \"$1/pid\"; \
+                      read -r _; kill $pid; wait $pid; rm -rf \"$1\"";
         let mut shell = Command::new("sh")
             .args(["-c", script])
             .arg(&binary)
@@ -131,15 +147,23 @@ impl Garage {
             endpoint: format!("http://127.0.0.1:{s3}"),
             dir,
             binary,
+            rpc: format!("127.0.0.1:{rpc}"),
             _lifeline: Mutex::new(lifeline),
         };
         garage.wait_for(s3);
-        let node = garage.cli(&["node", "id", "-q"]);
-        let node = node.split('@').next().unwrap_or_default().trim().to_owned();
-        garage.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
-        garage.cli(&["layout", "apply", "--version", "1"]);
-        garage.cli(&["bucket", "create", BUCKET]);
-        garage.cli(&[
+        garage
+    }
+
+    /// The node's id (its public key).
+    fn node_id(&self) -> String {
+        let node = self.cli(&["node", "id", "-q"]);
+        node.split('@').next().unwrap_or_default().trim().to_owned()
+    }
+
+    /// Makes the tests' bucket and imports their key, with read and write on it.
+    fn make_bucket(&self) {
+        self.cli(&["bucket", "create", BUCKET]);
+        self.cli(&[
             "key",
             "import",
             "--yes",
@@ -148,7 +172,7 @@ impl Garage {
             ACCESS_KEY_ID,
             SECRET_ACCESS_KEY,
         ]);
-        garage.cli(&[
+        self.cli(&[
             "bucket",
             "allow",
             "--read",
@@ -158,7 +182,19 @@ impl Garage {
             "--key",
             ACCESS_KEY_ID,
         ]);
-        garage
+    }
+
+    /// Kills the node at once (`SIGKILL`), as a machine that dies.
+    ///
+    /// # Panics
+    /// When its process id is unknown or the signal cannot be sent.
+    pub fn kill(&self) {
+        let pid = std::fs::read_to_string(self.dir.join("pid")).expect("garage's pid file");
+        let status = Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -9 {pid} failed");
     }
 
     /// Waits until the S3 port accepts connections.
@@ -231,6 +267,44 @@ impl Garage {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             // What a TLS endpoint gets by default; signed bodies have their own test.
             sign_payload: false,
+        }
+    }
+}
+
+/// Three Garage nodes that keep three copies of every object (`replication_factor = 3`,
+/// Garage's default consistent mode: a write needs two of them, a read two), one per zone,
+/// each with its own S3 endpoint; the bucket and key as [`shared`]'s. Its own, not shared:
+/// its tests kill nodes.
+#[derive(Debug)]
+pub struct GarageCluster {
+    /// The nodes; any of them answers S3 requests for the whole cluster.
+    pub nodes: Vec<Garage>,
+}
+
+impl GarageCluster {
+    /// Starts the three nodes, connects them, gives the layout its three zones and makes
+    /// the bucket.
+    ///
+    /// # Panics
+    /// When the binary is missing or the cluster does not come up.
+    pub fn start() -> GarageCluster {
+        let first = Garage::spawn(3);
+        let others = [Garage::spawn(3), Garage::spawn(3)];
+        for (zone, node) in ["dc1", "dc2", "dc3"]
+            .into_iter()
+            .zip(std::iter::once(&first).chain(&others))
+        {
+            let id = node.node_id();
+            if !std::ptr::eq(node, &first) {
+                first.cli(&["node", "connect", &format!("{id}@{}", node.rpc)]);
+            }
+            first.cli(&["layout", "assign", "-z", zone, "-c", "1G", &id]);
+        }
+        first.cli(&["layout", "apply", "--version", "1"]);
+        first.make_bucket();
+        let [second, third] = others;
+        GarageCluster {
+            nodes: vec![first, second, third],
         }
     }
 }
