@@ -3,14 +3,14 @@
 
 Measured in one run, on the same files, by the same `sluice` binary:
   * a raw import (random data) and a qcow2 import (the same data) into Garage and into the
-    data directory, interleaved ROUNDS times, best of each: the ratio S3 / local (target
-    >= 0.8);
+    data directory, interleaved --rounds times (default 4), best of each: the ratio S3 / local
+    (target >= 0.8);
   * what each import costs Sluice itself, as CPU seconds (user + system) of its process per
     GiB, and the local/S3 ratio of those: independent of where Garage runs and of how busy
     the machine is;
   * 4 concurrent imports into Garage: the node's peak RSS (VmHWM, target < 128 MiB);
   * a reference for what Garage itself takes in on this machine: `curl -T` of the same raw
-    file as one unsigned PutObject (curl where Sluice runs), best of ROUNDS, and the raw
+    file as one unsigned PutObject (curl where Sluice runs), best of --rounds, and the raw
     import into Garage as a ratio to it.
   * then, so that one run prints every figure of issue #13's benchmark, the metadata side:
     `benches/meta_bench.py` (GET /v2/tasks/{id} p99 with PostgreSQL vs RocksDB while imports
@@ -32,7 +32,7 @@ The S3 node sends bodies unsigned (`--s3-sign-payload false`, what a TLS endpoin
 default; over this loopback the signature protects nothing); --sign-payload signs them.
 
 Usage: benches/s3_bench.py [--size-mib 2048] [--sluice PATH] [--garage PATH] [--keep]
-                           [--no-pin] [--sign-payload] [--no-meta]
+                           [--rounds 4] [--no-pin] [--sign-payload] [--no-meta]
 The sluice binary defaults to $CARGO_TARGET_DIR/release/sluice, Garage to
 ~/.cache/sluice/garage/bin/garage (`scripts/setup --test`).
 """
@@ -49,7 +49,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import cpu_seconds, default_sluice, free_port, reset_vmhwm, start_sluice, stop, verdict, vmhwm_kib, write_random  # noqa: E402
 from import_bench import create_task, timed_import, wait_task  # noqa: E402
 
-ROUNDS = 2
 KEY_ID = "GK0123456789abcdef01234567"
 SECRET = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 BUCKET = "sluice-bench"
@@ -120,6 +119,8 @@ def main():
     ap.add_argument("--sluice", default=default_sluice())
     ap.add_argument("--garage", default=default_garage())
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="interleaved rounds per import, best of them (more: less noise, longer)")
     ap.add_argument("--no-pin", dest="pin", action="store_false",
                     help="let every process run on any core (Garage shares them with Sluice)")
     ap.add_argument("--sign-payload", action="store_true", help="sign request bodies (SigV4 SHA-256)")
@@ -180,7 +181,7 @@ def main():
             rates[f"{fmt}-{store}"].append(timed_import(port, url, fmt, f"{fmt}-{r}", length))
             cpu[f"{fmt}-{store}"].append((sum(cpu_seconds(procs[store].pid)) - before) / (length / 2**30))
 
-        for r in range(ROUNDS):
+        for r in range(args.rounds):
             for store, port in (("local", local_port), ("s3", s3_port)):
                 measured(store, port, "raw", f"{base}/big.raw", r, size)
                 measured(store, port, "qcow2", f"{base}/big.qcow2", r, qcow2_size)
@@ -198,7 +199,7 @@ def main():
 
         local_rss = concurrent_rss(local, local_port)
         curl_rate = max(curl_put_rate(endpoint, raw, f"curl-{r}", 0 if args.pin else None)
-                        for r in range(ROUNDS))
+                        for r in range(args.rounds))
         stop(local)
         local = None
 
@@ -206,7 +207,7 @@ def main():
 
         mb = 1e6
         print()
-        print(f"best of {ROUNDS} interleaved rounds each; load average {os.getloadavg()[0]:.1f}"
+        print(f"best of {args.rounds} interleaved rounds each; load average {os.getloadavg()[0]:.1f}"
               f" on {os.cpu_count()} cores; "
               + ("Sluice on core 0, Garage and the source on core 1" if args.pin else "not pinned")
               + ("; bodies signed" if args.sign_payload else "; bodies unsigned"))
