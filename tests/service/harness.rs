@@ -429,6 +429,18 @@ impl Server {
         );
     }
 
+    /// Runs an import task as admin to `success` (panics otherwise, with the server's log);
+    /// returns the id of the image it made.
+    pub fn import_ok(&self, input: Value) -> String {
+        let task = self.create_task(input);
+        let done = self.wait_task(task["id"].as_str().expect("task id"));
+        assert_eq!(done["status"], "success", "{done}\n{}", self.log_text());
+        done["result"]["image_id"]
+            .as_str()
+            .expect("image id")
+            .to_owned()
+    }
+
     /// Files (recursively) under `data_dir/sub`.
     pub fn files_under(&self, sub: &str) -> Vec<PathBuf> {
         fn walk(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -81,13 +81,7 @@ fn test_s3_serve_import_upload_range_download_and_delete_go_through_the_bucket()
     let server = start(&file);
 
     // A task import lands in the bucket as one multipart object.
-    let task = server.create_task(import_input(&files.url("disk.raw"), "raw", "pulled"));
-    let done = server.wait_task(task["id"].as_str().expect("task id"));
-    assert_eq!(done["status"], "success", "{done}\n{}", server.log_text());
-    let pulled = done["result"]["image_id"]
-        .as_str()
-        .expect("image id")
-        .to_owned();
+    let pulled = server.import_ok(import_input(&files.url("disk.raw"), "raw", "pulled"));
     let raw = read(&raw_path);
     assert!(
         object(&probe, &pulled).expect("object") == raw,

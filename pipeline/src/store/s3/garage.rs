@@ -288,24 +288,18 @@ impl GarageCluster {
     /// # Panics
     /// When the binary is missing or the cluster does not come up.
     pub fn start() -> GarageCluster {
-        let first = Garage::spawn(3);
-        let others = [Garage::spawn(3), Garage::spawn(3)];
-        for (zone, node) in ["dc1", "dc2", "dc3"]
-            .into_iter()
-            .zip(std::iter::once(&first).chain(&others))
-        {
-            let id = node.node_id();
-            if !std::ptr::eq(node, &first) {
-                first.cli(&["node", "connect", &format!("{id}@{}", node.rpc)]);
-            }
-            first.cli(&["layout", "assign", "-z", zone, "-c", "1G", &id]);
+        let nodes: Vec<Garage> = (0..3).map(|_| Garage::spawn(3)).collect();
+        let ids: Vec<String> = nodes.iter().map(Garage::node_id).collect();
+        let (first, rest) = nodes.split_first().expect("three nodes");
+        for (node, id) in rest.iter().zip(ids.iter().skip(1)) {
+            first.cli(&["node", "connect", &format!("{id}@{}", node.rpc)]);
+        }
+        for (zone, id) in ["dc1", "dc2", "dc3"].into_iter().zip(&ids) {
+            first.cli(&["layout", "assign", "-z", zone, "-c", "1G", id]);
         }
         first.cli(&["layout", "apply", "--version", "1"]);
         first.make_bucket();
-        let [second, third] = others;
-        GarageCluster {
-            nodes: vec![first, second, third],
-        }
+        GarageCluster { nodes }
     }
 }
 
