@@ -33,6 +33,7 @@ default; over this loopback the signature protects nothing); --sign-payload sign
 
 Usage: benches/s3_bench.py [--size-mib 2048] [--sluice PATH] [--garage PATH] [--keep]
                            [--rounds 4] [--no-pin] [--sign-payload] [--no-meta]
+                           [--s3-arg=ARG ...]
 The sluice binary defaults to $CARGO_TARGET_DIR/release/sluice, Garage to
 ~/.cache/sluice/garage/bin/garage (`scripts/setup --test`).
 """
@@ -124,6 +125,8 @@ def main():
     ap.add_argument("--no-pin", dest="pin", action="store_false",
                     help="let every process run on any core (Garage shares them with Sluice)")
     ap.add_argument("--sign-payload", action="store_true", help="sign request bodies (SigV4 SHA-256)")
+    ap.add_argument("--s3-arg", action="append", default=[], metavar="ARG",
+                    help="one more argument for the S3 node's `sluice serve` (repeat it: --s3-arg=--s3-part-size --s3-arg=16777216)")
     ap.add_argument("--no-meta", dest="meta", action="store_false",
                     help="skip the metadata part (benches/meta_bench.py)")
     args = ap.parse_args()
@@ -168,7 +171,7 @@ def main():
         os.environ.update(AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET)
         s3, s3_port = start_sluice(args.sluice, os.path.join(work, "s3"), *common, "--store", "s3",
                                    "--s3-endpoint", endpoint, "--s3-region", "garage", "--s3-bucket", BUCKET,
-                                   "--s3-sign-payload", "true" if args.sign_payload else "false")
+                                   "--s3-sign-payload", "true" if args.sign_payload else "false", *args.s3_arg)
         pin(s3, 0)
 
         qcow2_size = os.path.getsize(qcow2)
