@@ -233,6 +233,17 @@ pub trait Store: fmt::Debug + Send + Sync {
         Ok(0)
     }
 
+    /// Claims the store for `owner`, the metadata store whose records name its images: the
+    /// first claim is kept in the store, and a later one by another owner fails, so that a
+    /// node never takes another deployment's images for leftovers of its own (start-up
+    /// recovery on metadata of its own deletes the images it has no record of). Call at
+    /// start-up, before recovery.
+    ///
+    /// # Errors
+    /// [`StoreError::Opening`] when another owner holds the store or the claim cannot be
+    /// read or written.
+    fn claim(&self, owner: &str) -> Result<(), StoreError>;
+
     /// The local directory for scratch data that dies with its process: a conversion's spill
     /// (unnamed files, removed by the OS when closed).
     fn scratch_dir(&self) -> &Path;
@@ -274,6 +285,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn sweep_abandoned(&self) -> Result<usize, StoreError> {
         (**self).sweep_abandoned()
+    }
+
+    fn claim(&self, owner: &str) -> Result<(), StoreError> {
+        (**self).claim(owner)
     }
 
     fn scratch_dir(&self) -> &Path {

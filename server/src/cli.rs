@@ -79,7 +79,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => match serve(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("sluice serve: {e:#}");
+                eprintln!("sluice serve: {}", report(&e));
                 ExitCode::from(EXIT_ERROR)
             }
         },
@@ -88,11 +88,29 @@ pub fn main() -> ExitCode {
             Ok(Verdict::Accept) => ExitCode::from(EXIT_ACCEPT),
             Ok(Verdict::Reject) => ExitCode::from(EXIT_REJECT),
             Err(e) => {
-                eprintln!("sluice inspect: {e:#}");
+                eprintln!("sluice inspect: {}", report(&e));
                 ExitCode::from(EXIT_ERROR)
             }
         },
     }
+}
+
+/// `err` and its causes, joined by `: `, each cause once: an error whose text already ends
+/// with its source's (`StoreError`'s do) does not repeat it.
+fn report(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut last = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !last.ends_with(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        last = text;
+    }
+    out
 }
 
 fn inspect(args: &InspectArgs) -> anyhow::Result<Verdict> {

@@ -52,6 +52,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     // metadata store read-write needs.
     sweep_tmp(store.as_ref())?;
     let (meta, guarded) = open_meta(&config, &store).await?;
+    store
+        .claim(&store_owner(&config, meta.as_ref()))
+        .context("claiming the image store")?;
     let staging = Arc::new(
         StagingArea::open(&config.data_dir, config.disk_reserve)
             .context("opening the staging area")?,
@@ -249,6 +252,18 @@ impl Recovery {
         !self.interrupted.is_empty()
             || !self.dataless.is_empty()
             || !self.unfinished_images.is_empty()
+    }
+}
+
+/// Whom the image store belongs to ([`Store::claim`]): the nodes of one shared database, or
+/// this node alone when its metadata is its own (its recovery deletes the images it has no
+/// record of, so no other node may use the store).
+fn store_owner(config: &Config, meta: &dyn MetaStore) -> String {
+    if meta.is_shared() {
+        "the nodes sharing a PostgreSQL database".to_owned()
+    } else {
+        let node = config.node_id.as_deref().unwrap_or_default();
+        format!("node {node}, whose metadata is its own")
     }
 }
 

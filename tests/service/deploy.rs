@@ -86,7 +86,7 @@ fn test_dashboard_queries_name_only_metrics_in_metrics() {
 }
 
 #[test]
-fn test_systemd_unit_passes_systemd_analyze_verify() {
+fn test_systemd_unit_and_its_secrets_drop_in_pass_systemd_analyze_verify() {
     let unit = std::fs::read_to_string(deploy_dir().join("systemd/sluice.service"))
         .expect("reading the unit");
     assert!(
@@ -101,6 +101,11 @@ fn test_systemd_unit_passes_systemd_analyze_verify() {
         unit.replace("/usr/local/bin/sluice", env!("CARGO_BIN_EXE_sluice")),
     )
     .expect("writing the unit");
+    // The secrets drop-in, where systemd looks for it beside the unit.
+    let drop_ins = dir.path().join("sluice.service.d");
+    std::fs::create_dir(&drop_ins).expect("drop-in dir");
+    let secrets = deploy_dir().join("systemd/sluice.service.d/secrets.conf");
+    std::fs::copy(&secrets, drop_ins.join("secrets.conf")).expect("copying the drop-in");
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&copy)
@@ -109,6 +114,14 @@ fn test_systemd_unit_passes_systemd_analyze_verify() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("sluice.service"), "{stderr}");
+    let drop_in = std::fs::read_to_string(&secrets).expect("reading the drop-in");
+    for option in [
+        "EnvironmentFile=",
+        "LoadCredential=tokens.toml:",
+        "SLUICE_TOKEN_FILE=",
+    ] {
+        assert!(drop_in.contains(option), "drop-in option {option} missing");
+    }
     for option in [
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",

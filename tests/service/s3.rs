@@ -169,20 +169,99 @@ fn test_s3_serve_kill_9_mid_upload_then_restart_leaves_no_object_and_no_upload()
     assert!(object(&probe, id).expect("object") == raw);
 }
 
+/// A bucket that is not there, or a wrong secret, stops `sluice serve` before it listens,
+/// saying which (a `HEAD` answer has no error body: the status says it), once.
 #[test]
 fn test_s3_serve_unreachable_bucket_is_refused_before_listening() {
     let dir = tempfile::tempdir().expect("dir");
-    let (_config, file, _probe) = s3_setup(dir.path());
+    let (config, file, _probe) = s3_setup(dir.path());
     let text = std::fs::read_to_string(&file).expect("config");
-    std::fs::write(&file, text.replace(garage::BUCKET, "no-such-bucket")).expect("config");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let wrong_secret = format!("secret_access_key = \"{}0\"", config.secret_access_key);
+    for (wrong, says) in [
+        (
+            text.replace(garage::BUCKET, "no-such-bucket"),
+            "HeadBucket: NotFound (HTTP 404: no such bucket or key)",
+        ),
+        (
+            text.replace(
+                &format!("secret_access_key = \"{}\"", config.secret_access_key),
+                &wrong_secret,
+            ),
+            "HeadBucket: HTTP 403: access denied, check the key id and secret",
+        ),
+    ] {
+        assert_ne!(wrong, text);
+        std::fs::write(&file, wrong).expect("config");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--bind", "127.0.0.1:0", "--config"])
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .output()
+            .expect("sluice serve");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("opening the image store"), "{err}");
+        assert!(err.contains(says), "{err}");
+        assert_eq!(err.matches("HeadBucket").count(), 1, "{err}");
+    }
+}
+
+/// A node whose metadata is its own deletes at start every object it has no record of (a
+/// crash's commit without its record). A second such node pointed at a prefix the first one
+/// uses must refuse to start rather than delete the first one's images; the first one
+/// restarts on its own prefix as before.
+#[test]
+fn test_s3_serve_second_node_with_metadata_of_its_own_on_a_used_prefix_refuses_and_deletes_nothing()
+{
+    let dir = tempfile::tempdir().expect("dir");
+    let (_config, file, probe) = s3_setup(dir.path());
+    let mut first = start(&file);
+    let id = &first.create_image("kept", "raw");
+    let data = vec![0x5a_u8; 3 << 20];
+    let resp = first.req(
+        "PUT",
+        &format!("/v2/images/{id}/file"),
+        &[("Content-Type", "application/octet-stream")],
+        Some(&data),
+    );
+    assert_eq!(resp.status, 204, "{}", resp.text());
+
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["serve", "--bind", "127.0.0.1:0", "--config"])
         .arg(&file)
         .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .output()
+        .arg(dir.path().join("second"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("sluice serve");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("opening the image store"), "{err}");
+    let deadline = Instant::now() + SETTLE_DEADLINE;
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert!(
+        object(&probe, id).as_deref() == Some(&data[..]),
+        "the second node deleted the first one's image:\n{err}"
+    );
+    let status = status.expect("the second node started on a prefix another node uses");
+    assert!(!status.success());
+    assert!(err.contains("claiming the image store"), "{err}");
+    assert!(err.contains("belongs to another metadata store"), "{err}");
+
+    first.restart();
+    let whole = first.get(&format!("/v2/images/{id}/file"));
+    assert_eq!(whole.status, 200, "{}", whole.text());
+    assert!(whole.body == data, "downloaded bytes differ");
 }

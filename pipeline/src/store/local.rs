@@ -210,6 +210,12 @@ impl Store for LocalStore {
         }
     }
 
+    /// Nothing to claim: the directory is in the node's data directory, beside its metadata,
+    /// and goes with it.
+    fn claim(&self, _owner: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Removes every file in `tmp/` (imports interrupted by a crash).
     fn sweep(&self) -> Result<usize, StoreError> {
         let err = |source| StoreError::Opening {

@@ -4,7 +4,8 @@
 //! # Layout
 //! Image `id` is the object `<prefix>images/<id>`: the key follows from the id, so recovery
 //! and deletes need no lookup. An object exists only once its upload completed, so a reader
-//! never sees a partial image.
+//! never sees a partial image. The object `<prefix>owner` names the metadata store the
+//! prefix belongs to ([`Store::claim`], `s3::owner`): one prefix, one deployment.
 //!
 //! # Writing
 //! [`Access::Append`] writers stream a multipart upload (`s3::writer`): parts of
@@ -45,6 +46,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::Client;
 use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
@@ -57,6 +59,7 @@ use super::{
 
 #[doc(hidden)]
 pub mod garage;
+mod owner;
 mod parts;
 mod writer;
 
@@ -295,20 +298,31 @@ impl Io {
     }
 }
 
-/// An S3 request's failure as an `io::Error` naming the operation and the service's code.
-pub(crate) fn s3_error<E, R>(what: &str, err: SdkError<E, R>) -> io::Error
+/// An S3 request's failure as an `io::Error` naming the operation and the service's code; an
+/// answer without one (a `HEAD` has no body) by its HTTP status, with what that usually means.
+pub(crate) fn s3_error<E>(what: &str, err: SdkError<E, HttpResponse>) -> io::Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: fmt::Debug,
 {
     let detail = match &err {
         SdkError::ServiceError(service) => {
             let e = service.err();
-            format!(
-                "{}: {}",
-                e.code().unwrap_or("unknown error"),
-                e.message().unwrap_or("")
-            )
+            let status = service.raw().status().as_u16();
+            match (e.code(), e.message().filter(|m| !m.is_empty())) {
+                (Some(code), Some(message)) => format!("{code}: {message}"),
+                (code, _) => {
+                    let hint = match status {
+                        400 => ": a wrong region?",
+                        403 => ": access denied, check the key id and secret",
+                        404 => ": no such bucket or key",
+                        _ => "",
+                    };
+                    match code {
+                        Some(code) => format!("{code} (HTTP {status}{hint})"),
+                        None => format!("HTTP {status}{hint}"),
+                    }
+                }
+            }
         }
         other => format!(
             "{}",
@@ -694,6 +708,11 @@ impl Store for S3Store {
             abort_upload(&self.io, &upload.key, &upload.upload_id).map_err(err)?;
         }
         Ok(())
+    }
+
+    /// The object `<prefix>owner` names the owner (`s3::owner`).
+    fn claim(&self, owner: &str) -> Result<(), StoreError> {
+        self.claim_prefix(owner)
     }
 
     fn list_ids(&self) -> Result<Vec<String>, StoreError> {

@@ -14,7 +14,7 @@ use super::KEYSTONE_PASSWORD_ENV;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct ServeArgs {
-    /// TOML configuration file (see README, "Configuration").
+    /// TOML configuration file (see README, "Running the service").
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Listen address [default: 127.0.0.1:9292].

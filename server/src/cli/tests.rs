@@ -1,6 +1,7 @@
 use super::*;
 use crate::config::Config;
 use crate::quota::Limit;
+use sluice_pipeline::store::StoreError;
 
 /// `sluice serve <args>` parsed into its configuration.
 fn serve_config(args: &[&str]) -> anyhow::Result<Config> {
@@ -258,4 +259,21 @@ fn test_serve_help_names_the_default_import_methods() {
         line.contains(&format!("[default: {}]", methods.join(","))),
         "{line}"
     );
+}
+
+/// A cause whose text its error already ends with (a `StoreError` shows its source) is
+/// printed once; contexts above it are all kept.
+#[test]
+fn test_report_prints_each_cause_once() {
+    let store = StoreError::Opening {
+        path: "s3://b/".into(),
+        source: std::io::Error::other("HeadBucket: HTTP 403"),
+    };
+    let err = anyhow::Error::new(store).context("opening the image store");
+    assert_eq!(
+        report(&err),
+        "opening the image store: opening store at s3://b/: HeadBucket: HTTP 403"
+    );
+    let plain = anyhow::anyhow!("inner").context("middle").context("outer");
+    assert_eq!(report(&plain), "outer: middle: inner");
 }

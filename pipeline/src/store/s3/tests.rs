@@ -339,3 +339,31 @@ fn test_s3_config_part_memory_counts_one_filling_part_per_writer_and_the_node_sl
     assert_eq!(config.part_memory(2), 48 << 20, "two: 2 + 4");
     assert_eq!(config.part_memory(4), 64 << 20, "four: 4 + the node's 4");
 }
+
+/// The first claim of a prefix is kept: the same owner again (a restart, another store on
+/// the prefix) is fine, another owner is refused and names the holder, and the marker sits
+/// beside the images, never among them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_s3_store_claim_keeps_the_first_owner_and_refuses_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path().join("a").as_path(), |_| {});
+    let mut writer = store.begin("kept", Access::Append).unwrap();
+    writer.append(b"an image").unwrap();
+    writer.commit().unwrap();
+    store.claim("node a").unwrap();
+    store.claim("node a").unwrap();
+    let config = store.config().clone();
+    let again = S3Store::open(config, &dir.path().join("b"), Reserve::Bytes(0)).unwrap();
+    again.claim("node a").unwrap();
+    let err = again.claim("node b").unwrap_err().to_string();
+    assert!(
+        err.contains("belongs to another metadata store (node a;"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{}owner", store.config().prefix)),
+        "{err}"
+    );
+    assert_eq!(store.list_ids().unwrap(), ["kept"]);
+    assert!(store.open("owner").await.unwrap().is_none());
+}
