@@ -225,12 +225,7 @@ struct Made {
 
 /// `PUT /v2/images/{id}/file` with `data` through `node`; asserts 204.
 pub(super) fn put_file(node: &Server, id: &str, data: &[u8]) {
-    let resp = node.req(
-        "PUT",
-        &format!("/v2/images/{id}/file"),
-        &[("Content-Type", "application/octet-stream")],
-        Some(data),
-    );
+    let resp = node.put_file(id, data);
     assert_eq!(resp.status, 204, "{}\n{}", resp.text(), node.log_text());
 }
 

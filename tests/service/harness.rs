@@ -384,6 +384,16 @@ impl Server {
         self.req("GET", path, ADMIN, None)
     }
 
+    /// `PUT /v2/images/{id}/file` of `data` as the default (admin) caller.
+    pub fn put_file(&self, id: &str, data: &[u8]) -> Resp {
+        self.req(
+            "PUT",
+            &format!("/v2/images/{id}/file"),
+            &[("Content-Type", "application/octet-stream")],
+            Some(data),
+        )
+    }
+
     /// `POST /v2/tasks` with `body` as `who`.
     pub fn post_task(&self, body: &Value, who: &[(&str, &str)]) -> Resp {
         let bytes = serde_json::to_vec(body).expect("json");

@@ -92,12 +92,7 @@ fn test_s3_serve_import_upload_range_download_and_delete_go_through_the_bucket()
     let id = &server.create_image("s3", "raw");
     let mut data = raw.clone();
     data.truncate((11 << 20) + 4321);
-    let resp = server.req(
-        "PUT",
-        &format!("/v2/images/{id}/file"),
-        &[("Content-Type", "application/octet-stream")],
-        Some(&data),
-    );
+    let resp = server.put_file(id, &data);
     assert_eq!(resp.status, 204, "{}\n{}", resp.text(), server.log_text());
     assert_eq!(image(&server, id)["status"], "active");
     let whole = server.get(&format!("/v2/images/{id}/file"));
@@ -159,12 +154,7 @@ fn test_s3_serve_kill_9_mid_upload_then_restart_leaves_no_object_and_no_upload()
     assert!(object(&probe, id).is_none(), "object left behind");
     let img = image(&server, id);
     assert_eq!(img["status"], "queued", "{img}");
-    let resp = server.req(
-        "PUT",
-        &format!("/v2/images/{id}/file"),
-        &[("Content-Type", "application/octet-stream")],
-        Some(&raw),
-    );
+    let resp = server.put_file(id, &raw);
     assert_eq!(resp.status, 204, "{}", resp.text());
     assert!(object(&probe, id).expect("object") == raw);
 }
@@ -219,12 +209,7 @@ fn test_s3_serve_second_node_with_metadata_of_its_own_on_a_used_prefix_refuses_a
     let mut first = start(&file);
     let id = &first.create_image("kept", "raw");
     let data = vec![0x5a_u8; 3 << 20];
-    let resp = first.req(
-        "PUT",
-        &format!("/v2/images/{id}/file"),
-        &[("Content-Type", "application/octet-stream")],
-        Some(&data),
-    );
+    let resp = first.put_file(id, &data);
     assert_eq!(resp.status, 204, "{}", resp.text());
 
     let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))

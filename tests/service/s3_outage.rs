@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use super::harness::{raw_disk, Resp, Server, ADMIN};
+use super::harness::{raw_disk, Server, ADMIN};
 use super::s3::{object, s3_setup};
 use crate::common::read;
 use sluice_pipeline::store::S3Store;
@@ -118,16 +118,6 @@ fn relayed_setup(dir: &Path) -> (Relay, PathBuf, S3Store) {
     (relay, file, probe)
 }
 
-/// `PUT /v2/images/{id}/file` of `raw`.
-fn put_file(server: &Server, id: &str, raw: &[u8]) -> Resp {
-    server.req(
-        "PUT",
-        &format!("/v2/images/{id}/file"),
-        &[("Content-Type", "application/octet-stream")],
-        Some(raw),
-    )
-}
-
 #[test]
 fn test_s3_serve_store_away_upload_is_503_store_error_image_queued_then_uploads() {
     let dir = tempfile::tempdir().expect("dir");
@@ -135,7 +125,7 @@ fn test_s3_serve_store_away_upload_is_503_store_error_image_queued_then_uploads(
     let server = Server::start(&["--config", file.to_str().expect("utf-8")]);
     let raw = read(&raw_disk(dir.path(), "d.raw", 12 << 20, 4));
     let id = server.create_image("outage", "raw");
-    let put = || put_file(&server, &id, &raw);
+    let put = || server.put_file(&id, &raw);
 
     relay.set_cut(true);
     let resp = put();
@@ -179,7 +169,7 @@ fn test_s3_serve_store_that_never_answers_upload_is_503_store_error_then_uploads
     ]);
     let raw = read(&raw_disk(dir.path(), "d.raw", 1 << 20, 4));
     let id = server.create_image("stalled", "raw");
-    let put = || put_file(&server, &id, &raw);
+    let put = || server.put_file(&id, &raw);
 
     relay.set_hang(true);
     let started = std::time::Instant::now();
