@@ -259,11 +259,12 @@ impl Recovery {
 /// this node alone when its metadata is its own (its recovery deletes the images it has no
 /// record of, so no other node may use the store).
 fn store_owner(config: &Config, meta: &dyn MetaStore) -> String {
-    if meta.is_shared() {
-        "the nodes sharing a PostgreSQL database".to_owned()
-    } else {
-        let node = config.node_id.as_deref().unwrap_or_default();
-        format!("node {node}, whose metadata is its own")
+    match meta.deployment() {
+        Some(id) => format!("the nodes of PostgreSQL deployment {id}"),
+        None => {
+            let node = config.node_id.as_deref().unwrap_or_default();
+            format!("node {node}, whose metadata is its own")
+        }
     }
 }
 

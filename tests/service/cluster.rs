@@ -16,7 +16,7 @@ use sluice_server::meta::testing_pg::PgCluster;
 use sluice_server::meta::{ImageRecord, MetaStore, TaskRecord, TaskStatus};
 use sluice_server::takeover;
 
-use super::harness::{digest, import_input, raw_disk, FileServer, Server, ADMIN};
+use super::harness::{digest, import_input, raw_disk, refused_start, FileServer, Server, ADMIN};
 use super::s3::{object, s3_setup};
 use crate::common::{read, scratch};
 
@@ -45,7 +45,9 @@ pub(super) struct Cluster {
     pub probe: S3Store,
     meta: PgMeta,
     rt: tokio::runtime::Runtime,
-    _pg: PgCluster,
+    pg: PgCluster,
+    /// The nodes' configuration file.
+    pub config: PathBuf,
 }
 
 impl Cluster {
@@ -85,7 +87,8 @@ impl Cluster {
             probe,
             meta,
             rt,
-            _pg: pg,
+            pg,
+            config: file,
         }
     }
 
@@ -336,4 +339,51 @@ fn test_cluster_images_made_through_one_node_served_and_deleted_through_another(
     }
     assert!(cluster.objects().is_empty(), "{:?}", cluster.objects());
     assert!(cluster.uploads().is_empty(), "{:?}", cluster.uploads());
+}
+
+/// One prefix, one metadata store: a node with metadata of its own (its start would delete
+/// every image it has no record of) and a node of another PostgreSQL database (another
+/// deployment), each given the cluster's `[store]`, refuse to start and delete nothing.
+#[test]
+fn test_cluster_prefix_refused_to_a_rocksdb_node_and_to_another_database() {
+    let dir = scratch();
+    let cluster = Cluster::start(dir.path());
+    let source = raw_disk(dir.path(), "kept.raw", 3 << 20, 2);
+    let id = cluster.nodes[0].create_image("kept", "raw");
+    put_file(&cluster.nodes[1], &id, &read(&source));
+    let config = cluster.config.to_str().expect("utf-8");
+    let other = cluster.pg.database("other");
+    // The cluster's owner first, then the refused node's own: itself, or the other database.
+    for (name, extra, deployments) in [
+        ("rocksdb", vec!["--meta", "rocksdb"], 1),
+        ("other", vec!["--meta-postgres-url", &other], 2),
+    ] {
+        let mut args = vec!["--config", config];
+        args.extend(extra);
+        let log = refused_start(&dir.path().join(name), &args);
+        let err = log
+            .lines()
+            .find(|l| l.starts_with("sluice serve: "))
+            .unwrap_or_else(|| panic!("no error in {log}"));
+        assert!(err.contains("claiming the image store"), "{err}");
+        let owner = "belongs to another metadata store (the nodes of PostgreSQL deployment ";
+        assert!(err.contains(owner), "{err}");
+        assert_eq!(
+            err.matches("PostgreSQL deployment ").count(),
+            deployments,
+            "{err}"
+        );
+        assert_eq!(
+            err.contains("whose metadata is its own)"),
+            deployments == 1,
+            "{err}"
+        );
+    }
+    assert_eq!(
+        cluster.probe.list_ids().expect("list"),
+        std::slice::from_ref(&id)
+    );
+    for node in &cluster.nodes {
+        assert_served(node, &id, &source);
+    }
 }

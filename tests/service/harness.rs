@@ -216,6 +216,44 @@ pub struct Server {
     _scratch: tempfile::TempDir,
 }
 
+/// Runs `sluice serve ARGS` on the data directory `data_dir` and expects it to refuse to
+/// start: returns what it wrote on stderr. Panics when it exits 0, or still runs after
+/// [`STARTUP_DEADLINE`] (it was not refused: it is killed first).
+pub fn refused_start(data_dir: &Path, args: &[&str]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning sluice serve");
+    let deadline = Instant::now() + STARTUP_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for sluice serve") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(POLL_INTERVAL);
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("reading stderr");
+    match status {
+        Some(status) if !status.success() => err,
+        _ => panic!("sluice serve {args:?} was not refused ({status:?}):\n{err}"),
+    }
+}
+
 /// A free loopback port (bound and released; the server binds it right after).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -324,10 +324,19 @@ where
                 }
             }
         }
-        other => format!(
-            "{}",
-            aws_smithy_types::error::display::DisplayErrorContext(other)
-        ),
+        // The chain of causes, each once (`DisplayErrorContext` adds a `Debug` dump of it).
+        other => {
+            let mut chain = other.to_string();
+            let mut cause = std::error::Error::source(other);
+            while let Some(e) = cause {
+                let text = e.to_string();
+                if !chain.ends_with(&text) {
+                    chain = format!("{chain}: {text}");
+                }
+                cause = e.source();
+            }
+            chain
+        }
     };
     io::Error::other(format!("{what}: {detail}"))
 }

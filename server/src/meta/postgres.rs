@@ -44,12 +44,15 @@ pub const DEFAULT_POOL_SIZE: usize = 16;
 #[derive(Clone)]
 pub struct PgMeta {
     pool: Pool,
+    /// The database's deployment id ([`schema::deployment`]).
+    deployment: String,
 }
 
 impl std::fmt::Debug for PgMeta {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgMeta")
             .field("pool", &self.pool.status())
+            .field("deployment", &self.deployment)
             .finish()
     }
 }
@@ -75,18 +78,22 @@ impl PgMeta {
             .max_size(pool_size.max(1))
             .build()
             .map_err(|e| MetaError::Backend(format!("PostgreSQL pool: {e}")))?;
-        let meta = PgMeta { pool };
-        let mut client = meta.client().await?;
+        let mut client = connect(&pool).await?;
         schema::migrate(&mut client).await?;
-        Ok(meta)
+        let deployment = schema::deployment(&client).await?;
+        Ok(PgMeta { pool, deployment })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, MetaError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| MetaError::Backend(format!("connecting to PostgreSQL: {e}")))
+        connect(&self.pool).await
     }
+}
+
+/// One connection of `pool`.
+async fn connect(pool: &Pool) -> Result<deadpool_postgres::Object, MetaError> {
+    pool.get()
+        .await
+        .map_err(|e| MetaError::Backend(format!("connecting to PostgreSQL: {e}")))
 }
 
 /// Starts a transaction on `client`.
@@ -509,6 +516,10 @@ impl MetaStore for PgMeta {
 
     fn is_shared(&self) -> bool {
         true
+    }
+
+    fn deployment(&self) -> Option<&str> {
+        Some(&self.deployment)
     }
 
     async fn expired_leases(&self, now: Timestamp, max: usize) -> Result<Vec<String>, MetaError> {

@@ -139,6 +139,12 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     fn is_shared(&self) -> bool {
         false
     }
+    /// The id that tells this shared store from every other (PostgreSQL: a UUID drawn once
+    /// per database), for the image store's claim (`Store::claim`); `None` for an embedded
+    /// store, which is its node's alone.
+    fn deployment(&self) -> Option<&str> {
+        None
+    }
     /// The ids of `processing` tasks whose lease ended at or before `now`, soonest first, at
     /// most `max`: one range of a lease index (only `processing` tasks with a lease are in
     /// it), never a scan of the tasks.

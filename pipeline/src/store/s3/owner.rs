@@ -49,10 +49,10 @@ impl S3Store {
         }
         Err(self.opening_err(io::Error::other(format!(
             "this prefix belongs to another metadata store ({found}; the object {key} says so), \
-             and this node's ({owner}) would not know its images: a node whose metadata is its \
-             own deletes at start every image it has no record of. Give this node a prefix of \
-             its own; or, only if no node of that metadata store will run on this prefix again, \
-             delete {key}"
+             not to this node's ({owner}): a prefix holds the images of one metadata store, \
+             since a node whose metadata is its own deletes at start every image it has no \
+             record of. Give this node a prefix of its own; or, only if no node of the other \
+             store will run on this prefix again, delete {key}"
         ))))
     }
 

@@ -88,6 +88,10 @@ CREATE TABLE nodes (
     alive_until bigint NOT NULL
 );
 "#,
+    r#"
+CREATE TABLE deployment (id text COLLATE "C" NOT NULL);
+INSERT INTO deployment SELECT gen_random_uuid()::text;
+"#,
 ];
 
 /// Brings the database's schema to the latest version: in one transaction holding
@@ -138,4 +142,17 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), MetaError> {
     tx.commit()
         .await
         .map_err(|e| pg_error("committing the migration", &e))
+}
+
+/// The database's deployment id: a random UUID the migration to version 7 drew once, the
+/// same for every node of the database and different for every other database.
+///
+/// # Errors
+/// [`MetaError::Backend`] when it cannot be read.
+pub(super) async fn deployment(client: &Client) -> Result<String, MetaError> {
+    let row = client
+        .query_one("SELECT id FROM deployment", &[])
+        .await
+        .map_err(|e| pg_error("reading the deployment id", &e))?;
+    Ok(row.get(0))
 }

@@ -14,9 +14,10 @@ async fn test_pg_meta_conformance_suite_passes() {
 }
 
 /// Nodes starting together: concurrent opens of a new database migrate it once (the
-/// advisory lock), and a later open finds the schema current and the data intact.
+/// advisory lock: one deployment id, the same for all), and a later open finds the schema
+/// current and the data intact; another database is another deployment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test_pg_meta_concurrent_opens_migrate_once_and_reopen_keeps_data() {
+async fn test_pg_meta_concurrent_opens_migrate_once_share_one_deployment_and_reopen_keeps_data() {
     let cluster = PgCluster::start();
     let url = cluster.database("nodes");
     let opens: Vec<_> = (0..4)
@@ -29,6 +30,11 @@ async fn test_pg_meta_concurrent_opens_migrate_once_and_reopen_keeps_data() {
     for open in opens {
         metas.push(open.await.unwrap().unwrap());
     }
+    let deployment = metas[0].deployment().expect("a deployment id").to_owned();
+    assert_eq!(deployment.len(), 36, "{deployment}");
+    assert!(metas.iter().all(|m| m.deployment() == Some(&deployment)));
+    let other = PgMeta::open(&cluster.database("other"), 1).await.unwrap();
+    assert_ne!(other.deployment(), Some(&*deployment));
     let task = sample_task("00000000-0000-4000-8000-0000000000a1");
     let image = sample_image("00000000-0000-4000-8000-0000000000b1");
     metas[0].put_task(&task).await.unwrap();
@@ -37,6 +43,7 @@ async fn test_pg_meta_concurrent_opens_migrate_once_and_reopen_keeps_data() {
     let again = PgMeta::open(&url, 2).await.unwrap();
     assert_eq!(again.get_task(&task.id).await.unwrap(), Some(task));
     assert_eq!(again.get_image(&image.id).await.unwrap(), Some(image));
+    assert_eq!(again.deployment(), Some(&*deployment));
     let client = again.client().await.unwrap();
     let version: i32 = client
         .query_one("SELECT version FROM schema_version", &[])
@@ -46,6 +53,11 @@ async fn test_pg_meta_concurrent_opens_migrate_once_and_reopen_keeps_data() {
     assert_eq!(usize::try_from(version).unwrap(), schema::MIGRATIONS.len());
     let rows = client
         .query("SELECT count(*) FROM schema_version", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, i64>(0), 1);
+    let rows = client
+        .query("SELECT count(*) FROM deployment", &[])
         .await
         .unwrap();
     assert_eq!(rows[0].get::<_, i64>(0), 1);
