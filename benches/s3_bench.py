@@ -4,7 +4,11 @@
 Measured in one run, on the same files, by the same `sluice` binary:
   * a raw import (random data) and a qcow2 import (the same data) into Garage and into the
     data directory, interleaved --rounds times (default 4), best of each: the ratio S3 / local
-    (target >= 0.8);
+    (target >= 0.8); and, to show the spread, the ratio of each round's pair (imports seconds
+    apart). Before each import (and each `curl -T` below) the page cache is written back
+    (`sync`, outside the timing; --no-sync skips it), so that no import runs while the kernel
+    writes back the 4 GiB the imports before it left dirty: on one quiet day the round
+    ratios spread 0.63-0.91 without it (two runs) and 0.76-0.90 with it (two runs);
   * what each import costs Sluice itself, as CPU seconds (user + system) of its process per
     GiB, and the local/S3 ratio of those: independent of where Garage runs and of how busy
     the machine is;
@@ -32,7 +36,7 @@ The S3 node sends bodies unsigned (`--s3-sign-payload false`, what a TLS endpoin
 default; over this loopback the signature protects nothing); --sign-payload signs them.
 
 Usage: benches/s3_bench.py [--size-mib 2048] [--sluice PATH] [--garage PATH] [--keep]
-                           [--rounds 4] [--no-pin] [--sign-payload] [--no-meta]
+                           [--rounds 4] [--no-pin] [--sign-payload] [--no-sync] [--no-meta]
                            [--s3-arg=ARG ...]
 The sluice binary defaults to $CARGO_TARGET_DIR/release/sluice, Garage to
 ~/.cache/sluice/garage/bin/garage (`scripts/setup --test`).
@@ -41,6 +45,7 @@ The sluice binary defaults to $CARGO_TARGET_DIR/release/sluice, Garage to
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -100,13 +105,16 @@ root_domain = ".s3.garage.localhost"
     return proc, f"http://127.0.0.1:{s3}"
 
 
-def curl_put_rate(endpoint, path, key, core):
-    """Bytes/s of one `curl -T` PutObject of `path` into the bench bucket (None: no pinning)."""
+def curl_put_rate(endpoint, path, key, core, sync):
+    """Bytes/s of one `curl -T` PutObject of `path` into the bench bucket (None: no pinning),
+    after writing back the page cache if `sync`."""
     cmd = ["curl", "-sS", "-f", "-o", "/dev/null", "--aws-sigv4", "aws:amz:garage:s3",
            "--user", f"{KEY_ID}:{SECRET}", "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD",
            "-T", path, f"{endpoint}/{BUCKET}/{key}"]
     if core is not None:
         cmd = ["taskset", "-c", str(core)] + cmd
+    if sync:
+        os.sync()
     start = time.monotonic()
     subprocess.run(cmd, check=True)
     return os.path.getsize(path) / (time.monotonic() - start)
@@ -127,6 +135,8 @@ def main():
     ap.add_argument("--sign-payload", action="store_true", help="sign request bodies (SigV4 SHA-256)")
     ap.add_argument("--s3-arg", action="append", default=[], metavar="ARG",
                     help="one more argument for the S3 node's `sluice serve` (repeat it: --s3-arg=--s3-part-size --s3-arg=16777216)")
+    ap.add_argument("--no-sync", dest="sync", action="store_false",
+                    help="do not write back the page cache before each import")
     ap.add_argument("--no-meta", dest="meta", action="store_false",
                     help="skip the metadata part (benches/meta_bench.py)")
     args = ap.parse_args()
@@ -180,6 +190,8 @@ def main():
         procs = {"local": local, "s3": s3}
 
         def measured(store, port, fmt, url, r, length):
+            if args.sync:
+                os.sync()
             before = sum(cpu_seconds(procs[store].pid))
             rates[f"{fmt}-{store}"].append(timed_import(port, url, fmt, f"{fmt}-{r}", length))
             cpu[f"{fmt}-{store}"].append((sum(cpu_seconds(procs[store].pid)) - before) / (length / 2**30))
@@ -201,7 +213,7 @@ def main():
             return vmhwm_kib(proc.pid) / 1024
 
         local_rss = concurrent_rss(local, local_port)
-        curl_rate = max(curl_put_rate(endpoint, raw, f"curl-{r}", 0 if args.pin else None)
+        curl_rate = max(curl_put_rate(endpoint, raw, f"curl-{r}", 0 if args.pin else None, args.sync)
                         for r in range(args.rounds))
         stop(local)
         local = None
@@ -216,9 +228,12 @@ def main():
               + ("; bodies signed" if args.sign_payload else "; bodies unsigned"))
         for fmt in ("raw", "qcow2"):
             (l_rate, l_s), (s_rate, s_s) = best[f"{fmt}-local"], best[f"{fmt}-s3"]
+            pairs = [s[0] / l[0] for l, s in zip(rates[f"{fmt}-local"], rates[f"{fmt}-s3"])]
             ratio = s_rate / l_rate
             print(f"{fmt:5} import: local {l_rate / mb:7.1f} MB/s ({l_s:5.1f} s), Garage {s_rate / mb:7.1f} MB/s"
                   f" ({s_s:5.1f} s): ratio {ratio:.2f} (target >= 0.80: {verdict(ratio >= 0.8)})")
+            print(f"{'':13} each round, Garage / local: {', '.join(f'{p:.2f}' for p in pairs)}"
+                  f" (median {statistics.median(pairs):.2f})")
             l_cpu, s_cpu = min(cpu[f"{fmt}-local"]), min(cpu[f"{fmt}-s3"])
             print(f"{'':13} Sluice CPU s/GiB: local {l_cpu:.2f}, Garage {s_cpu:.2f}: ratio {l_cpu / s_cpu:.2f}")
         s3_raw = best["raw-s3"][0]
