@@ -514,10 +514,6 @@ impl MetaStore for PgMeta {
         commit(tx, "a take-back", out).await
     }
 
-    fn is_shared(&self) -> bool {
-        true
-    }
-
     fn deployment(&self) -> Option<&str> {
         Some(&self.deployment)
     }

@@ -135,9 +135,10 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     ) -> Result<bool, MetaError>;
     /// Whether other processes share this store (PostgreSQL). An embedded store is opened by
     /// one process only (RocksDB's lock on its directory), so every lease in it is that
-    /// process's, and after a restart every `processing` task in it is provably dead.
+    /// process's, and after a restart every `processing` task in it is provably dead. A
+    /// store is shared exactly when it has a [`MetaStore::deployment`].
     fn is_shared(&self) -> bool {
-        false
+        self.deployment().is_some()
     }
     /// The id that tells this shared store from every other (PostgreSQL: a UUID drawn once
     /// per database), for the image store's claim (`Store::claim`); `None` for an embedded
