@@ -83,6 +83,23 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// The bytes of a range of a committed image, read as they are sent.
 pub type ImageStream = Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>;
 
+/// `err` and its causes, joined by `: `, each once: a cause whose text the error before it
+/// already ends with (a [`StoreError`] shows its source in its own text) is not repeated.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut last = out.clone();
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !last.ends_with(&text) {
+            out = format!("{out}: {text}");
+        }
+        last = text;
+        cause = e.source();
+    }
+    out
+}
+
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -10,6 +10,7 @@ use sluice_formats::{
 };
 use sluice_pipeline::convert::{convert_reader, ConvertFailure, ConvertOutcome};
 use sluice_pipeline::inspect_reader;
+use sluice_pipeline::store::error_chain;
 use sluice_pipeline::unwrap::{with_unwrapped, UnwrapLimits, UnwrappedReader};
 
 mod meter;
@@ -95,22 +96,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// `err` and its causes, joined by `: `, each cause once: an error whose text already ends
-/// with its source's (`StoreError`'s do) does not repeat it.
+/// `err` and its causes, each once ([`error_chain`]).
 fn report(err: &anyhow::Error) -> String {
-    let mut out = String::new();
-    let mut last = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if !last.ends_with(&text) {
-            if !out.is_empty() {
-                out.push_str(": ");
-            }
-            out.push_str(&text);
-        }
-        last = text;
-    }
-    out
+    error_chain(err.as_ref())
 }
 
 fn inspect(args: &InspectArgs) -> anyhow::Result<Verdict> {

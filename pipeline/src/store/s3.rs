@@ -324,19 +324,8 @@ where
                 }
             }
         }
-        // The chain of causes, each once (`DisplayErrorContext` adds a `Debug` dump of it).
-        other => {
-            let mut chain = other.to_string();
-            let mut cause = std::error::Error::source(other);
-            while let Some(e) = cause {
-                let text = e.to_string();
-                if !chain.ends_with(&text) {
-                    chain = format!("{chain}: {text}");
-                }
-                cause = e.source();
-            }
-            chain
-        }
+        // The chain of causes (`DisplayErrorContext` adds a `Debug` dump of it).
+        other => super::error_chain(other),
     };
     io::Error::other(format!("{what}: {detail}"))
 }

@@ -14,7 +14,7 @@ use super::{s3_error, S3Store};
 use crate::store::StoreError;
 
 /// The marker's name under the prefix (beside `images/`, so never an image id).
-pub(super) const OWNER_KEY: &str = "owner";
+const OWNER_KEY: &str = "owner";
 
 impl S3Store {
     /// [`Store::claim`](super::Store::claim): reads the marker; writes `owner` when there is
