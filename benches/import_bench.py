@@ -101,12 +101,18 @@ def hashing_ceiling(path):
     return parallel_hash_rate(path, [["md5sum"], ["sha512sum"]])
 
 
-def timed_import(port, url, fmt, name, size, output_format=None):
+def timed_import(port, url, fmt, name, size, output_format=None, delete=False):
+    """(bytes/s, seconds) of one import; with `delete`, its image is deleted after, outside
+    the timing."""
     start = time.monotonic()
     task = wait_task(port, create_task(port, url, fmt, name, output_format))
     elapsed = time.monotonic() - start
     if task["status"] != "success":
         sys.exit(f"{name} import failed: {task.get('message')}")
+    if delete:
+        status, body = api(port, "DELETE", f"/v2/images/{task['result']['image_id']}")
+        if status != 204:
+            sys.exit(f"deleting {name}: {status} {body}")
     return size / elapsed, elapsed
 
 

@@ -72,8 +72,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import api, cpu_seconds, default_sluice, free_port, reset_vmhwm, start_sluice, stop, verdict, vmhwm_kib, write_random  # noqa: E402
-from import_bench import create_task, wait_task  # noqa: E402
+from benchlib import cpu_seconds, default_sluice, free_port, reset_vmhwm, start_sluice, stop, verdict, vmhwm_kib, write_random  # noqa: E402
+from import_bench import create_task, timed_import, wait_task  # noqa: E402
 
 KEY_ID = "GK0123456789abcdef01234567"
 SECRET = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
@@ -169,21 +169,6 @@ def confine(controller, name, v1, v2, pids):
         print(f"note: {name} not confined ({group}: {e})", flush=True)
         return None
     return group
-
-
-def import_once(port, url, fmt, name, length):
-    """One timed import: (bytes/s, seconds). Its image is deleted after, outside the timing,
-    so that a run needs room for only a few images (Garage frees a block 10 minutes after
-    its last reference goes)."""
-    start = time.monotonic()
-    task = wait_task(port, create_task(port, url, fmt, name))
-    elapsed = time.monotonic() - start
-    if task["status"] != "success":
-        sys.exit(f"{name} import failed: {task.get('message')}")
-    status, body = api(port, "DELETE", f"/v2/images/{task['result']['image_id']}")
-    if status != 204:
-        sys.exit(f"deleting {name}: {status} {body}")
-    return length / elapsed, elapsed
 
 
 def curl_put_rate(endpoint, path, key, core, sync):
@@ -297,7 +282,7 @@ def main():
                             os.sync()
                         before = sum(cpu_seconds(procs[store].pid))
                         rates[f"{fmt}-{store}"].append(
-                            import_once(port, f"{base}/big.{fmt}", fmt, f"{tag}-{fmt}-{r}", length))
+                            timed_import(port, f"{base}/big.{fmt}", fmt, f"{tag}-{fmt}-{r}", length, delete=True))
                         cpu[f"{fmt}-{store}"].append(
                             (sum(cpu_seconds(procs[store].pid)) - before) / (length / 2**30))
             return rates, cpu
@@ -306,7 +291,9 @@ def main():
         # it first (see --garage-mem-mib); it made the first round's ratio 0.41-0.58.
         for port in (local_port, s3_port):
             stamp(raw, f"warm-up-{port}")
-            import_once(port, f"{base}/big.raw", "raw", "warm-up", size)
+            # Deleted after, like each measured import (Garage frees a block 10 minutes after
+            # its last reference goes: a run of the defaults needs ~40 GiB free).
+            timed_import(port, f"{base}/big.raw", "raw", "warm-up", size, delete=True)
         runs = [("a whole core", compare("whole"))]
         if args.sluice_cpus:
             quota = int(args.sluice_cpus * 100000)
