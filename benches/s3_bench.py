@@ -47,11 +47,11 @@ Two things of this VM are kept out of the figures, as flags:
     deployment (--no-pin lets Garage's hashing and writing take turns with the import).
 Garage's own work per byte (md5 for the ETag and BLAKE2 per block, in portable code, plus the
 write) is more than Sluice's (md5 and sha512 in OpenSSL's assembly): `curl -T` into Garage takes
-in 0.75-0.80 of what Sluice imports into the local store on one core, so with a whole core each
-the first set measures Garage, not the S3 store's cost to Sluice (0.70-0.72 here, 0.88-0.89 of
+in 0.70-0.85 of what Sluice imports into the local store on one core, so with a whole core each
+the first set measures Garage, not the S3 store's cost to Sluice (0.66-0.73 here, 0.84-1.00 of
 `curl -T`). A real object store serves many nodes and is not sized to be saturated by one;
 holding Sluice to half a core gives Garage that headroom, and the ratio then measures what the
-S3 path costs an import: 0.89 here, the same as the ratio of Sluice's CPU per GiB.
+S3 path costs an import: 0.87-0.95 here, about the ratio of Sluice's CPU per GiB.
 The S3 node sends bodies unsigned (`--s3-sign-payload false`, what a TLS endpoint gets by
 default; over this loopback the signature protects nothing); --sign-payload signs them.
 
