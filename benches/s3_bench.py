@@ -229,6 +229,15 @@ def main():
         size = args.size_mib << 20
         raw = os.path.join(srcdir, "big.raw")
         print(f"making a {args.size_mib} MiB raw image of random data ...", flush=True)
+        # What Garage takes in over the run (the warm-up, two formats per round per set, the
+        # curl rounds, the 4 concurrent images): it frees a deleted image's blocks only 10
+        # minutes after, so most of it can be on disk at once, besides the sources.
+        sets = 2 if args.sluice_cpus else 1
+        need = size * (3 + 2 * args.rounds * sets + args.rounds) + 8 * (args.concurrent_size_mib << 20)
+        free = shutil.disk_usage(work).free
+        if free < need:
+            print(f"note: {free / 2**30:.0f} GiB free in {work}; this run may need up to {need / 2**30:.0f} GiB"
+                  " (Garage: 'No space left on device')", flush=True)
         write_random(raw, size)
         qcow2 = os.path.join(srcdir, "big.qcow2")
         concurrent = args.concurrent_size_mib << 20
@@ -291,8 +300,7 @@ def main():
         # it first (see --garage-mem-mib); it made the first round's ratio 0.41-0.58.
         for port in (local_port, s3_port):
             stamp(raw, f"warm-up-{port}")
-            # Deleted after, like each measured import (Garage frees a block 10 minutes after
-            # its last reference goes: a run of the defaults needs ~40 GiB free).
+            # Deleted after, like each measured import (see `need` above).
             timed_import(port, f"{base}/big.raw", "raw", "warm-up", size, delete=True)
         runs = [("a whole core", compare("whole"))]
         if args.sluice_cpus:
